@@ -1,0 +1,61 @@
+//! The `tokend` binary: parse flags, set up logging, bind, serve until
+//! SIGINT/SIGTERM.
+
+use clap::Parser;
+use tokend::config::Config;
+use tokend::server::Server;
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let config = Config::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+
+    let addr = format!("{}:{}", config.bind, config.port);
+    let listener = match TcpListener::bind(&addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    let server = match Server::new(listener, config).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match server.local_addr() {
+        Ok(a) => tracing::info!(addr = %a, version = env!("CARGO_PKG_VERSION"), "tokend ready to accept connections"),
+        Err(e) => tracing::warn!(error = %e, "listening, address unknown"),
+    }
+    server.run(shutdown_signal()).await;
+    tracing::info!("bye");
+    std::process::ExitCode::SUCCESS
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,73 @@
+//! `SUBSCRIBE`, `PSUBSCRIBE`, `UNSUBSCRIBE`, `PUNSUBSCRIBE`, `PUBLISH` on the
+//! server's own broker, which also carries the keyspace notifications.
+
+use super::Outcome;
+use crate::connection::Session;
+use crate::parse::{Parse, ParseError};
+use crate::reply::Reply;
+use crate::server::Shared;
+use bytes::Bytes;
+
+fn confirm(kind: &'static str, name: Option<Bytes>, count: usize) -> Reply {
+    Reply::Push(vec![Reply::bulk_static(kind), name.map_or(Reply::Null, Reply::Bulk), Reply::Integer(count as i64)])
+}
+
+fn sync_counts(s: &Session) {
+    let (sub, psub) = (s.channels.len(), s.patterns.len());
+    s.update_meta(|m| {
+        m.sub = sub;
+        m.psub = psub;
+    });
+}
+
+/// `SUBSCRIBE channel [channel ...]` / `PSUBSCRIBE pattern [pattern ...]`.
+pub fn subscribe(p: &mut Parse, s: &mut Session, shared: &Shared, pattern: bool) -> Result<Outcome, ParseError> {
+    if s.pubsub_rx.is_none() {
+        s.pubsub_rx = Some(shared.pubsub.attach(s.id));
+    }
+    let mut replies = Vec::new();
+    while let Ok(name) = p.next_bytes() {
+        let name = Bytes::copy_from_slice(&name);
+        let set = if pattern { &mut s.patterns } else { &mut s.channels };
+        if set.insert(name.clone()) {
+            shared.pubsub.subscribe(s.id, name.clone(), pattern);
+        }
+        replies.push(confirm(if pattern { "psubscribe" } else { "subscribe" }, Some(name), s.subscriptions()));
+    }
+    sync_counts(s);
+    Ok(Outcome::Replies(replies))
+}
+
+/// `UNSUBSCRIBE [channel ...]` / `PUNSUBSCRIBE [pattern ...]`: all of that
+/// kind when none are named.
+pub fn unsubscribe(p: &mut Parse, s: &mut Session, shared: &Shared, pattern: bool) -> Outcome {
+    let kind = if pattern { "punsubscribe" } else { "unsubscribe" };
+    let mut names = Vec::new();
+    while let Ok(n) = p.next_bytes() {
+        names.push(n);
+    }
+    if names.is_empty() {
+        names = if pattern { s.patterns.iter().cloned().collect() } else { s.channels.iter().cloned().collect() };
+    }
+    if names.is_empty() {
+        return Outcome::Reply(confirm(kind, None, s.subscriptions()));
+    }
+    let mut replies = Vec::new();
+    for name in names {
+        let set = if pattern { &mut s.patterns } else { &mut s.channels };
+        if set.remove(&name) {
+            shared.pubsub.unsubscribe(s.id, &name, pattern);
+        }
+        replies.push(confirm(kind, Some(name), s.subscriptions()));
+    }
+    sync_counts(s);
+    Outcome::Replies(replies)
+}
+
+/// `PUBLISH channel message`: the number of clients that received it.
+pub fn publish(p: &mut Parse, shared: &Shared) -> Result<Reply, ParseError> {
+    let channel = p.next_bytes()?;
+    let msg = Bytes::copy_from_slice(&p.next_bytes()?);
+    p.finish()?;
+    Ok(Reply::Integer(shared.pubsub.publish(&channel, &msg) as i64))
+}

@@ -1,0 +1,184 @@
+//! Command-line configuration. Every flag can also be set through an
+//! environment variable (`TOKEND_<FLAG>`), which is what containers use.
+
+use crate::notify::EventClasses;
+use crate::store::StoreConfig;
+use clap::{Parser, ValueEnum};
+use std::time::Duration;
+
+/// How changes reach the backing Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Durability {
+    /// A reply is sent only after the backing Redis acknowledged the change.
+    Sync,
+    /// Reply at once; changes are flushed within --flush-interval.
+    Async,
+}
+
+/// tokend: a token server that speaks the Redis protocol.
+///
+/// Generates tokens into pools, hands out a random free one with a lease,
+/// keeps it alive, takes it back, and expires what nobody keeps alive, to the
+/// millisecond. Talk to it with redis-cli or any Redis client:
+///
+///   redis-cli -p 6380 TOKEN.GEN mypool
+///   redis-cli -p 6380 TOKEN.ACQUIRE mypool PX 30000
+///
+/// Durations are seconds, or a number with a unit: 250ms, 30s, 5m, 1h.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "tokend", version, about, long_about, max_term_width = 100)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "TOKEND_BIND", default_value = "127.0.0.1")]
+    pub bind: String,
+
+    /// TCP port to listen on (0 picks a free one; the log says which).
+    #[arg(short, long, env = "TOKEND_PORT", default_value_t = 6380)]
+    pub port: u16,
+
+    /// Default token lifetime (TOKEN.GEN without EX/PX).
+    #[arg(long, env = "TOKEND_TOKEN_TTL", default_value = "300s", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Default lease (TOKEN.ACQUIRE without EX/PX).
+    #[arg(long, env = "TOKEND_LEASE_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+
+    /// How long expired tokens are remembered (so clients get -EXPIRED, not -NOTOKEN).
+    #[arg(long, env = "TOKEND_EXPIRED_MEMORY", default_value = "1h", value_parser = parse_duration)]
+    pub expired_memory: Duration,
+
+    /// At most this many expired tokens are remembered (oldest forgotten first).
+    #[arg(long, env = "TOKEND_MAX_EXPIRED_REMEMBERED", default_value_t = 1_000_000)]
+    pub max_expired_remembered: usize,
+
+    /// Store shards: pools hash to shards; commands on different shards never contend.
+    #[arg(long, env = "TOKEND_SHARDS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub shards: u16,
+
+    /// Maximum simultaneous client connections.
+    #[arg(long, env = "TOKEND_MAXCLIENTS", default_value_t = 10_000)]
+    pub maxclients: usize,
+
+    /// Maximum live tokens in the server (TOKEN.GEN beyond it answers -OOM).
+    #[arg(long, env = "TOKEND_MAX_TOKENS", default_value_t = 50_000_000)]
+    pub max_tokens: u64,
+
+    /// Largest COUNT accepted by TOKEN.GEN.
+    #[arg(long, env = "TOKEND_MAX_GEN_COUNT", default_value_t = 100_000)]
+    pub max_gen_count: u64,
+
+    /// Largest argument (and request) in bytes.
+    #[arg(long, env = "TOKEND_PROTO_MAX_BULK_LEN", default_value_t = 64 * 1024 * 1024)]
+    pub proto_max_bulk_len: usize,
+
+    /// Require clients to AUTH with this password (like Redis's requirepass).
+    #[arg(long, env = "TOKEND_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+
+    /// Close connections idle for this many seconds (0 = never).
+    #[arg(long, env = "TOKEND_TIMEOUT", default_value_t = 0)]
+    pub timeout: u64,
+
+    /// Notification classes, like Redis's notify-keyspace-events: K keyspace, E keyevent,
+    /// x expired, l leaseexpired, g token commands, A = xlg. Empty disables.
+    #[arg(long, env = "TOKEND_NOTIFY_KEYSPACE_EVENTS", default_value = EventClasses::DEFAULT, value_parser = parse_classes)]
+    pub notify_keyspace_events: EventClasses,
+
+    /// Backing Redis for durability and notifications, e.g. redis://127.0.0.1:6379/0.
+    #[arg(long, env = "TOKEND_REDIS")]
+    pub redis: Option<String>,
+
+    /// Prefix of every key tokend writes in the backing Redis.
+    #[arg(long, env = "TOKEND_REDIS_PREFIX", default_value = "tokend:")]
+    pub redis_prefix: String,
+
+    /// With --redis: reply after the change is in Redis (sync) or at once (async).
+    #[arg(long, env = "TOKEND_DURABILITY", value_enum, default_value_t = Durability::Sync)]
+    pub durability: Durability,
+
+    /// With --durability async: the longest a change waits before it is flushed.
+    #[arg(long, env = "TOKEND_FLUSH_INTERVAL", default_value = "5ms", value_parser = parse_duration)]
+    pub flush_interval: Duration,
+
+    /// With --durability sync: how long a write waits for an unreachable backing Redis
+    /// before the client gets -TRYAGAIN.
+    #[arg(long, env = "TOKEND_PERSIST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub persist_timeout: Duration,
+
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive).
+    #[arg(long, env = "TOKEND_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+impl Config {
+    /// Defaults, as if run with no flags (tests start from this).
+    pub fn default_for_tests() -> Config {
+        Config::parse_from(["tokend"])
+    }
+
+    /// The store's part of the configuration.
+    pub fn store_config(&self) -> StoreConfig {
+        StoreConfig {
+            shards: self.shards as usize,
+            default_lifetime_ms: self.token_ttl.as_millis() as u64,
+            default_lease_ms: self.lease_ttl.as_millis() as u64,
+            expired_memory_ms: self.expired_memory.as_millis() as u64,
+            max_expired_remembered: self.max_expired_remembered,
+            max_tokens: self.max_tokens,
+        }
+    }
+}
+
+/// Parses `30` (seconds) or a number with a unit (`250ms`, `5m`, `1h`, `1h30m`).
+/// Zero is refused: a zero lifetime or lease would expire everything at once.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let d = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(s.parse::<u64>().map_err(|e| e.to_string())?)
+    } else {
+        humantime::parse_duration(s).map_err(|e| format!("{e} (use seconds, or e.g. 250ms, 5m, 1h)"))?
+    };
+    if d.is_zero() {
+        return Err("a duration must be positive".into());
+    }
+    Ok(d)
+}
+
+fn parse_classes(s: &str) -> Result<EventClasses, String> {
+    EventClasses::parse(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("-5").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::default_for_tests();
+        assert_eq!(c.port, 6380);
+        assert_eq!(c.bind, "127.0.0.1");
+        let s = c.store_config();
+        assert_eq!(s.default_lifetime_ms, 300_000);
+        assert_eq!(s.default_lease_ms, 60_000);
+        assert_eq!(s.expired_memory_ms, 3_600_000);
+        assert!(c.redis.is_none());
+    }
+
+    #[test]
+    fn clap_definition_is_valid() {
+        use clap::CommandFactory;
+        Config::command().debug_assert();
+    }
+}

@@ -1,0 +1,290 @@
+//! One client connection: read requests, run them, write replies.
+//!
+//! Pipelining: every complete request in the read buffer is executed and its
+//! reply appended to one write buffer, which is written once per batch (not
+//! once per reply). A blocked `TOKEN.ACQUIRE` flushes what came before it and
+//! then waits, while still watching the socket so that a client that goes
+//! away releases its place in the queue (and any token handed to it).
+
+use crate::cmd::{self, Outcome};
+use crate::codec::decode_request;
+use crate::pubsub::PubMsg;
+use crate::reply::{Protocol, Reply};
+use crate::server::{ClientMeta, ClientNames, Shared};
+use crate::store::Waiting;
+use crate::token;
+use bytes::{Bytes, BytesMut};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc};
+
+/// Flush the write buffer early when a pipeline's replies exceed this
+/// (bounds memory for a client that pipelines a million commands).
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+
+/// Initial read buffer; grows as needed for large requests.
+const READ_BUFFER: usize = 16 * 1024;
+
+/// Per-connection state that commands can see and change.
+pub struct Session {
+    pub id: u64,
+    pub proto: Protocol,
+    pub authenticated: bool,
+    pub meta: Arc<ClientMeta>,
+    pub channels: HashSet<Bytes>,
+    pub patterns: HashSet<Bytes>,
+    pub pubsub_rx: Option<mpsc::Receiver<PubMsg>>,
+    /// A command in the current batch changed state (sync durability waits).
+    pub wrote: bool,
+}
+
+impl Session {
+    /// Subscriptions of both kinds.
+    pub fn subscriptions(&self) -> usize {
+        self.channels.len() + self.patterns.len()
+    }
+
+    /// Keeps `CLIENT LIST`'s view current.
+    pub fn update_meta(&self, f: impl FnOnce(&mut ClientNames)) {
+        let mut g = self.meta.name.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g);
+    }
+}
+
+/// A connection and its buffers.
+pub struct Connection {
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    session: Session,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) -> Connection {
+        let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let laddr = stream.local_addr().unwrap_or(addr);
+        let meta = Arc::new(ClientMeta {
+            id,
+            addr,
+            laddr,
+            created: Instant::now(),
+            last_active_ms: Default::default(),
+            name: std::sync::Mutex::new(ClientNames { resp: 2, ..Default::default() }),
+        });
+        shared.clients.insert(id, meta.clone());
+        let authenticated = shared.config.requirepass.is_none();
+        Connection {
+            stream,
+            session: Session {
+                id,
+                proto: Protocol::Resp2,
+                authenticated,
+                meta,
+                channels: HashSet::new(),
+                patterns: HashSet::new(),
+                pubsub_rx: None,
+                wrote: false,
+            },
+            shared,
+            rbuf: BytesMut::with_capacity(READ_BUFFER),
+            wbuf: BytesMut::with_capacity(READ_BUFFER),
+        }
+    }
+
+    /// Serves the client until it leaves, errs, or the server stops.
+    pub async fn run(mut self, stop: &mut broadcast::Receiver<()>) -> std::io::Result<()> {
+        let r = self.serve(stop).await;
+        self.shared.clients.remove(&self.session.id);
+        if self.session.pubsub_rx.is_some() {
+            self.shared.pubsub.detach(self.session.id);
+        }
+        r
+    }
+
+    async fn serve(&mut self, stop: &mut broadcast::Receiver<()>) -> std::io::Result<()> {
+        let idle = match self.shared.config.timeout {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        };
+        loop {
+            if !self.process_buffer().await? {
+                return Ok(());
+            }
+            // Wait for input, a pub/sub message, or shutdown.
+            let read = async {
+                match idle {
+                    Some(d) => tokio::time::timeout(d, self.stream.read_buf(&mut self.rbuf)).await.ok(),
+                    None => Some(self.stream.read_buf(&mut self.rbuf).await),
+                }
+            };
+            let msg = async {
+                match self.session.pubsub_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = read => match r {
+                    None => return Ok(()), // idle timeout
+                    Some(Ok(0)) => return Ok(()),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(e),
+                },
+                m = msg => match m {
+                    Some(m) => {
+                        self.push_message(m);
+                        while let Some(m) = self.session.pubsub_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                            self.push_message(m);
+                            if self.wbuf.len() > WRITE_HIGH_WATER {
+                                break;
+                            }
+                        }
+                        self.flush().await?;
+                    }
+                    // The broker dropped us: our queue overflowed.
+                    None => return Ok(()),
+                },
+                _ = stop.recv() => return Ok(()),
+            }
+        }
+    }
+
+    /// Runs every complete request in the read buffer and writes the
+    /// replies. Returns false when the connection must close.
+    async fn process_buffer(&mut self) -> std::io::Result<bool> {
+        let mut keep_open = true;
+        loop {
+            let args = match decode_request(&mut self.rbuf, &self.shared.limits) {
+                Ok(Some(args)) => args,
+                Ok(None) => break,
+                Err(e) => {
+                    Reply::Error(e.0).encode(self.session.proto, &mut self.wbuf);
+                    keep_open = false;
+                    break;
+                }
+            };
+            if args.is_empty() {
+                continue;
+            }
+            self.shared.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
+            match cmd::execute(&mut self.session, &self.shared, args) {
+                Outcome::Reply(r) => r.encode(self.session.proto, &mut self.wbuf),
+                Outcome::Replies(rs) => {
+                    for r in rs {
+                        r.encode(self.session.proto, &mut self.wbuf);
+                    }
+                }
+                Outcome::Close(r) => {
+                    r.encode(self.session.proto, &mut self.wbuf);
+                    keep_open = false;
+                    break;
+                }
+                Outcome::Block { waiting, timeout } => {
+                    self.commit().await?;
+                    match self.block(waiting, timeout).await? {
+                        Some(r) => r.encode(self.session.proto, &mut self.wbuf),
+                        None => return Ok(false),
+                    }
+                }
+            }
+            if self.wbuf.len() > WRITE_HIGH_WATER {
+                self.commit().await?;
+            }
+        }
+        self.session
+            .meta
+            .last_active_ms
+            .store(self.session.meta.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.commit().await?;
+        if !keep_open {
+            let _ = self.stream.shutdown().await;
+        }
+        Ok(keep_open)
+    }
+
+    /// Writes the pending replies, after waiting for durability if a command
+    /// in the batch changed state and the server runs in sync mode.
+    async fn commit(&mut self) -> std::io::Result<()> {
+        if std::mem::take(&mut self.session.wrote)
+            && let Some(sp) = self.shared.sync_point()
+            && let Err(msg) = sp.wait().await
+        {
+            // The changes are queued and will still be written; the client
+            // is told its reply could not be confirmed in time.
+            self.wbuf.clear();
+            Reply::Error(msg).encode(self.session.proto, &mut self.wbuf);
+        }
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.stream.write_all(&self.wbuf).await?;
+            self.wbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Waits for a blocked ACQUIRE. Returns its reply, or None if the client
+    /// disconnected meanwhile.
+    async fn block(&mut self, mut waiting: Waiting, timeout: Option<Duration>) -> std::io::Result<Option<Reply>> {
+        let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
+        loop {
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                t = waiting.recv() => {
+                    self.session.wrote = true;
+                    return Ok(Some(match t {
+                        Some(t) => Reply::bulk(token::format(t)),
+                        None => Reply::Null,
+                    }));
+                }
+                _ = sleep => {
+                    return Ok(Some(match waiting.cancel() {
+                        Some(t) => {
+                            self.session.wrote = true;
+                            Reply::bulk(token::format(t))
+                        }
+                        None => Reply::Null,
+                    }));
+                }
+                r = self.stream.read_buf(&mut self.rbuf) => match r {
+                    // Later pipelined commands wait in the buffer until we
+                    // are served; a closed socket gives the place up.
+                    Ok(n) if n > 0 && self.rbuf.len() <= self.shared.limits.max_bulk => {}
+                    _ => {
+                        waiting.release();
+                        return Ok(None);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Encodes a pub/sub message as Redis does for each protocol.
+    fn push_message(&mut self, m: PubMsg) {
+        let r = match m {
+            PubMsg::Message { channel, payload } => {
+                Reply::Push(vec![Reply::bulk_static("message"), Reply::Bulk(channel), Reply::Bulk(payload)])
+            }
+            PubMsg::PMessage { pattern, channel, payload } => Reply::Push(vec![
+                Reply::bulk_static("pmessage"),
+                Reply::Bulk(pattern),
+                Reply::Bulk(channel),
+                Reply::Bulk(payload),
+            ]),
+        };
+        r.encode(self.session.proto, &mut self.wbuf);
+    }
+}

@@ -1,0 +1,255 @@
+//! Keyspace-style notifications.
+//!
+//! Every expiry (and, when enabled, every token command) is announced the way
+//! Redis announces key events, so subscribers written for Redis keep working:
+//!
+//! - `__keyevent@0__:<event>` with the message `<pool>:<token>`
+//! - `__keyspace@0__:<pool>:<token>` with the message `<event>`
+//!
+//! Which classes go out is set like Redis's `notify-keyspace-events`: a string
+//! of letters (see [`EventClasses::parse`]). Events are built by the store
+//! while it holds a shard lock, but published only after the lock is released.
+
+use crate::pubsub::PubSub;
+use crate::token::{self, TokenId};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// What happened to a token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// Lifetime ended; the token is deleted (remembered as expired).
+    Expired,
+    /// Lease ended; the token is free again.
+    LeaseExpired,
+    TokenGen,
+    TokenAcquire,
+    TokenKeepalive,
+    TokenUnblock,
+    TokenDel,
+}
+
+impl EventKind {
+    /// The event's name on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Expired => "expired",
+            EventKind::LeaseExpired => "leaseexpired",
+            EventKind::TokenGen => "tokengen",
+            EventKind::TokenAcquire => "tokenacquire",
+            EventKind::TokenKeepalive => "tokenkeepalive",
+            EventKind::TokenUnblock => "tokenunblock",
+            EventKind::TokenDel => "tokendel",
+        }
+    }
+
+    fn class_bit(self) -> u32 {
+        match self {
+            EventKind::Expired => EXPIRED,
+            EventKind::LeaseExpired => LEASE,
+            _ => GENERIC,
+        }
+    }
+}
+
+/// One event, as the store reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub pool: Bytes,
+    pub token: TokenId,
+}
+
+const KEYSPACE: u32 = 1;
+const KEYEVENT: u32 = 2;
+const EXPIRED: u32 = 4;
+const LEASE: u32 = 8;
+const GENERIC: u32 = 16;
+
+/// Which notification classes are enabled (a bit set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventClasses(u32);
+
+impl EventClasses {
+    /// The default: expiry events on both channel kinds (`KExl`).
+    pub const DEFAULT: &'static str = "KExl";
+
+    /// Parses Redis-style flags: `K` keyspace channel, `E` keyevent channel,
+    /// `x` expired, `l` leaseexpired, `g` the token commands (tokengen,
+    /// tokenacquire, tokenkeepalive, tokenunblock, tokendel), `A` alias for
+    /// `xlg`. The empty string disables notifications. As in Redis, at least
+    /// one of `K`/`E` must be present for anything to be published.
+    pub fn parse(s: &str) -> Result<EventClasses, String> {
+        let mut bits = 0;
+        for c in s.chars() {
+            bits |= match c {
+                'K' => KEYSPACE,
+                'E' => KEYEVENT,
+                'x' => EXPIRED,
+                'l' => LEASE,
+                'g' => GENERIC,
+                'A' => EXPIRED | LEASE | GENERIC,
+                other => return Err(format!("invalid notification class '{other}' (use K, E, x, l, g, A)")),
+            };
+        }
+        Ok(EventClasses(bits))
+    }
+
+    /// The flags back as a string, in canonical order (for `CONFIG GET`).
+    pub fn to_flags(self) -> String {
+        let mut s = String::new();
+        if self.0 & (EXPIRED | LEASE | GENERIC) == (EXPIRED | LEASE | GENERIC) {
+            s.push('A');
+        } else {
+            for (bit, c) in [(GENERIC, 'g'), (EXPIRED, 'x'), (LEASE, 'l')] {
+                if self.0 & bit != 0 {
+                    s.push(c);
+                }
+            }
+        }
+        if self.0 & KEYSPACE != 0 {
+            s.push('K');
+        }
+        if self.0 & KEYEVENT != 0 {
+            s.push('E');
+        }
+        s
+    }
+
+    /// True if events of this kind are published at all.
+    pub fn wants(self, kind: EventKind) -> bool {
+        self.0 & kind.class_bit() != 0 && self.0 & (KEYSPACE | KEYEVENT) != 0
+    }
+}
+
+/// A sink for events besides the server's own pub/sub (the backing Redis).
+pub trait EventSink: Send + Sync {
+    /// Publishes `payload` on `channel`; must not block.
+    fn publish(&self, channel: Bytes, payload: Bytes);
+}
+
+/// Turns store events into keyspace-style messages.
+pub struct Notifier {
+    classes: AtomicU32,
+    pubsub: Arc<PubSub>,
+    sink: std::sync::RwLock<Option<Arc<dyn EventSink>>>,
+}
+
+impl Notifier {
+    pub fn new(classes: EventClasses, pubsub: Arc<PubSub>) -> Notifier {
+        Notifier { classes: AtomicU32::new(classes.0), pubsub, sink: std::sync::RwLock::new(None) }
+    }
+
+    /// Adds a second destination (the backing Redis).
+    pub fn set_sink(&self, sink: Arc<dyn EventSink>) {
+        *self.sink.write().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+    }
+
+    /// The classes in force.
+    pub fn classes(&self) -> EventClasses {
+        EventClasses(self.classes.load(Ordering::Relaxed))
+    }
+
+    /// Changes the classes (`CONFIG SET notify-keyspace-events`).
+    pub fn set_classes(&self, c: EventClasses) {
+        self.classes.store(c.0, Ordering::Relaxed);
+    }
+
+    /// The shared broker.
+    pub fn pubsub(&self) -> &Arc<PubSub> {
+        &self.pubsub
+    }
+
+    /// True if the store should record events of this kind.
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.classes().wants(kind)
+    }
+
+    /// Publishes events (called after the store released its lock).
+    pub fn emit(&self, events: &[Event]) {
+        if events.is_empty() {
+            return;
+        }
+        let sink = self.sink.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if sink.is_none() && self.pubsub.is_idle() {
+            return;
+        }
+        let classes = self.classes();
+        for ev in events {
+            if !classes.wants(ev.kind) {
+                continue;
+            }
+            let tok = token::format(ev.token);
+            let name = ev.kind.name().as_bytes();
+            if classes.0 & KEYEVENT != 0 {
+                let mut ch = BytesMut::with_capacity(15 + name.len());
+                ch.put_slice(b"__keyevent@0__:");
+                ch.put_slice(name);
+                let mut msg = BytesMut::with_capacity(ev.pool.len() + 1 + tok.len());
+                msg.put_slice(&ev.pool);
+                msg.put_u8(b':');
+                msg.put_slice(&tok);
+                self.send(&sink, ch.freeze(), msg.freeze());
+            }
+            if classes.0 & KEYSPACE != 0 {
+                let mut ch = BytesMut::with_capacity(15 + ev.pool.len() + 1 + tok.len());
+                ch.put_slice(b"__keyspace@0__:");
+                ch.put_slice(&ev.pool);
+                ch.put_u8(b':');
+                ch.put_slice(&tok);
+                self.send(&sink, ch.freeze(), Bytes::from_static(name));
+            }
+        }
+    }
+
+    fn send(&self, sink: &Option<Arc<dyn EventSink>>, channel: Bytes, payload: Bytes) {
+        self.pubsub.publish(&channel, &payload);
+        if let Some(s) = sink {
+            s.publish(channel, payload);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_parse_and_print() {
+        let d = EventClasses::parse(EventClasses::DEFAULT).unwrap();
+        assert!(d.wants(EventKind::Expired) && d.wants(EventKind::LeaseExpired));
+        assert!(!d.wants(EventKind::TokenGen));
+        assert_eq!(d.to_flags(), "xlKE");
+        let a = EventClasses::parse("AE").unwrap();
+        assert!(a.wants(EventKind::TokenDel));
+        assert_eq!(a.to_flags(), "AE");
+        // Without K or E nothing is published, as in Redis.
+        assert!(!EventClasses::parse("x").unwrap().wants(EventKind::Expired));
+        assert!(EventClasses::parse("Kq").is_err());
+        assert!(!EventClasses::parse("").unwrap().wants(EventKind::Expired));
+    }
+
+    #[tokio::test]
+    async fn emits_both_channel_kinds() {
+        let ps = Arc::new(PubSub::default());
+        let n = Notifier::new(EventClasses::parse("KExl").unwrap(), ps.clone());
+        let mut rx = ps.attach(1);
+        ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+        ps.subscribe(1, Bytes::from_static(b"__keyspace@0__:*"), true);
+        let t = token::from_random([1; 16]);
+        n.emit(&[Event { kind: EventKind::Expired, pool: Bytes::from_static(b"a:b"), token: t }]);
+        let want = format!("a:b:{}", std::str::from_utf8(&token::format(t)).unwrap());
+        match rx.recv().await.unwrap() {
+            crate::pubsub::PubMsg::Message { payload, .. } => assert_eq!(payload, want.as_bytes()),
+            m => panic!("{m:?}"),
+        }
+        match rx.recv().await.unwrap() {
+            crate::pubsub::PubMsg::PMessage { channel, payload, .. } => {
+                assert_eq!(channel, format!("__keyspace@0__:{want}").as_bytes());
+                assert_eq!(payload, &b"expired"[..]);
+            }
+            m => panic!("{m:?}"),
+        }
+    }
+}

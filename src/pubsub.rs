@@ -1,0 +1,203 @@
+//! The server's own publish/subscribe broker.
+//!
+//! Each subscribed connection has one bounded queue (its output buffer for
+//! messages). Publishing never blocks and never waits on a slow reader: when a
+//! subscriber's queue is full, it is evicted — its queue is closed, and the
+//! connection, seeing the close, disconnects the client (Redis does the same
+//! with `client-output-buffer-limit pubsub`). Memory is therefore bounded by
+//! `subscribers × SUBSCRIBER_QUEUE`.
+
+use crate::glob;
+use bytes::Bytes;
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::mpsc;
+
+/// Messages a subscriber may have queued before it is disconnected. 65,536
+/// messages of ~100 bytes is ~6.5 MiB, within Redis's default pubsub output
+/// limit (32 MiB hard), and enough to absorb a burst of 50k expiries.
+pub const SUBSCRIBER_QUEUE: usize = 65_536;
+
+/// A message delivered to a subscriber.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PubMsg {
+    /// From a channel subscription.
+    Message { channel: Bytes, payload: Bytes },
+    /// From a pattern subscription.
+    PMessage { pattern: Bytes, channel: Bytes, payload: Bytes },
+}
+
+#[derive(Default)]
+struct Inner {
+    clients: HashMap<u64, mpsc::Sender<PubMsg>>,
+    channels: HashMap<Bytes, HashSet<u64>>,
+    patterns: HashMap<Bytes, HashSet<u64>>,
+}
+
+/// The broker. Shared by every connection and by the notifier.
+#[derive(Default)]
+pub struct PubSub {
+    // A std RwLock: held only for map operations, never across `.await`.
+    inner: RwLock<Inner>,
+    /// Channel + pattern subscriptions in total; lets publishers skip building
+    /// messages when nobody listens.
+    subscriptions: AtomicUsize,
+}
+
+impl PubSub {
+    /// True when nobody is subscribed to anything.
+    pub fn is_idle(&self) -> bool {
+        self.subscriptions.load(Ordering::Relaxed) == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a client's queue; returns the receiving end. Called on the
+    /// client's first subscription.
+    pub fn attach(&self, client: u64) -> mpsc::Receiver<PubMsg> {
+        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
+        self.write().clients.insert(client, tx);
+        rx
+    }
+
+    /// Removes a client and all its subscriptions.
+    pub fn detach(&self, client: u64) {
+        let mut g = self.write();
+        Self::remove_client(&mut g, &self.subscriptions, client);
+    }
+
+    fn remove_client(g: &mut Inner, count: &AtomicUsize, client: u64) {
+        g.clients.remove(&client);
+        for map in [&mut g.channels, &mut g.patterns] {
+            map.retain(|_, set| {
+                if set.remove(&client) {
+                    count.fetch_sub(1, Ordering::Relaxed);
+                }
+                !set.is_empty()
+            });
+        }
+    }
+
+    /// Subscribes `client` to a channel (`pattern = false`) or a pattern.
+    pub fn subscribe(&self, client: u64, name: Bytes, pattern: bool) {
+        let mut g = self.write();
+        let map = if pattern { &mut g.patterns } else { &mut g.channels };
+        if map.entry(name).or_default().insert(client) {
+            self.subscriptions.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Unsubscribes `client` from a channel or pattern.
+    pub fn unsubscribe(&self, client: u64, name: &[u8], pattern: bool) {
+        let mut g = self.write();
+        let map = if pattern { &mut g.patterns } else { &mut g.channels };
+        if let Some(set) = map.get_mut(name) {
+            if set.remove(&client) {
+                self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            }
+            if set.is_empty() {
+                map.remove(name);
+            }
+        }
+    }
+
+    /// Number of channels with at least one subscriber, and of patterns.
+    pub fn counts(&self) -> (usize, usize) {
+        let g = self.read();
+        (g.channels.len(), g.patterns.len())
+    }
+
+    /// Delivers `payload` on `channel`; returns how many clients received it.
+    pub fn publish(&self, channel: &[u8], payload: &Bytes) -> usize {
+        if self.is_idle() {
+            return 0;
+        }
+        let mut evict = Vec::new();
+        let mut receivers = 0;
+        {
+            let g = self.read();
+            let channel_bytes = Bytes::copy_from_slice(channel);
+            let mut deliver = |client: u64, msg: PubMsg| {
+                if let Some(tx) = g.clients.get(&client) {
+                    match tx.try_send(msg) {
+                        Ok(()) => receivers += 1,
+                        Err(_) => evict.push(client),
+                    }
+                }
+            };
+            if let Some(set) = g.channels.get(channel) {
+                for &c in set {
+                    deliver(c, PubMsg::Message { channel: channel_bytes.clone(), payload: payload.clone() });
+                }
+            }
+            for (pat, set) in &g.patterns {
+                if glob::matches(pat, channel) {
+                    for &c in set {
+                        deliver(
+                            c,
+                            PubMsg::PMessage {
+                                pattern: pat.clone(),
+                                channel: channel_bytes.clone(),
+                                payload: payload.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        if !evict.is_empty() {
+            let mut g = self.write();
+            for c in evict {
+                tracing::warn!(client = c, "subscriber output queue full; disconnecting it");
+                Self::remove_client(&mut g, &self.subscriptions, c);
+            }
+        }
+        receivers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn channel_and_pattern_delivery() {
+        let ps = PubSub::default();
+        assert!(ps.is_idle());
+        let mut rx = ps.attach(1);
+        ps.subscribe(1, Bytes::from_static(b"a"), false);
+        ps.subscribe(1, Bytes::from_static(b"a*"), true);
+        assert_eq!(ps.publish(b"a", &Bytes::from_static(b"x")), 2);
+        assert_eq!(ps.publish(b"b", &Bytes::from_static(b"x")), 0);
+        assert!(matches!(rx.recv().await, Some(PubMsg::Message { .. })));
+        assert!(matches!(rx.recv().await, Some(PubMsg::PMessage { .. })));
+        ps.unsubscribe(1, b"a", false);
+        ps.unsubscribe(1, b"a*", true);
+        assert!(ps.is_idle());
+        ps.detach(1);
+        assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_is_evicted_not_buffered() {
+        let ps = PubSub::default();
+        let mut rx = ps.attach(9);
+        ps.subscribe(9, Bytes::from_static(b"c"), false);
+        for _ in 0..SUBSCRIBER_QUEUE + 10 {
+            ps.publish(b"c", &Bytes::from_static(b"m"));
+        }
+        assert!(ps.is_idle(), "evicted client's subscriptions are gone");
+        let mut n = 0;
+        while rx.recv().await.is_some() {
+            n += 1;
+        }
+        assert_eq!(n, SUBSCRIBER_QUEUE);
+    }
+}

@@ -1,0 +1,193 @@
+//! Replies, independent of the protocol version.
+//!
+//! Commands build a [`Reply`]; the connection encodes it for the protocol the
+//! client negotiated (RESP2 by default, RESP3 after `HELLO 3`). Keeping the two
+//! apart means a command is written once and a map, a set, a null or a push
+//! message come out the way each protocol spells them, exactly as Redis does:
+//! a map is a flat field/value array in RESP2, a null is `$-1` in RESP2 and `_`
+//! in RESP3, a push message is `>` in RESP3 and a plain array in RESP2.
+//!
+//! Encoding is delegated to the `redis-protocol` crate's encoders; this module
+//! only converts to its frame types.
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::types::BytesFrame as F2;
+use redis_protocol::resp3::types::{BytesFrame as F3, FrameMap, FrameSet, VerbatimStringFormat};
+
+/// The protocol a connection speaks, chosen by `HELLO`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Protocol {
+    #[default]
+    Resp2,
+    Resp3,
+}
+
+/// One reply, in protocol-neutral form.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// `+OK`-style status reply.
+    Simple(Bytes),
+    /// An error; the text must start with an upper-case code (`ERR`, `NOTOKEN`…).
+    Error(String),
+    Integer(i64),
+    Bulk(Bytes),
+    /// A null bulk string in RESP2, `_` in RESP3.
+    Null,
+    Array(Vec<Reply>),
+    /// RESP3 map; a flat field/value array in RESP2 (as `HGETALL` does).
+    Map(Vec<(Reply, Reply)>),
+    /// RESP3 set; a plain array in RESP2.
+    Set(Vec<Reply>),
+    /// RESP3 double; a bulk string in RESP2.
+    Double(f64),
+    /// RESP3 verbatim string (`txt`); a bulk string in RESP2 (used by `INFO`).
+    Verbatim(Bytes),
+    /// RESP3 push (pub/sub messages); a plain array in RESP2.
+    Push(Vec<Reply>),
+}
+
+impl Reply {
+    /// `+OK`.
+    pub fn ok() -> Reply {
+        Reply::Simple(Bytes::from_static(b"OK"))
+    }
+
+    /// A status reply from static text.
+    pub fn status(s: &'static str) -> Reply {
+        Reply::Simple(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// A bulk string from static text.
+    pub fn bulk_static(s: &'static str) -> Reply {
+        Reply::Bulk(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// A bulk string copied from any bytes.
+    pub fn bulk(b: impl AsRef<[u8]>) -> Reply {
+        Reply::Bulk(Bytes::copy_from_slice(b.as_ref()))
+    }
+
+    /// An error reply. `msg` must start with the error code, e.g. `"ERR syntax error"`.
+    pub fn error(msg: impl Into<String>) -> Reply {
+        Reply::Error(msg.into())
+    }
+
+    /// True for error replies.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Reply::Error(_))
+    }
+
+    /// Appends the encoded reply to `dst`.
+    pub fn encode(self, proto: Protocol, dst: &mut BytesMut) {
+        // Encoding into a growable buffer cannot fail for frames we build
+        // ourselves (only invalid frame kinds, which we never make, error).
+        let res = match proto {
+            Protocol::Resp2 => redis_protocol::resp2::encode::extend_encode(dst, &self.into_resp2(), false).map(|_| ()),
+            Protocol::Resp3 => {
+                redis_protocol::resp3::encode::complete::extend_encode(dst, &self.into_resp3(), false).map(|_| ())
+            }
+        };
+        debug_assert!(res.is_ok(), "encoding a reply failed: {res:?}");
+    }
+
+    /// Converts to a RESP2 frame.
+    pub fn into_resp2(self) -> F2 {
+        match self {
+            Reply::Simple(s) => F2::SimpleString(s),
+            Reply::Error(e) => F2::Error(sanitize_error(e).into()),
+            Reply::Integer(i) => F2::Integer(i),
+            Reply::Bulk(b) | Reply::Verbatim(b) => F2::BulkString(b),
+            Reply::Null => F2::Null,
+            Reply::Double(d) => F2::BulkString(Bytes::from(format_double(d))),
+            Reply::Array(v) | Reply::Set(v) | Reply::Push(v) => {
+                F2::Array(v.into_iter().map(Reply::into_resp2).collect())
+            }
+            Reply::Map(kv) => {
+                let mut out = Vec::with_capacity(kv.len() * 2);
+                for (k, v) in kv {
+                    out.push(k.into_resp2());
+                    out.push(v.into_resp2());
+                }
+                F2::Array(out)
+            }
+        }
+    }
+
+    /// Converts to a RESP3 frame.
+    pub fn into_resp3(self) -> F3 {
+        match self {
+            Reply::Simple(s) => F3::SimpleString { data: s, attributes: None },
+            Reply::Error(e) => F3::SimpleError { data: sanitize_error(e).into(), attributes: None },
+            Reply::Integer(i) => F3::Number { data: i, attributes: None },
+            Reply::Bulk(b) => F3::BlobString { data: b, attributes: None },
+            Reply::Verbatim(b) => F3::VerbatimString { data: b, format: VerbatimStringFormat::Text, attributes: None },
+            Reply::Null => F3::Null,
+            Reply::Double(d) => F3::Double { data: d, attributes: None },
+            Reply::Array(v) => F3::Array { data: v.into_iter().map(Reply::into_resp3).collect(), attributes: None },
+            Reply::Push(v) => F3::Push { data: v.into_iter().map(Reply::into_resp3).collect(), attributes: None },
+            Reply::Set(v) => {
+                let mut set = FrameSet::with_capacity(v.len());
+                for r in v {
+                    set.insert(r.into_resp3());
+                }
+                F3::Set { data: set, attributes: None }
+            }
+            Reply::Map(kv) => {
+                let mut map = FrameMap::with_capacity(kv.len());
+                for (k, v) in kv {
+                    map.insert(k.into_resp3(), v.into_resp3());
+                }
+                F3::Map { data: map, attributes: None }
+            }
+        }
+    }
+}
+
+/// Error lines cannot contain CR or LF; Redis replaces them with spaces.
+fn sanitize_error(e: String) -> String {
+    if e.contains(['\r', '\n']) { e.replace(['\r', '\n'], " ") } else { e }
+}
+
+/// Formats a double the way Redis does in RESP2 bulk replies.
+fn format_double(d: f64) -> String {
+    if d.is_infinite() { if d > 0.0 { "inf".into() } else { "-inf".into() } } else { format!("{d}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(r: Reply, p: Protocol) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        r.encode(p, &mut b);
+        b.to_vec()
+    }
+
+    #[test]
+    fn map_is_flat_array_in_resp2_and_map_in_resp3() {
+        let m = Reply::Map(vec![
+            (Reply::bulk_static("a"), Reply::Integer(1)),
+            (Reply::bulk_static("b"), Reply::Integer(2)),
+        ]);
+        assert_eq!(enc(m.clone(), Protocol::Resp2), b"*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:2\r\n");
+        assert_eq!(enc(m, Protocol::Resp3), b"%2\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:2\r\n");
+    }
+
+    #[test]
+    fn null_per_protocol() {
+        assert_eq!(enc(Reply::Null, Protocol::Resp2), b"$-1\r\n");
+        assert_eq!(enc(Reply::Null, Protocol::Resp3), b"_\r\n");
+    }
+
+    #[test]
+    fn errors_lose_newlines() {
+        assert_eq!(enc(Reply::error("ERR a\r\nb"), Protocol::Resp2), b"-ERR a  b\r\n");
+    }
+
+    #[test]
+    fn push_per_protocol() {
+        let p = Reply::Push(vec![Reply::bulk_static("message"), Reply::bulk_static("c"), Reply::bulk_static("m")]);
+        assert!(enc(p.clone(), Protocol::Resp2).starts_with(b"*3\r\n"));
+        assert!(enc(p, Protocol::Resp3).starts_with(b">3\r\n"));
+    }
+}

@@ -1,0 +1,813 @@
+//! The token store: sharded, every command atomic.
+//!
+//! Pools are spread over shards by a hash of their name; each shard is one
+//! `std::sync::Mutex` around its pools and its own timing wheel. A command
+//! touches exactly one pool, so it takes exactly one lock, and commands on
+//! pools in different shards never contend. The lock is a std mutex, not
+//! tokio's, because it is never held across an `.await`: every critical
+//! section is a few hash-map operations.
+//!
+//! Exactness: every command first brings its shard's expiries up to "now"
+//! (`run_due`), so a token is never served, kept alive or reported after its
+//! deadline even if the background expiry driver is a few milliseconds behind.
+//! The driver ([`expiry`]) only makes sure expiries (and their events) happen
+//! on time when no command arrives.
+//!
+//! Events and persistence records are gathered while the lock is held (so
+//! their order is the order of the changes) and published after it is
+//! released.
+
+pub mod expiry;
+mod pool;
+
+pub use pool::Record;
+
+use crate::clock::Clock;
+use crate::notify::{Event, EventKind, Notifier};
+use crate::token::{self, TokenHash, TokenId};
+use crate::wheel::Wheel;
+use bytes::Bytes;
+use pool::{Pool, Waiter};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{Notify, oneshot};
+
+/// Store settings (from the command line).
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Number of shards; more shards, less contention between pools.
+    pub shards: usize,
+    /// Lifetime (ms) when GEN gives none.
+    pub default_lifetime_ms: u64,
+    /// Lease (ms) when ACQUIRE gives none.
+    pub default_lease_ms: u64,
+    /// How long expired tokens are remembered (ms); 0 = not at all.
+    pub expired_memory_ms: u64,
+    /// At most this many expired tokens remembered per server.
+    pub max_expired_remembered: usize,
+    /// At most this many live tokens per server (GEN beyond it: `-OOM`).
+    pub max_tokens: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            shards: 16,
+            default_lifetime_ms: 300_000,
+            default_lease_ms: 60_000,
+            expired_memory_ms: 3_600_000,
+            max_expired_remembered: 1_000_000,
+            max_tokens: 50_000_000,
+        }
+    }
+}
+
+/// Why a token command failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    /// The pool never had the token, or it was deleted or forgotten.
+    NoToken,
+    /// The token's lifetime ended (and it is still remembered).
+    Expired,
+    /// UNBLOCK of a free token.
+    NotAssigned,
+    /// The server's token limit would be exceeded.
+    Oom,
+}
+
+impl std::fmt::Display for TokenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenError::NoToken => "NOTOKEN no such token in this pool",
+            TokenError::Expired => "EXPIRED the token's lifetime has ended",
+            TokenError::NotAssigned => "NOTASSIGNED the token is not assigned",
+            TokenError::Oom => "OOM command not allowed when the token limit (--max-tokens) is reached",
+        })
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+/// A token's state, as TOKEN.INFO reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub assigned: bool,
+    pub lifetime_left_ms: u64,
+    /// `None` while free.
+    pub lease_left_ms: Option<u64>,
+    pub times_acquired: u64,
+}
+
+/// A pool's counts, as TOKEN.STATS reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PoolStats {
+    pub total: u64,
+    pub free: u64,
+    pub assigned: u64,
+    pub expired_remembered: u64,
+    pub blocked_waiters: u64,
+}
+
+/// A change to persist, in the order it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// The token exists with this record.
+    Put { pool: Bytes, token: TokenId, record: Record },
+    /// The token is gone (deleted; or expired and already forgotten).
+    Del { pool: Bytes, token: TokenId },
+    /// The token expired; remembered until `forget_at`.
+    Expired { pool: Bytes, token: TokenId, forget_at: u64 },
+    /// A remembered expired token is forgotten.
+    Forget { pool: Bytes, token: TokenId },
+}
+
+/// Where changes go to be made durable (the backing Redis).
+pub trait Journal: Send + Sync {
+    /// Queues changes; called with the shard lock held, so it must not block.
+    fn append(&self, changes: Vec<Change>);
+}
+
+/// What ACQUIRE got.
+pub enum Acquired {
+    Token(TokenId),
+    /// No free token and no BLOCK.
+    Empty,
+    /// No free token; the caller is queued (BLOCK).
+    Wait(Waiting),
+}
+
+/// A queued blocked ACQUIRE. Dropping it without [`Waiting::cancel`] or
+/// [`Waiting::release`] leaves at most a closed entry that is skipped.
+pub struct Waiting {
+    store: Store,
+    pool: Bytes,
+    id: u64,
+    rx: oneshot::Receiver<TokenId>,
+}
+
+impl Waiting {
+    /// Resolves when a token was handed over (None if the store dropped us).
+    pub async fn recv(&mut self) -> Option<TokenId> {
+        (&mut self.rx).await.ok()
+    }
+
+    /// Leaves the queue (timeout). If a token was handed over meanwhile, it is
+    /// returned: it belongs to this client.
+    pub fn cancel(mut self) -> Option<TokenId> {
+        self.store.remove_waiter(&self.pool, self.id);
+        // After removal under the lock nobody can send any more.
+        self.rx.try_recv().ok()
+    }
+
+    /// Leaves the queue because the client is gone; a token handed over
+    /// meanwhile goes back to the free set (and to the next waiter).
+    pub fn release(self) {
+        let store = self.store.clone();
+        let pool = self.pool.clone();
+        if let Some(t) = self.cancel() {
+            let _ = store.unblock(&pool, t);
+        }
+    }
+}
+
+/// One shard: a set of pools and their timing wheel.
+struct Shard {
+    names: HashMap<Bytes, u64>,
+    pools: HashMap<u64, Pool, TokenHash>,
+    /// Pending deadlines: (pool id, token).
+    wheel: Wheel<(u64, TokenId)>,
+    /// Remembered expired tokens in the order they are to be forgotten.
+    forget: VecDeque<(u64, u64, TokenId)>,
+    remembered: usize,
+    /// Tokens and random picks come from a CSPRNG: tokens may be secrets.
+    rng: StdRng,
+    /// Scratch space for fired wheel entries (kept to avoid reallocating).
+    fired: Vec<(u64, (u64, TokenId))>,
+}
+
+pub(crate) struct ShardCell {
+    state: Mutex<Shard>,
+    /// Wakes this shard's expiry driver when an earlier deadline is armed.
+    pub(crate) wake: Notify,
+    /// The time the driver sleeps until (epoch ms; u64::MAX when idle).
+    pub(crate) wake_at: AtomicU64,
+}
+
+struct Shared {
+    shards: Box<[ShardCell]>,
+    config: StoreConfig,
+    clock: Clock,
+    notifier: Arc<Notifier>,
+    journal: std::sync::RwLock<Option<Arc<dyn Journal>>>,
+    live_tokens: AtomicU64,
+    /// Expiries so far: lifetimes ended, leases ended (INFO stats).
+    expired_total: AtomicU64,
+    lease_expired_total: AtomicU64,
+    next_pool_id: AtomicU64,
+    next_waiter_id: AtomicU64,
+    hasher: BuildHasherDefault<DefaultHasher>,
+}
+
+/// The store handle: cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
+
+/// What one command did besides its reply: events and changes, gathered under
+/// the lock and handed out after it.
+struct Effects<'a> {
+    notifier: &'a Notifier,
+    events: Vec<Event>,
+    changes: Option<Vec<Change>>,
+    /// Deadline armed that is earlier than the driver's wake-up time.
+    earliest_armed: u64,
+}
+
+impl<'a> Effects<'a> {
+    fn event(&mut self, kind: EventKind, pool: &Bytes, token: TokenId) {
+        if self.notifier.wants(kind) {
+            self.events.push(Event { kind, pool: pool.clone(), token });
+        }
+    }
+    fn change(&mut self, f: impl FnOnce() -> Change) {
+        if let Some(c) = &mut self.changes {
+            c.push(f());
+        }
+    }
+}
+
+/// Registers `due` for a token unless an entry at or before it is live.
+fn arm(wheel: &mut Wheel<(u64, TokenId)>, pid: u64, id: TokenId, rec: &mut Record, due: u64, fx: &mut Effects) {
+    if rec.armed == 0 || due < rec.armed {
+        rec.armed = due;
+        wheel.insert(due, (pid, id));
+        fx.earliest_armed = fx.earliest_armed.min(due);
+    }
+}
+
+impl Store {
+    /// A store with the given settings, clock and notifier. Call
+    /// [`expiry::spawn`] to start its expiry drivers.
+    pub fn new(config: StoreConfig, clock: Clock, notifier: Arc<Notifier>) -> Store {
+        let now = clock.now_ms();
+        let n = config.shards.max(1);
+        let shards = (0..n)
+            .map(|_| ShardCell {
+                state: Mutex::new(Shard {
+                    names: HashMap::new(),
+                    pools: HashMap::default(),
+                    wheel: Wheel::new(now),
+                    forget: VecDeque::new(),
+                    remembered: 0,
+                    rng: StdRng::from_rng(&mut rand::rng()),
+                    fired: Vec::new(),
+                }),
+                wake: Notify::new(),
+                wake_at: AtomicU64::new(u64::MAX),
+            })
+            .collect();
+        Store {
+            shared: Arc::new(Shared {
+                shards,
+                config,
+                clock,
+                notifier,
+                journal: std::sync::RwLock::new(None),
+                live_tokens: AtomicU64::new(0),
+                expired_total: AtomicU64::new(0),
+                lease_expired_total: AtomicU64::new(0),
+                next_pool_id: AtomicU64::new(1),
+                next_waiter_id: AtomicU64::new(1),
+                hasher: BuildHasherDefault::default(),
+            }),
+        }
+    }
+
+    /// Sends every later change to `journal`.
+    pub fn set_journal(&self, journal: Arc<dyn Journal>) {
+        *self.shared.journal.write().unwrap_or_else(|e| e.into_inner()) = Some(journal);
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
+    }
+
+    /// The notifier.
+    pub fn notifier(&self) -> &Arc<Notifier> {
+        &self.shared.notifier
+    }
+
+    /// Live tokens in the whole server.
+    pub fn live_tokens(&self) -> u64 {
+        self.shared.live_tokens.load(Ordering::Relaxed)
+    }
+
+    /// Expiries so far: (lifetimes ended, leases ended).
+    pub fn counters(&self) -> (u64, u64) {
+        (self.shared.expired_total.load(Ordering::Relaxed), self.shared.lease_expired_total.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn shard_cells(&self) -> &[ShardCell] {
+        &self.shared.shards
+    }
+
+    fn shard_index(&self, pool: &[u8]) -> usize {
+        (self.shared.hasher.hash_one(pool) % self.shared.shards.len() as u64) as usize
+    }
+
+    /// Runs `f` on the pool's shard with expiries brought up to date, then
+    /// publishes what it did.
+    fn with_shard<R>(&self, pool: &[u8], f: impl FnOnce(&mut Shard, u64, &mut Effects) -> R) -> R {
+        let idx = self.shard_index(pool);
+        self.with_shard_at(idx, |s, now, fx| f(s, now, fx))
+    }
+
+    fn with_shard_at<R>(&self, idx: usize, f: impl FnOnce(&mut Shard, u64, &mut Effects) -> R) -> R {
+        let cell = &self.shared.shards[idx];
+        let journal = self.shared.journal.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut fx = Effects {
+            notifier: &self.shared.notifier,
+            events: Vec::new(),
+            changes: journal.as_ref().map(|_| Vec::new()),
+            earliest_armed: u64::MAX,
+        };
+        let r = {
+            let mut g = lock(&cell.state);
+            let now = self.shared.clock.now_ms();
+            self.run_due(&mut g, now, &mut fx);
+            let r = f(&mut g, now, &mut fx);
+            if let (Some(j), Some(c)) = (&journal, fx.changes.take())
+                && !c.is_empty()
+            {
+                j.append(c);
+            }
+            r
+        };
+        if fx.earliest_armed < cell.wake_at.load(Ordering::Acquire) {
+            cell.wake.notify_one();
+        }
+        self.shared.notifier.emit(&fx.events);
+        r
+    }
+
+    /// Fires every deadline up to `now` in this shard and forgets expired
+    /// tokens whose memory ran out.
+    fn run_due(&self, s: &mut Shard, now: u64, fx: &mut Effects) {
+        let mut fired = std::mem::take(&mut s.fired);
+        s.wheel.poll(now, &mut fired);
+        for (when, (pid, id)) in fired.drain(..) {
+            let Some(pool) = s.pools.get_mut(&pid) else { continue };
+            let Some(rec) = pool.tokens.get_mut(&id) else { continue };
+            if rec.armed != when {
+                continue; // stale: a later re-arm superseded it
+            }
+            rec.armed = 0;
+            self.settle(s, pid, id, now, fx);
+        }
+        s.fired = fired;
+        while let Some(&(at, pid, id)) = s.forget.front() {
+            if at > now {
+                break;
+            }
+            s.forget.pop_front();
+            self.forget_one(s, pid, id, at, fx);
+        }
+    }
+
+    /// Forgets a remembered expired token if the queue entry is current.
+    fn forget_one(&self, s: &mut Shard, pid: u64, id: TokenId, at: u64, fx: &mut Effects) {
+        if let Some(pool) = s.pools.get_mut(&pid)
+            && pool.expired.get(&id) == Some(&at)
+        {
+            pool.expired.remove(&id);
+            s.remembered -= 1;
+            let name = pool.name.clone();
+            fx.change(|| Change::Forget { pool: name, token: id });
+            Self::drop_if_empty(s, pid);
+        }
+    }
+
+    /// Applies whatever is due for one token and re-arms its next deadline.
+    /// Lifetime before lease: at the same millisecond the lifetime wins.
+    fn settle(&self, s: &mut Shard, pid: u64, id: TokenId, now: u64, fx: &mut Effects) {
+        let Some(pool) = s.pools.get_mut(&pid) else { return };
+        let Some(rec) = pool.tokens.get(&id).copied() else { return };
+        if rec.life_deadline <= now {
+            pool.remove(id);
+            self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
+            self.shared.expired_total.fetch_add(1, Ordering::Relaxed);
+            let name = pool.name.clone();
+            fx.event(EventKind::Expired, &name, id);
+            if self.shared.config.expired_memory_ms > 0 {
+                let forget_at = now + self.shared.config.expired_memory_ms;
+                pool.expired.insert(id, forget_at);
+                s.forget.push_back((forget_at, pid, id));
+                s.remembered += 1;
+                fx.change(|| Change::Expired { pool: name, token: id, forget_at });
+                let cap = self.per_shard_memory_cap();
+                while s.remembered > cap {
+                    let Some((at, p, t)) = s.forget.pop_front() else { break };
+                    self.forget_one(s, p, t, at, fx);
+                }
+            } else {
+                fx.change(|| Change::Del { pool: name, token: id });
+                Self::drop_if_empty(s, pid);
+            }
+            return;
+        }
+        if rec.is_assigned() && rec.lease_deadline <= now {
+            let name = pool.name.clone();
+            if let Some(r) = pool.tokens.get_mut(&id) {
+                r.lease_deadline = 0;
+            }
+            pool.push_free(id);
+            self.shared.lease_expired_total.fetch_add(1, Ordering::Relaxed);
+            fx.event(EventKind::LeaseExpired, &name, id);
+            self.put_change(pool, id, fx);
+            self.serve_waiters(s, pid, now, fx);
+        }
+        let Some(pool) = s.pools.get_mut(&pid) else { return };
+        if let Some(rec) = pool.tokens.get_mut(&id) {
+            let due = rec.due();
+            arm(&mut s.wheel, pid, id, rec, due, fx);
+        }
+    }
+
+    fn per_shard_memory_cap(&self) -> usize {
+        self.shared.config.max_expired_remembered.div_ceil(self.shared.shards.len()).max(1)
+    }
+
+    fn put_change(&self, pool: &Pool, id: TokenId, fx: &mut Effects) {
+        if let Some(record) = pool.tokens.get(&id).copied() {
+            let name = pool.name.clone();
+            fx.change(|| Change::Put { pool: name, token: id, record });
+        }
+    }
+
+    fn drop_if_empty(s: &mut Shard, pid: u64) {
+        if s.pools.get(&pid).is_some_and(Pool::is_empty)
+            && let Some(p) = s.pools.remove(&pid)
+        {
+            s.names.remove(&p.name);
+        }
+    }
+
+    /// Moves the free token at `idx` to assigned with `lease`.
+    fn assign(s: &mut Shard, pid: u64, idx: usize, lease: u64, now: u64, fx: &mut Effects) -> Option<TokenId> {
+        let pool = s.pools.get_mut(&pid)?;
+        let id = pool.take_free_at(idx);
+        let rec = pool.tokens.get_mut(&id)?;
+        rec.lease = lease;
+        rec.lease_deadline = now.saturating_add(lease);
+        // Cover rule: an assigned token never dies before its lease ends.
+        rec.life_deadline = rec.life_deadline.max(rec.lease_deadline);
+        rec.times_acquired += 1;
+        let due = rec.due();
+        arm(&mut s.wheel, pid, id, rec, due, fx);
+        let name = pool.name.clone();
+        let record = *rec;
+        fx.event(EventKind::TokenAcquire, &name, id);
+        fx.change(|| Change::Put { pool: name, token: id, record });
+        Some(id)
+    }
+
+    /// Hands free tokens to blocked clients, oldest first.
+    fn serve_waiters(&self, s: &mut Shard, pid: u64, now: u64, fx: &mut Effects) {
+        loop {
+            let Some(pool) = s.pools.get_mut(&pid) else { return };
+            if pool.free.is_empty() {
+                return;
+            }
+            let Some(w) = pool.waiters.pop_front() else { return };
+            if w.tx.is_closed() {
+                continue;
+            }
+            let idx = s.rng.random_range(0..pool.free.len());
+            let id = pool.free[idx];
+            // Hand over first: if the client vanished this instant, the token
+            // simply stays free.
+            if w.tx.send(id).is_ok() {
+                Self::assign(s, pid, idx, w.lease, now, fx);
+            }
+        }
+    }
+
+    fn remove_waiter(&self, pool: &[u8], waiter: u64) {
+        self.with_shard(pool, |s, _, _| {
+            if let Some(&pid) = s.names.get(pool) {
+                if let Some(p) = s.pools.get_mut(&pid) {
+                    p.waiters.retain(|w| w.id != waiter);
+                }
+                Self::drop_if_empty(s, pid);
+            }
+        })
+    }
+
+    fn pool_id(s: &mut Shard, name: &[u8], next: &AtomicU64) -> u64 {
+        if let Some(&pid) = s.names.get(name) {
+            return pid;
+        }
+        // Copy the name: a slice of the network buffer would pin the whole
+        // read chunk in memory for as long as the pool lives.
+        let name = Bytes::copy_from_slice(name);
+        let pid = next.fetch_add(1, Ordering::Relaxed);
+        s.names.insert(name.clone(), pid);
+        s.pools.insert(pid, Pool::new(name));
+        pid
+    }
+
+    /// TOKEN.GEN: makes `count` new free tokens with `lifetime_ms` (or the default).
+    pub fn gen_tokens(&self, pool: &[u8], lifetime_ms: Option<u64>, count: u64) -> Result<Vec<TokenId>, TokenError> {
+        let lifetime = lifetime_ms.unwrap_or(self.shared.config.default_lifetime_ms);
+        let live = &self.shared.live_tokens;
+        // Reserve first, so that concurrent GENs cannot overshoot the limit.
+        if live.fetch_add(count, Ordering::Relaxed).saturating_add(count) > self.shared.config.max_tokens {
+            live.fetch_sub(count, Ordering::Relaxed);
+            return Err(TokenError::Oom);
+        }
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.with_shard(pool, |s, now, fx| {
+            let pid = Self::pool_id(s, pool, &self.shared.next_pool_id);
+            let mut out = Vec::with_capacity(count as usize);
+            let Shard { pools, wheel, rng, .. } = s;
+            let Some(p) = pools.get_mut(&pid) else { return out };
+            p.tokens.reserve(count as usize);
+            while (out.len() as u64) < count {
+                let id = token::from_random(rng.random());
+                if p.tokens.contains_key(&id) || p.expired.contains_key(&id) {
+                    continue; // 2^-122 per pair; cheap to rule out
+                }
+                let mut rec = Record::new_free(now, lifetime);
+                let due = rec.life_deadline;
+                arm(wheel, pid, id, &mut rec, due, fx);
+                p.tokens.insert(id, rec);
+                p.push_free(id);
+                fx.event(EventKind::TokenGen, &p.name, id);
+                fx.change(|| Change::Put { pool: p.name.clone(), token: id, record: rec });
+                out.push(id);
+            }
+            self.serve_waiters(s, pid, now, fx);
+            out
+        }))
+    }
+
+    /// TOKEN.ACQUIRE: a uniformly random free token, assigned with `lease_ms`
+    /// (or the default). With `block = Some(ms)` and none free, the caller is
+    /// queued (0 = no timeout; the caller runs the timer).
+    pub fn acquire(&self, pool: &[u8], lease_ms: Option<u64>, block: bool) -> Acquired {
+        let lease = lease_ms.unwrap_or(self.shared.config.default_lease_ms);
+        self.with_shard(pool, |s, now, fx| {
+            let pid = match s.names.get(pool) {
+                Some(&pid) => pid,
+                None if block => Self::pool_id(s, pool, &self.shared.next_pool_id),
+                None => return Acquired::Empty,
+            };
+            let Some(p) = s.pools.get_mut(&pid) else { return Acquired::Empty };
+            // Fairness: a newcomer never jumps the queue of blocked clients.
+            let queue_empty = p.waiters.iter().all(|w| w.tx.is_closed());
+            if !p.free.is_empty() && queue_empty {
+                let idx = s.rng.random_range(0..p.free.len());
+                return match Self::assign(s, pid, idx, lease, now, fx) {
+                    Some(id) => Acquired::Token(id),
+                    None => Acquired::Empty,
+                };
+            }
+            if !block {
+                return Acquired::Empty;
+            }
+            let (tx, rx) = oneshot::channel();
+            let id = self.shared.next_waiter_id.fetch_add(1, Ordering::Relaxed);
+            p.waiters.push_back(Waiter { id, lease, tx });
+            Acquired::Wait(Waiting { store: self.clone(), pool: p.name.clone(), id, rx })
+        })
+    }
+
+    /// Looks a token up, distinguishing never-had from expired; returns the
+    /// pool id.
+    fn find(s: &Shard, pool: &[u8], id: TokenId) -> Result<u64, TokenError> {
+        let pid = *s.names.get(pool).ok_or(TokenError::NoToken)?;
+        let p = s.pools.get(&pid).ok_or(TokenError::NoToken)?;
+        if p.tokens.contains_key(&id) {
+            Ok(pid)
+        } else if p.expired.contains_key(&id) {
+            Err(TokenError::Expired)
+        } else {
+            Err(TokenError::NoToken)
+        }
+    }
+
+    /// TOKEN.KEEPALIVE: restarts the lifetime (and the lease if assigned)
+    /// from now; returns the lifetime left in ms.
+    pub fn keepalive(&self, pool: &[u8], id: TokenId) -> Result<u64, TokenError> {
+        self.with_shard(pool, |s, now, fx| {
+            let pid = Self::find(s, pool, id)?;
+            let Shard { pools, wheel, .. } = s;
+            let p = pools.get_mut(&pid).ok_or(TokenError::NoToken)?;
+            let rec = p.tokens.get_mut(&id).ok_or(TokenError::NoToken)?;
+            rec.life_deadline = now.saturating_add(rec.lifetime);
+            if rec.is_assigned() {
+                rec.lease_deadline = now.saturating_add(rec.lease);
+                rec.life_deadline = rec.life_deadline.max(rec.lease_deadline);
+            }
+            let left = rec.life_deadline - now;
+            let due = rec.due();
+            arm(wheel, pid, id, rec, due, fx);
+            fx.event(EventKind::TokenKeepalive, &p.name, id);
+            self.put_change(p, id, fx);
+            Ok(left)
+        })
+    }
+
+    /// TOKEN.UNBLOCK: assigned → free; the lifetime goes on.
+    pub fn unblock(&self, pool: &[u8], id: TokenId) -> Result<(), TokenError> {
+        self.with_shard(pool, |s, now, fx| {
+            let pid = Self::find(s, pool, id)?;
+            let p = s.pools.get_mut(&pid).ok_or(TokenError::NoToken)?;
+            let rec = p.tokens.get_mut(&id).ok_or(TokenError::NoToken)?;
+            if !rec.is_assigned() {
+                return Err(TokenError::NotAssigned);
+            }
+            rec.lease_deadline = 0;
+            p.push_free(id);
+            let name = p.name.clone();
+            fx.event(EventKind::TokenUnblock, &name, id);
+            self.put_change(p, id, fx);
+            self.serve_waiters(s, pid, now, fx);
+            Ok(())
+        })
+    }
+
+    /// TOKEN.DEL: deletes a live or remembered-expired token.
+    pub fn del(&self, pool: &[u8], id: TokenId) -> bool {
+        self.with_shard(pool, |s, _, fx| {
+            let Some(&pid) = s.names.get(pool) else { return false };
+            let Some(p) = s.pools.get_mut(&pid) else { return false };
+            let name = p.name.clone();
+            let found = if p.remove(id).is_some() {
+                self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
+                fx.event(EventKind::TokenDel, &name, id);
+                true
+            } else if p.expired.remove(&id).is_some() {
+                s.remembered -= 1;
+                true
+            } else {
+                false
+            };
+            if found {
+                fx.change(|| Change::Del { pool: name, token: id });
+                Self::drop_if_empty(s, pid);
+            }
+            found
+        })
+    }
+
+    /// TOKEN.DELEXPIRED: forgets every remembered expired token of the pool.
+    pub fn del_expired(&self, pool: &[u8]) -> u64 {
+        self.with_shard(pool, |s, _, fx| {
+            let Some(&pid) = s.names.get(pool) else { return 0 };
+            let Some(p) = s.pools.get_mut(&pid) else { return 0 };
+            let n = p.expired.len();
+            let name = p.name.clone();
+            for (id, _) in p.expired.drain() {
+                fx.change(|| Change::Forget { pool: name.clone(), token: id });
+            }
+            s.remembered -= n;
+            Self::drop_if_empty(s, pid);
+            n as u64
+        })
+    }
+
+    /// TOKEN.INFO.
+    pub fn info(&self, pool: &[u8], id: TokenId) -> Result<TokenInfo, TokenError> {
+        self.with_shard(pool, |s, now, _| {
+            let pid = Self::find(s, pool, id)?;
+            let p = s.pools.get(&pid).ok_or(TokenError::NoToken)?;
+            let r = p.tokens.get(&id).ok_or(TokenError::NoToken)?;
+            Ok(TokenInfo {
+                assigned: r.is_assigned(),
+                lifetime_left_ms: r.life_deadline.saturating_sub(now),
+                lease_left_ms: r.is_assigned().then(|| r.lease_deadline.saturating_sub(now)),
+                times_acquired: r.times_acquired,
+            })
+        })
+    }
+
+    /// TOKEN.STATS.
+    pub fn stats(&self, pool: &[u8]) -> PoolStats {
+        self.with_shard(pool, |s, _, _| {
+            let Some(p) = s.names.get(pool).and_then(|pid| s.pools.get(pid)) else {
+                return PoolStats::default();
+            };
+            let total = p.tokens.len() as u64;
+            let free = p.free.len() as u64;
+            PoolStats {
+                total,
+                free,
+                assigned: total - free,
+                expired_remembered: p.expired.len() as u64,
+                blocked_waiters: p.live_waiters() as u64,
+            }
+        })
+    }
+
+    /// Server-wide counts: (pools, live tokens, assigned, remembered expired, blocked).
+    pub fn totals(&self) -> (u64, u64, u64, u64, u64) {
+        let mut t = (0, 0, 0, 0, 0);
+        for cell in self.shared.shards.iter() {
+            let g = lock(&cell.state);
+            for p in g.pools.values() {
+                t.0 += 1;
+                t.1 += p.tokens.len() as u64;
+                t.2 += (p.tokens.len() - p.free.len()) as u64;
+                t.3 += p.expired.len() as u64;
+                t.4 += p.live_waiters() as u64;
+            }
+        }
+        t
+    }
+
+    /// Checks every invariant of every pool (tests).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut live = 0;
+        for cell in self.shared.shards.iter() {
+            let g = lock(&cell.state);
+            let mut remembered = 0;
+            for p in g.pools.values() {
+                p.check()?;
+                live += p.tokens.len() as u64;
+                remembered += p.expired.len();
+            }
+            if remembered != g.remembered {
+                return Err(format!("remembered count {} != {}", g.remembered, remembered));
+            }
+        }
+        if live != self.live_tokens() {
+            return Err(format!("live token count {} != {}", self.live_tokens(), live));
+        }
+        Ok(())
+    }
+
+    /// Restores a token as recovered from the backing store (start-up only;
+    /// deadlines already past fire on the next expiry run, in deadline order).
+    pub fn restore(&self, pool: &[u8], id: TokenId, mut record: Record) {
+        self.with_shard(pool, |s, _, fx| {
+            let pid = Self::pool_id(s, pool, &self.shared.next_pool_id);
+            let Shard { pools, wheel, .. } = s;
+            let Some(p) = pools.get_mut(&pid) else { return };
+            let assigned = record.lease_deadline != 0;
+            record.armed = 0;
+            record.free_pos = pool::NOT_FREE;
+            let due = if assigned { record.life_deadline.min(record.lease_deadline) } else { record.life_deadline };
+            arm(wheel, pid, id, &mut record, due, fx);
+            if p.tokens.insert(id, record).is_none() {
+                self.shared.live_tokens.fetch_add(1, Ordering::Relaxed);
+            }
+            if !assigned {
+                p.push_free(id);
+            }
+        })
+    }
+
+    /// Restores a remembered expired token (start-up only).
+    pub fn restore_expired(&self, pool: &[u8], id: TokenId, forget_at: u64) {
+        self.with_shard(pool, |s, _, _| {
+            let pid = Self::pool_id(s, pool, &self.shared.next_pool_id);
+            if let Some(p) = s.pools.get_mut(&pid)
+                && p.expired.insert(id, forget_at).is_none()
+            {
+                s.forget.push_back((forget_at, pid, id));
+                s.remembered += 1;
+            }
+        })
+    }
+
+    /// Sorts the forget queues after a restore (restored entries arrive in
+    /// any order; the queue must be in forget-time order).
+    pub fn finish_restore(&self) {
+        for cell in self.shared.shards.iter() {
+            lock(&cell.state).forget.make_contiguous().sort_unstable_by_key(|e| e.0);
+        }
+    }
+}
+
+/// Locks a shard. A panic while holding the lock would be a bug; we still
+/// keep serving rather than poisoning every later command.
+fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests;
