@@ -1,1 +1,348 @@
+//! Store tests on a clock the test controls (tokio's paused time): exact
+//! deadlines, the cover rule, the same-instant rule, blocking order, and a
+//! property test that random command sequences keep every invariant.
 
+use super::*;
+use crate::notify::EventClasses;
+use crate::pubsub::{PubMsg, PubSub};
+use std::collections::HashMap as Map;
+use std::time::Duration;
+use tokio::time::advance;
+
+const T0: u64 = 1_700_000_000_000;
+
+fn store_with(cfg: StoreConfig) -> (Store, Arc<PubSub>) {
+    let ps = Arc::new(PubSub::default());
+    let n = Arc::new(Notifier::new(EventClasses::parse("KExlg").unwrap(), ps.clone()));
+    (Store::new(cfg, Clock::starting_at(T0), n), ps)
+}
+
+fn store() -> (Store, Arc<PubSub>) {
+    store_with(StoreConfig::default())
+}
+
+async fn ms(n: u64) {
+    advance(Duration::from_millis(n)).await;
+}
+
+fn one(s: &Store, pool: &str, px: u64) -> TokenId {
+    s.gen_tokens(pool.as_bytes(), Some(px), 1).unwrap()[0]
+}
+
+fn acquire(s: &Store, pool: &str, px: u64) -> Option<TokenId> {
+    match s.acquire(pool.as_bytes(), Some(px), false) {
+        Acquired::Token(t) => Some(t),
+        _ => None,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn lease_ends_exactly_at_its_deadline() {
+    let (s, _) = store();
+    let t = one(&s, "p", 10_000);
+    assert_eq!(acquire(&s, "p", 100), Some(t));
+    assert_eq!(acquire(&s, "p", 100), None);
+    ms(99).await;
+    assert!(s.info(b"p", t).unwrap().assigned, "still assigned 1 ms before the deadline");
+    assert_eq!(s.info(b"p", t).unwrap().lease_left_ms, Some(1));
+    ms(1).await;
+    let i = s.info(b"p", t).unwrap();
+    assert!(!i.assigned, "free at the deadline");
+    assert_eq!(i.lease_left_ms, None);
+    assert_eq!(i.times_acquired, 1);
+    assert_eq!(acquire(&s, "p", 100), Some(t));
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn lifetime_end_deletes_and_is_remembered() {
+    let (s, _) = store();
+    let t = one(&s, "p", 100);
+    ms(99).await;
+    assert_eq!(s.keepalive(b"p", t), Ok(100), "keepalive restarts the lifetime");
+    ms(100).await;
+    assert_eq!(s.keepalive(b"p", t), Err(TokenError::Expired));
+    assert_eq!(s.unblock(b"p", t), Err(TokenError::Expired));
+    assert_eq!(s.info(b"p", t), Err(TokenError::Expired));
+    assert_eq!(s.stats(b"p"), PoolStats { expired_remembered: 1, ..Default::default() });
+    assert_eq!(s.del_expired(b"p"), 1);
+    assert_eq!(s.keepalive(b"p", t), Err(TokenError::NoToken));
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_memory_is_bounded_in_time_and_count() {
+    let (s, _) = store_with(StoreConfig { expired_memory_ms: 1000, max_expired_remembered: 3, shards: 1, ..Default::default() });
+    let ts: Vec<_> = s.gen_tokens(b"p", Some(10), 5).unwrap();
+    ms(10).await;
+    // Five expired, at most three remembered: the oldest two are forgotten.
+    assert_eq!(s.stats(b"p").expired_remembered, 3);
+    let expired = ts.iter().filter(|&&t| s.info(b"p", t) == Err(TokenError::Expired)).count();
+    assert_eq!(expired, 3);
+    ms(1000).await;
+    assert_eq!(s.stats(b"p").expired_remembered, 0);
+    for t in ts {
+        assert_eq!(s.info(b"p", t), Err(TokenError::NoToken));
+    }
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn cover_rule_extends_lifetime_and_keepalive_restarts_it() {
+    let (s, _) = store();
+    let t = one(&s, "p", 100);
+    acquire(&s, "p", 1000).unwrap();
+    assert_eq!(s.info(b"p", t).unwrap().lifetime_left_ms, 1000);
+    ms(500).await;
+    s.unblock(b"p", t).unwrap();
+    // The extension stays after UNBLOCK.
+    assert_eq!(s.info(b"p", t).unwrap().lifetime_left_ms, 500);
+    // KEEPALIVE restarts from the GEN lifetime (shorter than what is left).
+    assert_eq!(s.keepalive(b"p", t), Ok(100));
+    ms(100).await;
+    assert_eq!(s.info(b"p", t), Err(TokenError::Expired));
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_of_assigned_token_restarts_both_and_covers() {
+    let (s, _) = store();
+    let t = one(&s, "p", 100);
+    acquire(&s, "p", 300).unwrap();
+    ms(250).await;
+    assert_eq!(s.keepalive(b"p", t), Ok(300));
+    let i = s.info(b"p", t).unwrap();
+    assert_eq!((i.lease_left_ms, i.lifetime_left_ms), (Some(300), 300));
+    ms(299).await;
+    assert!(s.info(b"p", t).unwrap().assigned);
+    ms(1).await;
+    // Lease and (covered) lifetime end together: the lifetime wins.
+    assert_eq!(s.info(b"p", t), Err(TokenError::Expired));
+}
+
+#[tokio::test(start_paused = true)]
+async fn same_instant_lifetime_wins_and_only_expired_is_published() {
+    let (s, ps) = store();
+    let mut rx = ps.attach(1);
+    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:*"), true);
+    let t = one(&s, "p", 100);
+    acquire(&s, "p", 100).unwrap();
+    while rx.try_recv().is_ok() {} // tokengen, tokenacquire
+    ms(100).await;
+    assert_eq!(s.info(b"p", t), Err(TokenError::Expired));
+    let mut events = Vec::new();
+    while let Ok(PubMsg::PMessage { channel, .. }) = rx.try_recv() {
+        events.push(String::from_utf8_lossy(&channel).into_owned());
+    }
+    assert_eq!(events, vec!["__keyevent@0__:expired"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn driver_fires_on_time_without_any_command() {
+    let (s, ps) = store();
+    let _drivers = expiry::spawn(&s);
+    let mut rx = ps.attach(1);
+    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:leaseexpired"), false);
+    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+    let t = one(&s, "p", 5_000);
+    acquire(&s, "p", 1_234).unwrap();
+    let start = s.clock().now_ms();
+    let msg = rx.recv().await.unwrap();
+    assert_eq!(s.clock().now_ms() - start, 1_234, "leaseexpired at the exact millisecond");
+    let want = format!("p:{}", std::str::from_utf8(&token::format(t)).unwrap());
+    assert_eq!(msg, PubMsg::Message { channel: "__keyevent@0__:leaseexpired".into(), payload: want.clone().into() });
+    let msg = rx.recv().await.unwrap();
+    assert_eq!(s.clock().now_ms() - start, 5_000, "expired at the exact millisecond");
+    assert_eq!(msg, PubMsg::Message { channel: "__keyevent@0__:expired".into(), payload: want.into() });
+}
+
+#[tokio::test(start_paused = true)]
+async fn driver_is_woken_for_an_earlier_deadline() {
+    let (s, ps) = store_with(StoreConfig { shards: 1, ..Default::default() });
+    let _drivers = expiry::spawn(&s);
+    let mut rx = ps.attach(1);
+    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+    one(&s, "p", 60_000); // the driver now sleeps for a minute
+    tokio::task::yield_now().await;
+    let start = s.clock().now_ms();
+    one(&s, "p", 7);
+    rx.recv().await.unwrap();
+    assert_eq!(s.clock().now_ms() - start, 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn blocked_clients_are_served_oldest_first() {
+    let (s, _) = store();
+    let mut waits = Vec::new();
+    for _ in 0..3 {
+        match s.acquire(b"p", Some(1000), true) {
+            Acquired::Wait(w) => waits.push(w),
+            _ => panic!("expected to wait"),
+        }
+    }
+    assert_eq!(s.stats(b"p").blocked_waiters, 3);
+    // The second gives up; the others must still be served in order.
+    let second = waits.remove(1);
+    assert_eq!(second.cancel(), None);
+    let a = one(&s, "p", 10_000);
+    let b = one(&s, "p", 10_000);
+    assert_eq!(waits[0].recv().await, Some(a));
+    assert_eq!(waits[1].recv().await, Some(b));
+    // A newcomer does not jump the queue: nothing is free now anyway.
+    assert_eq!(acquire(&s, "p", 10), None);
+    let i = s.info(b"p", a).unwrap();
+    assert!(i.assigned && i.lease_left_ms == Some(1000), "lease starts when served");
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn released_waiter_gives_back_a_token_it_was_handed() {
+    let (s, _) = store();
+    let w = match s.acquire(b"p", None, true) {
+        Acquired::Wait(w) => w,
+        _ => panic!("expected to wait"),
+    };
+    let t = one(&s, "p", 10_000);
+    assert!(s.info(b"p", t).unwrap().assigned, "handed to the waiter");
+    w.release(); // the client went away before reading it
+    assert!(!s.info(b"p", t).unwrap().assigned);
+    assert_eq!(acquire(&s, "p", 10), Some(t));
+}
+
+#[tokio::test(start_paused = true)]
+async fn lease_end_serves_a_blocked_client() {
+    let (s, _) = store();
+    let t = one(&s, "p", 10_000);
+    acquire(&s, "p", 50).unwrap();
+    let mut w = match s.acquire(b"p", Some(500), true) {
+        Acquired::Wait(w) => w,
+        _ => panic!("expected to wait"),
+    };
+    let _drivers = expiry::spawn(&s);
+    let start = s.clock().now_ms();
+    assert_eq!(w.recv().await, Some(t));
+    assert_eq!(s.clock().now_ms() - start, 50);
+    assert_eq!(s.info(b"p", t).unwrap().times_acquired, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn token_limit_is_all_or_nothing() {
+    let (s, _) = store_with(StoreConfig { max_tokens: 10, ..Default::default() });
+    s.gen_tokens(b"p", None, 8).unwrap();
+    assert_eq!(s.gen_tokens(b"p", None, 3), Err(TokenError::Oom));
+    assert_eq!(s.stats(b"p").total, 8);
+    s.gen_tokens(b"q", None, 2).unwrap();
+    assert_eq!(s.live_tokens(), 10);
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn random_pick_is_uniform_enough() {
+    let (s, _) = store();
+    let ts = s.gen_tokens(b"p", Some(1_000_000), 10).unwrap();
+    let mut hits: Map<TokenId, u32> = Map::new();
+    for _ in 0..10_000 {
+        let t = acquire(&s, "p", 1000).unwrap();
+        *hits.entry(t).or_default() += 1;
+        s.unblock(b"p", t).unwrap();
+    }
+    for t in ts {
+        let h = hits.get(&t).copied().unwrap_or(0);
+        // Expected 1000 each; 6 sigma is about ±180.
+        assert!((800..1200).contains(&h), "token picked {h} times of 10000");
+    }
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Gen { pool: u8, px: u64, count: u64 },
+        Acquire { pool: u8, px: u64 },
+        Keepalive { pool: u8, pick: usize },
+        Unblock { pool: u8, pick: usize },
+        Del { pool: u8, pick: usize },
+        DelExpired { pool: u8 },
+        Advance { ms: u64 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..3u8, 1..300u64, 0..4u64).prop_map(|(pool, px, count)| Op::Gen { pool, px, count }),
+            (0..3u8, 1..300u64).prop_map(|(pool, px)| Op::Acquire { pool, px }),
+            (0..3u8, any::<usize>()).prop_map(|(pool, pick)| Op::Keepalive { pool, pick }),
+            (0..3u8, any::<usize>()).prop_map(|(pool, pick)| Op::Unblock { pool, pick }),
+            (0..3u8, any::<usize>()).prop_map(|(pool, pick)| Op::Del { pool, pick }),
+            (0..3u8).prop_map(|pool| Op::DelExpired { pool }),
+            (0..200u64).prop_map(|ms| Op::Advance { ms }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Random command sequences keep every invariant, and a token is never
+        /// handed out while another client's lease on it is running.
+        #[test]
+        fn random_sequences_keep_invariants(ops in proptest::collection::vec(op(), 1..120)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+            rt.block_on(async move {
+                let (s, _) = store_with(StoreConfig { shards: 2, expired_memory_ms: 250, ..Default::default() });
+                let mut known: Vec<(u8, TokenId)> = Vec::new();
+                // Model: lease deadline of every token we hold.
+                let mut held: Map<TokenId, u64> = Map::new();
+                let name = |p: u8| format!("pool{p}");
+                for op in ops {
+                    let now = s.clock().now_ms();
+                    held.retain(|_, &mut d| d > now);
+                    match op {
+                        Op::Gen { pool, px, count } => {
+                            for t in s.gen_tokens(name(pool).as_bytes(), Some(px), count).unwrap() {
+                                known.push((pool, t));
+                            }
+                        }
+                        Op::Acquire { pool, px } => {
+                            if let Some(t) = acquire(&s, &name(pool), px) {
+                                assert!(!held.contains_key(&t), "token handed out twice");
+                                held.insert(t, now + px);
+                            }
+                        }
+                        Op::Keepalive { pool, pick } | Op::Unblock { pool, pick } | Op::Del { pool, pick }
+                            if !known.is_empty() =>
+                        {
+                            let (p, t) = known[pick % known.len()];
+                            let n = name(pool);
+                            let same_pool = p == pool;
+                            let r = match op {
+                                Op::Keepalive { .. } => s.keepalive(n.as_bytes(), t).map(|_| ()),
+                                Op::Unblock { .. } => s.unblock(n.as_bytes(), t),
+                                _ => if s.del(n.as_bytes(), t) { Ok(()) } else { Err(TokenError::NoToken) },
+                            };
+                            if !same_pool {
+                                assert_eq!(r, Err(TokenError::NoToken), "a token belongs to one pool only");
+                            } else if r.is_ok() {
+                                match op {
+                                    Op::Unblock { .. } | Op::Del { .. } => { held.remove(&t); }
+                                    _ => if let Some(d) = held.get_mut(&t) {
+                                        let lease = s.info(n.as_bytes(), t).unwrap().lease_left_ms.unwrap();
+                                        *d = now + lease;
+                                    },
+                                }
+                            }
+                        }
+                        Op::DelExpired { pool } => { s.del_expired(name(pool).as_bytes()); }
+                        Op::Advance { ms: d } => advance(Duration::from_millis(d)).await,
+                        _ => {}
+                    }
+                    s.check_invariants().unwrap();
+                    for p in 0..3 {
+                        let st = s.stats(name(p).as_bytes());
+                        assert_eq!(st.total, st.free + st.assigned);
+                    }
+                }
+            });
+        }
+    }
+}
