@@ -20,6 +20,7 @@ pub mod connection;
 pub mod glob;
 pub mod notify;
 pub mod parse;
+pub mod persist;
 pub mod pubsub;
 pub mod reply;
 pub mod server;

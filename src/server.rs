@@ -11,6 +11,7 @@ use crate::codec::Limits;
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::notify::Notifier;
+use crate::persist::{self, Backing};
 use crate::pubsub::PubSub;
 use crate::store::{Store, expiry};
 use dashmap::DashMap;
@@ -75,6 +76,9 @@ pub struct Shared {
 
 /// A place to wait until everything queued so far is durable.
 pub trait SyncPoint: Send + Sync {
+    /// Whether a write may run now (`Err` is a `-TRYAGAIN …` reply); checked
+    /// before the write changes anything.
+    fn admit(&self) -> Result<(), String>;
     /// Resolves `Ok` when every change queued before the call is durable;
     /// `Err(msg)` (a `-TRYAGAIN …` reply) after the persist timeout.
     fn wait(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
@@ -93,16 +97,32 @@ pub struct Server {
     pub shared: Arc<Shared>,
     listener: TcpListener,
     _expiry: expiry::ExpiryDrivers,
+    backing: Option<Arc<Backing>>,
 }
 
 impl Server {
-    /// Builds the store and its expiry drivers around a bound listener.
+    /// Builds the store around a bound listener. With a backing Redis, loads
+    /// every pool from it first (clients are not served until that is done),
+    /// then attaches it; then starts the expiry drivers, whose first run fires
+    /// whatever fell due while the server was down.
     pub async fn new(listener: TcpListener, config: Config) -> std::io::Result<Server> {
         let pubsub = Arc::new(PubSub::default());
         let notifier = Arc::new(Notifier::new(config.notify_keyspace_events, pubsub.clone()));
-        let store = Store::new(config.store_config(), Clock::new(), notifier);
+        let store = Store::new(config.store_config(), Clock::new(), notifier.clone());
         let port = listener.local_addr()?.port();
         let limits = Limits { max_bulk: config.proto_max_bulk_len, ..Limits::default() };
+        let mut backing = None;
+        if let Some(url) = &config.redis {
+            let mut con = persist::connect(url).await.map_err(std::io::Error::other)?;
+            let items = persist::recover(&mut con, &config.redis_prefix)
+                .await
+                .map_err(|e| std::io::Error::other(format!("cannot load from the backing Redis: {e}")))?;
+            store.restore(items);
+            let b = Backing::start(con, &config);
+            store.set_journal(b.clone());
+            notifier.set_sink(b.clone());
+            backing = Some(b);
+        }
         let expiry = expiry::spawn(&store);
         let shared = Arc::new(Shared {
             config,
@@ -114,9 +134,9 @@ impl Server {
             next_client_id: AtomicU64::new(1),
             limits,
             port,
-            durability: std::sync::RwLock::new(None),
+            durability: std::sync::RwLock::new(backing.clone().map(|b| b as Arc<dyn SyncPoint>)),
         });
-        Ok(Server { shared, listener, _expiry: expiry })
+        Ok(Server { shared, listener, _expiry: expiry, backing })
     }
 
     /// The address it listens on.
@@ -140,6 +160,13 @@ impl Server {
         let _ = notify_shutdown.send(());
         drop(done_tx);
         let _ = tokio::time::timeout(Duration::from_secs(10), done_rx.recv()).await;
+        if let Some(b) = &self.backing {
+            if b.flush(Duration::from_secs(10)).await {
+                tracing::info!("backing Redis flushed");
+            } else {
+                tracing::error!(backlog = b.backlog(), "could not flush the backing Redis before exit");
+            }
+        }
     }
 }
 

@@ -11,7 +11,13 @@ async fn main() -> std::process::ExitCode {
     let config = Config::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 
     let addr = format!("{}:{}", config.bind, config.port);
     let listener = match TcpListener::bind(&addr).await {
@@ -24,6 +30,7 @@ async fn main() -> std::process::ExitCode {
     let server = match Server::new(listener, config).await {
         Ok(s) => s,
         Err(e) => {
+            // Exit code 2: the backing Redis could not be reached or read.
             tracing::error!(error = %e, "cannot start");
             return std::process::ExitCode::from(2);
         }

@@ -106,6 +106,11 @@ pub fn execute(session: &mut Session, shared: &Shared, args: Vec<Bytes>) -> Outc
         .into();
     }
     if is_write(&name) {
+        if let Some(sp) = shared.sync_point()
+            && let Err(msg) = sp.admit()
+        {
+            return Reply::Error(msg).into();
+        }
         session.wrote = true;
     }
     session.update_meta(|m| {

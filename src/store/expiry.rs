@@ -39,7 +39,7 @@ impl Store {
     /// Fires what is due in shard `idx` and returns when to look again
     /// (epoch ms, `u64::MAX` when nothing is pending).
     pub(crate) fn tick(&self, idx: usize) -> u64 {
-        self.with_shard_at(idx, |s, _, _| {
+        self.with_shard_at(idx, true, |s, _, _| {
             let next = s.wheel.next_expiration().unwrap_or(u64::MAX).min(s.forget.front().map_or(u64::MAX, |e| e.0));
             // Stored under the lock: a command arming an earlier deadline after
             // this point sees it and wakes us (see `Store::with_shard_at`).

@@ -123,6 +123,8 @@ pub enum Change {
     Expired { pool: Bytes, token: TokenId, forget_at: u64 },
     /// A remembered expired token is forgotten.
     Forget { pool: Bytes, token: TokenId },
+    /// Every remembered expired token of the pool is forgotten (DELEXPIRED).
+    ForgetAll { pool: Bytes },
 }
 
 /// Where changes go to be made durable (the backing Redis).
@@ -330,10 +332,13 @@ impl Store {
     /// publishes what it did.
     fn with_shard<R>(&self, pool: &[u8], f: impl FnOnce(&mut Shard, u64, &mut Effects) -> R) -> R {
         let idx = self.shard_index(pool);
-        self.with_shard_at(idx, |s, now, fx| f(s, now, fx))
+        self.with_shard_at(idx, true, |s, now, fx| f(s, now, fx))
     }
 
-    fn with_shard_at<R>(&self, idx: usize, f: impl FnOnce(&mut Shard, u64, &mut Effects) -> R) -> R {
+    /// Runs `f` on shard `idx`; with `due`, fires what is due first (every
+    /// command does; restoring from the backing store must not, so that
+    /// nothing fires before the journal is attached).
+    fn with_shard_at<R>(&self, idx: usize, due: bool, f: impl FnOnce(&mut Shard, u64, &mut Effects) -> R) -> R {
         let cell = &self.shared.shards[idx];
         let journal = self.shared.journal.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut fx = Effects {
@@ -345,7 +350,9 @@ impl Store {
         let r = {
             let mut g = lock(&cell.state);
             let now = self.shared.clock.now_ms();
-            self.run_due(&mut g, now, &mut fx);
+            if due {
+                self.run_due(&mut g, now, &mut fx);
+            }
             let r = f(&mut g, now, &mut fx);
             if let (Some(j), Some(c)) = (&journal, fx.changes.take())
                 && !c.is_empty()
@@ -398,49 +405,64 @@ impl Store {
         }
     }
 
-    /// Applies whatever is due for one token and re-arms its next deadline.
-    /// Lifetime before lease: at the same millisecond the lifetime wins.
+    /// Applies whatever is due for one token, in deadline order, and re-arms
+    /// its next deadline. A lease that ended strictly before the lifetime is
+    /// processed first (after downtime both may be due: `leaseexpired` then
+    /// `expired`); at the same millisecond the lifetime wins and only
+    /// `expired` happens.
     fn settle(&self, s: &mut Shard, pid: u64, id: TokenId, now: u64, fx: &mut Effects) {
         let Some(pool) = s.pools.get_mut(&pid) else { return };
         let Some(rec) = pool.tokens.get(&id).copied() else { return };
-        if rec.life_deadline <= now {
-            pool.remove(id);
-            self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
-            self.shared.expired_total.fetch_add(1, Ordering::Relaxed);
-            let name = pool.name.clone();
-            fx.event(EventKind::Expired, &name, id);
-            if self.shared.config.expired_memory_ms > 0 {
-                let forget_at = now + self.shared.config.expired_memory_ms;
-                pool.expired.insert(id, forget_at);
-                s.forget.push_back((forget_at, pid, id));
-                s.remembered += 1;
-                fx.change(|| Change::Expired { pool: name, token: id, forget_at });
-                let cap = self.per_shard_memory_cap();
-                while s.remembered > cap {
-                    let Some((at, p, t)) = s.forget.pop_front() else { break };
-                    self.forget_one(s, p, t, at, fx);
-                }
-            } else {
-                fx.change(|| Change::Del { pool: name, token: id });
-                Self::drop_if_empty(s, pid);
-            }
-            return;
-        }
-        if rec.is_assigned() && rec.lease_deadline <= now {
-            let name = pool.name.clone();
+        let mut freed = false;
+        if rec.is_assigned() && rec.lease_deadline <= now && rec.lease_deadline < rec.life_deadline {
             if let Some(r) = pool.tokens.get_mut(&id) {
                 r.lease_deadline = 0;
             }
             pool.push_free(id);
+            freed = true;
             self.shared.lease_expired_total.fetch_add(1, Ordering::Relaxed);
+            let name = pool.name.clone();
             fx.event(EventKind::LeaseExpired, &name, id);
             self.put_change(pool, id, fx);
+        }
+        if rec.life_deadline <= now {
+            self.expire(s, pid, id, now, fx);
+            return;
+        }
+        if freed {
             self.serve_waiters(s, pid, now, fx);
         }
         let Some(pool) = s.pools.get_mut(&pid) else { return };
         if let Some(rec) = pool.tokens.get_mut(&id) {
             let due = rec.due();
             arm(&mut s.wheel, pid, id, rec, due, fx);
+        }
+    }
+
+    /// Deletes a token whose lifetime ended and remembers it as expired.
+    fn expire(&self, s: &mut Shard, pid: u64, id: TokenId, now: u64, fx: &mut Effects) {
+        let Some(pool) = s.pools.get_mut(&pid) else { return };
+        if pool.remove(id).is_none() {
+            return;
+        }
+        self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
+        self.shared.expired_total.fetch_add(1, Ordering::Relaxed);
+        let name = pool.name.clone();
+        fx.event(EventKind::Expired, &name, id);
+        if self.shared.config.expired_memory_ms > 0 {
+            let forget_at = now + self.shared.config.expired_memory_ms;
+            pool.expired.insert(id, forget_at);
+            s.forget.push_back((forget_at, pid, id));
+            s.remembered += 1;
+            fx.change(|| Change::Expired { pool: name, token: id, forget_at });
+            let cap = self.per_shard_memory_cap();
+            while s.remembered > cap {
+                let Some((at, p, t)) = s.forget.pop_front() else { break };
+                self.forget_one(s, p, t, at, fx);
+            }
+        } else {
+            fx.change(|| Change::Del { pool: name, token: id });
+            Self::drop_if_empty(s, pid);
         }
     }
 
@@ -680,10 +702,9 @@ impl Store {
             let Some(&pid) = s.names.get(pool) else { return 0 };
             let Some(p) = s.pools.get_mut(&pid) else { return 0 };
             let n = p.expired.len();
+            p.expired.clear();
             let name = p.name.clone();
-            for (id, _) in p.expired.drain() {
-                fx.change(|| Change::Forget { pool: name.clone(), token: id });
-            }
+            fx.change(|| Change::ForgetAll { pool: name });
             s.remembered -= n;
             Self::drop_if_empty(s, pid);
             n as u64
@@ -760,47 +781,56 @@ impl Store {
         Ok(())
     }
 
-    /// Restores a token as recovered from the backing store (start-up only;
-    /// deadlines already past fire on the next expiry run, in deadline order).
-    pub fn restore(&self, pool: &[u8], id: TokenId, mut record: Record) {
-        self.with_shard(pool, |s, _, fx| {
-            let pid = Self::pool_id(s, pool, &self.shared.next_pool_id);
-            let Shard { pools, wheel, .. } = s;
-            let Some(p) = pools.get_mut(&pid) else { return };
-            let assigned = record.lease_deadline != 0;
-            record.armed = 0;
-            record.free_pos = pool::NOT_FREE;
-            let due = if assigned { record.life_deadline.min(record.lease_deadline) } else { record.life_deadline };
-            arm(wheel, pid, id, &mut record, due, fx);
-            if p.tokens.insert(id, record).is_none() {
-                self.shared.live_tokens.fetch_add(1, Ordering::Relaxed);
-            }
-            if !assigned {
-                p.push_free(id);
-            }
-        })
-    }
-
-    /// Restores a remembered expired token (start-up only).
-    pub fn restore_expired(&self, pool: &[u8], id: TokenId, forget_at: u64) {
-        self.with_shard(pool, |s, _, _| {
-            let pid = Self::pool_id(s, pool, &self.shared.next_pool_id);
-            if let Some(p) = s.pools.get_mut(&pid)
-                && p.expired.insert(id, forget_at).is_none()
-            {
-                s.forget.push_back((forget_at, pid, id));
-                s.remembered += 1;
-            }
-        })
-    }
-
-    /// Sorts the forget queues after a restore (restored entries arrive in
-    /// any order; the queue must be in forget-time order).
-    pub fn finish_restore(&self) {
-        for cell in self.shared.shards.iter() {
-            lock(&cell.state).forget.make_contiguous().sort_unstable_by_key(|e| e.0);
+    /// Loads state recovered from the backing store (start-up, before any
+    /// client is served and before the expiry drivers run). Nothing fires
+    /// here: deadlines that passed while the server was down fire on the
+    /// drivers' first run, in deadline order (entries are armed in that
+    /// order, and past-due entries fire in the order they were armed).
+    pub fn restore(&self, mut items: Vec<Restored>) {
+        items.sort_by_key(|r| match r {
+            Restored::Live { record, .. } => record.due_from_stored(),
+            Restored::Expired { forget_at, .. } => *forget_at,
+        });
+        for item in items {
+            let pool = match &item {
+                Restored::Live { pool, .. } | Restored::Expired { pool, .. } => pool.clone(),
+            };
+            let idx = self.shard_index(&pool);
+            self.with_shard_at(idx, false, |s, _, fx| {
+                let pid = Self::pool_id(s, &pool, &self.shared.next_pool_id);
+                let Shard { pools, wheel, forget, remembered, .. } = s;
+                let Some(p) = pools.get_mut(&pid) else { return };
+                match item {
+                    Restored::Live { token: id, mut record, .. } => {
+                        let assigned = record.lease_deadline != 0;
+                        record.armed = 0;
+                        record.free_pos = pool::NOT_FREE;
+                        let due = record.due_from_stored();
+                        arm(wheel, pid, id, &mut record, due, fx);
+                        if p.tokens.insert(id, record).is_none() {
+                            self.shared.live_tokens.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if !assigned {
+                            p.push_free(id);
+                        }
+                    }
+                    Restored::Expired { token: id, forget_at, .. } => {
+                        if p.expired.insert(id, forget_at).is_none() {
+                            forget.push_back((forget_at, pid, id));
+                            *remembered += 1;
+                        }
+                    }
+                }
+            });
         }
     }
+}
+
+/// State recovered from the backing store.
+#[derive(Debug, Clone)]
+pub enum Restored {
+    Live { pool: Bytes, token: TokenId, record: Record },
+    Expired { pool: Bytes, token: TokenId, forget_at: u64 },
 }
 
 /// Locks a shard. A panic while holding the lock would be a bug; we still

@@ -35,6 +35,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// A record as loaded from storage (it is then placed by the store).
+    pub fn stored(life_deadline: u64, lease_deadline: u64, lifetime: u64, lease: u64, times_acquired: u64) -> Record {
+        Record { life_deadline, lease_deadline, lifetime, lease, times_acquired, armed: 0, free_pos: NOT_FREE }
+    }
+
     /// A new free token (the caller sets `free_pos`).
     pub fn new_free(now: u64, lifetime: u64) -> Record {
         Record {
@@ -46,6 +51,12 @@ impl Record {
             armed: 0,
             free_pos: NOT_FREE,
         }
+    }
+
+    /// The next deadline of a record as stored (assigned iff it has a lease
+    /// deadline), before `free_pos` is known.
+    pub fn due_from_stored(&self) -> u64 {
+        if self.lease_deadline != 0 { self.life_deadline.min(self.lease_deadline) } else { self.life_deadline }
     }
 
     /// True while assigned.

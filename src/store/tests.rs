@@ -72,7 +72,8 @@ async fn lifetime_end_deletes_and_is_remembered() {
 
 #[tokio::test(start_paused = true)]
 async fn expired_memory_is_bounded_in_time_and_count() {
-    let (s, _) = store_with(StoreConfig { expired_memory_ms: 1000, max_expired_remembered: 3, shards: 1, ..Default::default() });
+    let (s, _) =
+        store_with(StoreConfig { expired_memory_ms: 1000, max_expired_remembered: 3, shards: 1, ..Default::default() });
     let ts: Vec<_> = s.gen_tokens(b"p", Some(10), 5).unwrap();
     ms(10).await;
     // Five expired, at most three remembered: the oldest two are forgotten.

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what tokend's tests and benchmarks need on a fresh Debian/Ubuntu
+# machine: redis-server and redis-tools (redis-cli, redis-benchmark).
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# Debian starts a redis-server on 6379 after installing it; the tests start
+# their own on free ports and never use it.
+redis-server --version

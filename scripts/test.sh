@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The one test command: installs what the tests need, then checks formatting,
+# lints, and runs every test (unit, property, integration with real
+# redis-server and redis-cli processes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --locked --no-fail-fast
+else
+  cargo test --locked --no-fail-fast
+fi
