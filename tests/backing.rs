@@ -1,0 +1,361 @@
+//! tokend with a real backing redis-server: persistence, recovery after
+//! SIGTERM and kill -9, expiries that fell due while down, notifications
+//! published on the backing Redis, and outages of the backing Redis.
+
+mod procs;
+
+use procs::{RedisProc, Tokend};
+use redis::aio::MultiplexedConnection;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+async fn gen_token(c: &mut MultiplexedConnection, pool: &str, extra: &[&str]) -> String {
+    redis::cmd("TOKEN.GEN").arg(pool).arg(extra).query_async(c).await.unwrap()
+}
+
+async fn stats(c: &mut MultiplexedConnection, pool: &str) -> HashMap<String, i64> {
+    redis::cmd("TOKEN.STATS").arg(pool).query_async(c).await.unwrap()
+}
+
+/// TOKEN.INFO as (state, lifetime-left, lease-left, times) or the error code.
+async fn info(c: &mut MultiplexedConnection, pool: &str, t: &str) -> Result<(String, i64, i64, i64), String> {
+    let r: redis::RedisResult<HashMap<String, redis::Value>> =
+        redis::cmd("TOKEN.INFO").arg(pool).arg(t).query_async(c).await;
+    match r {
+        Ok(m) => {
+            let int = |k: &str| match m.get(k) {
+                Some(redis::Value::Int(i)) => *i,
+                other => panic!("{k}: {other:?}"),
+            };
+            let state = match m.get("state") {
+                Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                other => panic!("state: {other:?}"),
+            };
+            Ok((state, int("lifetime-left-ms"), int("lease-left-ms"), int("times-acquired")))
+        }
+        Err(e) => Err(e.code().unwrap_or("?").to_string()),
+    }
+}
+
+fn backing_args(redis: &RedisProc, extra: &[&str]) -> Vec<String> {
+    let mut v = vec!["--redis".to_string(), redis.url()];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn start(redis: &RedisProc, extra: &[&str]) -> Tokend {
+    let args = backing_args(redis, extra);
+    Tokend::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[tokio::test]
+async fn state_survives_a_graceful_restart_exactly() {
+    let redis = RedisProc::start();
+    let mut t = start(&redis, &[]);
+    let mut c = t.conn().await;
+    let toks: Vec<String> = redis::cmd("TOKEN.GEN").arg("p").arg("COUNT").arg(20).query_async(&mut c).await.unwrap();
+    let a: String = redis::cmd("TOKEN.ACQUIRE").arg("p").arg("PX").arg(60_000).query_async(&mut c).await.unwrap();
+    let b: String = redis::cmd("TOKEN.ACQUIRE").arg("p").arg("EX").arg(90).query_async(&mut c).await.unwrap();
+    let _: i64 = redis::cmd("TOKEN.KEEPALIVE").arg("p").arg(&a).query_async(&mut c).await.unwrap();
+    let _: i64 = redis::cmd("TOKEN.UNBLOCK").arg("p").arg(&b).query_async(&mut c).await.unwrap();
+    let _: i64 = redis::cmd("TOKEN.DEL").arg("p").arg(&toks[5]).query_async(&mut c).await.unwrap();
+    gen_token(&mut c, "other:pool", &["PX", "100000"]).await;
+    let before_stats = stats(&mut c, "p").await;
+    let mut before = HashMap::new();
+    for tok in &toks {
+        before.insert(tok.clone(), info(&mut c, "p", tok).await);
+    }
+    let stopped = Instant::now();
+    assert!(t.terminate().success(), "tokend exits 0 on SIGTERM");
+
+    let t2 = start(&redis, &[]);
+    let mut c = t2.conn().await;
+    let elapsed = stopped.elapsed().as_millis() as i64 + 50;
+    assert_eq!(stats(&mut c, "p").await, before_stats);
+    assert_eq!(stats(&mut c, "other:pool").await["total"], 1);
+    for tok in &toks {
+        let (b, a) = (&before[tok], info(&mut c, "p", tok).await);
+        match (b, a) {
+            (Ok(b), Ok(a)) => {
+                assert_eq!((&b.0, b.3), (&a.0, a.3), "state and times-acquired of {tok}");
+                // Deadlines are absolute: what is left shrank by the downtime only.
+                assert!(a.1 <= b.1 && a.1 >= b.1 - elapsed, "lifetime of {tok}: {b:?} -> {a:?}");
+                assert!(b.2 == -1 && a.2 == -1 || (a.2 <= b.2 && a.2 >= b.2 - elapsed), "lease of {tok}");
+            }
+            (b, a) => assert_eq!(b, &a, "{tok}"),
+        }
+    }
+    assert_eq!(info(&mut c, "p", &a).await.unwrap().0, "assigned");
+    assert_eq!(info(&mut c, "p", &toks[5]).await, Err("NOTOKEN".into()));
+}
+
+#[tokio::test]
+async fn unreachable_backing_redis_is_a_clear_start_up_error() {
+    let port = procs::free_port();
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .args(["--port", "0", "--redis", &format!("redis://127.0.0.1:{port}")])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "exit code 2");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("cannot connect to the backing Redis"), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(10), "no hang");
+}
+
+/// What the load generator knows about a token: its last acknowledged state,
+/// and whether an operation on it was sent without a reply.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Known {
+    Free,
+    Assigned,
+}
+
+#[tokio::test]
+async fn every_acknowledged_change_survives_kill_dash_nine() {
+    let redis = RedisProc::start();
+    let mut t = start(&redis, &["--durability", "sync"]);
+    let known: Arc<Mutex<HashMap<String, Known>>> = Arc::default();
+    // Tokens with an operation in flight when the server died.
+    let in_flight: Arc<Mutex<HashMap<usize, Option<String>>>> = Arc::default();
+    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..8usize {
+        let url = t.url();
+        let (known, in_flight, acked) = (known.clone(), in_flight.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+            let ack = || acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for i in 0.. {
+                in_flight.lock().unwrap().insert(w, None);
+                let Ok(tok) = redis::cmd("TOKEN.GEN").arg("p").query_async::<String>(&mut c).await else { return };
+                known.lock().unwrap().insert(tok, Known::Free);
+                ack();
+                in_flight.lock().unwrap().insert(w, None);
+                let Ok(got) =
+                    redis::cmd("TOKEN.ACQUIRE").arg("p").arg("PX").arg(600_000).query_async::<String>(&mut c).await
+                else {
+                    return;
+                };
+                known.lock().unwrap().insert(got.clone(), Known::Assigned);
+                ack();
+                if i % 2 == 0 {
+                    in_flight.lock().unwrap().insert(w, Some(got.clone()));
+                    if redis::cmd("TOKEN.UNBLOCK").arg("p").arg(&got).query_async::<i64>(&mut c).await.is_err() {
+                        return;
+                    }
+                    known.lock().unwrap().insert(got, Known::Free);
+                    ack();
+                }
+            }
+        }));
+    }
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    tokio::time::sleep(Duration::from_millis(300 + (nanos % 400) as u64)).await;
+    t.kill9();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let known = known.lock().unwrap().clone();
+    let in_flight = in_flight.lock().unwrap().clone();
+    // A client whose ACQUIRE was in flight may own a token we think free.
+    let loose_acquires = in_flight.values().filter(|v| v.is_none()).count();
+    assert!(known.len() > 50, "the load ran ({} tokens)", known.len());
+
+    let t2 = start(&redis, &[]);
+    let mut c = t2.conn().await;
+    let s = stats(&mut c, "p").await;
+    assert_eq!(s["total"], s["free"] + s["assigned"]);
+    assert!(s["total"] as usize >= known.len(), "every acknowledged GEN is there: {s:?} vs {}", known.len());
+    let mut unexpected_assigned = 0;
+    for (tok, want) in &known {
+        let got = info(&mut c, "p", tok).await.unwrap_or_else(|e| panic!("acknowledged token {tok} lost: {e}"));
+        let pending = in_flight.values().any(|v| v.as_deref() == Some(tok.as_str()));
+        match (want, got.0.as_str()) {
+            (Known::Assigned, "assigned") | (Known::Free, "free") => {}
+            (Known::Assigned, "free") if pending => {} // its UNBLOCK was in flight
+            (Known::Free, "assigned") => unexpected_assigned += 1,
+            (w, g) => panic!("token {tok}: acknowledged {w:?}, recovered {g}"),
+        }
+    }
+    assert!(unexpected_assigned <= loose_acquires, "{unexpected_assigned} > {loose_acquires}");
+    eprintln!(
+        "kill -9 under load: {} acknowledged operations, {} tokens checked, {} in flight, lost: 0",
+        acked.load(std::sync::atomic::Ordering::Relaxed),
+        known.len(),
+        in_flight.len()
+    );
+}
+
+/// Subscribes on the backing Redis in a thread; returns (channel, payload, when).
+fn subscribe_backing(redis: &RedisProc, pattern: &str) -> std::sync::mpsc::Receiver<(String, String, Instant)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut con = redis.conn();
+    let pattern = pattern.to_string();
+    std::thread::spawn(move || {
+        let mut ps = con.as_pubsub();
+        ps.psubscribe(&pattern).unwrap();
+        ps.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = ready_tx.send(());
+        while let Ok(msg) = ps.get_message() {
+            let payload: String = msg.get_payload().unwrap_or_default();
+            if tx.send((msg.get_channel_name().to_string(), payload, Instant::now())).is_err() {
+                break;
+            }
+        }
+    });
+    ready_rx.recv().unwrap();
+    rx
+}
+
+#[tokio::test]
+async fn expiry_events_reach_subscribers_of_the_backing_redis_on_time() {
+    let redis = RedisProc::start();
+    let t = start(&redis, &[]);
+    let events = subscribe_backing(&redis, "__keyevent@0__:*");
+    let mut c = t.conn().await;
+    let tok = gen_token(&mut c, "p", &["PX", "80"]).await;
+    let sent = Instant::now();
+    let got: String = redis::cmd("TOKEN.ACQUIRE").arg("p").arg("PX").arg(40).query_async(&mut c).await.unwrap();
+    assert_eq!(got, tok);
+    let (ch, payload, at) = events.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((ch.as_str(), payload.as_str()), ("__keyevent@0__:leaseexpired", format!("p:{tok}").as_str()));
+    let late = at.duration_since(sent).as_millis() as i64 - 40;
+    assert!((-5..=25).contains(&late), "leaseexpired arrived {late} ms after its deadline");
+    let (ch, payload, at2) = events.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!((ch.as_str(), payload.as_str()), ("__keyevent@0__:expired", format!("p:{tok}").as_str()));
+    let late2 = at2.duration_since(sent).as_millis() as i64 - 80;
+    assert!((-5..=25).contains(&late2), "expired arrived {late2} ms after its deadline");
+    eprintln!("backing Redis events: leaseexpired {late} ms, expired {late2} ms after deadline");
+}
+
+#[tokio::test]
+async fn deadlines_that_passed_while_down_fire_at_restart_with_events() {
+    let redis = RedisProc::start();
+    let mut t = start(&redis, &[]);
+    let mut c = t.conn().await;
+    let short = gen_token(&mut c, "p", &["PX", "150"]).await;
+    let leased = gen_token(&mut c, "q", &["PX", "60000"]).await;
+    let _: String = redis::cmd("TOKEN.ACQUIRE").arg("q").arg("PX").arg(100).query_async(&mut c).await.unwrap();
+    let both = gen_token(&mut c, "r", &["PX", "200"]).await;
+    let _: String = redis::cmd("TOKEN.ACQUIRE").arg("r").arg("PX").arg(100).query_async(&mut c).await.unwrap();
+    // r's lifetime was covered to 200 ms; its lease ends at 100: lease first, then lifetime.
+    assert!(t.terminate().success());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = subscribe_backing(&redis, "__keyevent@0__:*");
+    let t2 = start(&redis, &[]);
+    let mut got = Vec::new();
+    while let Ok((ch, payload, _)) = events.recv_timeout(Duration::from_secs(2)) {
+        got.push((ch, payload));
+        if got.len() == 4 {
+            break;
+        }
+    }
+    let ev = |e: &str, p: &str, t: &str| (format!("__keyevent@0__:{e}"), format!("{p}:{t}"));
+    assert!(got.contains(&ev("expired", "p", &short)), "{got:?}");
+    assert!(got.contains(&ev("leaseexpired", "q", &leased)), "{got:?}");
+    let r_lease = got.iter().position(|e| *e == ev("leaseexpired", "r", &both)).expect("r leaseexpired");
+    let r_exp = got.iter().position(|e| *e == ev("expired", "r", &both)).expect("r expired");
+    assert!(r_lease < r_exp, "deadline order: {got:?}");
+    let mut c = t2.conn().await;
+    assert_eq!(info(&mut c, "p", &short).await, Err("EXPIRED".into()));
+    assert_eq!(info(&mut c, "q", &leased).await.unwrap().0, "free");
+    // The backing Redis has the result too.
+    let mut rc = redis.conn();
+    let in_redis: Option<String> = redis::Commands::hget(&mut rc, "tokend:{q}:tokens", &leased).unwrap();
+    assert!(in_redis.unwrap().starts_with("f:"));
+    let gone: bool = redis::Commands::hexists(&mut rc, "tokend:{p}:tokens", &short).unwrap();
+    assert!(!gone);
+}
+
+/// Checks that every token the backing Redis holds for `pool` matches tokend.
+async fn assert_backing_matches(redis: &RedisProc, c: &mut MultiplexedConnection, pool: &str) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut rc = redis.conn();
+        let stored: HashMap<String, String> =
+            redis::Commands::hgetall(&mut rc, format!("tokend:{{{pool}}}:tokens")).unwrap();
+        let s = stats(c, pool).await;
+        let mut mismatch = None;
+        if stored.len() as i64 != s["total"] {
+            mismatch = Some(format!("redis has {} tokens, tokend {}", stored.len(), s["total"]));
+        } else {
+            for (tok, rec) in &stored {
+                let state = info(c, pool, tok).await.map(|i| i.0);
+                let want = if rec.starts_with("a:") { "assigned" } else { "free" };
+                if state.as_deref() != Ok(want) {
+                    mismatch = Some(format!("{tok}: redis {rec}, tokend {state:?}"));
+                    break;
+                }
+            }
+        }
+        match mismatch {
+            None => return stored.len(),
+            Some(m) if Instant::now() > deadline => panic!("backing Redis never caught up: {m}"),
+            Some(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+#[tokio::test]
+async fn async_mode_survives_an_outage_and_drains_the_backlog() {
+    let mut redis = RedisProc::start_durable();
+    let t = start(&redis, &["--durability", "async", "--flush-interval", "2ms"]);
+    let mut c = t.conn().await;
+    for _ in 0..20 {
+        gen_token(&mut c, "p", &[]).await;
+    }
+    redis.kill();
+    // Writes keep being answered at once while Redis is away.
+    let started = Instant::now();
+    let mut during = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        gen_token(&mut c, "p", &[]).await;
+        let _: Option<String> = redis::cmd("TOKEN.ACQUIRE").arg("p").query_async(&mut c).await.unwrap();
+        during += 1;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(during > 20);
+    redis.restart();
+    let n = assert_backing_matches(&redis, &mut c, "p").await;
+    assert_eq!(n, 20 + during);
+    let _: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
+}
+
+#[tokio::test]
+async fn sync_mode_outage_answers_tryagain_serves_reads_and_recovers() {
+    let mut redis = RedisProc::start_durable();
+    let t = start(&redis, &["--durability", "sync", "--persist-timeout", "300ms"]);
+    let mut c = t.conn().await;
+    let tok = gen_token(&mut c, "p", &[]).await;
+    redis.kill();
+    // First write: applied, queued, not confirmed in time.
+    let started = Instant::now();
+    let e = redis::cmd("TOKEN.GEN").arg("p").query_async::<String>(&mut c).await.unwrap_err();
+    assert_eq!(e.code(), Some("TRYAGAIN"), "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(290));
+    // Down longer than the timeout: refused at once, nothing changes.
+    let before = stats(&mut c, "p").await;
+    let started = Instant::now();
+    let e = redis::cmd("TOKEN.ACQUIRE").arg("p").query_async::<String>(&mut c).await.unwrap_err();
+    assert_eq!(e.code(), Some("TRYAGAIN"), "{e}");
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(stats(&mut c, "p").await, before, "a refused write changes nothing");
+    // Reads are served.
+    assert_eq!(info(&mut c, "p", &tok).await.unwrap().0, "free");
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match redis::cmd("TOKEN.GEN").arg("p").query_async::<String>(&mut c).await {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(e.code(), Some("TRYAGAIN"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("never recovered: {e}"),
+        }
+    }
+    assert_eq!(assert_backing_matches(&redis, &mut c, "p").await, 3);
+}

@@ -1,0 +1,201 @@
+//! Real processes for tests: a `redis-server` on a free port and the `tokend`
+//! binary. Neither start-up is waited for with a sleep: redis-server is
+//! polled with PING, tokend is read until it logs the address it listens on.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on loopback (bound then released; redis-server has no
+/// "port 0 and tell me" mode).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+fn require(bin: &str) {
+    let ok = Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    assert!(ok, "`{bin}` is not installed: run scripts/setup.sh (installs redis-server and redis-tools)");
+}
+
+/// A redis-server started for one test, in its own directory.
+pub struct RedisProc {
+    pub port: u16,
+    child: Option<Child>,
+    dir: PathBuf,
+    aof: bool,
+}
+
+impl RedisProc {
+    /// Starts redis-server with no persistence of its own.
+    pub fn start() -> RedisProc {
+        Self::start_inner(free_port(), false, None)
+    }
+
+    /// Starts redis-server with `appendfsync always`, so it survives kill -9.
+    pub fn start_durable() -> RedisProc {
+        Self::start_inner(free_port(), true, None)
+    }
+
+    fn start_inner(port: u16, aof: bool, dir: Option<PathBuf>) -> RedisProc {
+        require("redis-server");
+        let dir = dir.unwrap_or_else(|| {
+            let d = std::env::temp_dir().join(format!("tokend-test-redis-{port}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).expect("temp dir");
+            d
+        });
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--port").arg(port.to_string()).arg("--bind").arg("127.0.0.1").arg("--save").arg("");
+        cmd.arg("--dir").arg(&dir);
+        if aof {
+            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        } else {
+            cmd.args(["--appendonly", "no"]);
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn redis-server");
+        let r = RedisProc { port, child: Some(child), dir, aof };
+        r.wait_ready();
+        r
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(c) = redis::Client::open(self.url())
+                && let Ok(mut con) = c.get_connection()
+                && redis::cmd("PING").query::<String>(&mut con).is_ok()
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server on {} did not start", self.port);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// A blocking connection (for checks).
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url()).unwrap().get_connection().unwrap()
+    }
+
+    /// Kills it hard.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory (with AOF, its data is back).
+    pub fn restart(&mut self) {
+        self.kill();
+        let again = Self::start_inner(self.port, self.aof, Some(self.dir.clone()));
+        self.child = Some(again.child_take());
+    }
+
+    fn child_take(mut self) -> Child {
+        self.child.take().unwrap()
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        self.kill();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The tokend binary, started for one test.
+pub struct Tokend {
+    pub addr: SocketAddr,
+    child: Option<Child>,
+    /// Lines tokend logged (collected by a thread).
+    log: mpsc::Receiver<String>,
+}
+
+impl Tokend {
+    /// Starts `tokend --port 0 <args>` and waits for its "ready" log line.
+    pub fn start(args: &[&str]) -> Tokend {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tokend"))
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tokend");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(l) => l,
+                Err(_) => panic!("tokend did not become ready; it logged:\n{}", seen.join("\n")),
+            };
+            if let Some(rest) = line.split("ready to accept connections addr=").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                return Tokend { addr, child: Some(child), log: rx };
+            }
+            seen.push(line);
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}/0", self.addr)
+    }
+
+    /// An async multiplexed connection.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM; returns the exit status once it exited.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "tokend did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Log lines so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+}
+
+impl Drop for Tokend {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
