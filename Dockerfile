@@ -1,6 +1,6 @@
 # Build: docker build -t tokend .
 # Run:   docker run -p 6380:6380 tokend
-FROM rust:1.85-bookworm AS build
+FROM rust:1.88-bookworm AS build
 WORKDIR /src
 # Dependencies first, so code changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./

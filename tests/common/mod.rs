@@ -451,8 +451,9 @@ impl RawConn {
                 self.buf.drain(..self.pos);
                 self.pos = 0;
             }
-            let mut chunk = [0u8; 64 * 1024];
-            let n = self.stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            // Read straight into the heap buffer (no large array in the future).
+            self.buf.reserve(64 * 1024);
+            let n = self.stream.read_buf(&mut self.buf).await.map_err(|e| e.to_string())?;
             if n == 0 {
                 return Err(format!(
                     "connection closed by the server ({} unparsed bytes: {:?})",
@@ -460,7 +461,6 @@ impl RawConn {
                     String::from_utf8_lossy(&self.buf[self.pos..])
                 ));
             }
-            self.buf.extend_from_slice(&chunk[..n]);
         }
     }
 
@@ -475,7 +475,6 @@ impl RawConn {
         };
         let read = async move {
             let mut out = Vec::with_capacity(n);
-            let mut chunk = vec![0u8; 256 * 1024];
             while out.len() < n {
                 // Parse every complete reply in the buffer.
                 loop {
@@ -495,12 +494,12 @@ impl RawConn {
                 }
                 buf.drain(..*pos);
                 *pos = 0;
-                let got = tokio::time::timeout(READ_TIMEOUT, rd.read(&mut chunk))
+                buf.reserve(256 * 1024);
+                let got = tokio::time::timeout(READ_TIMEOUT, rd.read_buf(buf))
                     .await
                     .unwrap_or_else(|_| panic!("stalled after {} of {n} replies", out.len()))
                     .expect("read");
                 assert!(got > 0, "connection closed after {} of {n} replies", out.len());
-                buf.extend_from_slice(&chunk[..got]);
             }
             out
         };
@@ -512,7 +511,7 @@ impl RawConn {
     /// were read) within [`READ_TIMEOUT`].
     pub async fn assert_closed(&mut self) {
         assert_eq!(self.pos, self.buf.len(), "unread data before the close: {:?}", &self.buf[self.pos..]);
-        let mut chunk = [0u8; 1024];
+        let mut chunk = vec![0u8; 1024];
         match tokio::time::timeout(READ_TIMEOUT, self.stream.read(&mut chunk)).await {
             Ok(Ok(0)) => {}
             Ok(Err(_)) => {} // reset: closed too
