@@ -76,7 +76,25 @@ pub struct Config {
     #[arg(long, env = "TOKEND_REQUIREPASS", hide_env_values = true)]
     pub requirepass: Option<String>,
 
-    /// Close connections idle for this many seconds (0 = never).
+    /// Protected mode (as Redis's): with no password set, refuse clients that do not
+    /// connect from the loopback interface.
+    #[arg(long, env = "TOKEND_PROTECTED_MODE", default_value = "yes", value_parser = parse_yes_no, action = clap::ArgAction::Set)]
+    pub protected_mode: bool,
+
+    /// Also listen for TLS connections on this port (needs --tls-cert and --tls-key).
+    #[arg(long, env = "TOKEND_TLS_PORT", requires_all = ["tls_cert", "tls_key"])]
+    pub tls_port: Option<u16>,
+
+    /// TLS certificate chain (PEM).
+    #[arg(long, env = "TOKEND_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// TLS private key (PEM).
+    #[arg(long, env = "TOKEND_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Close connections idle for this many seconds (0 = never; subscribers and
+    /// blocked clients are never closed for idleness, as in Redis).
     #[arg(long, env = "TOKEND_TIMEOUT", default_value_t = 0)]
     pub timeout: u64,
 
@@ -143,6 +161,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("a duration must be positive".into());
     }
     Ok(d)
+}
+
+/// Redis-style booleans: yes/no (also true/false, on/off, 1/0).
+fn parse_yes_no(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "1" => Ok(true),
+        "no" | "false" | "off" | "0" => Ok(false),
+        _ => Err(format!("expected yes or no, got {s:?}")),
+    }
 }
 
 fn parse_classes(s: &str) -> Result<EventClasses, String> {

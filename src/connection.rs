@@ -19,8 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{broadcast, mpsc};
 
 /// Flush the write buffer early when a pipeline's replies exceed this
@@ -56,19 +55,18 @@ impl Session {
     }
 }
 
-/// A connection and its buffers.
-pub struct Connection {
-    stream: TcpStream,
+/// A connection and its buffers, over plain TCP or TLS.
+pub struct Connection<S> {
+    stream: S,
     shared: Arc<Shared>,
     session: Session,
     rbuf: BytesMut,
     wbuf: BytesMut,
 }
 
-impl Connection {
-    pub fn new(stream: TcpStream, addr: SocketAddr, shared: Arc<Shared>) -> Connection {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    pub fn new(stream: S, addr: SocketAddr, laddr: SocketAddr, shared: Arc<Shared>) -> Connection<S> {
         let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
-        let laddr = stream.local_addr().unwrap_or(addr);
         let meta = Arc::new(ClientMeta {
             id,
             addr,
@@ -117,6 +115,8 @@ impl Connection {
                 return Ok(());
             }
             // Wait for input, a pub/sub message, or shutdown.
+            // Subscribers are never closed for idleness (as in Redis).
+            let idle = if self.session.subscriptions() > 0 { None } else { idle };
             let read = async {
                 match idle {
                     Some(d) => tokio::time::timeout(d, self.stream.read_buf(&mut self.rbuf)).await.ok(),

@@ -25,5 +25,6 @@ pub mod pubsub;
 pub mod reply;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod token;
 pub mod wheel;

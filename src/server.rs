@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
+use tokio_rustls::TlsAcceptor;
 
 /// What `CLIENT LIST` shows about a connection. Shared between the
 /// connection (which updates it) and the registry.
@@ -96,6 +97,7 @@ impl Shared {
 pub struct Server {
     pub shared: Arc<Shared>,
     listener: TcpListener,
+    tls: Option<(TcpListener, TlsAcceptor)>,
     _expiry: expiry::ExpiryDrivers,
     backing: Option<Arc<Backing>>,
 }
@@ -136,7 +138,22 @@ impl Server {
             port,
             durability: std::sync::RwLock::new(backing.clone().map(|b| b as Arc<dyn SyncPoint>)),
         });
-        Ok(Server { shared, listener, _expiry: expiry, backing })
+        Ok(Server { shared, listener, tls: None, _expiry: expiry, backing })
+    }
+
+    /// Adds a TLS listener using `--tls-cert` and `--tls-key`.
+    pub fn add_tls(&mut self, listener: TcpListener) -> std::io::Result<()> {
+        let (Some(cert), Some(key)) = (&self.shared.config.tls_cert, &self.shared.config.tls_key) else {
+            return Err(std::io::Error::other("TLS needs --tls-cert and --tls-key"));
+        };
+        let acceptor = crate::tls::acceptor(cert, key).map_err(std::io::Error::other)?;
+        self.tls = Some((listener, acceptor));
+        Ok(())
+    }
+
+    /// The TLS listener's address, if any.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// The address it listens on.
@@ -150,13 +167,21 @@ impl Server {
         // Every connection holds a clone; when all are dropped, all are done.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let shared = self.shared.clone();
+        let tls = async {
+            match &self.tls {
+                Some((l, acceptor)) => accept_loop(l, Some(acceptor), &shared, &notify_shutdown, &done_tx).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            _ = accept_loop(&self.listener, &shared, &notify_shutdown, &done_tx) => {}
+            _ = accept_loop(&self.listener, None, &shared, &notify_shutdown, &done_tx) => {}
+            _ = tls => {}
             _ = shutdown => {
                 tracing::info!("shutting down");
             }
         }
         drop(self.listener);
+        drop(self.tls);
         let _ = notify_shutdown.send(());
         drop(done_tx);
         let _ = tokio::time::timeout(Duration::from_secs(10), done_rx.recv()).await;
@@ -172,6 +197,7 @@ impl Server {
 
 async fn accept_loop(
     listener: &TcpListener,
+    tls: Option<&TlsAcceptor>,
     shared: &Arc<Shared>,
     notify_shutdown: &broadcast::Sender<()>,
     done: &mpsc::Sender<()>,
@@ -198,13 +224,27 @@ async fn accept_loop(
             tokio::spawn(reject(socket));
             continue;
         }
+        if protected_mode_denies(&shared.config, addr.ip()) {
+            shared.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(deny_protected(socket));
+            continue;
+        }
         shared.stats.connected.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         let mut stop = notify_shutdown.subscribe();
         let done = done.clone();
+        let tls = tls.cloned();
         tokio::spawn(async move {
-            let conn = Connection::new(socket, addr, shared.clone());
-            if let Err(e) = conn.run(&mut stop).await {
+            let laddr = socket.local_addr().unwrap_or(addr);
+            let r = match tls {
+                None => Connection::new(socket, addr, laddr, shared.clone()).run(&mut stop).await,
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                    Ok(Ok(stream)) => Connection::new(stream, addr, laddr, shared.clone()).run(&mut stop).await,
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(std::io::Error::other("TLS handshake timed out")),
+                },
+            };
+            if let Err(e) = r {
                 tracing::debug!(%addr, error = %e, "connection ended with an error");
             }
             shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
@@ -213,8 +253,56 @@ async fn accept_loop(
     }
 }
 
+/// A TLS client must finish its handshake within this time, so half-open
+/// handshakes cannot hold connection slots.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Redis's protected-mode explanation, adapted to tokend's flags.
+const PROTECTED_MODE_DENIED: &[u8] = b"-DENIED tokend is running in protected mode because protected mode is enabled \
+and no password is set for the default user. In this mode connections are only accepted from the loopback interface. \
+If you want to connect from external computers to tokend you may adopt one of the following solutions: \
+1) Set a password with --requirepass (or TOKEND_REQUIREPASS) and have clients AUTH. \
+2) If you are sure tokend is not reachable from untrusted networks, restart it with '--protected-mode no'. \
+NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.\r\n";
+
+/// Protected mode: with no password, only loopback clients are accepted.
+pub fn protected_mode_denies(config: &Config, peer: std::net::IpAddr) -> bool {
+    let loopback = match peer {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    };
+    config.protected_mode && config.requirepass.is_none() && !loopback
+}
+
+/// Refuses a non-loopback client in protected mode, as Redis does.
+async fn deny_protected(mut socket: TcpStream) {
+    let _ = socket.write_all(PROTECTED_MODE_DENIED).await;
+    let _ = socket.shutdown().await;
+}
+
 /// Answers a client over the limit the way Redis does, then closes.
 async fn reject(mut socket: TcpStream) {
     let _ = socket.write_all(b"-ERR max number of clients reached\r\n").await;
     let _ = socket.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protected_mode_rules() {
+        let mut c = Config::default_for_tests();
+        let outside: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+        assert!(protected_mode_denies(&c, outside));
+        assert!(!protected_mode_denies(&c, "127.0.0.1".parse().unwrap()));
+        assert!(!protected_mode_denies(&c, "::1".parse().unwrap()));
+        assert!(!protected_mode_denies(&c, "::ffff:127.0.0.1".parse().unwrap()));
+        assert!(protected_mode_denies(&c, "::ffff:203.0.113.9".parse().unwrap()));
+        c.requirepass = Some("x".into());
+        assert!(!protected_mode_denies(&c, outside), "a password lifts it");
+        c.requirepass = None;
+        c.protected_mode = false;
+        assert!(!protected_mode_denies(&c, outside), "--protected-mode no lifts it");
+    }
 }

@@ -27,7 +27,17 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    let server = match Server::new(listener, config).await {
+    let tls_listener = match config.tls_port {
+        Some(port) => match TcpListener::bind((config.bind.as_str(), port)).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(port, error = %e, "cannot listen for TLS");
+                return std::process::ExitCode::from(1);
+            }
+        },
+        None => None,
+    };
+    let mut server = match Server::new(listener, config).await {
         Ok(s) => s,
         Err(e) => {
             // Exit code 2: the backing Redis could not be reached or read.
@@ -35,6 +45,15 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(l) = tls_listener {
+        if let Err(e) = server.add_tls(l) {
+            tracing::error!(error = %e, "cannot set up TLS");
+            return std::process::ExitCode::from(1);
+        }
+        if let Some(a) = server.tls_addr() {
+            tracing::info!(addr = %a, "TLS listener ready");
+        }
+    }
     match server.local_addr() {
         Ok(a) => tracing::info!(addr = %a, version = env!("CARGO_PKG_VERSION"), "tokend ready to accept connections"),
         Err(e) => tracing::warn!(error = %e, "listening, address unknown"),

@@ -192,7 +192,7 @@ pub(crate) fn no_token() -> Reply {
 
 /// Longest accepted duration: 100 years in ms. Far beyond any real lease,
 /// and it keeps every `now + duration` far from u64 overflow.
-const MAX_DURATION_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+pub(crate) const MAX_DURATION_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// The `EX seconds | PX milliseconds` option, with SET's rules: repeated
 /// EX (or PX) — the last one wins; EX with PX — syntax error; a value that is

@@ -47,6 +47,9 @@ impl Acquire {
                     if ms < 0 {
                         return Err(ParseError::Other("ERR timeout is negative".into()));
                     }
+                    if ms > super::MAX_DURATION_MS {
+                        return Err(ParseError::Other("ERR timeout is out of range".into()));
+                    }
                     block_ms = Some(ms as u64);
                 }
                 _ => return Err(ParseError::Syntax),
@@ -83,6 +86,7 @@ mod tests {
     fn errors() {
         let e = |a: &[&str]| Acquire::parse(&mut args(a)).unwrap_err().to_string();
         assert_eq!(e(&["p", "BLOCK", "-1"]), "ERR timeout is negative");
+        assert_eq!(e(&["p", "BLOCK", "9223372036854775807"]), "ERR timeout is out of range");
         assert_eq!(e(&["p", "BLOCK", "1.5"]), "ERR timeout is not an integer or out of range");
         assert_eq!(e(&["p", "PX", "0"]), "ERR invalid expire time in 'token.acquire' command");
         assert_eq!(e(&["p", "NX"]), "ERR syntax error");

@@ -1,0 +1,295 @@
+//! Hardening, against the real binary: authentication, TLS, limits, hostile
+//! and slow clients, and 2,000 concurrent connections with faults.
+
+mod procs;
+
+use procs::Tokend;
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli is not installed: run scripts/setup.sh");
+    // redis-cli reports AUTH failures on stderr.
+    let mut s = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    s.push_str(String::from_utf8_lossy(&out.stderr).trim());
+    s
+}
+
+async fn read_some(s: &mut TcpStream) -> String {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("reply").unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn requirepass_with_redis_cli() {
+    let t = Tokend::start(&["--requirepass", "s3cret"]);
+    let port = t.addr.port();
+    assert!(cli(port, &["TOKEN.GEN", "p"]).starts_with("NOAUTH"), "no password: NOAUTH");
+    assert!(cli(port, &["PING"]).starts_with("NOAUTH"), "PING too, as in Redis");
+    let tok = cli(port, &["-a", "s3cret", "--no-auth-warning", "TOKEN.GEN", "p"]);
+    assert_eq!(tok.len(), 36, "{tok}");
+    assert!(cli(port, &["-a", "wrong", "--no-auth-warning", "PING"]).contains("WRONGPASS"));
+    assert!(cli(port, &["--user", "default", "--pass", "s3cret", "--no-auth-warning", "PING"]).contains("PONG"));
+}
+
+#[tokio::test]
+async fn huge_bulk_header_is_refused_without_growing_memory() {
+    let t = Tokend::start(&[]);
+    let before = t.rss_kib();
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(t.addr).await.unwrap();
+        s.write_all(b"*1\r\n$4294967295\r\n").await.unwrap();
+        let r = read_some(&mut s).await;
+        assert_eq!(r, "-ERR Protocol error: invalid bulk length\r\n");
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await.unwrap().unwrap();
+        assert_eq!(n, 0, "then closed");
+    }
+    let after = t.rss_kib();
+    assert!(after < before + 8 * 1024, "RSS grew from {before} KiB to {after} KiB");
+    // A large but allowed request in pieces is still fine.
+    let mut s = TcpStream::connect(t.addr).await.unwrap();
+    let payload = vec![b'x'; 1 << 20];
+    s.write_all(format!("*2\r\n$4\r\nECHO\r\n${}\r\n", payload.len()).as_bytes()).await.unwrap();
+    for chunk in payload.chunks(64 * 1024) {
+        s.write_all(chunk).await.unwrap();
+    }
+    s.write_all(b"\r\n").await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < payload.len() + 11 {
+        let mut buf = vec![0u8; 1 << 16];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.starts_with(b"$1048576\r\nxxxx"));
+}
+
+#[tokio::test]
+async fn max_clients_gets_redis_error() {
+    let t = Tokend::start(&["--maxclients", "2"]);
+    let mut a = TcpStream::connect(t.addr).await.unwrap();
+    let mut b = TcpStream::connect(t.addr).await.unwrap();
+    for s in [&mut a, &mut b] {
+        s.write_all(b"PING\r\n").await.unwrap();
+        assert_eq!(read_some(s).await, "+PONG\r\n");
+    }
+    let mut c = TcpStream::connect(t.addr).await.unwrap();
+    assert_eq!(read_some(&mut c).await, "-ERR max number of clients reached\r\n");
+    drop(a);
+    // The slot frees once the server saw the close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut d = TcpStream::connect(t.addr).await.unwrap();
+        d.write_all(b"PING\r\n").await.unwrap();
+        if read_some(&mut d).await == "+PONG\r\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn idle_clients_are_closed_but_subscribers_are_not() {
+    let t = Tokend::start(&["--timeout", "1"]);
+    let mut idle = TcpStream::connect(t.addr).await.unwrap();
+    let mut sub = TcpStream::connect(t.addr).await.unwrap();
+    sub.write_all(b"SUBSCRIBE c\r\n").await.unwrap();
+    assert!(read_some(&mut sub).await.contains("subscribe"));
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(n, 0, "idle client closed");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    sub.write_all(b"PING\r\n").await.unwrap();
+    assert!(read_some(&mut sub).await.contains("pong"), "subscriber still served");
+}
+
+#[tokio::test]
+async fn tls_with_redis_cli() {
+    let dir = std::env::temp_dir().join(format!("tokend-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let tls_port = procs::free_port();
+    let t = Tokend::start(&[
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    let run = |args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["--tls", "--cacert", cert.to_str().unwrap(), "-h", "127.0.0.1", "-p", &tls_port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(run(&["PING"]), "PONG");
+    let tok = run(&["TOKEN.GEN", "p"]);
+    assert_eq!(tok.len(), 36, "{tok}");
+    // The same state over plain TCP.
+    assert_eq!(cli(t.addr.port(), &["TOKEN.ACQUIRE", "p"]), tok);
+    // A plain-text client on the TLS port gets nowhere, and the server lives.
+    let mut s = TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
+    s.write_all(b"PING\r\n").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert!(!buf[..n].starts_with(b"+PONG"));
+    assert_eq!(run(&["PING"]), "PONG");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn slowloris_client_does_not_block_others() {
+    let t = Tokend::start(&[]);
+    let addr = t.addr;
+    let slow = tokio::spawn(async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for b in b"*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n" {
+            s.write_all(&[*b]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        read_some(&mut s).await
+    });
+    let mut c = t.conn().await;
+    let mut worst = Duration::ZERO;
+    for _ in 0..40 {
+        let started = Instant::now();
+        let _: String = redis::cmd("TOKEN.GEN").arg("p").query_async(&mut c).await.unwrap();
+        worst = worst.max(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(worst < Duration::from_millis(100), "others waited {worst:?}");
+    assert_eq!(slow.await.unwrap(), "$2\r\nhi\r\n");
+}
+
+#[tokio::test]
+async fn lapsed_lease_goes_to_exactly_one_waiter() {
+    let t = Tokend::start(&[]);
+    let mut c = t.conn().await;
+    let tok: String = redis::cmd("TOKEN.GEN").arg("p").query_async(&mut c).await.unwrap();
+    let held: String = redis::cmd("TOKEN.ACQUIRE").arg("p").arg("PX").arg(80).query_async(&mut c).await.unwrap();
+    assert_eq!(held, tok);
+    let started = Instant::now();
+    let mut waiters = Vec::new();
+    for _ in 0..5 {
+        let mut w = t.conn().await;
+        waiters.push(tokio::spawn(async move {
+            redis::cmd("TOKEN.ACQUIRE")
+                .arg("p")
+                .arg("PX")
+                .arg(60_000)
+                .arg("BLOCK")
+                .arg(400)
+                .query_async::<Option<String>>(&mut w)
+                .await
+                .unwrap()
+                .map(|t| (t, Instant::now()))
+        }));
+    }
+    let mut winners = Vec::new();
+    for w in waiters {
+        if let Some(x) = w.await.unwrap() {
+            winners.push(x);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one client got it: {winners:?}");
+    assert_eq!(winners[0].0, tok);
+    let at = winners[0].1.duration_since(started);
+    assert!(at >= Duration::from_millis(60) && at < Duration::from_millis(300), "served after {at:?}");
+    // The old holder's keepalive no longer renews a lease it lost: the token is
+    // assigned to the winner now, with the winner's lease.
+    let info: HashMap<String, redis::Value> =
+        redis::cmd("TOKEN.INFO").arg("p").arg(&tok).query_async(&mut c).await.unwrap();
+    assert_eq!(info["times-acquired"], redis::Value::Int(2));
+}
+
+/// 2,000 connections acquire, keep alive and unblock while 200 others connect
+/// and drop mid-request; afterwards the store adds up and no token was ever
+/// held by two clients at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_connections_with_faults_keep_invariants() {
+    const CLIENTS: usize = 2000;
+    const TOKENS: usize = 300;
+    let t = Tokend::start(&["--maxclients", "5000"]);
+    let mut c = t.conn().await;
+    let _: Vec<String> = redis::cmd("TOKEN.GEN").arg("p").arg("COUNT").arg(TOKENS).query_async(&mut c).await.unwrap();
+    // token -> client that believes it holds it.
+    let holders: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let ops = Arc::new(AtomicU64::new(0));
+    let addr = t.addr;
+    let mut tasks = Vec::new();
+    for id in 0..CLIENTS {
+        let (holders, ops) = (holders.clone(), ops.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.expect("connect");
+            let mut buf = vec![0u8; 256];
+            let mut call = async |s: &mut TcpStream, cmd: String| -> String {
+                s.write_all(cmd.as_bytes()).await.unwrap();
+                let n = s.read(&mut buf).await.unwrap();
+                String::from_utf8_lossy(&buf[..n]).into_owned()
+            };
+            for _ in 0..3 {
+                let r = call(&mut s, "TOKEN.ACQUIRE p PX 60000\r\n".into()).await;
+                ops.fetch_add(1, Ordering::Relaxed);
+                let Some(tok) = r.strip_prefix("$36\r\n").map(|r| r[..36].to_string()) else {
+                    assert_eq!(r, "$-1\r\n");
+                    tokio::task::yield_now().await;
+                    continue;
+                };
+                if let Some(other) = holders.lock().unwrap().insert(tok.clone(), id) {
+                    panic!("token {tok} handed to client {id} while client {other} holds it");
+                }
+                let r = call(&mut s, format!("TOKEN.KEEPALIVE p {tok}\r\n")).await;
+                assert!(r.starts_with(':'), "{r}");
+                holders.lock().unwrap().remove(&tok);
+                let r = call(&mut s, format!("TOKEN.UNBLOCK p {tok}\r\n")).await;
+                assert_eq!(r, ":1\r\n");
+                ops.fetch_add(2, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Clients that drop mid-request: half a command, then gone.
+    let mut droppers = Vec::new();
+    for i in 0..200 {
+        droppers.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let partial: &[u8] = if i % 2 == 0 { b"*3\r\n$13\r\nTOKEN.ACQUIRE\r\n$1\r\np" } else { b"TOKEN.ACQ" };
+            s.write_all(partial).await.unwrap();
+            drop(s);
+        }));
+    }
+    for d in droppers {
+        d.await.unwrap();
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let s: HashMap<String, i64> = redis::cmd("TOKEN.STATS").arg("p").query_async(&mut c).await.unwrap();
+    assert_eq!(s["total"], TOKENS as i64);
+    assert_eq!(s["free"] + s["assigned"], s["total"]);
+    assert_eq!(s["assigned"], 0, "every acquired token was given back: {s:?}");
+    let _: String = redis::cmd("PING").query_async(&mut c).await.unwrap();
+    eprintln!(
+        "{CLIENTS} connections + 200 dropped mid-request: {} acknowledged operations",
+        ops.load(Ordering::Relaxed)
+    );
+}
