@@ -4,10 +4,12 @@
 
 mod procs;
 
+use procs::workload;
+
 use procs::{RedisProc, Tokend};
 use redis::aio::MultiplexedConnection;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 async fn gen_token(c: &mut MultiplexedConnection, pool: &str, extra: &[&str]) -> String {
@@ -104,88 +106,21 @@ async fn unreachable_backing_redis_is_a_clear_start_up_error() {
     assert!(started.elapsed() < Duration::from_secs(10), "no hang");
 }
 
-/// What the load generator knows about a token: its last acknowledged state,
-/// and whether an operation on it was sent without a reply.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Known {
-    Free,
-    Assigned,
-}
-
 #[tokio::test]
 async fn every_acknowledged_change_survives_kill_dash_nine() {
     let redis = RedisProc::start();
     let mut t = start(&redis, &["--durability", "sync"]);
-    let known: Arc<Mutex<HashMap<String, Known>>> = Arc::default();
-    // Tokens with an operation in flight when the server died.
-    let in_flight: Arc<Mutex<HashMap<usize, Option<String>>>> = Arc::default();
-    let acked = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for w in 0..8usize {
-        let url = t.url();
-        let (known, in_flight, acked) = (known.clone(), in_flight.clone(), acked.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut c = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
-            let ack = || acked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            for i in 0.. {
-                in_flight.lock().unwrap().insert(w, None);
-                let Ok(tok) = redis::cmd("TOKEN.GEN").arg("p").query_async::<String>(&mut c).await else { return };
-                known.lock().unwrap().insert(tok, Known::Free);
-                ack();
-                in_flight.lock().unwrap().insert(w, None);
-                let Ok(got) =
-                    redis::cmd("TOKEN.ACQUIRE").arg("p").arg("PX").arg(600_000).query_async::<String>(&mut c).await
-                else {
-                    return;
-                };
-                known.lock().unwrap().insert(got.clone(), Known::Assigned);
-                ack();
-                if i % 2 == 0 {
-                    in_flight.lock().unwrap().insert(w, Some(got.clone()));
-                    if redis::cmd("TOKEN.UNBLOCK").arg("p").arg(&got).query_async::<i64>(&mut c).await.is_err() {
-                        return;
-                    }
-                    known.lock().unwrap().insert(got, Known::Free);
-                    ack();
-                }
-            }
-        }));
-    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = tokio::spawn(workload::run(t.url(), "p".into(), 8, stop));
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
     tokio::time::sleep(Duration::from_millis(300 + (nanos % 400) as u64)).await;
     t.kill9();
-    for task in tasks {
-        let _ = task.await;
-    }
-    let known = known.lock().unwrap().clone();
-    let in_flight = in_flight.lock().unwrap().clone();
-    // A client whose ACQUIRE was in flight may own a token we think free.
-    let loose_acquires = in_flight.values().filter(|v| v.is_none()).count();
-    assert!(known.len() > 50, "the load ran ({} tokens)", known.len());
-
+    let ledger = load.await.unwrap();
+    assert!(ledger.known.len() > 50, "the load ran ({} tokens)", ledger.known.len());
     let t2 = start(&redis, &[]);
     let mut c = t2.conn().await;
-    let s = stats(&mut c, "p").await;
-    assert_eq!(s["total"], s["free"] + s["assigned"]);
-    assert!(s["total"] as usize >= known.len(), "every acknowledged GEN is there: {s:?} vs {}", known.len());
-    let mut unexpected_assigned = 0;
-    for (tok, want) in &known {
-        let got = info(&mut c, "p", tok).await.unwrap_or_else(|e| panic!("acknowledged token {tok} lost: {e}"));
-        let pending = in_flight.values().any(|v| v.as_deref() == Some(tok.as_str()));
-        match (want, got.0.as_str()) {
-            (Known::Assigned, "assigned") | (Known::Free, "free") => {}
-            (Known::Assigned, "free") if pending => {} // its UNBLOCK was in flight
-            (Known::Free, "assigned") => unexpected_assigned += 1,
-            (w, g) => panic!("token {tok}: acknowledged {w:?}, recovered {g}"),
-        }
-    }
-    assert!(unexpected_assigned <= loose_acquires, "{unexpected_assigned} > {loose_acquires}");
-    eprintln!(
-        "kill -9 under load: {} acknowledged operations, {} tokens checked, {} in flight, lost: 0",
-        acked.load(std::sync::atomic::Ordering::Relaxed),
-        known.len(),
-        in_flight.len()
-    );
+    let checked = workload::verify(&mut c, "p", &ledger).await;
+    eprintln!("kill -9 under load: {} acknowledged operations, {checked} tokens checked, lost: 0", ledger.acked);
 }
 
 /// Subscribes on the backing Redis in a thread; returns (channel, payload, when).

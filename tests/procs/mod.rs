@@ -3,6 +3,8 @@
 //! polled with PING, tokend is read until it logs the address it listens on.
 #![allow(dead_code)]
 
+pub mod workload;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -48,18 +50,23 @@ impl RedisProc {
             std::fs::create_dir_all(&d).expect("temp dir");
             d
         });
+        let mut r = RedisProc { port, child: None, dir, aof };
+        r.spawn();
+        r
+    }
+
+    /// Starts the process (on this port, in this directory) and waits for PING.
+    fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
-        cmd.arg("--port").arg(port.to_string()).arg("--bind").arg("127.0.0.1").arg("--save").arg("");
-        cmd.arg("--dir").arg(&dir);
-        if aof {
+        cmd.arg("--port").arg(self.port.to_string()).arg("--bind").arg("127.0.0.1").arg("--save").arg("");
+        cmd.arg("--dir").arg(&self.dir).arg("--logfile").arg(self.dir.join("redis.log"));
+        if self.aof {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn redis-server");
-        let r = RedisProc { port, child: Some(child), dir, aof };
-        r.wait_ready();
-        r
+        self.child = Some(cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn redis-server"));
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {
@@ -71,7 +78,11 @@ impl RedisProc {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "redis-server on {} did not start", self.port);
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+                let tail: Vec<_> = log.lines().rev().take(15).collect();
+                panic!("redis-server on {} did not start; its log ends:\n{}", self.port, tail.join("\n"));
+            }
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -96,12 +107,7 @@ impl RedisProc {
     /// Starts it again on the same port and directory (with AOF, its data is back).
     pub fn restart(&mut self) {
         self.kill();
-        let again = Self::start_inner(self.port, self.aof, Some(self.dir.clone()));
-        self.child = Some(again.child_take());
-    }
-
-    fn child_take(mut self) -> Child {
-        self.child.take().unwrap()
+        self.spawn();
     }
 }
 
