@@ -43,6 +43,39 @@ pub struct Session {
 }
 
 impl Session {
+    /// A fresh client session registered with the server (a connection, or
+    /// a harness such as the fuzz target that drives commands directly).
+    pub fn new(shared: &Arc<Shared>, addr: SocketAddr, laddr: SocketAddr) -> Session {
+        let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+        let meta = Arc::new(ClientMeta {
+            id,
+            addr,
+            laddr,
+            created: Instant::now(),
+            last_active_ms: Default::default(),
+            name: std::sync::Mutex::new(ClientNames { resp: 2, ..Default::default() }),
+        });
+        shared.clients.insert(id, meta.clone());
+        Session {
+            id,
+            proto: Protocol::Resp2,
+            authenticated: shared.config.requirepass.is_none(),
+            meta,
+            channels: HashSet::new(),
+            patterns: HashSet::new(),
+            pubsub_rx: None,
+            wrote: false,
+        }
+    }
+
+    /// Unregisters the session (its subscriptions and its CLIENT LIST entry).
+    pub fn close(&mut self, shared: &Shared) {
+        shared.clients.remove(&self.id);
+        if self.pubsub_rx.take().is_some() {
+            shared.pubsub.detach(self.id);
+        }
+    }
+
     /// Subscriptions of both kinds.
     pub fn subscriptions(&self) -> usize {
         self.channels.len() + self.patterns.len()
@@ -66,29 +99,9 @@ pub struct Connection<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     pub fn new(stream: S, addr: SocketAddr, laddr: SocketAddr, shared: Arc<Shared>) -> Connection<S> {
-        let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
-        let meta = Arc::new(ClientMeta {
-            id,
-            addr,
-            laddr,
-            created: Instant::now(),
-            last_active_ms: Default::default(),
-            name: std::sync::Mutex::new(ClientNames { resp: 2, ..Default::default() }),
-        });
-        shared.clients.insert(id, meta.clone());
-        let authenticated = shared.config.requirepass.is_none();
         Connection {
             stream,
-            session: Session {
-                id,
-                proto: Protocol::Resp2,
-                authenticated,
-                meta,
-                channels: HashSet::new(),
-                patterns: HashSet::new(),
-                pubsub_rx: None,
-                wrote: false,
-            },
+            session: Session::new(&shared, addr, laddr),
             shared,
             rbuf: BytesMut::with_capacity(READ_BUFFER),
             wbuf: BytesMut::with_capacity(READ_BUFFER),
@@ -98,10 +111,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Serves the client until it leaves, errs, or the server stops.
     pub async fn run(mut self, stop: &mut broadcast::Receiver<()>) -> std::io::Result<()> {
         let r = self.serve(stop).await;
-        self.shared.clients.remove(&self.session.id);
-        if self.session.pubsub_rx.is_some() {
-            self.shared.pubsub.detach(self.session.id);
-        }
+        self.session.close(&self.shared);
         r
     }
 

@@ -125,7 +125,7 @@ pub struct Tokend {
     pub addr: SocketAddr,
     child: Option<Child>,
     /// Lines tokend logged (collected by a thread).
-    log: mpsc::Receiver<String>,
+    log: std::sync::Mutex<mpsc::Receiver<String>>,
 }
 
 impl Tokend {
@@ -157,7 +157,7 @@ impl Tokend {
             };
             if let Some(rest) = line.split("ready to accept connections addr=").nth(1) {
                 let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-                return Tokend { addr, child: Some(child), log: rx };
+                return Tokend { addr, child: Some(child), log: std::sync::Mutex::new(rx) };
             }
             seen.push(line);
         }
@@ -192,7 +192,7 @@ impl Tokend {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.log.recv_timeout(left) {
+            match self.log.lock().unwrap().recv_timeout(left) {
                 Ok(l) if l.contains(needle) => return Some(l),
                 Ok(_) => {}
                 Err(_) => return None,
@@ -229,7 +229,7 @@ impl Tokend {
 
     /// Log lines so far.
     pub fn logs(&self) -> Vec<String> {
-        self.log.try_iter().collect()
+        self.log.lock().unwrap().try_iter().collect()
     }
 }
 
