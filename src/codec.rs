@@ -87,7 +87,11 @@ pub fn decode_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<
             check_incomplete(buf, n.0, n.1 as usize, limits)?;
             Ok(None)
         }
-        Err(e) => Err(ProtocolError::new(&e.details().to_string())),
+        // Prefer Redis's wording for what our header walk recognises.
+        Err(e) => {
+            check_incomplete(buf, n.0, n.1 as usize, limits)?;
+            Err(ProtocolError::new(e.details()))
+        }
     }
 }
 

@@ -121,7 +121,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             s => Some(Duration::from_secs(s)),
         };
         loop {
-            if !self.process_buffer().await? {
+            if !self.process_buffer(stop).await? {
                 return Ok(());
             }
             // Wait for input, a pub/sub message, or shutdown.
@@ -167,7 +167,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Runs every complete request in the read buffer and writes the
     /// replies. Returns false when the connection must close.
-    async fn process_buffer(&mut self) -> std::io::Result<bool> {
+    async fn process_buffer(&mut self, stop: &mut broadcast::Receiver<()>) -> std::io::Result<bool> {
         let mut keep_open = true;
         loop {
             let args = match decode_request(&mut self.rbuf, &self.shared.limits) {
@@ -197,7 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 Outcome::Block { waiting, timeout } => {
                     self.commit().await?;
-                    match self.block(waiting, timeout).await? {
+                    match self.block(waiting, timeout, stop).await? {
                         Some(r) => r.encode(self.session.proto, &mut self.wbuf),
                         None => return Ok(false),
                     }
@@ -242,8 +242,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Waits for a blocked ACQUIRE. Returns its reply, or None if the client
-    /// disconnected meanwhile.
-    async fn block(&mut self, mut waiting: Waiting, timeout: Option<Duration>) -> std::io::Result<Option<Reply>> {
+    /// disconnected (or the server is stopping) meanwhile; either way a token
+    /// handed over in that instant goes back to the pool.
+    async fn block(
+        &mut self,
+        mut waiting: Waiting,
+        timeout: Option<Duration>,
+        stop: &mut broadcast::Receiver<()>,
+    ) -> std::io::Result<Option<Reply>> {
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
         loop {
             let sleep = async {
@@ -252,7 +258,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     None => std::future::pending().await,
                 }
             };
+            // Biased, socket first: a client that already hung up must not be
+            // handed a token it will never read.
             tokio::select! {
+                biased;
+                r = self.stream.read_buf(&mut self.rbuf) => match r {
+                    // Later pipelined commands wait in the buffer until we
+                    // are served; a closed socket gives the place up.
+                    Ok(n) if n > 0 && self.rbuf.len() <= self.shared.limits.max_bulk => {}
+                    _ => {
+                        waiting.release();
+                        return Ok(None);
+                    }
+                },
+                _ = stop.recv() => {
+                    waiting.release();
+                    return Ok(None);
+                }
                 t = waiting.recv() => {
                     self.session.wrote = true;
                     return Ok(Some(match t {
@@ -269,15 +291,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         None => Reply::Null,
                     }));
                 }
-                r = self.stream.read_buf(&mut self.rbuf) => match r {
-                    // Later pipelined commands wait in the buffer until we
-                    // are served; a closed socket gives the place up.
-                    Ok(n) if n > 0 && self.rbuf.len() <= self.shared.limits.max_bulk => {}
-                    _ => {
-                        waiting.release();
-                        return Ok(None);
-                    }
-                },
             }
         }
     }

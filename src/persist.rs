@@ -148,6 +148,9 @@ pub async fn connect(url: &str) -> Result<ConnectionManager, String> {
     Ok(con)
 }
 
+/// One HSCAN reply: the next cursor and field/value pairs.
+type ScanPage = (u64, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// Reads every pool from the backing Redis.
 pub async fn recover(con: &mut ConnectionManager, prefix: &str) -> Result<Vec<Restored>, redis::RedisError> {
     let started = Instant::now();
@@ -160,7 +163,7 @@ pub async fn recover(con: &mut ConnectionManager, prefix: &str) -> Result<Vec<Re
         for (key, expired) in [(tokens_key(prefix, &pool), false), (expired_key(prefix, &pool), true)] {
             let mut cursor: u64 = 0;
             loop {
-                let (next, fields): (u64, Vec<(Vec<u8>, Vec<u8>)>) =
+                let (next, fields): ScanPage =
                     redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(SCAN_COUNT).query_async(con).await?;
                 for (t, v) in fields {
                     let Some(id) = token::parse(&t) else {

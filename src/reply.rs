@@ -72,6 +72,11 @@ impl Reply {
         Reply::Error(msg.into())
     }
 
+    /// True for arrays, maps, sets and pushes.
+    pub fn is_aggregate(&self) -> bool {
+        matches!(self, Reply::Array(_) | Reply::Map(_) | Reply::Set(_) | Reply::Push(_))
+    }
+
     /// True for error replies.
     pub fn is_error(&self) -> bool {
         matches!(self, Reply::Error(_))
@@ -125,6 +130,12 @@ impl Reply {
             Reply::Double(d) => F3::Double { data: d, attributes: None },
             Reply::Array(v) => F3::Array { data: v.into_iter().map(Reply::into_resp3).collect(), attributes: None },
             Reply::Push(v) => F3::Push { data: v.into_iter().map(Reply::into_resp3).collect(), attributes: None },
+            // redis-protocol's RESP3 set hashes its members and cannot hold
+            // aggregates (it panics); such sets are sent as arrays, which
+            // every client reads the same way.
+            Reply::Set(v) if v.iter().any(Reply::is_aggregate) => {
+                F3::Array { data: v.into_iter().map(Reply::into_resp3).collect(), attributes: None }
+            }
             Reply::Set(v) => {
                 let mut set = FrameSet::with_capacity(v.len());
                 for r in v {
@@ -177,6 +188,15 @@ mod tests {
     fn null_per_protocol() {
         assert_eq!(enc(Reply::Null, Protocol::Resp2), b"$-1\r\n");
         assert_eq!(enc(Reply::Null, Protocol::Resp3), b"_\r\n");
+    }
+
+    #[test]
+    fn sets_of_aggregates_do_not_panic_in_resp3() {
+        let s = Reply::Set(vec![Reply::Map(vec![(Reply::bulk_static("a"), Reply::Integer(1))])]);
+        assert!(enc(s.clone(), Protocol::Resp3).starts_with(b"*1\r\n%1\r\n"));
+        assert!(enc(s, Protocol::Resp2).starts_with(b"*1\r\n*2\r\n"));
+        let flat = Reply::Set(vec![Reply::status("a")]);
+        assert_eq!(enc(flat, Protocol::Resp3), b"~1\r\n+a\r\n");
     }
 
     #[test]

@@ -49,7 +49,7 @@ async fn twenty_rounds_of_kill_dash_nine_lose_nothing_acknowledged() {
         let stop = Arc::new(AtomicBool::new(false));
         let load = tokio::spawn(workload::run(tokend.url(), pool.clone(), 4, stop.clone()));
         tokio::time::sleep(Duration::from_millis(50 + rng.next() % 150)).await;
-        if rng.next() % 2 == 0 {
+        if rng.next().is_multiple_of(2) {
             // The backing Redis dies under load and comes back; tokend keeps
             // the changes queued, then we crash tokend too and recover.
             redis.kill();

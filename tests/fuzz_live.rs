@@ -98,7 +98,17 @@ fn read_replies(s: &mut TcpStream, n: usize) -> Result<usize, String> {
     loop {
         let mut at = 0;
         let mut got = 0;
-        while let Ok(Some((_, used))) = redis_protocol::resp2::decode::decode(&buf[at..]) {
+        // HELLO 3 may switch the connection to RESP3; RESP2's `$-1` is not
+        // valid RESP3, so try both.
+        loop {
+            let rest = &buf[at..];
+            let used = match redis_protocol::resp3::decode::complete::decode(rest) {
+                Ok(Some((_, n))) => n,
+                _ => match redis_protocol::resp2::decode::decode(rest) {
+                    Ok(Some((_, n))) => n,
+                    _ => break,
+                },
+            };
             at += used;
             got += 1;
         }
@@ -140,8 +150,14 @@ fn well_formed_requests_always_get_replies() {
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut bytes = Vec::new();
             for c in &cmds {
-                // BLOCK 0 would wait forever: make every timeout 1 ms.
-                let c: Vec<Vec<u8>> = c.iter().map(|a| if a == b"0" { b"1".to_vec() } else { a.clone() }).collect();
+                // A blocking ACQUIRE must not wait long: any value after BLOCK
+                // becomes 1 ms (0 would be forever, 100000 a hundred seconds).
+                let mut c = c.clone();
+                for i in 1..c.len() {
+                    if c[i - 1].eq_ignore_ascii_case(b"BLOCK") && c[i].first().is_some_and(u8::is_ascii_digit) {
+                        c[i] = b"1".to_vec();
+                    }
+                }
                 bytes.extend(encode(&c));
             }
             s.write_all(&bytes).unwrap();

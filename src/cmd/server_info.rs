@@ -151,14 +151,14 @@ pub fn config(p: &mut Parse, shared: &Shared) -> Result<Reply, ParseError> {
         "get" => {
             let mut pats = Vec::new();
             while let Ok(pat) = p.next_bytes() {
-                pats.push(pat.to_ascii_lowercase());
+                pats.push(pat.to_vec());
             }
             if pats.is_empty() {
                 return Ok(Reply::error("ERR wrong number of arguments for 'config|get' command"));
             }
             let pairs = parameters(shared)
                 .into_iter()
-                .filter(|(k, _)| pats.iter().any(|pat| crate::glob::matches(pat, k.as_bytes())))
+                .filter(|(k, _)| pats.iter().any(|pat| crate::glob::glob_match(pat, k.as_bytes(), true)))
                 .map(|(k, v)| (Reply::bulk_static(k), Reply::bulk(v)))
                 .collect();
             Ok(Reply::Map(pairs))

@@ -179,7 +179,7 @@ pub fn encode_cmd<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
 }
 
 /// One reply, keeping the distinctions RESP2 and RESP3 make on the wire.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum Resp {
     /// `+…`
     Simple(String),
@@ -213,6 +213,36 @@ pub enum Resp {
     BigNumber(String),
     /// RESP3 `!`
     BlobError(String),
+}
+
+impl std::fmt::Debug for Resp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |f: &mut std::fmt::Formatter<'_>, tag: &str, v: &[Resp]| {
+            f.write_str(tag)?;
+            f.debug_list().entries(v).finish()
+        };
+        match self {
+            Resp::Simple(s) => write!(f, "+{s}"),
+            Resp::Error(e) => write!(f, "-{e}"),
+            Resp::Int(i) => write!(f, ":{i}"),
+            Resp::Bulk(b) => write!(f, "{:?}", String::from_utf8_lossy(b)),
+            Resp::NullBulk => f.write_str("$-1"),
+            Resp::NullArray => f.write_str("*-1"),
+            Resp::Null => f.write_str("_"),
+            Resp::Array(v) => list(f, "*", v),
+            Resp::Set(v) => list(f, "~", v),
+            Resp::Push(v) => list(f, ">", v),
+            Resp::Map(kv) => {
+                f.write_str("%")?;
+                f.debug_map().entries(kv.iter().map(|(k, v)| (k, v))).finish()
+            }
+            Resp::Double(d) => write!(f, ",{d}"),
+            Resp::Bool(b) => write!(f, "#{}", if *b { 't' } else { 'f' }),
+            Resp::Verbatim(fmt, b) => write!(f, "={fmt}:{:?}", String::from_utf8_lossy(b)),
+            Resp::BigNumber(n) => write!(f, "({n}"),
+            Resp::BlobError(e) => write!(f, "!{e}"),
+        }
+    }
 }
 
 impl Resp {

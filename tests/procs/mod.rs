@@ -153,7 +153,11 @@ impl Tokend {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(l) => l,
-                Err(_) => panic!("tokend did not become ready; it logged:\n{}", seen.join("\n")),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("tokend did not become ready; it logged:\n{}", seen.join("\n"))
+                }
             };
             if let Some(rest) = line.split("ready to accept connections addr=").nth(1) {
                 let addr = rest.split_whitespace().next().unwrap().parse().unwrap();

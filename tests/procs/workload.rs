@@ -70,7 +70,7 @@ pub async fn run(url: String, pool: String, clients: usize, stop: Arc<AtomicBool
                 };
                 ledger.lock().unwrap().known.insert(got.clone(), Known::Assigned);
                 acked.fetch_add(1, Ordering::Relaxed);
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     // Recorded before sending: once the server frees it,
                     // another client may acquire (and record) it before our
                     // reply arrives. Uncertain until acknowledged.
