@@ -1,0 +1,389 @@
+#!/usr/bin/env bash
+# Benchmarks tokend against the best plain-Redis equivalent, side by side,
+# and writes BENCHMARKS.md with every number from this one run.
+#
+#   scripts/bench.sh                # about 5 minutes after the release build
+#   BENCH_SECS=1 scripts/bench.sh   # a quick smoke run (numbers meaningless)
+#
+# What runs (servers pinned to core $BENCH_SERVER_CPU, the load generator and
+# redis-benchmark to core $BENCH_CLIENT_CPU):
+# - tokend in memory, tokend --durability sync and async (backed by a second
+#   redis-server on the server core), and a redis-server with the token
+#   semantics as a Redis 7 function library (scripts/tokens.lua, one FCALL
+#   per operation), each driven by target/release/tokend-bench with the same
+#   workloads for $BENCH_SECS seconds each;
+# - redis-benchmark PING/SET against redis-server and PING/TOKEN.STATS
+#   against tokend (the protocol ceiling);
+# - memory per token at 1M tokens, ACQUIRE at 10M tokens against 10k,
+#   recovery of 1M tokens from the backing Redis, and expiry of 200k tokens
+#   due in the same second on both servers.
+#
+# Installs nothing itself except through scripts/setup.sh. Environment knobs:
+# BENCH_SECS (5), BENCH_OUT (BENCHMARKS.md), BENCH_SERVER_CPU (0),
+# BENCH_CLIENT_CPU (1), BENCH_PORT_BASE (16379: uses it and the next two),
+# BENCH_EXPIRY_TOKENS (200000), BENCH_MEM_TOKENS (1000000), BENCH_BIG_TOKENS
+# (10000000), BENCH_RECOVERY_TOKENS (1000000), BENCH_SKIP_BUILD (unset).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+SECS=${BENCH_SECS:-5}
+OUT=${BENCH_OUT:-BENCHMARKS.md}
+SCPU=${BENCH_SERVER_CPU:-0}
+CCPU=${BENCH_CLIENT_CPU:-1}
+BASE=${BENCH_PORT_BASE:-16379}
+REF_PORT=$BASE          # the reference redis-server (function library)
+BACK_PORT=$((BASE + 1)) # tokend's backing redis-server
+TOK_PORT=$((BASE + 2))  # tokend
+EXPIRY_TOKENS=${BENCH_EXPIRY_TOKENS:-200000}
+MEM_TOKENS=${BENCH_MEM_TOKENS:-1000000}
+BIG_TOKENS=${BENCH_BIG_TOKENS:-10000000}
+REC_TOKENS=${BENCH_RECOVERY_TOKENS:-1000000}
+SMALL_TOKENS=10000
+STARTED=$(date +%s)
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+scripts/setup.sh >/dev/null
+for tool in redis-server redis-cli redis-benchmark taskset; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing" >&2; exit 1; }
+done
+
+if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
+  log "building (release)"
+  cargo build --release --locked --bin tokend --bin tokend-bench
+fi
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TOKEND=$TARGET_DIR/release/tokend
+LG=$TARGET_DIR/release/tokend-bench
+[ -x "$TOKEND" ] && [ -x "$LG" ] || { echo "bench: $TOKEND or $LG not built" >&2; exit 1; }
+
+WORK=$(mktemp -d /tmp/tokend-bench.XXXXXX)
+echo "bench: logs and raw results in $WORK" >&2
+
+# ---------------------------------------------------------------------------
+# Processes: everything started here is stopped on exit.
+
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+for p in "$REF_PORT" "$BACK_PORT" "$TOK_PORT"; do
+  port_free "$p" || { echo "bench: port $p is in use (set BENCH_PORT_BASE)" >&2; exit 1; }
+done
+
+start_redis() { # port name
+  taskset -c "$SCPU" redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
+    --dir "$WORK" --logfile "$WORK/$2.log" &
+  PIDS+=($!)
+  local i
+  for i in $(seq 100); do
+    [ "$(redis-cli -p "$1" PING 2>/dev/null)" = PONG ] && return 0
+    sleep 0.1
+  done
+  echo "bench: redis-server on $1 did not start" >&2
+  exit 1
+}
+
+TOKEND_PID=
+start_tokend() { # name args...
+  local name=$1
+  shift
+  : >"$WORK/tokend-$name.log"
+  taskset -c "$SCPU" "$TOKEND" --port "$TOK_PORT" "$@" >>"$WORK/tokend-$name.log" 2>&1 &
+  TOKEND_PID=$!
+  PIDS+=("$TOKEND_PID")
+  local i
+  for i in $(seq 6000); do
+    grep -q "ready to accept connections" "$WORK/tokend-$name.log" && return 0
+    kill -0 "$TOKEND_PID" 2>/dev/null || break
+    sleep 0.01
+  done
+  echo "bench: tokend ($name) did not start; its log:" >&2
+  cat "$WORK/tokend-$name.log" >&2
+  exit 1
+}
+
+stop_tokend() {
+  kill -TERM "$TOKEND_PID" 2>/dev/null || true
+  wait "$TOKEND_PID" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------------------
+# Load generator runs: $WORK/<name>.json holds the one-line JSON summary.
+
+lg() { # name args...
+  local name=$1
+  shift
+  echo "-- $name: tokend-bench $*" >&2
+  # Progress and the summary go to the terminal (indented) and to $name.err.
+  if ! timeout 600 taskset -c "$CCPU" "$LG" --json --label "$name" "$@" 2>&1 >"$WORK/$name.json" |
+    tee "$WORK/$name.err" | sed 's/^/   /' >&2; then
+    echo "bench: run $name failed" >&2
+    echo '{"failed":true}' >"$WORK/$name.json"
+  fi
+}
+
+# The value of a field of a run's JSON ("" when absent).
+jget() {
+  sed -n "s/.*\"$2\":\(\"[^\"]*\"\|[^,}]*\).*/\1/p" "$WORK/$1.json" 2>/dev/null | tr -d '"' | head -1
+}
+
+# Numbers may be missing ("" or "null") when a run failed: never a "yes" then.
+fmt_int() { awk -v x="$1" 'BEGIN { if (x == "" || x == "null") print "failed"; else printf "%.0f\n", x }'; }
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || a == "null" || b == "" || b == "null" || b + 0 == 0) print "n/a"; else printf "%.2f\n", a / b }'
+}
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || a == "" || a == "null") print "no"; else print (a + 0 >= b + 0) ? "yes" : "no" }'; }
+le() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || a == "" || a == "null") print "no"; else print (a + 0 <= b + 0) ? "yes" : "no" }'; }
+cell() { # run -> "ops/s (p99 µs)"
+  local o
+  o=$(jget "$1" ops_per_sec)
+  if [ -z "$o" ]; then echo "failed"; else echo "$(fmt_int "$o") ($(jget "$1" p99_us) µs)"; fi
+}
+
+rflush() { redis-cli -p "$1" FLUSHALL >/dev/null; }
+
+# redis-benchmark, CSV; "$WORK/rb-<name>.csv".
+rb() { # name port args...
+  local name=$1 port=$2
+  shift 2
+  echo "-- $name: redis-benchmark -p $port $*" >&2
+  timeout 120 taskset -c "$CCPU" redis-benchmark -p "$port" --csv "$@" >"$WORK/rb-$name.csv" 2>"$WORK/rb-$name.err" || true
+  sed 's/^/   /' "$WORK/rb-$name.csv" >&2
+}
+# Field of a redis-benchmark CSV row: rps is field 2, p99 ms field 7.
+rbget() { grep "^\"$2" "$WORK/rb-$1.csv" 2>/dev/null | head -1 | cut -d, -f"$3" | tr -d '"\r'; }
+
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+used_memory() { redis-cli -p "$1" INFO memory | tr -d '\r' | awk -F: '/^used_memory:/ { print $2 }'; }
+
+# ---------------------------------------------------------------------------
+log "machine"
+CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+NPROC=$(nproc)
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "nproc $NPROC, $CPU_MODEL, load $LOADAVG" >&2
+
+start_redis "$REF_PORT" redis-ref
+start_redis "$BACK_PORT" redis-backing
+redis-cli -p "$REF_PORT" FUNCTION LOAD REPLACE "$(cat scripts/tokens.lua)" >/dev/null
+REF=(--port "$REF_PORT" --target redis-fn)
+TOK=(--port "$TOK_PORT" --target tokend)
+D=(--duration "$SECS")
+
+# The workloads of the matrix: name and tokend-bench arguments.
+W_CYCLE16=(-w cycle -c 50 -P 16 --tokens "$SMALL_TOKENS")
+W_CYCLE1=(-w cycle -c 50 -P 1 --tokens "$SMALL_TOKENS")
+W_GEN=(-w gen -c 4 -P 64)
+W_MIXED=(-w mixed -c 50 -P 16 --tokens "$SMALL_TOKENS")
+
+matrix() { # prefix target-args...
+  local p=$1
+  shift
+  # GEN last: it leaves millions of tokens behind.
+  lg "$p-cycle16" "$@" "${D[@]}" "${W_CYCLE16[@]}" --pool cycle16
+  lg "$p-cycle1" "$@" "${D[@]}" "${W_CYCLE1[@]}" --pool cycle1
+  lg "$p-mixed" "$@" "${D[@]}" "${W_MIXED[@]}" --pool mixed
+  lg "$p-gen" "$@" "${D[@]}" "${W_GEN[@]}" --pool gen
+}
+
+# --- tokend in memory against the Redis library, workload by workload -----
+log "tokend in memory vs Redis function library"
+start_tokend mem
+for w in cycle16 cycle1 mixed; do
+  case $w in
+    cycle16) args=("${W_CYCLE16[@]}") ;;
+    cycle1) args=("${W_CYCLE1[@]}") ;;
+    mixed) args=("${W_MIXED[@]}") ;;
+  esac
+  lg "mem-$w" "${TOK[@]}" "${D[@]}" "${args[@]}" --pool "$w"
+  rflush "$REF_PORT"
+  lg "redis-$w" "${REF[@]}" "${D[@]}" "${args[@]}" --pool "$w"
+  rflush "$REF_PORT"
+done
+lg mem-ping "${TOK[@]}" "${D[@]}" -w ping -c 50 -P 1
+lg redis-ping "${REF[@]}" "${D[@]}" -w ping -c 50 -P 1
+rb tokend-ping "$TOK_PORT" -t ping -P 16 -c 50 -n 200000
+rb redis-pingset "$REF_PORT" -t ping,set -P 16 -c 50 -n 200000
+rb tokend-stats "$TOK_PORT" -n 200000 -c 50 -P 16 TOKEN.STATS p
+rflush "$REF_PORT"
+lg mem-gen "${TOK[@]}" "${D[@]}" "${W_GEN[@]}" --pool gen
+lg redis-gen "${REF[@]}" "${D[@]}" "${W_GEN[@]}" --pool gen
+rflush "$REF_PORT"
+stop_tokend
+
+# --- memory per token, ACQUIRE at 10M vs 10k --------------------------------
+log "memory per token at $MEM_TOKENS tokens; ACQUIRE at $BIG_TOKENS vs $SMALL_TOKENS tokens"
+start_tokend big
+sleep 0.5
+RSS0=$(rss_kb "$TOKEND_PID")
+lg mem-fill "${TOK[@]}" -w fill --tokens "$MEM_TOKENS" --pool mem
+RSS1=$(rss_kb "$TOKEND_PID")
+rflush "$REF_PORT"
+UM0=$(used_memory "$REF_PORT")
+lg redis-fill "${REF[@]}" -w fill --tokens "$MEM_TOKENS" --pool mem
+UM1=$(used_memory "$REF_PORT")
+rflush "$REF_PORT"
+TOK_BPT=$(awk -v a="$RSS0" -v b="$RSS1" -v n="$MEM_TOKENS" 'BEGIN { printf "%.1f", (b - a) * 1024 / n }')
+REDIS_BPT=$(awk -v a="$UM0" -v b="$UM1" -v n="$MEM_TOKENS" 'BEGIN { printf "%.1f", (b - a) / n }')
+echo "tokend RSS $RSS0 -> $RSS1 kB ($TOK_BPT B/token); Redis used_memory $UM0 -> $UM1 ($REDIS_BPT B/token)" >&2
+lg acq-small "${TOK[@]}" "${D[@]}" -w acquire -c 50 -P 16 --tokens "$SMALL_TOKENS" --pool acqsmall
+lg acq-big "${TOK[@]}" "${D[@]}" -w acquire -c 50 -P 16 --tokens "$BIG_TOKENS" --pool acqbig
+stop_tokend
+
+# --- expiry: N tokens due in the same second --------------------------------
+log "expiry: $EXPIRY_TOKENS tokens due in the same second"
+start_tokend expiry
+lg mem-expiry "${TOK[@]}" -w expiry --tokens "$EXPIRY_TOKENS" --pool exp --lead-ms 3000 --expiry-timeout 15
+stop_tokend
+rflush "$REF_PORT"
+lg redis-expiry "${REF[@]}" -w expiry --tokens "$EXPIRY_TOKENS" --pool exp --lead-ms 4000 --expiry-timeout 15
+rflush "$REF_PORT"
+
+# --- tokend with a backing Redis: sync, async --------------------------------
+for mode in sync async; do
+  log "tokend --durability $mode (backing redis-server on the server core)"
+  rflush "$BACK_PORT"
+  start_tokend "$mode" --redis "redis://127.0.0.1:$BACK_PORT/0" --durability "$mode"
+  matrix "$mode" "${TOK[@]}"
+  stop_tokend
+  rflush "$BACK_PORT"
+done
+
+# --- recovery of N tokens ----------------------------------------------------
+log "recovery of $REC_TOKENS tokens from the backing Redis"
+start_tokend rec1 --redis "redis://127.0.0.1:$BACK_PORT/0" --durability sync
+lg rec-fill "${TOK[@]}" -w fill --tokens "$REC_TOKENS" --pool rec
+stop_tokend
+T0=$(date +%s%N)
+start_tokend rec2 --redis "redis://127.0.0.1:$BACK_PORT/0" --durability sync
+T1=$(date +%s%N)
+REC_SECS=$(awk -v a="$T0" -v b="$T1" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+REC_LOAD_MS=$(sed -n 's/.*loaded from the backing Redis.* ms=\([0-9]*\).*/\1/p' "$WORK/tokend-rec2.log" | head -1)
+REC_TOTAL=$(redis-cli -p "$TOK_PORT" TOKEN.STATS rec | sed -n '2p')
+echo "recovered $REC_TOTAL tokens: ready after $REC_SECS s (loading: ${REC_LOAD_MS:-?} ms)" >&2
+stop_tokend
+rflush "$BACK_PORT"
+
+# ---------------------------------------------------------------------------
+log "writing $OUT"
+ELAPSED=$(($(date +%s) - STARTED))
+
+v() { jget "$@"; }
+C16_T=$(v mem-cycle16 ops_per_sec) C16_R=$(v redis-cycle16 ops_per_sec)
+C1_T=$(v mem-cycle1 ops_per_sec) C1_R=$(v redis-cycle1 ops_per_sec)
+G_T=$(v mem-gen ops_per_sec) G_R=$(v redis-gen ops_per_sec)
+S16_T=$(v sync-cycle16 ops_per_sec)
+A_SMALL=$(v acq-small ops_per_sec) A_BIG=$(v acq-big ops_per_sec)
+R_C16=$(ratio "$C16_T" "$C16_R") R_C1=$(ratio "$C1_T" "$C1_R") R_G=$(ratio "$G_T" "$G_R")
+R_S16=$(ratio "$S16_T" "$C16_R") R_ACQ=$(ratio "$A_BIG" "$A_SMALL")
+PING_T=$(rbget tokend-ping PING_MBULK 7) PING_R=$(rbget redis-pingset PING_MBULK 7)
+R_PING=$(ratio "$PING_T" "$PING_R")
+EXP_T_RECV=$(v mem-expiry received) EXP_T_EXP=$(v mem-expiry expected) EXP_T_P99=$(v mem-expiry late_p99_ms)
+EXP_R_RECV=$(v redis-expiry received) EXP_R_EXP=$(v redis-expiry expected) EXP_R_P99=$(v redis-expiry late_p99_ms)
+EXP_T_ALL=$([ -n "$EXP_T_RECV" ] && [ "$EXP_T_RECV" = "$EXP_T_EXP" ] && echo yes || echo no)
+R_MEM=$(ratio "$TOK_BPT" "$REDIS_BPT")
+MEM_MET=$(awk -v t="$TOK_BPT" -v r="$REDIS_BPT" 'BEGIN { print (t != "" && r != "" && t + 0 <= 100 && t + 0 < r + 0) ? "yes" : "no" }')
+EXP_P99_MET=$(le "$EXP_T_P99" 5)
+[ "$EXP_T_ALL" = yes ] || EXP_P99_MET=no
+
+{
+  echo "# Benchmarks"
+  echo
+  echo "Written by \`scripts/bench.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC') in ${ELAPSED}s; every number below comes"
+  echo "from that one run. Reproduce with:"
+  echo
+  echo '```sh'
+  echo "BENCH_SECS=$SECS scripts/bench.sh"
+  echo '```'
+  echo
+  echo "| machine | |"
+  echo "| --- | --- |"
+  echo "| CPU | $CPU_MODEL, \`nproc\` = $NPROC |"
+  echo "| pinning | servers on core $SCPU, load generator on core $CCPU (\`taskset\`) |"
+  echo "| load average at start, at end | $LOADAVG; $(cut -d' ' -f1-3 /proc/loadavg) (other processes share these cores when it is not 0) |"
+  echo "| kernel | $(uname -sr) |"
+  echo "| redis-server | $(redis-server --version | sed 's/Redis server //; s/ sha=.*//') |"
+  echo "| tokend | $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)'), $(rustc --version 2>/dev/null | cut -d' ' -f1-2) |"
+  echo "| each throughput run | $SECS s, closed loop |"
+  echo
+  echo "**The reference** is a redis-server with the token semantics as a Redis 7 function library"
+  echo "([\`scripts/tokens.lua\`](scripts/tokens.lua)): each operation is one \`FCALL\`, atomic, O(1), with"
+  echo "the lifetime and the lease as key TTLs: the best a plain-Redis user would do. It covers the request path"
+  echo "only: in Redis a lease that ends just deletes its key, and moving the token back to the free set"
+  echo "needs a separate keyspace-notification listener (the old design this server replaces); lifetimes"
+  echo "are Redis key expiries, whose events come late (see the expiry rows)."
+  echo
+  echo "## Targets"
+  echo
+  echo "| what | tokend | reference | ratio | target | met? |"
+  echo "| --- | ---: | ---: | ---: | --- | --- |"
+  echo "| cycle (ACQUIRE → KEEPALIVE → UNBLOCK), 50 conns × pipeline 16, in memory, ops/s | $(fmt_int "$C16_T") | Redis fn $(fmt_int "$C16_R") | $R_C16× | ≥ 3× | $(ge "$R_C16" 3) |"
+  echo "| cycle, 50 conns, no pipelining, ops/s (load-generator CPU) | $(fmt_int "$C1_T") ($(v mem-cycle1 client_cpu_pct | cut -d. -f1)% CPU) | Redis fn $(fmt_int "$C1_R") ($(v redis-cycle1 client_cpu_pct | cut -d. -f1)% CPU) | $R_C1× | ≥ 1.5× | $(ge "$R_C1" 1.5) |"
+  echo "| GEN, 4 conns × pipeline 64, ops/s | $(fmt_int "$G_T") | Redis fn $(fmt_int "$G_R") | $R_G× | ≥ 5× | $(ge "$R_G" 5) |"
+  echo "| cycle 50 × 16, \`--durability sync\` with its backing Redis on the same core, ops/s | $(fmt_int "$S16_T") | Redis fn alone $(fmt_int "$C16_R") | $R_S16× | ≥ 1× | $(ge "$R_S16" 1) |"
+  echo "| PING p99, \`redis-benchmark -t ping -P 16 -c 50\` (PING_MBULK), ms | ${PING_T:-failed} | redis-server ${PING_R:-failed} | $R_PING× | ≤ 1× | $(le "$R_PING" 1) |"
+  echo "| expiry, $EXPIRY_TOKENS tokens due in the same second: events received | ${EXP_T_RECV:-failed} / ${EXP_T_EXP:-?} | Redis key expiry ${EXP_R_RECV:-failed} / ${EXP_R_EXP:-?} | — | all | $EXP_T_ALL |"
+  echo "| expiry, same run: p99 lateness of an event after its deadline, ms | ${EXP_T_P99:-failed} | Redis key expiry ${EXP_R_P99:-failed} | $(ratio "$EXP_T_P99" "$EXP_R_P99")× | ≤ 5 ms | $EXP_P99_MET |"
+  echo "| memory per token at $MEM_TOKENS tokens, bytes (tokend: RSS delta; Redis: used_memory delta) | $TOK_BPT | Redis fn $REDIS_BPT | $R_MEM× | ≤ 100 and below Redis | $MEM_MET |"
+  echo "| ACQUIRE throughput (ACQUIRE → UNBLOCK, 50 × 16) at $BIG_TOKENS tokens, ops/s | $(fmt_int "$A_BIG") | tokend at $SMALL_TOKENS tokens $(fmt_int "$A_SMALL") | $R_ACQ× | ≥ 0.9× | $(ge "$R_ACQ" 0.9) |"
+  echo "| recovery of $REC_TOKENS tokens: start to ready, s (loading alone: ${REC_LOAD_MS:-?} ms; tokens back: ${REC_TOTAL:-?}) | $REC_SECS | — | — | ≤ 3 s | $(le "$REC_SECS" 3) |"
+  echo
+  echo "## Throughput: tokend in memory, sync, async, against Redis"
+  echo
+  echo "ops/s (p99 latency). One op is one request; the cycle workload does 3 per token use."
+  echo "\`sync\`/\`async\`: \`tokend --redis … --durability sync|async\`, its backing redis-server on the same core."
+  echo
+  echo "| workload | tokend in memory | tokend sync | tokend async | Redis fn |"
+  echo "| --- | ---: | ---: | ---: | ---: |"
+  echo "| cycle, 50 conns × pipeline 16 | $(cell mem-cycle16) | $(cell sync-cycle16) | $(cell async-cycle16) | $(cell redis-cycle16) |"
+  echo "| cycle, 50 conns, no pipelining | $(cell mem-cycle1) | $(cell sync-cycle1) | $(cell async-cycle1) | $(cell redis-cycle1) |"
+  echo "| mixed (ACQUIRE, KEEPALIVE, INFO, UNBLOCK, 3% GEN), 50 × 16 | $(cell mem-mixed) | $(cell sync-mixed) | $(cell async-mixed) | $(cell redis-mixed) |"
+  echo "| GEN, 4 conns × pipeline 64 | $(cell mem-gen) | $(cell sync-gen) | $(cell async-gen) | $(cell redis-gen) |"
+  echo
+  echo "## Protocol ceiling"
+  echo
+  echo "| run | tokend | redis-server |"
+  echo "| --- | ---: | ---: |"
+  echo "| \`redis-benchmark -t ping -P 16 -c 50 -n 200000\`, PING_MBULK rps (p99 ms) | $(fmt_int "$(rbget tokend-ping PING_MBULK 2)") ($(rbget tokend-ping PING_MBULK 7)) | $(fmt_int "$(rbget redis-pingset PING_MBULK 2)") ($(rbget redis-pingset PING_MBULK 7)) |"
+  echo "| \`redis-benchmark\` PING_INLINE rps (p99 ms) | $(fmt_int "$(rbget tokend-ping PING_INLINE 2)") ($(rbget tokend-ping PING_INLINE 7)) | $(fmt_int "$(rbget redis-pingset PING_INLINE 2)") ($(rbget redis-pingset PING_INLINE 7)) |"
+  echo "| \`redis-benchmark -P 16 -c 50\`: tokend \`TOKEN.STATS p\`, Redis \`SET\`, rps (p99 ms) | $(fmt_int "$(rbget tokend-stats TOKEN 2)") ($(rbget tokend-stats TOKEN 7)) | $(fmt_int "$(rbget redis-pingset SET 2)") ($(rbget redis-pingset SET 7)) |"
+  echo "| \`tokend-bench -w ping -c 50 -P 1\`, ops/s (p99 µs) | $(cell mem-ping) | $(cell redis-ping) |"
+  echo
+  echo "## Expiry detail"
+  echo
+  echo "$EXPIRY_TOKENS tokens made due evenly over one second, a few seconds ahead, by GENs sent one at a"
+  echo "time (each token's deadline is taken as the send time + PX, a lower bound, so lateness is never"
+  echo "underestimated); a subscriber on \`__keyevent@0__:expired\` timestamps each event. For Redis the"
+  echo "lifetime is the token key's TTL (\`notify-keyspace-events Ex\`)."
+  echo
+  echo "| | tokend | Redis key expiry |"
+  echo "| --- | ---: | ---: |"
+  exp_row() { echo "| $1 | $(v mem-expiry "$2") | $(v redis-expiry "$2") |"; }
+  exp_row "events received" received
+  exp_row "p50 lateness, ms" late_p50_ms
+  exp_row "p99 lateness, ms" late_p99_ms
+  exp_row "p99.9 lateness, ms" late_p999_ms
+  exp_row "max lateness, ms" late_max_ms
+  exp_row "last event after the due second began, ms" drain_ms
+  exp_row "deadline uncertainty (longest GEN round trip), ms" deadline_uncertainty_ms
+  echo
+  echo "## Reading these numbers"
+  echo
+  echo "- Closed loop: each connection keeps \`pipeline\` requests in flight; latency is from the write of a"
+  echo "  batch to the read that completed the reply. The load generator is single-threaded on its own core;"
+  echo "  when its CPU is near 100% it, not the server, is the limit."
+  echo "- Memory: tokend's figure is the growth of the whole process's RSS (allocator slack and hash-table"
+  echo "  headroom included) while $MEM_TOKENS tokens are generated; Redis's is \`used_memory\` growth."
+  echo "- Raw results (JSON per run, logs) of this run were in \`$WORK\`."
+  echo "- Micro-benchmarks (store at 10k/1M/10M tokens, timing wheel with 1M timers, codec) are separate:"
+  echo "  \`cargo bench\`."
+} >"$OUT"
+echo "bench: wrote $OUT in ${ELAPSED}s" >&2

@@ -1,0 +1,1019 @@
+//! `tokend-bench`: a load generator for tokend and for the Redis reference
+//! (the token semantics as a Redis 7 function library, `scripts/tokens.lua`),
+//! in the spirit of `redis-benchmark`.
+//!
+//! It speaks raw RESP2 over TCP: requests are encoded by hand into one buffer
+//! per pipelined batch (one `write` per batch), replies are decoded with the
+//! `redis-protocol` crate. The same code path drives both servers, so the
+//! client's cost per request is the same for both.
+//!
+//! Each connection runs `--pipeline` independent *lanes*; a lane is a small
+//! state machine (e.g. ACQUIRE → KEEPALIVE → UNBLOCK on the token it got), so
+//! a batch holds one request per lane and the next request of a lane depends
+//! on its previous reply, as in a real client. Latency is measured per
+//! request from the moment its batch is written to the moment the read that
+//! completed its reply returned (as redis-benchmark does), in microseconds,
+//! into an HDR histogram.
+//!
+//! Workloads:
+//! - `gen`: GEN one token per request.
+//! - `cycle`: ACQUIRE → KEEPALIVE → UNBLOCK on the token it got.
+//! - `acquire`: ACQUIRE → UNBLOCK (the pool size stays constant).
+//! - `mixed`: ACQUIRE → KEEPALIVE → INFO → UNBLOCK, and every 8th cycle of a
+//!   lane starts with a GEN (about 3% GEN, 24% each of the others).
+//! - `ping`: PING.
+//! - `expiry`: makes `--tokens` tokens due within one second (`--spread-ms`)
+//!   a few seconds ahead, subscribes to `__keyevent@0__:expired`, and reports
+//!   how many events arrived and how late each was after its deadline.
+//! - `fill`: only the pre-fill (`--tokens`), timed.
+//!
+//! Output: a progress line on stderr each second; a human-readable summary;
+//! with `--json`, one line of JSON on stdout (and the summary on stderr).
+
+use bytes::{Bytes, BytesMut};
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::types::BytesFrame;
+use std::collections::HashMap;
+use std::io::{self, IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    Gen,
+    Cycle,
+    Acquire,
+    Mixed,
+    Ping,
+    Expiry,
+    Fill,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Gen => "gen",
+            Workload::Cycle => "cycle",
+            Workload::Acquire => "acquire",
+            Workload::Mixed => "mixed",
+            Workload::Ping => "ping",
+            Workload::Expiry => "expiry",
+            Workload::Fill => "fill",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Target {
+    /// tokend's TOKEN.* commands.
+    Tokend,
+    /// A Redis 7 server with scripts/tokens.lua loaded (FCALL tokend_*).
+    RedisFn,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Tokend => "tokend",
+            Target::RedisFn => "redis-fn",
+        }
+    }
+}
+
+/// Load generator for tokend and its Redis function-library reference.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "tokend-bench", version, about, max_term_width = 100)]
+struct Args {
+    /// Server host.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+
+    /// Server port.
+    #[arg(short, long, default_value_t = 6380)]
+    port: u16,
+
+    /// Concurrent connections.
+    #[arg(short, long, default_value_t = 50)]
+    clients: usize,
+
+    /// Requests in flight per connection (1 = no pipelining).
+    #[arg(short = 'P', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pipeline: u64,
+
+    /// Stop after this many requests in total (instead of --duration).
+    #[arg(short = 'n', long)]
+    requests: Option<u64>,
+
+    /// Run for this many seconds.
+    #[arg(short, long, default_value_t = 5.0)]
+    duration: f64,
+
+    /// What to run.
+    #[arg(short, long, value_enum, default_value_t = Workload::Cycle)]
+    workload: Workload,
+
+    /// Which server protocol to speak.
+    #[arg(short, long, value_enum, default_value_t = Target::Tokend)]
+    target: Target,
+
+    /// Pool name.
+    #[arg(long, default_value = "bench")]
+    pool: String,
+
+    /// Tokens to generate before the run (the expiry workload: tokens made due).
+    #[arg(long, default_value_t = 0)]
+    tokens: u64,
+
+    /// Lease given by ACQUIRE (ms).
+    #[arg(long, default_value_t = 60_000)]
+    lease_ms: u64,
+
+    /// Lifetime given by GEN (ms).
+    #[arg(long, default_value_t = 300_000)]
+    lifetime_ms: u64,
+
+    /// Expiry: the deadlines are spread evenly over this many ms (0 = all in one ms).
+    #[arg(long, default_value_t = 1000)]
+    spread_ms: u64,
+
+    /// Expiry: the due window starts at least this many ms after the start (rounded up to a second).
+    #[arg(long, default_value_t = 5000)]
+    lead_ms: u64,
+
+    /// Expiry: stop waiting for events this many seconds after the last deadline.
+    #[arg(long, default_value_t = 20.0)]
+    expiry_timeout: f64,
+
+    /// With --target redis-fn: FUNCTION LOAD REPLACE this library first.
+    #[arg(long)]
+    library: Option<std::path::PathBuf>,
+
+    /// Worker threads of the client (1 = a single-threaded runtime).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+
+    /// Print one line of JSON on stdout (the human summary goes to stderr).
+    #[arg(long)]
+    json: bool,
+
+    /// A label copied into the JSON summary.
+    #[arg(long, default_value = "")]
+    label: String,
+
+    /// No progress line.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let rt = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokend-bench: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tokend-bench: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+async fn run(args: Args) -> Res<()> {
+    let addr = format!("{}:{}", args.host, args.port);
+    let cmds = Commands::new(&args);
+    if let (Target::RedisFn, Some(lib)) = (args.target, &args.library) {
+        let code = std::fs::read(lib).map_err(|e| format!("cannot read {}: {e}", lib.display()))?;
+        let mut c = Conn::connect(&addr).await?;
+        let r = c.call(&[b"FUNCTION", b"LOAD", b"REPLACE", &code]).await?;
+        if let BytesFrame::Error(e) = r {
+            return Err(format!("FUNCTION LOAD: {e}").into());
+        }
+    }
+    match args.workload {
+        Workload::Expiry => return expiry(&args, &addr, &cmds).await,
+        Workload::Fill => {
+            let t0 = Instant::now();
+            let mut c = Conn::connect(&addr).await?;
+            fill(&mut c, &cmds, &args.pool, args.tokens, args.lifetime_ms).await?;
+            let secs = t0.elapsed().as_secs_f64();
+            let s = Summary::fill(&args, secs);
+            s.print(&args);
+            return Ok(());
+        }
+        _ => {}
+    }
+    if args.tokens > 0 {
+        let mut c = Conn::connect(&addr).await?;
+        let t0 = Instant::now();
+        fill(&mut c, &cmds, &args.pool, args.tokens, args.lifetime_ms).await?;
+        if !args.quiet {
+            eprintln!("pre-filled {} tokens into '{}' in {:.2}s", args.tokens, args.pool, t0.elapsed().as_secs_f64());
+        }
+    }
+    load(&args, &addr, cmds).await
+}
+
+// ---------------------------------------------------------------------------
+// Commands for each target.
+
+/// Request builders for one target; arguments are pre-encoded where constant.
+#[derive(Clone)]
+struct Commands {
+    target: Target,
+    pool: Bytes,
+    lease: Bytes,
+    lifetime: Bytes,
+}
+
+impl Commands {
+    fn new(args: &Args) -> Commands {
+        Commands {
+            target: args.target,
+            pool: Bytes::copy_from_slice(args.pool.as_bytes()),
+            lease: Bytes::from(args.lease_ms.to_string()),
+            lifetime: Bytes::from(args.lifetime_ms.to_string()),
+        }
+    }
+
+    fn gen_one(&self, w: &mut Vec<u8>) {
+        match self.target {
+            Target::Tokend => encode(w, &[b"TOKEN.GEN", &self.pool, b"PX", &self.lifetime]),
+            Target::RedisFn => {
+                let t = new_uuid();
+                encode(w, &[b"FCALL", b"tokend_gen", b"1", &self.pool, &self.lifetime, &t])
+            }
+        }
+    }
+
+    /// GEN of `ids.len()` tokens (redis-fn; the ids are made by the client) or
+    /// `count` (tokend) with the given lifetime.
+    fn gen_many(&self, w: &mut Vec<u8>, pool: &[u8], lifetime: &[u8], count: usize, ids: &[[u8; 36]]) {
+        match self.target {
+            Target::Tokend => {
+                let n = count.to_string();
+                encode(w, &[b"TOKEN.GEN", pool, b"PX", lifetime, b"COUNT", n.as_bytes()])
+            }
+            Target::RedisFn => {
+                let mut a: Vec<&[u8]> = vec![b"FCALL", b"tokend_gen", b"1", pool, lifetime];
+                a.extend(ids.iter().map(|t| &t[..]));
+                encode(w, &a)
+            }
+        }
+    }
+
+    fn acquire(&self, w: &mut Vec<u8>) {
+        match self.target {
+            Target::Tokend => encode(w, &[b"TOKEN.ACQUIRE", &self.pool, b"PX", &self.lease]),
+            Target::RedisFn => encode(w, &[b"FCALL", b"tokend_acquire", b"1", &self.pool, &self.lease]),
+        }
+    }
+
+    fn on_token(&self, w: &mut Vec<u8>, tokend_cmd: &[u8], fname: &[u8], tok: &[u8]) {
+        match self.target {
+            Target::Tokend => encode(w, &[tokend_cmd, &self.pool, tok]),
+            Target::RedisFn => encode(w, &[b"FCALL", fname, b"1", &self.pool, tok]),
+        }
+    }
+}
+
+fn new_uuid() -> [u8; 36] {
+    let mut b = [0u8; 36];
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut b);
+    b
+}
+
+/// Appends one RESP array of bulk strings.
+fn encode(w: &mut Vec<u8>, args: &[&[u8]]) {
+    w.push(b'*');
+    push_int(w, args.len());
+    w.extend_from_slice(b"\r\n");
+    for a in args {
+        w.push(b'$');
+        push_int(w, a.len());
+        w.extend_from_slice(b"\r\n");
+        w.extend_from_slice(a);
+        w.extend_from_slice(b"\r\n");
+    }
+}
+
+fn push_int(w: &mut Vec<u8>, mut n: usize) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    w.extend_from_slice(&buf[i..]);
+}
+
+// ---------------------------------------------------------------------------
+// Connection: one TCP stream, a read buffer, a write buffer.
+
+struct Conn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wbuf: Vec<u8>,
+    /// When the last read returned: the arrival time of every reply it completed.
+    last_read: Instant,
+}
+
+impl Conn {
+    async fn connect(addr: &str) -> Res<Conn> {
+        let stream = TcpStream::connect(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            rbuf: BytesMut::with_capacity(64 * 1024),
+            wbuf: Vec::with_capacity(64 * 1024),
+            last_read: Instant::now(),
+        })
+    }
+
+    /// Writes the whole write buffer and clears it.
+    async fn flush(&mut self) -> io::Result<()> {
+        self.stream.write_all(&self.wbuf).await?;
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    /// The next reply, and the time the read that completed it returned.
+    async fn next(&mut self) -> Res<(BytesFrame, Instant)> {
+        loop {
+            if let Some((frame, _, _)) = decode_bytes_mut(&mut self.rbuf)? {
+                return Ok((frame, self.last_read));
+            }
+            if self.rbuf.capacity() - self.rbuf.len() < 16 * 1024 {
+                self.rbuf.reserve(64 * 1024);
+            }
+            let n = self.stream.read_buf(&mut self.rbuf).await?;
+            self.last_read = Instant::now();
+            if n == 0 {
+                return Err("the server closed the connection".into());
+            }
+        }
+    }
+
+    async fn call(&mut self, args: &[&[u8]]) -> Res<BytesFrame> {
+        encode(&mut self.wbuf, args);
+        self.flush().await?;
+        Ok(self.next().await?.0)
+    }
+}
+
+/// Generates `n` tokens into `pool` (GEN COUNT in chunks for tokend; FCALL
+/// tokend_gen with client-made ids for Redis), pipelined.
+async fn fill(c: &mut Conn, cmds: &Commands, pool: &str, n: u64, lifetime_ms: u64) -> Res<()> {
+    let chunk: u64 = match cmds.target {
+        Target::Tokend => 100_000,
+        Target::RedisFn => 1_000,
+    };
+    let depth = match cmds.target {
+        Target::Tokend => 2,
+        Target::RedisFn => 16,
+    };
+    let lifetime = lifetime_ms.to_string();
+    let mut left = n;
+    let mut inflight = 0;
+    let mut ids = Vec::new();
+    while left > 0 || inflight > 0 {
+        while left > 0 && inflight < depth {
+            let k = left.min(chunk);
+            ids.clear();
+            if cmds.target == Target::RedisFn {
+                ids.extend((0..k).map(|_| new_uuid()));
+            }
+            cmds.gen_many(&mut c.wbuf, pool.as_bytes(), lifetime.as_bytes(), k as usize, &ids);
+            left -= k;
+            inflight += 1;
+        }
+        c.flush().await?;
+        let (r, _) = c.next().await?;
+        inflight -= 1;
+        if let BytesFrame::Error(e) = r {
+            return Err(format!("pre-fill: {e}").into());
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The closed-loop load: lanes, connections, progress.
+
+#[derive(Clone)]
+enum Step {
+    Gen,
+    Acquire,
+    Keepalive(Bytes),
+    Info(Bytes),
+    Unblock(Bytes),
+    Ping,
+}
+
+struct Lane {
+    step: Step,
+    cycles: u64,
+}
+
+#[derive(Default)]
+struct ConnStats {
+    errors: u64,
+    empty: u64,
+    first_error: Option<String>,
+}
+
+impl Lane {
+    fn first(workload: Workload) -> Step {
+        match workload {
+            Workload::Gen => Step::Gen,
+            Workload::Ping => Step::Ping,
+            _ => Step::Acquire,
+        }
+    }
+
+    fn encode(&self, cmds: &Commands, w: &mut Vec<u8>) {
+        match &self.step {
+            Step::Gen => cmds.gen_one(w),
+            Step::Acquire => cmds.acquire(w),
+            Step::Keepalive(t) => cmds.on_token(w, b"TOKEN.KEEPALIVE", b"tokend_keepalive", t),
+            Step::Info(t) => cmds.on_token(w, b"TOKEN.INFO", b"tokend_info", t),
+            Step::Unblock(t) => cmds.on_token(w, b"TOKEN.UNBLOCK", b"tokend_unblock", t),
+            Step::Ping => encode(w, &[b"PING"]),
+        }
+    }
+
+    /// Moves the lane on according to the reply.
+    fn advance(&mut self, workload: Workload, reply: BytesFrame, st: &mut ConnStats) {
+        if let BytesFrame::Error(e) = &reply {
+            st.errors += 1;
+            if st.first_error.is_none() {
+                st.first_error = Some(e.to_string());
+            }
+            self.step = Lane::first(workload);
+            return;
+        }
+        let restart = |cycles: &mut u64| {
+            *cycles += 1;
+            if workload == Workload::Mixed && (*cycles).is_multiple_of(8) { Step::Gen } else { Step::Acquire }
+        };
+        self.step = match (std::mem::replace(&mut self.step, Step::Ping), workload) {
+            (Step::Ping, _) => Step::Ping,
+            (Step::Gen, Workload::Gen) => Step::Gen,
+            (Step::Gen, _) => Step::Acquire,
+            (Step::Acquire, _) => match reply {
+                BytesFrame::BulkString(t) => match workload {
+                    Workload::Acquire => Step::Unblock(t),
+                    _ => Step::Keepalive(t),
+                },
+                _ => {
+                    st.empty += 1;
+                    Step::Acquire
+                }
+            },
+            (Step::Keepalive(t), Workload::Mixed) => Step::Info(t),
+            (Step::Keepalive(t), _) => Step::Unblock(t),
+            (Step::Info(t), _) => Step::Unblock(t),
+            (Step::Unblock(_), _) => restart(&mut self.cycles),
+        };
+    }
+}
+
+struct Shared {
+    done: AtomicU64,
+    stop: AtomicBool,
+    /// Requests not yet issued (with --requests).
+    budget: Option<AtomicU64>,
+}
+
+impl Shared {
+    /// Takes up to `want` requests from the budget; 0 means stop.
+    fn take(&self, want: u64) -> u64 {
+        if self.stop.load(Ordering::Relaxed) {
+            return 0;
+        }
+        match &self.budget {
+            None => want,
+            Some(b) => {
+                let mut cur = b.load(Ordering::Relaxed);
+                loop {
+                    let k = cur.min(want);
+                    if k == 0 {
+                        return 0;
+                    }
+                    match b.compare_exchange_weak(cur, cur - k, Ordering::Relaxed, Ordering::Relaxed) {
+                        Ok(_) => return k,
+                        Err(now) => cur = now,
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+async fn connection(
+    mut c: Conn,
+    cmds: Commands,
+    workload: Workload,
+    pipeline: u64,
+    shared: Arc<Shared>,
+    start: Arc<tokio::sync::Barrier>,
+) -> Res<(Histogram<u64>, ConnStats)> {
+    let mut hist = new_hist();
+    let mut st = ConnStats::default();
+    let mut lanes: Vec<Lane> = (0..pipeline).map(|_| Lane { step: Lane::first(workload), cycles: 0 }).collect();
+    start.wait().await;
+    loop {
+        let n = shared.take(pipeline) as usize;
+        if n == 0 {
+            break;
+        }
+        for lane in &lanes[..n] {
+            lane.encode(&cmds, &mut c.wbuf);
+        }
+        let t0 = Instant::now();
+        c.flush().await?;
+        for lane in &mut lanes[..n] {
+            let (reply, at) = c.next().await?;
+            hist.saturating_record(at.duration_since(t0).as_micros().max(1) as u64);
+            lane.advance(workload, reply, &mut st);
+        }
+        shared.done.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    Ok((hist, st))
+}
+
+/// Process CPU time (user + system) in seconds, from /proc/self/stat.
+fn cpu_secs() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 1..]) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime is field 14, stime field 15; USER_HZ is 100 on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn progress_end() -> &'static str {
+    if io::stderr().is_terminal() { "\r" } else { "\n" }
+}
+
+async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
+    let shared = Arc::new(Shared {
+        done: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        budget: args.requests.map(AtomicU64::new),
+    });
+    let start = Arc::new(tokio::sync::Barrier::new(args.clients + 1));
+    let mut conns = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        conns.push(Conn::connect(addr).await?);
+    }
+    let mut tasks = Vec::with_capacity(args.clients);
+    for c in conns {
+        tasks.push(tokio::spawn(connection(
+            c,
+            cmds.clone(),
+            args.workload,
+            args.pipeline,
+            shared.clone(),
+            start.clone(),
+        )));
+    }
+    start.wait().await;
+    let t0 = Instant::now();
+    let cpu0 = cpu_secs();
+    // Progress and the duration limit.
+    let ticker = {
+        let shared = shared.clone();
+        let quiet = args.quiet;
+        let limit = if args.requests.is_some() { None } else { Some(Duration::from_secs_f64(args.duration)) };
+        let name = format!("{} against {}", args.workload.name(), args.target.name());
+        tokio::spawn(async move {
+            let mut last = 0;
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
+            let deadline = limit.map(|d| tokio::time::Instant::now() + d);
+            loop {
+                let sleep = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let done = shared.done.load(Ordering::Relaxed);
+                        if !quiet {
+                            eprint!("{name}: {:>5.1}s {:>10} ops/s {:>12} ops{}", t0.elapsed().as_secs_f64(), done - last, done, progress_end());
+                        }
+                        last = done;
+                    }
+                    _ = sleep => {
+                        shared.stop.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        })
+    };
+    let mut hist = new_hist();
+    let mut st = ConnStats::default();
+    let mut failure = None;
+    for t in tasks {
+        match t.await {
+            Ok(Ok((h, s))) => {
+                hist.add(&h).map_err(|e| format!("histogram: {e}"))?;
+                st.errors += s.errors;
+                st.empty += s.empty;
+                if st.first_error.is_none() {
+                    st.first_error = s.first_error;
+                }
+            }
+            Ok(Err(e)) => failure = Some(e.to_string()),
+            Err(e) => failure = Some(e.to_string()),
+        }
+        // One connection failing stops the others.
+        if failure.is_some() {
+            shared.stop.store(true, Ordering::Relaxed);
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
+    ticker.abort();
+    if let Some(e) = failure {
+        return Err(format!("a connection failed: {e}").into());
+    }
+    if !args.quiet && io::stderr().is_terminal() {
+        eprintln!();
+    }
+    let s = Summary::load(args, secs, cpu, &hist, st);
+    s.print(args);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Expiry: N tokens due within one second; how late does each event arrive?
+
+fn epoch_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+async fn expiry(args: &Args, addr: &str, cmds: &Commands) -> Res<()> {
+    let n = args.tokens.max(1);
+    let spread = args.spread_ms.max(1);
+    let channel: &[u8] = b"__keyevent@0__:expired";
+    let mut c = Conn::connect(addr).await?;
+    if args.target == Target::RedisFn {
+        // Redis publishes key expirations only when asked to.
+        let r = c.call(&[b"CONFIG", b"SET", b"notify-keyspace-events", b"Ex"]).await?;
+        if let BytesFrame::Error(e) = r {
+            return Err(format!("CONFIG SET notify-keyspace-events: {e}").into());
+        }
+    }
+    let mut sub = Conn::connect(addr).await?;
+    let r = sub.call(&[b"SUBSCRIBE", channel]).await?;
+    if !matches!(r, BytesFrame::Array(_)) {
+        return Err(format!("SUBSCRIBE: unexpected reply {r:?}").into());
+    }
+    // The due window: [window, window + spread), a whole second at least
+    // lead_ms ahead.
+    let now_ms = epoch_us() / 1000;
+    let window = (now_ms + args.lead_ms).div_ceil(1000) * 1000;
+    let last_due = window + spread - 1;
+    let timeout_at = last_due + (args.expiry_timeout * 1000.0) as u64;
+    // The subscriber records (token, arrival µs) until it has n or times out.
+    let listener = tokio::spawn(async move {
+        let mut got: Vec<([u8; 36], u64)> = Vec::with_capacity(n as usize);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(timeout_at.saturating_sub(epoch_us() / 1000));
+        let mut evicted = None;
+        while (got.len() as u64) < n {
+            let r = tokio::time::timeout_at(deadline, sub.next()).await;
+            let (frame, _) = match r {
+                Err(_) => break,
+                Ok(Err(e)) => {
+                    evicted = Some(e.to_string());
+                    break;
+                }
+                Ok(Ok(f)) => f,
+            };
+            let at = epoch_us();
+            if let BytesFrame::Array(mut parts) = frame
+                && parts.len() == 3
+                && let Some(BytesFrame::BulkString(msg)) = parts.pop()
+                && msg.len() >= 36
+            {
+                let mut t = [0u8; 36];
+                t.copy_from_slice(&msg[msg.len() - 36..]);
+                got.push((t, at));
+            }
+        }
+        (got, evicted)
+    });
+    // Generate: one GEN per due millisecond slot, sequentially (no pipelining)
+    // so each request's deadline is known to within its round trip.
+    let per_slot = n.div_ceil(spread);
+    let slots = n.div_ceil(per_slot);
+    let pool = cmds.pool.clone();
+    let mut deadlines: HashMap<[u8; 36], u64> = HashMap::with_capacity(n as usize);
+    // The longest GEN round trip: how much later than our estimate a server
+    // deadline can be (the server's "now" is between send and reply).
+    let mut max_rtt_us = 0u64;
+    let mut late_start = 0u64;
+    let t_gen = Instant::now();
+    let mut made = 0u64;
+    let mut ids: Vec<[u8; 36]> = Vec::new();
+    let mut slot = 0u64;
+    while made < n {
+        let k = per_slot.min(n - made);
+        // Slot i of S is due at window + i * spread / S: evenly over the window.
+        let due = window + slot * spread / slots;
+        ids.clear();
+        if cmds.target == Target::RedisFn {
+            ids.extend((0..k).map(|_| new_uuid()));
+        }
+        let sent = Instant::now();
+        let sent_us = epoch_us();
+        let px = (due * 1000).saturating_sub(sent_us) / 1000;
+        if px == 0 {
+            late_start += k;
+        }
+        let px = px.max(1);
+        // The server's deadline is its "now" (at or after `sent`) + px; ours
+        // is the lower bound, so lateness is never underestimated.
+        let deadline_ms = sent_us / 1000 + px;
+        cmds.gen_many(&mut c.wbuf, &pool, px.to_string().as_bytes(), k as usize, &ids);
+        c.flush().await?;
+        let (r, at) = c.next().await?;
+        max_rtt_us = max_rtt_us.max(at.duration_since(sent).as_micros() as u64);
+        match r {
+            BytesFrame::Error(e) => return Err(format!("GEN: {e}").into()),
+            BytesFrame::Array(toks) if cmds.target == Target::Tokend => {
+                for t in toks {
+                    if let BytesFrame::BulkString(b) = t
+                        && b.len() == 36
+                    {
+                        let mut a = [0u8; 36];
+                        a.copy_from_slice(&b);
+                        deadlines.insert(a, deadline_ms);
+                    }
+                }
+            }
+            _ => {
+                for t in &ids {
+                    deadlines.insert(*t, deadline_ms);
+                }
+            }
+        }
+        made += k;
+        slot += 1;
+    }
+    let gen_secs = t_gen.elapsed().as_secs_f64();
+    if !args.quiet {
+        eprintln!(
+            "expiry: {} tokens made in {:.2}s, due in [{}, {}] epoch ms; waiting for the events…",
+            deadlines.len(),
+            gen_secs,
+            window,
+            last_due
+        );
+    }
+    let (got, evicted) = listener.await?;
+    if let Some(e) = &evicted
+        && !args.quiet
+    {
+        eprintln!("expiry: the subscription ended early: {e}");
+    }
+    let mut hist = new_hist();
+    let mut received = 0u64;
+    let mut early = 0u64;
+    let mut min_late_us = i64::MAX;
+    let mut last_arrival = 0u64;
+    for (t, at) in &got {
+        let Some(&d) = deadlines.get(t) else { continue };
+        received += 1;
+        let late = *at as i64 - (d * 1000) as i64;
+        min_late_us = min_late_us.min(late);
+        if late < 0 {
+            early += 1;
+        }
+        last_arrival = last_arrival.max(*at);
+        hist.saturating_record(late.max(1) as u64);
+    }
+    let s = Summary::expiry(
+        args,
+        ExpiryResult {
+            expected: deadlines.len() as u64,
+            received,
+            early,
+            late_start,
+            min_late_us: if received > 0 { min_late_us } else { 0 },
+            gen_secs,
+            spread_ms: spread,
+            drain_ms: (last_arrival / 1000).saturating_sub(window),
+            max_rtt_us,
+            evicted,
+        },
+        &hist,
+    );
+    s.print(args);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Summary: human-readable and one-line JSON.
+
+struct ExpiryResult {
+    expected: u64,
+    received: u64,
+    early: u64,
+    late_start: u64,
+    min_late_us: i64,
+    gen_secs: f64,
+    spread_ms: u64,
+    drain_ms: u64,
+    max_rtt_us: u64,
+    evicted: Option<String>,
+}
+
+/// Ordered key/value pairs; values are JSON already.
+struct Summary {
+    human: String,
+    fields: Vec<(&'static str, String)>,
+}
+
+fn jstr(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn jnum(x: f64) -> String {
+    if x.is_finite() { format!("{:.3}", x) } else { "null".into() }
+}
+
+impl Summary {
+    fn base(args: &Args) -> Vec<(&'static str, String)> {
+        vec![
+            ("label", jstr(&args.label)),
+            ("workload", jstr(args.workload.name())),
+            ("target", jstr(args.target.name())),
+            ("port", args.port.to_string()),
+            ("clients", args.clients.to_string()),
+            ("pipeline", args.pipeline.to_string()),
+            ("tokens", args.tokens.to_string()),
+        ]
+    }
+
+    fn fill(args: &Args, secs: f64) -> Summary {
+        let mut fields = Summary::base(args);
+        let rate = args.tokens as f64 / secs.max(1e-9);
+        fields.push(("secs", jnum(secs)));
+        fields.push(("tokens_per_sec", jnum(rate)));
+        Summary { human: format!("fill: {} tokens in {:.3}s ({:.0} tokens/s)", args.tokens, secs, rate), fields }
+    }
+
+    fn load(args: &Args, secs: f64, cpu: f64, h: &Histogram<u64>, st: ConnStats) -> Summary {
+        let ops = h.len();
+        let rate = ops as f64 / secs.max(1e-9);
+        let cpu_pct = 100.0 * cpu / secs.max(1e-9);
+        let q = |p: f64| h.value_at_quantile(p);
+        let mut fields = Summary::base(args);
+        fields.extend([
+            ("ops", ops.to_string()),
+            ("secs", jnum(secs)),
+            ("ops_per_sec", jnum(rate)),
+            ("p50_us", q(0.50).to_string()),
+            ("p99_us", q(0.99).to_string()),
+            ("p999_us", q(0.999).to_string()),
+            ("max_us", h.max().to_string()),
+            ("mean_us", jnum(h.mean())),
+            ("errors", st.errors.to_string()),
+            ("empty", st.empty.to_string()),
+            ("client_cpu_pct", jnum(cpu_pct)),
+            ("first_error", st.first_error.as_deref().map(jstr).unwrap_or_else(|| "null".into())),
+        ]);
+        let mut human = format!(
+            "{} against {} at {}:{}, {} clients, pipeline {}\n  {} requests in {:.2}s: {:.0} ops/s\n  \
+             latency µs: p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}\n  client CPU {:.0}%  errors {}  nil acquires {}",
+            args.workload.name(),
+            args.target.name(),
+            args.host,
+            args.port,
+            args.clients,
+            args.pipeline,
+            ops,
+            secs,
+            rate,
+            q(0.50),
+            q(0.99),
+            q(0.999),
+            h.max(),
+            h.mean(),
+            cpu_pct,
+            st.errors,
+            st.empty
+        );
+        if let Some(e) = &st.first_error {
+            human.push_str(&format!("\n  first error: {e}"));
+        }
+        Summary { human, fields }
+    }
+
+    fn expiry(args: &Args, r: ExpiryResult, h: &Histogram<u64>) -> Summary {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let q = |p: f64| if r.received > 0 { ms(h.value_at_quantile(p)) } else { f64::NAN };
+        let mut fields = Summary::base(args);
+        fields.extend([
+            ("expected", r.expected.to_string()),
+            ("received", r.received.to_string()),
+            ("missing", (r.expected - r.received.min(r.expected)).to_string()),
+            ("early", r.early.to_string()),
+            ("late_start", r.late_start.to_string()),
+            ("spread_ms", r.spread_ms.to_string()),
+            ("gen_secs", jnum(r.gen_secs)),
+            ("late_min_ms", jnum(r.min_late_us as f64 / 1000.0)),
+            ("late_p50_ms", jnum(q(0.50))),
+            ("late_p99_ms", jnum(q(0.99))),
+            ("late_p999_ms", jnum(q(0.999))),
+            ("late_max_ms", jnum(if r.received > 0 { ms(h.max()) } else { f64::NAN })),
+            ("drain_ms", r.drain_ms.to_string()),
+            ("deadline_uncertainty_ms", jnum(r.max_rtt_us as f64 / 1000.0)),
+            ("subscription_error", r.evicted.as_deref().map(jstr).unwrap_or_else(|| "null".into())),
+        ]);
+        let mut human = format!(
+            "expiry against {} at {}:{}: {} tokens due within {} ms\n  events received {} of {} ({} early)\n  \
+             lateness ms: p50 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  min {:.3}\n  last event {} ms after the \
+             window opened; GEN took {:.2}s",
+            args.target.name(),
+            args.host,
+            args.port,
+            r.expected,
+            r.spread_ms,
+            r.received,
+            r.expected,
+            r.early,
+            q(0.50),
+            q(0.99),
+            q(0.999),
+            if r.received > 0 { ms(h.max()) } else { f64::NAN },
+            r.min_late_us as f64 / 1000.0,
+            r.drain_ms,
+            r.gen_secs
+        );
+        if r.late_start > 0 {
+            human.push_str(&format!(
+                "\n  warning: {} tokens were generated after their slot (lead too short)",
+                r.late_start
+            ));
+        }
+        if let Some(e) = &r.evicted {
+            human.push_str(&format!("\n  subscription ended early: {e}"));
+        }
+        Summary { human, fields }
+    }
+
+    fn print(&self, args: &Args) {
+        if args.json {
+            eprintln!("{}", self.human);
+            let body: Vec<String> = self.fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+            let mut out = io::stdout().lock();
+            let _ = writeln!(out, "{{{}}}", body.join(","));
+        } else {
+            println!("{}", self.human);
+        }
+    }
+}
