@@ -124,7 +124,7 @@ pub fn decode_record(s: &[u8]) -> Option<Record> {
         ("f", 0) => {}
         _ => return None,
     }
-    Some(Record::stored(life, lease_deadline, lifetime, lease, times))
+    Some(Record::stored(life, lease_deadline, lifetime, lease, times.min(u32::MAX as u64) as u32))
 }
 
 /// Connects to the backing Redis, failing within [`CONNECT_TIMEOUT`].

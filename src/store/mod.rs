@@ -27,12 +27,12 @@ use crate::notify::{Event, EventKind, Notifier};
 use crate::token::{self, TokenHash, TokenId};
 use crate::wheel::Wheel;
 use bytes::Bytes;
-use pool::{Pool, Waiter};
+use pool::{Pool, SlotIdx, Waiter};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{Notify, oneshot};
 
@@ -178,18 +178,24 @@ impl Waiting {
 
 /// One shard: a set of pools and their timing wheel.
 struct Shard {
-    names: HashMap<Bytes, u64>,
-    pools: HashMap<u64, Pool, TokenHash>,
-    /// Pending deadlines: (pool id, token).
-    wheel: Wheel<(u64, TokenId)>,
+    names: HashMap<Bytes, PoolId>,
+    pools: HashMap<PoolId, Pool, TokenHash>,
+    /// Pending deadlines: (pool id, slot). 16 bytes an entry. A slot may be
+    /// reused by another token before an old entry fires; the `armed` check
+    /// then fails, or at worst the new token is settled early, which is
+    /// harmless (settling only applies what is actually due).
+    wheel: Wheel<(PoolId, SlotIdx)>,
     /// Remembered expired tokens in the order they are to be forgotten.
-    forget: VecDeque<(u64, u64, TokenId)>,
+    forget: VecDeque<(u64, PoolId, TokenId)>,
     remembered: usize,
     /// Tokens and random picks come from a CSPRNG: tokens may be secrets.
     rng: StdRng,
     /// Scratch space for fired wheel entries (kept to avoid reallocating).
-    fired: Vec<(u64, (u64, TokenId))>,
+    fired: Vec<(u64, (PoolId, SlotIdx))>,
 }
+
+/// A pool's number within the server (never reused before 2^32 pools).
+type PoolId = u32;
 
 pub(crate) struct ShardCell {
     state: Mutex<Shard>,
@@ -209,7 +215,7 @@ struct Shared {
     /// Expiries so far: lifetimes ended, leases ended (INFO stats).
     expired_total: AtomicU64,
     lease_expired_total: AtomicU64,
-    next_pool_id: AtomicU64,
+    next_pool_id: AtomicU32,
     next_waiter_id: AtomicU64,
     hasher: BuildHasherDefault<DefaultHasher>,
 }
@@ -244,10 +250,10 @@ impl<'a> Effects<'a> {
 }
 
 /// Registers `due` for a token unless an entry at or before it is live.
-fn arm(wheel: &mut Wheel<(u64, TokenId)>, pid: u64, id: TokenId, rec: &mut Record, due: u64, fx: &mut Effects) {
+fn arm(wheel: &mut Wheel<(PoolId, SlotIdx)>, pid: PoolId, slot: SlotIdx, rec: &mut Record, due: u64, fx: &mut Effects) {
     if rec.armed == 0 || due < rec.armed {
         rec.armed = due;
-        wheel.insert(due, (pid, id));
+        wheel.insert(due, (pid, slot));
         fx.earliest_armed = fx.earliest_armed.min(due);
     }
 }
@@ -283,7 +289,7 @@ impl Store {
                 live_tokens: AtomicU64::new(0),
                 expired_total: AtomicU64::new(0),
                 lease_expired_total: AtomicU64::new(0),
-                next_pool_id: AtomicU64::new(1),
+                next_pool_id: AtomicU32::new(1),
                 next_waiter_id: AtomicU64::new(1),
                 hasher: BuildHasherDefault::default(),
             }),
@@ -373,14 +379,13 @@ impl Store {
     fn run_due(&self, s: &mut Shard, now: u64, fx: &mut Effects) {
         let mut fired = std::mem::take(&mut s.fired);
         s.wheel.poll(now, &mut fired);
-        for (when, (pid, id)) in fired.drain(..) {
-            let Some(pool) = s.pools.get_mut(&pid) else { continue };
-            let Some(rec) = pool.tokens.get_mut(&id) else { continue };
+        for (when, (pid, slot)) in fired.drain(..) {
+            let Some(rec) = s.pools.get_mut(&pid).and_then(|p| p.get_mut(slot)) else { continue };
             if rec.armed != when {
                 continue; // stale: a later re-arm superseded it
             }
             rec.armed = 0;
-            self.settle(s, pid, id, now, fx);
+            self.settle(s, pid, slot, now, fx);
         }
         s.fired = fired;
         while let Some(&(at, pid, id)) = s.forget.front() {
@@ -393,7 +398,7 @@ impl Store {
     }
 
     /// Forgets a remembered expired token if the queue entry is current.
-    fn forget_one(&self, s: &mut Shard, pid: u64, id: TokenId, at: u64, fx: &mut Effects) {
+    fn forget_one(&self, s: &mut Shard, pid: PoolId, id: TokenId, at: u64, fx: &mut Effects) {
         if let Some(pool) = s.pools.get_mut(&pid)
             && pool.expired.get(&id) == Some(&at)
         {
@@ -410,41 +415,39 @@ impl Store {
     /// processed first (after downtime both may be due: `leaseexpired` then
     /// `expired`); at the same millisecond the lifetime wins and only
     /// `expired` happens.
-    fn settle(&self, s: &mut Shard, pid: u64, id: TokenId, now: u64, fx: &mut Effects) {
+    fn settle(&self, s: &mut Shard, pid: PoolId, slot: SlotIdx, now: u64, fx: &mut Effects) {
         let Some(pool) = s.pools.get_mut(&pid) else { return };
-        let Some(rec) = pool.tokens.get(&id).copied() else { return };
+        let Some(rec) = pool.get(slot).copied() else { return };
         let mut freed = false;
         if rec.is_assigned() && rec.lease_deadline <= now && rec.lease_deadline < rec.life_deadline {
-            if let Some(r) = pool.tokens.get_mut(&id) {
+            if let Some(r) = pool.get_mut(slot) {
                 r.lease_deadline = 0;
             }
-            pool.push_free(id);
+            pool.push_free(slot);
             freed = true;
             self.shared.lease_expired_total.fetch_add(1, Ordering::Relaxed);
             let name = pool.name.clone();
-            fx.event(EventKind::LeaseExpired, &name, id);
-            self.put_change(pool, id, fx);
+            fx.event(EventKind::LeaseExpired, &name, pool.id(slot));
+            self.put_change(pool, slot, fx);
         }
         if rec.life_deadline <= now {
-            self.expire(s, pid, id, now, fx);
+            self.expire(s, pid, slot, now, fx);
             return;
         }
         if freed {
             self.serve_waiters(s, pid, now, fx);
         }
-        let Some(pool) = s.pools.get_mut(&pid) else { return };
-        if let Some(rec) = pool.tokens.get_mut(&id) {
+        let Shard { pools, wheel, .. } = s;
+        if let Some(rec) = pools.get_mut(&pid).and_then(|p| p.get_mut(slot)) {
             let due = rec.due();
-            arm(&mut s.wheel, pid, id, rec, due, fx);
+            arm(wheel, pid, slot, rec, due, fx);
         }
     }
 
     /// Deletes a token whose lifetime ended and remembers it as expired.
-    fn expire(&self, s: &mut Shard, pid: u64, id: TokenId, now: u64, fx: &mut Effects) {
+    fn expire(&self, s: &mut Shard, pid: PoolId, slot: SlotIdx, now: u64, fx: &mut Effects) {
         let Some(pool) = s.pools.get_mut(&pid) else { return };
-        if pool.remove(id).is_none() {
-            return;
-        }
+        let Some((id, _)) = pool.remove(slot) else { return };
         self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
         self.shared.expired_total.fetch_add(1, Ordering::Relaxed);
         let name = pool.name.clone();
@@ -470,14 +473,14 @@ impl Store {
         self.shared.config.max_expired_remembered.div_ceil(self.shared.shards.len()).max(1)
     }
 
-    fn put_change(&self, pool: &Pool, id: TokenId, fx: &mut Effects) {
-        if let Some(record) = pool.tokens.get(&id).copied() {
-            let name = pool.name.clone();
-            fx.change(|| Change::Put { pool: name, token: id, record });
+    fn put_change(&self, pool: &Pool, slot: SlotIdx, fx: &mut Effects) {
+        if let Some(record) = pool.get(slot).copied() {
+            let (name, token) = (pool.name.clone(), pool.id(slot));
+            fx.change(|| Change::Put { pool: name, token, record });
         }
     }
 
-    fn drop_if_empty(s: &mut Shard, pid: u64) {
+    fn drop_if_empty(s: &mut Shard, pid: PoolId) {
         if s.pools.get(&pid).is_some_and(Pool::is_empty)
             && let Some(p) = s.pools.remove(&pid)
         {
@@ -485,27 +488,29 @@ impl Store {
         }
     }
 
-    /// Moves the free token at `idx` to assigned with `lease`.
-    fn assign(s: &mut Shard, pid: u64, idx: usize, lease: u64, now: u64, fx: &mut Effects) -> Option<TokenId> {
-        let pool = s.pools.get_mut(&pid)?;
-        let id = pool.take_free_at(idx);
-        let rec = pool.tokens.get_mut(&id)?;
+    /// Moves the free token at `idx` of the free set to assigned with `lease`.
+    fn assign(s: &mut Shard, pid: PoolId, idx: usize, lease: u64, now: u64, fx: &mut Effects) -> Option<TokenId> {
+        let Shard { pools, wheel, .. } = s;
+        let pool = pools.get_mut(&pid)?;
+        let slot = pool.take_free_at(idx);
+        let id = pool.id(slot);
+        let rec = pool.get_mut(slot)?;
         rec.lease = lease;
         rec.lease_deadline = now.saturating_add(lease);
         // Cover rule: an assigned token never dies before its lease ends.
         rec.life_deadline = rec.life_deadline.max(rec.lease_deadline);
-        rec.times_acquired += 1;
+        rec.times_acquired = rec.times_acquired.saturating_add(1);
         let due = rec.due();
-        arm(&mut s.wheel, pid, id, rec, due, fx);
-        let name = pool.name.clone();
+        arm(wheel, pid, slot, rec, due, fx);
         let record = *rec;
+        let name = pool.name.clone();
         fx.event(EventKind::TokenAcquire, &name, id);
         fx.change(|| Change::Put { pool: name, token: id, record });
         Some(id)
     }
 
     /// Hands free tokens to blocked clients, oldest first.
-    fn serve_waiters(&self, s: &mut Shard, pid: u64, now: u64, fx: &mut Effects) {
+    fn serve_waiters(&self, s: &mut Shard, pid: PoolId, now: u64, fx: &mut Effects) {
         loop {
             let Some(pool) = s.pools.get_mut(&pid) else { return };
             if pool.free.is_empty() {
@@ -516,7 +521,7 @@ impl Store {
                 continue;
             }
             let idx = s.rng.random_range(0..pool.free.len());
-            let id = pool.free[idx];
+            let id = pool.id(pool.free[idx]);
             // Hand over first: if the client vanished this instant, the token
             // simply stays free.
             if w.tx.send(id).is_ok() {
@@ -536,7 +541,7 @@ impl Store {
         })
     }
 
-    fn pool_id(s: &mut Shard, name: &[u8], next: &AtomicU64) -> u64 {
+    fn pool_id(s: &mut Shard, name: &[u8], next: &AtomicU32) -> PoolId {
         if let Some(&pid) = s.names.get(name) {
             return pid;
         }
@@ -566,17 +571,17 @@ impl Store {
             let mut out = Vec::with_capacity(count as usize);
             let Shard { pools, wheel, rng, .. } = s;
             let Some(p) = pools.get_mut(&pid) else { return out };
-            p.tokens.reserve(count as usize);
+            p.reserve(count as usize);
             while (out.len() as u64) < count {
                 let id = token::from_random(rng.random());
-                if p.tokens.contains_key(&id) || p.expired.contains_key(&id) {
+                if p.contains(id) || p.expired.contains_key(&id) {
                     continue; // 2^-122 per pair; cheap to rule out
                 }
-                let mut rec = Record::new_free(now, lifetime);
-                let due = rec.life_deadline;
-                arm(wheel, pid, id, &mut rec, due, fx);
-                p.tokens.insert(id, rec);
-                p.push_free(id);
+                let rec = Record::new_free(now, lifetime);
+                let slot = p.insert(id, rec, true);
+                if let Some(r) = p.get_mut(slot) {
+                    arm(wheel, pid, slot, r, rec.life_deadline, fx);
+                }
                 fx.event(EventKind::TokenGen, &p.name, id);
                 fx.change(|| Change::Put { pool: p.name.clone(), token: id, record: rec });
                 out.push(id);
@@ -587,8 +592,8 @@ impl Store {
     }
 
     /// TOKEN.ACQUIRE: a uniformly random free token, assigned with `lease_ms`
-    /// (or the default). With `block = Some(ms)` and none free, the caller is
-    /// queued (0 = no timeout; the caller runs the timer).
+    /// (or the default). With `block` and none free, the caller is queued
+    /// (the caller runs the timer).
     pub fn acquire(&self, pool: &[u8], lease_ms: Option<u64>, block: bool) -> Acquired {
         let lease = lease_ms.unwrap_or(self.shared.config.default_lease_ms);
         self.with_shard(pool, |s, now, fx| {
@@ -618,16 +623,14 @@ impl Store {
     }
 
     /// Looks a token up, distinguishing never-had from expired; returns the
-    /// pool id.
-    fn find(s: &Shard, pool: &[u8], id: TokenId) -> Result<u64, TokenError> {
+    /// pool id and the token's slot.
+    fn find(s: &Shard, pool: &[u8], id: TokenId) -> Result<(PoolId, SlotIdx), TokenError> {
         let pid = *s.names.get(pool).ok_or(TokenError::NoToken)?;
         let p = s.pools.get(&pid).ok_or(TokenError::NoToken)?;
-        if p.tokens.contains_key(&id) {
-            Ok(pid)
-        } else if p.expired.contains_key(&id) {
-            Err(TokenError::Expired)
-        } else {
-            Err(TokenError::NoToken)
+        match p.find(id) {
+            Some(slot) => Ok((pid, slot)),
+            None if p.expired.contains_key(&id) => Err(TokenError::Expired),
+            None => Err(TokenError::NoToken),
         }
     }
 
@@ -635,10 +638,10 @@ impl Store {
     /// from now; returns the lifetime left in ms.
     pub fn keepalive(&self, pool: &[u8], id: TokenId) -> Result<u64, TokenError> {
         self.with_shard(pool, |s, now, fx| {
-            let pid = Self::find(s, pool, id)?;
+            let (pid, slot) = Self::find(s, pool, id)?;
             let Shard { pools, wheel, .. } = s;
             let p = pools.get_mut(&pid).ok_or(TokenError::NoToken)?;
-            let rec = p.tokens.get_mut(&id).ok_or(TokenError::NoToken)?;
+            let rec = p.get_mut(slot).ok_or(TokenError::NoToken)?;
             rec.life_deadline = now.saturating_add(rec.lifetime);
             if rec.is_assigned() {
                 rec.lease_deadline = now.saturating_add(rec.lease);
@@ -646,9 +649,9 @@ impl Store {
             }
             let left = rec.life_deadline - now;
             let due = rec.due();
-            arm(wheel, pid, id, rec, due, fx);
+            arm(wheel, pid, slot, rec, due, fx);
             fx.event(EventKind::TokenKeepalive, &p.name, id);
-            self.put_change(p, id, fx);
+            self.put_change(p, slot, fx);
             Ok(left)
         })
     }
@@ -656,17 +659,17 @@ impl Store {
     /// TOKEN.UNBLOCK: assigned → free; the lifetime goes on.
     pub fn unblock(&self, pool: &[u8], id: TokenId) -> Result<(), TokenError> {
         self.with_shard(pool, |s, now, fx| {
-            let pid = Self::find(s, pool, id)?;
+            let (pid, slot) = Self::find(s, pool, id)?;
             let p = s.pools.get_mut(&pid).ok_or(TokenError::NoToken)?;
-            let rec = p.tokens.get_mut(&id).ok_or(TokenError::NoToken)?;
+            let rec = p.get_mut(slot).ok_or(TokenError::NoToken)?;
             if !rec.is_assigned() {
                 return Err(TokenError::NotAssigned);
             }
             rec.lease_deadline = 0;
-            p.push_free(id);
+            p.push_free(slot);
             let name = p.name.clone();
             fx.event(EventKind::TokenUnblock, &name, id);
-            self.put_change(p, id, fx);
+            self.put_change(p, slot, fx);
             self.serve_waiters(s, pid, now, fx);
             Ok(())
         })
@@ -678,7 +681,8 @@ impl Store {
             let Some(&pid) = s.names.get(pool) else { return false };
             let Some(p) = s.pools.get_mut(&pid) else { return false };
             let name = p.name.clone();
-            let found = if p.remove(id).is_some() {
+            let found = if let Some(slot) = p.find(id) {
+                p.remove(slot);
                 self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
                 fx.event(EventKind::TokenDel, &name, id);
                 true
@@ -714,14 +718,13 @@ impl Store {
     /// TOKEN.INFO.
     pub fn info(&self, pool: &[u8], id: TokenId) -> Result<TokenInfo, TokenError> {
         self.with_shard(pool, |s, now, _| {
-            let pid = Self::find(s, pool, id)?;
-            let p = s.pools.get(&pid).ok_or(TokenError::NoToken)?;
-            let r = p.tokens.get(&id).ok_or(TokenError::NoToken)?;
+            let (pid, slot) = Self::find(s, pool, id)?;
+            let r = s.pools.get(&pid).and_then(|p| p.get(slot)).ok_or(TokenError::NoToken)?;
             Ok(TokenInfo {
                 assigned: r.is_assigned(),
                 lifetime_left_ms: r.life_deadline.saturating_sub(now),
                 lease_left_ms: r.is_assigned().then(|| r.lease_deadline.saturating_sub(now)),
-                times_acquired: r.times_acquired,
+                times_acquired: r.times_acquired as u64,
             })
         })
     }
@@ -732,7 +735,7 @@ impl Store {
             let Some(p) = s.names.get(pool).and_then(|pid| s.pools.get(pid)) else {
                 return PoolStats::default();
             };
-            let total = p.tokens.len() as u64;
+            let total = p.len() as u64;
             let free = p.free.len() as u64;
             PoolStats {
                 total,
@@ -751,8 +754,8 @@ impl Store {
             let g = lock(&cell.state);
             for p in g.pools.values() {
                 t.0 += 1;
-                t.1 += p.tokens.len() as u64;
-                t.2 += (p.tokens.len() - p.free.len()) as u64;
+                t.1 += p.len() as u64;
+                t.2 += (p.len() - p.free.len()) as u64;
                 t.3 += p.expired.len() as u64;
                 t.4 += p.live_waiters() as u64;
             }
@@ -768,7 +771,7 @@ impl Store {
             let mut remembered = 0;
             for p in g.pools.values() {
                 p.check()?;
-                live += p.tokens.len() as u64;
+                live += p.len() as u64;
                 remembered += p.expired.len();
             }
             if remembered != g.remembered {
@@ -802,16 +805,16 @@ impl Store {
                 let Some(p) = pools.get_mut(&pid) else { return };
                 match item {
                     Restored::Live { token: id, mut record, .. } => {
+                        if p.contains(id) {
+                            return;
+                        }
                         let assigned = record.lease_deadline != 0;
                         record.armed = 0;
-                        record.free_pos = pool::NOT_FREE;
                         let due = record.due_from_stored();
-                        arm(wheel, pid, id, &mut record, due, fx);
-                        if p.tokens.insert(id, record).is_none() {
-                            self.shared.live_tokens.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if !assigned {
-                            p.push_free(id);
+                        let slot = p.insert(id, record, !assigned);
+                        self.shared.live_tokens.fetch_add(1, Ordering::Relaxed);
+                        if let Some(r) = p.get_mut(slot) {
+                            arm(wheel, pid, slot, r, due, fx);
                         }
                     }
                     Restored::Expired { token: id, forget_at, .. } => {
