@@ -40,6 +40,8 @@ pub struct Session {
     pub pubsub_rx: Option<mpsc::Receiver<PubMsg>>,
     /// A command in the current batch changed state (sync durability waits).
     pub wrote: bool,
+    /// The last command's name (mirrored into `meta` only when it changes).
+    pub last_cmd: &'static str,
 }
 
 impl Session {
@@ -65,6 +67,7 @@ impl Session {
             patterns: HashSet::new(),
             pubsub_rx: None,
             wrote: false,
+            last_cmd: "",
         }
     }
 

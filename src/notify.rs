@@ -133,17 +133,18 @@ pub trait EventSink: Send + Sync {
 pub struct Notifier {
     classes: AtomicU32,
     pubsub: Arc<PubSub>,
-    sink: std::sync::RwLock<Option<Arc<dyn EventSink>>>,
+    /// Set once at start-up (lock-free to read).
+    sink: std::sync::OnceLock<Arc<dyn EventSink>>,
 }
 
 impl Notifier {
     pub fn new(classes: EventClasses, pubsub: Arc<PubSub>) -> Notifier {
-        Notifier { classes: AtomicU32::new(classes.0), pubsub, sink: std::sync::RwLock::new(None) }
+        Notifier { classes: AtomicU32::new(classes.0), pubsub, sink: std::sync::OnceLock::new() }
     }
 
     /// Adds a second destination (the backing Redis).
     pub fn set_sink(&self, sink: Arc<dyn EventSink>) {
-        *self.sink.write().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+        let _ = self.sink.set(sink);
     }
 
     /// The classes in force.
@@ -171,7 +172,7 @@ impl Notifier {
         if events.is_empty() {
             return;
         }
-        let sink = self.sink.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let sink = self.sink.get();
         if sink.is_none() && self.pubsub.is_idle() {
             return;
         }
@@ -190,7 +191,7 @@ impl Notifier {
                 msg.put_slice(&ev.pool);
                 msg.put_u8(b':');
                 msg.put_slice(&tok);
-                self.send(&sink, ch.freeze(), msg.freeze());
+                self.send(sink, ch.freeze(), msg.freeze());
             }
             if classes.0 & KEYSPACE != 0 {
                 let mut ch = BytesMut::with_capacity(15 + ev.pool.len() + 1 + tok.len());
@@ -198,12 +199,12 @@ impl Notifier {
                 ch.put_slice(&ev.pool);
                 ch.put_u8(b':');
                 ch.put_slice(&tok);
-                self.send(&sink, ch.freeze(), Bytes::from_static(name));
+                self.send(sink, ch.freeze(), Bytes::from_static(name));
             }
         }
     }
 
-    fn send(&self, sink: &Option<Arc<dyn EventSink>>, channel: Bytes, payload: Bytes) {
+    fn send(&self, sink: Option<&Arc<dyn EventSink>>, channel: Bytes, payload: Bytes) {
         self.pubsub.publish(&channel, &payload);
         if let Some(s) = sink {
             s.publish(channel, payload);

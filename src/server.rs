@@ -72,7 +72,7 @@ pub struct Shared {
     pub port: u16,
     /// Waits for durability of changes (set when a backing Redis is used in
     /// sync mode).
-    pub durability: std::sync::RwLock<Option<Arc<dyn SyncPoint>>>,
+    pub durability: Option<Arc<dyn SyncPoint>>,
 }
 
 /// A place to wait until everything queued so far is durable.
@@ -87,8 +87,8 @@ pub trait SyncPoint: Send + Sync {
 
 impl Shared {
     /// The sync point, if replies must wait for durability.
-    pub fn sync_point(&self) -> Option<Arc<dyn SyncPoint>> {
-        self.durability.read().unwrap_or_else(|e| e.into_inner()).clone()
+    pub fn sync_point(&self) -> Option<&dyn SyncPoint> {
+        self.durability.as_deref()
     }
 }
 
@@ -136,7 +136,7 @@ impl Server {
             next_client_id: AtomicU64::new(1),
             limits,
             port,
-            durability: std::sync::RwLock::new(backing.clone().map(|b| b as Arc<dyn SyncPoint>)),
+            durability: backing.clone().map(|b| b as Arc<dyn SyncPoint>),
         });
         Ok(Server { shared, listener, tls: None, _expiry: expiry, backing })
     }

@@ -895,6 +895,11 @@ pub fn lookup(name: &str) -> Option<&'static CommandSpec> {
     find(COMMANDS, name.as_bytes())
 }
 
+/// [`lookup`] on the raw name bytes (no allocation on the request path).
+pub fn lookup_bytes(name: &[u8]) -> Option<&'static CommandSpec> {
+    find(COMMANDS, name)
+}
+
 /// Looks up a subcommand of a container (`"client"`, `"id"`); case is ignored.
 pub fn lookup_sub(cmd: &str, sub: &str) -> Option<&'static CommandSpec> {
     lookup(cmd)?.subcommand(sub.as_bytes())

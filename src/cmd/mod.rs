@@ -83,29 +83,27 @@ fn unknown_command(args: &[Bytes]) -> Reply {
 
 /// Runs one request.
 pub fn execute(session: &mut Session, shared: &Shared, args: Vec<Bytes>) -> Outcome {
-    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-    let Some(spec) = command::lookup(&name) else {
+    let Some(spec) = command::lookup_bytes(&args[0]) else {
         return unknown_command(&args).into();
     };
+    // The table's name: lower case, static, no allocation per request.
+    let name: &'static str = spec.name;
     if !arity_ok(spec.arity, args.len()) {
         return Reply::error(format!("ERR wrong number of arguments for '{name}' command")).into();
     }
-    if !session.authenticated && !matches!(name.as_str(), "auth" | "hello" | "quit") {
+    if !session.authenticated && !matches!(name, "auth" | "hello" | "quit") {
         return Reply::error("NOAUTH Authentication required.").into();
     }
     if session.proto == Protocol::Resp2
         && session.subscriptions() > 0
-        && !matches!(
-            name.as_str(),
-            "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ping" | "quit" | "reset"
-        )
+        && !matches!(name, "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ping" | "quit" | "reset")
     {
         return Reply::error(format!(
             "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context"
         ))
         .into();
     }
-    if is_write(&name) {
+    if is_write(name) {
         if let Some(sp) = shared.sync_point()
             && let Err(msg) = sp.admit()
         {
@@ -113,13 +111,13 @@ pub fn execute(session: &mut Session, shared: &Shared, args: Vec<Bytes>) -> Outc
         }
         session.wrote = true;
     }
-    session.update_meta(|m| {
-        if m.last_cmd != name {
-            m.last_cmd.clone_from(&name);
-        }
-    });
+    // CLIENT LIST's `cmd=`: the shared copy is updated only when it changes.
+    if !std::ptr::eq(session.last_cmd, name) {
+        session.last_cmd = name;
+        session.update_meta(|m| m.last_cmd = name.to_string());
+    }
     let mut p = Parse::after_name(args);
-    let result: Result<Outcome, ParseError> = match name.as_str() {
+    let result: Result<Outcome, ParseError> = match name {
         "token.gen" => token_gen::Gen::parse(&mut p, shared.config.max_gen_count).map(|c| c.apply(shared).into()),
         "token.acquire" => token_acquire::Acquire::parse(&mut p).map(|c| c.apply(shared)),
         "token.keepalive" => PoolToken::parse(&mut p).map(|c| token_keepalive::apply(c, shared).into()),

@@ -210,7 +210,8 @@ struct Shared {
     config: StoreConfig,
     clock: Clock,
     notifier: Arc<Notifier>,
-    journal: std::sync::RwLock<Option<Arc<dyn Journal>>>,
+    /// Set once, before any client is served (a lock-free read per command).
+    journal: std::sync::OnceLock<Arc<dyn Journal>>,
     live_tokens: AtomicU64,
     /// Expiries so far: lifetimes ended, leases ended (INFO stats).
     expired_total: AtomicU64,
@@ -285,7 +286,7 @@ impl Store {
                 config,
                 clock,
                 notifier,
-                journal: std::sync::RwLock::new(None),
+                journal: std::sync::OnceLock::new(),
                 live_tokens: AtomicU64::new(0),
                 expired_total: AtomicU64::new(0),
                 lease_expired_total: AtomicU64::new(0),
@@ -296,9 +297,10 @@ impl Store {
         }
     }
 
-    /// Sends every later change to `journal`.
+    /// Sends every later change to `journal` (once, at start-up; a second
+    /// call is ignored).
     pub fn set_journal(&self, journal: Arc<dyn Journal>) {
-        *self.shared.journal.write().unwrap_or_else(|e| e.into_inner()) = Some(journal);
+        let _ = self.shared.journal.set(journal);
     }
 
     /// The settings.
@@ -346,11 +348,11 @@ impl Store {
     /// nothing fires before the journal is attached).
     fn with_shard_at<R>(&self, idx: usize, due: bool, f: impl FnOnce(&mut Shard, u64, &mut Effects) -> R) -> R {
         let cell = &self.shared.shards[idx];
-        let journal = self.shared.journal.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let journal = self.shared.journal.get();
         let mut fx = Effects {
             notifier: &self.shared.notifier,
             events: Vec::new(),
-            changes: journal.as_ref().map(|_| Vec::new()),
+            changes: journal.map(|_| Vec::new()),
             earliest_armed: u64::MAX,
         };
         let r = {
@@ -360,7 +362,7 @@ impl Store {
                 self.run_due(&mut g, now, &mut fx);
             }
             let r = f(&mut g, now, &mut fx);
-            if let (Some(j), Some(c)) = (&journal, fx.changes.take())
+            if let (Some(j), Some(c)) = (journal, fx.changes.take())
                 && !c.is_empty()
             {
                 j.append(c);
@@ -787,44 +789,59 @@ impl Store {
     /// Loads state recovered from the backing store (start-up, before any
     /// client is served and before the expiry drivers run). Nothing fires
     /// here: deadlines that passed while the server was down fire on the
-    /// drivers' first run, in deadline order (entries are armed in that
-    /// order, and past-due entries fire in the order they were armed).
-    pub fn restore(&self, mut items: Vec<Restored>) {
-        items.sort_by_key(|r| match r {
+    /// drivers' first run, in deadline order — past-due entries fire in the
+    /// order they were armed, so those (only those) are sorted first.
+    pub fn restore(&self, items: Vec<Restored>) {
+        let now = self.shared.clock.now_ms();
+        let due_of = |r: &Restored| match r {
             Restored::Live { record, .. } => record.due_from_stored(),
             Restored::Expired { forget_at, .. } => *forget_at,
-        });
-        for item in items {
-            let pool = match &item {
-                Restored::Live { pool, .. } | Restored::Expired { pool, .. } => pool.clone(),
-            };
+        };
+        let (mut past, future): (Vec<_>, Vec<_>) = items.into_iter().partition(|r| due_of(r) <= now);
+        past.sort_by_key(due_of);
+        let mut items = past.into_iter().chain(future).peekable();
+        // One lock per run of items of the same pool (recovery reads pool by
+        // pool, so runs are long).
+        while let Some(first) = items.next() {
+            let pool = first.pool().clone();
+            let mut run = vec![first];
+            while let Some(next) = items.next_if(|r| r.pool() == &pool) {
+                run.push(next);
+            }
             let idx = self.shard_index(&pool);
             self.with_shard_at(idx, false, |s, _, fx| {
                 let pid = Self::pool_id(s, &pool, &self.shared.next_pool_id);
                 let Shard { pools, wheel, forget, remembered, .. } = s;
                 let Some(p) = pools.get_mut(&pid) else { return };
-                match item {
-                    Restored::Live { token: id, mut record, .. } => {
-                        if p.contains(id) {
-                            return;
+                p.reserve(run.len());
+                for item in run {
+                    match item {
+                        Restored::Live { token: id, mut record, .. } => {
+                            if p.contains(id) {
+                                continue;
+                            }
+                            let assigned = record.lease_deadline != 0;
+                            record.armed = 0;
+                            let due = record.due_from_stored();
+                            let slot = p.insert(id, record, !assigned);
+                            self.shared.live_tokens.fetch_add(1, Ordering::Relaxed);
+                            if let Some(r) = p.get_mut(slot) {
+                                arm(wheel, pid, slot, r, due, fx);
+                            }
                         }
-                        let assigned = record.lease_deadline != 0;
-                        record.armed = 0;
-                        let due = record.due_from_stored();
-                        let slot = p.insert(id, record, !assigned);
-                        self.shared.live_tokens.fetch_add(1, Ordering::Relaxed);
-                        if let Some(r) = p.get_mut(slot) {
-                            arm(wheel, pid, slot, r, due, fx);
-                        }
-                    }
-                    Restored::Expired { token: id, forget_at, .. } => {
-                        if p.expired.insert(id, forget_at).is_none() {
-                            forget.push_back((forget_at, pid, id));
-                            *remembered += 1;
+                        Restored::Expired { token: id, forget_at, .. } => {
+                            if p.expired.insert(id, forget_at).is_none() {
+                                forget.push_back((forget_at, pid, id));
+                                *remembered += 1;
+                            }
                         }
                     }
                 }
             });
+        }
+        // The forget queues must be in forget-time order.
+        for cell in self.shared.shards.iter() {
+            lock(&cell.state).forget.make_contiguous().sort_unstable_by_key(|e| e.0);
         }
     }
 }
@@ -834,6 +851,15 @@ impl Store {
 pub enum Restored {
     Live { pool: Bytes, token: TokenId, record: Record },
     Expired { pool: Bytes, token: TokenId, forget_at: u64 },
+}
+
+impl Restored {
+    /// The pool it belongs to.
+    pub fn pool(&self) -> &Bytes {
+        match self {
+            Restored::Live { pool, .. } | Restored::Expired { pool, .. } => pool,
+        }
+    }
 }
 
 /// Locks a shard. A panic while holding the lock would be a bug; we still
