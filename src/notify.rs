@@ -31,6 +31,19 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The keyevent channel of this event (static: no allocation per event).
+    pub fn keyevent_channel(self) -> &'static str {
+        match self {
+            EventKind::Expired => "__keyevent@0__:expired",
+            EventKind::LeaseExpired => "__keyevent@0__:leaseexpired",
+            EventKind::TokenGen => "__keyevent@0__:tokengen",
+            EventKind::TokenAcquire => "__keyevent@0__:tokenacquire",
+            EventKind::TokenKeepalive => "__keyevent@0__:tokenkeepalive",
+            EventKind::TokenUnblock => "__keyevent@0__:tokenunblock",
+            EventKind::TokenDel => "__keyevent@0__:tokendel",
+        }
+    }
+
     /// The event's name on the wire.
     pub fn name(self) -> &'static str {
         match self {
@@ -182,30 +195,27 @@ impl Notifier {
                 continue;
             }
             let tok = token::format(ev.token);
-            let name = ev.kind.name().as_bytes();
+            // One buffer holds `__keyspace@0__:<pool>:<token>`; the keyevent
+            // payload `<pool>:<token>` is a slice of it.
+            const PREFIX: &[u8] = b"__keyspace@0__:";
+            let mut buf = BytesMut::with_capacity(PREFIX.len() + ev.pool.len() + 1 + tok.len());
+            buf.put_slice(PREFIX);
+            buf.put_slice(&ev.pool);
+            buf.put_u8(b':');
+            buf.put_slice(&tok);
+            let keyspace = buf.freeze();
             if classes.0 & KEYEVENT != 0 {
-                let mut ch = BytesMut::with_capacity(15 + name.len());
-                ch.put_slice(b"__keyevent@0__:");
-                ch.put_slice(name);
-                let mut msg = BytesMut::with_capacity(ev.pool.len() + 1 + tok.len());
-                msg.put_slice(&ev.pool);
-                msg.put_u8(b':');
-                msg.put_slice(&tok);
-                self.send(sink, ch.freeze(), msg.freeze());
+                let channel = Bytes::from_static(ev.kind.keyevent_channel().as_bytes());
+                self.send(sink, channel, keyspace.slice(PREFIX.len()..));
             }
             if classes.0 & KEYSPACE != 0 {
-                let mut ch = BytesMut::with_capacity(15 + ev.pool.len() + 1 + tok.len());
-                ch.put_slice(b"__keyspace@0__:");
-                ch.put_slice(&ev.pool);
-                ch.put_u8(b':');
-                ch.put_slice(&tok);
-                self.send(sink, ch.freeze(), Bytes::from_static(name));
+                self.send(sink, keyspace, Bytes::from_static(ev.kind.name().as_bytes()));
             }
         }
     }
 
     fn send(&self, sink: Option<&Arc<dyn EventSink>>, channel: Bytes, payload: Bytes) {
-        self.pubsub.publish(&channel, &payload);
+        self.pubsub.publish_bytes(&channel, &payload);
         if let Some(s) = sink {
             s.publish(channel, payload);
         }

@@ -119,11 +119,19 @@ impl PubSub {
         if self.is_idle() {
             return 0;
         }
+        self.publish_bytes(&Bytes::copy_from_slice(channel), payload)
+    }
+
+    /// [`PubSub::publish`] with the channel already in a `Bytes` (no copy).
+    pub fn publish_bytes(&self, channel: &Bytes, payload: &Bytes) -> usize {
+        if self.is_idle() {
+            return 0;
+        }
         let mut evict = Vec::new();
         let mut receivers = 0;
         {
             let g = self.read();
-            let channel_bytes = Bytes::copy_from_slice(channel);
+            let channel_bytes = channel.clone();
             let mut deliver = |client: u64, msg: PubMsg| {
                 if let Some(tx) = g.clients.get(&client) {
                     match tx.try_send(msg) {
@@ -132,7 +140,7 @@ impl PubSub {
                     }
                 }
             };
-            if let Some(set) = g.channels.get(channel) {
+            if let Some(set) = g.channels.get(channel.as_ref()) {
                 for &c in set {
                     deliver(c, PubMsg::Message { channel: channel_bytes.clone(), payload: payload.clone() });
                 }

@@ -54,9 +54,18 @@ impl Store {
     }
 }
 
+/// A tick slower than this is logged (debug): it delays every expiry of the
+/// shard by as much.
+const SLOW_TICK: std::time::Duration = std::time::Duration::from_millis(2);
+
 async fn drive(store: Store, idx: usize) {
     loop {
+        let started = std::time::Instant::now();
         let next = store.tick(idx);
+        let took = started.elapsed();
+        if took > SLOW_TICK {
+            tracing::debug!(shard = idx, ms = took.as_secs_f64() * 1e3, "slow expiry tick");
+        }
         let cell = &store.shard_cells()[idx];
         if next == u64::MAX {
             cell.wake.notified().await;

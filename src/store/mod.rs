@@ -19,6 +19,7 @@
 
 pub mod expiry;
 mod pool;
+mod queue;
 
 pub use pool::Record;
 
@@ -30,7 +31,7 @@ use bytes::Bytes;
 use pool::{Pool, SlotIdx, Waiter};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -186,7 +187,7 @@ struct Shard {
     /// harmless (settling only applies what is actually due).
     wheel: Wheel<(PoolId, SlotIdx)>,
     /// Remembered expired tokens in the order they are to be forgotten.
-    forget: VecDeque<(u64, PoolId, TokenId)>,
+    forget: queue::ChunkedQueue<(u64, PoolId, TokenId)>,
     remembered: usize,
     /// Tokens and random picks come from a CSPRNG: tokens may be secrets.
     rng: StdRng,
@@ -213,6 +214,9 @@ struct Shared {
     /// Set once, before any client is served (a lock-free read per command).
     journal: std::sync::OnceLock<Arc<dyn Journal>>,
     live_tokens: AtomicU64,
+    /// Remembered expired tokens in the whole server (bounded by
+    /// `max_expired_remembered`).
+    remembered_total: std::sync::atomic::AtomicUsize,
     /// Expiries so far: lifetimes ended, leases ended (INFO stats).
     expired_total: AtomicU64,
     lease_expired_total: AtomicU64,
@@ -271,7 +275,7 @@ impl Store {
                     names: HashMap::new(),
                     pools: HashMap::default(),
                     wheel: Wheel::new(now),
-                    forget: VecDeque::new(),
+                    forget: Default::default(),
                     remembered: 0,
                     rng: StdRng::from_rng(&mut rand::rng()),
                     fired: Vec::new(),
@@ -288,6 +292,7 @@ impl Store {
                 notifier,
                 journal: std::sync::OnceLock::new(),
                 live_tokens: AtomicU64::new(0),
+                remembered_total: Default::default(),
                 expired_total: AtomicU64::new(0),
                 lease_expired_total: AtomicU64::new(0),
                 next_pool_id: AtomicU32::new(1),
@@ -405,8 +410,8 @@ impl Store {
             && pool.expired.get(&id) == Some(&at)
         {
             pool.expired.remove(&id);
-            s.remembered -= 1;
             let name = pool.name.clone();
+            self.forgot(s, 1);
             fx.change(|| Change::Forget { pool: name, token: id });
             Self::drop_if_empty(s, pid);
         }
@@ -459,11 +464,16 @@ impl Store {
             pool.expired.insert(id, forget_at);
             s.forget.push_back((forget_at, pid, id));
             s.remembered += 1;
+            let total = self.shared.remembered_total.fetch_add(1, Ordering::Relaxed) + 1;
             fx.change(|| Change::Expired { pool: name, token: id, forget_at });
-            let cap = self.per_shard_memory_cap();
-            while s.remembered > cap {
-                let Some((at, p, t)) = s.forget.pop_front() else { break };
-                self.forget_one(s, p, t, at, fx);
+            // Over the server-wide bound: this shard forgets its oldest. (The
+            // bound can be overshot by at most what other shards hold until
+            // they next expire something.)
+            if total > self.shared.config.max_expired_remembered {
+                while self.shared.remembered_total.load(Ordering::Relaxed) > self.shared.config.max_expired_remembered {
+                    let Some((at, p, t)) = s.forget.pop_front() else { break };
+                    self.forget_one(s, p, t, at, fx);
+                }
             }
         } else {
             fx.change(|| Change::Del { pool: name, token: id });
@@ -471,8 +481,10 @@ impl Store {
         }
     }
 
-    fn per_shard_memory_cap(&self) -> usize {
-        self.shared.config.max_expired_remembered.div_ceil(self.shared.shards.len()).max(1)
+    /// Counts `n` remembered expired tokens of shard `s` as forgotten.
+    fn forgot(&self, s: &mut Shard, n: usize) {
+        s.remembered -= n;
+        self.shared.remembered_total.fetch_sub(n, Ordering::Relaxed);
     }
 
     fn put_change(&self, pool: &Pool, slot: SlotIdx, fx: &mut Effects) {
@@ -689,7 +701,7 @@ impl Store {
                 fx.event(EventKind::TokenDel, &name, id);
                 true
             } else if p.expired.remove(&id).is_some() {
-                s.remembered -= 1;
+                self.forgot(s, 1);
                 true
             } else {
                 false
@@ -711,7 +723,7 @@ impl Store {
             p.expired.clear();
             let name = p.name.clone();
             fx.change(|| Change::ForgetAll { pool: name });
-            s.remembered -= n;
+            self.forgot(s, n);
             Self::drop_if_empty(s, pid);
             n as u64
         })
@@ -780,6 +792,13 @@ impl Store {
                 return Err(format!("remembered count {} != {}", g.remembered, remembered));
             }
         }
+        let total: usize = self.shared.shards.iter().map(|c| lock(&c.state).remembered).sum();
+        if total != self.shared.remembered_total.load(Ordering::Relaxed) {
+            return Err(format!(
+                "remembered total {} != {total}",
+                self.shared.remembered_total.load(Ordering::Relaxed)
+            ));
+        }
         if live != self.live_tokens() {
             return Err(format!("live token count {} != {}", self.live_tokens(), live));
         }
@@ -833,6 +852,7 @@ impl Store {
                             if p.expired.insert(id, forget_at).is_none() {
                                 forget.push_back((forget_at, pid, id));
                                 *remembered += 1;
+                                self.shared.remembered_total.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                     }
@@ -841,7 +861,7 @@ impl Store {
         }
         // The forget queues must be in forget-time order.
         for cell in self.shared.shards.iter() {
-            lock(&cell.state).forget.make_contiguous().sort_unstable_by_key(|e| e.0);
+            lock(&cell.state).forget.sort_by_key(|e| e.0);
         }
     }
 }

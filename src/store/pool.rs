@@ -17,7 +17,7 @@
 use crate::token::{TokenHasher, TokenId};
 use bytes::Bytes;
 use hashbrown::HashTable;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hasher;
 use tokio::sync::oneshot;
 
@@ -107,7 +107,7 @@ pub(crate) struct Pool {
     /// Slot numbers of the free tokens.
     pub free: Vec<SlotIdx>,
     /// Expired tokens still remembered, with the time they are forgotten.
-    pub expired: HashMap<TokenId, u64, crate::token::TokenHash>,
+    pub expired: super::queue::ExpiredSet,
     /// Blocked clients, oldest first.
     pub waiters: VecDeque<Waiter>,
 }
@@ -120,7 +120,7 @@ impl Pool {
             vacant: Vec::new(),
             index: HashTable::new(),
             free: Vec::new(),
-            expired: HashMap::default(),
+            expired: Default::default(),
             waiters: VecDeque::new(),
         }
     }

@@ -1,0 +1,160 @@
+//! Two containers whose growth never stalls a shard for long.
+//!
+//! A burst of expiries (200k tokens due in one second) grows the remembered
+//! set and the forget queue while the shard lock is held; a `HashMap` that
+//! doubles rehashes everything at once, a `VecDeque` that doubles copies
+//! everything at once — milliseconds during which no other token of the shard
+//! can expire on time. These keep the same amortized O(1) with a bounded
+//! worst case.
+
+use crate::token::{TokenHash, TokenId};
+use std::collections::{HashMap, VecDeque};
+
+/// Entries per chunk of [`ChunkedQueue`]: 4,096 × 32 bytes = 128 KiB, small
+/// enough to allocate in microseconds, large enough to amortize.
+const CHUNK: usize = 4096;
+
+/// A FIFO of fixed-size chunks: pushing never moves existing entries.
+#[derive(Debug)]
+pub(crate) struct ChunkedQueue<T> {
+    chunks: VecDeque<VecDeque<T>>,
+}
+
+impl<T> Default for ChunkedQueue<T> {
+    fn default() -> Self {
+        ChunkedQueue { chunks: VecDeque::new() }
+    }
+}
+
+impl<T> ChunkedQueue<T> {
+    pub fn push_back(&mut self, v: T) {
+        match self.chunks.back_mut() {
+            Some(c) if c.len() < CHUNK => c.push_back(v),
+            _ => {
+                let mut c = VecDeque::with_capacity(CHUNK);
+                c.push_back(v);
+                self.chunks.push_back(c);
+            }
+        }
+    }
+
+    pub fn front(&self) -> Option<&T> {
+        self.chunks.front().and_then(|c| c.front())
+    }
+
+    pub fn pop_front(&mut self) -> Option<T> {
+        let c = self.chunks.front_mut()?;
+        let v = c.pop_front();
+        if c.is_empty() {
+            self.chunks.pop_front();
+        }
+        v
+    }
+
+    /// Sorts all entries (start-up only: O(n log n) and it moves everything).
+    pub fn sort_by_key<K: Ord>(&mut self, key: impl FnMut(&T) -> K) {
+        let mut all: Vec<T> = std::mem::take(&mut self.chunks).into_iter().flatten().collect();
+        all.sort_by_key(key);
+        for v in all {
+            self.push_back(v);
+        }
+    }
+}
+
+/// Parts of an [`ExpiredSet`]: each rehash moves 1/16 of the entries.
+const PARTS: usize = 16;
+
+/// The remembered expired tokens of a pool (token → when it is forgotten),
+/// split into 16 maps by token bits so that growing never rehashes it all.
+#[derive(Default)]
+pub(crate) struct ExpiredSet {
+    parts: [HashMap<TokenId, u64, TokenHash>; PARTS],
+    len: usize,
+}
+
+fn part(id: TokenId) -> usize {
+    // The top bits of a UUID v4 are random.
+    (id >> 124) as usize % PARTS
+}
+
+impl ExpiredSet {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, id: &TokenId) -> Option<&u64> {
+        self.parts[part(*id)].get(id)
+    }
+
+    pub fn contains_key(&self, id: &TokenId) -> bool {
+        self.parts[part(*id)].contains_key(id)
+    }
+
+    pub fn insert(&mut self, id: TokenId, forget_at: u64) -> Option<u64> {
+        let old = self.parts[part(id)].insert(id, forget_at);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    pub fn remove(&mut self, id: &TokenId) -> Option<u64> {
+        let old = self.parts[part(*id)].remove(id);
+        if old.is_some() {
+            self.len -= 1;
+        }
+        old
+    }
+
+    pub fn clear(&mut self) {
+        for p in &mut self.parts {
+            *p = HashMap::default();
+        }
+        self.len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunked_queue_is_fifo_across_chunks() {
+        let mut q = ChunkedQueue::default();
+        for i in 0..(CHUNK * 3 + 5) {
+            q.push_back(i);
+        }
+        for i in 0..(CHUNK * 3 + 5) {
+            assert_eq!(q.front(), Some(&i));
+            assert_eq!(q.pop_front(), Some(i));
+        }
+        assert_eq!(q.pop_front(), None);
+        for i in [5, 1, 4] {
+            q.push_back(i);
+        }
+        q.sort_by_key(|&v| v);
+        assert_eq!((q.pop_front(), q.pop_front(), q.pop_front()), (Some(1), Some(4), Some(5)));
+    }
+
+    #[test]
+    fn expired_set_counts_and_finds() {
+        let mut s = ExpiredSet::default();
+        let ids: Vec<TokenId> = (0..100u128).map(|i| i << 120 | i).collect();
+        for &id in &ids {
+            assert_eq!(s.insert(id, 7), None);
+        }
+        assert_eq!(s.insert(ids[0], 8), Some(7));
+        assert_eq!(s.len(), 100);
+        assert_eq!(s.get(&ids[0]), Some(&8));
+        assert!(s.contains_key(&ids[99]));
+        assert_eq!(s.remove(&ids[99]), Some(7));
+        assert_eq!(s.remove(&ids[99]), None);
+        assert_eq!(s.len(), 99);
+        s.clear();
+        assert!(s.is_empty() && !s.contains_key(&ids[0]));
+    }
+}
