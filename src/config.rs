@@ -124,6 +124,10 @@ pub struct Config {
     #[arg(long, env = "TOKEND_PERSIST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub persist_timeout: Duration,
 
+    /// Worker threads (0 = one per available core; 1 = a single-threaded runtime).
+    #[arg(long, env = "TOKEND_THREADS", default_value_t = 0)]
+    pub threads: usize,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, env = "TOKEND_LOG", default_value = "info")]
     pub log_level: String,

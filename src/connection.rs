@@ -29,6 +29,9 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Initial read buffer; grows as needed for large requests.
 const READ_BUFFER: usize = 16 * 1024;
 
+/// Buffers that grew past this are released once empty.
+const KEEP_BUFFER: usize = 256 * 1024;
+
 /// Per-connection state that commands can see and change.
 pub struct Session {
     pub id: u64,
@@ -240,6 +243,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         if !self.wbuf.is_empty() {
             self.stream.write_all(&self.wbuf).await?;
             self.wbuf.clear();
+            // One huge reply (GEN COUNT 100000 is ~4 MB) must not pin its
+            // buffer for the connection's lifetime.
+            if self.wbuf.capacity() > KEEP_BUFFER {
+                self.wbuf = BytesMut::with_capacity(READ_BUFFER);
+            }
+        }
+        if self.rbuf.is_empty() && self.rbuf.capacity() > KEEP_BUFFER {
+            self.rbuf = BytesMut::with_capacity(READ_BUFFER);
         }
         Ok(())
     }

@@ -83,7 +83,41 @@ impl Reply {
     }
 
     /// Appends the encoded reply to `dst`.
+    ///
+    /// Scalars (the replies of every hot command) are written directly: the
+    /// same bytes the crate writes (a test checks this for both protocols),
+    /// without building a frame or computing lengths through a float `log10`
+    /// as the crate does. Aggregates go through the crate.
     pub fn encode(self, proto: Protocol, dst: &mut BytesMut) {
+        let mut num = itoa::Buffer::new();
+        match &self {
+            Reply::Bulk(b) => {
+                dst.reserve(b.len() + 16);
+                dst.extend_from_slice(b"$");
+                dst.extend_from_slice(num.format(b.len()).as_bytes());
+                dst.extend_from_slice(b"\r\n");
+                dst.extend_from_slice(b);
+                dst.extend_from_slice(b"\r\n");
+                return;
+            }
+            Reply::Integer(i) => {
+                dst.extend_from_slice(b":");
+                dst.extend_from_slice(num.format(*i).as_bytes());
+                dst.extend_from_slice(b"\r\n");
+                return;
+            }
+            Reply::Null => {
+                dst.extend_from_slice(if proto == Protocol::Resp3 { b"_\r\n" } else { b"$-1\r\n" });
+                return;
+            }
+            Reply::Simple(s) if !s.contains(&b'\r') && !s.contains(&b'\n') => {
+                dst.extend_from_slice(b"+");
+                dst.extend_from_slice(s);
+                dst.extend_from_slice(b"\r\n");
+                return;
+            }
+            _ => {}
+        }
         // Encoding into a growable buffer cannot fail for frames we build
         // ourselves (only invalid frame kinds, which we never make, error).
         let res = match proto {
@@ -182,6 +216,43 @@ mod tests {
         ]);
         assert_eq!(enc(m.clone(), Protocol::Resp2), b"*4\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:2\r\n");
         assert_eq!(enc(m, Protocol::Resp3), b"%2\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:2\r\n");
+    }
+
+    /// The scalar fast path writes exactly what the crate writes.
+    #[test]
+    fn fast_path_matches_the_crate() {
+        let cases = [
+            Reply::Bulk(Bytes::from_static(b"")),
+            Reply::Bulk(Bytes::from_static(b"67e55044-10b1-426f-9247-bb680e5fe0c8")),
+            Reply::Bulk(Bytes::from(vec![b'x'; 100_000])),
+            Reply::Integer(0),
+            Reply::Integer(-1),
+            Reply::Integer(i64::MIN),
+            Reply::Integer(i64::MAX),
+            Reply::Null,
+            Reply::status("OK"),
+            Reply::status("PONG"),
+        ];
+        for r in cases {
+            for p in [Protocol::Resp2, Protocol::Resp3] {
+                let mut crate_bytes = BytesMut::new();
+                match p {
+                    Protocol::Resp2 => {
+                        redis_protocol::resp2::encode::extend_encode(&mut crate_bytes, &r.clone().into_resp2(), false)
+                            .unwrap();
+                    }
+                    Protocol::Resp3 => {
+                        redis_protocol::resp3::encode::complete::extend_encode(
+                            &mut crate_bytes,
+                            &r.clone().into_resp3(),
+                            false,
+                        )
+                        .unwrap();
+                    }
+                }
+                assert_eq!(enc(r.clone(), p), crate_bytes.to_vec(), "{r:?} {p:?}");
+            }
+        }
     }
 
     #[test]
