@@ -5,11 +5,13 @@ WORKDIR /src
 # Dependencies first, so code changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src/bin benches \
- && echo 'fn main() {}' > src/bin/tokend.rs \
+ && for f in src/bin/tokend.rs src/bin/tokend-bench.rs benches/store.rs benches/wheel.rs benches/codec.rs; do \
+      echo 'fn main() {}' > "$f"; done \
  && touch src/lib.rs \
  && cargo build --release --locked --bin tokend \
- && rm -rf src
+ && rm -rf src benches
 COPY src ./src
+COPY benches ./benches
 RUN touch src/lib.rs src/bin/tokend.rs && cargo build --release --locked --bin tokend
 
 FROM debian:bookworm-slim

@@ -26,7 +26,15 @@ pub enum Durability {
 ///
 /// Durations are seconds, or a number with a unit: 250ms, 30s, 5m, 1h.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "tokend", version, about, long_about, max_term_width = 100)]
+#[command(
+    name = "tokend",
+    version,
+    about,
+    long_about,
+    max_term_width = 100,
+    args_override_self = true,
+    verbatim_doc_comment
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "TOKEND_BIND", default_value = "127.0.0.1")]
@@ -128,12 +136,31 @@ pub struct Config {
     #[arg(long, env = "TOKEND_THREADS", default_value_t = 0)]
     pub threads: usize,
 
+    /// Read settings from this file first (Redis style: one `name value` per line, `#`
+    /// comments; names are the long flags without `--`). Flags and environment win.
+    #[arg(long, env = "TOKEND_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, env = "TOKEND_LOG", default_value = "info")]
     pub log_level: String,
 }
 
 impl Config {
+    /// Parses the command line, with the settings of `--config FILE` (or
+    /// `TOKEND_CONFIG`) applied first so that flags override them.
+    pub fn load() -> Result<Config, String> {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        // clap prints help, version and usage errors itself and exits.
+        let first = Config::parse_from(&args);
+        let Some(path) = first.config.clone() else { return Ok(first) };
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut merged: Vec<std::ffi::OsString> = vec![args[0].clone()];
+        merged.extend(config_file_args(&text)?.into_iter().map(Into::into));
+        merged.extend(args.into_iter().skip(1));
+        Ok(Config::parse_from(merged))
+    }
+
     /// Defaults, as if run with no flags (tests start from this).
     pub fn default_for_tests() -> Config {
         Config::parse_from(["tokend"])
@@ -150,6 +177,28 @@ impl Config {
             max_tokens: self.max_tokens,
         }
     }
+}
+
+/// Turns a config file into flags: `name value` → `--name value`; a value
+/// may be quoted; blank lines and `#` comments are skipped.
+pub fn config_file_args(text: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let value = value.trim().trim_matches('"');
+        if name.starts_with('-') || name == "config" {
+            return Err(format!("config file line {}: bad setting name {name:?}", n + 1));
+        }
+        out.push(format!("--{name}"));
+        if !value.is_empty() {
+            out.push(value.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// Parses `30` (seconds) or a number with a unit (`250ms`, `5m`, `1h`, `1h30m`).
@@ -205,6 +254,20 @@ mod tests {
         assert_eq!(s.default_lease_ms, 60_000);
         assert_eq!(s.expired_memory_ms, 3_600_000);
         assert!(c.redis.is_none());
+    }
+
+    #[test]
+    fn config_file_lines_become_flags() {
+        let args = config_file_args("# comment\nport 6390\n\nrequirepass \"s3 cret\"\ntoken-ttl 5m\n").unwrap();
+        assert_eq!(args, ["--port", "6390", "--requirepass", "s3 cret", "--token-ttl", "5m"]);
+        let mut argv = vec!["tokend".to_string()];
+        argv.extend(args);
+        argv.extend(["--port".to_string(), "7000".to_string()]);
+        let c = Config::try_parse_from(argv).unwrap();
+        assert_eq!(c.port, 7000, "the command line wins over the file");
+        assert_eq!(c.requirepass.as_deref(), Some("s3 cret"));
+        assert!(config_file_args("--port 1").is_err());
+        assert!(config_file_args("config other.conf").is_err());
     }
 
     #[test]

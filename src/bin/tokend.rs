@@ -1,13 +1,18 @@
 //! The `tokend` binary: parse flags, set up logging, bind, serve until
 //! SIGINT/SIGTERM.
 
-use clap::Parser;
 use tokend::config::Config;
 use tokend::server::Server;
 use tokio::net::TcpListener;
 
 fn main() -> std::process::ExitCode {
-    let config = Config::parse();
+    let config = match Config::load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tokend: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     // One worker thread per available core (as tokio's default), or a
     // current-thread runtime when there is one: no work-stealing queues and
     // no cross-thread wake-ups on the request path.
