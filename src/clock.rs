@@ -48,3 +48,12 @@ impl Clock {
         self.base + Duration::from_millis(ms.saturating_sub(self.base_ms))
     }
 }
+
+/// Sleeps until `deadline`, or forever when there is none (a `select!` arm
+/// for an optional timeout, as BLOCK 0 needs).
+pub async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

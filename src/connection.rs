@@ -266,12 +266,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ) -> std::io::Result<Option<Reply>> {
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
         loop {
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            };
+            let sleep = crate::clock::sleep_until_opt(deadline);
             // Biased, socket first: a client that already hung up must not be
             // handed a token it will never read.
             tokio::select! {
