@@ -119,8 +119,9 @@ impl Tokend {
 
     /// Sends SIGTERM and waits (bounded) for the exit.
     fn sigterm(&mut self, within: Duration) -> (ExitStatus, Duration) {
-        let st = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
-        assert!(st.success(), "kill -TERM failed");
+        // SAFETY: kill(2) with a pid we spawned and still own (not reaped).
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill(SIGTERM) failed");
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for tokend") {
