@@ -15,6 +15,13 @@ pub enum Durability {
     Async,
 }
 
+/// How logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 /// tokend: a token server that speaks the Redis protocol.
 ///
 /// Generates tokens into pools, hands out a random free one with a lease,
@@ -140,6 +147,10 @@ pub struct Config {
     /// comments; names are the long flags without `--`). Flags and environment win.
     #[arg(long, env = "TOKEND_CONFIG")]
     pub config: Option<std::path::PathBuf>,
+
+    /// Log format: text for people, json (one object per line) for log pipelines.
+    #[arg(long, env = "TOKEND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
     #[arg(long, env = "TOKEND_LOG", default_value = "info")]

@@ -1,7 +1,7 @@
 //! The `tokend` binary: parse flags, set up logging, bind, serve until
 //! SIGINT/SIGTERM.
 
-use tokend::config::Config;
+use tokend::config::{Config, LogFormat};
 use tokend::server::Server;
 use tokio::net::TcpListener;
 
@@ -38,12 +38,11 @@ async fn serve(config: Config) -> std::process::ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(ansi).init(),
+        LogFormat::Json => logs.json().init(),
+    }
 
     let addr = format!("{}:{}", config.bind, config.port);
     let listener = match TcpListener::bind(&addr).await {
