@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what tokend's tests and benchmarks need on a fresh Debian/Ubuntu
-# machine: redis-server and redis-tools (redis-cli, redis-benchmark).
+# machine: redis-server and redis-tools (redis-cli, redis-benchmark), and
+# netcat for poking the server by hand (`printf 'PING\r\n' | nc …`).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""
