@@ -49,15 +49,6 @@ impl From<Reply> for Outcome {
     }
 }
 
-/// Commands that change the store: in sync durability mode their replies
-/// wait until the backing Redis has the change.
-fn is_write(name: &str) -> bool {
-    matches!(
-        name,
-        "token.gen" | "token.acquire" | "token.keepalive" | "token.unblock" | "token.del" | "token.delexpired"
-    )
-}
-
 /// True if `argc` (with the name) satisfies a Redis arity.
 pub fn arity_ok(arity: i32, argc: usize) -> bool {
     if arity >= 0 { argc == arity as usize } else { argc >= arity.unsigned_abs() as usize }
@@ -103,7 +94,10 @@ pub fn execute(session: &mut Session, shared: &Shared, args: Vec<Bytes>) -> Outc
         ))
         .into();
     }
-    if is_write(name) {
+    // Commands that change the store (the table's `write` flag, as Redis
+    // marks them): in sync durability mode their replies wait until the
+    // backing Redis has the change.
+    if spec.flags.contains(&"write") {
         if let Some(sp) = shared.sync_point()
             && let Err(msg) = sp.admit()
         {
