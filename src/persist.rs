@@ -270,6 +270,10 @@ impl EventSink for Backing {
 }
 
 impl SyncPoint for Backing {
+    fn status(&self) -> (usize, bool) {
+        (self.backlog(), self.down_since.load(Ordering::Relaxed) != 0)
+    }
+
     fn admit(&self) -> Result<(), String> {
         if self.backlog() > MAX_BACKLOG {
             return Err("TRYAGAIN the backing Redis is behind (backlog full); retry later".into());

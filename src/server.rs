@@ -83,6 +83,10 @@ pub trait SyncPoint: Send + Sync {
     /// Resolves `Ok` when every change queued before the call is durable;
     /// `Err(msg)` (a `-TRYAGAIN …` reply) after the persist timeout.
     fn wait(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+
+    /// For `INFO persistence`: changes queued and not yet acknowledged, and
+    /// whether the last write to the backing store failed.
+    fn status(&self) -> (usize, bool);
 }
 
 impl Shared {

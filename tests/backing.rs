@@ -278,8 +278,11 @@ async fn sync_mode_outage_answers_tryagain_serves_reads_and_recovers() {
     assert_eq!(e.code(), Some("TRYAGAIN"), "{e}");
     assert!(started.elapsed() < Duration::from_millis(200));
     assert_eq!(stats(&mut c, "p").await, before, "a refused write changes nothing");
-    // Reads are served.
+    // Reads are served, and INFO says what is going on.
     assert_eq!(info(&mut c, "p", &tok).await.unwrap().0, "free");
+    let persistence: String = redis::cmd("INFO").arg("persistence").query_async(&mut c).await.unwrap();
+    assert!(persistence.contains("backing_link_status:down"), "{persistence}");
+    assert!(persistence.contains("backing_backlog:"), "{persistence}");
     redis.restart();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -293,4 +296,7 @@ async fn sync_mode_outage_answers_tryagain_serves_reads_and_recovers() {
         }
     }
     assert_eq!(assert_backing_matches(&redis, &mut c, "p").await, 3);
+    let persistence: String = redis::cmd("INFO").arg("persistence").query_async(&mut c).await.unwrap();
+    assert!(persistence.contains("backing_link_status:up"), "{persistence}");
+    assert!(persistence.contains("backing_backlog:0"), "{persistence}");
 }

@@ -82,6 +82,11 @@ fn section(name: &str, shared: &Shared, out: &mut String) {
             kv("loading", &0);
             kv("backing_store", &shared.config.redis.as_deref().map_or("none", |_| "redis"));
             kv("durability", &format!("{:?}", shared.config.durability).to_ascii_lowercase());
+            if let Some(sp) = shared.sync_point() {
+                let (backlog, down) = sp.status();
+                kv("backing_link_status", &if down { "down" } else { "up" });
+                kv("backing_backlog", &backlog);
+            }
             kv("rdb_changes_since_last_save", &0);
             kv("aof_enabled", &0);
         }
