@@ -9,6 +9,7 @@
 //! | `P{p}:tokens` | hash | token → `state:life_deadline:lease_deadline:lifetime_ms:lease_ms:times_acquired` (`f` free / `a` assigned; deadlines in epoch ms, `lease_deadline` 0 when free) |
 //! | `P{p}:expired` | hash | remembered expired token → epoch ms when it is forgotten |
 //! | `Ppools` | set | every pool name (recovery reads it instead of scanning the keyspace) |
+//! | `Pslotkey` | string | the key that masks slot numbers in tokens (a decimal u64, set once), so that recovered tokens still name their slots |
 //!
 //! The pool is the `{hash tag}`, so both keys of a pool live in one slot on
 //! Redis Cluster. Every change is one `HSET`/`HDEL` on the token's field: no
@@ -146,6 +147,29 @@ pub async fn connect(url: &str) -> Result<ConnectionManager, String> {
         .await
         .map_err(|e| format!("the backing Redis at {url} does not answer PING: {e}"))?;
     Ok(con)
+}
+
+/// The key of the slot-number mask.
+pub fn slot_key_key(prefix: &str) -> String {
+    format!("{prefix}slotkey")
+}
+
+/// The slot-number key kept in the backing Redis: `candidate` if none was
+/// kept yet (it is then kept), else the kept one. A malformed value is
+/// replaced: tokens then miss their slots and are indexed, which is slower
+/// but exact.
+pub async fn slot_key(con: &mut ConnectionManager, prefix: &str, candidate: u64) -> Result<u64, redis::RedisError> {
+    let key = slot_key_key(prefix);
+    let _: Option<String> = redis::cmd("SET").arg(&key).arg(candidate).arg("NX").query_async(con).await?;
+    let kept: Option<String> = redis::cmd("GET").arg(&key).query_async(con).await?;
+    match kept.as_deref().map(str::parse::<u64>) {
+        Some(Ok(k)) => Ok(k),
+        _ => {
+            tracing::warn!(key, "replacing a malformed slot key in the backing Redis");
+            let _: () = redis::cmd("SET").arg(&key).arg(candidate).query_async(con).await?;
+            Ok(candidate)
+        }
+    }
 }
 
 /// One HSCAN reply: the next cursor and field/value pairs.

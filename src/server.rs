@@ -120,6 +120,10 @@ impl Server {
         let mut backing = None;
         if let Some(url) = &config.redis {
             let mut con = persist::connect(url).await.map_err(std::io::Error::other)?;
+            let key = persist::slot_key(&mut con, &config.redis_prefix, store.slot_key())
+                .await
+                .map_err(|e| std::io::Error::other(format!("cannot read the slot key from the backing Redis: {e}")))?;
+            store.set_slot_key(key);
             let items = persist::recover(&mut con, &config.redis_prefix)
                 .await
                 .map_err(|e| std::io::Error::other(format!("cannot load from the backing Redis: {e}")))?;

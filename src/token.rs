@@ -17,6 +17,39 @@ pub fn from_random(bytes: [u8; 16]) -> TokenId {
     uuid::Builder::from_random_bytes(bytes).into_uuid().as_u128()
 }
 
+/// Makes a UUID v4 from 16 random bytes whose low 32 bits name `slot`, the
+/// token's place in its pool, masked with `key` so that the number does not
+/// show (see [`slot_of`]). The other 90 random bits are untouched, so a token
+/// is as hard to guess as before; the text is still a canonical UUID v4.
+pub fn with_slot(bytes: [u8; 16], slot: u32, key: u64) -> TokenId {
+    let id = from_random(bytes);
+    (id & !0xffff_ffff) | u128::from(slot ^ slot_mask(id, key))
+}
+
+/// The slot a token names (for a token made by [`with_slot`] with the same
+/// key). Any other token names some slot too; callers check that the slot
+/// holds this very token before trusting it, so a wrong key or an old token
+/// only costs a slower lookup, never a wrong answer.
+pub fn slot_of(id: TokenId, key: u64) -> u32 {
+    (id as u32) ^ slot_mask(id, key)
+}
+
+/// 32 bits derived from a token's upper 96 bits and the key (a murmur3
+/// finalizer: cheap, and it spreads every input bit over the output). It
+/// only hides the slot number from view; nothing relies on it being secret.
+fn slot_mask(id: TokenId, key: u64) -> u32 {
+    let fmix = |mut h: u64| {
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        h ^ (h >> 33)
+    };
+    let hi = (id >> 64) as u64;
+    let mid = (id >> 32) as u32 as u64;
+    (fmix(hi ^ key ^ fmix(mid ^ key.rotate_left(32))) >> 16) as u32
+}
+
 /// Parses a client-supplied token. Anything that is not a canonical UUID
 /// cannot be a token the server made, so callers answer `-NOTOKEN` for `None`.
 pub fn parse(text: &[u8]) -> Option<TokenId> {
@@ -76,6 +109,20 @@ mod tests {
         let u = Uuid::parse_str(std::str::from_utf8(&text).unwrap()).unwrap();
         assert_eq!(u.get_version_num(), 4);
         assert_eq!(parse(&text), Some(id));
+    }
+
+    #[test]
+    fn slot_round_trip() {
+        for (i, slot) in [0u32, 1, 7, 65_535, 9_999_999, u32::MAX].into_iter().enumerate() {
+            let key = 0x1234_5678_9abc_def0 ^ i as u64;
+            let id = with_slot([i as u8 * 31 + 1; 16], slot, key);
+            assert_eq!(slot_of(id, key), slot);
+            assert_eq!(Uuid::from_u128(id).get_version_num(), 4);
+            assert_eq!(parse(&format(id)), Some(id));
+        }
+        // The number does not show in the text.
+        assert!((1..50u32).all(|s| with_slot([s as u8; 16], s, 99) as u32 != s));
+        assert_ne!(slot_of(with_slot([5; 16], 1, 99), 98), 1, "another key names another slot");
     }
 
     #[test]

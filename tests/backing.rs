@@ -300,3 +300,59 @@ async fn sync_mode_outage_answers_tryagain_serves_reads_and_recovers() {
     assert!(persistence.contains("backing_link_status:up"), "{persistence}");
     assert!(persistence.contains("backing_backlog:0"), "{persistence}");
 }
+
+/// Tokens name their slots through a key kept in the backing Redis; tokens
+/// that do not (written by something else, or under another key) are still
+/// recovered and served, and the key survives restarts.
+#[tokio::test]
+async fn tokens_recovered_under_another_slot_key_are_still_served() {
+    let redis = RedisProc::start();
+    // A token tokend did not make: random bits where its slot would be.
+    let foreign = uuid::Uuid::new_v4().hyphenated().to_string();
+    let far = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64 + 600_000;
+    {
+        let mut rc = redis.conn();
+        let _: () =
+            redis::Commands::hset(&mut rc, "tokend:{p}:tokens", &foreign, format!("f:{far}:0:600000:0:0")).unwrap();
+        let _: () = redis::Commands::sadd(&mut rc, "tokend:pools", "p").unwrap();
+    }
+    let mut t = start(&redis, &[]);
+    let mut c = t.conn().await;
+    let key = || -> Option<String> { redis::Commands::get(&mut redis.conn(), "tokend:slotkey").unwrap() };
+    let k1 = key().expect("tokend keeps its slot key in the backing Redis");
+    assert_eq!(info(&mut c, "p", &foreign).await.unwrap().0, "free");
+    let mine: Vec<String> = redis::cmd("TOKEN.GEN").arg("p").arg("COUNT").arg(50).query_async(&mut c).await.unwrap();
+    let got: String = redis::cmd("TOKEN.ACQUIRE").arg("p").arg("PX").arg(60_000).query_async(&mut c).await.unwrap();
+    assert!(t.terminate().success());
+
+    // Under a new key every token is "foreign": all must still be found.
+    {
+        let mut rc = redis.conn();
+        let _: () = redis::Commands::set(&mut rc, "tokend:slotkey", "12345").unwrap();
+    }
+    let mut t = start(&redis, &[]);
+    let mut c = t.conn().await;
+    assert_eq!(key().as_deref(), Some("12345"), "an existing key is kept");
+    for tok in mine.iter().chain([&foreign]) {
+        let want = if *tok == got { "assigned" } else { "free" };
+        assert_eq!(info(&mut c, "p", tok).await.unwrap().0, want, "{tok}");
+    }
+    assert_eq!(stats(&mut c, "p").await["total"], 51);
+    // Every one can be acquired and given back; new tokens mix in.
+    let _: i64 = redis::cmd("TOKEN.UNBLOCK").arg("p").arg(&got).query_async(&mut c).await.unwrap();
+    let more: Vec<String> = redis::cmd("TOKEN.GEN").arg("p").arg("COUNT").arg(10).query_async(&mut c).await.unwrap();
+    let mut held = std::collections::HashSet::new();
+    for _ in 0..61 {
+        let t: String = redis::cmd("TOKEN.ACQUIRE").arg("p").query_async(&mut c).await.unwrap();
+        assert!(held.insert(t));
+    }
+    let none: Option<String> = redis::cmd("TOKEN.ACQUIRE").arg("p").query_async(&mut c).await.unwrap();
+    assert_eq!(none, None);
+    assert!(more.iter().chain(&mine).chain([&foreign]).all(|t| held.contains(t)));
+    for tok in &held {
+        let _: i64 = redis::cmd("TOKEN.DEL").arg("p").arg(tok).query_async(&mut c).await.unwrap();
+    }
+    assert_eq!(stats(&mut c, "p").await["total"], 0);
+    assert!(t.terminate().success());
+    assert_ne!(k1, "12345");
+}

@@ -18,14 +18,17 @@
 //! released.
 
 pub mod expiry;
+mod freeset;
+mod huge;
 mod pool;
 mod queue;
+mod slab;
 
 pub use pool::Record;
 
 use crate::clock::Clock;
 use crate::notify::{Event, EventKind, Notifier};
-use crate::token::{self, TokenHash, TokenId};
+use crate::token::{TokenHash, TokenId};
 use crate::wheel::Wheel;
 use bytes::Bytes;
 use pool::{Pool, SlotIdx, Waiter};
@@ -223,6 +226,10 @@ struct Shared {
     next_pool_id: AtomicU32,
     next_waiter_id: AtomicU64,
     hasher: BuildHasherDefault<DefaultHasher>,
+    /// Masks the slot number in new pools' tokens ([`token::with_slot`]):
+    /// random per server, or kept in the backing Redis so that recovered
+    /// tokens still name their slots.
+    slot_key: AtomicU64,
 }
 
 /// The store handle: cheap to clone (one `Arc`).
@@ -298,8 +305,21 @@ impl Store {
                 next_pool_id: AtomicU32::new(1),
                 next_waiter_id: AtomicU64::new(1),
                 hasher: BuildHasherDefault::default(),
+                slot_key: AtomicU64::new(rand::random()),
             }),
         }
+    }
+
+    /// Sets the key that masks slot numbers in tokens (before any pool
+    /// exists, i.e. before [`Store::restore`]; pools keep the key they were
+    /// made with).
+    pub fn set_slot_key(&self, key: u64) {
+        self.shared.slot_key.store(key, Ordering::Relaxed);
+    }
+
+    /// The key that masks slot numbers in new tokens.
+    pub fn slot_key(&self) -> u64 {
+        self.shared.slot_key.load(Ordering::Relaxed)
     }
 
     /// Sends every later change to `journal` (once, at start-up; a second
@@ -502,15 +522,16 @@ impl Store {
         }
     }
 
-    /// Moves the free token at `idx` of the free set to assigned with `lease`.
-    fn assign(s: &mut Shard, pid: PoolId, idx: usize, lease: u64, now: u64, fx: &mut Effects) -> Option<TokenId> {
+    /// Makes the token in `slot`, just taken out of the free set, assigned
+    /// with `lease`.
+    fn assign(s: &mut Shard, pid: PoolId, slot: SlotIdx, lease: u64, now: u64, fx: &mut Effects) -> Option<TokenId> {
         let Shard { pools, wheel, .. } = s;
         let pool = pools.get_mut(&pid)?;
-        let slot = pool.take_free_at(idx);
         let id = pool.id(slot);
         let rec = pool.get_mut(slot)?;
         rec.lease = lease;
-        rec.lease_deadline = now.saturating_add(lease);
+        // Never 0, which would read as free.
+        rec.lease_deadline = now.saturating_add(lease).max(1);
         // Cover rule: an assigned token never dies before its lease ends.
         rec.life_deadline = rec.life_deadline.max(rec.lease_deadline);
         rec.times_acquired = rec.times_acquired.saturating_add(1);
@@ -526,7 +547,8 @@ impl Store {
     /// Hands free tokens to blocked clients, oldest first.
     fn serve_waiters(&self, s: &mut Shard, pid: PoolId, now: u64, fx: &mut Effects) {
         loop {
-            let Some(pool) = s.pools.get_mut(&pid) else { return };
+            let Shard { pools, rng, .. } = &mut *s;
+            let Some(pool) = pools.get_mut(&pid) else { return };
             if pool.free.is_empty() {
                 return;
             }
@@ -534,12 +556,14 @@ impl Store {
             if w.tx.is_closed() {
                 continue;
             }
-            let idx = s.rng.random_range(0..pool.free.len());
-            let id = pool.id(pool.free[idx]);
+            let Some(slot) = pool.take_random_free(rng) else { return };
+            let id = pool.id(slot);
             // Hand over first: if the client vanished this instant, the token
             // simply stays free.
             if w.tx.send(id).is_ok() {
-                Self::assign(s, pid, idx, w.lease, now, fx);
+                Self::assign(s, pid, slot, w.lease, now, fx);
+            } else {
+                pool.push_free(slot);
             }
         }
     }
@@ -555,16 +579,17 @@ impl Store {
         })
     }
 
-    fn pool_id(s: &mut Shard, name: &[u8], next: &AtomicU32) -> PoolId {
+    fn pool_id(&self, s: &mut Shard, name: &[u8]) -> PoolId {
         if let Some(&pid) = s.names.get(name) {
             return pid;
         }
         // Copy the name: a slice of the network buffer would pin the whole
         // read chunk in memory for as long as the pool lives.
         let name = Bytes::copy_from_slice(name);
-        let pid = next.fetch_add(1, Ordering::Relaxed);
+        let pid = self.shared.next_pool_id.fetch_add(1, Ordering::Relaxed);
+        let key = self.slot_key();
         s.names.insert(name.clone(), pid);
-        s.pools.insert(pid, Pool::new(name));
+        s.pools.insert(pid, Pool::new(name, key));
         pid
     }
 
@@ -581,18 +606,23 @@ impl Store {
             return Ok(Vec::new());
         }
         Ok(self.with_shard(pool, |s, now, fx| {
-            let pid = Self::pool_id(s, pool, &self.shared.next_pool_id);
+            let pid = self.pool_id(s, pool);
             let mut out = Vec::with_capacity(count as usize);
             let Shard { pools, wheel, rng, .. } = s;
             let Some(p) = pools.get_mut(&pid) else { return out };
             p.reserve(count as usize);
             while (out.len() as u64) < count {
-                let id = token::from_random(rng.random());
-                if p.contains(id) || p.expired.contains_key(&id) {
-                    continue; // 2^-122 per pair; cheap to rule out
-                }
+                let slot = p.alloc_slot();
+                let id = loop {
+                    let id = p.new_token(rng.random(), slot);
+                    // 2^-90 per pair (the slot alone rules out every token
+                    // placed where it names); cheap to rule out.
+                    if !p.contains(id) && !p.expired.contains_key(&id) {
+                        break id;
+                    }
+                };
                 let rec = Record::new_free(now, lifetime);
-                let slot = p.insert(id, rec, true);
+                p.put(slot, id, rec);
                 if let Some(r) = p.get_mut(slot) {
                     arm(wheel, pid, slot, r, rec.life_deadline, fx);
                 }
@@ -613,15 +643,14 @@ impl Store {
         self.with_shard(pool, |s, now, fx| {
             let pid = match s.names.get(pool) {
                 Some(&pid) => pid,
-                None if block => Self::pool_id(s, pool, &self.shared.next_pool_id),
+                None if block => self.pool_id(s, pool),
                 None => return Acquired::Empty,
             };
             let Some(p) = s.pools.get_mut(&pid) else { return Acquired::Empty };
             // Fairness: a newcomer never jumps the queue of blocked clients.
             let queue_empty = p.waiters.iter().all(|w| w.tx.is_closed());
-            if !p.free.is_empty() && queue_empty {
-                let idx = s.rng.random_range(0..p.free.len());
-                return match Self::assign(s, pid, idx, lease, now, fx) {
+            if queue_empty && let Some(slot) = p.take_random_free(&mut s.rng) {
+                return match Self::assign(s, pid, slot, lease, now, fx) {
                     Some(id) => Acquired::Token(id),
                     None => Acquired::Empty,
                 };
@@ -813,51 +842,76 @@ impl Store {
     pub fn restore(&self, items: Vec<Restored>) {
         let now = self.shared.clock.now_ms();
         let due_of = |r: &Restored| match r {
-            Restored::Live { record, .. } => record.due_from_stored(),
+            Restored::Live { record, .. } => record.due(),
             Restored::Expired { forget_at, .. } => *forget_at,
         };
         let (mut past, future): (Vec<_>, Vec<_>) = items.into_iter().partition(|r| due_of(r) <= now);
         past.sort_by_key(due_of);
-        let mut items = past.into_iter().chain(future).peekable();
-        // One lock per run of items of the same pool (recovery reads pool by
-        // pool, so runs are long).
-        while let Some(first) = items.next() {
-            let pool = first.pool().clone();
-            let mut run = vec![first];
-            while let Some(next) = items.next_if(|r| r.pool() == &pool) {
-                run.push(next);
+        let items: Vec<Restored> = past.into_iter().chain(future).collect();
+        // Slots named beyond this are not honoured (an old token names a
+        // random one of 2^32): such tokens go to any vacant slot instead.
+        let bound = items.len().saturating_mul(2).saturating_add(RESTORE_SLOT_SLACK);
+        // Placement first, then arming in the order above. Placement takes
+        // two passes so that tokens that name a free slot get it before
+        // the others (misplaced ones) fill the gaps.
+        let mut unplaced = Vec::new();
+        self.restore_runs(&items, |s, pid, i, item| {
+            let Restored::Live { token: id, record, .. } = item else { return };
+            let Some(p) = s.pools.get_mut(&pid) else { return };
+            if p.contains(*id) {
+                return; // a duplicate: the first one wins
             }
-            let idx = self.shard_index(&pool);
-            self.with_shard_at(idx, false, |s, _, fx| {
-                let pid = Self::pool_id(s, &pool, &self.shared.next_pool_id);
-                let Shard { pools, wheel, forget, remembered, .. } = s;
-                let Some(p) = pools.get_mut(&pid) else { return };
-                p.reserve(run.len());
-                for item in run {
-                    match item {
-                        Restored::Live { token: id, mut record, .. } => {
-                            if p.contains(id) {
-                                continue;
-                            }
-                            let assigned = record.lease_deadline != 0;
-                            record.armed = 0;
-                            let due = record.due_from_stored();
-                            let slot = p.insert(id, record, !assigned);
-                            self.shared.live_tokens.fetch_add(1, Ordering::Relaxed);
-                            if let Some(r) = p.get_mut(slot) {
-                                arm(wheel, pid, slot, r, due, fx);
-                            }
-                        }
-                        Restored::Expired { token: id, forget_at, .. } => {
-                            if p.expired.insert(id, forget_at).is_none() {
-                                forget.push_back((forget_at, pid, id));
-                                *remembered += 1;
-                                self.shared.remembered_total.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
+            match p.claim(*id, bound) {
+                Some(slot) => p.put(slot, *id, Record { armed: 0, ..*record }),
+                None => unplaced.push(i),
+            }
+        });
+        let mut cursors: HashMap<PoolId, usize> = HashMap::new();
+        let rest: Vec<Restored> = unplaced.into_iter().map(|i| items[i].clone()).collect();
+        self.restore_runs(&rest, |s, pid, _, item| {
+            let Restored::Live { token: id, record, .. } = item else { return };
+            let Some(p) = s.pools.get_mut(&pid) else { return };
+            if p.contains(*id) {
+                return;
+            }
+            let slot = p.claim_any(cursors.entry(pid).or_default());
+            p.put(slot, *id, Record { armed: 0, ..*record });
+        });
+        self.restore_runs(&items, |s, pid, _, item| {
+            let Shard { pools, wheel, forget, remembered, .. } = s;
+            let Some(p) = pools.get_mut(&pid) else { return };
+            match item {
+                Restored::Live { token: id, .. } => {
+                    let Some(slot) = p.find(*id) else { return };
+                    let Some(r) = p.get_mut(slot) else { return };
+                    if r.armed != 0 {
+                        return; // a duplicate, armed already
+                    }
+                    self.shared.live_tokens.fetch_add(1, Ordering::Relaxed);
+                    let due = r.due();
+                    // Nothing is published during recovery (no journal yet),
+                    // so the effects are a throwaway.
+                    let mut fx = Effects {
+                        notifier: &self.shared.notifier,
+                        events: Vec::new(),
+                        changes: None,
+                        earliest_armed: u64::MAX,
+                    };
+                    arm(wheel, pid, slot, r, due, &mut fx);
+                }
+                Restored::Expired { token: id, forget_at, .. } => {
+                    if p.expired.insert(*id, *forget_at).is_none() {
+                        forget.push_back((*forget_at, pid, *id));
+                        *remembered += 1;
+                        self.shared.remembered_total.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-            });
+            }
+        });
+        for cell in self.shared.shards.iter() {
+            for p in lock(&cell.state).pools.values_mut() {
+                p.relist_vacant();
+            }
         }
         // The forget queues must be in forget-time order.
         for cell in self.shared.shards.iter() {
@@ -865,6 +919,30 @@ impl Store {
         }
     }
 }
+
+impl Store {
+    /// Calls `f` on each item with its pool's shard locked and the pool's
+    /// id (the pool is made if new), taking one lock per run of items of the
+    /// same pool (recovery reads pool by pool, so runs are long).
+    fn restore_runs(&self, items: &[Restored], mut f: impl FnMut(&mut Shard, PoolId, usize, &Restored)) {
+        let mut i = 0;
+        while i < items.len() {
+            let pool = items[i].pool();
+            let end = items[i..].iter().position(|r| r.pool() != pool).map_or(items.len(), |n| i + n);
+            let idx = self.shard_index(pool);
+            let mut g = lock(&self.shared.shards[idx].state);
+            let pid = self.pool_id(&mut g, pool);
+            for (j, item) in items.iter().enumerate().take(end).skip(i) {
+                f(&mut g, pid, j, item);
+            }
+            i = end;
+        }
+    }
+}
+
+/// Slots a recovered token may name beyond twice the number of recovered
+/// items (see [`Store::restore`]): 64 bytes each at most, 4 MiB.
+const RESTORE_SLOT_SLACK: usize = 65_536;
 
 /// State recovered from the backing store.
 #[derive(Debug, Clone)]

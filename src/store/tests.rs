@@ -150,7 +150,7 @@ async fn driver_fires_on_time_without_any_command() {
     let start = s.clock().now_ms();
     let msg = rx.recv().await.unwrap();
     assert_eq!(s.clock().now_ms() - start, 1_234, "leaseexpired at the exact millisecond");
-    let want = format!("p:{}", std::str::from_utf8(&token::format(t)).unwrap());
+    let want = format!("p:{}", std::str::from_utf8(&crate::token::format(t)).unwrap());
     assert_eq!(msg, PubMsg::Message { channel: "__keyevent@0__:leaseexpired".into(), payload: want.clone().into() });
     let msg = rx.recv().await.unwrap();
     assert_eq!(s.clock().now_ms() - start, 5_000, "expired at the exact millisecond");
@@ -252,6 +252,111 @@ async fn random_pick_is_uniform_enough() {
         // Expected 1000 each; 6 sigma is about ±180.
         assert!((800..1200).contains(&h), "token picked {h} times of 10000");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn restore_puts_tokens_at_their_slots_and_indexes_the_rest() {
+    let (s, _) = store();
+    s.set_slot_key(77);
+    let far = T0 + 600_000;
+    let free = |life| Record::stored(life, 0, 600_000, 0, 0);
+    let live = |token| Restored::Live { pool: Bytes::from_static(b"p"), token, record: free(far) };
+    let mut items = Vec::new();
+    let mut want = Vec::new();
+    // Tokens naming slots 0..40 under this key, one of them twice (a
+    // duplicate entry) and two naming the same slot (the second is placed
+    // elsewhere and indexed).
+    for slot in 0..40u32 {
+        let id = crate::token::with_slot([slot as u8 + 1; 16], slot, 77);
+        items.push(live(id));
+        want.push(id);
+    }
+    items.push(live(want[3]));
+    let clash = crate::token::with_slot([200; 16], 5, 77);
+    items.push(live(clash));
+    want.push(clash);
+    // Tokens made under another key or by nobody: random slots.
+    for n in 0..40u8 {
+        let id = if n % 2 == 0 {
+            crate::token::with_slot([n; 16], n as u32, 1)
+        } else {
+            crate::token::from_random([n ^ 0x5a; 16])
+        };
+        items.push(live(id));
+        want.push(id);
+    }
+    let assigned = crate::token::from_random([0xee; 16]);
+    items.push(Restored::Live {
+        pool: Bytes::from_static(b"p"),
+        token: assigned,
+        record: Record::stored(far, T0 + 1000, 600_000, 1000, 1),
+    });
+    want.push(assigned);
+    s.restore(items);
+    s.check_invariants().unwrap();
+    let st = s.stats(b"p");
+    assert_eq!((st.total, st.assigned), (want.len() as u64, 1));
+    for &id in &want {
+        assert!(s.info(b"p", id).is_ok(), "{id:x} is found");
+    }
+    // All of them can be taken; new tokens fill the gaps; all can go.
+    let new = s.gen_tokens(b"p", Some(600_000), 100).unwrap();
+    let mut seen = std::collections::HashSet::new();
+    while let Some(t) = acquire(&s, "p", 1000) {
+        assert!(seen.insert(t), "handed out twice");
+    }
+    assert_eq!(seen.len() + 1, want.len() + new.len());
+    s.check_invariants().unwrap();
+    // The restored lease was armed: it ends on time, like the new ones.
+    ms(999).await;
+    assert!(s.info(b"p", assigned).unwrap().assigned);
+    ms(1).await;
+    assert!(!s.info(b"p", assigned).unwrap().assigned);
+    assert_eq!(s.stats(b"p").assigned, 0);
+    for id in want.iter().chain(&new) {
+        assert!(s.del(b"p", *id));
+    }
+    s.check_invariants().unwrap();
+    assert_eq!(s.stats(b"p").total, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_large_pool_never_hands_a_token_out_twice() {
+    // Large enough that ACQUIRE draws its next token ahead (freeset.rs).
+    let (s, _) = store();
+    let mut toks = s.gen_tokens(b"big", Some(10_000_000), 40_000).unwrap();
+    let mut held: Vec<TokenId> = Vec::new();
+    let mut holding = std::collections::HashSet::new();
+    let mut rng = StdRng::seed_from_u64(5);
+    for round in 0..60_000u32 {
+        match rng.random_range(0..10) {
+            0..=4 => {
+                if let Some(t) = acquire(&s, "big", 1_000_000) {
+                    assert!(holding.insert(t), "token handed out twice");
+                    held.push(t);
+                }
+            }
+            5..=7 if !held.is_empty() => {
+                let t = held.swap_remove(rng.random_range(0..held.len()));
+                holding.remove(&t);
+                s.unblock(b"big", t).unwrap();
+            }
+            8 => {
+                let t = toks.swap_remove(rng.random_range(0..toks.len()));
+                assert!(s.del(b"big", t));
+                if holding.remove(&t) {
+                    held.retain(|&h| h != t);
+                }
+            }
+            _ => toks.extend(s.gen_tokens(b"big", Some(10_000_000), 2).unwrap()),
+        }
+        if round % 20_000 == 0 {
+            s.check_invariants().unwrap();
+        }
+    }
+    s.check_invariants().unwrap();
+    let st = s.stats(b"big");
+    assert_eq!((st.total, st.assigned), (toks.len() as u64, held.len() as u64));
 }
 
 mod props {

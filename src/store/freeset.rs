@@ -1,0 +1,435 @@
+//! The free tokens of a pool: a bitmap over slot numbers, with counts of set
+//! bits per block so that a uniformly random member can be found exactly.
+//!
+//! Why a bitmap and not a `Vec` of slot numbers: at 10M tokens the bitmap is
+//! 1.25 MB and stays in cache, whereas a 40 MB vector (plus a position field
+//! in every record, to remove from the middle) costs a cache and TLB miss per
+//! ACQUIRE, and a second one to fix the position of the entry that moved.
+//!
+//! - `insert`/`remove`: one bit and one counter per level, O(levels) with
+//!   levels = log64(slots) − 1 (2 at 10M slots).
+//! - `pick`: while at least [`PROBE_DENSITY`] of the slots are free, a few
+//!   random probes of the bitmap (one probe on average when nearly all are
+//!   free); otherwise, or if the probes miss, the k-th member for a uniform
+//!   k, found by walking the counts (≤ 64 entries a level). Each way gives
+//!   every free slot the same chance, so the mix of the two does too.
+//! - `take_random`, for ACQUIRE: in large sets the next pick is drawn ahead
+//!   ([`FreeSet::take_random`] explains how it stays exactly uniform) so that
+//!   the caller can prefetch its slot while other work goes on: at 10M
+//!   tokens that slot is otherwise a cache miss on every ACQUIRE.
+
+use rand::{Rng, RngExt};
+
+/// Probing is tried while at least 1 slot in this many is free.
+const PROBE_DENSITY: usize = 8;
+/// Random probes before falling back to an exact select.
+const PROBES: usize = 4;
+/// Fan-out of the count levels (and bits per bitmap word).
+const FAN: usize = 64;
+/// Sets over at least this many slots draw ahead (smaller ones are in cache
+/// anyway and would only pay for the bookkeeping).
+const AHEAD_MIN_SLOTS: usize = 1 << 15;
+/// Changes remembered since the draw ahead; past this the draw is dropped.
+const AHEAD_MAX_TOUCHED: usize = 32;
+
+#[derive(Default)]
+pub(crate) struct FreeSet {
+    words: Vec<u64>,
+    /// `counts[0][i]`: set bits in `words[64i..64i+64]`; `counts[l+1][j]`:
+    /// the sum of `counts[l][64j..64j+64]`. The last level has ≤ 64 entries.
+    counts: Vec<Vec<u32>>,
+    len: usize,
+    /// A member drawn ahead, uniformly from the set as it was then.
+    ahead: Option<u32>,
+    /// Slots inserted or removed since `ahead` was drawn (may repeat).
+    touched: Vec<u32>,
+    /// A uniformly random slot position (member or not) whose bitmap word
+    /// was prefetched: the first probe of the next draw ahead. Only valid
+    /// while the set spans the same number of positions (second field).
+    probe: Option<(u32, usize)>,
+}
+
+impl FreeSet {
+    /// Members.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Makes room for slot numbers below `slots` (new slots are not members).
+    pub fn grow(&mut self, slots: usize) {
+        let words = slots.div_ceil(FAN);
+        if words <= self.words.len() {
+            return;
+        }
+        self.words.resize(words, 0);
+        let mut below = words;
+        let mut level = 0;
+        while below > FAN || level < self.counts.len() {
+            let n = below.div_ceil(FAN);
+            if level == self.counts.len() {
+                // A new top level: its counts are sums of the level below.
+                let sums = match level {
+                    0 => self.words.chunks(FAN).map(|c| c.iter().map(|w| w.count_ones()).sum()).collect(),
+                    _ => self.counts[level - 1].chunks(FAN).map(|c| c.iter().sum()).collect(),
+                };
+                self.counts.push(sums);
+            } else {
+                self.counts[level].resize(n, 0);
+            }
+            below = n;
+            level += 1;
+        }
+    }
+
+    /// True if `slot` is a member.
+    pub fn contains(&self, slot: u32) -> bool {
+        let s = slot as usize;
+        self.words.get(s / FAN).is_some_and(|w| w & (1 << (s % FAN)) != 0)
+    }
+
+    /// Adds `slot` (the caller grew the set to cover it); false if it was
+    /// already a member.
+    pub fn insert(&mut self, slot: u32) -> bool {
+        self.update(slot, true)
+    }
+
+    /// Removes `slot`; false if it was not a member.
+    pub fn remove(&mut self, slot: u32) -> bool {
+        self.update(slot, false)
+    }
+
+    fn update(&mut self, slot: u32, add: bool) -> bool {
+        let s = slot as usize;
+        let Some(w) = self.words.get_mut(s / FAN) else { return false };
+        let bit = 1u64 << (s % FAN);
+        if (*w & bit != 0) == add {
+            return false;
+        }
+        *w ^= bit;
+        if self.ahead.is_some() {
+            if self.touched.len() < AHEAD_MAX_TOUCHED {
+                self.touched.push(slot);
+            } else {
+                self.ahead = None;
+                self.touched.clear();
+            }
+        }
+        let mut i = s / FAN;
+        for level in &mut self.counts {
+            i /= FAN;
+            if add {
+                level[i] += 1;
+            } else {
+                level[i] -= 1;
+            }
+        }
+        if add {
+            self.len += 1;
+        } else {
+            self.len -= 1;
+        }
+        true
+    }
+
+    /// A uniformly random member, or None if empty.
+    pub fn pick(&self, rng: &mut impl Rng) -> Option<u32> {
+        if self.len == 0 {
+            return None;
+        }
+        let bits = self.words.len() * FAN;
+        if self.len * PROBE_DENSITY >= bits {
+            for _ in 0..PROBES {
+                let s = rng.random_range(0..bits) as u32;
+                if self.contains(s) {
+                    return Some(s);
+                }
+            }
+        }
+        self.select(rng.random_range(0..self.len))
+    }
+
+    /// Removes and returns a uniformly random member (None if empty); in a
+    /// large set, also draws the next one ahead and returns it, for the
+    /// caller to prefetch.
+    ///
+    /// Why the draw ahead keeps every pick uniform: `c` was uniform over the
+    /// set `F` of its time; `D` is what changed since, `F'` the set now. Every
+    /// member of `U = F' \ D` was in `F` (untouched), and `F' = U ∪ (F' ∩ D)`.
+    /// With probability |F' ∩ D| / |F'| the pick is a uniform member of
+    /// `F' ∩ D`; otherwise it is `c` if `c ∉ D`, else a fresh uniform draw
+    /// from `F'` rejecting `D`. For `x ∈ U` that gives
+    /// P = 1/|F| + (|F ∩ D|/|F|)·(1/|U|) = 1/|U| (as |U| = |F| − |F ∩ D|):
+    /// uniform over `U`, hence over `F'`. `c` is never shown to anyone, so
+    /// what changes in between does not depend on it.
+    pub fn take_random(&mut self, rng: &mut impl Rng) -> (Option<u32>, Option<u32>) {
+        let picked = match self.ahead.take() {
+            None => self.pick(rng),
+            Some(c) => self.pick_with_ahead(c, rng),
+        };
+        self.touched.clear();
+        let Some(slot) = picked else { return (None, None) };
+        self.remove(slot);
+        if self.words.len() * FAN >= AHEAD_MIN_SLOTS {
+            self.ahead = self.draw_ahead(rng);
+        }
+        (Some(slot), self.ahead)
+    }
+
+    /// A uniform member for the next take. A position is uniform over all
+    /// slots whatever the set holds, so if the one drawn last time (its
+    /// word now in cache) is a member, it is a uniform member of the set as
+    /// it is now; if not, a normal pick. Either way the next position is
+    /// drawn and its word prefetched.
+    fn draw_ahead(&mut self, rng: &mut impl Rng) -> Option<u32> {
+        let bits = self.words.len() * FAN;
+        let drawn = match self.probe.take() {
+            Some((p, span)) if span == bits && self.contains(p) => Some(p),
+            _ => self.pick(rng),
+        };
+        if self.len * PROBE_DENSITY >= bits {
+            let p = rng.random_range(0..bits) as u32;
+            prefetch(&self.words[p as usize / FAN]);
+            self.probe = Some((p, bits));
+        }
+        drawn
+    }
+
+    fn pick_with_ahead(&mut self, c: u32, rng: &mut impl Rng) -> Option<u32> {
+        if self.len == 0 {
+            return None;
+        }
+        self.touched.sort_unstable();
+        self.touched.dedup();
+        let changed_members = self.touched.iter().filter(|&&t| self.contains(t)).count();
+        let r = rng.random_range(0..self.len);
+        if r < changed_members {
+            return self.touched.iter().copied().filter(|&t| self.contains(t)).nth(r);
+        }
+        if self.touched.binary_search(&c).is_err() && self.contains(c) {
+            return Some(c);
+        }
+        // |U| ≥ 1 here (r ≥ |F' ∩ D| and r < |F'|), so this ends; D has at
+        // most AHEAD_MAX_TOUCHED slots, so it ends quickly unless the set
+        // is nearly all D, where a draw by rank is used instead.
+        if self.len <= 2 * self.touched.len() {
+            let u: Vec<u32> = (0..self.len)
+                .filter_map(|k| self.select(k))
+                .filter(|s| self.touched.binary_search(s).is_err())
+                .collect();
+            return u.get(rng.random_range(0..u.len().max(1))).copied();
+        }
+        loop {
+            let s = self.pick(rng)?;
+            if self.touched.binary_search(&s).is_err() {
+                return Some(s);
+            }
+        }
+    }
+
+    /// The member of rank `k` (0-based, in slot order); `k < len`.
+    /// (None only if the counts were out of step with the bitmap: a bug,
+    /// which `check` reports; ACQUIRE then finds nothing free rather than
+    /// panicking.)
+    fn select(&self, mut k: usize) -> Option<u32> {
+        // From the top level (≤ 64 entries, all scanned) down, each level is
+        // scanned over the 64 entries under the one chosen above it.
+        let mut chosen = 0;
+        for level in self.counts.iter().rev() {
+            chosen = descend(level, chosen * FAN, &mut k, |&c| c as usize)?;
+        }
+        let w = descend(&self.words, chosen * FAN, &mut k, |w| w.count_ones() as usize)?;
+        let mut word = self.words[w];
+        for _ in 0..k {
+            word &= word - 1;
+        }
+        Some((w * FAN) as u32 + word.trailing_zeros())
+    }
+
+    /// Members, in slot order (tests).
+    #[cfg(test)]
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.words.iter().enumerate().flat_map(|(i, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let b = w.trailing_zeros();
+                    w &= w - 1;
+                    (i * FAN) as u32 + b
+                })
+            })
+        })
+    }
+
+    /// Checks that every count matches the bitmap.
+    pub fn check(&self) -> Result<(), String> {
+        let mut below: Vec<u32> = self.words.chunks(FAN).map(|c| c.iter().map(|w| w.count_ones()).sum()).collect();
+        for (l, level) in self.counts.iter().enumerate() {
+            if level[..] != below[..] {
+                return Err(format!("free-set counts of level {l} are out of step"));
+            }
+            below = level.chunks(FAN).map(|c| c.iter().sum()).collect();
+        }
+        let total: usize = self.words.iter().map(|w| w.count_ones() as usize).sum();
+        if total != self.len {
+            return Err(format!("free set holds {total} bits but counts {}", self.len));
+        }
+        if self.counts.last().is_some_and(|l| l.len() > FAN) || (self.counts.is_empty() && self.words.len() > FAN) {
+            return Err("free-set top level is too wide".into());
+        }
+        Ok(())
+    }
+}
+
+/// Starts loading `x` into the cache (a hint; nothing off x86-64).
+#[inline]
+pub(crate) fn prefetch<T>(x: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults; `x` is valid anyway.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(x as *const T as *const i8);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
+}
+
+/// The index of the entry in `v[start..start + 64]` that holds rank `k`,
+/// taking the ranks of the entries before it off `k`.
+fn descend<T>(v: &[T], start: usize, k: &mut usize, weight: impl Fn(&T) -> usize) -> Option<usize> {
+    let end = (start + FAN).min(v.len());
+    for (i, e) in v.get(start..end)?.iter().enumerate() {
+        let c = weight(e);
+        if *k < c {
+            return Some(start + i);
+        }
+        *k -= c;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    #[test]
+    fn model_check_against_a_btreeset() {
+        let mut rng = StdRng::seed_from_u64(7);
+        for &size in &[1usize, 63, 64, 65, 4096, 4097, 300_000] {
+            let mut f = FreeSet::default();
+            let mut model = std::collections::BTreeSet::new();
+            let mut slots = 0;
+            for step in 0..20_000 {
+                if slots < size && rng.random_range(0..4) == 0 {
+                    slots = (slots + rng.random_range(1..=size.div_ceil(8))).min(size);
+                    f.grow(slots);
+                }
+                if slots == 0 {
+                    continue;
+                }
+                let s = rng.random_range(0..slots) as u32;
+                if rng.random_range(0..3) == 0 {
+                    assert_eq!(f.remove(s), model.remove(&s));
+                } else {
+                    assert_eq!(f.insert(s), model.insert(s));
+                }
+                if step % 97 == 0 {
+                    f.check().unwrap();
+                    assert_eq!(f.len(), model.len());
+                    assert!(f.iter().eq(model.iter().copied()));
+                    for (k, &m) in model.iter().enumerate().step_by(model.len() / 50 + 1) {
+                        assert_eq!(f.select(k), Some(m), "size {size} rank {k}");
+                    }
+                    if let Some(p) = f.pick(&mut rng) {
+                        assert!(model.contains(&p));
+                    }
+                }
+            }
+            f.check().unwrap();
+        }
+    }
+
+    #[test]
+    fn pick_is_uniform_dense_and_sparse() {
+        let mut rng = StdRng::seed_from_u64(11);
+        // Dense (probing) and sparse (select) sets of 10 members.
+        for spread in [1u32, 1000] {
+            let mut f = FreeSet::default();
+            f.grow(10 * spread as usize);
+            for i in 0..10 {
+                f.insert(i * spread);
+            }
+            let mut hits = [0u32; 10];
+            for _ in 0..100_000 {
+                let p = f.pick(&mut rng).unwrap();
+                hits[(p / spread) as usize] += 1;
+            }
+            assert!(hits.iter().all(|&h| (9_000..11_000).contains(&h)), "spread {spread}: {hits:?}");
+        }
+    }
+
+    #[test]
+    fn take_random_with_the_draw_ahead_stays_uniform() {
+        // A large set (so the next pick is drawn ahead) of 8 members. Each
+        // round takes one and gives it back, and in half of the rounds also
+        // removes and re-adds another member, so that the drawn-ahead one
+        // is often among the changed ones: every member must still come up
+        // 1/8 of the time.
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut f = FreeSet::default();
+        f.grow(AHEAD_MIN_SLOTS * 2);
+        let members: Vec<u32> = (0..8).map(|i| i * 8191 + 5).collect();
+        for &m in &members {
+            f.insert(m);
+        }
+        let mut hits = [0u32; 8];
+        let mut drew_ahead = 0;
+        let (mut last, mut repeats) = (u32::MAX, 0);
+        for round in 0..80_000 {
+            if round % 2 == 0 {
+                let x = members[rng.random_range(0..8)];
+                assert!(f.remove(x));
+                assert!(f.insert(x));
+            }
+            let (taken, next) = f.take_random(&mut rng);
+            let taken = taken.unwrap();
+            drew_ahead += next.is_some() as u32;
+            assert!(!f.contains(taken));
+            hits[members.iter().position(|&m| m == taken).unwrap()] += 1;
+            // Uniform means the one just given back comes up again 1/8 of
+            // the time too (the drawn-ahead one never is that one).
+            repeats += (taken == last) as u32;
+            last = taken;
+            f.insert(taken);
+        }
+        f.check().unwrap();
+        assert!(drew_ahead > 70_000, "the large set draws ahead ({drew_ahead})");
+        assert!(hits.iter().all(|&h| (9_300..10_700).contains(&h)), "{hits:?}");
+        assert!((9_300..10_700).contains(&repeats), "{repeats} repeats");
+        // Emptied through take_random, then refilled.
+        for _ in 0..8 {
+            assert!(f.take_random(&mut rng).0.is_some());
+        }
+        assert_eq!(f.take_random(&mut rng), (None, None));
+        f.insert(77);
+        assert_eq!(f.take_random(&mut rng).0, Some(77));
+        f.check().unwrap();
+    }
+
+    #[test]
+    fn empty_and_out_of_range() {
+        let mut f = FreeSet::default();
+        assert_eq!(f.pick(&mut StdRng::seed_from_u64(1)), None);
+        assert!(!f.insert(5), "not grown yet");
+        assert!(!f.remove(5));
+        assert!(!f.contains(u32::MAX));
+        f.grow(6);
+        assert!(f.insert(5) && !f.insert(5));
+        assert_eq!(f.pick(&mut StdRng::seed_from_u64(1)), Some(5));
+        f.check().unwrap();
+    }
+}

@@ -1,0 +1,260 @@
+//! A pool's slab of [`Slot`]s: a plain `Vec` while small, then fixed 2 MiB
+//! chunks, each aligned to 2 MiB and backed by one huge page.
+//!
+//! Why not one `Vec` all along: a 10M-token slab is 640 MB, and random
+//! accesses to it with 4 KiB pages miss the TLB nearly every time (two page
+//! tables to walk under virtualisation). Huge pages need 2 MiB-aligned
+//! memory that stays put, and a growing `Vec` is moved by `realloc`
+//! (`mremap`), which splits huge pages back into small ones. Chunks never
+//! move, and growing never copies more than the first chunk, once.
+//!
+//! Small pools stay in the `Vec` (at most [`CHUNK_SLOTS`] slots), so a pool
+//! of ten tokens does not cost a 2 MiB page.
+
+use super::huge;
+use super::pool::Slot;
+use std::alloc::{Layout, handle_alloc_error};
+use std::ptr::NonNull;
+
+/// Slots per chunk: 32,768 × 64 bytes = 2 MiB, one huge page.
+pub(crate) const CHUNK_SLOTS: usize = huge::HUGE_PAGE / size_of::<Slot>();
+const SHIFT: u32 = CHUNK_SLOTS.trailing_zeros();
+const MASK: usize = CHUNK_SLOTS - 1;
+
+/// One chunk: `CHUNK_SLOTS` slots in a 2 MiB-aligned region of its own.
+struct Chunk {
+    ptr: NonNull<Slot>,
+}
+
+// SAFETY: a chunk owns its memory exclusively, like a `Box<[Slot]>`.
+unsafe impl Send for Chunk {}
+// SAFETY: as above; shared access only reads.
+unsafe impl Sync for Chunk {}
+
+const CHUNK_BYTES: usize = huge::HUGE_PAGE;
+
+impl Chunk {
+    /// A chunk of vacant slots: all-zero bytes are a vacant slot (token id
+    /// 0, a zero record), and fresh anonymous memory is zero without being
+    /// touched, so an unused chunk costs no memory. The region is advised
+    /// to use a huge page before its first use.
+    fn new() -> Chunk {
+        let ptr = map_aligned().unwrap_or_else(|| handle_alloc_error(Self::layout()));
+        huge::advise_range(ptr.as_ptr() as usize, CHUNK_BYTES);
+        Chunk { ptr: ptr.cast() }
+    }
+
+    fn layout() -> Layout {
+        Layout::from_size_align(CHUNK_BYTES, CHUNK_BYTES).unwrap_or_else(|_| Layout::new::<Slot>())
+    }
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [Slot];
+    fn deref(&self) -> &[Slot] {
+        // SAFETY: `ptr` is a live, exclusively owned region of CHUNK_BYTES
+        // bytes holding CHUNK_SLOTS initialised slots (zero bytes are a
+        // valid `Slot`: every field is an integer).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), CHUNK_SLOTS) }
+    }
+}
+
+impl std::ops::DerefMut for Chunk {
+    fn deref_mut(&mut self) -> &mut [Slot] {
+        // SAFETY: as in `deref`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), CHUNK_SLOTS) }
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        unmap(self.ptr.cast());
+    }
+}
+
+/// A fresh zeroed region of CHUNK_BYTES aligned to CHUNK_BYTES: twice that
+/// is mapped and the unaligned ends are unmapped.
+#[cfg(unix)]
+fn map_aligned() -> Option<NonNull<u8>> {
+    let len = 2 * CHUNK_BYTES;
+    // SAFETY: an anonymous private mapping of a fresh region (no existing
+    // memory is involved); the unmapped ends lie inside it and are never
+    // used.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        let start = p as usize;
+        let aligned = start.next_multiple_of(CHUNK_BYTES);
+        if aligned > start {
+            libc::munmap(p, aligned - start);
+        }
+        let tail = aligned + CHUNK_BYTES;
+        if start + len > tail {
+            libc::munmap(tail as *mut libc::c_void, start + len - tail);
+        }
+        NonNull::new(aligned as *mut u8)
+    }
+}
+
+#[cfg(unix)]
+fn unmap(p: NonNull<u8>) {
+    // SAFETY: `p` came from `map_aligned` and is unmapped once, on drop.
+    unsafe {
+        libc::munmap(p.as_ptr() as *mut libc::c_void, CHUNK_BYTES);
+    }
+}
+
+#[cfg(not(unix))]
+fn map_aligned() -> Option<NonNull<u8>> {
+    // SAFETY: the layout has a non-zero size.
+    NonNull::new(unsafe { std::alloc::alloc_zeroed(Chunk::layout()) })
+}
+
+#[cfg(not(unix))]
+fn unmap(p: NonNull<u8>) {
+    // SAFETY: `p` came from `alloc_zeroed` with this layout.
+    unsafe { std::alloc::dealloc(p.as_ptr(), Chunk::layout()) }
+}
+
+const _: () = assert!(CHUNK_SLOTS.is_power_of_two() && CHUNK_SLOTS * size_of::<Slot>() == CHUNK_BYTES);
+
+#[derive(Default)]
+pub(crate) struct Slab {
+    /// The slots while there are at most `CHUNK_SLOTS` of them.
+    small: Vec<Slot>,
+    /// Every slot once there are more (then `small` is empty).
+    chunks: Vec<Chunk>,
+    len: usize,
+}
+
+impl Slab {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn get(&self, i: usize) -> Option<&Slot> {
+        if i >= self.len {
+            return None;
+        }
+        if self.chunks.is_empty() { self.small.get(i) } else { Some(&self.chunks[i >> SHIFT][i & MASK]) }
+    }
+
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut Slot> {
+        if i >= self.len {
+            return None;
+        }
+        if self.chunks.is_empty() { self.small.get_mut(i) } else { Some(&mut self.chunks[i >> SHIFT][i & MASK]) }
+    }
+
+    /// Asks the CPU to start loading slot `i` (a hint: no effect on
+    /// correctness).
+    #[inline]
+    pub fn prefetch(&self, i: usize) {
+        if let Some(s) = self.get(i) {
+            super::freeset::prefetch(s);
+        }
+    }
+
+    /// Room for `n` more slots (only the small `Vec` reserves ahead; chunks
+    /// are made as they fill).
+    pub fn reserve(&mut self, n: usize) {
+        if self.chunks.is_empty() {
+            let want = (self.len + n).min(CHUNK_SLOTS);
+            self.small.reserve(want.saturating_sub(self.small.len()));
+        }
+    }
+
+    /// Appends a slot.
+    pub fn push(&mut self, slot: Slot) {
+        if self.chunks.is_empty() && self.len < CHUNK_SLOTS {
+            self.small.push(slot);
+        } else {
+            if self.chunks.is_empty() {
+                // Outgrown: the small slots move into the first chunk, once.
+                let mut first = Chunk::new();
+                first[..self.small.len()].copy_from_slice(&self.small);
+                self.small = Vec::new();
+                self.chunks.push(first);
+            }
+            if self.len & MASK == 0 {
+                self.chunks.push(Chunk::new());
+            }
+            self.chunks[self.len >> SHIFT][self.len & MASK] = slot;
+        }
+        self.len += 1;
+    }
+
+    /// Grows to `n` slots with copies of `fill`.
+    pub fn resize(&mut self, n: usize, fill: Slot) {
+        while self.len < n {
+            self.push(fill);
+        }
+    }
+
+    /// Every slot, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Slot> + '_ {
+        let chunks = self.chunks.iter().flat_map(|c| c.iter());
+        self.small.iter().chain(chunks).take(self.len)
+    }
+}
+
+impl std::ops::Index<usize> for Slab {
+    type Output = Slot;
+    fn index(&self, i: usize) -> &Slot {
+        self.get(i).expect("slot index out of range")
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slab {
+    fn index_mut(&mut self, i: usize) -> &mut Slot {
+        self.get_mut(i).expect("slot index out of range")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::pool::Record;
+
+    fn slot(n: usize) -> Slot {
+        Slot { id: n as u128 + 1, rec: Record::stored(n as u64, 0, 0, 0, 0) }
+    }
+
+    #[test]
+    fn grows_across_chunks_and_keeps_every_slot() {
+        let mut s = Slab::default();
+        let n = CHUNK_SLOTS * 2 + 5;
+        for i in 0..n {
+            s.push(slot(i));
+            if i == CHUNK_SLOTS - 1 || i == CHUNK_SLOTS {
+                assert_eq!(s[i].id, i as u128 + 1);
+            }
+        }
+        assert_eq!(s.len(), n);
+        assert_eq!(s.chunks.len(), 3);
+        assert!(s.chunks.iter().all(|c| (c.ptr.as_ptr() as usize).is_multiple_of(huge::HUGE_PAGE)));
+        assert!(s.iter().enumerate().all(|(i, x)| x.id == i as u128 + 1));
+        assert!(s.get(n).is_none());
+        s[7].id = 99;
+        assert_eq!(s.get(7).map(|x| x.id), Some(99));
+        s.prefetch(n - 1);
+        s.prefetch(n + 100);
+        s.resize(n + 3, slot(0));
+        assert_eq!(s.iter().count(), n + 3);
+    }
+
+    #[test]
+    fn zeroed_chunk_slots_are_vacant() {
+        let c = Chunk::new();
+        assert!(c.iter().all(|s| s.id == 0 && s.rec == Record::stored(0, 0, 0, 0, 0)));
+    }
+}
