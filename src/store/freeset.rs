@@ -13,10 +13,12 @@
 //!   free); otherwise, or if the probes miss, the k-th member for a uniform
 //!   k, found by walking the counts (≤ 64 entries a level). Each way gives
 //!   every free slot the same chance, so the mix of the two does too.
-//! - `take_random`, for ACQUIRE: in large sets the next pick is drawn ahead
-//!   ([`FreeSet::take_random`] explains how it stays exactly uniform) so that
-//!   the caller can prefetch its slot while other work goes on: at 10M
-//!   tokens that slot is otherwise a cache miss on every ACQUIRE.
+//! - `take_random`, for ACQUIRE: in large sets the next [`AHEAD`] picks are
+//!   drawn together ahead of time ([`FreeSet::take_random`] explains how
+//!   each still is exactly uniform) so that the caller can prefetch their
+//!   slots at once. At 10M tokens each slot is a cache and TLB miss (a
+//!   two-dimensional page walk in a VM) that stalls the CPU; eight of them
+//!   issued together overlap, and cost about what one did.
 
 use rand::{Rng, RngExt};
 
@@ -29,8 +31,11 @@ const FAN: usize = 64;
 /// Sets over at least this many slots draw ahead (smaller ones are in cache
 /// anyway and would only pay for the bookkeeping).
 const AHEAD_MIN_SLOTS: usize = 1 << 15;
-/// Changes remembered since the draw ahead; past this the draw is dropped.
-const AHEAD_MAX_TOUCHED: usize = 32;
+/// Picks drawn ahead together.
+pub(crate) const AHEAD: usize = 8;
+/// Distinct slots changed since the draw that are remembered; past this the
+/// draw is dropped (and made again at the next take).
+const AHEAD_MAX_TOUCHED: usize = 64;
 
 #[derive(Default)]
 pub(crate) struct FreeSet {
@@ -39,14 +44,12 @@ pub(crate) struct FreeSet {
     /// the sum of `counts[l][64j..64j+64]`. The last level has ≤ 64 entries.
     counts: Vec<Vec<u32>>,
     len: usize,
-    /// A member drawn ahead, uniformly from the set as it was then.
-    ahead: Option<u32>,
-    /// Slots inserted or removed since `ahead` was drawn (may repeat).
+    /// Picks drawn ahead, next one last (see `take_random`).
+    ahead: Vec<u32>,
+    /// `D`: the distinct slots inserted or removed since `ahead` was drawn.
     touched: Vec<u32>,
-    /// A uniformly random slot position (member or not) whose bitmap word
-    /// was prefetched: the first probe of the next draw ahead. Only valid
-    /// while the set spans the same number of positions (second field).
-    probe: Option<(u32, usize)>,
+    /// |F' ∩ D|: how many of `touched` are members now.
+    touched_members: usize,
 }
 
 impl FreeSet {
@@ -110,13 +113,8 @@ impl FreeSet {
             return false;
         }
         *w ^= bit;
-        if self.ahead.is_some() {
-            if self.touched.len() < AHEAD_MAX_TOUCHED {
-                self.touched.push(slot);
-            } else {
-                self.ahead = None;
-                self.touched.clear();
-            }
+        if !self.ahead.is_empty() {
+            self.touch(slot, add);
         }
         let mut i = s / FAN;
         for level in &mut self.counts {
@@ -152,80 +150,105 @@ impl FreeSet {
         self.select(rng.random_range(0..self.len))
     }
 
-    /// Removes and returns a uniformly random member (None if empty); in a
-    /// large set, also draws the next one ahead and returns it, for the
-    /// caller to prefetch.
-    ///
-    /// Why the draw ahead keeps every pick uniform: `c` was uniform over the
-    /// set `F` of its time; `D` is what changed since, `F'` the set now. Every
-    /// member of `U = F' \ D` was in `F` (untouched), and `F' = U ∪ (F' ∩ D)`.
-    /// With probability |F' ∩ D| / |F'| the pick is a uniform member of
-    /// `F' ∩ D`; otherwise it is `c` if `c ∉ D`, else a fresh uniform draw
-    /// from `F'` rejecting `D`. For `x ∈ U` that gives
-    /// P = 1/|F| + (|F ∩ D|/|F|)·(1/|U|) = 1/|U| (as |U| = |F| − |F ∩ D|):
-    /// uniform over `U`, hence over `F'`. `c` is never shown to anyone, so
-    /// what changes in between does not depend on it.
-    pub fn take_random(&mut self, rng: &mut impl Rng) -> (Option<u32>, Option<u32>) {
-        let picked = match self.ahead.take() {
-            None => self.pick(rng),
-            Some(c) => self.pick_with_ahead(c, rng),
-        };
+    /// Notes a change of `slot` (now a member iff `added`) in `D`.
+    fn touch(&mut self, slot: u32, added: bool) {
+        if self.touched.contains(&slot) {
+            // Its membership flipped again.
+            if added {
+                self.touched_members += 1;
+            } else {
+                self.touched_members -= 1;
+            }
+        } else if self.touched.len() < AHEAD_MAX_TOUCHED {
+            self.touched.push(slot);
+            self.touched_members += added as usize;
+        } else {
+            self.drop_ahead();
+        }
+    }
+
+    fn drop_ahead(&mut self) {
+        self.ahead.clear();
         self.touched.clear();
-        let Some(slot) = picked else { return (None, None) };
-        self.remove(slot);
-        if self.words.len() * FAN >= AHEAD_MIN_SLOTS {
-            self.ahead = self.draw_ahead(rng);
-        }
-        (Some(slot), self.ahead)
+        self.touched_members = 0;
     }
 
-    /// A uniform member for the next take. A position is uniform over all
-    /// slots whatever the set holds, so if the one drawn last time (its
-    /// word now in cache) is a member, it is a uniform member of the set as
-    /// it is now; if not, a normal pick. Either way the next position is
-    /// drawn and its word prefetched.
-    fn draw_ahead(&mut self, rng: &mut impl Rng) -> Option<u32> {
-        let bits = self.words.len() * FAN;
-        let drawn = match self.probe.take() {
-            Some((p, span)) if span == bits && self.contains(p) => Some(p),
-            _ => self.pick(rng),
-        };
-        if self.len * PROBE_DENSITY >= bits {
-            let p = rng.random_range(0..bits) as u32;
-            prefetch(&self.words[p as usize / FAN]);
-            self.probe = Some((p, bits));
-        }
-        drawn
-    }
-
-    fn pick_with_ahead(&mut self, c: u32, rng: &mut impl Rng) -> Option<u32> {
+    /// Removes and returns a uniformly random member (None if empty). In a
+    /// large set, when the picks drawn ahead run out, draws the next
+    /// [`AHEAD`] and hands each to `prefetch`.
+    ///
+    /// Why every pick stays uniform. At time 0 the picks `c1, c2, …` were
+    /// drawn without replacement from the set `F0`, so given `c1…c(j-1)`,
+    /// `cj` is uniform over `G = F0 \ {c1…c(j-1)}`. They are used in order
+    /// and only while each earlier one was taken (otherwise the rest are
+    /// dropped), so `c1…c(j-1)` are out of the set and were changes. Let `D`
+    /// be every slot changed since time 0 and `F'` the set now. A member of
+    /// `U = F' \ D` was never changed, so it is in `G`; a slot of `G` that
+    /// never changed is still a member: `U = G \ D`, and `F' = U ∪ (F' ∩ D)`.
+    /// With probability |F' ∩ D| / |F'| the pick is a uniform member of
+    /// `F' ∩ D`; otherwise it is `cj` if `cj ∉ D`, else a fresh uniform draw
+    /// from `F'` rejecting `D`. For `x ∈ U`:
+    /// P = 1/|G| + (|G ∩ D|/|G|)·(1/|U|) = 1/|U| (as |U| = |G| − |G ∩ D|):
+    /// uniform over `U`, hence over `F'`. The picks not yet used are never
+    /// shown to anyone, so what changes meanwhile does not depend on them.
+    pub fn take_random(&mut self, rng: &mut impl Rng, prefetch: impl FnMut(u32)) -> Option<u32> {
         if self.len == 0 {
+            self.drop_ahead();
             return None;
         }
-        self.touched.sort_unstable();
-        self.touched.dedup();
-        let changed_members = self.touched.iter().filter(|&&t| self.contains(t)).count();
-        let r = rng.random_range(0..self.len);
-        if r < changed_members {
-            return self.touched.iter().copied().filter(|&t| self.contains(t)).nth(r);
+        let picked = match self.ahead.last().copied() {
+            None => self.pick(rng),
+            Some(c) => {
+                let r = rng.random_range(0..self.len);
+                if r < self.touched_members {
+                    let t = self.touched.iter().copied().filter(|&t| self.contains(t)).nth(r);
+                    self.drop_ahead();
+                    t
+                } else if !self.touched.contains(&c) && self.contains(c) {
+                    self.ahead.pop();
+                    Some(c)
+                } else {
+                    let t = self.pick_outside_touched(rng);
+                    self.drop_ahead();
+                    t
+                }
+            }
+        };
+        if self.ahead.is_empty() {
+            self.drop_ahead();
         }
-        if self.touched.binary_search(&c).is_err() && self.contains(c) {
-            return Some(c);
+        let slot = picked?;
+        self.remove(slot);
+        if self.ahead.is_empty() && self.words.len() * FAN >= AHEAD_MIN_SLOTS {
+            self.draw_ahead(rng, prefetch);
         }
-        // |U| ≥ 1 here (r ≥ |F' ∩ D| and r < |F'|), so this ends; D has at
-        // most AHEAD_MAX_TOUCHED slots, so it ends quickly unless the set
-        // is nearly all D, where a draw by rank is used instead.
+        Some(slot)
+    }
+
+    /// A uniform member not in `touched` (there is one: see the callers).
+    fn pick_outside_touched(&self, rng: &mut impl Rng) -> Option<u32> {
         if self.len <= 2 * self.touched.len() {
-            let u: Vec<u32> = (0..self.len)
-                .filter_map(|k| self.select(k))
-                .filter(|s| self.touched.binary_search(s).is_err())
-                .collect();
-            return u.get(rng.random_range(0..u.len().max(1))).copied();
+            // Nearly all of the set changed: rank the rest instead.
+            let rest: Vec<u32> =
+                (0..self.len).filter_map(|k| self.select(k)).filter(|s| !self.touched.contains(s)).collect();
+            return rest.get(rng.random_range(0..rest.len().max(1))).copied();
         }
         loop {
             let s = self.pick(rng)?;
-            if self.touched.binary_search(&s).is_err() {
+            if !self.touched.contains(&s) {
                 return Some(s);
+            }
+        }
+    }
+
+    /// Draws up to [`AHEAD`] distinct members (fewer if the set is smaller).
+    fn draw_ahead(&mut self, rng: &mut impl Rng, mut prefetch: impl FnMut(u32)) {
+        let n = AHEAD.min(self.len);
+        while self.ahead.len() < n {
+            let Some(s) = self.pick(rng) else { break };
+            if !self.ahead.contains(&s) {
+                self.ahead.push(s);
+                prefetch(s);
             }
         }
     }
@@ -388,35 +411,38 @@ mod tests {
         }
         let mut hits = [0u32; 8];
         let mut drew_ahead = 0;
-        let (mut last, mut repeats) = (u32::MAX, 0);
+        let (mut last, mut repeats, mut changed_taken) = (u32::MAX, 0, 0);
         for round in 0..80_000 {
+            let mut changed = None;
             if round % 2 == 0 {
                 let x = members[rng.random_range(0..8)];
                 assert!(f.remove(x));
                 assert!(f.insert(x));
+                changed = Some(x);
             }
-            let (taken, next) = f.take_random(&mut rng);
-            let taken = taken.unwrap();
-            drew_ahead += next.is_some() as u32;
+            let taken = f.take_random(&mut rng, |_| drew_ahead += 1).unwrap();
             assert!(!f.contains(taken));
             hits[members.iter().position(|&m| m == taken).unwrap()] += 1;
             // Uniform means the one just given back comes up again 1/8 of
             // the time too (the drawn-ahead one never is that one).
             repeats += (taken == last) as u32;
+            // And one that was just changed, though perhaps drawn ahead.
+            changed_taken += (Some(taken) == changed) as u32;
             last = taken;
             f.insert(taken);
         }
         f.check().unwrap();
-        assert!(drew_ahead > 70_000, "the large set draws ahead ({drew_ahead})");
+        assert!(drew_ahead > 10_000, "the large set draws ahead ({drew_ahead})");
         assert!(hits.iter().all(|&h| (9_300..10_700).contains(&h)), "{hits:?}");
         assert!((9_300..10_700).contains(&repeats), "{repeats} repeats");
+        assert!((4_650..5_350).contains(&changed_taken), "{changed_taken} changed ones taken");
         // Emptied through take_random, then refilled.
         for _ in 0..8 {
-            assert!(f.take_random(&mut rng).0.is_some());
+            assert!(f.take_random(&mut rng, |_| ()).is_some());
         }
-        assert_eq!(f.take_random(&mut rng), (None, None));
+        assert_eq!(f.take_random(&mut rng, |_| ()), None);
         f.insert(77);
-        assert_eq!(f.take_random(&mut rng).0, Some(77));
+        assert_eq!(f.take_random(&mut rng, |_| ()), Some(77));
         f.check().unwrap();
     }
 
