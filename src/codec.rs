@@ -1,16 +1,14 @@
-//! Request framing: RESP arrays of bulk strings (decoded by the
-//! `redis-protocol` crate without copying) and inline commands (a line of
-//! text, as telnet or `nc` send), with limits.
+//! Request framing: RESP arrays of bulk strings (parsed here, each argument
+//! a slice of the read buffer, no copy: see [`decode_multibulk`] for why
+//! not redis-protocol's frame decoder) and inline commands (a line of text,
+//! as telnet or `nc` send), with limits.
 //!
 //! "Need more bytes" is the normal case (`Ok(None)`), not an error. While a
 //! request is incomplete its headers are checked against the limits, so a
 //! client announcing a 4 GB argument is refused at once instead of being
-//! allowed to fill memory (this is the only reason we look at headers
-//! ourselves; complete frames are left to the crate).
+//! allowed to fill memory.
 
 use bytes::{Buf, Bytes, BytesMut};
-use redis_protocol::resp2::decode::decode_bytes_mut;
-use redis_protocol::resp2::types::BytesFrame;
 
 /// Limits on one request.
 #[derive(Clone, Copy, Debug)]
@@ -54,49 +52,73 @@ pub fn decode_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<
         return decode_inline(buf);
     }
     // The array header: refuse absurd lengths before anything is parsed.
-    let Some(n) = header_len(buf, 0, limits.max_args, "invalid multibulk length")? else {
+    decode_multibulk(buf, limits)
+}
+
+/// `*<n>\r\n` then n × `$<len>\r\n<len bytes>\r\n`, the form every client
+/// library sends. Parsed here rather than by redis-protocol's frame decoder,
+/// which decodes any frame type into a tree (a `Vec` of frames, a nom
+/// parse per element, a buffer split per element) only for us to check it
+/// is an array of bulk strings and copy it into another `Vec`: a request is
+/// validated in one pass over the headers (with the limits checked before
+/// anything is allocated), then cut off the buffer once, and each argument
+/// is a slice of that one `Bytes` (a reference count, no copy). Redis's own
+/// `processMultibulkBuffer` is a specialised request parser for the same
+/// reason. The error texts are Redis's.
+fn decode_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    let Some((first, n)) = header_len(buf, 0, limits.max_args, "invalid multibulk length")? else {
         return Ok(None);
     };
-    if n.1 <= 0 {
-        buf.advance(n.0);
+    if n <= 0 {
+        buf.advance(first);
         return Ok(Some(Vec::new()));
     }
-    match decode_bytes_mut(buf) {
-        Ok(Some((BytesFrame::Array(items), _, _))) => {
-            let mut args = Vec::with_capacity(items.len());
-            for it in items {
-                match it {
-                    BytesFrame::BulkString(b) => args.push(b),
-                    BytesFrame::Null => return Err(ProtocolError::new("invalid bulk length")),
-                    other => {
-                        let c = match other {
-                            BytesFrame::SimpleString(_) => '+',
-                            BytesFrame::Error(_) => '-',
-                            BytesFrame::Integer(_) => ':',
-                            BytesFrame::Array(_) => '*',
-                            _ => '?',
-                        };
-                        return Err(ProtocolError::new(&format!("expected '$', got '{c}'")));
-                    }
-                }
-            }
-            Ok(Some(args))
+    let n = n as usize;
+    // Pass 1: validate every header and find where the request ends.
+    let mut at = first;
+    for _ in 0..n {
+        let Some((header, len)) = bulk_header(buf, at, limits)? else {
+            check_incomplete(buf, first, n, limits)?;
+            return Ok(None);
+        };
+        let end = at + header + len;
+        if end + 2 > buf.len() {
+            check_incomplete(buf, first, n, limits)?;
+            return Ok(None);
         }
-        Ok(Some(_)) => Err(ProtocolError::new("expected an array of bulk strings")),
-        Ok(None) => {
-            check_incomplete(buf, n.0, n.1 as usize, limits)?;
-            Ok(None)
+        if buf[end..end + 2] != *b"\r\n" {
+            return Err(ProtocolError::new("expected CRLF after a bulk string"));
         }
-        // Prefer Redis's wording for what our header walk recognises.
-        Err(e) => {
-            check_incomplete(buf, n.0, n.1 as usize, limits)?;
-            Err(ProtocolError::new(e.details()))
-        }
+        at = end + 2;
+    }
+    // Pass 2: the headers are known good; slice the arguments out.
+    let frame = buf.split_to(at).freeze();
+    let mut args = Vec::with_capacity(n);
+    let mut at = first;
+    for _ in 0..n {
+        let Ok(Some((header, len))) = bulk_header(&frame, at, limits) else {
+            return Err(ProtocolError::new("invalid bulk length"));
+        };
+        args.push(frame.slice(at + header..at + header + len));
+        at += header + len + 2;
+    }
+    Ok(Some(args))
+}
+
+/// The `$<len>\r\n` header at `at`: its length and the bulk's, or None if
+/// incomplete.
+fn bulk_header(buf: &[u8], at: usize, limits: &Limits) -> Result<Option<(usize, usize)>, ProtocolError> {
+    let Some(&c) = buf.get(at) else { return Ok(None) };
+    if c != b'$' {
+        return Err(ProtocolError::new(&format!("expected '$', got '{}'", c as char)));
+    }
+    match header_len(buf, at, limits.max_bulk, "invalid bulk length")? {
+        None => Ok(None),
+        Some((_, len)) if len < 0 => Err(ProtocolError::new("invalid bulk length")),
+        Some((header, len)) => Ok(Some((header, len as usize))),
     }
 }
 
-/// Parses a `<kind><int>\r\n` header at `at`. Returns (bytes used, value), or
-/// None if the line is not complete yet.
 fn header_len(buf: &[u8], at: usize, max: usize, what: &str) -> Result<Option<(usize, i64)>, ProtocolError> {
     // 1 kind byte + up to 20 digits/sign + CRLF.
     let window = &buf[at..buf.len().min(at + 24)];
@@ -246,6 +268,36 @@ mod tests {
         assert!(dec(b"*1\r\n:5\r\n").is_err());
         assert!(dec(b"*1\r\n$-5\r\n").is_err());
         assert!(dec(b"*abc\r\n").is_err());
+    }
+
+    #[test]
+    fn multibulk_edge_cases() {
+        // Arguments are slices of one buffer, binary-safe, empty allowed.
+        let r = dec(b"*3\r\n$0\r\n\r\n$3\r\na\r\n\r\n$1\r\n\x00\r\n").unwrap().unwrap();
+        assert_eq!(r, vec![Bytes::new(), Bytes::from_static(b"a\r\n"), Bytes::from_static(b"\x00")]);
+        // Every split point of a pipelined pair is "need more", then both.
+        let whole = b"*2\r\n$4\r\nECHO\r\n$5\r\nhello\r\n*1\r\n$4\r\nPING\r\n";
+        for cut in 0..whole.len() {
+            let mut b = BytesMut::from(&whole[..cut]);
+            let l = Limits::default();
+            let mut got = Vec::new();
+            while let Some(a) = decode_request(&mut b, &l).unwrap() {
+                got.push(a);
+            }
+            b.extend_from_slice(&whole[cut..]);
+            while let Some(a) = decode_request(&mut b, &l).unwrap() {
+                got.push(a);
+            }
+            assert_eq!(got.len(), 2, "cut at {cut}");
+            assert_eq!(got[0], vec![Bytes::from("ECHO"), Bytes::from("hello")]);
+            assert!(b.is_empty());
+        }
+        assert_eq!(dec(b"*1\r\n$4\r\nPINGxx").unwrap_err().0, "ERR Protocol error: expected CRLF after a bulk string");
+        assert_eq!(dec(b"*2\r\n$1\r\na\r\n+x\r\n").unwrap_err().0, "ERR Protocol error: expected '$', got '+'");
+        // A bulk over the limit is refused even when it is all there.
+        let l = Limits { max_bulk: 3, ..Limits::default() };
+        let mut b = BytesMut::from(&b"*1\r\n$4\r\nPING\r\n"[..]);
+        assert_eq!(decode_request(&mut b, &l).unwrap_err().0, "ERR Protocol error: invalid bulk length");
     }
 
     #[test]
