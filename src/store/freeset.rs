@@ -17,8 +17,8 @@
 //!   drawn together ahead of time ([`FreeSet::take_random`] explains how
 //!   each still is exactly uniform) so that the caller can prefetch their
 //!   slots at once. At 10M tokens each slot is a cache and TLB miss (a
-//!   two-dimensional page walk in a VM) that stalls the CPU; eight of them
-//!   issued together overlap, and cost about what one did.
+//!   two-dimensional page walk in a VM) that stalls the CPU; sixteen of them
+//!   issued together overlap instead of stalling one after another.
 
 use rand::{Rng, RngExt};
 
@@ -32,7 +32,7 @@ const FAN: usize = 64;
 /// anyway and would only pay for the bookkeeping).
 const AHEAD_MIN_SLOTS: usize = 1 << 15;
 /// Picks drawn ahead together.
-pub(crate) const AHEAD: usize = 8;
+pub(crate) const AHEAD: usize = 16;
 /// Distinct slots changed since the draw that are remembered; past this the
 /// draw is dropped (and made again at the next take).
 const AHEAD_MAX_TOUCHED: usize = 64;

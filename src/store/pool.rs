@@ -19,7 +19,7 @@
 //! - `free`: a bitmap of the free slots with counts per block
 //!   ([`FreeSet`]): a uniformly random free token in O(1) expected, and
 //!   1.25 MB at 10M tokens, which stays in cache. In large pools the next
-//!   ACQUIREs' tokens are drawn ahead, eight at a time, and their slots
+//!   ACQUIREs' tokens are drawn ahead, sixteen at a time, and their slots
 //!   prefetched together.
 
 use super::freeset::FreeSet;
