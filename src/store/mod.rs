@@ -28,7 +28,7 @@ pub use pool::Record;
 
 use crate::clock::Clock;
 use crate::notify::{Event, EventKind, Notifier};
-use crate::token::{TokenHash, TokenId};
+use crate::token::{self, TokenHash, TokenId};
 use crate::wheel::Wheel;
 use bytes::Bytes;
 use pool::{Pool, SlotIdx, Waiter};
@@ -851,63 +851,106 @@ impl Store {
         // Slots named beyond this are not honoured (an old token names a
         // random one of 2^32): such tokens go to any vacant slot instead.
         let bound = items.len().saturating_mul(2).saturating_add(RESTORE_SLOT_SLACK);
-        // Placement first, then arming in the order above. Placement takes
-        // two passes so that tokens that name a free slot get it before
-        // the others (misplaced ones) fill the gaps.
-        let mut unplaced = Vec::new();
-        self.restore_runs(&items, |s, pid, i, item| {
-            let Restored::Live { token: id, record, .. } = item else { return };
-            let Some(p) = s.pools.get_mut(&pid) else { return };
-            if p.contains(*id) {
-                return; // a duplicate: the first one wins
+        // Tokens that name a vacant slot get it first; the others
+        // (misplaced) fill the gaps afterwards. A token due in the future is
+        // armed as it is placed (its slot is in cache then); past-due ones
+        // are armed last, in the order above, so that they fire in deadline
+        // order whichever pass placed them.
+        // The slab of each pool is sized once for the slots its tokens name,
+        // and each token's slot is prefetched a few tokens ahead: the slots
+        // come in random order, and each would be a cache and TLB miss.
+        let mut spans: HashMap<&Bytes, usize> = HashMap::new();
+        for item in &items {
+            if let Restored::Live { pool, token, .. } = item {
+                let named = token::slot_of(*token, self.slot_key()) as usize;
+                if named < bound {
+                    let e = spans.entry(pool).or_default();
+                    *e = (*e).max(named + 1);
+                }
             }
-            match p.claim(*id, bound) {
-                Some(slot) => p.put(slot, *id, Record { armed: 0, ..*record }),
-                None => unplaced.push(i),
+        }
+        for (pool, span) in spans {
+            let mut g = lock(&self.shared.shards[self.shard_index(pool)].state);
+            let pid = self.pool_id(&mut g, pool);
+            if let Some(p) = g.pools.get_mut(&pid) {
+                p.presize(span);
+            }
+        }
+        let mut unplaced = Vec::new();
+        let mut past_due = Vec::new();
+        // Places a token in `slot`, or else in the one it names: None if
+        // that one cannot be had; Some(true) if the token is past due (it
+        // is left for the ordered arming below), Some(false) once armed.
+        let place = |s: &mut Shard, pid: PoolId, slot: Option<SlotIdx>, id: TokenId, record: &Record| -> Option<bool> {
+            let Shard { pools, wheel, .. } = s;
+            let p = pools.get_mut(&pid)?;
+            let slot = match slot {
+                Some(slot) => slot,
+                None => p.claim(id, bound)?,
+            };
+            p.put(slot, id, Record { armed: 0, ..*record });
+            self.shared.live_tokens.fetch_add(1, Ordering::Relaxed);
+            let r = p.get_mut(slot)?;
+            if record.due() > now {
+                self.arm_restored(wheel, pid, slot, r);
+                return Some(false);
+            }
+            Some(true)
+        };
+        self.restore_runs(&items, |s, pid, i, item| match item {
+            Restored::Live { pool, token: id, record } => {
+                if let (Some(p), Some(Restored::Live { pool: next_pool, token: next, .. })) =
+                    (s.pools.get(&pid), items.get(i + RESTORE_PREFETCH))
+                    && next_pool == pool
+                {
+                    p.prefetch_named(*next);
+                }
+                if s.pools.get(&pid).is_some_and(|p| !p.contains(*id)) {
+                    match place(s, pid, None, *id, record) {
+                        None => unplaced.push(i),
+                        Some(true) => past_due.push(i),
+                        Some(false) => {}
+                    }
+                }
+            }
+            Restored::Expired { token: id, forget_at, .. } => {
+                let Shard { pools, forget, remembered, .. } = s;
+                if let Some(p) = pools.get_mut(&pid)
+                    && p.expired.insert(*id, *forget_at).is_none()
+                {
+                    forget.push_back((*forget_at, pid, *id));
+                    *remembered += 1;
+                    self.shared.remembered_total.fetch_add(1, Ordering::Relaxed);
+                }
             }
         });
         let mut cursors: HashMap<PoolId, usize> = HashMap::new();
-        let rest: Vec<Restored> = unplaced.into_iter().map(|i| items[i].clone()).collect();
-        self.restore_runs(&rest, |s, pid, _, item| {
-            let Restored::Live { token: id, record, .. } = item else { return };
-            let Some(p) = s.pools.get_mut(&pid) else { return };
+        for i in unplaced {
+            let Restored::Live { pool, token: id, record } = &items[i] else { continue };
+            let mut g = lock(&self.shared.shards[self.shard_index(pool)].state);
+            let pid = self.pool_id(&mut g, pool);
+            let Some(p) = g.pools.get_mut(&pid) else { continue };
             if p.contains(*id) {
-                return;
+                continue;
             }
             let slot = p.claim_any(cursors.entry(pid).or_default());
-            p.put(slot, *id, Record { armed: 0, ..*record });
-        });
-        self.restore_runs(&items, |s, pid, _, item| {
-            let Shard { pools, wheel, forget, remembered, .. } = s;
-            let Some(p) = pools.get_mut(&pid) else { return };
-            match item {
-                Restored::Live { token: id, .. } => {
-                    let Some(slot) = p.find(*id) else { return };
-                    let Some(r) = p.get_mut(slot) else { return };
-                    if r.armed != 0 {
-                        return; // a duplicate, armed already
-                    }
-                    self.shared.live_tokens.fetch_add(1, Ordering::Relaxed);
-                    let due = r.due();
-                    // Nothing is published during recovery (no journal yet),
-                    // so the effects are a throwaway.
-                    let mut fx = Effects {
-                        notifier: &self.shared.notifier,
-                        events: Vec::new(),
-                        changes: None,
-                        earliest_armed: u64::MAX,
-                    };
-                    arm(wheel, pid, slot, r, due, &mut fx);
-                }
-                Restored::Expired { token: id, forget_at, .. } => {
-                    if p.expired.insert(*id, *forget_at).is_none() {
-                        forget.push_back((*forget_at, pid, *id));
-                        *remembered += 1;
-                        self.shared.remembered_total.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+            if place(&mut g, pid, Some(slot), *id, record) == Some(true) {
+                past_due.push(i);
             }
-        });
+        }
+        past_due.sort_unstable();
+        for i in past_due {
+            let Restored::Live { pool, token: id, .. } = &items[i] else { continue };
+            let mut g = lock(&self.shared.shards[self.shard_index(pool)].state);
+            let Some(&pid) = g.names.get(pool) else { continue };
+            let Shard { pools, wheel, .. } = &mut *g;
+            if let Some(p) = pools.get_mut(&pid)
+                && let Some(slot) = p.find(*id)
+                && let Some(r) = p.get_mut(slot)
+            {
+                self.arm_restored(wheel, pid, slot, r);
+            }
+        }
         for cell in self.shared.shards.iter() {
             for p in lock(&cell.state).pools.values_mut() {
                 p.relist_vacant();
@@ -921,6 +964,15 @@ impl Store {
 }
 
 impl Store {
+    /// Arms a recovered token's next deadline. Nothing is published during
+    /// recovery (no journal yet), so the effects are a throwaway.
+    fn arm_restored(&self, wheel: &mut Wheel<(PoolId, SlotIdx)>, pid: PoolId, slot: SlotIdx, r: &mut Record) {
+        let mut fx =
+            Effects { notifier: &self.shared.notifier, events: Vec::new(), changes: None, earliest_armed: u64::MAX };
+        let due = r.due();
+        arm(wheel, pid, slot, r, due, &mut fx);
+    }
+
     /// Calls `f` on each item with its pool's shard locked and the pool's
     /// id (the pool is made if new), taking one lock per run of items of the
     /// same pool (recovery reads pool by pool, so runs are long).
@@ -939,6 +991,9 @@ impl Store {
         }
     }
 }
+
+/// How many tokens ahead recovery prefetches the slot a token names.
+const RESTORE_PREFETCH: usize = 16;
 
 /// Slots a recovered token may name beyond twice the number of recovered
 /// items (see [`Store::restore`]): 64 bytes each at most, 4 MiB.

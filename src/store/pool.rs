@@ -239,6 +239,20 @@ impl Pool {
         (self.slots[named].id == VACANT).then_some(named as SlotIdx)
     }
 
+    /// Recovery: makes the slab span `slots` slots (all vacant) at once,
+    /// so that recovered tokens find the slots they name already there.
+    pub fn presize(&mut self, slots: usize) {
+        if slots > self.slots.len() {
+            self.slots.resize(slots, VACANT_SLOT);
+            self.grown();
+        }
+    }
+
+    /// Recovery: starts loading the slot `id` names.
+    pub fn prefetch_named(&self, id: TokenId) {
+        self.slots.prefetch(token::slot_of(id, self.key) as usize);
+    }
+
     /// Recovery: the next vacant slot at or after `*cursor`, or a new one.
     pub fn claim_any(&mut self, cursor: &mut usize) -> SlotIdx {
         while *cursor < self.slots.len() {

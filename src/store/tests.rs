@@ -321,6 +321,43 @@ async fn restore_puts_tokens_at_their_slots_and_indexes_the_rest() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn past_due_tokens_fire_in_deadline_order_however_they_were_placed() {
+    let (s, ps) = store();
+    s.set_slot_key(9);
+    let mut rx = ps.attach(1);
+    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+    // Deadlines that passed during the downtime, alternating between tokens
+    // that name their slot (placed first) and foreign ones (placed after).
+    let mut items = Vec::new();
+    let mut want = Vec::new();
+    for n in 0..10u32 {
+        let id = if n % 2 == 0 {
+            crate::token::with_slot([n as u8 + 1; 16], n, 9)
+        } else {
+            crate::token::from_random([n as u8 + 100; 16])
+        };
+        let life = T0 - 1000 + u64::from(n) * 10;
+        items.push(Restored::Live {
+            pool: Bytes::from_static(b"p"),
+            token: id,
+            record: Record::stored(life, 0, 5, 0, 0),
+        });
+        want.push(format!("p:{}", std::str::from_utf8(&crate::token::format(id)).unwrap()));
+    }
+    items.reverse(); // the order the backing Redis happened to give
+    s.restore(items);
+    s.check_invariants().unwrap();
+    assert_eq!(s.live_tokens(), 10, "nothing fires during recovery");
+    // The first command on the pool's shard fires everything past due.
+    assert_eq!(s.stats(b"p").total, 0);
+    let mut got = Vec::new();
+    while let Ok(PubMsg::Message { payload, .. }) = rx.try_recv() {
+        got.push(String::from_utf8_lossy(&payload).into_owned());
+    }
+    assert_eq!(got, want);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_large_pool_never_hands_a_token_out_twice() {
     // Large enough that ACQUIRE draws its next token ahead (freeset.rs).
     let (s, _) = store();
