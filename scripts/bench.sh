@@ -46,6 +46,8 @@ ACQ_ROUNDS=${BENCH_ACQ_ROUNDS:-16}
 ACQ_SECS=${BENCH_ACQ_SECS:-2}
 PING_ROUNDS=5
 STARTED=$(date +%s)
+# Taken now: by the time the table is written, $OUT itself is a local change.
+TOKEND_VERSION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -339,7 +341,7 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "| load average at start, at end | $LOADAVG; $(cut -d' ' -f1-3 /proc/loadavg) (other processes share these cores when it is not 0) |"
   echo "| kernel | $(uname -sr) |"
   echo "| redis-server | $(redis-server --version | sed 's/Redis server //; s/ sha=.*//') |"
-  echo "| tokend | $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)'), $(rustc --version 2>/dev/null | cut -d' ' -f1-2) |"
+  echo "| tokend | $TOKEND_VERSION, $(rustc --version 2>/dev/null | cut -d' ' -f1-2) |"
   echo "| each throughput run | $SECS s, closed loop |"
   echo
   echo "**The reference** is a redis-server with the token semantics as a Redis 7 function library"
