@@ -870,7 +870,7 @@ impl Store {
             }
         }
         for (pool, span) in spans {
-            let mut g = lock(&self.shared.shards[self.shard_index(pool)].state);
+            let mut g = self.lock_shard_of(pool);
             let pid = self.pool_id(&mut g, pool);
             if let Some(p) = g.pools.get_mut(&pid) {
                 p.presize(span);
@@ -927,7 +927,7 @@ impl Store {
         let mut cursors: HashMap<PoolId, usize> = HashMap::new();
         for i in unplaced {
             let Restored::Live { pool, token: id, record } = &items[i] else { continue };
-            let mut g = lock(&self.shared.shards[self.shard_index(pool)].state);
+            let mut g = self.lock_shard_of(pool);
             let pid = self.pool_id(&mut g, pool);
             let Some(p) = g.pools.get_mut(&pid) else { continue };
             if p.contains(*id) {
@@ -941,7 +941,7 @@ impl Store {
         past_due.sort_unstable();
         for i in past_due {
             let Restored::Live { pool, token: id, .. } = &items[i] else { continue };
-            let mut g = lock(&self.shared.shards[self.shard_index(pool)].state);
+            let mut g = self.lock_shard_of(pool);
             let Some(&pid) = g.names.get(pool) else { continue };
             let Shard { pools, wheel, .. } = &mut *g;
             if let Some(p) = pools.get_mut(&pid)
@@ -964,6 +964,12 @@ impl Store {
 }
 
 impl Store {
+    /// Locks the shard `pool` lives in, as it is (recovery: nothing is
+    /// fired, nothing published).
+    fn lock_shard_of(&self, pool: &[u8]) -> MutexGuard<'_, Shard> {
+        lock(&self.shared.shards[self.shard_index(pool)].state)
+    }
+
     /// Arms a recovered token's next deadline. Nothing is published during
     /// recovery (no journal yet), so the effects are a throwaway.
     fn arm_restored(&self, wheel: &mut Wheel<(PoolId, SlotIdx)>, pid: PoolId, slot: SlotIdx, r: &mut Record) {
@@ -981,8 +987,7 @@ impl Store {
         while i < items.len() {
             let pool = items[i].pool();
             let end = items[i..].iter().position(|r| r.pool() != pool).map_or(items.len(), |n| i + n);
-            let idx = self.shard_index(pool);
-            let mut g = lock(&self.shared.shards[idx].state);
+            let mut g = self.lock_shard_of(pool);
             let pid = self.pool_id(&mut g, pool);
             for (j, item) in items.iter().enumerate().take(end).skip(i) {
                 f(&mut g, pid, j, item);

@@ -232,10 +232,7 @@ impl Pool {
         if named >= bound {
             return None;
         }
-        if named >= self.slots.len() {
-            self.slots.resize(named + 1, VACANT_SLOT);
-            self.grown();
-        }
+        self.presize(named + 1);
         (self.slots[named].id == VACANT).then_some(named as SlotIdx)
     }
 
