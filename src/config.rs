@@ -76,7 +76,9 @@ pub struct Config {
     pub maxclients: usize,
 
     /// Maximum live tokens in the server (TOKEN.GEN beyond it answers -OOM).
-    #[arg(long, env = "TOKEND_MAX_TOKENS", default_value_t = 50_000_000)]
+    /// At most 2^31 − 1: slot numbers must fit in 31 bits.
+    #[arg(long, env = "TOKEND_MAX_TOKENS", default_value_t = 50_000_000,
+          value_parser = clap::value_parser!(u64).range(..=2_147_483_647))]
     pub max_tokens: u64,
 
     /// Largest COUNT accepted by TOKEN.GEN.

@@ -184,9 +184,11 @@ impl Waiting {
 struct Shard {
     names: HashMap<Bytes, PoolId>,
     pools: HashMap<PoolId, Pool, TokenHash>,
-    /// Pending deadlines: (pool id, slot). 16 bytes an entry. A slot may be
-    /// reused by another token before an old entry fires; the `armed` check
-    /// then fails, or at worst the new token is settled early, which is
+    /// Pending deadlines: (pool id, slot with [`LEASE_ENTRY`] set for a
+    /// lease). 16 bytes an entry. A token has a lifetime entry always and a
+    /// lease entry while assigned, both reset lazily (see `run_due`). A slot
+    /// may be reused by another token before an old entry fires; the checks
+    /// then fail, or at worst the new token is settled early, which is
     /// harmless (settling only applies what is actually due).
     wheel: Wheel<(PoolId, SlotIdx)>,
     /// Remembered expired tokens in the order they are to be forgotten.
@@ -261,13 +263,29 @@ impl<'a> Effects<'a> {
     }
 }
 
-/// Registers `due` for a token unless an entry at or before it is live.
-fn arm(wheel: &mut Wheel<(PoolId, SlotIdx)>, pid: PoolId, slot: SlotIdx, rec: &mut Record, due: u64, fx: &mut Effects) {
+/// The top bit of the slot number in a wheel entry: set for a lease entry,
+/// clear for a lifetime entry. Slot numbers stay below it
+/// ([`pool::MAX_SLOTS`]).
+const LEASE_ENTRY: SlotIdx = 1 << 31;
+
+/// Registers a token's lifetime deadline unless a lifetime entry at or
+/// before it is live.
+fn arm_life(wheel: &mut Wheel<(PoolId, SlotIdx)>, pid: PoolId, slot: SlotIdx, rec: &mut Record, fx: &mut Effects) {
+    let due = rec.life_deadline;
     if rec.armed == 0 || due < rec.armed {
         rec.armed = due;
         wheel.insert(due, (pid, slot));
         fx.earliest_armed = fx.earliest_armed.min(due);
     }
+}
+
+/// Registers an assigned token's lease deadline as its live lease entry
+/// (any older lease entry becomes stale).
+fn arm_lease(wheel: &mut Wheel<(PoolId, SlotIdx)>, pid: PoolId, slot: SlotIdx, rec: &mut Record, fx: &mut Effects) {
+    let due = rec.lease_deadline;
+    rec.lease_armed = due as u32;
+    wheel.insert(due, (pid, slot | LEASE_ENTRY));
+    fx.earliest_armed = fx.earliest_armed.min(due);
 }
 
 impl Store {
@@ -403,16 +421,35 @@ impl Store {
 
     /// Fires every deadline up to `now` in this shard and forgets expired
     /// tokens whose memory ran out.
+    ///
+    /// Entries are reset lazily: a KEEPALIVE that moves a deadline later
+    /// inserts nothing, and UNBLOCK leaves the lease entry in the wheel. A
+    /// fired entry is live if the token still has it armed (`armed` for a
+    /// lifetime entry, `lease_armed` for a lease entry); a stale one is
+    /// dropped. A lease entry of a token that is free is stale whatever its
+    /// deadline, and that is told from the free set's bitmap alone: every
+    /// ACQUIRE → UNBLOCK leaves one such entry behind, and at 10M tokens
+    /// reading the token's slot when it fires would be a cache and TLB miss.
     fn run_due(&self, s: &mut Shard, now: u64, fx: &mut Effects) {
         let mut fired = std::mem::take(&mut s.fired);
         s.wheel.poll(now, &mut fired);
-        for (when, (pid, slot)) in fired.drain(..) {
-            let Some(rec) = s.pools.get_mut(&pid).and_then(|p| p.get_mut(slot)) else { continue };
-            if rec.armed != when {
-                continue; // stale: a later re-arm superseded it
+        for (when, (pid, entry)) in fired.drain(..) {
+            let (slot, lease) = (entry & !LEASE_ENTRY, entry & LEASE_ENTRY != 0);
+            let Some(p) = s.pools.get_mut(&pid) else { continue };
+            if lease && p.free.contains(slot) {
+                continue;
             }
-            rec.armed = 0;
-            self.settle(s, pid, slot, now, fx);
+            let Some(rec) = p.get_mut(slot) else { continue };
+            if lease {
+                if !rec.is_assigned() || rec.lease_armed != when as u32 {
+                    continue;
+                }
+            } else if rec.armed != when {
+                continue;
+            } else {
+                rec.armed = 0;
+            }
+            self.settle(s, pid, slot, now, lease, fx);
         }
         s.fired = fired;
         while let Some(&(at, pid, id)) = s.forget.front() {
@@ -441,8 +478,9 @@ impl Store {
     /// its next deadline. A lease that ended strictly before the lifetime is
     /// processed first (after downtime both may be due: `leaseexpired` then
     /// `expired`); at the same millisecond the lifetime wins and only
-    /// `expired` happens.
-    fn settle(&self, s: &mut Shard, pid: PoolId, slot: SlotIdx, now: u64, fx: &mut Effects) {
+    /// `expired` happens. `lease_entry`: the token's live lease entry fired
+    /// (so a lease that goes on needs a new one).
+    fn settle(&self, s: &mut Shard, pid: PoolId, slot: SlotIdx, now: u64, lease_entry: bool, fx: &mut Effects) {
         let Some(pool) = s.pools.get_mut(&pid) else { return };
         let Some(rec) = pool.get(slot).copied() else { return };
         let mut freed = false;
@@ -466,8 +504,10 @@ impl Store {
         }
         let Shard { pools, wheel, .. } = s;
         if let Some(rec) = pools.get_mut(&pid).and_then(|p| p.get_mut(slot)) {
-            let due = rec.due();
-            arm(wheel, pid, slot, rec, due, fx);
+            arm_life(wheel, pid, slot, rec, fx);
+            if lease_entry && rec.is_assigned() {
+                arm_lease(wheel, pid, slot, rec, fx);
+            }
         }
     }
 
@@ -535,8 +575,8 @@ impl Store {
         // Cover rule: an assigned token never dies before its lease ends.
         rec.life_deadline = rec.life_deadline.max(rec.lease_deadline);
         rec.times_acquired = rec.times_acquired.saturating_add(1);
-        let due = rec.due();
-        arm(wheel, pid, slot, rec, due, fx);
+        // The lifetime only moved later: its entry re-arms when it fires.
+        arm_lease(wheel, pid, slot, rec, fx);
         let record = *rec;
         let name = pool.name.clone();
         fx.event(EventKind::TokenAcquire, &name, id);
@@ -624,7 +664,7 @@ impl Store {
                 let rec = Record::new_free(now, lifetime);
                 p.put(slot, id, rec);
                 if let Some(r) = p.get_mut(slot) {
-                    arm(wheel, pid, slot, r, rec.life_deadline, fx);
+                    arm_life(wheel, pid, slot, r, fx);
                 }
                 fx.event(EventKind::TokenGen, &p.name, id);
                 fx.change(|| Change::Put { pool: p.name.clone(), token: id, record: rec });
@@ -687,12 +727,20 @@ impl Store {
             let rec = p.get_mut(slot).ok_or(TokenError::NoToken)?;
             rec.life_deadline = now.saturating_add(rec.lifetime);
             if rec.is_assigned() {
-                rec.lease_deadline = now.saturating_add(rec.lease);
+                let before = rec.lease_deadline;
+                rec.lease_deadline = now.saturating_add(rec.lease).max(1);
                 rec.life_deadline = rec.life_deadline.max(rec.lease_deadline);
+                // Later (the usual case): the live entry re-arms when it
+                // fires. Earlier (a recovered lease longer than its
+                // duration) needs an entry of its own.
+                if rec.lease_deadline < before {
+                    arm_lease(wheel, pid, slot, rec, fx);
+                }
             }
             let left = rec.life_deadline - now;
-            let due = rec.due();
-            arm(wheel, pid, slot, rec, due, fx);
+            // The lifetime can move earlier (it may have been stretched to
+            // cover a lease): then it needs an entry of its own too.
+            arm_life(wheel, pid, slot, rec, fx);
             fx.event(EventKind::TokenKeepalive, &p.name, id);
             self.put_change(p, slot, fx);
             Ok(left)
@@ -850,7 +898,7 @@ impl Store {
         let items: Vec<Restored> = past.into_iter().chain(future).collect();
         // Slots named beyond this are not honoured (an old token names a
         // random one of 2^32): such tokens go to any vacant slot instead.
-        let bound = items.len().saturating_mul(2).saturating_add(RESTORE_SLOT_SLACK);
+        let bound = items.len().saturating_mul(2).saturating_add(RESTORE_SLOT_SLACK).min(pool::MAX_SLOTS);
         // Tokens that name a vacant slot get it first; the others
         // (misplaced) fill the gaps afterwards. A token due in the future is
         // armed as it is placed (its slot is in cache then); past-due ones
@@ -888,7 +936,7 @@ impl Store {
                 Some(slot) => slot,
                 None => p.claim(id, bound)?,
             };
-            p.put(slot, id, Record { armed: 0, ..*record });
+            p.put(slot, id, Record { armed: 0, lease_armed: 0, ..*record });
             self.shared.live_tokens.fetch_add(1, Ordering::Relaxed);
             let r = p.get_mut(slot)?;
             if record.due() > now {
@@ -970,13 +1018,16 @@ impl Store {
         lock(&self.shared.shards[self.shard_index(pool)].state)
     }
 
-    /// Arms a recovered token's next deadline. Nothing is published during
-    /// recovery (no journal yet), so the effects are a throwaway.
+    /// Arms a recovered token's deadlines: the lease first, which ends no
+    /// later than the lifetime. Nothing is published during recovery (no
+    /// journal yet), so the effects are a throwaway.
     fn arm_restored(&self, wheel: &mut Wheel<(PoolId, SlotIdx)>, pid: PoolId, slot: SlotIdx, r: &mut Record) {
         let mut fx =
             Effects { notifier: &self.shared.notifier, events: Vec::new(), changes: None, earliest_armed: u64::MAX };
-        let due = r.due();
-        arm(wheel, pid, slot, r, due, &mut fx);
+        if r.is_assigned() {
+            arm_lease(wheel, pid, slot, r, &mut fx);
+        }
+        arm_life(wheel, pid, slot, r, &mut fx);
     }
 
     /// Calls `f` on each item with its pool's shard locked and the pool's

@@ -45,11 +45,19 @@ pub struct Record {
     pub lifetime: u64,
     /// Lease duration (ms) of the last ACQUIRE; KEEPALIVE restarts from this.
     pub lease: u64,
-    /// Deadline of the live timing-wheel entry for this token, 0 if none. An
-    /// entry that fires with another deadline is stale and ignored (lazy reset).
+    /// Deadline of the live lifetime entry in the timing wheel, 0 if none.
+    /// A lifetime entry that fires with another deadline is stale and ignored
+    /// (lazy reset).
     pub(crate) armed: u64,
     /// How many times the token was acquired (saturating).
     pub times_acquired: u32,
+    /// The low 32 bits of the deadline of the live lease entry in the timing
+    /// wheel (it fits in what would be padding: the slot stays one cache
+    /// line). A lease entry whose deadline differs in them is stale. Equal
+    /// low bits with another deadline (2^32 ms, 49.7 days, apart) would only
+    /// make the store settle the token early, which applies nothing that is
+    /// not due (see `Store::run_due`).
+    pub(crate) lease_armed: u32,
 }
 
 impl Record {
@@ -61,7 +69,7 @@ impl Record {
         lease: u64,
         times_acquired: u32,
     ) -> Record {
-        Record { life_deadline, lease_deadline, lifetime, lease, times_acquired, armed: 0 }
+        Record { life_deadline, lease_deadline, lifetime, lease, times_acquired, armed: 0, lease_armed: 0 }
     }
 
     /// A new free token.
@@ -100,6 +108,12 @@ pub(crate) struct Waiter {
 
 /// A slot number in a pool's slab.
 pub(crate) type SlotIdx = u32;
+
+/// Slots a pool may have: slot numbers stay below `2^31`, so that the store
+/// can tag a wheel entry's slot number with its top bit. A pool's slots never
+/// outnumber the most tokens it held at once, which `--max-tokens` bounds
+/// below this (2^31 slots would be 128 GiB of slab).
+pub(crate) const MAX_SLOTS: usize = 1 << 31;
 
 fn hash(id: TokenId) -> u64 {
     let mut h = TokenHasher::default();

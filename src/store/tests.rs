@@ -122,6 +122,76 @@ async fn keepalive_of_assigned_token_restarts_both_and_covers() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_lease_kept_alive_ends_at_its_last_deadline_not_its_first() {
+    let (s, _) = store();
+    let t = one(&s, "p", 10_000);
+    acquire(&s, "p", 100).unwrap();
+    ms(60).await;
+    assert_eq!(s.keepalive(b"p", t), Ok(10_000));
+    // Past the first deadline (100): the lease runs to 160.
+    ms(60).await;
+    assert_eq!(s.info(b"p", t).unwrap().lease_left_ms, Some(40));
+    assert_eq!(s.keepalive(b"p", t), Ok(10_000));
+    ms(99).await;
+    assert_eq!(s.info(b"p", t).unwrap().lease_left_ms, Some(1));
+    ms(1).await;
+    let i = s.info(b"p", t).unwrap();
+    assert!(!i.assigned, "free at the last deadline");
+    assert_eq!(i.lifetime_left_ms, 10_000 - 100);
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_ended_by_unblock_never_ends_a_later_lease() {
+    let (s, _) = store();
+    let t = one(&s, "p", 10_000);
+    acquire(&s, "p", 100).unwrap();
+    s.unblock(b"p", t).unwrap();
+    ms(50).await;
+    assert_eq!(acquire(&s, "p", 100), Some(t));
+    // The first lease's entry fires now; the second lease goes on.
+    ms(50).await;
+    assert_eq!(s.info(b"p", t).unwrap().lease_left_ms, Some(50));
+    ms(49).await;
+    assert!(s.info(b"p", t).unwrap().assigned);
+    ms(1).await;
+    assert!(!s.info(b"p", t).unwrap().assigned, "free at the second lease's deadline");
+    // Both lease entries are gone and nothing was re-armed for the
+    // lifetime: its entry from GEN is the one pending.
+    assert_eq!(s.pending_timers(), 1);
+    ms(10_000 - 150).await;
+    assert_eq!(s.info(b"p", t), Err(TokenError::Expired));
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reused_slot_ignores_the_lease_entry_of_the_token_before() {
+    let (s, _) = store();
+    // A second token keeps the pool (and its slots) alive across the DEL.
+    let keep = one(&s, "p", 10_000);
+    let old = one(&s, "p", 10_000);
+    let got = acquire(&s, "p", 100).unwrap();
+    let (leased, other) = if got == old { (old, keep) } else { (keep, old) };
+    assert!(s.del(b"p", leased));
+    let new = one(&s, "p", 10_000);
+    assert_eq!(s.stats(b"p").total, 2);
+    // Lease the newcomer (it took the deleted token's slot) past the old deadline.
+    ms(50).await;
+    while s.info(b"p", new).is_ok_and(|i| !i.assigned) {
+        let t = acquire(&s, "p", 100).unwrap();
+        if t != new {
+            s.unblock(b"p", t).unwrap();
+        }
+    }
+    ms(50).await;
+    assert_eq!(s.info(b"p", new).unwrap().lease_left_ms, Some(50), "the old entry ended nothing");
+    assert!(!s.info(b"p", other).unwrap().assigned);
+    ms(50).await;
+    assert!(!s.info(b"p", new).unwrap().assigned);
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn same_instant_lifetime_wins_and_only_expired_is_published() {
     let (s, ps) = store();
     let mut rx = ps.attach(1);
@@ -423,33 +493,58 @@ mod props {
         ]
     }
 
+    /// What a token should be, by the SPEC's rules.
+    struct Model {
+        lifetime: u64,
+        life: u64,
+        lease_ms: u64,
+        lease: Option<u64>,
+        deleted: bool,
+    }
+
+    impl Model {
+        fn live(&self, now: u64) -> bool {
+            !self.deleted && self.life > now
+        }
+        /// The running lease's deadline (a lease ends at its deadline).
+        fn leased(&self, now: u64) -> Option<u64> {
+            self.lease.filter(|&d| d > now)
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
-        /// Random command sequences keep every invariant, and a token is never
-        /// handed out while another client's lease on it is running.
+        /// Random command sequences keep every invariant, and every token's
+        /// state matches a model to the millisecond after every step: its
+        /// lifetime and lease left, whether it is assigned, and that it is
+        /// gone once its lifetime ended. A token is never handed out while
+        /// a lease on it is running. (Lazy wheel resets, stale lease entries
+        /// left by UNBLOCK and re-acquired slots are all exercised here.)
         #[test]
-        fn random_sequences_keep_invariants(ops in proptest::collection::vec(op(), 1..120)) {
+        fn random_sequences_match_a_model_to_the_millisecond(ops in proptest::collection::vec(op(), 1..120)) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
             rt.block_on(async move {
                 let (s, _) = store_with(StoreConfig { shards: 2, expired_memory_ms: 250, ..Default::default() });
                 let mut known: Vec<(u8, TokenId)> = Vec::new();
-                // Model: lease deadline of every token we hold.
-                let mut held: Map<TokenId, u64> = Map::new();
+                let mut model: Map<TokenId, Model> = Map::new();
                 let name = |p: u8| format!("pool{p}");
                 for op in ops {
                     let now = s.clock().now_ms();
-                    held.retain(|_, &mut d| d > now);
                     match op {
                         Op::Gen { pool, px, count } => {
                             for t in s.gen_tokens(name(pool).as_bytes(), Some(px), count).unwrap() {
                                 known.push((pool, t));
+                                model.insert(t, Model { lifetime: px, life: now + px, lease_ms: 0, lease: None, deleted: false });
                             }
                         }
                         Op::Acquire { pool, px } => {
                             if let Some(t) = acquire(&s, &name(pool), px) {
-                                assert!(!held.contains_key(&t), "token handed out twice");
-                                held.insert(t, now + px);
+                                let m = model.get_mut(&t).expect("a token we made");
+                                assert!(m.live(now) && m.leased(now).is_none(), "handed out while leased or dead");
+                                m.lease = Some(now + px);
+                                m.lease_ms = px;
+                                m.life = m.life.max(now + px);
                             }
                         }
                         Op::Keepalive { pool, pick } | Op::Unblock { pool, pick } | Op::Del { pool, pick }
@@ -457,21 +552,38 @@ mod props {
                         {
                             let (p, t) = known[pick % known.len()];
                             let n = name(pool);
-                            let same_pool = p == pool;
                             let r = match op {
-                                Op::Keepalive { .. } => s.keepalive(n.as_bytes(), t).map(|_| ()),
-                                Op::Unblock { .. } => s.unblock(n.as_bytes(), t),
-                                _ => if s.del(n.as_bytes(), t) { Ok(()) } else { Err(TokenError::NoToken) },
+                                Op::Keepalive { .. } => s.keepalive(n.as_bytes(), t).map(Some),
+                                Op::Unblock { .. } => s.unblock(n.as_bytes(), t).map(|_| None),
+                                _ => if s.del(n.as_bytes(), t) { Ok(None) } else { Err(TokenError::NoToken) },
                             };
-                            if !same_pool {
+                            let m = model.get_mut(&t).expect("a token we made");
+                            if p != pool {
                                 assert_eq!(r, Err(TokenError::NoToken), "a token belongs to one pool only");
-                            } else if r.is_ok() {
+                            } else if !m.live(now) {
+                                assert!(r.is_err() || matches!(op, Op::Del { .. }), "{op:?} of a dead token: {r:?}");
+                                if r.is_ok() {
+                                    m.deleted = true; // DEL of a remembered expired token
+                                }
+                            } else {
                                 match op {
-                                    Op::Unblock { .. } | Op::Del { .. } => { held.remove(&t); }
-                                    _ => if let Some(d) = held.get_mut(&t) {
-                                        let lease = s.info(n.as_bytes(), t).unwrap().lease_left_ms.unwrap();
-                                        *d = now + lease;
-                                    },
+                                    Op::Keepalive { .. } => {
+                                        m.life = now + m.lifetime;
+                                        if m.leased(now).is_some() {
+                                            m.lease = Some(now + m.lease_ms);
+                                            m.life = m.life.max(now + m.lease_ms);
+                                        }
+                                        assert_eq!(r, Ok(Some(m.life - now)), "KEEPALIVE's lifetime left");
+                                    }
+                                    Op::Unblock { .. } => {
+                                        let want = if m.leased(now).is_some() { Ok(None) } else { Err(TokenError::NotAssigned) };
+                                        assert_eq!(r, want, "UNBLOCK");
+                                        m.lease = None;
+                                    }
+                                    _ => {
+                                        assert_eq!(r, Ok(None), "DEL of a live token");
+                                        m.deleted = true;
+                                    }
                                 }
                             }
                         }
@@ -480,6 +592,21 @@ mod props {
                         _ => {}
                     }
                     s.check_invariants().unwrap();
+                    let now = s.clock().now_ms();
+                    for &(p, t) in &known {
+                        let m = &model[&t];
+                        let got = s.info(name(p).as_bytes(), t);
+                        if m.deleted {
+                            assert_eq!(got.map(|_| ()), Err(TokenError::NoToken), "deleted token");
+                        } else if !m.live(now) {
+                            assert!(got.is_err(), "token alive {} ms after its lifetime ended", now - m.life);
+                        } else {
+                            let i = got.expect("a live token is found");
+                            assert_eq!(i.lifetime_left_ms, m.life - now, "lifetime left");
+                            assert_eq!(i.lease_left_ms, m.leased(now).map(|d| d - now), "lease left");
+                            assert_eq!(i.assigned, i.lease_left_ms.is_some());
+                        }
+                    }
                     for p in 0..3 {
                         let st = s.stats(name(p).as_bytes());
                         assert_eq!(st.total, st.free + st.assigned);
