@@ -133,7 +133,7 @@ impl Server {
             notifier.set_sink(b.clone());
             backing = Some(b);
         }
-        let expiry = expiry::spawn(&store);
+        let expiry = expiry::spawn_threads(&store)?;
         let shared = Arc::new(Shared {
             config,
             store,

@@ -205,8 +205,11 @@ type PoolId = u32;
 
 pub(crate) struct ShardCell {
     state: Mutex<Shard>,
-    /// Wakes this shard's expiry driver when an earlier deadline is armed.
+    /// Wakes this shard's expiry driver when an earlier deadline is armed
+    /// (a task driver waits on it; a thread driver is unparked).
     pub(crate) wake: Notify,
+    /// The thread driving this shard's expiries, when it is one.
+    pub(crate) driver: std::sync::OnceLock<std::thread::Thread>,
     /// The time the driver sleeps until (epoch ms; u64::MAX when idle).
     pub(crate) wake_at: AtomicU64,
 }
@@ -306,6 +309,7 @@ impl Store {
                     fired: Vec::new(),
                 }),
                 wake: Notify::new(),
+                driver: std::sync::OnceLock::new(),
                 wake_at: AtomicU64::new(u64::MAX),
             })
             .collect();
@@ -414,6 +418,9 @@ impl Store {
         };
         if fx.earliest_armed < cell.wake_at.load(Ordering::Acquire) {
             cell.wake.notify_one();
+            if let Some(t) = cell.driver.get() {
+                t.unpark();
+            }
         }
         self.shared.notifier.emit(&fx.events);
         r

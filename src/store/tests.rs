@@ -241,6 +241,33 @@ async fn driver_is_woken_for_an_earlier_deadline() {
     assert_eq!(s.clock().now_ms() - start, 7);
 }
 
+/// The thread drivers run on real time: a few short real deadlines.
+#[tokio::test]
+async fn thread_drivers_fire_on_real_time_and_are_woken_for_an_earlier_deadline() {
+    let ps = Arc::new(PubSub::default());
+    let n = Arc::new(Notifier::new(EventClasses::parse("KExlg").unwrap(), ps.clone()));
+    let s = Store::new(StoreConfig { shards: 1, ..Default::default() }, Clock::new(), n);
+    let drivers = expiry::spawn_threads(&s).unwrap();
+    let mut rx = ps.attach(1);
+    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+    one(&s, "p", 3_600_000); // the driver now sleeps for an hour
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for ttl in [30, 1, 45] {
+        let t = one(&s, "p", ttl);
+        let deadline = s.clock().now_ms() + ttl;
+        let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("expired within 10 s").unwrap();
+        assert!(s.clock().now_ms() >= deadline, "not before its deadline");
+        let want = format!("p:{}", std::str::from_utf8(&crate::token::format(t)).unwrap());
+        assert_eq!(msg, PubMsg::Message { channel: "__keyevent@0__:expired".into(), payload: want.into() });
+    }
+    // Dropping the drivers stops and joins the threads.
+    drop(drivers);
+    let t = one(&s, "p", 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(rx.try_recv().is_err(), "no driver is left to fire it");
+    assert_eq!(s.info(b"p", t), Err(TokenError::Expired), "a command still fires it");
+}
+
 #[tokio::test(start_paused = true)]
 async fn blocked_clients_are_served_oldest_first() {
     let (s, _) = store();
