@@ -61,6 +61,14 @@ const MAX_BATCH: usize = 20_000;
 /// Fields fetched per HSCAN call at recovery.
 const SCAN_COUNT: usize = 20_000;
 
+/// Recovery reads a hash of at most this many fields with one HGETALL, a
+/// bigger one by HSCAN pages. HSCAN costs Redis about twice the CPU of
+/// HGETALL (measured on 1M tokens: 1.45 s against 0.77 s of redis-server
+/// CPU, more than half of the loading time), but one reply holds the whole
+/// hash: at 1M tokens tokend's peak RSS during recovery is 287 MB against
+/// 205 MB by pages (so about 160 MB more at this bound).
+const HGETALL_MAX: usize = 2_000_000;
+
 /// How long start-up waits for the backing Redis before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -177,6 +185,16 @@ type ScanPage = (u64, Vec<(Vec<u8>, Vec<u8>)>);
 
 /// Reads every pool from the backing Redis.
 pub async fn recover(con: &mut ConnectionManager, prefix: &str) -> Result<Vec<Restored>, redis::RedisError> {
+    recover_with(con, prefix, HGETALL_MAX).await
+}
+
+/// [`recover`], reading hashes of up to `hgetall_max` fields in one go
+/// (tests compare both ways).
+pub async fn recover_with(
+    con: &mut ConnectionManager,
+    prefix: &str,
+    hgetall_max: usize,
+) -> Result<Vec<Restored>, redis::RedisError> {
     let started = Instant::now();
     let pools: Vec<Vec<u8>> = redis::cmd("SMEMBERS").arg(pools_key(prefix)).query_async(con).await?;
     let mut out = Vec::new();
@@ -185,10 +203,15 @@ pub async fn recover(con: &mut ConnectionManager, prefix: &str) -> Result<Vec<Re
     for pool in pools {
         let pool = Bytes::from(pool);
         for (key, expired) in [(tokens_key(prefix, &pool), false), (expired_key(prefix, &pool), true)] {
+            let len: usize = redis::cmd("HLEN").arg(&key).query_async(con).await?;
+            let whole = len <= hgetall_max;
             let mut cursor: u64 = 0;
             loop {
-                let (next, fields): ScanPage =
-                    redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(SCAN_COUNT).query_async(con).await?;
+                let (next, fields): ScanPage = if whole {
+                    (0, redis::cmd("HGETALL").arg(&key).query_async(con).await?)
+                } else {
+                    redis::cmd("HSCAN").arg(&key).arg(cursor).arg("COUNT").arg(SCAN_COUNT).query_async(con).await?
+                };
                 for (t, v) in fields {
                     let Some(id) = token::parse(&t) else {
                         bad += 1;

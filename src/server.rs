@@ -128,6 +128,7 @@ impl Server {
                 .await
                 .map_err(|e| std::io::Error::other(format!("cannot load from the backing Redis: {e}")))?;
             store.restore(items);
+            release_freed_memory();
             let b = Backing::start(con, &config);
             store.set_journal(b.clone());
             notifier.set_sink(b.clone());
@@ -293,6 +294,20 @@ async fn reject(mut socket: TcpStream) {
     let _ = socket.write_all(b"-ERR max number of clients reached\r\n").await;
     let _ = socket.shutdown().await;
 }
+
+/// Hands memory freed after recovery back to the OS. Reading the backing
+/// Redis parses whole hashes (see `persist::HGETALL_MAX`), and glibc keeps
+/// what it frees in its heap: 65 MB of RSS after recovering 1M tokens.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only returns free heap pages to the OS.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_freed_memory() {}
 
 #[cfg(test)]
 mod tests {

@@ -358,3 +358,38 @@ async fn tokens_recovered_under_another_slot_key_are_still_served() {
     assert!(t.terminate().success());
     assert_ne!(k1, "12345");
 }
+
+/// Recovery reads a hash with one HGETALL or by HSCAN pages: both give the
+/// same items, here over several HSCAN pages (25,000 live tokens, some
+/// assigned, and remembered expired ones).
+#[tokio::test]
+async fn recovery_reads_the_same_items_whole_or_by_pages() {
+    let redis = RedisProc::start();
+    let mut t = start(&redis, &[]);
+    let mut c = t.conn().await;
+    for _ in 0..5 {
+        let _: Vec<String> =
+            redis::cmd("TOKEN.GEN").arg("p").arg("COUNT").arg(5_000).query_async(&mut c).await.unwrap();
+    }
+    for _ in 0..100 {
+        let _: String = redis::cmd("TOKEN.ACQUIRE").arg("p").arg("PX").arg(60_000).query_async(&mut c).await.unwrap();
+    }
+    let _: Vec<String> =
+        redis::cmd("TOKEN.GEN").arg("p").arg("PX").arg(1).arg("COUNT").arg(30).query_async(&mut c).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(stats(&mut c, "p").await["expired-remembered"], 30);
+    assert!(t.terminate().success());
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let key = |items: Vec<tokend::store::Restored>| {
+        let mut v: Vec<String> = items.iter().map(|r| format!("{r:?}")).collect();
+        v.sort();
+        v
+    };
+    let whole = key(tokend::persist::recover_with(&mut con, "tokend:", usize::MAX).await.unwrap());
+    let paged = key(tokend::persist::recover_with(&mut con, "tokend:", 0).await.unwrap());
+    assert_eq!(whole.len(), 25_030);
+    assert_eq!(whole.iter().filter(|r| r.starts_with("Expired")).count(), 30);
+    assert!(whole == paged, "HGETALL and HSCAN disagree");
+}
