@@ -778,8 +778,9 @@ mod tests {
         let base = START.next_multiple_of(1 << 12) + (1 << 12);
         let mut wheel = Wheel::new(START);
         let mut expect: BTreeMap<u64, Vec<u32>> = BTreeMap::new();
-        // Interleaved: 3,000 due at `base`, 600 at base + 1, 300 at base + 70
-        // (another level-1 slot) and 20 at base + 5,000 (another level-2 slot).
+        // Interleaved: 2,770 due at `base`, 600 at base + 1, 300 at base + 70
+        // (another level-1 slot) and 250 at base + 5,000 (another level-2
+        // slot).
         for i in 0..3_920u32 {
             let when = match i % 13 {
                 0..=9 if i < 3_000 + 600 => base,
