@@ -12,9 +12,13 @@ use tokio::time::advance;
 const T0: u64 = 1_700_000_000_000;
 
 fn store_with(cfg: StoreConfig) -> (Store, Arc<PubSub>) {
+    store_on(cfg, Clock::starting_at(T0))
+}
+
+fn store_on(cfg: StoreConfig, clock: Clock) -> (Store, Arc<PubSub>) {
     let ps = Arc::new(PubSub::default());
     let n = Arc::new(Notifier::new(EventClasses::parse("KExlg").unwrap(), ps.clone()));
-    (Store::new(cfg, Clock::starting_at(T0), n), ps)
+    (Store::new(cfg, clock, n), ps)
 }
 
 fn store() -> (Store, Arc<PubSub>) {
@@ -244,9 +248,7 @@ async fn driver_is_woken_for_an_earlier_deadline() {
 /// The thread drivers run on real time: a few short real deadlines.
 #[tokio::test]
 async fn thread_drivers_fire_on_real_time_and_are_woken_for_an_earlier_deadline() {
-    let ps = Arc::new(PubSub::default());
-    let n = Arc::new(Notifier::new(EventClasses::parse("KExlg").unwrap(), ps.clone()));
-    let s = Store::new(StoreConfig { shards: 1, ..Default::default() }, Clock::new(), n);
+    let (s, ps) = store_on(StoreConfig { shards: 1, ..Default::default() }, Clock::new());
     let drivers = expiry::spawn_threads(&s).unwrap();
     let mut rx = ps.attach(1);
     ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
