@@ -29,6 +29,10 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// Initial read buffer; grows as needed for large requests.
 const READ_BUFFER: usize = 16 * 1024;
 
+/// Requests decoded ahead of running them, so that the store can start
+/// loading what they will touch (a pipeline of 16 fits in one look).
+const LOOKAHEAD: usize = 32;
+
 /// Buffers that grew past this are released once empty.
 const KEEP_BUFFER: usize = 256 * 1024;
 
@@ -101,6 +105,8 @@ pub struct Connection<S> {
     session: Session,
     rbuf: BytesMut,
     wbuf: BytesMut,
+    /// Decoded requests waiting to run (kept to reuse its allocation).
+    batch: Vec<Vec<Bytes>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -111,6 +117,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             shared,
             rbuf: BytesMut::with_capacity(READ_BUFFER),
             wbuf: BytesMut::with_capacity(READ_BUFFER),
+            batch: Vec::with_capacity(LOOKAHEAD),
         }
     }
 
@@ -173,46 +180,66 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Runs every complete request in the read buffer and writes the
     /// replies. Returns false when the connection must close.
+    ///
+    /// Requests are decoded [`LOOKAHEAD`] at a time and shown to the store
+    /// before the first of them runs (see [`cmd::prefetch`]); then they run
+    /// one by one, in order, exactly as if decoded one at a time.
     async fn process_buffer(&mut self, stop: &mut broadcast::Receiver<()>) -> std::io::Result<bool> {
         let mut keep_open = true;
-        loop {
-            let args = match decode_request(&mut self.rbuf, &self.shared.limits) {
-                Ok(Some(args)) => args,
-                Ok(None) => break,
-                Err(e) => {
-                    Reply::Error(e.0).encode(self.session.proto, &mut self.wbuf);
-                    keep_open = false;
-                    break;
+        let mut batch = std::mem::take(&mut self.batch);
+        'read: loop {
+            let mut bad = None;
+            while batch.len() < LOOKAHEAD {
+                match decode_request(&mut self.rbuf, &self.shared.limits) {
+                    Ok(Some(args)) if args.is_empty() => {}
+                    Ok(Some(args)) => batch.push(args),
+                    Ok(None) => break,
+                    Err(e) => {
+                        bad = Some(e);
+                        break;
+                    }
                 }
-            };
-            if args.is_empty() {
-                continue;
             }
-            self.shared.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
-            match cmd::execute(&mut self.session, &self.shared, args) {
-                Outcome::Reply(r) => r.encode(self.session.proto, &mut self.wbuf),
-                Outcome::Replies(rs) => {
-                    for r in rs {
+            if batch.is_empty() && bad.is_none() {
+                break;
+            }
+            if self.session.authenticated {
+                cmd::prefetch(&self.shared, &batch);
+            }
+            for args in batch.drain(..) {
+                self.shared.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
+                match cmd::execute(&mut self.session, &self.shared, args) {
+                    Outcome::Reply(r) => r.encode(self.session.proto, &mut self.wbuf),
+                    Outcome::Replies(rs) => {
+                        for r in rs {
+                            r.encode(self.session.proto, &mut self.wbuf);
+                        }
+                    }
+                    Outcome::Close(r) => {
                         r.encode(self.session.proto, &mut self.wbuf);
+                        keep_open = false;
+                        break 'read;
+                    }
+                    Outcome::Block { waiting, timeout } => {
+                        self.commit().await?;
+                        match self.block(waiting, timeout, stop).await? {
+                            Some(r) => r.encode(self.session.proto, &mut self.wbuf),
+                            None => return Ok(false),
+                        }
                     }
                 }
-                Outcome::Close(r) => {
-                    r.encode(self.session.proto, &mut self.wbuf);
-                    keep_open = false;
-                    break;
-                }
-                Outcome::Block { waiting, timeout } => {
+                if self.wbuf.len() > WRITE_HIGH_WATER {
                     self.commit().await?;
-                    match self.block(waiting, timeout, stop).await? {
-                        Some(r) => r.encode(self.session.proto, &mut self.wbuf),
-                        None => return Ok(false),
-                    }
                 }
             }
-            if self.wbuf.len() > WRITE_HIGH_WATER {
-                self.commit().await?;
+            if let Some(e) = bad {
+                Reply::Error(e.0).encode(self.session.proto, &mut self.wbuf);
+                keep_open = false;
+                break;
             }
         }
+        batch.clear();
+        self.batch = batch;
         self.session
             .meta
             .last_active_ms

@@ -34,6 +34,65 @@ async fn a_thousand_pipelined_commands_in_one_write_reply_in_order() {
     assert!(c.read_within(Duration::from_millis(20)).await.is_none());
 }
 
+/// The connection decodes a pipeline some requests ahead and lets the store
+/// prefetch the slots that UNBLOCK, KEEPALIVE, INFO and DEL name, in pools
+/// big enough for that (32k slots and up). Each request must still see what
+/// the ones before it in the same write did.
+#[tokio::test]
+async fn token_commands_in_one_write_see_each_others_changes_in_a_big_pool() {
+    let server = TestServer::start();
+    let mut c = server.raw().await;
+    let made = c.call(&["TOKEN.GEN", "big", "COUNT", "40000"]).await;
+    let ids: Vec<String> = made.items().iter().map(|r| r.text()).collect();
+    assert_eq!(ids.len(), 40_000);
+    let acq = c.call(&["TOKEN.ACQUIRE", "big"]).await.text();
+    let other = ids.iter().find(|t| **t != acq).expect("another token").clone();
+    let a = acq.as_str();
+    let o = other.as_str();
+    let cmds: Vec<Vec<&str>> = vec![
+        vec!["TOKEN.UNBLOCK", "big", a],
+        vec!["TOKEN.UNBLOCK", "big", a],
+        vec!["TOKEN.DEL", "big", o],
+        vec!["TOKEN.KEEPALIVE", "big", o],
+        vec!["TOKEN.INFO", "big", o],
+        vec!["TOKEN.DEL", "big", o],
+        vec!["TOKEN.UNBLOCK", "big", o],
+        vec!["TOKEN.DEL", "big", a],
+        vec!["TOKEN.KEEPALIVE", "big", a],
+        vec!["TOKEN.UNBLOCK", "big", "not-a-token"],
+        vec!["TOKEN.STATS", "big"],
+    ];
+    // Three copies in one write, so the look-ahead window is crossed.
+    let mut pipe = Vec::new();
+    for _ in 0..3 {
+        for cmd in &cmds {
+            pipe.extend(encode_cmd(cmd));
+        }
+    }
+    let r = c.pipeline(&pipe, 3 * cmds.len()).await;
+    assert_eq!(r[0], Resp::Int(1));
+    assert_eq!(r[1].err(), "NOTASSIGNED the token is not assigned");
+    assert_eq!(r[2], Resp::Int(1));
+    assert!(r[3].err().starts_with("NOTOKEN"), "{:?}", r[3]);
+    assert!(r[4].err().starts_with("NOTOKEN"), "{:?}", r[4]);
+    assert_eq!(r[5], Resp::Int(0));
+    assert!(r[6].err().starts_with("NOTOKEN"), "{:?}", r[6]);
+    assert_eq!(r[7], Resp::Int(1));
+    assert!(r[8].err().starts_with("NOTOKEN"), "{:?}", r[8]);
+    assert!(r[9].err().starts_with("NOTOKEN"), "{:?}", r[9]);
+    assert_eq!(stats_of(&r[10]), [39_998, 39_998, 0, 0, 0]);
+    // The copies find both tokens gone.
+    for copy in r[cmds.len()..].chunks(cmds.len()) {
+        for (i, reply) in copy[..10].iter().enumerate() {
+            match i {
+                2 | 5 | 7 => assert_eq!(*reply, Resp::Int(0), "DEL #{i} of a copy"),
+                _ => assert!(reply.err().starts_with("NOTOKEN"), "#{i} of a copy: {reply:?}"),
+            }
+        }
+        assert_eq!(stats_of(&copy[10]), [39_998, 39_998, 0, 0, 0]);
+    }
+}
+
 #[tokio::test]
 async fn inline_commands() {
     let server = TestServer::start();

@@ -144,6 +144,32 @@ pub fn execute(session: &mut Session, shared: &Shared, args: Vec<Bytes>) -> Outc
     result.unwrap_or_else(|e| Reply::error(e.to_string()).into())
 }
 
+/// Commands of the form `NAME pool token` on an existing token.
+const BY_TOKEN: [&str; 4] = ["token.unblock", "token.keepalive", "token.info", "token.del"];
+
+/// The pool a `NAME pool token` request names, if it is one of [`BY_TOKEN`].
+fn by_token(args: &[Bytes]) -> Option<&Bytes> {
+    let [name, pool, _] = args else { return None };
+    BY_TOKEN.iter().any(|c| name.eq_ignore_ascii_case(c.as_bytes())).then_some(pool)
+}
+
+/// Lets the store start loading what the batch's requests on existing
+/// tokens will touch, before any of them runs (see [`crate::store::Store::prefetch`]).
+/// Runs of requests on the same pool go to the store together. Only a hint:
+/// requests are still checked and run one by one, in order, by [`execute`].
+pub fn prefetch(shared: &Shared, batch: &[Vec<Bytes>]) {
+    let mut i = 0;
+    while i < batch.len() {
+        let Some(pool) = by_token(&batch[i]) else {
+            i += 1;
+            continue;
+        };
+        let run = batch[i..].iter().take_while(|a| by_token(a) == Some(pool)).count();
+        shared.store.prefetch(pool, batch[i..i + run].iter().filter_map(|a| token::parse(&a[2])));
+        i += run;
+    }
+}
+
 /// Reads the pool argument: any non-empty string.
 pub(crate) fn pool_arg(p: &mut Parse) -> Result<Bytes, ParseError> {
     let pool = p.next_bytes()?;

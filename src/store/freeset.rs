@@ -94,6 +94,13 @@ impl FreeSet {
         self.words.get(s / FAN).is_some_and(|w| w & (1 << (s % FAN)) != 0)
     }
 
+    /// Starts loading the bitmap word of `slot` (a hint).
+    pub fn prefetch(&self, slot: u32) {
+        if let Some(w) = self.words.get(slot as usize / FAN) {
+            prefetch(w);
+        }
+    }
+
     /// Adds `slot` (the caller grew the set to cover it); false if it was
     /// already a member.
     pub fn insert(&mut self, slot: u32) -> bool {

@@ -712,6 +712,26 @@ impl Store {
         })
     }
 
+    /// Starts loading the slots of `ids` in `pool`, for commands that will
+    /// run soon (the connection's look-ahead over a pipelined batch). A hint:
+    /// it changes nothing, never waits for a busy shard, and skips pools
+    /// small enough to stay in cache, without reading `ids` at all.
+    ///
+    /// Why: at 10M tokens the slot an UNBLOCK or KEEPALIVE names is a cache
+    /// and TLB miss; issued for a whole batch at once, the misses overlap
+    /// instead of stalling each command in turn.
+    pub fn prefetch(&self, pool: &[u8], ids: impl IntoIterator<Item = TokenId>) {
+        let cell = &self.shared.shards[self.shard_index(pool)];
+        let Ok(g) = cell.state.try_lock() else { return };
+        let Some(p) = g.names.get(pool).and_then(|pid| g.pools.get(pid)) else { return };
+        if p.slot_count() < PREFETCH_MIN_SLOTS {
+            return;
+        }
+        for id in ids {
+            p.prefetch_named(id);
+        }
+    }
+
     /// Looks a token up, distinguishing never-had from expired; returns the
     /// pool id and the token's slot.
     fn find(s: &Shard, pool: &[u8], id: TokenId) -> Result<(PoolId, SlotIdx), TokenError> {
@@ -1054,6 +1074,10 @@ impl Store {
         }
     }
 }
+
+/// Pools with fewer slots than this are not prefetched: 2 MiB of slots,
+/// which stay in cache between the commands that touch them.
+const PREFETCH_MIN_SLOTS: usize = 1 << 15;
 
 /// How many tokens ahead recovery prefetches the slot a token names.
 const RESTORE_PREFETCH: usize = 16;

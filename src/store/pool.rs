@@ -259,9 +259,17 @@ impl Pool {
         }
     }
 
-    /// Recovery: starts loading the slot `id` names.
+    /// Starts loading the slot `id` names and its word of the free set's
+    /// bitmap (a hint: no effect on correctness).
     pub fn prefetch_named(&self, id: TokenId) {
-        self.slots.prefetch(token::slot_of(id, self.key) as usize);
+        let slot = token::slot_of(id, self.key);
+        self.slots.prefetch(slot as usize);
+        self.free.prefetch(slot);
+    }
+
+    /// Slots, live or vacant.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// Recovery: the next vacant slot at or after `*cursor`, or a new one.

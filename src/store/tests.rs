@@ -457,6 +457,34 @@ async fn past_due_tokens_fire_in_deadline_order_however_they_were_placed() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn prefetch_is_only_a_hint() {
+    let (s, _) = store();
+    let small = s.gen_tokens(b"small", None, 100).unwrap();
+    let big = s.gen_tokens(b"big", None, 40_000).unwrap();
+    let read = std::cell::Cell::new(0);
+    #[allow(clippy::unnecessary_to_owned)] // the closure's result must not borrow `ids`
+    // A small pool, or one that does not exist: the ids are not even read.
+    let lazy = |ids: &[TokenId]| ids.to_vec().into_iter().inspect(|_| read.set(read.get() + 1));
+    s.prefetch(b"small", lazy(&small));
+    s.prefetch(b"nope", lazy(&small));
+    assert_eq!(read.get(), 0);
+    // A big pool: every id is read.
+    s.prefetch(b"big", lazy(&big[..16]));
+    assert_eq!(read.get(), 16);
+    // A busy shard: no waiting (this thread holds the lock: waiting would
+    // never end), nothing read.
+    {
+        let _held = s.lock_shard_of(b"big");
+        s.prefetch(b"big", lazy(&big[..16]));
+    }
+    assert_eq!(read.get(), 16);
+    // Nothing changed.
+    assert_eq!(s.stats(b"big").total, 40_000);
+    assert_eq!(s.stats(b"big").free, 40_000);
+    s.check_invariants().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_large_pool_never_hands_a_token_out_twice() {
     // Large enough that ACQUIRE draws its next token ahead (freeset.rs).
     let (s, _) = store();
