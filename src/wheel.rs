@@ -45,6 +45,16 @@
 //! armed deadline, making the old entry stale). This keeps KEEPALIVE O(1) with
 //! no allocation, at the cost of at most one extra wake-up per moved deadline.
 
+//!
+//! # Big cascades
+//!
+//! A slot's cascade costs time in proportion to its entries, all at once,
+//! under the owner's lock. A pool of millions of tokens made in a few
+//! seconds puts millions of entries in one high slot, so [`Wheel::prepare`]
+//! spreads a slot of at least [`PREPARE_MIN`] entries to its lower slots
+//! ahead of its time, in small steps between polls, and the cascade then
+//! only moves the spread `Vec`s into place (plus whatever arrived after).
+
 use std::{array, fmt, mem};
 
 /// Bits of a deadline consumed by one level: log2 of [`SLOTS`], so a level's
@@ -71,6 +81,24 @@ const MAX_RANGE: u64 = 1 << (LEVEL_BITS as usize * LEVELS);
 /// are counted first (see `Wheel::cascade`), which costs two passes over a
 /// 64 × 6 table.
 const CASCADE_BATCH: usize = 1024;
+
+/// A slot of level 1 or above holding at least this many entries is spread
+/// to where it will cascade ahead of its time, a chunk at a time (see
+/// [`Wheel::prepare`]): cascading it whole when its time comes would stall
+/// the shard (184 ms measured for the ~4M entries of one 4,096 ms slot of a
+/// 10M-token pool filled at once). Smaller slots cascade whole, in about a
+/// millisecond or less.
+pub const PREPARE_MIN: usize = 64 * 1024;
+
+/// How long before its time a big slot starts being spread: this, plus a
+/// millisecond per [`PREPARE_PER_MS`] entries. Spreading copies the entries,
+/// so it starts close to the cascade (the copies live until then), but with
+/// room to spare: spreading runs at about 40k entries a millisecond here,
+/// and the driver does it in chunks between other work.
+pub const PREPARE_LEAD_MS: u64 = 1_000;
+
+/// See [`PREPARE_LEAD_MS`].
+pub const PREPARE_PER_MS: u64 = 10_000;
 
 /// Milliseconds covered by one slot at `level` (`64^level`): the granularity
 /// at which that level's entries cascade.
@@ -167,12 +195,45 @@ pub struct Wheel<T> {
     /// Level `L` holds entries whose placement differs from `elapsed` first in
     /// bits `6L..6L+6`. Boxed: 384 `Vec`s are ~9 KiB, too big to move around.
     levels: Box<[Level<T>; LEVELS]>,
+    /// The next big cascade, partly spread ahead of its time.
+    prepared: Option<Box<Prepared<T>>>,
+    /// [`PREPARE_MIN`] (tests lower it).
+    prepare_min: usize,
+    /// [`PREPARE_LEAD_MS`] (tests raise it).
+    prepare_lead_ms: u64,
+}
+
+/// A big level-`level` slot, starting at `start`, being spread ahead of its
+/// time: copies of its first `done` entries already sit in `targets`, where
+/// cascading at `start` will put them. The slot itself is untouched (entries
+/// are only ever appended to it), so dropping this loses nothing.
+///
+/// Why the targets can be worked out early: cascading places an entry
+/// relative to the clock, and the clock is exactly `start` when this slot
+/// cascades (no occupied slot is behind the clock, and every slot that
+/// comes before this one lies in lower levels, due before `start`). For the
+/// same reason the levels below `level` are empty at that moment, so the
+/// targets simply become those levels' slots.
+struct Prepared<T> {
+    level: usize,
+    slot: usize,
+    start: u64,
+    done: usize,
+    /// `targets[l][s]`: entries for slot `s` of level `l` (`l < level`).
+    targets: Vec<[Vec<(u64, T)>; SLOTS]>,
 }
 
 impl<T> Wheel<T> {
     /// A wheel whose clock starts at `now` (ms).
     pub fn new(now: u64) -> Self {
-        Wheel { elapsed: now, len: 0, levels: Box::new(array::from_fn(|_| Level::new())) }
+        Wheel {
+            elapsed: now,
+            len: 0,
+            levels: Box::new(array::from_fn(|_| Level::new())),
+            prepared: None,
+            prepare_min: PREPARE_MIN,
+            prepare_lead_ms: PREPARE_LEAD_MS,
+        }
     }
 
     /// The wheel's current time: the `now` of the last poll (or of `new`).
@@ -225,10 +286,46 @@ impl<T> Wheel<T> {
                     out.extend(entries);
                 }
             } else {
+                let entries = self.take_prepared(level, slot, deadline, entries);
                 self.cascade(entries, level);
             }
         }
         self.elapsed = now;
+    }
+
+    /// When the slot being cascaded was prepared: moves what was spread into
+    /// place and returns the entries still to cascade (those appended since).
+    fn take_prepared(&mut self, level: usize, slot: usize, start: u64, mut entries: Vec<(u64, T)>) -> Vec<(u64, T)> {
+        let Some(p) = self.prepared.take_if(|p| (p.level, p.slot, p.start) == (level, slot, start)) else {
+            return entries;
+        };
+        for (l, row) in p.targets.into_iter().enumerate() {
+            for (s, spread) in row.into_iter().enumerate() {
+                if spread.is_empty() {
+                    continue;
+                }
+                let dest = &mut self.levels[l];
+                dest.occupied |= 1 << s;
+                if dest.slots[s].is_empty() {
+                    dest.slots[s] = spread;
+                } else {
+                    // Not expected (see `Prepared`), but order still holds:
+                    // whatever is there was placed before.
+                    dest.slots[s].extend(spread);
+                }
+            }
+        }
+        entries.drain(..p.done.min(entries.len()));
+        entries
+    }
+
+    /// The next big cascade: of each level's next occupied slot, the earliest
+    /// holding at least [`PREPARE_MIN`] entries, as `(start, level, slot)`.
+    fn next_big(&self) -> Option<(u64, usize, usize)> {
+        (1..LEVELS)
+            .filter_map(|l| self.levels[l].next_occupied(l, self.elapsed).map(|(t, s)| (t, l, s)))
+            .filter(|&(_, l, s)| self.levels[l].slots[s].len() >= self.prepare_min)
+            .min_by_key(|&(t, _, _)| t)
     }
 
     /// The earliest time at which `poll` has work to do (a firing or a cascade), or None when empty.
@@ -329,6 +426,62 @@ impl<T> Wheel<T> {
             }
         }
         best
+    }
+}
+
+impl<T: Copy> Wheel<T> {
+    /// Spreads up to `budget` more entries of the next big cascade (a slot of
+    /// at least [`PREPARE_MIN`] entries) to where it will put them, once its
+    /// time is near (see [`PREPARE_LEAD_MS`]; `now` is the time now, which
+    /// may be ahead of [`Wheel::elapsed`]). Returns how many of its entries
+    /// are left to spread now (0 when there is no big cascade, or it is not
+    /// near yet). The owner calls it between polls with a small budget, so
+    /// that a big slot costs many short steps instead of one long stall when
+    /// its time comes. Changes nothing a poll returns.
+    pub fn prepare(&mut self, now: u64, budget: usize) -> usize {
+        let Some((start, level, slot)) = self.next_big() else {
+            self.prepared = None;
+            return 0;
+        };
+        let len = self.levels[level].slots[slot].len();
+        let lead = self.prepare_lead_ms.saturating_add(len as u64 / PREPARE_PER_MS);
+        if start.saturating_sub(now) > lead {
+            return 0;
+        }
+        let p = match &mut self.prepared {
+            Some(p) if (p.level, p.slot, p.start) == (level, slot, start) => p,
+            // None yet, or an earlier big slot appeared: start on this one.
+            other => other.insert(Box::new(Prepared {
+                level,
+                slot,
+                start,
+                done: 0,
+                targets: (0..level).map(|_| array::from_fn(|_| Vec::new())).collect(),
+            })),
+        };
+        let entries = &self.levels[level].slots[slot];
+        // Never true (a slot only grows until it is taken, and taking it
+        // ends its preparation); if it were, the copies made are not the
+        // slot's first entries: start over.
+        if p.done > entries.len() {
+            p.done = 0;
+            p.targets.iter_mut().flatten().for_each(Vec::clear);
+        }
+        let end = entries.len().min(p.done.saturating_add(budget));
+        for &(when, item) in &entries[p.done..end] {
+            let at = placement(start, when);
+            let l = level_for(start, at);
+            debug_assert!(l < level);
+            p.targets[l][slot_for(at, l)].push((when, item));
+        }
+        p.done = end;
+        entries.len() - end
+    }
+
+    /// Entries of the next big cascade spread so far (tests).
+    #[cfg(test)]
+    pub(crate) fn prepared_entries(&self) -> usize {
+        self.prepared.as_ref().map_or(0, |p| p.done)
     }
 }
 
@@ -709,12 +862,22 @@ mod tests {
                 _ => rng.below(1 << 42),
             };
             let mut wheel = Wheel::new(start);
+            // Half the rounds spread every slot of 2+ entries ahead of time,
+            // in random steps between the inserts and polls.
+            let preparing = round % 2 == 1;
+            if preparing {
+                wheel.prepare_min = 2;
+                wheel.prepare_lead_ms = u64::MAX;
+            }
             // (placement, id) -> registered when
             let mut model: BTreeMap<(u64, u64), u64> = BTreeMap::new();
             let mut next_id = 0u64;
             let mut out = Vec::new();
             for _ in 0..1_500 {
                 let elapsed = wheel.elapsed();
+                if preparing && rng.below(3) == 0 {
+                    wheel.prepare(elapsed, 1 + rng.below(8) as usize);
+                }
                 if rng.below(10) < 6 {
                     let when = match rng.below(9) {
                         0 => elapsed.saturating_sub(rng.below(10_000)),
@@ -807,6 +970,62 @@ mod tests {
         }
         assert_eq!(fired, 3_920);
         assert!(wheel.is_empty());
+    }
+
+    /// A big slot spread ahead of its time in steps, with entries still
+    /// arriving in it between the steps, fires exactly what the same wheel
+    /// unprepared fires, poll for poll, in the same order.
+    #[test]
+    fn a_prepared_cascade_fires_exactly_what_an_unprepared_one_does() {
+        let mut rng = XorShift(0x0005_EED0_FCA5_CADE);
+        // The next level-2 slot: [base, base + 4096).
+        let base = START.next_multiple_of(1 << 12) + (1 << 12);
+        let mut plain = Wheel::new(START);
+        let mut prepared = Wheel::new(START);
+        prepared.prepare_min = 1_000;
+        let mut id = 0u32;
+        let mut add = |n: usize, plain: &mut Wheel<u32>, prepared: &mut Wheel<u32>, rng: &mut XorShift| {
+            for _ in 0..n {
+                // Many share a millisecond (order matters); some land in the
+                // slot's first 64 ms, which cascade straight to level 0.
+                let when = match rng.below(4) {
+                    0 => base + rng.below(64),
+                    _ => base + rng.below(4_096),
+                };
+                plain.insert(when, id);
+                prepared.insert(when, id);
+                id += 1;
+            }
+        };
+        add(5_000, &mut plain, &mut prepared, &mut rng);
+        // Not near enough yet: the copies would live too long.
+        let near = base - PREPARE_LEAD_MS;
+        assert_eq!(prepared.prepare(near - 1, 2_000), 0);
+        assert_eq!(prepared.prepared_entries(), 0);
+        assert_eq!(prepared.prepare(near, 2_000), 3_000);
+        add(1_500, &mut plain, &mut prepared, &mut rng);
+        assert_eq!(prepared.prepare(near, 2_000), 2_500);
+        // A poll before the slot's time changes nothing prepared.
+        assert!(poll_vec(&mut plain, base - 10).is_empty());
+        assert!(poll_vec(&mut prepared, base - 10).is_empty());
+        assert_eq!(prepared.prepare(base - 10, 1_000), 1_500);
+        assert_eq!(prepared.prepared_entries(), 5_000);
+        add(700, &mut plain, &mut prepared, &mut rng);
+        assert!(prepared.prepared.is_some());
+        let mut fired = 0;
+        for now in base - 9..=base + 4_096 {
+            let (a, b) = (poll_vec(&mut plain, now), poll_vec(&mut prepared, now));
+            assert_eq!(a, b, "poll({now})");
+            assert!(a.iter().all(|&(when, _)| when == now));
+            fired += a.len();
+            if now == base {
+                assert!(prepared.prepared.is_none(), "the slot's cascade took what was spread");
+            }
+        }
+        assert_eq!(fired, 7_200);
+        assert!(plain.is_empty() && prepared.is_empty());
+        // Nothing big ahead: nothing to do.
+        assert_eq!(prepared.prepare(base + 4_096, 1_000), 0);
     }
 
     /// One million entries over 60 s, polled every millisecond: all fire, each

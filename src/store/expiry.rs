@@ -17,8 +17,15 @@
 //!   poll timeout under it: a task wakes 0–2 ms after the deadline (about
 //!   1 ms on average; measured in the commit that brought the threads). It
 //!   follows tokio's clock, so the store tests drive it on paused time.
+//!
+//! Between deadlines a driver also spreads its shard's next big wheel
+//! cascade ahead of its time ([`crate::wheel::Wheel::prepare`]), a chunk
+//! per lock hold, so that a slot of millions of entries (a pool filled at
+//! once) costs many sub-millisecond steps instead of one stall of every
+//! command on the shard when its time comes.
 
 use super::{Store, lock};
+use crate::wheel::PREPARE_MIN;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -83,9 +90,46 @@ impl Store {
         })
     }
 
+    /// Spreads one chunk of shard `idx`'s next big cascade. `None`: the
+    /// wheel is too small to hold a big slot; `Some(more)`: whether more is
+    /// left to spread now.
+    pub(crate) fn prepare_cascade(&self, idx: usize) -> Option<bool> {
+        let mut g = lock(&self.shard_cells()[idx].state);
+        if g.wheel.len() < PREPARE_MIN {
+            return None;
+        }
+        Some(g.wheel.prepare(self.clock().now_ms(), PREPARE_CHUNK) > 0)
+    }
+
     /// Pending wheel entries in all shards (INFO).
     pub fn pending_timers(&self) -> usize {
         self.shard_cells().iter().map(|c| lock(&c.state).wheel.len()).sum()
+    }
+}
+
+/// Wheel entries spread per lock hold while preparing a big cascade (about
+/// a quarter of a millisecond).
+const PREPARE_CHUNK: usize = 8 * 1024;
+
+/// While a shard's wheel is big enough to hold a big slot, its driver looks
+/// for one to prepare at least this often (ms): a slot filling up does not
+/// wake the driver by itself.
+const PREPARE_RECHECK_MS: u64 = 50;
+
+/// One step of a driver between ticks: whether to spread another chunk, or
+/// when to look again (`next`, or sooner while there may be a big slot).
+enum Prepare {
+    More,
+    Until(u64),
+}
+
+fn prepare_step(store: &Store, idx: usize, next: u64) -> Prepare {
+    match store.prepare_cascade(idx) {
+        None => Prepare::Until(next),
+        Some(false) => Prepare::Until(next.min(store.clock().now_ms().saturating_add(PREPARE_RECHECK_MS))),
+        // A deadline comes first.
+        Some(true) if store.clock().now_ms() >= next => Prepare::Until(next),
+        Some(true) => Prepare::More,
     }
 }
 
@@ -103,9 +147,18 @@ fn note_slow_tick(idx: usize, started: std::time::Instant) {
 async fn drive(store: Store, idx: usize) {
     loop {
         let started = std::time::Instant::now();
-        let next = store.tick(idx);
+        let mut next = store.tick(idx);
         note_slow_tick(idx, started);
         let cell = &store.shard_cells()[idx];
+        loop {
+            match prepare_step(&store, idx, next) {
+                Prepare::More => tokio::task::yield_now().await,
+                Prepare::Until(at) => {
+                    next = at;
+                    break;
+                }
+            }
+        }
         if next == u64::MAX {
             cell.wake.notified().await;
         } else {
@@ -124,8 +177,17 @@ fn drive_thread(store: Store, idx: usize, stop: &AtomicBool) {
     let _ = cell.driver.set(thread::current());
     while !stop.load(Ordering::Acquire) {
         let started = std::time::Instant::now();
-        let next = store.tick(idx);
+        let mut next = store.tick(idx);
         note_slow_tick(idx, started);
+        while !stop.load(Ordering::Acquire) {
+            match prepare_step(&store, idx, next) {
+                Prepare::More => {}
+                Prepare::Until(at) => {
+                    next = at;
+                    break;
+                }
+            }
+        }
         if next == u64::MAX {
             thread::park();
         } else {

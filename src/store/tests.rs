@@ -245,6 +245,40 @@ async fn driver_is_woken_for_an_earlier_deadline() {
     assert_eq!(s.clock().now_ms() - start, 7);
 }
 
+/// A slot too big to cascade in one go is spread by the driver shortly
+/// before its time, and its tokens still expire at their exact millisecond.
+#[tokio::test(start_paused = true)]
+async fn driver_spreads_a_big_cascade_ahead_and_expiries_stay_exact() {
+    let n = crate::wheel::PREPARE_MIN as u64 + 5_000;
+    let (s, _) = store_with(StoreConfig { shards: 1, max_expired_remembered: 0, ..Default::default() });
+    let _drivers = expiry::spawn(&s);
+    let life = 20_000;
+    s.gen_tokens(b"p", Some(life), n).unwrap();
+    let start = s.clock().now_ms();
+    let spread = || lock(&s.shard_cells()[0].state).wheel.prepared_entries();
+    // Far from any cascade: nothing is copied yet.
+    tokio::task::yield_now().await;
+    assert_eq!(spread(), 0);
+    // The slot is spread whole before its time (a chunk each time the
+    // driver runs), maybe more than once as it moves down the levels.
+    let mut whole = 0;
+    while s.clock().now_ms() - start < life - 1 {
+        ms(10.min(life - 1 - (s.clock().now_ms() - start))).await;
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        if spread() == n as usize {
+            whole += 1;
+        }
+    }
+    assert!(whole > 0, "never spread whole");
+    assert_eq!(s.clock().now_ms() - start, life - 1);
+    assert_eq!(s.stats(b"p").total, n, "all alive 1 ms before the deadline");
+    ms(1).await;
+    assert_eq!(s.stats(b"p").total, 0, "all gone at the deadline");
+    s.check_invariants().unwrap();
+}
+
 /// The thread drivers run on real time: a few short real deadlines.
 #[tokio::test]
 async fn thread_drivers_fire_on_real_time_and_are_woken_for_an_earlier_deadline() {
