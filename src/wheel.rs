@@ -157,6 +157,20 @@ impl<T> Level<T> {
         self.slots[slot].push(entry);
     }
 
+    /// Appends a run of entries to `slot`, in order, and marks it occupied
+    /// if any; into an empty slot the run's `Vec` itself moves (no copy).
+    fn append(&mut self, slot: usize, mut entries: Vec<(u64, T)>) {
+        if entries.is_empty() {
+            return;
+        }
+        self.occupied |= 1 << slot;
+        if self.slots[slot].is_empty() {
+            self.slots[slot] = entries;
+        } else {
+            self.slots[slot].append(&mut entries);
+        }
+    }
+
     /// Takes `slot` whole and marks it empty. Taking (rather than draining in
     /// place) means entries re-inserted while the slot is processed can never
     /// be seen again by the same pass.
@@ -299,20 +313,11 @@ impl<T> Wheel<T> {
         let Some(p) = self.prepared.take_if(|p| (p.level, p.slot, p.start) == (level, slot, start)) else {
             return entries;
         };
+        // The levels below are empty now (see `Prepared`); were they not,
+        // what is there was placed before, so appending keeps the order.
         for (l, row) in p.targets.into_iter().enumerate() {
             for (s, spread) in row.into_iter().enumerate() {
-                if spread.is_empty() {
-                    continue;
-                }
-                let dest = &mut self.levels[l];
-                dest.occupied |= 1 << s;
-                if dest.slots[s].is_empty() {
-                    dest.slots[s] = spread;
-                } else {
-                    // Not expected (see `Prepared`), but order still holds:
-                    // whatever is there was placed before.
-                    dest.slots[s].extend(spread);
-                }
+                self.levels[l].append(s, spread);
             }
         }
         entries.drain(..p.done.min(entries.len()));
@@ -388,16 +393,7 @@ impl<T> Wheel<T> {
             let (l, slot) = target(when);
             self.levels[l].push(slot, (when, item));
         }
-        if entries.is_empty() {
-            return;
-        }
-        let dest = &mut self.levels[big_level];
-        dest.occupied |= 1 << big_slot;
-        if dest.slots[big_slot].is_empty() {
-            dest.slots[big_slot] = entries;
-        } else {
-            dest.slots[big_slot].append(&mut entries);
-        }
+        self.levels[big_level].append(big_slot, entries);
     }
 
     /// Puts an entry in the slot its clamped placement time selects, relative
