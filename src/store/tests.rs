@@ -289,8 +289,10 @@ async fn thread_drivers_fire_on_real_time_and_are_woken_for_an_earlier_deadline(
     one(&s, "p", 3_600_000); // the driver now sleeps for an hour
     tokio::time::sleep(Duration::from_millis(20)).await;
     for ttl in [30, 1, 45] {
-        let t = one(&s, "p", ttl);
+        // Read before GEN: the token's deadline is at least this (read
+        // after, the clock may have turned a millisecond past GEN's).
         let deadline = s.clock().now_ms() + ttl;
+        let t = one(&s, "p", ttl);
         let msg = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("expired within 10 s").unwrap();
         assert!(s.clock().now_ms() >= deadline, "not before its deadline");
         let want = format!("p:{}", std::str::from_utf8(&crate::token::format(t)).unwrap());
