@@ -24,6 +24,7 @@
 # BENCH_EXPIRY_TOKENS (200000), BENCH_MEM_TOKENS (1000000), BENCH_BIG_TOKENS
 # (10000000), BENCH_RECOVERY_TOKENS (1000000), BENCH_ACQ_ROUNDS (16) and
 # BENCH_ACQ_SECS (2): the pairs of ACQUIRE runs at 10k and 10M tokens,
+# BENCH_EXP_ROUNDS (3): runs of the expiry workload against tokend,
 # BENCH_SKIP_BUILD (unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,7 @@ SMALL_TOKENS=10000
 ACQ_ROUNDS=${BENCH_ACQ_ROUNDS:-16}
 ACQ_SECS=${BENCH_ACQ_SECS:-2}
 PING_ROUNDS=5
+EXP_ROUNDS=${BENCH_EXP_ROUNDS:-3}
 STARTED=$(date +%s)
 # Taken now: by the time the table is written, $OUT itself is a local change.
 TOKEND_VERSION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
@@ -262,9 +264,15 @@ stop_tokend
 
 # --- expiry: N tokens due in the same second --------------------------------
 log "expiry: $EXPIRY_TOKENS tokens due in the same second"
-start_tokend expiry
-lg mem-expiry "${TOK[@]}" -w expiry --tokens "$EXPIRY_TOKENS" --pool exp --lead-ms 3000 --expiry-timeout 15
-stop_tokend
+# tokend's run is repeated ($EXP_ROUNDS runs, each on a fresh server; the
+# p99 is their median): one second is short enough for a neighbour's burst
+# on this kind of shared VM to decide a tail on its own. The Redis run is
+# seconds late either way.
+for r in $(seq "$EXP_ROUNDS"); do
+  start_tokend "expiry-$r"
+  lg "mem-expiry-$r" "${TOK[@]}" -w expiry --tokens "$EXPIRY_TOKENS" --pool exp --lead-ms 3000 --expiry-timeout 15
+  stop_tokend
+done
 rflush "$REF_PORT"
 lg redis-expiry "${REF[@]}" -w expiry --tokens "$EXPIRY_TOKENS" --pool exp --lead-ms 4000 --expiry-timeout 15
 rflush "$REF_PORT"
@@ -316,9 +324,20 @@ ping_p99s() { for r in $(seq "$PING_ROUNDS"); do rbget "$1-ping-$r" PING_MBULK 7
 PING_T=$(ping_p99s tokend | median) PING_R=$(ping_p99s redis | median)
 PING_T_ALL=$(ping_p99s tokend | paste -sd' ') PING_R_ALL=$(ping_p99s redis | paste -sd' ')
 R_PING=$(ratio "$PING_T" "$PING_R")
-EXP_T_RECV=$(v mem-expiry received) EXP_T_EXP=$(v mem-expiry expected) EXP_T_P99=$(v mem-expiry late_p99_ms)
+# Expiry: every tokend run must get every event; the p99 is the median of
+# the runs', and the detail table shows the run that has it.
+exp_p99s() { for r in $(seq "$EXP_ROUNDS"); do v "mem-expiry-$r" late_p99_ms; done | grep .; }
+EXP_T_P99=$(exp_p99s | median)
+EXP_T_P99_ALL=$(exp_p99s | paste -sd' ')
+EXP_MID=mem-expiry-1
+EXP_T_ALL=yes
+for r in $(seq "$EXP_ROUNDS"); do
+  [ "$(v "mem-expiry-$r" late_p99_ms)" = "$EXP_T_P99" ] && EXP_MID="mem-expiry-$r"
+  recv=$(v "mem-expiry-$r" received) want=$(v "mem-expiry-$r" expected)
+  { [ -n "$recv" ] && [ "$recv" = "$want" ]; } || EXP_T_ALL=no
+done
+EXP_T_RECV=$(v "$EXP_MID" received) EXP_T_EXP=$(v "$EXP_MID" expected)
 EXP_R_RECV=$(v redis-expiry received) EXP_R_EXP=$(v redis-expiry expected) EXP_R_P99=$(v redis-expiry late_p99_ms)
-EXP_T_ALL=$([ -n "$EXP_T_RECV" ] && [ "$EXP_T_RECV" = "$EXP_T_EXP" ] && echo yes || echo no)
 R_MEM=$(ratio "$TOK_BPT" "$REDIS_BPT")
 MEM_MET=$(awk -v t="$TOK_BPT" -v r="$REDIS_BPT" 'BEGIN { print (t != "" && r != "" && t + 0 <= 100 && t + 0 < r + 0) ? "yes" : "no" }')
 EXP_P99_MET=$(le "$EXP_T_P99" 5)
@@ -360,8 +379,8 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "| GEN, 4 conns × pipeline 64, ops/s | $(fmt_int "$G_T") | Redis fn $(fmt_int "$G_R") | $R_G× | ≥ 5× | $(ge "$R_G" 5) |"
   echo "| cycle 50 × 16, \`--durability sync\` with its backing Redis on the same core, ops/s | $(fmt_int "$S16_T") | Redis fn alone $(fmt_int "$C16_R") | $R_S16× | ≥ 1× | $(ge "$R_S16" 1) |"
   echo "| PING p99, \`redis-benchmark -t ping -P 16 -c 50 -n 400000\` (PING_MBULK), ms: medians of $PING_ROUNDS alternating runs (tokend: $PING_T_ALL; Redis: $PING_R_ALL) | ${PING_T:-failed} | redis-server ${PING_R:-failed} | $R_PING× | ≤ 1× | $(le "$R_PING" 1) |"
-  echo "| expiry, $EXPIRY_TOKENS tokens due in the same second: events received | ${EXP_T_RECV:-failed} / ${EXP_T_EXP:-?} | Redis key expiry ${EXP_R_RECV:-failed} / ${EXP_R_EXP:-?} | — | all | $EXP_T_ALL |"
-  echo "| expiry, same run: p99 lateness of an event after its deadline, ms | ${EXP_T_P99:-failed} | Redis key expiry ${EXP_R_P99:-failed} | $(ratio "$EXP_T_P99" "$EXP_R_P99")× | ≤ 5 ms | $EXP_P99_MET |"
+  echo "| expiry, $EXPIRY_TOKENS tokens due in the same second: events received (tokend: in each of $EXP_ROUNDS runs) | ${EXP_T_RECV:-failed} / ${EXP_T_EXP:-?} | Redis key expiry ${EXP_R_RECV:-failed} / ${EXP_R_EXP:-?} | — | all | $EXP_T_ALL |"
+  echo "| expiry: p99 lateness of an event after its deadline, ms (tokend: median of $EXP_ROUNDS runs, each on a fresh server: $EXP_T_P99_ALL) | ${EXP_T_P99:-failed} | Redis key expiry ${EXP_R_P99:-failed} | $(ratio "$EXP_T_P99" "$EXP_R_P99")× | ≤ 5 ms | $EXP_P99_MET |"
   echo "| memory per token at $MEM_TOKENS tokens, bytes (tokend: RSS delta; Redis: used_memory delta) | $TOK_BPT | Redis fn $REDIS_BPT | $R_MEM× | ≤ 100 and below Redis | $MEM_MET |"
   echo "| ACQUIRE throughput (ACQUIRE → UNBLOCK, 50 × 16) at $BIG_TOKENS tokens, ops/s: medians of $ACQ_ROUNDS adjacent pairs of ${ACQ_SECS} s runs; the ratio is the median of the pairs' ratios ($A_RATIOS) | $(fmt_int "$A_BIG") | tokend at $SMALL_TOKENS tokens $(fmt_int "$A_SMALL") | $R_ACQ× | ≥ 0.9× | $(ge "$R_ACQ" 0.9) |"
   echo "| recovery of $REC_TOKENS tokens: start to ready, s (loading alone: ${REC_LOAD_MS:-?} ms; tokens back: ${REC_TOTAL:-?}) | $REC_SECS | — | — | ≤ 3 s | $(le "$REC_SECS" 3) |"
@@ -392,11 +411,11 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "$EXPIRY_TOKENS tokens made due evenly over one second, a few seconds ahead, by GENs sent one at a"
   echo "time (each token's deadline is taken as the send time + PX, a lower bound, so lateness is never"
   echo "underestimated); a subscriber on \`__keyevent@0__:expired\` timestamps each event. For Redis the"
-  echo "lifetime is the token key's TTL (\`notify-keyspace-events Ex\`)."
+  echo "lifetime is the token key's TTL (\`notify-keyspace-events Ex\`). tokend's column is its run with the median p99."
   echo
   echo "| | tokend | Redis key expiry |"
   echo "| --- | ---: | ---: |"
-  exp_row() { echo "| $1 | $(v mem-expiry "$2") | $(v redis-expiry "$2") |"; }
+  exp_row() { echo "| $1 | $(v "$EXP_MID" "$2") | $(v redis-expiry "$2") |"; }
   exp_row "events received" received
   exp_row "p50 lateness, ms" late_p50_ms
   exp_row "p99 lateness, ms" late_p99_ms
