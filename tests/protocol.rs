@@ -293,6 +293,15 @@ async fn requirepass() {
         Resp::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
     );
     assert_eq!(c.cmd("TOKEN.GEN p").await, noauth, "a wrong password does not authenticate");
+    // The right password followed by 65,536 NUL bytes is another password,
+    // for AUTH and for HELLO … AUTH.
+    let mut padded = b"s3cret".to_vec();
+    padded.resize(6 + 65_536, 0);
+    let wrongpass = Resp::Error("WRONGPASS invalid username-password pair or user is disabled.".into());
+    assert_eq!(c.call(&[&b"AUTH"[..], &padded]).await, wrongpass);
+    assert_eq!(c.call(&[&b"AUTH"[..], b"default", &padded]).await, wrongpass);
+    assert_eq!(c.call(&[&b"HELLO"[..], b"3", b"AUTH", b"default", &padded]).await, wrongpass);
+    assert_eq!(c.cmd("TOKEN.GEN p").await, noauth, "a padded password does not authenticate");
     assert_eq!(c.cmd("AUTH s3cret").await, Resp::Simple("OK".into()));
     assert_uuid_v4(&c.cmd("TOKEN.GEN p").await.text());
     assert_eq!(c.cmd("PING").await, Resp::Simple("PONG".into()));

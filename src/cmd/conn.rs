@@ -24,13 +24,11 @@ pub fn echo(p: &mut Parse) -> Result<Reply, ParseError> {
     Ok(Reply::Bulk(p.next_bytes()?))
 }
 
-/// Compares secrets in time that does not depend on where they differ.
+/// Compares secrets in time that does not depend on where they differ
+/// (`subtle`; unequal lengths are unequal, whatever the bytes).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
-    }
-    diff == 0
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// Checks a username/password pair against `--requirepass`.
@@ -164,5 +162,11 @@ mod tests {
         assert!(!constant_time_eq(b"s3cret", b"s3creT"));
         assert!(!constant_time_eq(b"", b"x"));
         assert!(constant_time_eq(b"", b""));
+        // The right secret followed by 65,536 NULs (a length difference
+        // whose low 16 bits are zero) is a different secret.
+        let mut long = b"s3cret".to_vec();
+        long.resize(6 + 65_536, 0);
+        assert!(!constant_time_eq(b"s3cret", &long));
+        assert!(!constant_time_eq(&long, b"s3cret"));
     }
 }
