@@ -60,7 +60,7 @@ done
 
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   log "building (release)"
-  cargo build --release --locked --bin tokend --bin tokend-bench
+  cargo build --release --locked --bin tokend -p tokend-bench
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TOKEND=$TARGET_DIR/release/tokend

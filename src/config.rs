@@ -15,6 +15,16 @@ pub enum Durability {
     Async,
 }
 
+impl Durability {
+    /// The mode's name, as the flag takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Sync => "sync",
+            Durability::Async => "async",
+        }
+    }
+}
+
 /// How logs are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -124,6 +134,19 @@ pub struct Config {
     #[arg(long, env = "TOKEND_REDIS")]
     pub redis: Option<String>,
 
+    /// With a `rediss://` backing Redis: the CA certificate (PEM) that signed
+    /// its certificate, when it is not in the system's trust store.
+    #[arg(long, env = "TOKEND_REDIS_TLS_CA_CERT")]
+    pub redis_tls_ca_cert: Option<std::path::PathBuf>,
+
+    /// With a `rediss://` backing Redis that wants client certificates: ours (PEM).
+    #[arg(long, env = "TOKEND_REDIS_TLS_CERT", requires = "redis_tls_key")]
+    pub redis_tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key (PEM) of --redis-tls-cert.
+    #[arg(long, env = "TOKEND_REDIS_TLS_KEY", requires = "redis_tls_cert")]
+    pub redis_tls_key: Option<std::path::PathBuf>,
+
     /// Prefix of every key tokend writes in the backing Redis.
     #[arg(long, env = "TOKEND_REDIS_PREFIX", default_value = "tokend:")]
     pub redis_prefix: String,
@@ -179,6 +202,67 @@ impl Config {
         Config::parse_from(["tokend"])
     }
 
+    /// The certificates for a TLS backing Redis (None: the system's trust
+    /// store, or no TLS).
+    pub fn backing_tls(&self) -> std::io::Result<Option<redis::TlsCertificates>> {
+        if self.redis_tls_ca_cert.is_none() && self.redis_tls_cert.is_none() {
+            return Ok(None);
+        }
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| std::io::Error::other(format!("cannot read {}: {e}", p.display())))
+        };
+        let root_cert = self.redis_tls_ca_cert.as_deref().map(read).transpose()?;
+        let client_tls = match (&self.redis_tls_cert, &self.redis_tls_key) {
+            (Some(c), Some(k)) => Some(redis::ClientTlsConfig { client_cert: read(c)?, client_key: read(k)? }),
+            _ => None,
+        };
+        Ok(Some(redis::TlsCertificates { client_tls, root_cert }))
+    }
+
+    /// Every setting by its name (the long flag without `--`), as `CONFIG
+    /// GET` shows it, plus the few Redis settings clients read at connect.
+    /// Secrets in the backing Redis URL are masked.
+    pub fn parameters(&self) -> Vec<(&'static str, String)> {
+        let ms = |d: Duration| format!("{}ms", d.as_millis());
+        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map_or(String::new(), |p| p.display().to_string());
+        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+        vec![
+            ("bind", self.bind.clone()),
+            ("port", self.port.to_string()),
+            ("token-ttl", ms(self.token_ttl)),
+            ("lease-ttl", ms(self.lease_ttl)),
+            ("expired-memory", ms(self.expired_memory)),
+            ("max-expired-remembered", self.max_expired_remembered.to_string()),
+            ("shards", self.shards.to_string()),
+            ("maxclients", self.maxclients.to_string()),
+            ("max-tokens", self.max_tokens.to_string()),
+            ("max-gen-count", self.max_gen_count.to_string()),
+            ("proto-max-bulk-len", self.proto_max_bulk_len.to_string()),
+            ("requirepass", self.requirepass.clone().unwrap_or_default()),
+            ("protected-mode", yes_no(self.protected_mode)),
+            ("tls-port", self.tls_port.map_or("0".into(), |p| p.to_string())),
+            ("tls-cert", path(&self.tls_cert)),
+            ("tls-key", path(&self.tls_key)),
+            ("timeout", self.timeout.to_string()),
+            ("notify-keyspace-events", self.notify_keyspace_events.to_flags()),
+            ("redis", self.redis.as_deref().map_or(String::new(), mask_url_password)),
+            ("redis-tls-ca-cert", path(&self.redis_tls_ca_cert)),
+            ("redis-tls-cert", path(&self.redis_tls_cert)),
+            ("redis-tls-key", path(&self.redis_tls_key)),
+            ("redis-prefix", self.redis_prefix.clone()),
+            ("durability", self.durability.name().into()),
+            ("flush-interval", ms(self.flush_interval)),
+            ("persist-timeout", ms(self.persist_timeout)),
+            ("threads", self.threads.to_string()),
+            ("config", path(&self.config)),
+            ("log-format", format!("{:?}", self.log_format).to_ascii_lowercase()),
+            ("log-level", self.log_level.clone()),
+            ("databases", "1".into()),
+            ("save", String::new()),
+            ("appendonly", "no".into()),
+        ]
+    }
+
     /// The store's part of the configuration.
     pub fn store_config(&self) -> StoreConfig {
         StoreConfig {
@@ -189,6 +273,20 @@ impl Config {
             max_expired_remembered: self.max_expired_remembered,
             max_tokens: self.max_tokens,
         }
+    }
+}
+
+/// A URL with its password (if any) replaced by `***`.
+fn mask_url_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
     }
 }
 

@@ -1,4 +1,5 @@
-//! One client connection: read requests, run them, write replies.
+//! The RESP front end: one client connection — read requests, run them
+//! through the command core ([`cmd::execute`]), write replies.
 //!
 //! Pipelining: every complete request in the read buffer is executed and its
 //! reply appended to one write buffer, which is written once per batch (not
@@ -6,21 +7,19 @@
 //! then waits, while still watching the socket so that a client that goes
 //! away releases its place in the queue (and any token handed to it).
 
-use crate::cmd::{self, Outcome};
-use crate::codec::decode_request;
+use crate::cmd::{self, Ctx, Outcome, Session};
+use crate::codec::{Limits, decode_request};
 use crate::pubsub::PubMsg;
-use crate::reply::{Protocol, Reply};
-use crate::server::{ClientMeta, ClientNames, Shared};
-use crate::store::Waiting;
+use crate::reply::Reply;
+use crate::store::{Handed, Waiting};
 use crate::token;
 use bytes::{Bytes, BytesMut};
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 /// Flush the write buffer early when a pipeline's replies exceed this
 /// (bounds memory for a client that pipelines a million commands).
@@ -36,72 +35,24 @@ const LOOKAHEAD: usize = 32;
 /// Buffers that grew past this are released once empty.
 const KEEP_BUFFER: usize = 256 * 1024;
 
-/// Per-connection state that commands can see and change.
-pub struct Session {
-    pub id: u64,
-    pub proto: Protocol,
-    pub authenticated: bool,
-    pub meta: Arc<ClientMeta>,
-    pub channels: HashSet<Bytes>,
-    pub patterns: HashSet<Bytes>,
-    pub pubsub_rx: Option<mpsc::Receiver<PubMsg>>,
-    /// A command in the current batch changed state (sync durability waits).
-    pub wrote: bool,
-    /// The last command's name (mirrored into `meta` only when it changes).
-    pub last_cmd: &'static str,
+/// What a connection needs besides the command context.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub limits: Limits,
+    /// Close a client idle this long (subscribers and blocked clients are
+    /// never closed for idleness, as in Redis).
+    pub idle_timeout: Option<Duration>,
 }
 
-impl Session {
-    /// A fresh client session registered with the server (a connection, or
-    /// a harness such as the fuzz target that drives commands directly).
-    pub fn new(shared: &Arc<Shared>, addr: SocketAddr, laddr: SocketAddr) -> Session {
-        let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
-        let meta = Arc::new(ClientMeta {
-            id,
-            addr,
-            laddr,
-            created: Instant::now(),
-            last_active_ms: Default::default(),
-            name: std::sync::Mutex::new(ClientNames { resp: 2, ..Default::default() }),
-        });
-        shared.clients.insert(id, meta.clone());
-        Session {
-            id,
-            proto: Protocol::Resp2,
-            authenticated: shared.config.requirepass.is_none(),
-            meta,
-            channels: HashSet::new(),
-            patterns: HashSet::new(),
-            pubsub_rx: None,
-            wrote: false,
-            last_cmd: "",
-        }
-    }
-
-    /// Unregisters the session (its subscriptions and its CLIENT LIST entry).
-    pub fn close(&mut self, shared: &Shared) {
-        shared.clients.remove(&self.id);
-        if self.pubsub_rx.take().is_some() {
-            shared.pubsub.detach(self.id);
-        }
-    }
-
-    /// Subscriptions of both kinds.
-    pub fn subscriptions(&self) -> usize {
-        self.channels.len() + self.patterns.len()
-    }
-
-    /// Keeps `CLIENT LIST`'s view current.
-    pub fn update_meta(&self, f: impl FnOnce(&mut ClientNames)) {
-        let mut g = self.meta.name.lock().unwrap_or_else(|e| e.into_inner());
-        f(&mut g);
-    }
-}
+/// What a client blocked in ACQUIRE gets when the server stops: no token
+/// was assigned to it, and it should retry elsewhere or later.
+const SHUTDOWN_REPLY: &str = "SHUTDOWN tokend is shutting down; no token was assigned";
 
 /// A connection and its buffers, over plain TCP or TLS.
 pub struct Connection<S> {
     stream: S,
-    shared: Arc<Shared>,
+    ctx: Arc<Ctx>,
+    opts: Options,
     session: Session,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -110,11 +61,12 @@ pub struct Connection<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    pub fn new(stream: S, addr: SocketAddr, laddr: SocketAddr, shared: Arc<Shared>) -> Connection<S> {
+    pub fn new(stream: S, addr: SocketAddr, laddr: SocketAddr, ctx: Arc<Ctx>, opts: Options) -> Connection<S> {
         Connection {
             stream,
-            session: Session::new(&shared, addr, laddr),
-            shared,
+            session: Session::new(&ctx, addr, laddr),
+            ctx,
+            opts,
             rbuf: BytesMut::with_capacity(READ_BUFFER),
             wbuf: BytesMut::with_capacity(READ_BUFFER),
             batch: Vec::with_capacity(LOOKAHEAD),
@@ -122,17 +74,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Serves the client until it leaves, errs, or the server stops.
-    pub async fn run(mut self, stop: &mut broadcast::Receiver<()>) -> std::io::Result<()> {
+    pub async fn run(mut self, stop: &CancellationToken) -> std::io::Result<()> {
         let r = self.serve(stop).await;
-        self.session.close(&self.shared);
+        self.session.close(&self.ctx);
         r
     }
 
-    async fn serve(&mut self, stop: &mut broadcast::Receiver<()>) -> std::io::Result<()> {
-        let idle = match self.shared.config.timeout {
-            0 => None,
-            s => Some(Duration::from_secs(s)),
-        };
+    async fn serve(&mut self, stop: &CancellationToken) -> std::io::Result<()> {
+        let idle = self.opts.idle_timeout;
         loop {
             if !self.process_buffer(stop).await? {
                 return Ok(());
@@ -173,7 +122,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     // The broker dropped us: our queue overflowed.
                     None => return Ok(()),
                 },
-                _ = stop.recv() => return Ok(()),
+                _ = stop.cancelled() => return Ok(()),
             }
         }
     }
@@ -184,13 +133,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Requests are decoded [`LOOKAHEAD`] at a time and shown to the store
     /// before the first of them runs (see [`cmd::prefetch`]); then they run
     /// one by one, in order, exactly as if decoded one at a time.
-    async fn process_buffer(&mut self, stop: &mut broadcast::Receiver<()>) -> std::io::Result<bool> {
+    async fn process_buffer(&mut self, stop: &CancellationToken) -> std::io::Result<bool> {
         let mut keep_open = true;
         let mut batch = std::mem::take(&mut self.batch);
         'read: loop {
             let mut bad = None;
             while batch.len() < LOOKAHEAD {
-                match decode_request(&mut self.rbuf, &self.shared.limits) {
+                match decode_request(&mut self.rbuf, &self.opts.limits) {
                     Ok(Some(args)) if args.is_empty() => {}
                     Ok(Some(args)) => batch.push(args),
                     Ok(None) => break,
@@ -204,11 +153,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 break;
             }
             if self.session.authenticated {
-                cmd::prefetch(&self.shared, &batch);
+                cmd::prefetch(&self.ctx, &batch);
             }
             for args in batch.drain(..) {
-                self.shared.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
-                match cmd::execute(&mut self.session, &self.shared, args) {
+                self.ctx.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
+                match cmd::execute(&self.ctx, &mut self.session, args) {
                     Outcome::Reply(r) => r.encode(self.session.proto, &mut self.wbuf),
                     Outcome::Replies(rs) => {
                         for r in rs {
@@ -225,6 +174,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         match self.block(waiting, timeout, stop).await? {
                             Some(r) => r.encode(self.session.proto, &mut self.wbuf),
                             None => return Ok(false),
+                        }
+                        if stop.is_cancelled() {
+                            keep_open = false;
+                            break 'read;
                         }
                     }
                 }
@@ -255,7 +208,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// in the batch changed state and the server runs in sync mode.
     async fn commit(&mut self) -> std::io::Result<()> {
         if std::mem::take(&mut self.session.wrote)
-            && let Some(sp) = self.shared.sync_point()
+            && let Some(sp) = self.ctx.durability()
             && let Err(msg) = sp.wait().await
         {
             // The changes are queued and will still be written; the client
@@ -283,13 +236,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Waits for a blocked ACQUIRE. Returns its reply, or None if the client
-    /// disconnected (or the server is stopping) meanwhile; either way a token
-    /// handed over in that instant goes back to the pool.
+    /// disconnected meanwhile; when the server stops, the reply is
+    /// `-SHUTDOWN` (no token). A token handed over in the instant the client
+    /// went away or the server stopped goes back to the pool (`waiting` is a
+    /// drop guard).
     async fn block(
         &mut self,
         mut waiting: Waiting,
         timeout: Option<Duration>,
-        stop: &mut broadcast::Receiver<()>,
+        stop: &CancellationToken,
     ) -> std::io::Result<Option<Reply>> {
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
         loop {
@@ -301,21 +256,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 r = self.stream.read_buf(&mut self.rbuf) => match r {
                     // Later pipelined commands wait in the buffer until we
                     // are served; a closed socket gives the place up.
-                    Ok(n) if n > 0 && self.rbuf.len() <= self.shared.limits.max_bulk => {}
-                    _ => {
-                        waiting.release();
-                        return Ok(None);
-                    }
+                    Ok(n) if n > 0 && self.rbuf.len() <= self.opts.limits.max_bulk => {}
+                    _ => return Ok(None),
                 },
-                _ = stop.recv() => {
-                    waiting.release();
-                    return Ok(None);
+                _ = stop.cancelled() => {
+                    drop(waiting);
+                    return Ok(Some(Reply::error(SHUTDOWN_REPLY)));
                 }
                 t = waiting.recv() => {
-                    self.session.wrote = true;
                     return Ok(Some(match t {
-                        Some(t) => Reply::bulk(token::format(t)),
-                        None => Reply::Null,
+                        Handed::Token(t) => {
+                            self.session.wrote = true;
+                            Reply::bulk(token::format(t))
+                        }
+                        Handed::Gone => Reply::Null,
                     }));
                 }
                 _ = sleep => {

@@ -140,4 +140,47 @@ mod tests {
         let s = "a".repeat(5000);
         assert!(!matches(p.as_bytes(), s.as_bytes()));
     }
+
+    #[test]
+    fn glob_basics() {
+        let m = |p: &str, s: &str| super::glob_match(p.as_bytes(), s.as_bytes(), false);
+        assert!(m("*", "anything"));
+        assert!(!m("*", ""), "Redis: a lone * does not match the empty string");
+        assert!(m("", ""));
+        assert!(!m("", "a"));
+        assert!(m("token.*", "token.gen"));
+        assert!(!m("token.*", "tokenXgen"), "the dot is literal");
+        assert!(m("h?llo", "hello") && !m("h?llo", "hllo"));
+        assert!(m("h*llo", "hllo") && m("h*llo", "heeeello"));
+        assert!(m("a**b", "ab") && m("a*", "a") && !m("a*?", "a"));
+        assert!(m("h[ae]llo", "hallo") && !m("h[ae]llo", "hillo"));
+        assert!(m("h[^e]llo", "hallo") && !m("h[^e]llo", "hello"));
+        assert!(m("h[a-b]llo", "hbllo") && m("h[b-a]llo", "hallo"), "reversed ranges are swapped");
+        assert!(m("a\\*b", "a*b") && !m("a\\*b", "axb"));
+        // Edge cases checked against Redis 7.0.15's KEYS.
+        assert!(m("[\\]]", "]"));
+        assert!(!m("[]]", "]") && !m("[]]]", "]]"), "[] is an empty class");
+        assert!(m("[^]", "x") && m("[^]", "]") && m("[^]b", "]b"), "[^] is any byte");
+        assert!(m("x\\", "x\\"), "a trailing backslash is literal");
+        assert!(m("[abc", "a") && !m("[abc", "d"), "an unclosed class runs to the end");
+        assert!(!m("a[", "a[") && !m("a[", "a"));
+    }
+
+    #[test]
+    fn glob_case_folding_follows_redis() {
+        assert!(super::glob_match(b"CLIENT|*", b"client|id", true));
+        assert!(!super::glob_match(b"CLIENT|*", b"client|id", false));
+        assert!(super::glob_match(b"[A-C]x", b"bx", true));
+        assert!(
+            super::glob_match(b"[\\G]et", b"Get", true) && !super::glob_match(b"[\\G]et", b"get", true),
+            "escapes in classes keep case"
+        );
+        assert!(super::glob_match(b"\\Get", b"get", true), "escapes outside classes fold case");
+    }
+
+    #[test]
+    fn nesting_is_capped() {
+        let deep = "*x".repeat(2000);
+        assert!(!super::glob_match(deep.as_bytes(), "x".repeat(3000).as_bytes(), false));
+    }
 }

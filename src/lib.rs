@@ -4,19 +4,26 @@
 //!
 //! - [`codec`] frames requests (RESP or inline) and [`reply`] encodes replies
 //!   for RESP2 or RESP3;
-//! - [`cmd`] parses each command ([`parse`] is the argument cursor) and runs
-//!   it against the [`store`];
 //! - [`store`] holds the pools, sharded, with one [`wheel`] (a hierarchical
 //!   timing wheel) per shard for lifetimes and leases;
 //! - [`notify`] turns store events into keyspace-style messages on the
 //!   [`pubsub`] broker (and on the backing Redis);
-//! - [`server`] and [`connection`] run the network side.
+//! - [`cmd`] is the command core: one table of commands and one
+//!   `execute(ctx, session, request)` that every front end calls ([`parse`]
+//!   is the argument cursor; [`durable`] is its seam to the backing store);
+//! - [`persist`] writes changes to the backing Redis and reads them back;
+//! - [`connection`] is the RESP front end, [`server`] wires everything
+//!   together, accepts connections and stops gracefully; [`config`] reads
+//!   the settings.
+//!
+//! Imports only go down this list (a module never imports one above it).
 
 pub mod clock;
 pub mod cmd;
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod durable;
 pub mod glob;
 pub mod notify;
 pub mod parse;
@@ -25,6 +32,8 @@ pub mod pubsub;
 pub mod reply;
 pub mod server;
 pub mod store;
+#[cfg(test)]
+mod testing;
 pub mod tls;
 pub mod token;
 pub mod wheel;

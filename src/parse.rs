@@ -54,6 +54,16 @@ impl Parse {
         Parse { args }
     }
 
+    /// Wraps a whole request, skipping its first `n` elements (the command
+    /// name, and the subcommand name for a subcommand).
+    pub fn after(args: Vec<Bytes>, n: usize) -> Parse {
+        let mut args = args.into_iter();
+        for _ in 0..n {
+            args.next();
+        }
+        Parse { args }
+    }
+
     /// How many arguments are left.
     pub fn remaining(&self) -> usize {
         self.args.len()

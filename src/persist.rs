@@ -36,9 +36,9 @@
 //! nothing. In both modes the backlog is bounded ([`MAX_BACKLOG`]): beyond it
 //! writes are refused the same way.
 
-use crate::config::{Config, Durability};
+use crate::config::{Config, Durability as Mode};
+use crate::durable::{Durability, LinkStatus};
 use crate::notify::EventSink;
-use crate::server::SyncPoint;
 use crate::store::{Change, Journal, Record, Restored};
 use crate::token::{self, TokenId};
 use bytes::Bytes;
@@ -86,7 +86,7 @@ struct Queue {
 /// The handle the store, the notifier and the connections use.
 pub struct Backing {
     prefix: String,
-    mode: Durability,
+    mode: Mode,
     persist_timeout: Duration,
     /// Sender and the sequence number of the last item sent, under one lock
     /// so that sequence order is channel order.
@@ -137,8 +137,12 @@ pub fn decode_record(s: &[u8]) -> Option<Record> {
 }
 
 /// Connects to the backing Redis, failing within [`CONNECT_TIMEOUT`].
-pub async fn connect(url: &str) -> Result<ConnectionManager, String> {
-    let client = redis::Client::open(url).map_err(|e| format!("invalid --redis URL {url:?}: {e}"))?;
+pub async fn connect(url: &str, tls: &Option<redis::TlsCertificates>) -> Result<ConnectionManager, String> {
+    let client = match tls {
+        None => redis::Client::open(url),
+        Some(certs) => redis::Client::build_with_tls(url, certs.clone()),
+    }
+    .map_err(|e| format!("invalid --redis URL {url:?}: {e}"))?;
     let cfg = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(Duration::from_secs(30)))
@@ -265,20 +269,21 @@ impl Backing {
             started: Instant::now(),
         });
         let flush_interval = match config.durability {
-            Durability::Sync => None,
-            Durability::Async => Some(config.flush_interval),
+            Mode::Sync => None,
+            Mode::Async => Some(config.flush_interval),
         };
         tokio::spawn(writer(backing.clone(), con, rx, durable_tx, flush_interval));
         backing
     }
 
-    fn push(&self, make: impl FnOnce(u64) -> Item, n: usize) {
+    fn push(&self, make: impl FnOnce(u64) -> Item, n: usize) -> u64 {
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         q.seq += 1;
         let item = make(q.seq);
         if q.tx.send(item).is_ok() {
             self.backlog.fetch_add(n, Ordering::Relaxed);
         }
+        q.seq
     }
 
     /// The sequence number of the last item queued.
@@ -304,9 +309,9 @@ impl Backing {
 }
 
 impl Journal for Backing {
-    fn append(&self, changes: Vec<Change>) {
+    fn append(&self, changes: Vec<Change>) -> u64 {
         let n = changes.len();
-        self.push(|seq| Item::Changes(seq, changes), n);
+        self.push(|seq| Item::Changes(seq, changes), n)
     }
 }
 
@@ -316,9 +321,9 @@ impl EventSink for Backing {
     }
 }
 
-impl SyncPoint for Backing {
-    fn status(&self) -> (usize, bool) {
-        (self.backlog(), self.down_since.load(Ordering::Relaxed) != 0)
+impl Durability for Backing {
+    fn status(&self) -> LinkStatus {
+        LinkStatus { backlog: self.backlog(), down: self.down_since.load(Ordering::Relaxed) != 0 }
     }
 
     fn admit(&self) -> Result<(), String> {
@@ -326,7 +331,7 @@ impl SyncPoint for Backing {
             return Err("TRYAGAIN the backing Redis is behind (backlog full); retry later".into());
         }
         let down = self.down_since.load(Ordering::Relaxed);
-        if self.mode == Durability::Sync
+        if self.mode == Mode::Sync
             && down != 0
             && self.now_ms().saturating_sub(down) > self.persist_timeout.as_millis() as u64
         {
@@ -337,7 +342,7 @@ impl SyncPoint for Backing {
 
     fn wait(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>> {
         Box::pin(async move {
-            if self.mode == Durability::Async {
+            if self.mode == Mode::Async {
                 return Ok(());
             }
             let target = self.queued_seq();

@@ -33,6 +33,8 @@ pub enum Reply {
     Bulk(Bytes),
     /// A null bulk string in RESP2, `_` in RESP3.
     Null,
+    /// A null array in RESP2 (`*-1`, as an aborted EXEC replies), `_` in RESP3.
+    NullArray,
     Array(Vec<Reply>),
     /// RESP3 map; a flat field/value array in RESP2 (as `HGETALL` does).
     Map(Vec<(Reply, Reply)>),
@@ -110,6 +112,10 @@ impl Reply {
                 dst.extend_from_slice(if proto == Protocol::Resp3 { b"_\r\n" } else { b"$-1\r\n" });
                 return;
             }
+            Reply::NullArray => {
+                dst.extend_from_slice(if proto == Protocol::Resp3 { b"_\r\n" } else { b"*-1\r\n" });
+                return;
+            }
             Reply::Simple(s) if !s.contains(&b'\r') && !s.contains(&b'\n') => {
                 dst.extend_from_slice(b"+");
                 dst.extend_from_slice(s);
@@ -136,7 +142,8 @@ impl Reply {
             Reply::Error(e) => F2::Error(sanitize_error(e).into()),
             Reply::Integer(i) => F2::Integer(i),
             Reply::Bulk(b) | Reply::Verbatim(b) => F2::BulkString(b),
-            Reply::Null => F2::Null,
+            // Inside an aggregate the crate has no null array: a null.
+            Reply::Null | Reply::NullArray => F2::Null,
             Reply::Double(d) => F2::BulkString(Bytes::from(format_double(d))),
             Reply::Array(v) | Reply::Set(v) | Reply::Push(v) => {
                 F2::Array(v.into_iter().map(Reply::into_resp2).collect())
@@ -160,7 +167,7 @@ impl Reply {
             Reply::Integer(i) => F3::Number { data: i, attributes: None },
             Reply::Bulk(b) => F3::BlobString { data: b, attributes: None },
             Reply::Verbatim(b) => F3::VerbatimString { data: b, format: VerbatimStringFormat::Text, attributes: None },
-            Reply::Null => F3::Null,
+            Reply::Null | Reply::NullArray => F3::Null,
             Reply::Double(d) => F3::Double { data: d, attributes: None },
             Reply::Array(v) => F3::Array { data: v.into_iter().map(Reply::into_resp3).collect(), attributes: None },
             Reply::Push(v) => F3::Push { data: v.into_iter().map(Reply::into_resp3).collect(), attributes: None },
@@ -259,6 +266,8 @@ mod tests {
     fn null_per_protocol() {
         assert_eq!(enc(Reply::Null, Protocol::Resp2), b"$-1\r\n");
         assert_eq!(enc(Reply::Null, Protocol::Resp3), b"_\r\n");
+        assert_eq!(enc(Reply::NullArray, Protocol::Resp2), b"*-1\r\n");
+        assert_eq!(enc(Reply::NullArray, Protocol::Resp3), b"_\r\n");
     }
 
     #[test]

@@ -1,158 +1,98 @@
-//! The TCP server: accepts connections, caps their number, and shuts down
+//! The server: wires the store, the backing Redis and the command core
+//! together, accepts connections, caps their number, and shuts down
 //! gracefully.
 //!
-//! Shutdown: the future passed to [`run`] resolving (SIGINT/SIGTERM in the
-//! binary) closes the listener, tells every connection to stop through a
-//! broadcast channel (each finishes the request it is on and flushes its
-//! replies), waits for them, and finally flushes the backing store.
+//! Start-up: the listener is bound and clients are served at once; with a
+//! backing Redis the dataset loads in the background meanwhile, and every
+//! command that needs it answers `-LOADING` (as Redis does while it loads),
+//! with `loading:1` in `INFO persistence`.
+//!
+//! Shutdown: the future passed to [`Server::run`] resolving (SIGINT/SIGTERM
+//! in the binary) closes the listener and cancels one token that every
+//! connection watches (each finishes the request it is on, flushes its
+//! replies, and answers a blocked ACQUIRE `-SHUTDOWN`); a task tracker says
+//! when all are done; finally the backing store is flushed.
 
 use crate::clock::Clock;
+use crate::cmd::{Ctx, Settings};
 use crate::codec::Limits;
 use crate::config::Config;
-use crate::connection::Connection;
+use crate::connection::{self, Connection};
+use crate::durable::Durability;
 use crate::notify::Notifier;
 use crate::persist::{self, Backing};
 use crate::pubsub::PubSub;
 use crate::store::{Store, expiry};
-use dashmap::DashMap;
+use redis::aio::ConnectionManager;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// What `CLIENT LIST` shows about a connection. Shared between the
-/// connection (which updates it) and the registry.
-#[derive(Debug)]
-pub struct ClientMeta {
-    pub id: u64,
-    pub addr: SocketAddr,
-    pub laddr: SocketAddr,
-    pub created: Instant,
-    /// Milliseconds since `created` of the last command.
-    pub last_active_ms: AtomicU64,
-    pub name: std::sync::Mutex<ClientNames>,
-}
-
-/// Names a client gave itself.
-#[derive(Debug, Default, Clone)]
-pub struct ClientNames {
-    pub name: String,
-    pub lib_name: String,
-    pub lib_ver: String,
-    pub resp: u8,
-    pub sub: usize,
-    pub psub: usize,
-    pub last_cmd: String,
-}
-
-/// Server-wide counters for `INFO stats`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub connections_received: AtomicU64,
-    pub commands_processed: AtomicU64,
-    pub rejected_connections: AtomicU64,
-    pub connected: AtomicUsize,
-}
-
-/// Everything a connection shares with the rest of the server.
-pub struct Shared {
-    pub config: Config,
-    pub store: Store,
-    pub pubsub: Arc<PubSub>,
-    pub clients: DashMap<u64, Arc<ClientMeta>>,
-    pub stats: Stats,
-    pub started: Instant,
-    pub next_client_id: AtomicU64,
-    pub limits: Limits,
-    pub port: u16,
-    /// Waits for durability of changes (set when a backing Redis is used in
-    /// sync mode).
-    pub durability: Option<Arc<dyn SyncPoint>>,
-}
-
-/// A place to wait until everything queued so far is durable.
-pub trait SyncPoint: Send + Sync {
-    /// Whether a write may run now (`Err` is a `-TRYAGAIN …` reply); checked
-    /// before the write changes anything.
-    fn admit(&self) -> Result<(), String>;
-    /// Resolves `Ok` when every change queued before the call is durable;
-    /// `Err(msg)` (a `-TRYAGAIN …` reply) after the persist timeout.
-    fn wait(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
-
-    /// For `INFO persistence`: changes queued and not yet acknowledged, and
-    /// whether the last write to the backing store failed.
-    fn status(&self) -> (usize, bool);
-}
-
-impl Shared {
-    /// The sync point, if replies must wait for durability.
-    pub fn sync_point(&self) -> Option<&dyn SyncPoint> {
-        self.durability.as_deref()
-    }
-}
-
-/// A server ready to run: the store exists (and may be loaded from the
-/// backing Redis) before any client is accepted.
+/// A server ready to run.
 pub struct Server {
-    pub shared: Arc<Shared>,
+    pub ctx: Arc<Ctx>,
+    config: Config,
     listener: TcpListener,
     tls: Option<(TcpListener, TlsAcceptor)>,
-    _expiry: expiry::ExpiryDrivers,
+    /// The backing Redis, connected but not loaded yet.
+    backing: Option<ConnectionManager>,
+    /// Set when the dataset is loaded and the expiry drivers run.
+    ready: watch::Sender<bool>,
+}
+
+/// What runs once the dataset is loaded: the expiry drivers (a drop guard)
+/// and the backing store's writer.
+#[derive(Default)]
+struct Running {
+    expiry: Option<expiry::ExpiryDrivers>,
     backing: Option<Arc<Backing>>,
 }
 
 impl Server {
-    /// Builds the store around a bound listener. With a backing Redis, loads
-    /// every pool from it first (clients are not served until that is done),
-    /// then attaches it; then starts the expiry drivers, whose first run fires
-    /// whatever fell due while the server was down.
+    /// Builds the store around a bound listener. With a backing Redis,
+    /// connects to it and reads its slot key now (an unreachable backing
+    /// Redis is a start-up error); the dataset itself is loaded by
+    /// [`Server::run`] while clients are already answered.
     pub async fn new(listener: TcpListener, config: Config) -> std::io::Result<Server> {
         let pubsub = Arc::new(PubSub::default());
         let notifier = Arc::new(Notifier::new(config.notify_keyspace_events, pubsub.clone()));
-        let store = Store::new(config.store_config(), Clock::new(), notifier.clone());
+        let store = Store::new(config.store_config(), Clock::new(), notifier);
         let port = listener.local_addr()?.port();
-        let limits = Limits { max_bulk: config.proto_max_bulk_len, ..Limits::default() };
         let mut backing = None;
         if let Some(url) = &config.redis {
-            let mut con = persist::connect(url).await.map_err(std::io::Error::other)?;
+            let mut con = persist::connect(url, &config.backing_tls()?).await.map_err(std::io::Error::other)?;
             let key = persist::slot_key(&mut con, &config.redis_prefix, store.slot_key())
                 .await
                 .map_err(|e| std::io::Error::other(format!("cannot read the slot key from the backing Redis: {e}")))?;
             store.set_slot_key(key);
-            let items = persist::recover(&mut con, &config.redis_prefix)
-                .await
-                .map_err(|e| std::io::Error::other(format!("cannot load from the backing Redis: {e}")))?;
-            store.restore(items);
-            release_freed_memory();
-            let b = Backing::start(con, &config);
-            store.set_journal(b.clone());
-            notifier.set_sink(b.clone());
-            backing = Some(b);
+            backing = Some(con);
         }
-        let expiry = expiry::spawn_threads(&store)?;
-        let shared = Arc::new(Shared {
-            config,
-            store,
-            pubsub,
-            clients: DashMap::new(),
-            stats: Stats::default(),
-            started: Instant::now(),
-            next_client_id: AtomicU64::new(1),
-            limits,
+        let settings = Settings {
+            requirepass: config.requirepass.clone(),
+            max_gen_count: config.max_gen_count,
+            maxclients: config.maxclients,
             port,
-            durability: backing.clone().map(|b| b as Arc<dyn SyncPoint>),
-        });
-        Ok(Server { shared, listener, tls: None, _expiry: expiry, backing })
+            shards: config.shards as usize,
+            durability: config.redis.as_ref().map(|_| config.durability.name()),
+            params: config.parameters(),
+        };
+        let ctx = Arc::new(Ctx::new(store, pubsub, settings));
+        ctx.loading.store(backing.is_some(), Ordering::Release);
+        let (ready, _) = watch::channel(false);
+        Ok(Server { ctx, config, listener, tls: None, backing, ready })
     }
 
     /// Adds a TLS listener using `--tls-cert` and `--tls-key`.
     pub fn add_tls(&mut self, listener: TcpListener) -> std::io::Result<()> {
-        let (Some(cert), Some(key)) = (&self.shared.config.tls_cert, &self.shared.config.tls_key) else {
+        let (Some(cert), Some(key)) = (&self.config.tls_cert, &self.config.tls_key) else {
             return Err(std::io::Error::other("TLS needs --tls-cert and --tls-key"));
         };
         let acceptor = crate::tls::acceptor(cert, key).map_err(std::io::Error::other)?;
@@ -170,95 +110,178 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then stops gracefully.
-    pub async fn run(self, shutdown: impl Future) {
-        let (notify_shutdown, _) = broadcast::channel::<()>(1);
-        // Every connection holds a clone; when all are dropped, all are done.
-        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-        let shared = self.shared.clone();
-        let tls = async {
-            match &self.tls {
-                Some((l, acceptor)) => accept_loop(l, Some(acceptor), &shared, &notify_shutdown, &done_tx).await,
-                None => std::future::pending().await,
+    /// Turns true once the dataset is loaded and every command is served.
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    /// Serves until `shutdown` resolves, then stops gracefully. Fails (after
+    /// stopping the same way) if the dataset cannot be loaded: serving an
+    /// empty dataset would lose what the backing Redis holds.
+    pub async fn run(self, shutdown: impl Future) -> Result<(), String> {
+        let Server { ctx, config, listener, tls, backing, ready } = self;
+        let running = Arc::new(Mutex::new(Running::default()));
+        let addr = listener.local_addr().ok();
+        let mut loader = tokio::spawn(load(ctx.clone(), config.clone(), backing, running.clone(), ready, addr));
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let front = Front {
+            ctx: ctx.clone(),
+            opts: connection::Options {
+                limits: Limits { max_bulk: config.proto_max_bulk_len, ..Limits::default() },
+                idle_timeout: (config.timeout > 0).then(|| Duration::from_secs(config.timeout)),
+            },
+            permits: Arc::new(Semaphore::new(config.maxclients)),
+            protected: config.protected_mode && config.requirepass.is_none(),
+            stop: stop.clone(),
+            tracker: tracker.clone(),
+        };
+        tokio::pin!(shutdown);
+        let mut loaded = false;
+        let outcome = {
+            let tls_loop = async {
+                match &tls {
+                    Some((l, acceptor)) => front.accept_loop(l, Some(acceptor)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(tls_loop);
+            loop {
+                tokio::select! {
+                    _ = front.accept_loop(&listener, None) => break Ok(()),
+                    _ = &mut tls_loop => break Ok(()),
+                    r = &mut loader, if !loaded => match r {
+                        Ok(Ok(())) => loaded = true,
+                        Ok(Err(e)) => break Err(e),
+                        Err(e) => break Err(format!("the loader failed: {e}")),
+                    },
+                    _ = &mut shutdown => {
+                        tracing::info!("shutting down");
+                        break Ok(());
+                    }
+                }
             }
         };
-        tokio::select! {
-            _ = accept_loop(&self.listener, None, &shared, &notify_shutdown, &done_tx) => {}
-            _ = tls => {}
-            _ = shutdown => {
-                tracing::info!("shutting down");
-            }
+        drop(listener);
+        drop(tls);
+        loader.abort();
+        stop.cancel();
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
+            tracing::warn!("connections did not finish within 10 s");
         }
-        drop(self.listener);
-        drop(self.tls);
-        let _ = notify_shutdown.send(());
-        drop(done_tx);
-        let _ = tokio::time::timeout(Duration::from_secs(10), done_rx.recv()).await;
-        if let Some(b) = &self.backing {
+        let backing = running.lock().unwrap_or_else(|e| e.into_inner()).backing.clone();
+        if let Some(b) = backing {
             if b.flush(Duration::from_secs(10)).await {
                 tracing::info!("backing Redis flushed");
             } else {
                 tracing::error!(backlog = b.backlog(), "could not flush the backing Redis before exit");
             }
         }
+        drop(running);
+        outcome
     }
 }
 
-async fn accept_loop(
-    listener: &TcpListener,
-    tls: Option<&TlsAcceptor>,
-    shared: &Arc<Shared>,
-    notify_shutdown: &broadcast::Sender<()>,
-    done: &mpsc::Sender<()>,
-) {
-    let mut backoff = Duration::from_millis(1);
-    loop {
-        let (socket, addr) = match listener.accept().await {
-            Ok(x) => {
-                backoff = Duration::from_millis(1);
-                x
-            }
-            Err(e) => {
-                // Out of file descriptors and the like: back off, keep serving.
-                tracing::warn!(error = %e, "accept failed; backing off {:?}", backoff);
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+/// Loads the dataset from the backing Redis (if any), attaches the backing
+/// store, starts the expiry drivers — whose first run fires whatever fell
+/// due while the server was down — and lets every command through.
+async fn load(
+    ctx: Arc<Ctx>,
+    config: Config,
+    backing: Option<ConnectionManager>,
+    running: Arc<Mutex<Running>>,
+    ready: watch::Sender<bool>,
+    addr: Option<SocketAddr>,
+) -> Result<(), String> {
+    let mut started = Running::default();
+    if let Some(mut con) = backing {
+        let items = persist::recover(&mut con, &config.redis_prefix)
+            .await
+            .map_err(|e| format!("cannot load from the backing Redis: {e}"))?;
+        ctx.store.restore(items);
+        release_freed_memory();
+        let b = Backing::start(con, &config);
+        ctx.store.set_journal(b.clone());
+        ctx.store.notifier().set_sink(b.clone());
+        // Set before `loading` turns false: no write is admitted before.
+        ctx.set_durability(b.clone() as Arc<dyn Durability>);
+        started.backing = Some(b);
+    }
+    started.expiry =
+        Some(expiry::spawn_threads(&ctx.store).map_err(|e| format!("cannot start the expiry threads: {e}"))?);
+    *running.lock().unwrap_or_else(|e| e.into_inner()) = started;
+    ctx.loading.store(false, Ordering::Release);
+    let _ = ready.send(true);
+    match addr {
+        Some(a) => tracing::info!(addr = %a, version = env!("CARGO_PKG_VERSION"), "tokend ready to accept connections"),
+        None => tracing::info!("tokend ready to accept connections"),
+    }
+    Ok(())
+}
+
+/// What the accept loops share.
+struct Front {
+    ctx: Arc<Ctx>,
+    opts: connection::Options,
+    /// One per connection allowed (`--maxclients`); a connection task owns
+    /// its permit, so it is given back however the task ends.
+    permits: Arc<Semaphore>,
+    /// Protected mode is on and there is no password.
+    protected: bool,
+    stop: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Front {
+    async fn accept_loop(&self, listener: &TcpListener, tls: Option<&TlsAcceptor>) {
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let (socket, addr) = match listener.accept().await {
+                Ok(x) => {
+                    backoff = Duration::from_millis(1);
+                    x
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed; backing off {:?}", backoff);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            let stats = &self.ctx.stats;
+            stats.connections_received.fetch_add(1, Ordering::Relaxed);
+            let _ = socket.set_nodelay(true);
+            let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+                stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(reject(socket));
+                continue;
+            };
+            if self.protected && !is_loopback(addr.ip()) {
+                stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(deny_protected(socket));
                 continue;
             }
-        };
-        shared.stats.connections_received.fetch_add(1, Ordering::Relaxed);
-        let _ = socket.set_nodelay(true);
-        if shared.stats.connected.load(Ordering::Relaxed) >= shared.config.maxclients {
-            shared.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(reject(socket));
-            continue;
+            let (ctx, opts, stop, tls) = (self.ctx.clone(), self.opts, self.stop.clone(), tls.cloned());
+            self.tracker.spawn(async move {
+                let _permit = permit;
+                let laddr = socket.local_addr().unwrap_or(addr);
+                let r = match tls {
+                    None => Connection::new(socket, addr, laddr, ctx, opts).run(&stop).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                            Ok(Ok(stream)) => Connection::new(stream, addr, laddr, ctx, opts).run(&stop).await,
+                            Ok(Err(e)) => Err(e),
+                            Err(_) => Err(std::io::Error::other("TLS handshake timed out")),
+                        }
+                    }
+                };
+                if let Err(e) = r {
+                    tracing::debug!(%addr, error = %e, "connection ended with an error");
+                }
+            });
         }
-        if protected_mode_denies(&shared.config, addr.ip()) {
-            shared.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(deny_protected(socket));
-            continue;
-        }
-        shared.stats.connected.fetch_add(1, Ordering::Relaxed);
-        let shared = shared.clone();
-        let mut stop = notify_shutdown.subscribe();
-        let done = done.clone();
-        let tls = tls.cloned();
-        tokio::spawn(async move {
-            let laddr = socket.local_addr().unwrap_or(addr);
-            let r = match tls {
-                None => Connection::new(socket, addr, laddr, shared.clone()).run(&mut stop).await,
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                    Ok(Ok(stream)) => Connection::new(stream, addr, laddr, shared.clone()).run(&mut stop).await,
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(std::io::Error::other("TLS handshake timed out")),
-                },
-            };
-            if let Err(e) = r {
-                tracing::debug!(%addr, error = %e, "connection ended with an error");
-            }
-            shared.stats.connected.fetch_sub(1, Ordering::Relaxed);
-            drop(done);
-        });
     }
 }
 
@@ -274,13 +297,17 @@ If you want to connect from external computers to tokend you may adopt one of th
 2) If you are sure tokend is not reachable from untrusted networks, restart it with '--protected-mode no'. \
 NOTE: You only need to do one of the above things in order for the server to start accepting connections from the outside.\r\n";
 
-/// Protected mode: with no password, only loopback clients are accepted.
-pub fn protected_mode_denies(config: &Config, peer: std::net::IpAddr) -> bool {
-    let loopback = match peer {
+/// True for a loopback address (IPv4, IPv6, or IPv4-mapped IPv6).
+fn is_loopback(peer: std::net::IpAddr) -> bool {
+    match peer {
         std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(v6.is_loopback(), |v4| v4.is_loopback()),
         v4 => v4.is_loopback(),
-    };
-    config.protected_mode && config.requirepass.is_none() && !loopback
+    }
+}
+
+/// Protected mode: with no password, only loopback clients are accepted.
+pub fn protected_mode_denies(config: &Config, peer: std::net::IpAddr) -> bool {
+    config.protected_mode && config.requirepass.is_none() && !is_loopback(peer)
 }
 
 /// Refuses a non-loopback client in protected mode, as Redis does.

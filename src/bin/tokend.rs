@@ -80,12 +80,20 @@ async fn serve(config: Config) -> std::process::ExitCode {
         }
     }
     match server.local_addr() {
-        Ok(a) => tracing::info!(addr = %a, version = env!("CARGO_PKG_VERSION"), "tokend ready to accept connections"),
+        Ok(a) => tracing::info!(addr = %a, "listening"),
         Err(e) => tracing::warn!(error = %e, "listening, address unknown"),
     }
-    server.run(shutdown_signal()).await;
-    tracing::info!("bye");
-    std::process::ExitCode::SUCCESS
+    // "ready to accept connections" is logged once the dataset is loaded.
+    match server.run(shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("bye");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "stopped");
+            std::process::ExitCode::from(2)
+        }
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,27 +1,28 @@
-//! Connection commands: PING, ECHO, HELLO, AUTH, SELECT, RESET (QUIT is
-//! handled by the dispatcher). They only touch the session, and must behave
-//! exactly as Redis's do because client libraries send them on connect.
+//! Connection commands: PING, ECHO, HELLO, AUTH, SELECT, QUIT, RESET. They
+//! only touch the session, and must behave exactly as Redis's do because
+//! client libraries send them on connect.
 
-use crate::connection::Session;
+use super::{Call, Ctx, Outcome};
 use crate::parse::{Parse, ParseError};
 use crate::reply::{Protocol, Reply};
-use crate::server::Shared;
 
 /// `PING [message]`. In RESP2 pub/sub mode Redis answers `["pong", msg]`.
-pub fn ping(p: &mut Parse, s: &Session) -> Result<Reply, ParseError> {
+pub fn ping(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let msg = p.next_bytes().ok();
-    if s.proto == Protocol::Resp2 && s.subscriptions() > 0 {
+    p.finish().map_err(|_| ParseError::Other("ERR wrong number of arguments for 'ping' command".into()))?;
+    if c.session.proto == Protocol::Resp2 && c.session.subscriptions() > 0 {
         return Ok(Reply::Array(vec![
             Reply::bulk_static("pong"),
             msg.map_or_else(|| Reply::bulk_static(""), Reply::Bulk),
-        ]));
+        ])
+        .into());
     }
-    Ok(msg.map_or_else(|| Reply::status("PONG"), Reply::Bulk))
+    Ok(msg.map_or_else(|| Reply::status("PONG"), Reply::Bulk).into())
 }
 
 /// `ECHO message`.
-pub fn echo(p: &mut Parse) -> Result<Reply, ParseError> {
-    Ok(Reply::Bulk(p.next_bytes()?))
+pub fn echo(p: &mut Parse, _: &mut Call) -> Result<Outcome, ParseError> {
+    Ok(Reply::Bulk(p.next_bytes()?).into())
 }
 
 /// Compares secrets in time that does not depend on where they differ
@@ -32,9 +33,9 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Checks a username/password pair against `--requirepass`.
-fn check_password(shared: &Shared, user: &[u8], pass: &[u8]) -> Result<(), Reply> {
+fn check_password(ctx: &Ctx, user: &[u8], pass: &[u8]) -> Result<(), Reply> {
     let wrong = || Reply::error("WRONGPASS invalid username-password pair or user is disabled.");
-    match &shared.config.requirepass {
+    match &ctx.settings.requirepass {
         _ if user != b"default" => Err(wrong()),
         // The default user has no password: any password is accepted.
         None => Ok(()),
@@ -44,32 +45,39 @@ fn check_password(shared: &Shared, user: &[u8], pass: &[u8]) -> Result<(), Reply
 }
 
 /// `AUTH [username] password`.
-pub fn auth(p: &mut Parse, s: &mut Session, shared: &Shared) -> Result<Reply, ParseError> {
+pub fn auth(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let first = p.next_bytes()?;
     let (user, pass) = match p.next_bytes() {
         Ok(pass) => (first, pass),
         Err(_) => {
-            if shared.config.requirepass.is_none() {
+            if c.ctx.settings.requirepass.is_none() {
                 return Ok(Reply::error(
                     "ERR AUTH <password> called without any password configured for the default user. \
                      Are you sure your configuration is correct?",
-                ));
+                )
+                .into());
             }
             (bytes::Bytes::from_static(b"default"), first)
         }
     };
     p.finish()?;
-    Ok(match check_password(shared, &user, &pass) {
+    Ok(match check_password(c.ctx, &user, &pass) {
         Ok(()) => {
-            s.authenticated = true;
+            c.session.authenticated = true;
             Reply::ok()
         }
         Err(r) => r,
-    })
+    }
+    .into())
 }
 
 /// `HELLO [protover [AUTH username password] [SETNAME clientname]]`.
-pub fn hello(p: &mut Parse, s: &mut Session, shared: &Shared) -> Result<Reply, ParseError> {
+pub fn hello(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    hello_reply(p, c).map(Outcome::from)
+}
+
+fn hello_reply(p: &mut Parse, c: &mut Call) -> Result<Reply, ParseError> {
+    let (ctx, s) = (c.ctx, &mut *c.session);
     let mut proto = None;
     if let Ok(v) = p.next_bytes() {
         let v = crate::parse::parse_i64(&v)
@@ -92,7 +100,7 @@ pub fn hello(p: &mut Parse, s: &mut Session, shared: &Shared) -> Result<Reply, P
     }
     // Everything is checked before anything changes.
     if let Some((user, pass)) = &creds {
-        if let Err(r) = check_password(shared, user, pass) {
+        if let Err(r) = check_password(ctx, user, pass) {
             return Ok(r);
         }
     } else if !s.authenticated {
@@ -128,27 +136,36 @@ pub fn hello(p: &mut Parse, s: &mut Session, shared: &Shared) -> Result<Reply, P
 }
 
 /// `SELECT index`: there is one database, 0.
-pub fn select(p: &mut Parse) -> Result<Reply, ParseError> {
+pub fn select(p: &mut Parse, _: &mut Call) -> Result<Outcome, ParseError> {
     let db = p.next_i64()?;
-    Ok(if db == 0 { Reply::ok() } else { Reply::error("ERR DB index is out of range") })
+    Ok(if db == 0 { Reply::ok() } else { Reply::error("ERR DB index is out of range") }.into())
+}
+
+/// `QUIT`: OK, then the connection closes.
+pub fn quit(_: &mut Parse, _: &mut Call) -> Result<Outcome, ParseError> {
+    Ok(Outcome::Close(Reply::ok()))
 }
 
 /// `RESET`: back to a fresh connection's state.
-pub fn reset(s: &mut Session, shared: &Shared) -> Reply {
+pub fn reset(_: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    let (ctx, s) = (c.ctx, &mut *c.session);
     if s.pubsub_rx.take().is_some() {
-        shared.pubsub.detach(s.id);
+        ctx.pubsub.detach(s.id);
     }
+    s.multi = None;
+    s.unwatch_all(ctx);
     s.channels.clear();
     s.patterns.clear();
     s.proto = Protocol::Resp2;
-    s.authenticated = shared.config.requirepass.is_none();
+    s.authenticated = ctx.settings.requirepass.is_none();
     s.update_meta(|m| {
         m.name.clear();
         m.resp = 2;
         m.sub = 0;
         m.psub = 0;
+        m.multi = None;
     });
-    Reply::status("RESET")
+    Ok(Reply::status("RESET").into())
 }
 
 #[cfg(test)]

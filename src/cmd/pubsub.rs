@@ -1,11 +1,9 @@
 //! `SUBSCRIBE`, `PSUBSCRIBE`, `UNSUBSCRIBE`, `PUNSUBSCRIBE`, `PUBLISH` on the
 //! server's own broker, which also carries the keyspace notifications.
 
-use super::Outcome;
-use crate::connection::Session;
+use super::{Call, Outcome, Session};
 use crate::parse::{Parse, ParseError};
 use crate::reply::Reply;
-use crate::server::Shared;
 use bytes::Bytes;
 
 fn confirm(kind: &'static str, name: Option<Bytes>, count: usize) -> Reply {
@@ -20,8 +18,28 @@ fn sync_counts(s: &Session) {
     });
 }
 
-/// `SUBSCRIBE channel [channel ...]` / `PSUBSCRIBE pattern [pattern ...]`.
-pub fn subscribe(p: &mut Parse, s: &mut Session, shared: &Shared, pattern: bool) -> Result<Outcome, ParseError> {
+/// `SUBSCRIBE channel [channel ...]`.
+pub fn subscribe(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    subscribe_to(p, c, false)
+}
+
+/// `PSUBSCRIBE pattern [pattern ...]`.
+pub fn psubscribe(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    subscribe_to(p, c, true)
+}
+
+/// `UNSUBSCRIBE [channel ...]`.
+pub fn unsubscribe(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    Ok(unsubscribe_from(p, c, false))
+}
+
+/// `PUNSUBSCRIBE [pattern ...]`.
+pub fn punsubscribe(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    Ok(unsubscribe_from(p, c, true))
+}
+
+fn subscribe_to(p: &mut Parse, c: &mut Call, pattern: bool) -> Result<Outcome, ParseError> {
+    let (shared, s) = (c.ctx, &mut *c.session);
     if s.pubsub_rx.is_none() {
         s.pubsub_rx = Some(shared.pubsub.attach(s.id));
     }
@@ -38,9 +56,9 @@ pub fn subscribe(p: &mut Parse, s: &mut Session, shared: &Shared, pattern: bool)
     Ok(Outcome::Replies(replies))
 }
 
-/// `UNSUBSCRIBE [channel ...]` / `PUNSUBSCRIBE [pattern ...]`: all of that
-/// kind when none are named.
-pub fn unsubscribe(p: &mut Parse, s: &mut Session, shared: &Shared, pattern: bool) -> Outcome {
+/// Unsubscribes from the names given, or from all of that kind when none are.
+fn unsubscribe_from(p: &mut Parse, c: &mut Call, pattern: bool) -> Outcome {
+    let (shared, s) = (c.ctx, &mut *c.session);
     let kind = if pattern { "punsubscribe" } else { "unsubscribe" };
     let mut names = Vec::new();
     while let Ok(n) = p.next_bytes() {
@@ -65,9 +83,9 @@ pub fn unsubscribe(p: &mut Parse, s: &mut Session, shared: &Shared, pattern: boo
 }
 
 /// `PUBLISH channel message`: the number of clients that received it.
-pub fn publish(p: &mut Parse, shared: &Shared) -> Result<Reply, ParseError> {
+pub fn publish(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let channel = p.next_bytes()?;
     let msg = Bytes::copy_from_slice(&p.next_bytes()?);
     p.finish()?;
-    Ok(Reply::Integer(shared.pubsub.publish(&channel, &msg) as i64))
+    Ok(Reply::Integer(c.ctx.pubsub.publish(&channel, &msg) as i64).into())
 }

@@ -1,9 +1,10 @@
 //! Server commands: INFO, DBSIZE, TIME, CONFIG.
 
+use super::{Call, Ctx, Outcome};
 use crate::notify::EventClasses;
 use crate::parse::{Parse, ParseError};
 use crate::reply::Reply;
-use crate::server::Shared;
+use crate::store::Totals;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -16,7 +17,8 @@ pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
 const SECTIONS: [&str; 7] = ["server", "clients", "memory", "persistence", "stats", "tokens", "keyspace"];
 
 /// `INFO [section ...]`: `all`, `everything` and `default` print every section.
-pub fn info(p: &mut Parse, shared: &Shared) -> Result<Reply, ParseError> {
+pub fn info(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    let totals = c.tokens.totals()?;
     let mut wanted: Vec<String> = Vec::new();
     while let Ok(s) = p.next_string() {
         wanted.push(s.to_ascii_lowercase());
@@ -30,9 +32,9 @@ pub fn info(p: &mut Parse, shared: &Shared) -> Result<Reply, ParseError> {
         if !out.is_empty() {
             out.push_str("\r\n");
         }
-        section(sec, shared, &mut out);
+        section(sec, c.ctx, &totals, &mut out);
     }
-    Ok(Reply::Verbatim(out.into()))
+    Ok(Reply::Verbatim(out.into()).into())
 }
 
 /// Resident set size in bytes, from /proc (0 where unavailable).
@@ -43,7 +45,7 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-fn section(name: &str, shared: &Shared, out: &mut String) {
+fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
     let mut title = name.to_string();
     title[..1].make_ascii_uppercase();
     let _ = write!(out, "# {title}\r\n");
@@ -52,25 +54,25 @@ fn section(name: &str, shared: &Shared, out: &mut String) {
     };
     match name {
         "server" => {
-            let up = shared.started.elapsed().as_secs();
+            let up = ctx.started.elapsed().as_secs();
             kv("redis_version", &REDIS_COMPAT_VERSION);
             kv("tokend_version", &env!("CARGO_PKG_VERSION"));
             kv("redis_mode", &"standalone");
             kv("os", &std::env::consts::OS);
             kv("arch_bits", &(usize::BITS));
             kv("process_id", &std::process::id());
-            kv("tcp_port", &shared.port);
+            kv("tcp_port", &ctx.settings.port);
             kv("uptime_in_seconds", &up);
             kv("uptime_in_days", &(up / 86400));
-            kv("shards", &shared.store.config().shards);
+            kv("shards", &ctx.settings.shards);
         }
         "clients" => {
-            kv("connected_clients", &shared.stats.connected.load(Ordering::Relaxed));
-            kv("maxclients", &shared.config.maxclients);
-            let (ch, pat) = shared.pubsub.counts();
+            kv("connected_clients", &ctx.clients.len());
+            kv("maxclients", &ctx.settings.maxclients);
+            let (ch, pat) = ctx.pubsub.counts();
             kv("pubsub_channels", &ch);
             kv("pubsub_patterns", &pat);
-            kv("blocked_clients", &shared.store.totals().4);
+            kv("blocked_clients", &totals.blocked);
         }
         "memory" => {
             let rss = rss_bytes();
@@ -79,36 +81,37 @@ fn section(name: &str, shared: &Shared, out: &mut String) {
             kv("maxmemory", &0);
         }
         "persistence" => {
-            kv("loading", &0);
-            kv("backing_store", &shared.config.redis.as_deref().map_or("none", |_| "redis"));
-            kv("durability", &format!("{:?}", shared.config.durability).to_ascii_lowercase());
-            if let Some(sp) = shared.sync_point() {
-                let (backlog, down) = sp.status();
-                kv("backing_link_status", &if down { "down" } else { "up" });
-                kv("backing_backlog", &backlog);
+            kv("loading", &u8::from(ctx.is_loading()));
+            kv("backing_store", &ctx.settings.durability.map_or("none", |_| "redis"));
+            kv("durability", &ctx.settings.durability.unwrap_or("none"));
+            if let Some(d) = ctx.durability() {
+                let st = d.status();
+                kv("backing_link_status", &if st.down { "down" } else { "up" });
+                kv("backing_backlog", &st.backlog);
             }
             kv("rdb_changes_since_last_save", &0);
             kv("aof_enabled", &0);
         }
         "stats" => {
-            kv("total_connections_received", &shared.stats.connections_received.load(Ordering::Relaxed));
-            kv("total_commands_processed", &shared.stats.commands_processed.load(Ordering::Relaxed));
-            kv("rejected_connections", &shared.stats.rejected_connections.load(Ordering::Relaxed));
-            kv("expired_tokens", &shared.store.counters().0);
-            kv("lease_expired_tokens", &shared.store.counters().1);
-            kv("pending_timers", &shared.store.pending_timers());
+            let st = &ctx.stats;
+            kv("total_connections_received", &st.connections_received.load(Ordering::Relaxed));
+            kv("total_commands_processed", &st.commands_processed.load(Ordering::Relaxed));
+            kv("rejected_connections", &st.rejected_connections.load(Ordering::Relaxed));
+            let (expired, lease_expired) = ctx.store.counters();
+            kv("expired_tokens", &expired);
+            kv("lease_expired_tokens", &lease_expired);
+            kv("pending_timers", &ctx.store.pending_timers());
         }
         "tokens" => {
-            let (pools, live, assigned, expired, blocked) = shared.store.totals();
-            kv("pools", &pools);
-            kv("tokens_total", &live);
-            kv("tokens_free", &(live - assigned));
-            kv("tokens_assigned", &assigned);
-            kv("tokens_expired_remembered", &expired);
-            kv("blocked_waiters", &blocked);
+            kv("pools", &totals.pools);
+            kv("tokens_total", &totals.live);
+            kv("tokens_free", &(totals.live - totals.assigned));
+            kv("tokens_assigned", &totals.assigned);
+            kv("tokens_expired_remembered", &totals.expired_remembered);
+            kv("blocked_waiters", &totals.blocked);
         }
         "keyspace" => {
-            let (pools, live, ..) = shared.store.totals();
+            let (pools, live) = (totals.pools, totals.live);
             if pools > 0 {
                 kv("db0", &format!("keys={pools},expires={pools},avg_ttl=0,tokens={live}"));
             }
@@ -118,90 +121,87 @@ fn section(name: &str, shared: &Shared, out: &mut String) {
 }
 
 /// `DBSIZE`: the number of pools (each pool is one key).
-pub fn dbsize(shared: &Shared) -> Reply {
-    Reply::Integer(shared.store.totals().0 as i64)
+pub fn dbsize(_: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    Ok(Reply::Integer(c.tokens.totals()?.pools as i64).into())
 }
 
 /// `TIME`: [seconds, microseconds] as bulk strings.
-pub fn time() -> Reply {
+pub fn time(_: &mut Parse, _: &mut Call) -> Result<Outcome, ParseError> {
     let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    Reply::Array(vec![Reply::bulk(d.as_secs().to_string()), Reply::bulk(d.subsec_micros().to_string())])
+    Ok(Reply::Array(vec![Reply::bulk(d.as_secs().to_string()), Reply::bulk(d.subsec_micros().to_string())]).into())
 }
 
-/// The parameters `CONFIG GET` knows, with their current values.
-fn parameters(shared: &Shared) -> Vec<(&'static str, String)> {
-    let c = &shared.config;
-    vec![
-        ("bind", c.bind.clone()),
-        ("port", shared.port.to_string()),
-        ("databases", "1".into()),
-        ("maxclients", c.maxclients.to_string()),
-        ("timeout", c.timeout.to_string()),
-        ("save", String::new()),
-        ("appendonly", "no".into()),
-        ("notify-keyspace-events", shared.store.notifier().classes().to_flags()),
-        ("proto-max-bulk-len", c.proto_max_bulk_len.to_string()),
-        ("token-ttl", c.token_ttl.as_millis().to_string() + "ms"),
-        ("lease-ttl", c.lease_ttl.as_millis().to_string() + "ms"),
-        ("expired-memory", c.expired_memory.as_millis().to_string() + "ms"),
-        ("max-tokens", c.max_tokens.to_string()),
-        ("durability", format!("{:?}", c.durability).to_ascii_lowercase()),
-    ]
-}
-
-/// `CONFIG GET pattern [pattern ...] | SET notify-keyspace-events v | RESETSTAT | HELP`.
-pub fn config(p: &mut Parse, shared: &Shared) -> Result<Reply, ParseError> {
-    let sub = p.next_string()?.to_ascii_lowercase();
-    match sub.as_str() {
-        "get" => {
-            let mut pats = Vec::new();
-            while let Ok(pat) = p.next_bytes() {
-                pats.push(pat.to_vec());
-            }
-            if pats.is_empty() {
-                return Ok(Reply::error("ERR wrong number of arguments for 'config|get' command"));
-            }
-            let pairs = parameters(shared)
-                .into_iter()
-                .filter(|(k, _)| pats.iter().any(|pat| crate::glob::glob_match(pat, k.as_bytes(), true)))
-                .map(|(k, v)| (Reply::bulk_static(k), Reply::bulk(v)))
-                .collect();
-            Ok(Reply::Map(pairs))
+/// Every setting with its current value, as `CONFIG GET` shows it.
+fn parameters(ctx: &Ctx) -> Vec<(&'static str, String)> {
+    let mut v = ctx.settings.params.clone();
+    for (k, val) in v.iter_mut() {
+        match *k {
+            "port" => *val = ctx.settings.port.to_string(),
+            "notify-keyspace-events" => *val = ctx.store.notifier().classes().to_flags(),
+            _ => {}
         }
-        "set" => {
-            let key = p.next_string()?.to_ascii_lowercase();
-            let val = p.next_string()?;
-            p.finish()?;
-            if key != "notify-keyspace-events" {
-                return Ok(Reply::error(format!("ERR Unknown option or number of arguments for CONFIG SET - '{key}'")));
-            }
-            match EventClasses::parse(&val) {
-                Ok(c) => {
-                    shared.store.notifier().set_classes(c);
-                    Ok(Reply::ok())
-                }
-                Err(e) => Ok(Reply::error(format!(
-                    "ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - {e}"
-                ))),
-            }
-        }
-        "resetstat" => Ok(Reply::ok()),
-        "help" => Ok(Reply::Array(
-            [
-                "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "GET <pattern>",
-                "    Return parameters matching the glob-like <pattern> and their values.",
-                "SET <directive> <value>",
-                "    Set the configuration <directive> to <value> (notify-keyspace-events only).",
-                "RESETSTAT",
-                "    Reset statistics reported by the INFO command.",
-                "HELP",
-                "    Print this help.",
-            ]
-            .into_iter()
-            .map(Reply::status)
-            .collect(),
-        )),
-        _ => Ok(Reply::error(format!("ERR unknown subcommand '{sub}'. Try CONFIG HELP."))),
     }
+    v
+}
+
+/// `CONFIG GET pattern [pattern ...]`.
+pub fn config_get(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    let mut pats = Vec::new();
+    while let Ok(pat) = p.next_bytes() {
+        pats.push(pat.to_vec());
+    }
+    let pairs = parameters(c.ctx)
+        .into_iter()
+        .filter(|(k, _)| pats.iter().any(|pat| crate::glob::glob_match(pat, k.as_bytes(), true)))
+        .map(|(k, v)| (Reply::bulk_static(k), Reply::bulk(v)))
+        .collect();
+    Ok(Reply::Map(pairs).into())
+}
+
+/// `CONFIG SET notify-keyspace-events value` (the one setting that changes
+/// at run time).
+pub fn config_set(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    let key = p.next_string()?.to_ascii_lowercase();
+    let val = p.next_string()?;
+    if p.remaining() > 0 || key != "notify-keyspace-events" {
+        return Ok(Reply::error(format!("ERR Unknown option or number of arguments for CONFIG SET - '{key}'")).into());
+    }
+    Ok(match EventClasses::parse(&val) {
+        Ok(classes) => {
+            c.ctx.store.notifier().set_classes(classes);
+            Reply::ok()
+        }
+        Err(e) => {
+            Reply::error(format!("ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - {e}"))
+        }
+    }
+    .into())
+}
+
+/// `CONFIG RESETSTAT`: the counters INFO stats shows go back to zero.
+pub fn config_resetstat(_: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    c.ctx.stats.reset();
+    c.ctx.store.reset_counters();
+    Ok(Reply::ok().into())
+}
+
+/// `CONFIG HELP`.
+pub fn config_help(_: &mut Parse, _: &mut Call) -> Result<Outcome, ParseError> {
+    Ok(Reply::Array(
+        [
+            "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GET <pattern>",
+            "    Return parameters matching the glob-like <pattern> and their values.",
+            "SET <directive> <value>",
+            "    Set the configuration <directive> to <value> (notify-keyspace-events only).",
+            "RESETSTAT",
+            "    Reset statistics reported by the INFO command.",
+            "HELP",
+            "    Print this help.",
+        ]
+        .into_iter()
+        .map(Reply::status)
+        .collect(),
+    )
+    .into())
 }

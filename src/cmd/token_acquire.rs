@@ -6,10 +6,9 @@
 //! for a token, first come first served, like BLPOP. Replies with the token,
 //! or nil.
 
-use super::{Outcome, TtlOption, pool_arg};
+use super::{Call, Ctx, Outcome, TtlOption, pool_arg};
 use crate::parse::{Parse, ParseError, parse_i64};
 use crate::reply::Reply;
-use crate::server::Shared;
 use crate::store::Acquired;
 use crate::token;
 use bytes::Bytes;
@@ -57,16 +56,24 @@ impl Acquire {
         }
         Ok(Acquire { pool, lease_ms: ttl.value(), block_ms })
     }
+}
 
-    pub fn apply(self, shared: &Shared) -> Outcome {
-        match shared.store.acquire(&self.pool, self.lease_ms, self.block_ms.is_some()) {
-            Acquired::Token(t) => Outcome::Reply(Reply::bulk(token::format(t))),
-            Acquired::Empty => Outcome::Reply(Reply::Null),
-            Acquired::Wait(waiting) => {
-                Outcome::Block { waiting, timeout: self.block_ms.filter(|&ms| ms > 0).map(Duration::from_millis) }
-            }
+/// Runs TOKEN.ACQUIRE. Inside a transaction BLOCK does not block.
+pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    let a = Acquire::parse(p)?;
+    let block = a.block_ms.is_some() && !c.tokens.in_txn();
+    Ok(match c.tokens.acquire(&a.pool, a.lease_ms, block)? {
+        Acquired::Token(t) => Outcome::Reply(Reply::bulk(token::format(t))),
+        Acquired::Empty => Outcome::Reply(Reply::Null),
+        Acquired::Wait(waiting) => {
+            Outcome::Block { waiting, timeout: a.block_ms.filter(|&ms| ms > 0).map(Duration::from_millis) }
         }
-    }
+    })
+}
+
+/// Checks a TOKEN.ACQUIRE for MULTI.
+pub fn check(p: &mut Parse, _: &Ctx) -> Result<(), ParseError> {
+    Acquire::parse(p).map(drop)
 }
 
 #[cfg(test)]

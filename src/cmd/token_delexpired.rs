@@ -3,10 +3,12 @@
 //! Forgets every remembered expired token of the pool, in memory and in the
 //! backing store. Replies with how many were purged.
 
+use super::{Call, Outcome, pool_only};
+use crate::parse::{Parse, ParseError};
 use crate::reply::Reply;
-use crate::server::Shared;
 
 /// Runs TOKEN.DELEXPIRED.
-pub fn apply(pool: &[u8], shared: &Shared) -> Reply {
-    Reply::Integer(shared.store.del_expired(pool) as i64)
+pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    let pool = pool_only(p)?;
+    Ok(Reply::Integer(c.tokens.del_expired(&pool)? as i64).into())
 }

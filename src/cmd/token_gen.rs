@@ -4,10 +4,9 @@
 //! `--token-ttl`). Replies with the token, or with an array when COUNT is
 //! given (even for 1; empty for 0, as SPOP does).
 
-use super::{TtlOption, pool_arg};
+use super::{Call, Ctx, Outcome, TtlOption, pool_arg};
 use crate::parse::{Parse, ParseError};
 use crate::reply::Reply;
-use crate::server::Shared;
 use crate::token;
 use bytes::Bytes;
 
@@ -49,16 +48,24 @@ impl Gen {
         }
         Ok(Gen { pool, lifetime_ms: ttl.value(), count })
     }
+}
 
-    pub fn apply(self, shared: &Shared) -> Reply {
-        match shared.store.gen_tokens(&self.pool, self.lifetime_ms, self.count.unwrap_or(1)) {
-            Err(e) => Reply::error(e.to_string()),
-            Ok(ids) => match self.count {
-                None => ids.first().map_or(Reply::Null, |&t| Reply::bulk(token::format(t))),
-                Some(_) => Reply::Array(ids.into_iter().map(|t| Reply::bulk(token::format(t))).collect()),
-            },
-        }
-    }
+/// Runs TOKEN.GEN.
+pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    let g = Gen::parse(p, c.ctx.settings.max_gen_count)?;
+    let reply = match c.tokens.gen_tokens(&g.pool, g.lifetime_ms, g.count.unwrap_or(1))? {
+        Err(e) => Reply::error(e.to_string()),
+        Ok(ids) => match g.count {
+            None => ids.first().map_or(Reply::Null, |&t| Reply::bulk(token::format(t))),
+            Some(_) => Reply::Array(ids.into_iter().map(|t| Reply::bulk(token::format(t))).collect()),
+        },
+    };
+    Ok(reply.into())
+}
+
+/// Checks a TOKEN.GEN for MULTI.
+pub fn check(p: &mut Parse, ctx: &Ctx) -> Result<(), ParseError> {
+    Gen::parse(p, ctx.settings.max_gen_count).map(drop)
 }
 
 #[cfg(test)]

@@ -3,15 +3,13 @@
 //! Restarts the token's lifetime and, if assigned, its lease, from now, with
 //! the durations they were given. Replies with the lifetime left in ms.
 
-use super::PoolToken;
+use super::{Call, Outcome, PoolToken, no_token, reply_or_error};
+use crate::parse::{Parse, ParseError};
 use crate::reply::Reply;
-use crate::server::Shared;
 
 /// Runs TOKEN.KEEPALIVE.
-pub fn apply(pt: PoolToken, shared: &Shared) -> Reply {
-    let Some(id) = pt.token else { return super::no_token() };
-    match shared.store.keepalive(&pt.pool, id) {
-        Ok(left) => Reply::Integer(left as i64),
-        Err(e) => Reply::error(e.to_string()),
-    }
+pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    let pt = PoolToken::parse(p)?;
+    let Some(id) = pt.token else { return Ok(no_token().into()) };
+    Ok(reply_or_error(c.tokens.keepalive(&pt.pool, id)?, |left| Reply::Integer(left as i64)).into())
 }

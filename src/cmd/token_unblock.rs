@@ -4,15 +4,13 @@
 //! oldest blocked client); its lifetime goes on with what is left. Replies 1;
 //! `-NOTASSIGNED` for a free token.
 
-use super::PoolToken;
+use super::{Call, Outcome, PoolToken, no_token, reply_or_error};
+use crate::parse::{Parse, ParseError};
 use crate::reply::Reply;
-use crate::server::Shared;
 
 /// Runs TOKEN.UNBLOCK.
-pub fn apply(pt: PoolToken, shared: &Shared) -> Reply {
-    let Some(id) = pt.token else { return super::no_token() };
-    match shared.store.unblock(&pt.pool, id) {
-        Ok(()) => Reply::Integer(1),
-        Err(e) => Reply::error(e.to_string()),
-    }
+pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    let pt = PoolToken::parse(p)?;
+    let Some(id) = pt.token else { return Ok(no_token().into()) };
+    Ok(reply_or_error(c.tokens.unblock(&pt.pool, id)?, |()| Reply::Integer(1)).into())
 }

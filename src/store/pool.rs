@@ -24,12 +24,12 @@
 
 use super::freeset::FreeSet;
 use super::slab::Slab;
+use super::waiting::Waiter;
 use crate::token::{self, TokenHasher, TokenId};
 use bytes::Bytes;
 use hashbrown::HashTable;
 use std::collections::VecDeque;
 use std::hash::Hasher;
-use tokio::sync::oneshot;
 
 /// The id of a vacant slot (a UUID v4 is never 0: its version bits are set).
 const VACANT: TokenId = 0;
@@ -98,13 +98,6 @@ pub(crate) struct Slot {
 
 /// A slot that holds no token.
 const VACANT_SLOT: Slot = Slot { id: VACANT, rec: Record::stored(0, 0, 0, 0, 0) };
-
-/// What a blocked `TOKEN.ACQUIRE … BLOCK` waits for.
-pub(crate) struct Waiter {
-    pub id: u64,
-    pub lease: u64,
-    pub tx: oneshot::Sender<TokenId>,
-}
 
 /// A slot number in a pool's slab.
 pub(crate) type SlotIdx = u32;

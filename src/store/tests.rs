@@ -5,6 +5,7 @@
 use super::*;
 use crate::notify::EventClasses;
 use crate::pubsub::{PubMsg, PubSub};
+use rand::RngExt;
 use std::collections::HashMap as Map;
 use std::time::Duration;
 use tokio::time::advance;
@@ -322,8 +323,8 @@ async fn blocked_clients_are_served_oldest_first() {
     assert_eq!(second.cancel(), None);
     let a = one(&s, "p", 10_000);
     let b = one(&s, "p", 10_000);
-    assert_eq!(waits[0].recv().await, Some(a));
-    assert_eq!(waits[1].recv().await, Some(b));
+    assert_eq!(waits[0].recv().await, Handed::Token(a));
+    assert_eq!(waits[1].recv().await, Handed::Token(b));
     // A newcomer does not jump the queue: nothing is free now anyway.
     assert_eq!(acquire(&s, "p", 10), None);
     let i = s.info(b"p", a).unwrap();
@@ -340,7 +341,7 @@ async fn released_waiter_gives_back_a_token_it_was_handed() {
     };
     let t = one(&s, "p", 10_000);
     assert!(s.info(b"p", t).unwrap().assigned, "handed to the waiter");
-    w.release(); // the client went away before reading it
+    drop(w); // the client went away before reading it
     assert!(!s.info(b"p", t).unwrap().assigned);
     assert_eq!(acquire(&s, "p", 10), Some(t));
 }
@@ -356,7 +357,7 @@ async fn lease_end_serves_a_blocked_client() {
     };
     let _drivers = expiry::spawn(&s);
     let start = s.clock().now_ms();
-    assert_eq!(w.recv().await, Some(t));
+    assert_eq!(w.recv().await, Handed::Token(t));
     assert_eq!(s.clock().now_ms() - start, 50);
     assert_eq!(s.info(b"p", t).unwrap().times_acquired, 2);
 }

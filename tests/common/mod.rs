@@ -60,12 +60,17 @@ impl TestServer {
                     };
                     match started.await {
                         Ok((server, addr)) => {
+                            // Tell the test once every command is served
+                            // (with a backing Redis, after loading).
+                            let mut ready = server.ready();
+                            let run = tokio::spawn(server.run(async {
+                                let _ = stop_rx.await;
+                            }));
+                            let _ = ready.wait_for(|r| *r).await;
                             let _ = addr_tx.send(Ok(addr));
-                            server
-                                .run(async {
-                                    let _ = stop_rx.await;
-                                })
-                                .await;
+                            if let Ok(Err(e)) = run.await {
+                                panic!("the test server failed: {e}");
+                            }
                         }
                         Err(e) => {
                             let _ = addr_tx.send(Err(e));

@@ -618,7 +618,7 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
                 tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(1), Duration::from_secs(1));
             let deadline = limit.map(|d| tokio::time::Instant::now() + d);
             loop {
-                let sleep = tokend::clock::sleep_until_opt(deadline);
+                let sleep = sleep_until_opt(deadline);
                 tokio::select! {
                     _ = tick.tick() => {
                         let done = shared.done.load(Ordering::Relaxed);
@@ -1010,5 +1010,13 @@ impl Summary {
         } else {
             println!("{}", self.human);
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }

@@ -1,0 +1,245 @@
+//! Deadlines firing: what happens when a lifetime or a lease ends, and
+//! blocked clients being served when a token becomes free.
+
+use super::pool::{Pool, SlotIdx};
+use super::waiting::Handed;
+use super::{Change, Effects, PoolId, Record, Shard, Store};
+use crate::notify::EventKind;
+use crate::token::TokenId;
+use crate::wheel::Wheel;
+use std::sync::atomic::Ordering;
+
+/// The top bit of the slot number in a wheel entry: set for a lease entry,
+/// clear for a lifetime entry. Slot numbers stay below it
+/// ([`pool::MAX_SLOTS`]).
+pub(super) const LEASE_ENTRY: SlotIdx = 1 << 31;
+
+/// Registers a token's lifetime deadline unless a lifetime entry at or
+/// before it is live.
+pub(super) fn arm_life(
+    wheel: &mut Wheel<(PoolId, SlotIdx)>,
+    pid: PoolId,
+    slot: SlotIdx,
+    rec: &mut Record,
+    fx: &mut Effects,
+) {
+    let due = rec.life_deadline;
+    if rec.armed == 0 || due < rec.armed {
+        rec.armed = due;
+        wheel.insert(due, (pid, slot));
+        fx.earliest_armed = fx.earliest_armed.min(due);
+    }
+}
+
+/// Registers an assigned token's lease deadline as its live lease entry
+/// (any older lease entry becomes stale).
+pub(super) fn arm_lease(
+    wheel: &mut Wheel<(PoolId, SlotIdx)>,
+    pid: PoolId,
+    slot: SlotIdx,
+    rec: &mut Record,
+    fx: &mut Effects,
+) {
+    let due = rec.lease_deadline;
+    rec.lease_armed = due as u32;
+    wheel.insert(due, (pid, slot | LEASE_ENTRY));
+    fx.earliest_armed = fx.earliest_armed.min(due);
+}
+
+impl Store {
+    /// Fires every deadline up to `now` in this shard and forgets expired
+    /// tokens whose memory ran out.
+    ///
+    /// Entries are reset lazily: a KEEPALIVE that moves a deadline later
+    /// inserts nothing, and UNBLOCK leaves the lease entry in the wheel. A
+    /// fired entry is live if the token still has it armed (`armed` for a
+    /// lifetime entry, `lease_armed` for a lease entry); a stale one is
+    /// dropped. A lease entry of a token that is free is stale whatever its
+    /// deadline, and that is told from the free set's bitmap alone: every
+    /// ACQUIRE → UNBLOCK leaves one such entry behind, and at 10M tokens
+    /// reading the token's slot when it fires would be a cache and TLB miss.
+    pub(super) fn run_due(&self, s: &mut Shard, now: u64, fx: &mut Effects) {
+        let mut fired = std::mem::take(&mut s.fired);
+        s.wheel.poll(now, &mut fired);
+        for (when, (pid, entry)) in fired.drain(..) {
+            let (slot, lease) = (entry & !LEASE_ENTRY, entry & LEASE_ENTRY != 0);
+            let Some(p) = s.pools.get_mut(&pid) else { continue };
+            if lease && p.free.contains(slot) {
+                continue;
+            }
+            let Some(rec) = p.get_mut(slot) else { continue };
+            if lease {
+                if !rec.is_assigned() || rec.lease_armed != when as u32 {
+                    continue;
+                }
+            } else if rec.armed != when {
+                continue;
+            } else {
+                rec.armed = 0;
+            }
+            self.settle(s, pid, slot, now, lease, fx);
+        }
+        s.fired = fired;
+        while let Some(&(at, pid, id)) = s.forget.front() {
+            if at > now {
+                break;
+            }
+            s.forget.pop_front();
+            self.forget_one(s, pid, id, at, fx);
+        }
+    }
+
+    /// Forgets a remembered expired token if the queue entry is current.
+    pub(super) fn forget_one(&self, s: &mut Shard, pid: PoolId, id: TokenId, at: u64, fx: &mut Effects) {
+        if let Some(pool) = s.pools.get_mut(&pid)
+            && pool.expired.get(&id) == Some(&at)
+        {
+            pool.expired.remove(&id);
+            let name = pool.name.clone();
+            self.forgot(s, 1);
+            fx.change(|| Change::Forget { pool: name, token: id });
+            Shard::drop_if_empty(s, pid);
+        }
+    }
+
+    /// Applies whatever is due for one token, in deadline order, and re-arms
+    /// its next deadline. A lease that ended strictly before the lifetime is
+    /// processed first (after downtime both may be due: `leaseexpired` then
+    /// `expired`); at the same millisecond the lifetime wins and only
+    /// `expired` happens. `lease_entry`: the token's live lease entry fired
+    /// (so a lease that goes on needs a new one).
+    pub(super) fn settle(
+        &self,
+        s: &mut Shard,
+        pid: PoolId,
+        slot: SlotIdx,
+        now: u64,
+        lease_entry: bool,
+        fx: &mut Effects,
+    ) {
+        let Some(pool) = s.pools.get_mut(&pid) else { return };
+        let Some(rec) = pool.get(slot).copied() else { return };
+        let mut freed = false;
+        if rec.is_assigned() && rec.lease_deadline <= now && rec.lease_deadline < rec.life_deadline {
+            if let Some(r) = pool.get_mut(slot) {
+                r.lease_deadline = 0;
+            }
+            pool.push_free(slot);
+            freed = true;
+            self.shared.lease_expired_total.fetch_add(1, Ordering::Relaxed);
+            let name = pool.name.clone();
+            fx.event(EventKind::LeaseExpired, &name, pool.id(slot));
+            self.put_change(pool, slot, fx);
+        }
+        if rec.life_deadline <= now {
+            self.expire(s, pid, slot, now, fx);
+            return;
+        }
+        if freed {
+            self.serve_waiters(s, pid, now, fx);
+        }
+        let Shard { pools, wheel, .. } = s;
+        if let Some(rec) = pools.get_mut(&pid).and_then(|p| p.get_mut(slot)) {
+            arm_life(wheel, pid, slot, rec, fx);
+            if lease_entry && rec.is_assigned() {
+                arm_lease(wheel, pid, slot, rec, fx);
+            }
+        }
+    }
+
+    /// Deletes a token whose lifetime ended and remembers it as expired.
+    pub(super) fn expire(&self, s: &mut Shard, pid: PoolId, slot: SlotIdx, now: u64, fx: &mut Effects) {
+        let Some(pool) = s.pools.get_mut(&pid) else { return };
+        let Some((id, _)) = pool.remove(slot) else { return };
+        self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
+        self.shared.expired_total.fetch_add(1, Ordering::Relaxed);
+        let name = pool.name.clone();
+        fx.event(EventKind::Expired, &name, id);
+        if self.shared.config.expired_memory_ms > 0 {
+            let forget_at = now + self.shared.config.expired_memory_ms;
+            pool.expired.insert(id, forget_at);
+            s.forget.push_back((forget_at, pid, id));
+            s.remembered += 1;
+            let total = self.shared.remembered_total.fetch_add(1, Ordering::Relaxed) + 1;
+            fx.change(|| Change::Expired { pool: name, token: id, forget_at });
+            // Over the server-wide bound: this shard forgets its oldest. (The
+            // bound can be overshot by at most what other shards hold until
+            // they next expire something.)
+            if total > self.shared.config.max_expired_remembered {
+                while self.shared.remembered_total.load(Ordering::Relaxed) > self.shared.config.max_expired_remembered {
+                    let Some((at, p, t)) = s.forget.pop_front() else { break };
+                    self.forget_one(s, p, t, at, fx);
+                }
+            }
+        } else {
+            fx.change(|| Change::Del { pool: name, token: id });
+            Shard::drop_if_empty(s, pid);
+        }
+    }
+
+    /// Counts `n` remembered expired tokens of shard `s` as forgotten.
+    pub(super) fn forgot(&self, s: &mut Shard, n: usize) {
+        s.remembered -= n;
+        self.shared.remembered_total.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn put_change(&self, pool: &Pool, slot: SlotIdx, fx: &mut Effects) {
+        if let Some(record) = pool.get(slot).copied() {
+            let (name, token) = (pool.name.clone(), pool.id(slot));
+            fx.change(|| Change::Put { pool: name, token, record });
+        }
+    }
+
+    /// Makes the token in `slot`, just taken out of the free set, assigned
+    /// with `lease`.
+    pub(super) fn assign(
+        s: &mut Shard,
+        pid: PoolId,
+        slot: SlotIdx,
+        lease: u64,
+        now: u64,
+        fx: &mut Effects,
+    ) -> Option<TokenId> {
+        let Shard { pools, wheel, .. } = s;
+        let pool = pools.get_mut(&pid)?;
+        let id = pool.id(slot);
+        let rec = pool.get_mut(slot)?;
+        rec.lease = lease;
+        // Never 0, which would read as free.
+        rec.lease_deadline = now.saturating_add(lease).max(1);
+        // Cover rule: an assigned token never dies before its lease ends.
+        rec.life_deadline = rec.life_deadline.max(rec.lease_deadline);
+        rec.times_acquired = rec.times_acquired.saturating_add(1);
+        // The lifetime only moved later: its entry re-arms when it fires.
+        arm_lease(wheel, pid, slot, rec, fx);
+        let record = *rec;
+        let name = pool.name.clone();
+        fx.event(EventKind::TokenAcquire, &name, id);
+        fx.change(|| Change::Put { pool: name, token: id, record });
+        Some(id)
+    }
+
+    /// Hands free tokens to blocked clients, oldest first.
+    pub(super) fn serve_waiters(&self, s: &mut Shard, pid: PoolId, now: u64, fx: &mut Effects) {
+        loop {
+            let Shard { pools, rng, .. } = &mut *s;
+            let Some(pool) = pools.get_mut(&pid) else { return };
+            if pool.free.is_empty() {
+                return;
+            }
+            let Some(w) = pool.waiters.pop_front() else { return };
+            if w.tx.is_closed() {
+                continue;
+            }
+            let Some(slot) = pool.take_random_free(rng) else { return };
+            let id = pool.id(slot);
+            // Hand over first: if the client vanished this instant, the token
+            // simply stays free.
+            if w.tx.send(Handed::Token(id)).is_ok() {
+                Self::assign(s, pid, slot, w.lease, now, fx);
+            } else {
+                pool.push_free(slot);
+            }
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The token operations. Each is an `op_*` function that works on a shard
+//! the caller has locked (with expiries already brought up to date), so
+//! that a single command ([`Store::with_shard`]) and a transaction
+//! ([`super::Txn`]) run the very same code; the public methods here are the
+//! single-command form.
+
+use super::fire::{arm_lease, arm_life};
+use super::pool::{Pool, SlotIdx};
+use super::waiting::{Acquired, Waiter, Waiting};
+use super::{Change, Effects, PoolId, PoolStats, Record, Shard, Store, TokenError, TokenInfo};
+use crate::notify::EventKind;
+use crate::token::TokenId;
+use rand::RngExt;
+use std::sync::atomic::Ordering;
+use tokio::sync::oneshot;
+
+/// Pools with fewer slots than this are not prefetched: 2 MiB of slots,
+/// which stay in cache between the commands that touch them.
+const PREFETCH_MIN_SLOTS: usize = 1 << 15;
+
+impl Store {
+    /// TOKEN.GEN: makes `count` new free tokens with `lifetime_ms` (or the default).
+    pub fn gen_tokens(&self, pool: &[u8], lifetime_ms: Option<u64>, count: u64) -> Result<Vec<TokenId>, TokenError> {
+        self.reserve_tokens(count)?;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.with_shard(pool, |s, now, fx| self.op_gen(s, now, fx, pool, lifetime_ms, count)))
+    }
+
+    /// Counts `count` more live tokens against `--max-tokens`, before they
+    /// are made, so that concurrent GENs cannot overshoot the limit.
+    pub(super) fn reserve_tokens(&self, count: u64) -> Result<(), TokenError> {
+        let live = &self.shared.live_tokens;
+        if live.fetch_add(count, Ordering::Relaxed).saturating_add(count) > self.shared.config.max_tokens {
+            live.fetch_sub(count, Ordering::Relaxed);
+            return Err(TokenError::Oom);
+        }
+        Ok(())
+    }
+
+    /// GEN on a locked shard; the tokens were reserved ([`Store::reserve_tokens`]).
+    pub(super) fn op_gen(
+        &self,
+        s: &mut Shard,
+        now: u64,
+        fx: &mut Effects,
+        pool: &[u8],
+        lifetime_ms: Option<u64>,
+        count: u64,
+    ) -> Vec<TokenId> {
+        let lifetime = lifetime_ms.unwrap_or(self.shared.config.default_lifetime_ms);
+        let pid = self.pool_id(s, pool);
+        let mut out = Vec::with_capacity(count as usize);
+        let Shard { pools, wheel, rng, .. } = s;
+        let Some(p) = pools.get_mut(&pid) else { return out };
+        p.reserve(count as usize);
+        while (out.len() as u64) < count {
+            let slot = p.alloc_slot();
+            let id = loop {
+                let id = p.new_token(rng.random(), slot);
+                // 2^-90 per pair (the slot alone rules out every token
+                // placed where it names); cheap to rule out.
+                if !p.contains(id) && !p.expired.contains_key(&id) {
+                    break id;
+                }
+            };
+            let rec = Record::new_free(now, lifetime);
+            p.put(slot, id, rec);
+            if let Some(r) = p.get_mut(slot) {
+                arm_life(wheel, pid, slot, r, fx);
+            }
+            fx.event(EventKind::TokenGen, &p.name, id);
+            fx.change(|| Change::Put { pool: p.name.clone(), token: id, record: rec });
+            out.push(id);
+        }
+        self.serve_waiters(s, pid, now, fx);
+        out
+    }
+
+    /// TOKEN.ACQUIRE: a uniformly random free token, assigned with `lease_ms`
+    /// (or the default). With `block` and none free, the caller is queued
+    /// (the caller runs the timer).
+    pub fn acquire(&self, pool: &[u8], lease_ms: Option<u64>, block: bool) -> Acquired {
+        self.with_shard(pool, |s, now, fx| self.op_acquire(s, now, fx, pool, lease_ms, block))
+    }
+
+    pub(super) fn op_acquire(
+        &self,
+        s: &mut Shard,
+        now: u64,
+        fx: &mut Effects,
+        pool: &[u8],
+        lease_ms: Option<u64>,
+        block: bool,
+    ) -> Acquired {
+        let lease = lease_ms.unwrap_or(self.shared.config.default_lease_ms);
+        let pid = match s.names.get(pool) {
+            Some(&pid) => pid,
+            None if block => self.pool_id(s, pool),
+            None => return Acquired::Empty,
+        };
+        let Some(p) = s.pools.get_mut(&pid) else { return Acquired::Empty };
+        // Fairness: a newcomer never jumps the queue of blocked clients.
+        let queue_empty = p.waiters.iter().all(|w| w.tx.is_closed());
+        if queue_empty && let Some(slot) = p.take_random_free(&mut s.rng) {
+            return match Self::assign(s, pid, slot, lease, now, fx) {
+                Some(id) => Acquired::Token(id),
+                None => Acquired::Empty,
+            };
+        }
+        if !block {
+            return Acquired::Empty;
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = self.shared.next_waiter_id.fetch_add(1, Ordering::Relaxed);
+        p.waiters.push_back(Waiter { id, lease, tx });
+        Acquired::Wait(Waiting { store: self.clone(), pool: p.name.clone(), id, rx, settled: false })
+    }
+
+    /// Starts loading the slots of `ids` in `pool`, for commands that will
+    /// run soon (the connection's look-ahead over a pipelined batch). A hint:
+    /// it changes nothing, never waits for a busy shard, and skips pools
+    /// small enough to stay in cache, without reading `ids` at all.
+    ///
+    /// Why: at 10M tokens the slot an UNBLOCK or KEEPALIVE names is a cache
+    /// and TLB miss; issued for a whole batch at once, the misses overlap
+    /// instead of stalling each command in turn.
+    pub fn prefetch(&self, pool: &[u8], ids: impl IntoIterator<Item = TokenId>) {
+        let cell = &self.shared.shards[self.shard_index(pool)];
+        let Ok(g) = cell.state.try_lock() else { return };
+        let Some(p) = g.names.get(pool).and_then(|pid| g.pools.get(pid)) else { return };
+        if p.slot_count() < PREFETCH_MIN_SLOTS {
+            return;
+        }
+        for id in ids {
+            p.prefetch_named(id);
+        }
+    }
+
+    /// Looks a token up, distinguishing never-had from expired; returns the
+    /// pool id and the token's slot.
+    fn find(s: &Shard, pool: &[u8], id: TokenId) -> Result<(PoolId, SlotIdx), TokenError> {
+        let pid = *s.names.get(pool).ok_or(TokenError::NoToken)?;
+        let p = s.pools.get(&pid).ok_or(TokenError::NoToken)?;
+        match p.find(id) {
+            Some(slot) => Ok((pid, slot)),
+            None if p.expired.contains_key(&id) => Err(TokenError::Expired),
+            None => Err(TokenError::NoToken),
+        }
+    }
+
+    /// TOKEN.KEEPALIVE: restarts the lifetime (and the lease if assigned)
+    /// from now; returns the lifetime left in ms.
+    pub fn keepalive(&self, pool: &[u8], id: TokenId) -> Result<u64, TokenError> {
+        self.with_shard(pool, |s, now, fx| self.op_keepalive(s, now, fx, pool, id))
+    }
+
+    pub(super) fn op_keepalive(
+        &self,
+        s: &mut Shard,
+        now: u64,
+        fx: &mut Effects,
+        pool: &[u8],
+        id: TokenId,
+    ) -> Result<u64, TokenError> {
+        let (pid, slot) = Self::find(s, pool, id)?;
+        let Shard { pools, wheel, .. } = s;
+        let p = pools.get_mut(&pid).ok_or(TokenError::NoToken)?;
+        let rec = p.get_mut(slot).ok_or(TokenError::NoToken)?;
+        rec.life_deadline = now.saturating_add(rec.lifetime);
+        if rec.is_assigned() {
+            let before = rec.lease_deadline;
+            rec.lease_deadline = now.saturating_add(rec.lease).max(1);
+            rec.life_deadline = rec.life_deadline.max(rec.lease_deadline);
+            // Later (the usual case): the live entry re-arms when it
+            // fires. Earlier (a recovered lease longer than its
+            // duration) needs an entry of its own.
+            if rec.lease_deadline < before {
+                arm_lease(wheel, pid, slot, rec, fx);
+            }
+        }
+        let left = rec.life_deadline - now;
+        // The lifetime can move earlier (it may have been stretched to
+        // cover a lease): then it needs an entry of its own too.
+        arm_life(wheel, pid, slot, rec, fx);
+        fx.event(EventKind::TokenKeepalive, &p.name, id);
+        self.put_change(p, slot, fx);
+        Ok(left)
+    }
+
+    /// TOKEN.UNBLOCK: assigned → free; the lifetime goes on.
+    pub fn unblock(&self, pool: &[u8], id: TokenId) -> Result<(), TokenError> {
+        self.with_shard(pool, |s, now, fx| self.op_unblock(s, now, fx, pool, id))
+    }
+
+    pub(super) fn op_unblock(
+        &self,
+        s: &mut Shard,
+        now: u64,
+        fx: &mut Effects,
+        pool: &[u8],
+        id: TokenId,
+    ) -> Result<(), TokenError> {
+        let (pid, slot) = Self::find(s, pool, id)?;
+        let p = s.pools.get_mut(&pid).ok_or(TokenError::NoToken)?;
+        let rec = p.get_mut(slot).ok_or(TokenError::NoToken)?;
+        if !rec.is_assigned() {
+            return Err(TokenError::NotAssigned);
+        }
+        rec.lease_deadline = 0;
+        p.push_free(slot);
+        let name = p.name.clone();
+        fx.event(EventKind::TokenUnblock, &name, id);
+        self.put_change(p, slot, fx);
+        self.serve_waiters(s, pid, now, fx);
+        Ok(())
+    }
+
+    /// TOKEN.DEL: deletes a live or remembered-expired token.
+    pub fn del(&self, pool: &[u8], id: TokenId) -> bool {
+        self.with_shard(pool, |s, _, fx| self.op_del(s, fx, pool, id))
+    }
+
+    pub(super) fn op_del(&self, s: &mut Shard, fx: &mut Effects, pool: &[u8], id: TokenId) -> bool {
+        let Some(&pid) = s.names.get(pool) else { return false };
+        let Some(p) = s.pools.get_mut(&pid) else { return false };
+        let name = p.name.clone();
+        let found = if let Some(slot) = p.find(id) {
+            p.remove(slot);
+            self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
+            fx.event(EventKind::TokenDel, &name, id);
+            true
+        } else if p.expired.remove(&id).is_some() {
+            self.forgot(s, 1);
+            true
+        } else {
+            false
+        };
+        if found {
+            fx.change(|| Change::Del { pool: name, token: id });
+            Shard::drop_if_empty(s, pid);
+        }
+        found
+    }
+
+    /// TOKEN.DELEXPIRED: forgets every remembered expired token of the pool.
+    pub fn del_expired(&self, pool: &[u8]) -> u64 {
+        self.with_shard(pool, |s, _, fx| self.op_del_expired(s, fx, pool))
+    }
+
+    pub(super) fn op_del_expired(&self, s: &mut Shard, fx: &mut Effects, pool: &[u8]) -> u64 {
+        let Some(&pid) = s.names.get(pool) else { return 0 };
+        let Some(p) = s.pools.get_mut(&pid) else { return 0 };
+        let n = p.expired.len();
+        p.expired.clear();
+        let name = p.name.clone();
+        fx.change(|| Change::ForgetAll { pool: name });
+        self.forgot(s, n);
+        Shard::drop_if_empty(s, pid);
+        n as u64
+    }
+
+    /// TOKEN.INFO.
+    pub fn info(&self, pool: &[u8], id: TokenId) -> Result<TokenInfo, TokenError> {
+        self.with_shard(pool, |s, now, _| Self::op_info(s, now, pool, id))
+    }
+
+    pub(super) fn op_info(s: &Shard, now: u64, pool: &[u8], id: TokenId) -> Result<TokenInfo, TokenError> {
+        let (pid, slot) = Self::find(s, pool, id)?;
+        let r = s.pools.get(&pid).and_then(|p| p.get(slot)).ok_or(TokenError::NoToken)?;
+        Ok(TokenInfo {
+            assigned: r.is_assigned(),
+            lifetime_left_ms: r.life_deadline.saturating_sub(now),
+            lease_left_ms: r.is_assigned().then(|| r.lease_deadline.saturating_sub(now)),
+            times_acquired: r.times_acquired as u64,
+        })
+    }
+
+    /// TOKEN.STATS.
+    pub fn stats(&self, pool: &[u8]) -> PoolStats {
+        self.with_shard(pool, |s, _, _| Self::op_stats(s, pool))
+    }
+
+    pub(super) fn op_stats(s: &Shard, pool: &[u8]) -> PoolStats {
+        let Some(p) = s.names.get(pool).and_then(|pid| s.pools.get(pid)) else {
+            return PoolStats::default();
+        };
+        pool_stats(p)
+    }
+}
+
+/// A pool's counts.
+pub(super) fn pool_stats(p: &Pool) -> PoolStats {
+    let total = p.len() as u64;
+    let free = p.free.len() as u64;
+    PoolStats {
+        total,
+        free,
+        assigned: total - free,
+        expired_remembered: p.expired.len() as u64,
+        blocked_waiters: p.live_waiters() as u64,
+    }
+}

@@ -1,0 +1,166 @@
+//! Several operations as one (MULTI/EXEC): the shards they touch are
+//! locked together, in shard order, for the whole transaction.
+//!
+//! No other command sees a state between the operations, whichever pools
+//! and shards they touch; taking the locks in one global order (ascending
+//! shard index) means two transactions can never each hold a lock the other
+//! waits for. The changes of the whole transaction go to the journal as one
+//! unit, which the backing store writes in one atomic step; events are
+//! published after the locks are released, in order.
+
+use super::census::totals_of;
+use super::waiting::Acquired;
+use super::{Effects, Journal, PoolStats, Shard, Store, TokenError, TokenInfo, Totals, lock};
+use crate::token::TokenId;
+use std::sync::{Arc, MutexGuard};
+
+/// An operation named a pool whose shard the transaction did not lock: the
+/// caller declared its pools wrongly (a bug, reported as an error reply).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotLocked;
+
+/// The locked shards of a transaction and what its operations did.
+pub struct Txn<'a> {
+    store: &'a Store,
+    journal: Option<&'a Arc<dyn Journal>>,
+    /// (shard index, guard, earliest deadline armed in it), by index.
+    shards: Vec<(usize, MutexGuard<'a, Shard>, u64)>,
+    fx: Effects<'a>,
+    now: u64,
+}
+
+impl Store {
+    /// Locks the shards of `pools` (every shard with `all`, for commands
+    /// that read the whole store) and brings their expiries up to date.
+    pub fn txn<'a, 'p>(&'a self, pools: impl IntoIterator<Item = &'p [u8]>, all: bool) -> Txn<'a> {
+        let mut idx: Vec<usize> = if all {
+            (0..self.shared.shards.len()).collect()
+        } else {
+            pools.into_iter().map(|p| self.shard_index(p)).collect()
+        };
+        idx.sort_unstable();
+        idx.dedup();
+        let journal = self.shared.journal.get();
+        let mut fx = Effects::new(&self.shared.notifier, journal.is_some());
+        let mut shards: Vec<_> = idx.into_iter().map(|i| (i, lock(&self.shared.shards[i].state), u64::MAX)).collect();
+        // The clock is read once all locks are held: the transaction runs
+        // at one instant.
+        let now = self.shared.clock.now_ms();
+        for (_, g, earliest) in shards.iter_mut() {
+            fx.watching = !g.watched.is_empty();
+            self.run_due(g, now, &mut fx);
+            Self::settle_shard_effects(g, &mut fx, earliest, &self.shared.next_version);
+        }
+        Txn { store: self, journal, shards, fx, now }
+    }
+
+    /// After work on one shard of a transaction: bumps the shard's watched
+    /// pools that changed and notes the earliest deadline armed in it.
+    fn settle_shard_effects(
+        g: &mut Shard,
+        fx: &mut Effects,
+        earliest: &mut u64,
+        versions: &std::sync::atomic::AtomicU64,
+    ) {
+        if fx.watching {
+            g.bump_watched(&mut fx.touched, versions);
+        }
+        *earliest = (*earliest).min(std::mem::replace(&mut fx.earliest_armed, u64::MAX));
+    }
+}
+
+impl<'a> Txn<'a> {
+    /// Runs `f` on the shard of `pool`.
+    fn on<R>(
+        &mut self,
+        pool: &[u8],
+        f: impl FnOnce(&Store, &mut Shard, u64, &mut Effects) -> R,
+    ) -> Result<R, NotLocked> {
+        let idx = self.store.shard_index(pool);
+        let i = self.shards.binary_search_by_key(&idx, |(i, _, _)| *i).map_err(|_| NotLocked)?;
+        let (_, g, earliest) = &mut self.shards[i];
+        self.fx.watching = !g.watched.is_empty();
+        let r = f(self.store, g, self.now, &mut self.fx);
+        Store::settle_shard_effects(g, &mut self.fx, earliest, &self.store.shared.next_version);
+        Ok(r)
+    }
+
+    /// TOKEN.GEN.
+    pub fn gen_tokens(
+        &mut self,
+        pool: &[u8],
+        lifetime_ms: Option<u64>,
+        count: u64,
+    ) -> Result<Result<Vec<TokenId>, TokenError>, NotLocked> {
+        self.on(pool, |_, _, _, _| ())?;
+        if let Err(e) = self.store.reserve_tokens(count) {
+            return Ok(Err(e));
+        }
+        if count == 0 {
+            return Ok(Ok(Vec::new()));
+        }
+        self.on(pool, |st, s, now, fx| Ok(st.op_gen(s, now, fx, pool, lifetime_ms, count)))
+    }
+
+    /// TOKEN.ACQUIRE; a transaction never blocks (as BLPOP inside MULTI).
+    pub fn acquire(&mut self, pool: &[u8], lease_ms: Option<u64>) -> Result<Acquired, NotLocked> {
+        self.on(pool, |st, s, now, fx| st.op_acquire(s, now, fx, pool, lease_ms, false))
+    }
+
+    /// TOKEN.KEEPALIVE.
+    pub fn keepalive(&mut self, pool: &[u8], id: TokenId) -> Result<Result<u64, TokenError>, NotLocked> {
+        self.on(pool, |st, s, now, fx| st.op_keepalive(s, now, fx, pool, id))
+    }
+
+    /// TOKEN.UNBLOCK.
+    pub fn unblock(&mut self, pool: &[u8], id: TokenId) -> Result<Result<(), TokenError>, NotLocked> {
+        self.on(pool, |st, s, now, fx| st.op_unblock(s, now, fx, pool, id))
+    }
+
+    /// TOKEN.DEL.
+    pub fn del(&mut self, pool: &[u8], id: TokenId) -> Result<bool, NotLocked> {
+        self.on(pool, |st, s, _, fx| st.op_del(s, fx, pool, id))
+    }
+
+    /// TOKEN.DELEXPIRED.
+    pub fn del_expired(&mut self, pool: &[u8]) -> Result<u64, NotLocked> {
+        self.on(pool, |st, s, _, fx| st.op_del_expired(s, fx, pool))
+    }
+
+    /// TOKEN.INFO.
+    pub fn info(&mut self, pool: &[u8], id: TokenId) -> Result<Result<TokenInfo, TokenError>, NotLocked> {
+        self.on(pool, |_, s, now, _| Store::op_info(s, now, pool, id))
+    }
+
+    /// TOKEN.STATS.
+    pub fn stats(&mut self, pool: &[u8]) -> Result<PoolStats, NotLocked> {
+        self.on(pool, |_, s, _, _| Store::op_stats(s, pool))
+    }
+
+    /// Counts over the whole store: only when every shard is locked.
+    pub fn totals(&self) -> Result<Totals, NotLocked> {
+        if self.shards.len() != self.store.shared.shards.len() {
+            return Err(NotLocked);
+        }
+        Ok(totals_of(self.shards.iter().map(|(_, g, _)| &**g)))
+    }
+
+    /// Whether `pool` is still at the version WATCH saw.
+    pub fn unchanged_since(&mut self, pool: &[u8], version: u64) -> Result<bool, NotLocked> {
+        self.on(pool, |_, s, _, _| s.watched.get(pool).is_some_and(|w| w.1 == version))
+    }
+}
+
+impl Drop for Txn<'_> {
+    /// Ends the transaction: its changes go to the journal as one unit
+    /// (still under every lock), the locks are released, the drivers of
+    /// shards with earlier deadlines are woken and the events published.
+    fn drop(&mut self) {
+        self.store.append(self.journal, self.fx.changes.take());
+        let wake: Vec<(usize, u64)> = self.shards.drain(..).map(|(i, _g, earliest)| (i, earliest)).collect();
+        for (i, earliest) in wake {
+            self.store.wake_driver(i, earliest);
+        }
+        self.store.shared.notifier.emit(&self.fx.events);
+    }
+}

@@ -1,0 +1,94 @@
+//! Blocked `TOKEN.ACQUIRE … BLOCK`: the place in a pool's queue that a
+//! client holds while it waits.
+
+use super::{Shard, Store};
+use crate::token::TokenId;
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+/// What ACQUIRE got.
+pub enum Acquired {
+    Token(TokenId),
+    /// No free token and no BLOCK.
+    Empty,
+    /// No free token; the caller is queued (BLOCK).
+    Wait(Waiting),
+}
+
+/// What a waiter is handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handed {
+    /// A token, already assigned to this waiter.
+    Token(TokenId),
+    /// Nothing will come: the pool was deleted (the client gets nil).
+    Gone,
+}
+
+/// A queued blocked ACQUIRE: a drop guard for the client's place in the
+/// queue. Dropped without [`Waiting::recv`] having handed over a token
+/// (the client went away, the connection failed, the server is stopping),
+/// it leaves the queue, and a token handed over in that instant goes back
+/// to the free set (and to the next waiter).
+pub struct Waiting {
+    pub(super) store: Store,
+    pub(super) pool: Bytes,
+    pub(super) id: u64,
+    pub(super) rx: oneshot::Receiver<Handed>,
+    /// A token was received: it belongs to the client now.
+    pub(super) settled: bool,
+}
+
+impl Waiting {
+    /// Resolves when a token was handed over or the pool went away (a
+    /// store dropped from under the waiter also reads as gone).
+    pub async fn recv(&mut self) -> Handed {
+        let h = (&mut self.rx).await.unwrap_or(Handed::Gone);
+        self.settled = true;
+        h
+    }
+
+    /// Leaves the queue (timeout). If a token was handed over meanwhile, it is
+    /// returned: it belongs to this client.
+    pub fn cancel(mut self) -> Option<TokenId> {
+        self.settled = true;
+        self.store.remove_waiter(&self.pool, self.id);
+        // After removal under the lock nobody can send any more.
+        match self.rx.try_recv() {
+            Ok(Handed::Token(t)) => Some(t),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.store.remove_waiter(&self.pool, self.id);
+        if let Ok(Handed::Token(t)) = self.rx.try_recv() {
+            let _ = self.store.unblock(&self.pool, t);
+        }
+    }
+}
+
+/// One blocked client in a pool's queue.
+pub(crate) struct Waiter {
+    pub id: u64,
+    pub lease: u64,
+    pub tx: oneshot::Sender<Handed>,
+}
+
+impl Store {
+    /// Takes a waiter out of its pool's queue (it timed out or went away).
+    fn remove_waiter(&self, pool: &[u8], waiter: u64) {
+        self.with_shard(pool, |s, _, _| {
+            if let Some(&pid) = s.names.get(pool) {
+                if let Some(p) = s.pools.get_mut(&pid) {
+                    p.waiters.retain(|w| w.id != waiter);
+                }
+                Shard::drop_if_empty(s, pid);
+            }
+        })
+    }
+}
