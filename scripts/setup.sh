@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what tokend's tests and benchmarks need on a fresh Debian/Ubuntu
-# machine: redis-server and redis-tools (redis-cli, redis-benchmark), and
-# netcat for poking the server by hand (`printf 'PING\r\n' | nc …`).
+# machine: redis-server and redis-tools (redis-cli, redis-benchmark), netcat
+# for poking the server by hand (`printf 'PING\r\n' | nc …`), and the Python
+# client the tests drive tokend with (redis-py, from PyPI).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -19,3 +20,10 @@ fi
 # Debian starts a redis-server on 6379 after installing it; the tests start
 # their own on free ports and never use it.
 redis-server --version
+
+# redis-py, pinned: the tests check what its default pipeline() sends.
+if ! python3 -c 'import redis' >/dev/null 2>&1; then
+  echo "setup: installing redis-py"
+  python3 -m pip install --quiet --disable-pip-version-check 'redis==5.2.1'
+fi
+python3 -c 'import redis; print("redis-py", redis.__version__)'
