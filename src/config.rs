@@ -25,6 +25,9 @@ impl Durability {
     }
 }
 
+/// The log filter when none is given.
+const LOG_LEVEL_DEFAULT: &str = "info";
+
 /// How logs are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -178,23 +181,55 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
-    #[arg(long, env = "TOKEND_LOG", default_value = "info")]
+    /// `TOKEND_LOG` is accepted too, as tracing's usual variable.
+    #[arg(long, env = "TOKEND_LOG_LEVEL", default_value = LOG_LEVEL_DEFAULT)]
     pub log_level: String,
 }
 
 impl Config {
-    /// Parses the command line, with the settings of `--config FILE` (or
-    /// `TOKEND_CONFIG`) applied first so that flags override them.
+    /// Reads the settings: flags first, then `TOKEND_*` environment
+    /// variables, then the file of `--config FILE` (or `TOKEND_CONFIG`), then
+    /// the defaults. clap prints help, version and flag errors itself and
+    /// exits; a mistake in the file is an `Err` naming the file and line.
     pub fn load() -> Result<Config, String> {
-        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-        // clap prints help, version and usage errors itself and exits.
-        let first = Config::parse_from(&args);
-        let Some(path) = first.config.clone() else { return Ok(first) };
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut merged: Vec<std::ffi::OsString> = vec![args[0].clone()];
-        merged.extend(config_file_args(&text)?.into_iter().map(Into::into));
-        merged.extend(args.into_iter().skip(1));
-        Ok(Config::parse_from(merged))
+        Config::load_from(std::env::args_os().collect())
+    }
+
+    /// [`Config::load`] for an explicit command line (the environment is the
+    /// process's).
+    pub fn load_from(args: Vec<std::ffi::OsString>) -> Result<Config, String> {
+        let cmd = <Config as clap::CommandFactory>::command();
+        let matches = cmd.clone().try_get_matches_from(&args).unwrap_or_else(|e| e.exit());
+        let mut config = <Config as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if let Some(path) = config.config.clone() {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let entries = config_file_entries(&text, &path.display().to_string(), &cmd)?;
+            // A setting the command line or the environment gave wins over
+            // the file's; the rest are inserted before the real flags and
+            // the whole is parsed again.
+            let mut merged: Vec<std::ffi::OsString> = args.iter().take(1).cloned().collect();
+            for (id, long, value) in entries {
+                let given = matches!(
+                    matches.value_source(&id),
+                    Some(clap::parser::ValueSource::CommandLine | clap::parser::ValueSource::EnvVariable)
+                );
+                if !given {
+                    merged.push(format!("--{long}").into());
+                    merged.push(value.into());
+                }
+            }
+            merged.extend(args.into_iter().skip(1));
+            let matches = cmd.try_get_matches_from(merged).map_err(|e| e.to_string())?;
+            config = <Config as clap::FromArgMatches>::from_arg_matches(&matches).map_err(|e| e.to_string())?;
+        }
+        // `TOKEND_LOG` is the tracing-style alias of `TOKEND_LOG_LEVEL`.
+        if config.log_level == LOG_LEVEL_DEFAULT
+            && std::env::var_os("TOKEND_LOG_LEVEL").is_none()
+            && let Ok(filter) = std::env::var("TOKEND_LOG")
+        {
+            config.log_level = filter;
+        }
+        Ok(config)
     }
 
     /// Defaults, as if run with no flags (tests start from this).
@@ -290,24 +325,59 @@ fn mask_url_password(url: &str) -> String {
     }
 }
 
-/// Turns a config file into flags: `name value` → `--name value`; a value
-/// may be quoted; blank lines and `#` comments are skipped.
-pub fn config_file_args(text: &str) -> Result<Vec<String>, String> {
+/// Reads a config file (Redis style: one `name value` per line, the names
+/// of the long flags without `--`; a value may be quoted; blank lines and
+/// `#` comments are skipped) into (argument id, name, value), each value
+/// checked by the flag's own parser. Errors name the file and line:
+/// `tokend.conf:3: unknown setting "prot" (did you mean "port"?)`.
+pub fn config_file_entries(
+    text: &str,
+    file: &str,
+    cmd: &clap::Command,
+) -> Result<Vec<(String, String, String)>, String> {
+    let settings: Vec<&clap::Arg> = cmd
+        .get_arguments()
+        .filter(|a| a.get_long().is_some_and(|l| l != "config" && l != "help" && l != "version"))
+        .collect();
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
+        let at = format!("{file}:{}", n + 1);
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
         let (name, value) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let value = value.trim().trim_matches('"');
-        if name.starts_with('-') || name == "config" {
-            return Err(format!("config file line {}: bad setting name {name:?}", n + 1));
+        let value = value.trim();
+        let value = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).unwrap_or(value);
+        let Some(arg) = settings.iter().find(|a| a.get_long() == Some(name)) else {
+            let best = settings
+                .iter()
+                .filter_map(|a| a.get_long())
+                .map(|l| (strsim::jaro_winkler(name, l), l))
+                .filter(|(score, _)| *score > 0.8)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            return Err(match best {
+                Some((_, l)) => format!("{at}: unknown setting \"{name}\" (did you mean \"{l}\"?)"),
+                None => format!("{at}: unknown setting \"{name}\""),
+            });
+        };
+        if value.is_empty() {
+            return Err(format!("{at}: missing value for {name}"));
         }
-        out.push(format!("--{name}"));
-        if !value.is_empty() {
-            out.push(value.to_string());
+        // The flag's own parser judges the value (a parse of this one flag;
+        // only a bad value counts here, what it requires is checked with
+        // the whole command line).
+        if let Err(e) = cmd.clone().try_get_matches_from(["tokend", &format!("--{name}"), value])
+            && matches!(e.kind(), clap::error::ErrorKind::InvalidValue | clap::error::ErrorKind::ValueValidation)
+        {
+            // clap says "invalid value 'x' for '--flag <FLAG>': why"; the
+            // file's reader wants only the why.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("");
+            let why = first.rsplit_once("': ").map_or(first, |(_, why)| why);
+            return Err(format!("{at}: invalid value \"{value}\" for {name} ({why})"));
         }
+        out.push((arg.get_id().to_string(), name.to_string(), value.to_string()));
     }
     Ok(out)
 }
@@ -368,17 +438,21 @@ mod tests {
     }
 
     #[test]
-    fn config_file_lines_become_flags() {
-        let args = config_file_args("# comment\nport 6390\n\nrequirepass \"s3 cret\"\ntoken-ttl 5m\n").unwrap();
-        assert_eq!(args, ["--port", "6390", "--requirepass", "s3 cret", "--token-ttl", "5m"]);
-        let mut argv = vec!["tokend".to_string()];
-        argv.extend(args);
-        argv.extend(["--port".to_string(), "7000".to_string()]);
-        let c = Config::try_parse_from(argv).unwrap();
-        assert_eq!(c.port, 7000, "the command line wins over the file");
-        assert_eq!(c.requirepass.as_deref(), Some("s3 cret"));
-        assert!(config_file_args("--port 1").is_err());
-        assert!(config_file_args("config other.conf").is_err());
+    fn config_file_lines_are_checked_against_the_flags() {
+        use clap::CommandFactory;
+        let cmd = Config::command();
+        let e = config_file_entries("# comment\nport 6390\n\nrequirepass \"s3 cret\"\ntoken-ttl 5m\n", "t.conf", &cmd)
+            .unwrap();
+        let pairs: Vec<(&str, &str)> = e.iter().map(|(_, n, v)| (n.as_str(), v.as_str())).collect();
+        assert_eq!(pairs, [("port", "6390"), ("requirepass", "s3 cret"), ("token-ttl", "5m")]);
+        let err = |text: &str| config_file_entries(text, "tokend.conf", &cmd).unwrap_err();
+        assert_eq!(err("port 1\n\nprot 7000"), "tokend.conf:3: unknown setting \"prot\" (did you mean \"port\"?)");
+        assert!(err("port abc").starts_with("tokend.conf:1: invalid value \"abc\" for port"), "{}", err("port abc"));
+        assert!(err("token-ttl 0").starts_with("tokend.conf:1: invalid value \"0\" for token-ttl"));
+        assert_eq!(err("port"), "tokend.conf:1: missing value for port");
+        assert_eq!(err("zzzzzz 1"), "tokend.conf:1: unknown setting \"zzzzzz\"");
+        assert!(err("--port 1").starts_with("tokend.conf:1: unknown setting"));
+        assert!(err("config other.conf").starts_with("tokend.conf:1: unknown setting"));
     }
 
     #[test]

@@ -131,13 +131,31 @@ pub struct Tokend {
 impl Tokend {
     /// Starts `tokend --port 0 <args>` and waits for its "ready" log line.
     pub fn start(args: &[&str]) -> Tokend {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokend"))
-            .args(["--port", "0"])
+        let mut all = vec!["--port", "0"];
+        all.extend_from_slice(args);
+        Tokend::start_with_env(&all, &[])
+    }
+
+    /// Starts `tokend <args>` (no `--port` added) with only `env` in its
+    /// environment, and waits for its "ready" log line.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Tokend {
+        Tokend::wait_ready(Tokend::spawn(args, env))
+    }
+
+    /// Starts `tokend <args>` with only `env` in its environment (stderr piped).
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_tokend"))
             .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn tokend");
+            .expect("spawn tokend")
+    }
+
+    /// Waits for a spawned tokend's "ready" log line.
+    pub fn wait_ready(mut child: Child) -> Tokend {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
