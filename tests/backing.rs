@@ -393,3 +393,42 @@ async fn recovery_reads_the_same_items_whole_or_by_pages() {
     assert_eq!(whole.iter().filter(|r| r.starts_with("Expired")).count(), 30);
     assert!(whole == paged, "HGETALL and HSCAN disagree");
 }
+
+/// `rediss://` to a real redis-server with TLS (Debian's is built with it),
+/// whose certificate rcgen made: refused without the CA (exit 2, within the
+/// start-up limit), served and persisted with `--redis-tls-ca-cert`.
+#[tokio::test]
+async fn tls_to_the_backing_redis() {
+    let dir = std::env::temp_dir().join(format!("tokend-backing-tls-{}-{}", std::process::id(), procs::free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let tls_port = procs::free_port();
+    let redis = RedisProc::start_tls(tls_port, &cert, &key);
+    let url = format!("rediss://127.0.0.1:{tls_port}/0");
+
+    // The certificate is not in the system's trust store.
+    let started = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokend"))
+        .args(["--port", "0", "--redis", &url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    let ca = cert.to_str().unwrap();
+    let t = Tokend::start(&["--redis", &url, "--redis-tls-ca-cert", ca]);
+    let mut c = t.conn().await;
+    let tok = gen_token(&mut c, "tls", &[]).await;
+    drop(c);
+    drop(t);
+    let mut plain = redis.conn();
+    let stored: Option<String> = redis::cmd("HGET").arg("tokend:{tls}:tokens").arg(&tok).query(&mut plain).unwrap();
+    assert!(stored.is_some_and(|v| v.starts_with("f:")), "the token reached the backing Redis over TLS");
+    let t = Tokend::start(&["--redis", &url, "--redis-tls-ca-cert", ca]);
+    let mut c = t.conn().await;
+    assert_eq!(info(&mut c, "tls", &tok).await.unwrap().0, "free", "recovered over TLS");
+    let _ = std::fs::remove_dir_all(&dir);
+}

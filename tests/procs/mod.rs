@@ -27,8 +27,10 @@ fn require(bin: &str) {
 pub struct RedisProc {
     pub port: u16,
     child: Option<Child>,
-    dir: PathBuf,
+    pub dir: PathBuf,
     aof: bool,
+    /// More redis-server arguments (TLS, cluster mode…).
+    extra: Vec<String>,
 }
 
 impl RedisProc {
@@ -50,7 +52,35 @@ impl RedisProc {
             std::fs::create_dir_all(&d).expect("temp dir");
             d
         });
-        let mut r = RedisProc { port, child: None, dir, aof };
+        let mut r = RedisProc { port, child: None, dir, aof, extra: Vec::new() };
+        r.spawn();
+        r
+    }
+
+    /// Starts redis-server with a TLS port too (`tls_port`), serving the
+    /// certificate and key in `cert`/`key` (PEM); the plain port stays open
+    /// for the test's own checks.
+    pub fn start_tls(tls_port: u16, cert: &std::path::Path, key: &std::path::Path) -> RedisProc {
+        require("redis-server");
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("tokend-test-redis-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let extra = [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-key-file",
+            key.to_str().unwrap(),
+            "--tls-ca-cert-file",
+            cert.to_str().unwrap(),
+            "--tls-auth-clients",
+            "no",
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut r = RedisProc { port, child: None, dir, aof: false, extra };
         r.spawn();
         r
     }
@@ -60,6 +90,7 @@ impl RedisProc {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port").arg(self.port.to_string()).arg("--bind").arg("127.0.0.1").arg("--save").arg("");
         cmd.arg("--dir").arg(&self.dir).arg("--logfile").arg(self.dir.join("redis.log"));
+        cmd.args(&self.extra);
         if self.aof {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
