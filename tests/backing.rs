@@ -2,15 +2,17 @@
 //! SIGTERM and kill -9, expiries that fell due while down, notifications
 //! published on the backing Redis, and outages of the backing Redis.
 
+mod common;
 mod procs;
 
+use common::Resp;
 use procs::workload;
 
 use procs::{RedisProc, Tokend};
 use redis::aio::MultiplexedConnection;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 async fn gen_token(c: &mut MultiplexedConnection, pool: &str, extra: &[&str]) -> String {
     redis::cmd("TOKEN.GEN").arg(pool).arg(extra).query_async(c).await.unwrap()
@@ -431,4 +433,53 @@ async fn tls_to_the_backing_redis() {
     let mut c = t.conn().await;
     assert_eq!(info(&mut c, "tls", &tok).await.unwrap().0, "free", "recovered over TLS");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// While a million tokens load, clients are accepted and answered: TOKEN
+/// commands get Redis's `-LOADING` error and `INFO persistence` shows
+/// `loading:1` (ioredis's ready check waits on it); then everything is
+/// served.
+#[tokio::test]
+async fn loading_a_million_tokens_answers_loading_meanwhile() {
+    let redis = RedisProc::start();
+    let mut r = redis.conn();
+    // 1M free tokens in tokend's layout, written by Redis itself.
+    let far = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64 + 3_600_000;
+    let script = r#"
+        for i = 1, tonumber(ARGV[1]) do
+            redis.call('HSET', KEYS[1], string.format('%08x-0000-4000-8000-%012x', i, i), ARGV[2])
+        end
+        redis.call('SADD', KEYS[2], 'big')
+    "#;
+    let _: () = redis::cmd("EVAL")
+        .arg(script)
+        .arg(2)
+        .arg("tokend:{big}:tokens")
+        .arg("tokend:pools")
+        .arg(1_000_000)
+        .arg(format!("f:{far}:0:3600000:0:0"))
+        .query(&mut r)
+        .unwrap();
+
+    let t = Tokend::start_listening(&["--redis", &redis.url()]);
+    let mut c = common::RawConn::connect(t.addr).await;
+    let stats = c.cmd("TOKEN.STATS big").await;
+    assert_eq!(stats, Resp::Error("LOADING tokend is loading the dataset in memory".into()));
+    assert_eq!(c.cmd("TOKEN.GEN big").await.err(), "LOADING tokend is loading the dataset in memory");
+    let info = c.cmd("INFO persistence").await.text();
+    assert!(info.contains("loading:1\r\n"), "{info}");
+    // Connection probes still work meanwhile.
+    assert!(matches!(c.cmd("HELLO 3").await, Resp::Map(_)));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let info = c.cmd("INFO persistence").await.text();
+        if info.contains("loading:0\r\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still loading after 120 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = common::stats_of(&c.cmd("TOKEN.STATS big").await);
+    assert_eq!(stats, [1_000_000, 1_000_000, 0, 0, 0]);
+    assert!(t.wait_log("ready to accept connections", Duration::from_secs(5)).is_some());
 }

@@ -235,3 +235,24 @@ async fn blocked_waiters_count_drops_on_timeout() {
     assert_eq!(a.read().await.text(), t);
     assert_eq!(stats(&mut c, "p").await, [1, 0, 1, 0, 0]);
 }
+
+/// A graceful stop answers clients blocked in ACQUIRE before it closes
+/// their connections: `-SHUTDOWN`, and no token was assigned to them.
+#[tokio::test]
+async fn shutdown_answers_blocked_clients_before_closing() {
+    let mut server = TestServer::start();
+    let mut a = server.raw().await;
+    let mut b = server.raw().await;
+    a.send(&["TOKEN.ACQUIRE", "p", "BLOCK", "0"]).await;
+    b.send(&["TOKEN.ACQUIRE", "p", "BLOCK", "60000"]).await;
+    let mut c = server.raw().await;
+    wait_for_waiters(&mut c, "p", 2).await;
+    drop(c);
+    let stop = std::thread::spawn(move || server.stop());
+    let shutdown = Resp::Error("SHUTDOWN tokend is shutting down; no token was assigned".into());
+    assert_eq!(a.read().await, shutdown);
+    assert_eq!(b.read().await, shutdown);
+    a.assert_closed().await;
+    b.assert_closed().await;
+    stop.join().unwrap();
+}

@@ -6,6 +6,7 @@ mod common;
 use common::{Resp, TestServer, assert_uuid_v4, err_line, stats, stats_of};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
+use std::collections::HashMap;
 
 async fn q<T: redis::FromRedisValue>(con: &mut MultiplexedConnection, args: &[&str]) -> redis::RedisResult<T> {
     let mut c = redis::cmd(args[0]);
@@ -460,4 +461,41 @@ async fn default_lifetime_and_lease() {
     let (life, lease) = (info[1].1.int(), info[2].1.int());
     assert!((6_900..=7_000).contains(&life), "--token-ttl 7s: {life}");
     assert!((1_400..=1_500).contains(&lease), "--lease-ttl 1500ms: {lease}");
+}
+
+/// The `key:value` fields of an INFO reply.
+fn info_fields(text: &str) -> HashMap<String, String> {
+    text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
+}
+
+#[tokio::test]
+async fn config_resetstat_resets_what_info_stats_counts() {
+    let server = TestServer::start();
+    let mut con = server.conn().await;
+    let _: Vec<String> = q(&mut con, &["TOKEN.GEN", "p", "PX", "20", "COUNT", "3"]).await.unwrap();
+    for _ in 0..5 {
+        let _: String = q(&mut con, &["PING"]).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let before = loop {
+        let text: String = q(&mut con, &["INFO", "stats"]).await.unwrap();
+        let f = info_fields(&text);
+        if f["expired_tokens"] == "3" {
+            break f;
+        }
+        assert!(std::time::Instant::now() < deadline, "the tokens did not expire: {f:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(before["total_commands_processed"].parse::<u64>().unwrap() >= 7, "{before:?}");
+    assert!(before["total_connections_received"].parse::<u64>().unwrap() >= 1, "{before:?}");
+    let ok: String = q(&mut con, &["CONFIG", "RESETSTAT"]).await.unwrap();
+    assert_eq!(ok, "OK");
+    let text: String = q(&mut con, &["INFO", "stats"]).await.unwrap();
+    let after = info_fields(&text);
+    assert_eq!(after["expired_tokens"], "0");
+    assert_eq!(after["lease_expired_tokens"], "0");
+    assert_eq!(after["total_connections_received"], "0");
+    assert_eq!(after["rejected_connections"], "0");
+    // Redis counts the INFO that reads the counters; so does tokend.
+    assert_eq!(after["total_commands_processed"], "1", "{after:?}");
 }

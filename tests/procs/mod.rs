@@ -186,7 +186,20 @@ impl Tokend {
     }
 
     /// Waits for a spawned tokend's "ready" log line.
-    pub fn wait_ready(mut child: Child) -> Tokend {
+    pub fn wait_ready(child: Child) -> Tokend {
+        Tokend::wait_for(child, "ready to accept connections addr=")
+    }
+
+    /// Starts `tokend --port 0 <args>` and returns as soon as it listens
+    /// (with a backing Redis, before the dataset is loaded).
+    pub fn start_listening(args: &[&str]) -> Tokend {
+        let mut all = vec!["--port", "0"];
+        all.extend_from_slice(args);
+        Tokend::wait_for(Tokend::spawn(&all, &[]), "listening addr=")
+    }
+
+    /// Waits for a log line with `marker` followed by the address.
+    fn wait_for(mut child: Child, marker: &str) -> Tokend {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -208,7 +221,7 @@ impl Tokend {
                     panic!("tokend did not become ready; it logged:\n{}", seen.join("\n"))
                 }
             };
-            if let Some(rest) = line.split("ready to accept connections addr=").nth(1) {
+            if let Some(rest) = line.split(marker).nth(1) {
                 let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
                 return Tokend { addr, child: Some(child), log: std::sync::Mutex::new(rx) };
             }

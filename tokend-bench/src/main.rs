@@ -673,6 +673,32 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
 // ---------------------------------------------------------------------------
 // Expiry: N tokens due within one second; how late does each event arrive?
 
+/// Most tokens one GEN makes: tokend's default `--max-gen-count`.
+const GEN_CHUNK: u64 = 100_000;
+
+/// How the expiry workload makes `n` tokens due over `spread` ms: (tokens
+/// in one GEN, due offset in ms from the window's start). Slot i of S is
+/// due at i * spread / S, evenly over the window; a slot of more than
+/// [`GEN_CHUNK`] tokens is made by several GENs with the same offset.
+fn gen_plan(n: u64, spread: u64) -> Vec<(u64, u64)> {
+    let spread = spread.max(1);
+    let per_slot = n.div_ceil(spread).max(1);
+    let slots = n.div_ceil(per_slot);
+    let mut plan = Vec::new();
+    let mut made = 0;
+    for slot in 0..slots {
+        let offset = slot * spread / slots;
+        let mut left = per_slot.min(n - made);
+        made += left;
+        while left > 0 {
+            let k = left.min(GEN_CHUNK);
+            plan.push((k, offset));
+            left -= k;
+        }
+    }
+    plan
+}
+
 fn epoch_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
@@ -729,10 +755,10 @@ async fn expiry(args: &Args, addr: &str, cmds: &Commands) -> Res<()> {
         }
         (got, evicted)
     });
-    // Generate: one GEN per due millisecond slot, sequentially (no pipelining)
-    // so each request's deadline is known to within its round trip.
-    let per_slot = n.div_ceil(spread);
-    let slots = n.div_ceil(per_slot);
+    // Generate: one GEN per due millisecond slot (several when a slot holds
+    // more than one GEN may make), sequentially (no pipelining) so each
+    // request's deadline is known to within its round trip.
+    let plan = gen_plan(n, spread);
     let pool = cmds.pool.clone();
     let mut deadlines: HashMap<[u8; 36], u64> = HashMap::with_capacity(n as usize);
     // The longest GEN round trip: how much later than our estimate a server
@@ -742,11 +768,8 @@ async fn expiry(args: &Args, addr: &str, cmds: &Commands) -> Res<()> {
     let t_gen = Instant::now();
     let mut made = 0u64;
     let mut ids: Vec<[u8; 36]> = Vec::new();
-    let mut slot = 0u64;
-    while made < n {
-        let k = per_slot.min(n - made);
-        // Slot i of S is due at window + i * spread / S: evenly over the window.
-        let due = window + slot * spread / slots;
+    for (k, offset) in plan {
+        let due = window + offset;
         ids.clear();
         if cmds.target == Target::RedisFn {
             ids.extend((0..k).map(|_| new_uuid()));
@@ -785,8 +808,8 @@ async fn expiry(args: &Args, addr: &str, cmds: &Commands) -> Res<()> {
             }
         }
         made += k;
-        slot += 1;
     }
+    debug_assert_eq!(made, n);
     let gen_secs = t_gen.elapsed().as_secs_f64();
     if !args.quiet {
         eprintln!(
@@ -1018,5 +1041,27 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gen_plan_never_asks_one_gen_for_more_than_tokend_allows() {
+        // `--spread-ms 0 --tokens 200000`: all due in one ms, two GENs.
+        assert_eq!(gen_plan(200_000, 0), [(100_000, 0), (100_000, 0)]);
+        assert_eq!(gen_plan(250_000, 1), [(100_000, 0), (100_000, 0), (50_000, 0)]);
+        // Spread over a second: 200 per ms, offsets 0..999.
+        let p = gen_plan(200_000, 1000);
+        assert_eq!(p.len(), 1000);
+        assert!(p.iter().all(|&(k, _)| k == 200));
+        assert_eq!((p[0].1, p[999].1), (0, 999));
+        for (n, spread) in [(1, 0), (7, 3), (1_000_001, 1000), (300_000, 2)] {
+            let p = gen_plan(n, spread);
+            assert_eq!(p.iter().map(|&(k, _)| k).sum::<u64>(), n);
+            assert!(p.iter().all(|&(k, off)| k <= GEN_CHUNK && off < spread.max(1)));
+        }
     }
 }
