@@ -176,6 +176,11 @@ pub struct Config {
     #[arg(long, env = "TOKEND_CONFIG")]
     pub config: Option<std::path::PathBuf>,
 
+    /// Check that the tokend configured here (--bind, --port, --requirepass) answers
+    /// PING, and exit: 0 if it does, 1 if not. For container health checks.
+    #[arg(long)]
+    pub ping: bool,
+
     /// Log format: text for people, json (one object per line) for log pipelines.
     #[arg(long, env = "TOKEND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -337,7 +342,7 @@ pub fn config_file_entries(
 ) -> Result<Vec<(String, String, String)>, String> {
     let settings: Vec<&clap::Arg> = cmd
         .get_arguments()
-        .filter(|a| a.get_long().is_some_and(|l| l != "config" && l != "help" && l != "version"))
+        .filter(|a| a.get_long().is_some_and(|l| !["config", "help", "version", "ping"].contains(&l)))
         .collect();
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {

@@ -28,6 +28,7 @@ pub mod glob;
 pub mod notify;
 pub mod parse;
 pub mod persist;
+pub mod ping;
 pub mod pubsub;
 pub mod reply;
 pub mod server;

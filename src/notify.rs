@@ -85,8 +85,9 @@ const GENERIC: u32 = 16;
 pub struct EventClasses(u32);
 
 impl EventClasses {
-    /// The default: expiry events on both channel kinds (`KExl`).
-    pub const DEFAULT: &'static str = "KExl";
+    /// The default: expiry events on both channel kinds, in the canonical
+    /// order `CONFIG GET` answers with (see [`EventClasses::to_flags`]).
+    pub const DEFAULT: &'static str = "xlKE";
 
     /// Parses Redis-style flags: `K` keyspace channel, `E` keyevent channel,
     /// `x` expired, `l` leaseexpired, `g` the token commands (tokengen,
@@ -109,7 +110,9 @@ impl EventClasses {
         Ok(EventClasses(bits))
     }
 
-    /// The flags back as a string, in canonical order (for `CONFIG GET`).
+    /// The flags back as a string, in Redis's canonical order (for `CONFIG
+    /// GET`): the event classes (`A` when all are on, else `g`, `x`, `l`),
+    /// then `K`, then `E`, as Redis's `keyspaceEventsFlagsToString` does.
     pub fn to_flags(self) -> String {
         let mut s = String::new();
         if self.0 & (EXPIRED | LEASE | GENERIC) == (EXPIRED | LEASE | GENERIC) {
@@ -231,7 +234,8 @@ mod tests {
         let d = EventClasses::parse(EventClasses::DEFAULT).unwrap();
         assert!(d.wants(EventKind::Expired) && d.wants(EventKind::LeaseExpired));
         assert!(!d.wants(EventKind::TokenGen));
-        assert_eq!(d.to_flags(), "xlKE");
+        assert_eq!(d.to_flags(), EventClasses::DEFAULT, "the default is spelled as CONFIG GET answers it");
+        assert_eq!(EventClasses::parse("KExl").unwrap().to_flags(), "xlKE", "any order in, canonical order out");
         let a = EventClasses::parse("AE").unwrap();
         assert!(a.wants(EventKind::TokenDel));
         assert_eq!(a.to_flags(), "AE");

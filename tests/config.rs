@@ -122,3 +122,28 @@ fn a_mistake_in_the_file_names_the_file_and_line() {
     assert!(err.contains("tokend.conf:3: invalid value \"0\" for token-ttl"), "{err}");
     assert!(!err.contains("--token-ttl"), "the file's mistake is not reported as a flag's: {err}");
 }
+
+/// `tokend --ping` (the container health check) with the same settings as
+/// the server: exit 0 when it answers PONG, 1 otherwise.
+#[test]
+fn ping_checks_the_configured_server() {
+    let t = Tokend::start_with_env(&["--port", "0", "--requirepass", "pw"], &[]);
+    let port = t.addr.port().to_string();
+    let ping = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["--ping", "--port", port.as_str()];
+        all.extend_from_slice(args);
+        wait_exit(Tokend::spawn(&all, env))
+    };
+    assert_eq!(ping(&["--requirepass", "pw"], &[]).0, Some(0));
+    assert_eq!(ping(&[], &[("TOKEND_REQUIREPASS", "pw")]).0, Some(0), "the password from the environment");
+    let (code, err) = ping(&["--requirepass", "nope"], &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("WRONGPASS"), "{err}");
+    let (code, err) = ping(&[], &[]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("NOAUTH"), "{err}");
+    drop(t);
+    let (code, err) = ping(&["--requirepass", "pw"], &[]);
+    assert_eq!(code, Some(1), "nobody listens any more");
+    assert!(err.contains("cannot connect"), "{err}");
+}

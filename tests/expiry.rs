@@ -442,3 +442,15 @@ async fn no_token_is_reported_after_its_deadline() {
         assert!(t0.elapsed() < Duration::from_secs(2), "never expired");
     }
 }
+
+#[tokio::test]
+async fn notification_classes_read_back_in_redis_canonical_order() {
+    let server = TestServer::start();
+    let mut c = server.raw().await;
+    let get = |r: Resp| r.items()[1].text();
+    assert_eq!(get(c.cmd("CONFIG GET notify-keyspace-events").await), "xlKE", "the documented default");
+    assert_eq!(c.cmd("CONFIG SET notify-keyspace-events KElx").await, Resp::Simple("OK".into()));
+    assert_eq!(get(c.cmd("CONFIG GET notify-keyspace-events").await), "xlKE", "any order in, one order out");
+    assert_eq!(c.cmd("CONFIG SET notify-keyspace-events EgxlK").await, Resp::Simple("OK".into()));
+    assert_eq!(get(c.cmd("CONFIG GET notify-keyspace-events").await), "AKE");
+}

@@ -16,6 +16,16 @@ fn main() -> std::process::ExitCode {
     // One worker thread per available core (as tokio's default), or a
     // current-thread runtime when there is one: no work-stealing queues and
     // no cross-thread wake-ups on the request path.
+    if config.ping {
+        let addr = tokend::ping::target(&config.bind, config.port);
+        return match tokend::ping::check(&addr, config.requirepass.as_deref(), std::time::Duration::from_secs(3)) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tokend --ping: {e}");
+                std::process::ExitCode::from(1)
+            }
+        };
+    }
     let threads = match config.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
