@@ -156,6 +156,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 cmd::prefetch(&self.ctx, &batch);
             }
             for args in batch.drain(..) {
+                // Messages published before this command ran go out before
+                // its reply, as Redis's output buffer orders them (an
+                // UNSUBSCRIBE's confirmation comes after every message of
+                // that channel).
+                if self.session.pubsub_rx.is_some() {
+                    self.drain_pubsub().await?;
+                }
                 self.ctx.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
                 match cmd::execute(&self.ctx, &mut self.session, args) {
                     Outcome::Reply(r) => r.encode(self.session.proto, &mut self.wbuf),
@@ -249,6 +256,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
         loop {
             let sleep = crate::clock::sleep_until_opt(deadline);
+            // A RESP3 client may be subscribed while it waits: its messages
+            // are delivered as they come, as Redis does.
+            let msg = async {
+                match self.session.pubsub_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             // Biased, socket first: a client that already hung up must not be
             // handed a token it will never read.
             tokio::select! {
@@ -272,6 +287,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         Handed::Gone => Reply::Null,
                     }));
                 }
+                m = msg => match m {
+                    Some(m) => {
+                        self.push_message(m);
+                        self.flush().await?;
+                    }
+                    // Evicted for not reading: the connection ends.
+                    None => return Ok(None),
+                },
                 _ = sleep => {
                     return Ok(Some(match waiting.cancel() {
                         Some(t) => {
@@ -283,6 +306,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             }
         }
+    }
+
+    /// Moves every queued pub/sub message into the write buffer (written in
+    /// pieces if there are many).
+    async fn drain_pubsub(&mut self) -> std::io::Result<()> {
+        while let Some(m) = self.session.pubsub_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+            self.push_message(m);
+            if self.wbuf.len() > WRITE_HIGH_WATER {
+                self.commit().await?;
+            }
+        }
+        Ok(())
     }
 
     /// Encodes a pub/sub message as Redis does for each protocol.

@@ -256,3 +256,26 @@ async fn shutdown_answers_blocked_clients_before_closing() {
     b.assert_closed().await;
     stop.join().unwrap();
 }
+
+/// A RESP3 client may subscribe and then block in ACQUIRE: a message
+/// published meanwhile reaches it at once (a push), not when the block ends.
+#[tokio::test]
+async fn resp3_pushes_arrive_while_an_acquire_blocks() {
+    let server = TestServer::start();
+    let mut c = server.raw().await;
+    assert!(matches!(c.cmd("HELLO 3").await, Resp::Map(_)));
+    let r = c.cmd("SUBSCRIBE news").await;
+    assert!(matches!(r, Resp::Push(_)), "{r:?}");
+    c.send(&["TOKEN.ACQUIRE", "empty", "BLOCK", "2000"]).await;
+    let mut p = server.raw().await;
+    wait_for_waiters(&mut p, "empty", 1).await;
+    let sent = Instant::now();
+    assert_eq!(p.cmd("PUBLISH news hello").await, Resp::Int(1));
+    let m = c.read().await;
+    assert_eq!(
+        m,
+        Resp::Push(vec![Resp::Bulk(b"message".to_vec()), Resp::Bulk(b"news".to_vec()), Resp::Bulk(b"hello".to_vec())])
+    );
+    assert!(sent.elapsed() < Duration::from_millis(1000), "delivered {:?} after PUBLISH", sent.elapsed());
+    assert!(c.read().await.is_null(), "then the ACQUIRE times out with nil");
+}

@@ -112,6 +112,15 @@ async fn inline_commands() {
     c.send_raw(b"PING\r\n*1\r\n$4\r\nPING\r\n").await;
     assert_eq!(c.read().await, Resp::Simple("PONG".into()));
     assert_eq!(c.read().await, Resp::Simple("PONG".into()));
+    // Redis's sdssplitargs: hex escapes in double quotes, a quote opening
+    // inside a word.
+    c.send_raw(b"ECHO \"\\x41\\x42\"\r\nECHO a\"b c\"\r\n").await;
+    assert_eq!(c.read().await, Resp::Bulk(b"AB".to_vec()));
+    assert_eq!(c.read().await, Resp::Bulk(b"ab c".to_vec()));
+    // Unbalanced quotes are a protocol error, as in Redis.
+    c.send_raw(b"ECHO a'b c'd\r\n").await;
+    assert_eq!(c.read().await, Resp::Error("ERR Protocol error: unbalanced quotes in request".into()));
+    c.assert_closed().await;
 }
 
 #[tokio::test]
@@ -341,4 +350,38 @@ async fn auth_without_a_password_configured() {
     let e = c.cmd("AUTH x").await.err();
     assert!(e.starts_with("ERR AUTH <password> called without any password configured"), "{e}");
     assert_eq!(c.cmd("PING").await, Resp::Simple("PONG".into()));
+}
+
+/// RESP2: messages published before an UNSUBSCRIBE is processed all come
+/// before its confirmation, however many are waiting to be read, and none
+/// after it.
+#[tokio::test]
+async fn unsubscribe_confirmation_comes_after_every_earlier_message() {
+    let server = TestServer::start();
+    let mut sub = server.raw().await;
+    assert_eq!(sub.cmd("SUBSCRIBE ch").await.items()[0], Resp::Bulk(b"subscribe".to_vec()));
+    let mut publisher = server.raw().await;
+    let payload = "x".repeat(2048);
+    const N: usize = 30_000;
+    let mut pipe = Vec::new();
+    for _ in 0..N {
+        pipe.extend(encode_cmd(&["PUBLISH", "ch", &payload]));
+    }
+    let replies = publisher.pipeline(&pipe, N).await;
+    assert!(replies.iter().all(|r| *r == Resp::Int(1)));
+    // The subscriber has read nothing yet; now it unsubscribes.
+    sub.send(&["UNSUBSCRIBE", "ch"]).await;
+    let mut messages = 0;
+    loop {
+        let r = sub.read().await;
+        let kind = r.items()[0].text();
+        if kind == "unsubscribe" {
+            break;
+        }
+        assert_eq!(kind, "message");
+        messages += 1;
+    }
+    assert_eq!(messages, N, "every message published before the UNSUBSCRIBE came before its confirmation");
+    assert_eq!(publisher.cmd("PUBLISH ch late").await, Resp::Int(0));
+    assert_eq!(sub.cmd("PING").await, Resp::Simple("PONG".into()), "nothing queued after the confirmation");
 }
