@@ -425,6 +425,96 @@ impl<T> Wheel<T> {
     }
 }
 
+/// Where a sweep of [`Wheel::retain_step`] stands: the next entry to look
+/// at. `Sweep::default()` is the start. A sweep goes from the top level
+/// down: cascading only ever moves entries to lower levels, so an entry held
+/// when a sweep starts cannot slip past it into a level already swept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Levels done so far (the level swept is `LEVELS - 1 - done`).
+    done: usize,
+    slot: usize,
+    index: usize,
+}
+
+impl Sweep {
+    /// True at the start (nothing swept yet).
+    pub fn is_start(&self) -> bool {
+        *self == Sweep::default()
+    }
+}
+
+impl<T> Wheel<T> {
+    /// Drops the entries `keep` rejects (stale ones the owner would drop when
+    /// they fire), looking at about `budget` entries from where `sweep`
+    /// stopped. Returns true when the sweep has been over the whole wheel
+    /// (`sweep` is then back at the start).
+    ///
+    /// Why: entries are never removed when a deadline moves (lazy resets),
+    /// so a long lease that is given back early stays until it would have
+    /// fired; at a high rate of acquisitions with long leases those would
+    /// outnumber the live tokens without bound. The owner sweeps when that
+    /// could be so, a budget at a time under its lock, which keeps the wheel
+    /// within a constant factor of its live entries.
+    ///
+    /// A level-0 slot (one millisecond) is filtered whole with `retain`, so
+    /// its order is kept; a higher slot is filtered a budget at a time with
+    /// `swap_remove`, which leaves it consistent between steps but changes
+    /// the order of its entries. That order only decides the order among
+    /// entries that end up due in the same millisecond, which nothing
+    /// relies on; a spread-ahead cascade ([`Wheel::prepare`]) relies on its
+    /// slot's order, so it is dropped (and redone) if its slot loses entries.
+    pub fn retain_step(&mut self, sweep: &mut Sweep, budget: usize, mut keep: impl FnMut(u64, &T) -> bool) -> bool {
+        let mut seen = 0;
+        while sweep.done < LEVELS && seen < budget {
+            let (level, slot) = (LEVELS - 1 - sweep.done, sweep.slot);
+            let entries = &mut self.levels[level].slots[slot];
+            let before = entries.len();
+            if level == 0 {
+                entries.retain(|(when, item)| keep(*when, item));
+                seen += before.max(1);
+                sweep.index = usize::MAX;
+            } else {
+                let mut i = sweep.index;
+                while i < entries.len() && seen < budget {
+                    seen += 1;
+                    let (when, item) = &entries[i];
+                    if keep(*when, item) {
+                        i += 1;
+                    } else {
+                        entries.swap_remove(i);
+                    }
+                }
+                sweep.index = if i < entries.len() { i } else { usize::MAX };
+                seen += usize::from(before == 0);
+            }
+            let removed = before - entries.len();
+            if removed > 0 {
+                self.len -= removed;
+                if entries.is_empty() {
+                    self.levels[level].occupied &= !(1 << slot);
+                }
+                if self.prepared.as_ref().is_some_and(|p| (p.level, p.slot) == (level, slot)) {
+                    self.prepared = None;
+                }
+            }
+            if sweep.index == usize::MAX {
+                sweep.index = 0;
+                sweep.slot += 1;
+                if sweep.slot == SLOTS {
+                    sweep.slot = 0;
+                    sweep.done += 1;
+                }
+            }
+        }
+        if sweep.done == LEVELS {
+            *sweep = Sweep::default();
+            return true;
+        }
+        false
+    }
+}
+
 impl<T: Copy> Wheel<T> {
     /// Spreads up to `budget` more entries of the next big cascade (a slot of
     /// at least [`PREPARE_MIN`] entries) to where it will put them, once its
@@ -840,6 +930,95 @@ mod tests {
         assert_eq!(poll_vec(&mut wheel, start + 365 * 86_400_000), vec![(start + 7, 0)]);
         assert!(began.elapsed() < Duration::from_secs(1));
         assert_eq!(wheel.next_expiration(), Some(start + 365 * 86_400_000 + 5));
+    }
+
+    /// Sweeps interleaved with inserts, polls and spread-ahead cascades:
+    /// every entry the predicate keeps fires exactly once, at its time; a
+    /// rejected entry never fires twice, never early, and after a whole sweep
+    /// that started after it was inserted it is gone; `len` is always the
+    /// number of entries held.
+    #[test]
+    fn retain_sweeps_drop_exactly_the_rejected_entries() {
+        let mut rng = XorShift(0xD1B5_4A32_D192_ED03);
+        for round in 0..24 {
+            let mut wheel = Wheel::new(START);
+            if round % 2 == 1 {
+                wheel.prepare_min = 2;
+                wheel.prepare_lead_ms = u64::MAX;
+            }
+            let dead = |id: &u64| id % 5 == 2;
+            let mut when_of: BTreeMap<u64, u64> = BTreeMap::new();
+            let mut fired: BTreeSet<u64> = BTreeSet::new();
+            // Rejected ids inserted before the current sweep started.
+            let (mut older, mut newer): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
+            let mut sweep = Sweep::default();
+            let mut out = Vec::new();
+            // Kept entries not fired yet, by (when, id).
+            let mut kept_pending: BTreeSet<(u64, u64)> = BTreeSet::new();
+            let check = |out: &[(u64, u64)],
+                         now: u64,
+                         fired: &mut BTreeSet<u64>,
+                         kept_pending: &mut BTreeSet<(u64, u64)>,
+                         when_of: &BTreeMap<u64, u64>| {
+                for &(w, id) in out {
+                    assert!(w <= now, "{id} fired early");
+                    assert_eq!(when_of.get(&id), Some(&w));
+                    assert!(fired.insert(id), "{id} fired twice");
+                    kept_pending.remove(&(w, id));
+                }
+            };
+            for id in 0..3_000u64 {
+                let elapsed = wheel.elapsed();
+                let bits = 6 * (1 + rng.below(4)) as u32;
+                let when = elapsed + rng.below(1 << bits);
+                wheel.insert(when, id);
+                when_of.insert(id, when);
+                if dead(&id) {
+                    newer.push(id);
+                } else {
+                    kept_pending.insert((when, id));
+                }
+                match rng.below(10) {
+                    0..=2 => {
+                        if sweep.is_start() {
+                            older.append(&mut newer);
+                        }
+                        if wheel.retain_step(&mut sweep, 1 + rng.below(40) as usize, |_, id| !dead(id)) {
+                            // Every rejected entry held when the sweep began is gone.
+                            let held = held_ids(&wheel);
+                            for id in older.drain(..) {
+                                assert!(!held.contains(&id), "{id} survived a whole sweep");
+                            }
+                        }
+                    }
+                    3 => {
+                        wheel.prepare(elapsed, 1 + rng.below(8) as usize);
+                    }
+                    4 | 5 => {
+                        let now = elapsed + rng.below(1 << 14);
+                        out.clear();
+                        wheel.poll(now, &mut out);
+                        check(&out, now, &mut fired, &mut kept_pending, &when_of);
+                        let missed = kept_pending.range(..(now.saturating_add(1), 0)).next();
+                        assert!(missed.is_none(), "a due entry did not fire: {missed:?}");
+                    }
+                    _ => {}
+                }
+                let held = when_of.len() - fired.len();
+                assert!(wheel.len() <= held, "len {} but only {held} could be held", wheel.len());
+            }
+            out.clear();
+            wheel.poll(u64::MAX / 2, &mut out);
+            check(&out, u64::MAX / 2, &mut fired, &mut kept_pending, &when_of);
+            assert!(wheel.is_empty());
+            let kept: BTreeSet<u64> = when_of.keys().copied().filter(|id| !dead(id)).collect();
+            assert!(kept.is_subset(&fired), "round {round}: a kept entry never fired");
+        }
+    }
+
+    /// Every id the wheel holds (tests: a full scan).
+    fn held_ids(wheel: &Wheel<u64>) -> BTreeSet<u64> {
+        wheel.levels.iter().flat_map(|l| l.slots.iter().flatten()).map(|&(_, id)| id).collect()
     }
 
     /// Random inserts and polls against a sorted reference model: every entry

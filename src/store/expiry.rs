@@ -24,8 +24,12 @@
 //! once) costs many sub-millisecond steps instead of one stall of every
 //! command on the shard when its time comes.
 
-use super::{Store, lock};
-use crate::wheel::PREPARE_MIN;
+use super::fire::LEASE_ENTRY;
+use super::pool::{Pool, SlotIdx};
+use super::{PoolId, Store, lock};
+use crate::token::TokenHash;
+use crate::wheel::{PREPARE_MIN, Sweep};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -101,15 +105,68 @@ impl Store {
         Some(g.wheel.prepare(self.clock().now_ms(), PREPARE_CHUNK) > 0)
     }
 
+    /// Sweeps one budget of shard `idx`'s stale wheel entries. `None`: no
+    /// sweep is needed; `Some(more)`: whether the sweep goes on.
+    ///
+    /// A token holds at most two live entries (its lifetime, and its lease
+    /// while assigned); everything else in the wheel is stale (a lease given
+    /// back early, a token deleted, a deadline moved). A sweep starts when
+    /// the wheel holds more than [`SWEEP_FACTOR`] entries per live token (and
+    /// [`SWEEP_SLACK`] more), so at least half of what it looks at is stale:
+    /// the work is paid for by the inserts that made the garbage, and the
+    /// wheel stays within a constant factor of the live tokens whatever the
+    /// rates and durations.
+    pub(crate) fn sweep_step(&self, idx: usize) -> Option<bool> {
+        let mut g = lock(&self.shard_cells()[idx].state);
+        let s = &mut *g;
+        if s.sweep.is_none() {
+            if !s.needs_sweep() {
+                return None;
+            }
+            s.sweep = Some(Sweep::default());
+        }
+        let super::Shard { wheel, pools, sweep, .. } = s;
+        let mut at = sweep.unwrap_or_default();
+        let done = wheel.retain_step(&mut at, SWEEP_CHUNK, |when, &(pid, entry)| live_entry(pools, when, pid, entry));
+        *sweep = (!done).then_some(at);
+        Some(!done)
+    }
+
     /// Pending wheel entries in all shards (INFO).
     pub fn pending_timers(&self) -> usize {
         self.shard_cells().iter().map(|c| lock(&c.state).wheel.len()).sum()
     }
 }
 
+/// Whether a wheel entry is the live one of its token: what `Store::run_due`
+/// would act on when it fires (anything else it drops, and so may a sweep).
+fn live_entry(pools: &HashMap<PoolId, Pool, TokenHash>, when: u64, pid: PoolId, entry: SlotIdx) -> bool {
+    let (slot, lease) = (entry & !LEASE_ENTRY, entry & LEASE_ENTRY != 0);
+    let Some(p) = pools.get(&pid) else { return false };
+    if lease && p.free.contains(slot) {
+        return false;
+    }
+    let Some(rec) = p.get(slot) else { return false };
+    if lease { rec.is_assigned() && rec.lease_armed == when as u32 } else { rec.armed == when }
+}
+
 /// Wheel entries spread per lock hold while preparing a big cascade (about
 /// a quarter of a millisecond).
 const PREPARE_CHUNK: usize = 8 * 1024;
+
+/// Wheel entries per live token above which a sweep of stale entries
+/// starts: twice the two live entries a token can have, so that at least
+/// half of what a sweep looks at is garbage.
+pub(crate) const SWEEP_FACTOR: usize = 4;
+
+/// Entries the wheel may hold beyond [`SWEEP_FACTOR`] per live token
+/// before a sweep starts (1 MiB of entries): small shards are not swept
+/// for a handful of stale entries.
+pub(crate) const SWEEP_SLACK: usize = 64 * 1024;
+
+/// Wheel entries a sweep looks at per lock hold: each is a pool lookup and
+/// a slot read, so about the cost of a prepare chunk.
+const SWEEP_CHUNK: usize = 8 * 1024;
 
 /// While a shard's wheel is big enough to hold a big slot, its driver looks
 /// for one to prepare at least this often (ms): a slot filling up does not
@@ -123,13 +180,19 @@ enum Prepare {
     Until(u64),
 }
 
+/// Spreads the next big cascade a chunk at a time, then sweeps stale
+/// entries a chunk at a time; a deadline that comes due interrupts both.
 fn prepare_step(store: &Store, idx: usize, next: u64) -> Prepare {
-    match store.prepare_cascade(idx) {
+    let prepared = store.prepare_cascade(idx);
+    if prepared == Some(true) {
+        return if store.clock().now_ms() >= next { Prepare::Until(next) } else { Prepare::More };
+    }
+    if store.sweep_step(idx) == Some(true) && store.clock().now_ms() < next {
+        return Prepare::More;
+    }
+    match prepared {
         None => Prepare::Until(next),
-        Some(false) => Prepare::Until(next.min(store.clock().now_ms().saturating_add(PREPARE_RECHECK_MS))),
-        // A deadline comes first.
-        Some(true) if store.clock().now_ms() >= next => Prepare::Until(next),
-        Some(true) => Prepare::More,
+        _ => Prepare::Until(next.min(store.clock().now_ms().saturating_add(PREPARE_RECHECK_MS))),
     }
 }
 

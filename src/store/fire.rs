@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 /// The top bit of the slot number in a wheel entry: set for a lease entry,
 /// clear for a lifetime entry. Slot numbers stay below it
 /// ([`pool::MAX_SLOTS`]).
-pub(super) const LEASE_ENTRY: SlotIdx = 1 << 31;
+pub(crate) const LEASE_ENTRY: SlotIdx = 1 << 31;
 
 /// Registers a token's lifetime deadline unless a lifetime entry at or
 /// before it is live.
@@ -152,6 +152,7 @@ impl Store {
         let Some(pool) = s.pools.get_mut(&pid) else { return };
         let Some((id, _)) = pool.remove(slot) else { return };
         self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
+        s.live -= 1;
         self.shared.expired_total.fetch_add(1, Ordering::Relaxed);
         let name = pool.name.clone();
         fx.event(EventKind::Expired, &name, id);

@@ -83,6 +83,11 @@ struct Shard {
     /// Pools someone WATCHes: name → (watchers, version). Empty unless a
     /// client uses WATCH, so a command only pays an `is_empty` check.
     watched: HashMap<Bytes, (u32, u64)>,
+    /// Live tokens in this shard (what the wheel's size is judged against).
+    live: usize,
+    /// Where the sweep of stale wheel entries stands, while one runs (see
+    /// [`expiry`]).
+    sweep: Option<crate::wheel::Sweep>,
 }
 
 /// A pool's number within its shard, as wheel entries name it: 32 bits, so
@@ -196,6 +201,8 @@ impl Shard {
             fired: Vec::new(),
             next_pool_id: 1,
             watched: HashMap::new(),
+            live: 0,
+            sweep: None,
         }
     }
 
@@ -223,6 +230,13 @@ impl Shard {
         {
             s.names.remove(&p.name);
         }
+    }
+
+    /// True when the wheel holds enough stale entries that a sweep should
+    /// start (see [`expiry`]'s `sweep_step`) and none runs.
+    fn needs_sweep(&self) -> bool {
+        self.sweep.is_none()
+            && self.wheel.len() > expiry::SWEEP_FACTOR.saturating_mul(self.live).saturating_add(expiry::SWEEP_SLACK)
     }
 
     /// Gives watched pools that changed a new version (under the lock).
@@ -360,6 +374,12 @@ impl Store {
                 g.bump_watched(&mut fx.touched, &self.shared.next_version);
             }
             self.append(journal, fx.changes.take());
+            if g.needs_sweep() {
+                // Start a sweep now: the driver may be asleep until a
+                // far deadline, and nothing else would wake it.
+                g.sweep = Some(crate::wheel::Sweep::default());
+                fx.earliest_armed = now;
+            }
             r
         };
         self.wake_driver(idx, fx.earliest_armed);

@@ -74,6 +74,7 @@ impl Store {
             fx.change(|| Change::Put { pool: p.name.clone(), token: id, record: rec });
             out.push(id);
         }
+        s.live += out.len();
         self.serve_waiters(s, pid, now, fx);
         out
     }
@@ -229,6 +230,7 @@ impl Store {
         let found = if let Some(slot) = p.find(id) {
             p.remove(slot);
             self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
+            s.live -= 1;
             fx.event(EventKind::TokenDel, &name, id);
             true
         } else if p.expired.remove(&id).is_some() {

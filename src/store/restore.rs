@@ -67,7 +67,7 @@ impl Store {
         // that one cannot be had; Some(true) if the token is past due (it
         // is left for the ordered arming below), Some(false) once armed.
         let place = |s: &mut Shard, pid: PoolId, slot: Option<SlotIdx>, id: TokenId, record: &Record| -> Option<bool> {
-            let Shard { pools, wheel, .. } = s;
+            let Shard { pools, wheel, live, .. } = s;
             let p = pools.get_mut(&pid)?;
             let slot = match slot {
                 Some(slot) => slot,
@@ -75,6 +75,7 @@ impl Store {
             };
             p.put(slot, id, Record { armed: 0, lease_armed: 0, ..*record });
             self.shared.live_tokens.fetch_add(1, Ordering::Relaxed);
+            *live += 1;
             let r = p.get_mut(slot)?;
             if record.due() > now {
                 self.arm_restored(wheel, pid, slot, r);

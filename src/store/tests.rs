@@ -710,3 +710,95 @@ mod props {
         }
     }
 }
+
+/// Acquiring with long leases and giving the tokens back early leaves a
+/// stale lease entry per acquisition; deleting long-lived tokens leaves a
+/// stale lifetime entry each. The driver's sweeps keep the wheel within a
+/// constant factor of the live tokens however many there were, and every
+/// deadline that matters still fires exactly on time.
+#[tokio::test(start_paused = true)]
+async fn stale_wheel_entries_stay_bounded_by_the_live_tokens() {
+    let (s, _) = store();
+    let _drivers = expiry::spawn(&s);
+    // One shard and one wheel (the bound is per shard): the keeper's pool
+    // shares the shard of "p" but is never acquired from.
+    let kpool = (0..).map(|i| format!("k{i}")).find(|k| s.shard_index(k.as_bytes()) == s.shard_index(b"p")).unwrap();
+    let kpool = kpool.as_bytes();
+    let keeper = s.gen_tokens(kpool, Some(10_000), 1).unwrap()[0];
+    let ids = s.gen_tokens(b"p", Some(3_600_000), 100).unwrap();
+    // What a sweep allows, plus the garbage of two rounds (a sweep may be
+    // under way when the test looks).
+    let bound = expiry::SWEEP_FACTOR * 101 + expiry::SWEEP_SLACK + 2 * 12_000;
+    let mut peak = 0;
+    for round in 0..40 {
+        // 10,000 acquisitions with one-hour leases, each given back at once;
+        // and 2,000 one-hour tokens made and deleted.
+        for _ in 0..10_000 {
+            let t = acquire(&s, "p", 3_600_000).unwrap();
+            s.unblock(b"p", t).unwrap();
+        }
+        for t in s.gen_tokens(b"p", Some(3_600_000), 2_000).unwrap() {
+            assert!(s.del(b"p", t));
+        }
+        // The driver looks for work every 50 ms while the wheel is big, and
+        // yields between chunks: let it have its turns.
+        advance(Duration::from_millis(60)).await;
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        peak = peak.max(s.pending_timers());
+        assert!(s.pending_timers() <= bound, "round {round}: {} wheel entries for 101 live tokens", s.pending_timers());
+    }
+    // Without sweeps the wheel would hold all 480,000 stale entries.
+    assert!(peak <= bound && 40 * 12_000 > 4 * bound, "peak {peak}");
+    s.check_invariants().unwrap();
+    // Nothing live was swept: every token still expires on time.
+    assert_eq!(s.stats(b"p").total, 100);
+    let left = s.info(kpool, keeper).unwrap().lifetime_left_ms;
+    advance(Duration::from_millis(left - 1)).await;
+    tokio::task::yield_now().await;
+    assert!(s.info(kpool, keeper).is_ok(), "alive 1 ms before its deadline");
+    ms(1).await;
+    assert_eq!(s.info(kpool, keeper), Err(TokenError::Expired));
+    for t in ids {
+        assert!(!s.info(b"p", t).unwrap().assigned);
+    }
+}
+
+/// Pool ids are 32 bits per shard and wrap after 2^32 pools: a new pool
+/// never takes the id of a live one, and what is left in the wheel for a
+/// retired id does nothing to the pool that gets it next.
+#[tokio::test(start_paused = true)]
+async fn pool_ids_wrap_without_touching_live_pools() {
+    let (s, _) = store_with(StoreConfig { shards: 1, ..StoreConfig::default() });
+    let _drivers = expiry::spawn(&s);
+    let shard = || lock(&s.shard_cells()[0].state);
+    shard().next_pool_id = u32::MAX - 1;
+    let a = one(&s, "a", 60_000); // id u32::MAX - 1
+    let b = one(&s, "b", 60_000); // id u32::MAX
+    // A pool whose tokens are gone leaves wheel entries for its id.
+    let gone = one(&s, "gone", 300);
+    assert!(s.del(b"gone", gone));
+    let ids = |names: &[&str]| -> Vec<u32> {
+        let g = shard();
+        names.iter().map(|n| g.names[n.as_bytes()]).collect()
+    };
+    assert_eq!(ids(&["a", "b"]), [u32::MAX - 1, u32::MAX]);
+    // Around the wrap: "gone" had id 0; a new pool takes it back, and the
+    // counter skips the ids still held by "a" and "b" when it comes round.
+    shard().next_pool_id = 0;
+    let c = one(&s, "c", 60_000);
+    assert_eq!(ids(&["c"]), [0], "the retired id is taken again");
+    shard().next_pool_id = u32::MAX - 1;
+    let d = one(&s, "d", 60_000);
+    assert_eq!(ids(&["d"]), [1], "u32::MAX - 1 and u32::MAX are live: skipped, then 0 (live too), then 1");
+    // The retired pool's entry (due at 300 ms) fires for "c"'s slot 0:
+    // nothing happens to "c"'s token.
+    ms(400).await;
+    tokio::task::yield_now().await;
+    for (pool, t) in [("a", a), ("b", b), ("c", c), ("d", d)] {
+        let i = s.info(pool.as_bytes(), t).unwrap();
+        assert!(!i.assigned && i.lifetime_left_ms > 59_000, "{pool}: {i:?}");
+    }
+    s.check_invariants().unwrap();
+}
