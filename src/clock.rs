@@ -8,8 +8,35 @@
 //! = true)]`, `tokio::time::advance`) the whole server — store, expiry driver
 //! and sleeps — runs on a clock the test controls.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
+
+/// A step added to the wall clock as this process reads it (tests: an NTP
+/// step or a suspend, without touching the machine's clock).
+static WALL_STEP_MS: AtomicI64 = AtomicI64::new(0);
+
+/// The wall clock now, as time since the epoch.
+fn wall() -> Duration {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let step = WALL_STEP_MS.load(Ordering::Relaxed);
+    if step >= 0 {
+        now + Duration::from_millis(step as u64)
+    } else {
+        now.saturating_sub(Duration::from_millis(step.unsigned_abs()))
+    }
+}
+
+/// The wall clock now, epoch milliseconds.
+pub fn wall_ms() -> u64 {
+    wall().as_millis() as u64
+}
+
+/// Steps this process's view of the wall clock by `ms` (tests only: what an
+/// NTP correction or a suspend does to a running server).
+pub fn step_wall_clock_for_tests(ms: i64) {
+    WALL_STEP_MS.fetch_add(ms, Ordering::Relaxed);
+}
 
 /// A monotonic millisecond clock anchored to the Unix epoch.
 #[derive(Clone, Copy, Debug)]
@@ -35,7 +62,7 @@ impl Clock {
         // The wall clock read between two instants: `now` is taken as the
         // moment halfway, within a microsecond or so of the reading.
         let before = Instant::now();
-        let epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let epoch = wall();
         let now = before + before.elapsed() / 2;
         let into_ms = Duration::from_nanos(u64::from(epoch.subsec_nanos() % 1_000_000));
         match now.checked_sub(into_ms) {
@@ -52,6 +79,12 @@ impl Clock {
     /// Epoch milliseconds now.
     pub fn now_ms(&self) -> u64 {
         self.base_ms + self.base.elapsed().as_millis() as u64
+    }
+
+    /// How far the wall clock is ahead of this clock now, ms (0 right after
+    /// [`Clock::new`]; it moves when the wall clock is stepped).
+    pub fn wall_skew_ms(&self) -> i64 {
+        wall_ms() as i64 - self.now_ms() as i64
     }
 
     /// The instant at which `now_ms()` will read `ms` (for `sleep_until`).

@@ -158,6 +158,11 @@ pub struct Config {
     #[arg(long, env = "TOKEND_DURABILITY", value_enum, default_value_t = Durability::Sync)]
     pub durability: Durability,
 
+    /// How long a tokend that stopped renewing its lease on the backing Redis keeps
+    /// it: another tokend on the same prefix takes over only after that.
+    #[arg(long, env = "TOKEND_CLUSTER_NODE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub cluster_node_timeout: Duration,
+
     /// With --durability async: the longest a change waits before it is flushed.
     #[arg(long, env = "TOKEND_FLUSH_INTERVAL", default_value = "5ms", value_parser = parse_duration)]
     pub flush_interval: Duration,
@@ -293,6 +298,7 @@ impl Config {
             ("durability", self.durability.name().into()),
             ("flush-interval", ms(self.flush_interval)),
             ("persist-timeout", ms(self.persist_timeout)),
+            ("cluster-node-timeout", ms(self.cluster_node_timeout)),
             ("threads", self.threads.to_string()),
             ("config", path(&self.config)),
             ("log-format", format!("{:?}", self.log_format).to_ascii_lowercase()),

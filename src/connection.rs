@@ -9,9 +9,10 @@
 
 use crate::cmd::{self, Ctx, Outcome, Session};
 use crate::codec::{Limits, decode_request};
+use crate::durable::Fate;
 use crate::pubsub::PubMsg;
 use crate::reply::Reply;
-use crate::store::{Handed, Waiting};
+use crate::store::{Handed, Store, Waiting};
 use crate::token;
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
@@ -58,6 +59,9 @@ pub struct Connection<S> {
     wbuf: BytesMut,
     /// Decoded requests waiting to run (kept to reuse its allocation).
     batch: Vec<Vec<Bytes>>,
+    /// Replies in `wbuf` to writes whose changes must be durable before
+    /// they are sent (sync mode): their byte range and journal unit.
+    pending: Vec<(usize, usize, u64)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -70,6 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             rbuf: BytesMut::with_capacity(READ_BUFFER),
             wbuf: BytesMut::with_capacity(READ_BUFFER),
             batch: Vec::with_capacity(LOOKAHEAD),
+            pending: Vec::new(),
         }
     }
 
@@ -164,8 +169,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     self.drain_pubsub().await?;
                 }
                 self.ctx.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
+                let start = self.wbuf.len();
+                Store::take_appended();
                 match cmd::execute(&self.ctx, &mut self.session, args) {
-                    Outcome::Reply(r) => r.encode(self.session.proto, &mut self.wbuf),
+                    Outcome::Reply(r) => {
+                        r.encode(self.session.proto, &mut self.wbuf);
+                        self.note_write(start, Store::take_appended());
+                    }
                     Outcome::Replies(rs) => {
                         for r in rs {
                             r.encode(self.session.proto, &mut self.wbuf);
@@ -177,9 +187,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         break 'read;
                     }
                     Outcome::Block { waiting, timeout } => {
+                        self.session.wrote = false;
                         self.commit().await?;
                         match self.block(waiting, timeout, stop).await? {
-                            Some(r) => r.encode(self.session.proto, &mut self.wbuf),
+                            Some(r) => {
+                                let start = self.wbuf.len();
+                                r.encode(self.session.proto, &mut self.wbuf);
+                                // A served waiter's token was assigned by
+                                // another command's unit: wait for every
+                                // unit queued so far.
+                                let queued = self.ctx.durability().map(|d| d.queued());
+                                self.note_write(start, queued);
+                            }
                             None => return Ok(false),
                         }
                         if stop.is_cancelled() {
@@ -211,17 +230,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(keep_open)
     }
 
-    /// Writes the pending replies, after waiting for durability if a command
-    /// in the batch changed state and the server runs in sync mode.
-    async fn commit(&mut self) -> std::io::Result<()> {
+    /// The reply just encoded from `start` is a write's: if its changes went
+    /// to journal unit `seq`, it may only be sent once that is durable.
+    fn note_write(&mut self, start: usize, seq: Option<u64>) {
         if std::mem::take(&mut self.session.wrote)
-            && let Some(sp) = self.ctx.durability()
-            && let Err(msg) = sp.wait().await
+            && let Some(seq) = seq
         {
-            // The changes are queued and will still be written; the client
-            // is told its reply could not be confirmed in time.
-            self.wbuf.clear();
-            Reply::Error(msg).encode(self.session.proto, &mut self.wbuf);
+            self.pending.push((start, self.wbuf.len(), seq));
+        }
+    }
+
+    /// Writes the pending replies. In sync mode the replies to writes wait
+    /// until their changes are durable (up to `--persist-timeout`); a write
+    /// whose change is not confirmed in time, or was refused by the backing
+    /// Redis, gets its own error in place of its reply. Every other reply is
+    /// left as it is: each request has exactly its own reply, in order.
+    async fn commit(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            if let Some(d) = self.ctx.durability()
+                && d.waits()
+            {
+                let upto = self.pending.iter().map(|p| p.2).max().unwrap_or(0);
+                d.wait(upto).await;
+                let mut out: Option<BytesMut> = None;
+                let mut at = 0;
+                for &(start, end, seq) in &self.pending {
+                    let (Fate::Pending(msg) | Fate::Refused(msg)) = d.fate(seq) else { continue };
+                    let o = out.get_or_insert_with(|| BytesMut::with_capacity(self.wbuf.len()));
+                    o.extend_from_slice(&self.wbuf[at..start]);
+                    Reply::Error(msg).encode(self.session.proto, o);
+                    at = end;
+                }
+                if let Some(mut o) = out {
+                    o.extend_from_slice(&self.wbuf[at..]);
+                    self.wbuf = o;
+                }
+            }
+            self.pending.clear();
         }
         self.flush().await
     }

@@ -1,6 +1,6 @@
 //! The seam between commands and the backing store: what a write must pass
-//! before it runs, and what its reply waits for. The command core uses it;
-//! the persistence layer implements it.
+//! before it runs, and what its reply waits for. The command core and the
+//! connections use it; the persistence layer implements it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,8 +10,24 @@ use std::pin::Pin;
 pub struct LinkStatus {
     /// Changes queued and not yet acknowledged.
     pub backlog: usize,
-    /// The last write to the backing store failed.
+    /// Writes are refused now (the backing store is unreachable, hung, or
+    /// refuses writes).
     pub down: bool,
+    /// Units of changes the backing store refused (e.g. WRONGTYPE).
+    pub refused: u64,
+    /// Times the backing store was found to have lost its data.
+    pub lost: u64,
+}
+
+/// What became of a unit of changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// In the backing store.
+    Durable,
+    /// Not confirmed yet; the reply to give instead (`-TRYAGAIN …`).
+    Pending(String),
+    /// The backing store refused it; the reply to give instead (`-ERR …`).
+    Refused(String),
 }
 
 /// A place to wait until changes are durable.
@@ -20,9 +36,18 @@ pub trait Durability: Send + Sync {
     /// before the write changes anything.
     fn admit(&self) -> Result<(), String>;
 
-    /// Resolves `Ok` when every change queued before the call is durable;
-    /// `Err(msg)` (a `-TRYAGAIN …` reply) after the persist timeout.
-    fn wait(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+    /// True when replies to writes must wait for the backing store (sync).
+    fn waits(&self) -> bool;
+
+    /// The sequence number of the last unit queued.
+    fn queued(&self) -> u64;
+
+    /// Resolves true once every unit up to `upto` is resolved (written or
+    /// refused), false after the persist timeout.
+    fn wait(&self, upto: u64) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
+
+    /// What became of unit `seq`.
+    fn fate(&self, seq: u64) -> Fate;
 
     /// The link's state, for `INFO persistence`.
     fn status(&self) -> LinkStatus;

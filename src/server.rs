@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::connection::{self, Connection};
 use crate::durable::Durability;
 use crate::notify::Notifier;
-use crate::persist::{self, Backing};
+use crate::persist::{self, Attached, Backing, Identity};
 use crate::pubsub::PubSub;
 use crate::store::{Store, expiry};
 use redis::aio::ConnectionManager;
@@ -42,8 +42,8 @@ pub struct Server {
     config: Config,
     listener: TcpListener,
     tls: Option<(TcpListener, TlsAcceptor)>,
-    /// The backing Redis, connected but not loaded yet.
-    backing: Option<ConnectionManager>,
+    /// The backing Redis, connected and owned, not loaded yet.
+    backing: Option<Attached>,
     /// Set when the dataset is loaded and the expiry drivers run.
     ready: watch::Sender<bool>,
 }
@@ -53,7 +53,7 @@ pub struct Server {
 #[derive(Default)]
 struct Running {
     expiry: Option<expiry::ExpiryDrivers>,
-    backing: Option<Arc<Backing>>,
+    backing: Option<(Arc<Backing>, ConnectionManager, Identity)>,
 }
 
 impl Server {
@@ -67,13 +67,14 @@ impl Server {
         let store = Store::new(config.store_config(), Clock::new(), notifier);
         let port = listener.local_addr()?.port();
         let mut backing = None;
-        if let Some(url) = &config.redis {
-            let mut con = persist::connect(url, &config.backing_tls()?).await.map_err(std::io::Error::other)?;
-            let key = persist::slot_key(&mut con, &config.redis_prefix, store.slot_key())
-                .await
-                .map_err(|e| std::io::Error::other(format!("cannot read the slot key from the backing Redis: {e}")))?;
-            store.set_slot_key(key);
-            backing = Some(con);
+        if config.redis.is_some() {
+            let host = if config.bind == "0.0.0.0" || config.bind == "::" { "127.0.0.1" } else { config.bind.as_str() };
+            let me = Identity {
+                node_id: persist::new_node_id(),
+                addr: format!("{host}:{port}"),
+                lease: config.cluster_node_timeout,
+            };
+            backing = Some(persist::attach(&config, me, &store).await.map_err(std::io::Error::other)?);
         }
         let settings = Settings {
             requirepass: config.requirepass.clone(),
@@ -122,7 +123,10 @@ impl Server {
         let Server { ctx, config, listener, tls, backing, ready } = self;
         let running = Arc::new(Mutex::new(Running::default()));
         let addr = listener.local_addr().ok();
-        let mut loader = tokio::spawn(load(ctx.clone(), config.clone(), backing, running.clone(), ready, addr));
+        // Cancelled if another tokend takes the backing Redis prefix over.
+        let fenced = CancellationToken::new();
+        let mut loader =
+            tokio::spawn(load(ctx.clone(), config.clone(), backing, running.clone(), ready, addr, fenced.clone()));
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let front = Front {
@@ -171,12 +175,13 @@ impl Server {
             tracing::warn!("connections did not finish within 10 s");
         }
         let backing = running.lock().unwrap_or_else(|e| e.into_inner()).backing.clone();
-        if let Some(b) = backing {
+        if let Some((b, con, me)) = backing {
             if b.flush(Duration::from_secs(10)).await {
                 tracing::info!("backing Redis flushed");
             } else {
                 tracing::error!(backlog = b.backlog(), "could not flush the backing Redis before exit");
             }
+            b.release(con, &me).await;
         }
         drop(running);
         outcome
@@ -189,24 +194,35 @@ impl Server {
 async fn load(
     ctx: Arc<Ctx>,
     config: Config,
-    backing: Option<ConnectionManager>,
+    backing: Option<Attached>,
     running: Arc<Mutex<Running>>,
     ready: watch::Sender<bool>,
     addr: Option<SocketAddr>,
+    fenced: CancellationToken,
 ) -> Result<(), String> {
     let mut started = Running::default();
-    if let Some(mut con) = backing {
-        let items = persist::recover(&mut con, &config.redis_prefix)
+    if let Some(mut attached) = backing {
+        let recovered = persist::recover(&mut attached.con, &attached.keys, attached.delta)
             .await
             .map_err(|e| format!("cannot load from the backing Redis: {e}"))?;
-        ctx.store.restore(items);
+        ctx.store.restore(recovered.items);
         release_freed_memory();
-        let b = Backing::start(con, &config);
+        let (con, me) = (attached.con.clone(), attached.me.clone());
+        let b = Backing::start(attached, &config, ctx.store.clone(), fenced);
         ctx.store.set_journal(b.clone());
         ctx.store.notifier().set_sink(b.clone());
+        // Pools an earlier version listed only in its pool set: their state
+        // goes to the current layout's keys, then they are listed there.
+        if !recovered.legacy.is_empty() {
+            tracing::info!(pools = recovered.legacy.len(), "moving pools to the current key layout");
+            ctx.store.rewrite(Some(&recovered.legacy));
+            for pool in recovered.legacy {
+                b.migrate_legacy(pool);
+            }
+        }
         // Set before `loading` turns false: no write is admitted before.
         ctx.set_durability(b.clone() as Arc<dyn Durability>);
-        started.backing = Some(b);
+        started.backing = Some((b, con, me));
     }
     started.expiry =
         Some(expiry::spawn_threads(&ctx.store).map_err(|e| format!("cannot start the expiry threads: {e}"))?);

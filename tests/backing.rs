@@ -53,6 +53,13 @@ fn start(redis: &RedisProc, extra: &[&str]) -> Tokend {
     Tokend::start(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
+/// [`start`] on a given port.
+fn start_on(redis: &RedisProc, port: &str, extra: &[&str]) -> Tokend {
+    let mut args = vec!["--port".to_string(), port.to_string()];
+    args.extend(backing_args(redis, extra));
+    Tokend::start_with_env(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+}
+
 #[tokio::test]
 async fn state_survives_a_graceful_restart_exactly() {
     let redis = RedisProc::start();
@@ -113,7 +120,10 @@ async fn unreachable_backing_redis_is_a_clear_start_up_error() {
 #[tokio::test]
 async fn every_acknowledged_change_survives_kill_dash_nine() {
     let redis = RedisProc::start();
-    let mut t = start(&redis, &["--durability", "sync"]);
+    // The same port after the crash: the restarted tokend takes the lease
+    // over at once.
+    let port = procs::free_port().to_string();
+    let mut t = start_on(&redis, &port, &["--durability", "sync"]);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = tokio::spawn(workload::run(t.url(), "p".into(), 8, stop));
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
@@ -121,7 +131,7 @@ async fn every_acknowledged_change_survives_kill_dash_nine() {
     t.kill9();
     let ledger = load.await.unwrap();
     assert!(ledger.known.len() > 50, "the load ran ({} tokens)", ledger.known.len());
-    let t2 = start(&redis, &[]);
+    let t2 = start_on(&redis, &port, &[]);
     let mut c = t2.conn().await;
     let checked = workload::verify(&mut c, "p", &ledger).await;
     eprintln!("kill -9 under load: {} acknowledged operations, {checked} tokens checked, lost: 0", ledger.acked);
@@ -389,8 +399,9 @@ async fn recovery_reads_the_same_items_whole_or_by_pages() {
         v.sort();
         v
     };
-    let whole = key(tokend::persist::recover_with(&mut con, "tokend:", usize::MAX).await.unwrap());
-    let paged = key(tokend::persist::recover_with(&mut con, "tokend:", 0).await.unwrap());
+    let keys = tokend::persist::Keys::new("tokend:");
+    let whole = key(tokend::persist::recover_with(&mut con, &keys, 0, usize::MAX).await.unwrap().items);
+    let paged = key(tokend::persist::recover_with(&mut con, &keys, 0, 0).await.unwrap().items);
     assert_eq!(whole.len(), 25_030);
     assert_eq!(whole.iter().filter(|r| r.starts_with("Expired")).count(), 30);
     assert!(whole == paged, "HGETALL and HSCAN disagree");

@@ -39,8 +39,12 @@ async fn twenty_rounds_of_kill_dash_nine_lose_nothing_acknowledged() {
     eprintln!("CHAOS_SEED={seed}");
     let mut rng = Rng(seed);
     let mut redis = RedisProc::start_durable();
-    let args = ["--redis", &redis.url(), "--durability", "sync", "--persist-timeout", "3s"].map(String::from);
-    let start = |args: &[String]| Tokend::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // One port for every restart: a tokend restarted on its address takes
+    // the prefix's lease over at once (the one killed cannot renew it).
+    let port = procs::free_port().to_string();
+    let args =
+        ["--port", &port, "--redis", &redis.url(), "--durability", "sync", "--persist-timeout", "3s"].map(String::from);
+    let start = |args: &[String]| Tokend::start_with_env(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     let mut tokend = start(&args);
     let mut finished: HashMap<String, HashMap<String, i64>> = HashMap::new();
     let (mut acked, mut checked, mut redis_kills, mut tokend_kills) = (0u64, 0usize, 0, 0);

@@ -88,6 +88,8 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
                 let st = d.status();
                 kv("backing_link_status", &if st.down { "down" } else { "up" });
                 kv("backing_backlog", &st.backlog);
+                kv("backing_refused_changes", &st.refused);
+                kv("backing_data_lost", &st.lost);
             }
             kv("rdb_changes_since_last_save", &0);
             kv("aof_enabled", &0);

@@ -34,6 +34,7 @@ mod ops;
 mod pool;
 mod queue;
 mod restore;
+mod rewrite;
 mod slab;
 mod txn;
 mod types;

@@ -131,6 +131,11 @@ impl ExpiredSet {
         old
     }
 
+    /// Every remembered token with when it is forgotten.
+    pub fn iter(&self) -> impl Iterator<Item = (TokenId, u64)> + '_ {
+        self.parts.iter().flat_map(|p| p.iter().map(|(&t, &at)| (t, at)))
+    }
+
     pub fn clear(&mut self) {
         for p in &mut self.parts {
             *p = HashMap::default();

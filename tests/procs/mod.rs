@@ -127,12 +127,32 @@ impl RedisProc {
         redis::Client::open(self.url()).unwrap().get_connection().unwrap()
     }
 
+    /// Sends a signal (SIGSTOP: it hangs, keeping its connections open, as
+    /// under a long fork or a network black hole; SIGCONT: it resumes).
+    pub fn signal(&self, sig: libc::c_int) {
+        let pid = self.child.as_ref().expect("running").id();
+        // SAFETY: kill(2) on a child we spawned and have not reaped.
+        unsafe { libc::kill(pid as libc::pid_t, sig) };
+    }
+
     /// Kills it hard.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Starts it again on the same port and directory with no data at all
+    /// (a Redis restarted without persistence).
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        for f in ["appendonlydir", "dump.rdb"] {
+            let p = self.dir.join(f);
+            let _ = std::fs::remove_dir_all(&p);
+            let _ = std::fs::remove_file(&p);
+        }
+        self.spawn();
     }
 
     /// Starts it again on the same port and directory (with AOF, its data is back).

@@ -1,0 +1,156 @@
+//! Who may write a backing Redis prefix: one tokend at a time.
+//!
+//! A tokend holds a lease on its prefix (`Please`: its node id and
+//! address, with a TTL it renews every third of it). A second tokend on the
+//! same prefix waits for the holder's lease to lapse (a holder killed with
+//! `kill -9` stops renewing); if it sees the holder renew it, the newcomer
+//! gives up at once and names it. A tokend restarted on the
+//! holder's very address takes over at once: it listens there now, so the
+//! holder is gone. The lease only keeps a
+//! live holder from being displaced; what makes a displaced holder harmless
+//! is the fence of every hash slot (`P{τS}:fence`), which names the owner
+//! and which every write checks atomically: a holder that was paused past
+//! its lease finds another owner there and cannot write.
+
+use super::layout::{Keys, SLOTS};
+use super::script::CLAIM;
+use redis::aio::ConnectionManager;
+use std::time::{Duration, Instant};
+
+/// A node's identity in the backing Redis: 40 hex digits, as Redis Cluster
+/// node ids are.
+pub fn new_node_id() -> String {
+    let a: u128 = rand::random();
+    let b: u32 = rand::random();
+    format!("{a:032x}{b:08x}")
+}
+
+/// The lease's value: `<node id> <address>`.
+pub fn lease_value(node_id: &str, addr: &str) -> String {
+    format!("{node_id} {addr}")
+}
+
+/// Takes the prefix's lease, waiting for a holder that stopped renewing
+/// to lapse; fails naming a holder seen renewing.
+pub async fn acquire(con: &mut ConnectionManager, keys: &Keys, value: &str, ttl: Duration) -> Result<(), String> {
+    let started = Instant::now();
+    // A lease that never lapses nor renews (no TTL, set by hand): give up.
+    let patience = Duration::from_secs(120);
+    let mut logged = false;
+    let mut last_ttl: Option<i64> = None;
+    loop {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(keys.lease())
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(con)
+            .await
+            .map_err(|e| format!("cannot take the lease on the backing Redis prefix: {e}"))?;
+        if set.is_some() {
+            return Ok(());
+        }
+        let holder: Option<String> = redis::cmd("GET").arg(keys.lease()).query_async(con).await.unwrap_or(None);
+        let Some(holder) = holder else { continue };
+        let addr = holder.split_once(' ').map_or(holder.as_str(), |(_, a)| a).to_string();
+        let mine = value.split_once(' ').map(|(_, a)| a);
+        if mine == Some(addr.as_str()) {
+            let taken: Option<String> = redis::cmd("SET")
+                .arg(keys.lease())
+                .arg(value)
+                .arg("XX")
+                .arg("PX")
+                .arg(ttl.as_millis() as u64)
+                .query_async(con)
+                .await
+                .map_err(|e| format!("cannot take the lease on the backing Redis prefix: {e}"))?;
+            if taken.is_some() {
+                tracing::info!(%addr, "took over the lease of an earlier tokend on this address");
+                return Ok(());
+            }
+            continue;
+        }
+        let pttl: i64 = redis::cmd("PTTL").arg(keys.lease()).query_async(con).await.unwrap_or(-2);
+        // The holder renewed (its TTL went up): it is alive.
+        let renewed = last_ttl.is_some_and(|t| pttl > t + 50);
+        if renewed || started.elapsed() > patience {
+            return Err(format!(
+                "the backing Redis prefix {:?} is held by another tokend at {addr} (it keeps renewing its lease); \
+                 stop it, or give this one another --redis-prefix",
+                keys.prefix()
+            ));
+        }
+        last_ttl = Some(pttl);
+        if !logged {
+            tracing::warn!(holder = %addr, "another tokend holds the backing Redis prefix; waiting for its lease to lapse");
+            logged = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What renewing the lease found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// Still ours (renewed, or taken again after the backing Redis lost it).
+    Held,
+    /// Another tokend holds it now.
+    Lost(String),
+}
+
+/// Renews the lease if it is still ours (or takes it again if it vanished,
+/// as after a FLUSHALL).
+pub async fn renew(
+    con: &mut ConnectionManager,
+    keys: &Keys,
+    value: &str,
+    ttl: Duration,
+) -> Result<Renewal, redis::RedisError> {
+    let script = redis::Script::new(
+        r#"
+        local v = redis.call('GET', KEYS[1])
+        if v == ARGV[1] or not v then
+          redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+          return ''
+        end
+        return v
+        "#,
+    );
+    let holder: String = script.key(keys.lease()).arg(value).arg(ttl.as_millis() as u64).invoke_async(con).await?;
+    Ok(if holder.is_empty() { Renewal::Held } else { Renewal::Lost(holder) })
+}
+
+/// Gives the lease up if it is still ours (graceful stop: the next tokend
+/// starts at once).
+pub async fn release(con: &mut ConnectionManager, keys: &Keys, value: &str) {
+    let script = redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+    );
+    let _: Result<i64, _> = script.key(keys.lease()).arg(value).invoke_async(con).await;
+}
+
+/// Makes `owner` the owner of every hash slot's fence, with the next epoch
+/// (a standalone backing Redis: one call per 1,024 slots). With `force`
+/// false, stops at a slot another owner holds and returns it.
+pub async fn claim_all(
+    con: &mut ConnectionManager,
+    keys: &Keys,
+    owner: &str,
+    addr: &str,
+    force: bool,
+) -> Result<Option<String>, redis::RedisError> {
+    let script = redis::Script::new(CLAIM);
+    for start in (0..SLOTS).step_by(1024) {
+        let mut inv = script.prepare_invoke();
+        for slot in start..(start + 1024).min(SLOTS) {
+            inv.key(keys.fence(slot));
+        }
+        inv.arg(owner).arg(addr).arg(if force { "force" } else { "" });
+        let (_, holder): (i64, String) = inv.invoke_async(con).await?;
+        if !holder.is_empty() {
+            return Ok(Some(holder));
+        }
+    }
+    Ok(None)
+}

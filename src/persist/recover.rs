@@ -1,0 +1,141 @@
+//! Reading the backing Redis back at start-up: every pool of every hash
+//! slot (and the pools earlier versions listed in `Ppools`).
+
+use super::layout::{Keys, SLOTS, decode_record, shift};
+use crate::store::Restored;
+use crate::token;
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+/// Fields fetched per HSCAN call.
+const SCAN_COUNT: usize = 20_000;
+
+/// Recovery reads a hash of at most this many fields with one HGETALL, a
+/// bigger one by HSCAN pages. HSCAN costs Redis about twice the CPU of
+/// HGETALL (measured on 1M tokens: 1.45 s against 0.77 s of redis-server
+/// CPU, more than half of the loading time), but one reply holds the whole
+/// hash: at 1M tokens tokend's peak RSS during recovery is 287 MB against
+/// 205 MB by pages (so about 160 MB more at this bound).
+pub const HGETALL_MAX: usize = 2_000_000;
+
+/// What was read back.
+pub struct Recovered {
+    pub items: Vec<Restored>,
+    /// Pools found only in the earlier versions' pool set: to be listed in
+    /// their slot's set (and, for names with braces, moved to new keys).
+    pub legacy: Vec<Bytes>,
+}
+
+/// One HSCAN reply: the next cursor and field/value pairs.
+type ScanPage = (u64, Vec<(Vec<u8>, Vec<u8>)>);
+
+/// Reads every pool; deadlines are moved into the memory frame by `delta`.
+pub async fn recover(con: &mut ConnectionManager, keys: &Keys, delta: i64) -> Result<Recovered, redis::RedisError> {
+    recover_with(con, keys, delta, HGETALL_MAX).await
+}
+
+/// [`recover`], reading hashes of up to `hgetall_max` fields in one go
+/// (tests compare both ways).
+pub async fn recover_with(
+    con: &mut ConnectionManager,
+    keys: &Keys,
+    delta: i64,
+    hgetall_max: usize,
+) -> Result<Recovered, redis::RedisError> {
+    let started = Instant::now();
+    let mut pools: Vec<Bytes> = Vec::new();
+    let mut seen: HashSet<Bytes> = HashSet::new();
+    for start in (0..SLOTS).step_by(1024) {
+        let mut pipe = redis::pipe();
+        for slot in start..(start + 1024).min(SLOTS) {
+            pipe.cmd("SMEMBERS").arg(keys.pool_set(slot));
+        }
+        let sets: Vec<Vec<Vec<u8>>> = pipe.query_async(con).await?;
+        for p in sets.into_iter().flatten() {
+            let p = Bytes::from(p);
+            if seen.insert(p.clone()) {
+                pools.push(p);
+            }
+        }
+    }
+    let legacy_set: Vec<Vec<u8>> = redis::cmd("SMEMBERS").arg(keys.legacy_pools()).query_async(con).await?;
+    let legacy: Vec<Bytes> = legacy_set.into_iter().map(Bytes::from).filter(|p| !seen.contains(p)).collect();
+    let mut out = Vec::new();
+    let mut bad = 0usize;
+    let mut last_log = Instant::now();
+    let current = pools.iter().map(|p| (p, keys.tokens(p), keys.expired(p)));
+    let old = legacy.iter().map(|p| (p, keys.legacy_tokens(p), keys.legacy_expired(p)));
+    for (pool, tokens_key, expired_key) in current.chain(old) {
+        for (key, expired) in [(tokens_key, false), (expired_key, true)] {
+            match read_hash(con, &key, hgetall_max, |t, v| {
+                let Some(id) = token::parse(t) else { return false };
+                let item =
+                    if expired {
+                        std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok()).map(|forget_at| {
+                            Restored::Expired { pool: pool.clone(), token: id, forget_at: shift(forget_at, delta) }
+                        })
+                    } else {
+                        decode_record(v, delta).map(|record| Restored::Live { pool: pool.clone(), token: id, record })
+                    };
+                match item {
+                    Some(i) => {
+                        out.push(i);
+                        true
+                    }
+                    None => false,
+                }
+            })
+            .await
+            {
+                Ok(n) => bad += n,
+                // A key of another type (written by someone else): that
+                // pool cannot be read; the rest can.
+                Err(e) if e.code() == Some("WRONGTYPE") => {
+                    tracing::error!(key = %String::from_utf8_lossy(&key), error = %e, "skipping a backing key of the wrong type");
+                }
+                Err(e) => return Err(e),
+            }
+            if last_log.elapsed() > Duration::from_secs(1) {
+                tracing::info!(loaded = out.len(), "loading tokens from the backing Redis");
+                last_log = Instant::now();
+            }
+        }
+    }
+    if bad > 0 {
+        tracing::warn!(entries = bad, "skipped malformed entries in the backing Redis");
+    }
+    tracing::info!(entries = out.len(), ms = started.elapsed().as_millis() as u64, "loaded from the backing Redis");
+    Ok(Recovered { items: out, legacy })
+}
+
+/// Reads one hash, whole or by pages, handing each field and value to
+/// `take` (false: malformed); returns how many were malformed.
+async fn read_hash(
+    con: &mut ConnectionManager,
+    key: &[u8],
+    hgetall_max: usize,
+    mut take: impl FnMut(&[u8], &[u8]) -> bool,
+) -> Result<usize, redis::RedisError> {
+    let len: usize = redis::cmd("HLEN").arg(key).query_async(con).await?;
+    let whole = len <= hgetall_max;
+    let mut cursor: u64 = 0;
+    let mut bad = 0;
+    loop {
+        let (next, fields): ScanPage = if whole {
+            (0, redis::cmd("HGETALL").arg(key).query_async(con).await?)
+        } else {
+            redis::cmd("HSCAN").arg(key).arg(cursor).arg("COUNT").arg(SCAN_COUNT).query_async(con).await?
+        };
+        for (t, v) in fields {
+            if !take(&t, &v) {
+                bad += 1;
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(bad);
+        }
+    }
+}

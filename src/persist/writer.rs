@@ -1,0 +1,355 @@
+//! The writer task: takes queued units in order, writes them in batches of
+//! whole units (one atomic script call each), and tells what became of them.
+
+use super::layout::{Keys, encode_record, keyslot, shift};
+use super::script::{Answer, Batch, Op, SOURCE};
+use super::{Backing, Item, MAX_BATCH_OPS, owner};
+use crate::store::{Change, Store};
+use crate::token;
+use bytes::Bytes;
+use redis::aio::ConnectionManager;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// The slot whose fence a batch of events alone checks (for its exactly-once
+/// sequence number).
+const HOME_SLOT: u16 = 0;
+
+/// Items taken off the channel ahead of writing (they wait in `carry`).
+const MAX_CARRY: usize = 100_000;
+
+pub(super) struct Writer {
+    backing: Arc<Backing>,
+    con: ConnectionManager,
+    keys: Keys,
+    owner: String,
+    addr: String,
+    durable: watch::Sender<u64>,
+    script: redis::Script,
+    /// Pools this writer listed in their slot's set (cleared when the
+    /// backing Redis lost its data).
+    known_pools: HashSet<Bytes>,
+    /// The last batch's sequence number (what the fences remember).
+    batch_seq: u64,
+    carry: VecDeque<Item>,
+    /// The store, for writing the whole state back after a loss.
+    store: Store,
+}
+
+/// What became of one batch.
+enum Written {
+    /// Applied (or found applied): the operations that failed, 1-based.
+    Applied(Vec<(usize, String)>),
+    /// Not applied and never will be: every unit in it is refused.
+    Refused(String),
+    /// Another tokend owns the slots: nothing more is written.
+    Fenced,
+}
+
+impl Writer {
+    pub(super) fn new(
+        backing: Arc<Backing>,
+        con: ConnectionManager,
+        keys: Keys,
+        owner: String,
+        addr: String,
+        durable: watch::Sender<u64>,
+        store: Store,
+    ) -> Writer {
+        Writer {
+            backing,
+            con,
+            keys,
+            owner,
+            addr,
+            durable,
+            script: redis::Script::new(SOURCE),
+            known_pools: HashSet::new(),
+            batch_seq: 0,
+            carry: VecDeque::new(),
+            store,
+        }
+    }
+
+    /// Runs until the channel closes (the server stopped) or another
+    /// tokend took the prefix over.
+    pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Item>, flush_interval: Option<Duration>) {
+        loop {
+            if self.carry.is_empty() {
+                let Some(first) = rx.recv().await else { return };
+                self.carry.push_back(first);
+                if let Some(d) = flush_interval {
+                    tokio::time::sleep(d).await;
+                }
+            }
+            while self.carry.len() < MAX_CARRY {
+                match rx.try_recv() {
+                    Ok(i) => self.carry.push_back(i),
+                    Err(_) => break,
+                }
+            }
+            if !self.write_some().await {
+                return;
+            }
+        }
+    }
+
+    /// Writes the next batch of whole units off `carry`; false when the
+    /// writer must stop.
+    async fn write_some(&mut self) -> bool {
+        let mut batch = Batch::new();
+        // (seq, first op, end op) of each unit in the batch, and what it weighs.
+        let mut units: Vec<(u64, usize, usize)> = Vec::new();
+        let mut weight = 0;
+        let mut clock = None;
+        let mut legacy = Vec::new();
+        while let Some(item) = self.carry.front() {
+            let estimate = match item {
+                Item::Changes(_, c) => 2 * c.len() + 1,
+                _ => 1,
+            };
+            if !units.is_empty() && batch.ops() + estimate > MAX_BATCH_OPS {
+                break;
+            }
+            let Some(item) = self.carry.pop_front() else { break };
+            let (seq, first) = (item.seq(), batch.ops());
+            weight += item.weight();
+            match item {
+                Item::Changes(_, changes) => {
+                    for c in &changes {
+                        self.add_change(&mut batch, c);
+                    }
+                }
+                Item::Publish(_, channel, message) => batch.push(Op::Publish(&channel, &message)),
+                Item::Legacy(_, pool) => {
+                    let slot = keyslot(&pool);
+                    batch.fence(self.keys.fence(slot));
+                    batch.push(Op::SAdd(self.keys.pool_set(slot).as_bytes(), &pool));
+                    legacy.push(pool);
+                }
+                Item::Clock(_, offset) => clock = Some(offset),
+            }
+            units.push((seq, first, batch.ops()));
+        }
+        if let Some(offset) = clock {
+            self.write_clock(offset).await;
+        }
+        if !batch.is_empty() {
+            if batch.fences().is_empty() {
+                batch.fence(self.keys.fence(HOME_SLOT));
+            }
+            self.batch_seq += 1;
+            match self.send(&batch).await {
+                Written::Applied(failed) => {
+                    for (op, why) in failed {
+                        // Operation `op` (1-based) belongs to the unit whose range holds it.
+                        if let Some(&(seq, ..)) = units.iter().find(|(_, first, end)| op > *first && op <= *end) {
+                            tracing::warn!(seq, %why, "the backing Redis refused a change; it stays in memory only");
+                            self.backing.refuse(seq, why);
+                        }
+                    }
+                    for pool in legacy {
+                        self.drop_legacy(&pool).await;
+                    }
+                }
+                Written::Refused(why) => {
+                    for &(seq, ..) in &units {
+                        self.backing.refuse(seq, why.clone());
+                    }
+                }
+                Written::Fenced => return false,
+            }
+        }
+        if let Some(&(last, ..)) = units.last() {
+            self.backing.backlog.fetch_sub(weight, Ordering::Relaxed);
+            self.durable.send_replace(last);
+        }
+        true
+    }
+
+    /// The operations of one change.
+    fn add_change(&mut self, batch: &mut Batch, c: &Change) {
+        let pool = c.pool();
+        let slot = keyslot(pool);
+        let keys = &self.keys;
+        batch.fence(keys.fence(slot));
+        let field = |t: &u128| token::format(*t);
+        let delta = self.backing.delta;
+        match c {
+            Change::Put { token, record, .. } => {
+                if !self.known_pools.contains(pool) {
+                    batch.push(Op::SAdd(keys.pool_set(slot).as_bytes(), pool));
+                    self.known_pools.insert(pool.clone());
+                }
+                batch.push(Op::HSet(&keys.tokens(pool), &field(token), encode_record(record, delta).as_bytes()));
+            }
+            Change::Del { token, .. } => {
+                batch.push(Op::HDel(&keys.tokens(pool), &field(token)));
+                batch.push(Op::HDel(&keys.expired(pool), &field(token)));
+            }
+            Change::Expired { token, forget_at, .. } => {
+                batch.push(Op::HDel(&keys.tokens(pool), &field(token)));
+                let at = shift(*forget_at, -delta).to_string();
+                batch.push(Op::HSet(&keys.expired(pool), &field(token), at.as_bytes()));
+            }
+            Change::Forget { token, .. } => batch.push(Op::HDel(&keys.expired(pool), &field(token))),
+            Change::ForgetAll { .. } => batch.push(Op::Del(&keys.expired(pool))),
+        }
+    }
+
+    /// Writes one batch, retrying until Redis applied it (or refuses it for
+    /// good, or another tokend owns its slots).
+    async fn send(&mut self, batch: &Batch) -> Written {
+        let mut backoff = Duration::from_millis(10);
+        let timeout = self.backing.persist_timeout;
+        loop {
+            let result = {
+                let inv = batch.invocation(&self.script, &self.owner, self.batch_seq);
+                let call = inv.invoke_async::<redis::Value>(&mut self.con);
+                tokio::pin!(call);
+                tokio::select! {
+                    r = &mut call => r,
+                    _ = tokio::time::sleep(timeout) => {
+                        // Hung (a long fork, a network black hole): down
+                        // until it answers; the call goes on.
+                        self.backing.set_down(format!("did not answer within --persist-timeout ({timeout:?})"));
+                        call.await
+                    }
+                }
+            };
+            let why = match result {
+                Ok(v) => match Answer::parse(v) {
+                    Ok(Answer::Ok(failed)) => {
+                        self.backing.set_up();
+                        return Written::Applied(failed);
+                    }
+                    Ok(Answer::Dup) => {
+                        self.backing.set_up();
+                        return Written::Applied(Vec::new());
+                    }
+                    Ok(Answer::Lost(_)) => match self.recover_lost().await {
+                        Ok(()) => continue,
+                        Err(w) => return w,
+                    },
+                    Ok(Answer::Fenced(_, holder)) => {
+                        tracing::error!(%holder, "another tokend owns the backing Redis prefix now; this one stops");
+                        self.backing.set_down("is owned by another tokend".into());
+                        self.backing.fenced.cancel();
+                        return Written::Fenced;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the backing Redis answered the write script strangely; the batch is dropped");
+                        return Written::Refused(e);
+                    }
+                },
+                Err(e) if is_transient(&e) => describe(&e),
+                Err(e) => {
+                    // A script error is a bug, not a state of Redis: retrying
+                    // would wedge every later write behind it.
+                    tracing::error!(error = %e, "the backing Redis refused the write script; the batch is dropped");
+                    return Written::Refused(e.to_string());
+                }
+            };
+            self.backing.set_down(why);
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// The backing Redis lost its data: claim the slots again, write the
+    /// slot key, and queue the whole state to be written back (after
+    /// whatever is queued already, which it supersedes).
+    async fn recover_lost(&mut self) -> Result<(), Written> {
+        self.backing.lost_total.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            "the backing Redis lost its data (a slot's fence is gone): claiming the slots again and writing the whole state back"
+        );
+        loop {
+            match owner::claim_all(&mut self.con, &self.keys, &self.owner, &self.addr, false).await {
+                Ok(None) => break,
+                Ok(Some(holder)) => {
+                    tracing::error!(%holder, "another tokend claimed the slots meanwhile; this one stops");
+                    self.backing.fenced.cancel();
+                    return Err(Written::Fenced);
+                }
+                Err(e) => {
+                    self.backing.set_down(describe(&e));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        self.known_pools.clear();
+        let store = self.store.clone();
+        let _: Result<(), _> =
+            redis::cmd("SET").arg(self.keys.slotkey()).arg(store.slot_key()).query_async(&mut self.con).await;
+        tokio::task::spawn_blocking(move || store.rewrite(None));
+        Ok(())
+    }
+
+    /// Writes the persisted frame's offset (not fenced: it is a fact about
+    /// the clocks, the same whoever writes it).
+    async fn write_clock(&mut self, offset: i64) {
+        let mut backoff = Duration::from_millis(10);
+        while let Err(e) = redis::cmd("SET").arg(self.keys.clock()).arg(offset).query_async::<()>(&mut self.con).await {
+            if !is_transient(&e) {
+                tracing::warn!(error = %e, "cannot write the clock offset");
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// Drops a pool's entry in the earlier versions' pool set, and its old
+    /// keys where the current layout names them differently.
+    async fn drop_legacy(&mut self, pool: &[u8]) {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SREM").arg(self.keys.legacy_pools()).arg(pool).ignore();
+        for (old, new) in [
+            (self.keys.legacy_tokens(pool), self.keys.tokens(pool)),
+            (self.keys.legacy_expired(pool), self.keys.expired(pool)),
+        ] {
+            if old != new {
+                pipe.cmd("DEL").arg(old).ignore();
+            }
+        }
+        if let Err(e) = pipe.query_async::<()>(&mut self.con).await {
+            tracing::warn!(error = %e, "cannot clean up an earlier version's keys (harmless: read again, written again)");
+        }
+    }
+}
+
+/// Errors that say the backing Redis cannot take writes now but may later:
+/// the connection, or its state (`-OOM`, `-READONLY`, `-MISCONF`,
+/// `-LOADING`, `-BUSY`, `-MASTERDOWN`, `-TRYAGAIN`, `-CLUSTERDOWN`).
+fn is_transient(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.code(),
+            Some(
+                "OOM"
+                    | "READONLY"
+                    | "MISCONF"
+                    | "LOADING"
+                    | "BUSY"
+                    | "MASTERDOWN"
+                    | "TRYAGAIN"
+                    | "CLUSTERDOWN"
+                    | "NOREPLICAS"
+            )
+        )
+}
+
+/// How the link looks, for `-TRYAGAIN the backing Redis <this>`.
+fn describe(e: &redis::RedisError) -> String {
+    match e.code() {
+        Some(_) => format!("refuses writes ({e})"),
+        None => format!("is unreachable ({e})"),
+    }
+}

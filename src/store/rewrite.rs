@@ -1,0 +1,67 @@
+//! Writing the whole state back to the journal: after the backing store
+//! lost its data, and for pools an earlier version's layout kept elsewhere.
+
+use super::{Change, Shard, Store, lock};
+use bytes::Bytes;
+use std::collections::HashSet;
+
+/// Slots of a pool read per lock hold (commands on the shard wait no
+/// longer than for a few thousand record copies).
+const REWRITE_CHUNK: usize = 4096;
+
+impl Store {
+    /// Appends, as journal units, the state of every pool (or of the named
+    /// ones): each live token as a `Put`, each remembered expired one as an
+    /// `Expired`. Each chunk is taken and appended under its shard's lock,
+    /// so it is in order with the changes around it: whatever was queued
+    /// before it is older, whatever comes after is newer. Nothing is
+    /// appended without a journal.
+    pub fn rewrite(&self, only: Option<&[Bytes]>) {
+        let Some(journal) = self.shared.journal.get() else { return };
+        let only: Option<HashSet<&Bytes>> = only.map(|p| p.iter().collect());
+        for cell in self.shared.shards.iter() {
+            let pools: Vec<(u32, Bytes)> = {
+                let g = lock(&cell.state);
+                g.pools
+                    .iter()
+                    .filter(|(_, p)| only.as_ref().is_none_or(|o| o.contains(&p.name)))
+                    .map(|(&pid, p)| (pid, p.name.clone()))
+                    .collect()
+            };
+            for (pid, name) in pools {
+                let mut at = 0;
+                loop {
+                    let g = &mut *lock(&cell.state);
+                    let (changes, more) = chunk(g, pid, &name, at);
+                    if !changes.is_empty() {
+                        let seq = journal.append(changes);
+                        let _ = seq;
+                    }
+                    if !more {
+                        break;
+                    }
+                    at += REWRITE_CHUNK;
+                }
+            }
+        }
+    }
+}
+
+/// The changes that restate slots `at..at + REWRITE_CHUNK` of pool `pid`
+/// (and, with the first chunk, its remembered expired tokens), and whether
+/// slots are left after them. A pool that is gone (or whose id was taken by
+/// another) yields nothing.
+fn chunk(s: &Shard, pid: u32, name: &Bytes, at: usize) -> (Vec<Change>, bool) {
+    let Some(p) = s.pools.get(&pid).filter(|p| p.name == *name) else { return (Vec::new(), false) };
+    let mut out = Vec::new();
+    if at == 0 {
+        out.extend(p.expired.iter().map(|(token, forget_at)| Change::Expired { pool: name.clone(), token, forget_at }));
+    }
+    let end = (at + REWRITE_CHUNK).min(p.slot_count());
+    for slot in at..end {
+        if let Some(record) = p.get(slot as u32).copied() {
+            out.push(Change::Put { pool: name.clone(), token: p.id(slot as u32), record });
+        }
+    }
+    (out, end < p.slot_count())
+}

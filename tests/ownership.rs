@@ -1,0 +1,96 @@
+//! One tokend per backing Redis prefix: a second one refuses to start while
+//! the first renews its lease, takes over once that lapses, and a first one
+//! that was paused past its lease can no longer write anything.
+
+mod common;
+mod procs;
+
+use common::RawConn;
+use procs::{RedisProc, Tokend};
+use std::time::{Duration, Instant};
+
+/// Waits for a spawned tokend to exit; its code and stderr.
+fn wait_exit(mut child: std::process::Child, within: Duration) -> (Option<i32>, String) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            return (st.code(), err);
+        }
+        assert!(Instant::now() < deadline, "tokend did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[tokio::test]
+async fn a_second_tokend_on_the_same_prefix_refuses_to_start() {
+    let redis = RedisProc::start();
+    let url = redis.url();
+    let a = Tokend::start(&["--redis", &url, "--cluster-node-timeout", "1s"]);
+    let started = Instant::now();
+    let b = Tokend::spawn(&["--port", "0", "--redis", &url, "--cluster-node-timeout", "1s"], &[]);
+    let (code, err) = wait_exit(b, Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&format!("held by another tokend at {}", a.addr)), "names the holder: {err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "it gave up once it saw a renewal");
+    // Another prefix is another owner.
+    let c = Tokend::start(&["--redis", &url, "--redis-prefix", "other:"]);
+    drop(c);
+    drop(a);
+}
+
+#[tokio::test]
+async fn the_prefix_is_taken_over_once_a_killed_holders_lease_lapses() {
+    let redis = RedisProc::start();
+    let url = redis.url();
+    let mut a = Tokend::start(&["--redis", &url, "--cluster-node-timeout", "1s"]);
+    let mut c = RawConn::connect(a.addr).await;
+    let t = c.cmd("TOKEN.GEN p").await.text();
+    drop(c);
+    a.kill9();
+    let started = Instant::now();
+    let b = Tokend::start(&["--redis", &url, "--cluster-node-timeout", "1s"]);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let mut c = RawConn::connect(b.addr).await;
+    assert!(c.call(&["TOKEN.INFO", "p", &t]).await.pairs()[0].1.text() == "free");
+}
+
+/// The holder is paused (SIGSTOP) past its lease; another tokend takes the
+/// prefix; the first is resumed: it acknowledges no write, writes nothing to
+/// the backing Redis, and stops.
+#[tokio::test]
+async fn a_holder_paused_past_its_lease_cannot_write_after_resuming() {
+    let redis = RedisProc::start();
+    let url = redis.url();
+    let a = Tokend::start(&["--redis", &url, "--cluster-node-timeout", "1s", "--persist-timeout", "500ms"]);
+    let mut ca = RawConn::connect(a.addr).await;
+    ca.cmd("TOKEN.GEN p COUNT 3").await;
+    // SAFETY: kill(2) on the child tokend process the test spawned.
+    unsafe { libc::kill(a.pid() as libc::pid_t, libc::SIGSTOP) };
+    // Queue a write on the paused process: it is read when it resumes.
+    ca.send(&["TOKEN.GEN", "p", "COUNT", "5"]).await;
+    let b = Tokend::start(&["--redis", &url, "--cluster-node-timeout", "1s"]);
+    let mut cb = RawConn::connect(b.addr).await;
+    assert_eq!(common::stats(&mut cb, "p").await[0], 3);
+    cb.cmd("TOKEN.GEN p").await.text();
+    unsafe { libc::kill(a.pid() as libc::pid_t, libc::SIGCONT) };
+    // A's pending GEN: refused, or not confirmed — never acknowledged.
+    let r = ca.read_within(Duration::from_secs(10)).await;
+    if let Some(r) = &r {
+        assert!(r.err().starts_with("TRYAGAIN"), "{r:?}");
+    }
+    // The backing Redis has B's 4 tokens, none of A's late ones.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut r = redis.conn();
+    loop {
+        let n: i64 = redis::cmd("HLEN").arg("tokend:{p}:tokens").query(&mut r).unwrap();
+        assert_eq!(n, 4, "nothing A tried to write reached the backing Redis");
+        if Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(a.wait_log("another tokend", Duration::from_secs(5)).is_some(), "A noticed and stopped");
+    assert_eq!(common::stats(&mut cb, "p").await[0], 4);
+}
