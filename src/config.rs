@@ -123,6 +123,10 @@ pub struct Config {
     #[arg(long, env = "TOKEND_TLS_KEY")]
     pub tls_key: Option<std::path::PathBuf>,
 
+    /// Allow FLUSHDB and FLUSHALL (they delete every pool).
+    #[arg(long, env = "TOKEND_ENABLE_FLUSH", default_value = "no", value_parser = parse_yes_no, action = clap::ArgAction::Set)]
+    pub enable_flush: bool,
+
     /// Close connections idle for this many seconds (0 = never; subscribers and
     /// blocked clients are never closed for idleness, as in Redis).
     #[arg(long, env = "TOKEND_TIMEOUT", default_value_t = 0)]
@@ -289,6 +293,7 @@ impl Config {
             ("tls-cert", path(&self.tls_cert)),
             ("tls-key", path(&self.tls_key)),
             ("timeout", self.timeout.to_string()),
+            ("enable-flush", yes_no(self.enable_flush)),
             ("notify-keyspace-events", self.notify_keyspace_events.to_flags()),
             ("redis", self.redis.as_deref().map_or(String::new(), mask_url_password)),
             ("redis-tls-ca-cert", path(&self.redis_tls_ca_cert)),

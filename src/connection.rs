@@ -93,7 +93,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
             // Wait for input, a pub/sub message, or shutdown.
             // Subscribers are never closed for idleness (as in Redis).
-            let idle = if self.session.subscriptions() > 0 { None } else { idle };
+            let idle = if self.session.subscriptions() > 0 || self.session.monitor_rx.is_some() { None } else { idle };
             let read = async {
                 match idle {
                     Some(d) => tokio::time::timeout(d, self.stream.read_buf(&mut self.rbuf)).await.ok(),
@@ -106,7 +106,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     None => std::future::pending().await,
                 }
             };
+            let line = async {
+                match self.session.monitor_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                l = line => match l {
+                    Some(l) => {
+                        self.push_monitor_line(&l);
+                        while let Some(l) = self.session.monitor_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+                            self.push_monitor_line(&l);
+                            if self.wbuf.len() > WRITE_HIGH_WATER {
+                                break;
+                            }
+                        }
+                        self.flush().await?;
+                    }
+                    // Dropped for not reading its lines.
+                    None => return Ok(()),
+                },
                 r = read => match r {
                     None => return Ok(()), // idle timeout
                     Some(Ok(0)) => return Ok(()),
@@ -363,6 +383,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
         }
         Ok(())
+    }
+
+    /// Appends a MONITOR line (a status reply, as Redis sends it).
+    fn push_monitor_line(&mut self, line: &[u8]) {
+        self.wbuf.extend_from_slice(b"+");
+        self.wbuf.extend_from_slice(line);
+        self.wbuf.extend_from_slice(b"\r\n");
     }
 
     /// Encodes a pub/sub message as Redis does for each protocol.

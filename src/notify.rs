@@ -28,6 +28,9 @@ pub enum EventKind {
     TokenKeepalive,
     TokenUnblock,
     TokenDel,
+    /// A whole pool was deleted (DEL, UNLINK, FLUSHDB): Redis's `del` of a
+    /// key; its event names the pool, not a token.
+    PoolDel,
 }
 
 impl EventKind {
@@ -41,6 +44,7 @@ impl EventKind {
             EventKind::TokenKeepalive => "__keyevent@0__:tokenkeepalive",
             EventKind::TokenUnblock => "__keyevent@0__:tokenunblock",
             EventKind::TokenDel => "__keyevent@0__:tokendel",
+            EventKind::PoolDel => "__keyevent@0__:del",
         }
     }
 
@@ -54,6 +58,7 @@ impl EventKind {
             EventKind::TokenKeepalive => "tokenkeepalive",
             EventKind::TokenUnblock => "tokenunblock",
             EventKind::TokenDel => "tokendel",
+            EventKind::PoolDel => "del",
         }
     }
 
@@ -197,15 +202,17 @@ impl Notifier {
             if !classes.wants(ev.kind) {
                 continue;
             }
-            let tok = token::format(ev.token);
-            // One buffer holds `__keyspace@0__:<pool>:<token>`; the keyevent
-            // payload `<pool>:<token>` is a slice of it.
+            // One buffer holds `__keyspace@0__:<pool>:<token>` (or, for a
+            // pool's own event, `__keyspace@0__:<pool>`); the keyevent
+            // payload `<pool>:<token>` (`<pool>`) is a slice of it.
             const PREFIX: &[u8] = b"__keyspace@0__:";
-            let mut buf = BytesMut::with_capacity(PREFIX.len() + ev.pool.len() + 1 + tok.len());
+            let mut buf = BytesMut::with_capacity(PREFIX.len() + ev.pool.len() + 1 + token::TOKEN_TEXT_LEN);
             buf.put_slice(PREFIX);
             buf.put_slice(&ev.pool);
-            buf.put_u8(b':');
-            buf.put_slice(&tok);
+            if ev.kind != EventKind::PoolDel {
+                buf.put_u8(b':');
+                buf.put_slice(&token::format(ev.token));
+            }
             let keyspace = buf.freeze();
             if classes.0 & KEYEVENT != 0 {
                 let channel = Bytes::from_static(ev.kind.keyevent_channel().as_bytes());

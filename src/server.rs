@@ -84,6 +84,7 @@ impl Server {
             shards: config.shards as usize,
             durability: config.redis.as_ref().map(|_| config.durability.name()),
             params: config.parameters(),
+            enable_flush: config.enable_flush,
         };
         let ctx = Arc::new(Ctx::new(store, pubsub, settings));
         ctx.loading.store(backing.is_some(), Ordering::Release);

@@ -154,6 +154,9 @@ pub fn reset(_: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     }
     s.multi = None;
     s.unwatch_all(ctx);
+    if s.monitor_rx.take().is_some() {
+        ctx.monitors.detach(s.id);
+    }
     s.channels.clear();
     s.patterns.clear();
     s.proto = Protocol::Resp2;

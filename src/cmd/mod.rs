@@ -19,6 +19,8 @@
 pub mod client;
 pub mod command;
 pub mod conn;
+pub mod keyspace;
+pub mod monitor;
 pub mod multi;
 pub mod pubsub;
 pub mod server_info;
@@ -34,13 +36,14 @@ pub mod token_keepalive;
 pub mod token_stats;
 pub mod token_unblock;
 
+pub use monitor::Monitors;
 pub use session::{ClientMeta, ClientNames, Clients, Session, Stats};
 
 use crate::durable::Durability;
 use crate::parse::{Parse, ParseError};
 use crate::pubsub::PubSub;
 use crate::reply::{Protocol, Reply};
-use crate::store::{Acquired, NotLocked, PoolStats, Store, TokenError, TokenInfo, Totals, Txn, Waiting};
+use crate::store::{Acquired, NotLocked, PoolStats, PoolUsage, Store, TokenError, TokenInfo, Totals, Txn, Waiting};
 use crate::token::{self, TokenId};
 use bytes::Bytes;
 use spec::{CommandSpec, Flags};
@@ -63,6 +66,8 @@ pub struct Ctx {
     /// The dataset is still being loaded from the backing Redis: commands
     /// without the `loading` flag answer `-LOADING`.
     pub loading: AtomicBool,
+    /// Clients in MONITOR mode.
+    pub monitors: Monitors,
 }
 
 /// The settings commands read (the server's configuration, flattened).
@@ -79,6 +84,8 @@ pub struct Settings {
     pub durability: Option<&'static str>,
     /// Every setting by its name, as `CONFIG GET` shows it.
     pub params: Vec<(&'static str, String)>,
+    /// FLUSHDB/FLUSHALL are allowed (`--enable-flush yes`).
+    pub enable_flush: bool,
 }
 
 impl Ctx {
@@ -93,6 +100,7 @@ impl Ctx {
             stats: Stats::default(),
             started: Instant::now(),
             loading: AtomicBool::new(false),
+            monitors: Monitors::default(),
         }
     }
 
@@ -219,6 +227,49 @@ impl Tokens<'_, '_> {
             Tokens::Txn(t) => t.totals(),
         }
     }
+
+    pub fn drop_pool(&mut self, pool: &[u8]) -> Result<bool, NotLocked> {
+        match self {
+            Tokens::Direct(s) => Ok(s.drop_pool(pool)),
+            Tokens::Txn(t) => t.drop_pool(pool),
+        }
+    }
+
+    pub fn exists(&mut self, pool: &[u8]) -> Result<bool, NotLocked> {
+        match self {
+            Tokens::Direct(s) => Ok(s.exists(pool)),
+            Tokens::Txn(t) => t.exists(pool),
+        }
+    }
+
+    pub fn memory_usage(&mut self, pool: &[u8]) -> Result<Option<PoolUsage>, NotLocked> {
+        match self {
+            Tokens::Direct(s) => Ok(s.memory_usage(pool)),
+            Tokens::Txn(t) => t.memory_usage(pool),
+        }
+    }
+
+    pub fn keys(&self, pattern: &[u8]) -> Result<Vec<Bytes>, NotLocked> {
+        match self {
+            Tokens::Direct(s) => Ok(s.keys(pattern)),
+            Tokens::Txn(t) => t.keys(pattern),
+        }
+    }
+
+    /// SCAN from `cursor`; inside a transaction the whole store at once.
+    pub fn scan(&self, cursor: u64, count: usize, pattern: Option<&[u8]>) -> Result<(u64, Vec<Bytes>), NotLocked> {
+        match self {
+            Tokens::Direct(s) => Ok(s.scan(cursor, count, pattern)),
+            Tokens::Txn(t) => Ok((0, t.scan(pattern)?)),
+        }
+    }
+
+    pub fn flush(&mut self) -> u64 {
+        match self {
+            Tokens::Direct(s) => s.flush(),
+            Tokens::Txn(t) => t.flush(),
+        }
+    }
 }
 
 /// One command's call: the server, the client, and the store as it sees it.
@@ -287,8 +338,16 @@ fn run(spec: &CommandSpec, args: Vec<Bytes>, call: &mut Call) -> Outcome {
     let Some(handler) = spec.run else {
         return Reply::error(format!("ERR command '{}' is not implemented", spec.name)).into();
     };
+    // MONITOR shows what ran, as Redis does (after it ran; admin commands
+    // are not shown). The arguments are kept only while someone watches.
+    let shown = call.ctx.monitors.active() && !spec.flags.has(Flags::ADMIN);
+    let shown_args = shown.then(|| args.clone());
     let mut p = Parse::after(args, spec.depth());
-    handler(&mut p, call).unwrap_or_else(|e| Reply::error(e.to_string()).into())
+    let out = handler(&mut p, call).unwrap_or_else(|e| Reply::error(e.to_string()).into());
+    if let Some(args) = shown_args {
+        call.ctx.monitors.feed(call.session.meta.addr, &args);
+    }
+    out
 }
 
 /// Lets the store start loading what the batch's requests on existing

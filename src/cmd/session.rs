@@ -102,6 +102,8 @@ pub struct Session {
     pub channels: HashSet<Bytes>,
     pub patterns: HashSet<Bytes>,
     pub pubsub_rx: Option<mpsc::Receiver<PubMsg>>,
+    /// MONITOR lines, once the client asked for them.
+    pub monitor_rx: Option<mpsc::Receiver<Bytes>>,
     /// A command in the current batch changed state (sync durability waits).
     pub wrote: bool,
     /// The last command's name (mirrored into `meta` only when it changes).
@@ -134,6 +136,7 @@ impl Session {
             channels: HashSet::new(),
             patterns: HashSet::new(),
             pubsub_rx: None,
+            monitor_rx: None,
             wrote: false,
             last_cmd: "",
             multi: None,
@@ -147,6 +150,9 @@ impl Session {
         ctx.clients.map.remove(&self.id);
         if self.pubsub_rx.take().is_some() {
             ctx.pubsub.detach(self.id);
+        }
+        if self.monitor_rx.take().is_some() {
+            ctx.monitors.detach(self.id);
         }
         self.unwatch_all(ctx);
     }

@@ -14,7 +14,7 @@
 //! tokend implements; `CLIENT SETINFO`, which 7.0 lacks, follows Redis 7.2.
 
 use super::spec::{Arg, ArgType, CommandSpec, KeySpec, flags};
-use super::{check_pool, check_pool_token, client, command, conn, multi, pubsub, server_info};
+use super::{check_pool, check_pool_token, client, command, conn, keyspace, monitor, multi, pubsub, server_info};
 use super::{
     token_acquire, token_del, token_delexpired, token_gen, token_info, token_keepalive, token_stats, token_unblock,
 };
@@ -39,6 +39,12 @@ const fn pool_key(flags: &'static [&'static str]) -> KeySpec {
 const DURATION: Arg = Arg::new("expiration", ArgType::OneOf)
     .flags(&["optional"])
     .args(&[Arg::new("seconds", ArgType::Integer).token("EX"), Arg::new("milliseconds", ArgType::Integer).token("PX")]);
+
+/// FLUSHDB's and FLUSHALL's `[ASYNC | SYNC]`.
+const FLUSH_MODE: Arg = Arg::new("async", ArgType::OneOf).flags(&["optional"]).args(&[
+    Arg::new("async", ArgType::PureToken).token("ASYNC").since("4.0.0"),
+    Arg::new("sync", ArgType::PureToken).token("SYNC").since("6.2.0"),
+]);
 
 /// The `token` argument of the commands that address one token.
 const TOKEN_ARG: Arg = Arg::new("token", ArgType::String);
@@ -776,6 +782,275 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
         since: "2.6.0",
         group: "server",
         complexity: "O(1)",
+        ..CommandSpec::BASE
+    },
+    // Pools as keys, as Redis 7.0.15 reports these commands.
+    CommandSpec {
+        name: "scan",
+        run: Some(keyspace::scan),
+        arity: -2,
+        flags: flags![READONLY, WHOLE_STORE],
+        acl_categories: &["@keyspace", "@read", "@slow"],
+        tips: &["nondeterministic_output", "request_policy:special"],
+        summary: "Incrementally iterate the keys space",
+        since: "2.8.0",
+        group: "generic",
+        complexity: "O(1) for every call. O(N) for a complete iteration, including enough command calls for the cursor to return back to 0. N is the number of elements inside the collection.",
+        history: &[("6.0.0", "Added the `TYPE` subcommand.")],
+        args: &[
+            Arg::new("cursor", ArgType::Integer),
+            Arg::new("pattern", ArgType::Pattern).token("MATCH").flags(&["optional"]),
+            Arg::new("count", ArgType::Integer).token("COUNT").flags(&["optional"]),
+            Arg::new("type", ArgType::String).token("TYPE").since("6.0.0").flags(&["optional"]),
+        ],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "keys",
+        run: Some(keyspace::keys),
+        arity: 2,
+        flags: flags![READONLY, WHOLE_STORE],
+        acl_categories: &["@keyspace", "@read", "@slow", "@dangerous"],
+        tips: &["request_policy:all_shards", "nondeterministic_output_order"],
+        summary: "Find all keys matching the given pattern",
+        since: "1.0.0",
+        group: "generic",
+        complexity: "O(N) with N being the number of keys in the database, under the assumption that the key names in the database and the given pattern have limited length.",
+        args: &[Arg::new("pattern", ArgType::Pattern)],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "exists",
+        run: Some(keyspace::exists),
+        arity: -2,
+        flags: flags![READONLY, FAST],
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        acl_categories: &["@keyspace", "@read", "@fast"],
+        tips: &["request_policy:multi_shard", "response_policy:agg_sum"],
+        key_specs: &[KeySpec { notes: None, flags: &["RO"], begin_index: 1, last_key: -1, key_step: 1, limit: 0 }],
+        summary: "Determine if a key exists",
+        since: "1.0.0",
+        group: "generic",
+        complexity: "O(N) where N is the number of keys to check.",
+        history: &[("3.0.3", "Accepts multiple `key` arguments.")],
+        args: &[Arg::key("key", 0).flags(&["multiple"])],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "type",
+        run: Some(keyspace::type_of),
+        arity: 2,
+        flags: flags![READONLY, FAST],
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        acl_categories: &["@keyspace", "@read", "@fast"],
+        key_specs: &[KeySpec { notes: None, flags: &["RO"], begin_index: 1, last_key: 0, key_step: 1, limit: 0 }],
+        summary: "Determine the type stored at key",
+        since: "1.0.0",
+        group: "generic",
+        complexity: "O(1)",
+        args: &[Arg::key("key", 0)],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "del",
+        run: Some(keyspace::del),
+        arity: -2,
+        flags: flags![WRITE],
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        acl_categories: &["@keyspace", "@write", "@slow"],
+        tips: &["request_policy:multi_shard", "response_policy:agg_sum"],
+        key_specs: &[KeySpec {
+            notes: None,
+            flags: &["RM", "delete"],
+            begin_index: 1,
+            last_key: -1,
+            key_step: 1,
+            limit: 0,
+        }],
+        summary: "Delete a key",
+        since: "1.0.0",
+        group: "generic",
+        complexity: "O(N) where N is the number of keys that will be removed. When a key to remove holds a value other than a string, the individual complexity for this key is O(M) where M is the number of elements in the list, set, sorted set or hash. Removing a single key that holds a string value is O(1).",
+        args: &[Arg::key("key", 0).flags(&["multiple"])],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "unlink",
+        run: Some(keyspace::del),
+        arity: -2,
+        flags: flags![WRITE, FAST],
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        acl_categories: &["@keyspace", "@write", "@fast"],
+        tips: &["request_policy:multi_shard", "response_policy:agg_sum"],
+        key_specs: &[KeySpec {
+            notes: None,
+            flags: &["RM", "delete"],
+            begin_index: 1,
+            last_key: -1,
+            key_step: 1,
+            limit: 0,
+        }],
+        summary: "Delete a key asynchronously in another thread. Otherwise it is just as DEL, but non blocking.",
+        since: "4.0.0",
+        group: "generic",
+        complexity: "O(1) for each key removed regardless of its size. Then the command does O(N) work in a different thread in order to reclaim memory, where N is the number of allocations the deleted objects where composed of.",
+        args: &[Arg::key("key", 0).flags(&["multiple"])],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "memory",
+        arity: -2,
+        flags: flags![],
+        acl_categories: &["@slow"],
+        summary: "A container for memory diagnostics commands",
+        since: "4.0.0",
+        group: "server",
+        complexity: "Depends on subcommand.",
+        subcommands: &[
+            CommandSpec {
+                name: "memory|usage",
+                run: Some(keyspace::memory_usage),
+                arity: -3,
+                flags: flags![READONLY],
+                first_key: 2,
+                last_key: 2,
+                step: 1,
+                acl_categories: &["@read", "@slow"],
+                key_specs: &[KeySpec {
+                    notes: None,
+                    flags: &["RO"],
+                    begin_index: 2,
+                    last_key: 0,
+                    key_step: 1,
+                    limit: 0,
+                }],
+                summary: "Estimate the memory usage of a key",
+                since: "4.0.0",
+                group: "server",
+                complexity: "O(N) where N is the number of samples.",
+                args: &[Arg::key("key", 0), Arg::new("count", ArgType::Integer).token("SAMPLES").flags(&["optional"])],
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "memory|help",
+                run: Some(keyspace::memory_help),
+                arity: 2,
+                flags: flags![LOADING, STALE],
+                acl_categories: &["@slow"],
+                summary: "Show helpful text about the different subcommands",
+                since: "4.0.0",
+                group: "server",
+                complexity: "O(1)",
+                ..CommandSpec::BASE
+            },
+        ],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "object",
+        arity: -2,
+        flags: flags![],
+        acl_categories: &["@slow"],
+        summary: "A container for object introspection commands",
+        since: "2.2.3",
+        group: "generic",
+        complexity: "Depends on subcommand.",
+        subcommands: &[
+            CommandSpec {
+                name: "object|encoding",
+                run: Some(keyspace::object_encoding),
+                arity: 3,
+                flags: flags![READONLY],
+                first_key: 2,
+                last_key: 2,
+                step: 1,
+                acl_categories: &["@keyspace", "@read", "@slow"],
+                tips: &["nondeterministic_output"],
+                key_specs: &[KeySpec {
+                    notes: None,
+                    flags: &["RO"],
+                    begin_index: 2,
+                    last_key: 0,
+                    key_step: 1,
+                    limit: 0,
+                }],
+                summary: "Inspect the internal encoding of a Redis object",
+                since: "2.2.3",
+                group: "generic",
+                complexity: "O(1)",
+                args: &[Arg::key("key", 0)],
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "object|help",
+                run: Some(keyspace::object_help),
+                arity: 2,
+                flags: flags![LOADING, STALE],
+                acl_categories: &["@keyspace", "@slow"],
+                summary: "Show helpful text about the different subcommands",
+                since: "6.2.0",
+                group: "generic",
+                complexity: "O(1)",
+                ..CommandSpec::BASE
+            },
+        ],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "flushdb",
+        run: Some(keyspace::flush),
+        check: Some(keyspace::check_flush),
+        arity: -1,
+        flags: flags![WRITE, WHOLE_STORE],
+        acl_categories: &["@keyspace", "@write", "@slow", "@dangerous"],
+        tips: &["request_policy:all_shards", "response_policy:all_succeeded"],
+        summary: "Remove all keys from the current database",
+        since: "1.0.0",
+        group: "server",
+        complexity: "O(N) where N is the number of keys in the selected database",
+        history: &[
+            ("4.0.0", "Added the `ASYNC` flushing mode modifier."),
+            ("6.2.0", "Added the `SYNC` flushing mode modifier."),
+        ],
+        args: &[FLUSH_MODE],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "flushall",
+        run: Some(keyspace::flush),
+        check: Some(keyspace::check_flush),
+        arity: -1,
+        flags: flags![WRITE, WHOLE_STORE],
+        acl_categories: &["@keyspace", "@write", "@slow", "@dangerous"],
+        tips: &["request_policy:all_shards", "response_policy:all_succeeded"],
+        summary: "Remove all keys from all databases",
+        since: "1.0.0",
+        group: "server",
+        complexity: "O(N) where N is the total number of keys in all databases",
+        history: &[
+            ("4.0.0", "Added the `ASYNC` flushing mode modifier."),
+            ("6.2.0", "Added the `SYNC` flushing mode modifier."),
+        ],
+        args: &[FLUSH_MODE],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "monitor",
+        run: Some(monitor::monitor),
+        arity: 1,
+        flags: flags![ADMIN, NOSCRIPT, LOADING, STALE, NOT_IN_TXN],
+        acl_categories: &["@admin", "@slow", "@dangerous"],
+        summary: "Listen for all requests received by the server in real time",
+        since: "1.0.0",
+        group: "server",
         ..CommandSpec::BASE
     },
     // Transactions, as Redis 7.0.15 reports them.

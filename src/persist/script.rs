@@ -105,6 +105,7 @@ pub enum Op<'a> {
     HDel(&'a [u8], &'a [u8]),
     Del(&'a [u8]),
     SAdd(&'a [u8], &'a [u8]),
+    SRem(&'a [u8], &'a [u8]),
     Publish(&'a [u8], &'a [u8]),
 }
 
@@ -188,6 +189,10 @@ impl Batch {
             Op::SAdd(k, m) => {
                 let k = self.key(k);
                 self.args.extend([Bytes::from_static(b"S"), k, b(m)]);
+            }
+            Op::SRem(k, m) => {
+                let k = self.key(k);
+                self.args.extend([Bytes::from_static(b"R"), k, b(m)]);
             }
             Op::Publish(c, m) => self.args.extend([Bytes::from_static(b"P"), b(c), b(m)]),
         }

@@ -197,6 +197,12 @@ impl Writer {
             }
             Change::Forget { token, .. } => batch.push(Op::HDel(&keys.expired(pool), &field(token))),
             Change::ForgetAll { .. } => batch.push(Op::Del(&keys.expired(pool))),
+            Change::DropPool { .. } => {
+                batch.push(Op::Del(&keys.tokens(pool)));
+                batch.push(Op::Del(&keys.expired(pool)));
+                batch.push(Op::SRem(keys.pool_set(slot).as_bytes(), pool));
+                self.known_pools.remove(pool);
+            }
         }
     }
 

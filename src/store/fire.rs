@@ -98,7 +98,7 @@ impl Store {
             let name = pool.name.clone();
             self.forgot(s, 1);
             fx.change(|| Change::Forget { pool: name, token: id });
-            Shard::drop_if_empty(s, pid);
+            Shard::drop_if_empty(s, pid, fx);
         }
     }
 
@@ -174,7 +174,7 @@ impl Store {
             }
         } else {
             fx.change(|| Change::Del { pool: name, token: id });
-            Shard::drop_if_empty(s, pid);
+            Shard::drop_if_empty(s, pid, fx);
         }
     }
 

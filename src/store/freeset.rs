@@ -53,6 +53,13 @@ pub(crate) struct FreeSet {
 }
 
 impl FreeSet {
+    /// Bytes it holds on the heap (MEMORY USAGE).
+    pub fn heap_bytes(&self) -> usize {
+        self.words.capacity() * 8
+            + self.counts.iter().map(|c| c.capacity() * 4).sum::<usize>()
+            + (self.ahead.capacity() + self.touched.capacity()) * 4
+    }
+
     /// Members.
     pub fn len(&self) -> usize {
         self.len

@@ -30,6 +30,7 @@ pub mod expiry;
 mod fire;
 mod freeset;
 mod huge;
+mod keys;
 mod ops;
 mod pool;
 mod queue;
@@ -40,6 +41,7 @@ mod txn;
 mod types;
 mod waiting;
 
+pub use keys::PoolUsage;
 pub use pool::Record;
 pub use txn::{NotLocked, Txn};
 pub use types::{Change, Journal, PoolStats, Restored, StoreConfig, TokenError, TokenInfo, Totals};
@@ -86,6 +88,11 @@ struct Shard {
     watched: HashMap<Bytes, (u32, u64)>,
     /// Live tokens in this shard (what the wheel's size is judged against).
     live: usize,
+    /// Pools in the order they were made (SCAN walks this: a pool that
+    /// exists for a whole scan is met exactly once, however many pools come
+    /// and go meanwhile), by a number never reused in the shard.
+    by_seq: std::collections::BTreeMap<u64, PoolId>,
+    next_seq: u64,
     /// Where the sweep of stale wheel entries stands, while one runs (see
     /// [`expiry`]).
     sweep: Option<crate::wheel::Sweep>,
@@ -204,6 +211,8 @@ impl Shard {
             watched: HashMap::new(),
             live: 0,
             sweep: None,
+            by_seq: std::collections::BTreeMap::new(),
+            next_seq: 1,
         }
     }
 
@@ -224,13 +233,23 @@ impl Shard {
     }
 
     /// Drops a pool that nothing refers to any more (no tokens, no
-    /// remembered expired tokens, no waiters): it no longer exists.
-    fn drop_if_empty(s: &mut Shard, pid: PoolId) {
+    /// remembered expired tokens, no waiters): it no longer exists, here or
+    /// in the backing store's list of pools.
+    fn drop_if_empty(s: &mut Shard, pid: PoolId, fx: &mut Effects) {
         if s.pools.get(&pid).is_some_and(Pool::is_empty)
-            && let Some(p) = s.pools.remove(&pid)
+            && let Some(p) = s.unlink_pool(pid)
         {
-            s.names.remove(&p.name);
+            fx.change(|| Change::DropPool { pool: p.name.clone() });
         }
+    }
+
+    /// Takes a pool out of the shard (its name, its place in the scan
+    /// order); the caller settles its counts.
+    fn unlink_pool(&mut self, pid: PoolId) -> Option<Pool> {
+        let p = self.pools.remove(&pid)?;
+        self.names.remove(&p.name);
+        self.by_seq.remove(&p.seq);
+        Some(p)
     }
 
     /// True when the wheel holds enough stale entries that a sweep should
@@ -422,7 +441,11 @@ impl Store {
         let pid = s.new_pool_id();
         let key = self.slot_key();
         s.names.insert(name.clone(), pid);
-        s.pools.insert(pid, Pool::new(name, key));
+        let mut pool = Pool::new(name, key);
+        pool.seq = s.next_seq;
+        s.next_seq += 1;
+        s.by_seq.insert(pool.seq, pid);
+        s.pools.insert(pid, pool);
         pid
     }
 

@@ -241,7 +241,7 @@ impl Store {
         };
         if found {
             fx.change(|| Change::Del { pool: name, token: id });
-            Shard::drop_if_empty(s, pid);
+            Shard::drop_if_empty(s, pid, fx);
         }
         found
     }
@@ -259,7 +259,7 @@ impl Store {
         let name = p.name.clone();
         fx.change(|| Change::ForgetAll { pool: name });
         self.forgot(s, n);
-        Shard::drop_if_empty(s, pid);
+        Shard::drop_if_empty(s, pid, fx);
         n as u64
     }
 

@@ -117,6 +117,8 @@ fn hash(id: TokenId) -> u64 {
 /// A pool.
 pub(crate) struct Pool {
     pub name: Bytes,
+    /// Its place in the shard's scan order.
+    pub seq: u64,
     /// The key that masks slot numbers in this pool's tokens.
     key: u64,
     slots: Slab,
@@ -136,6 +138,7 @@ impl Pool {
     pub fn new(name: Bytes, key: u64) -> Pool {
         Pool {
             name,
+            seq: 0,
             key,
             slots: Slab::default(),
             vacant: Vec::new(),
@@ -314,6 +317,20 @@ impl Pool {
         self.vacant.push(slot);
         self.live -= 1;
         Some((id, rec))
+    }
+
+    /// An estimate of the bytes the pool holds (MEMORY USAGE): its slots,
+    /// its free set, its indexes, its remembered expired tokens (about 40
+    /// bytes each in their hash maps) and its waiters.
+    pub fn memory_usage(&self) -> usize {
+        std::mem::size_of::<Pool>()
+            + self.name.len()
+            + self.slots.heap_bytes()
+            + self.free.heap_bytes()
+            + self.vacant.capacity() * 4
+            + self.misplaced.capacity() * 5
+            + self.expired.len() * 40
+            + self.waiters.len() * std::mem::size_of::<Waiter>()
     }
 
     /// Live blocked clients (those whose connection still waits).

@@ -137,6 +137,12 @@ pub(crate) struct Slab {
 }
 
 impl Slab {
+    /// Bytes it holds (MEMORY USAGE): chunks are whole 2 MiB blocks.
+    pub fn heap_bytes(&self) -> usize {
+        self.small.capacity() * std::mem::size_of::<Slot>()
+            + self.chunks.len() * CHUNK_SLOTS * std::mem::size_of::<Slot>()
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

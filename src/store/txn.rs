@@ -9,9 +9,12 @@
 //! published after the locks are released, in order.
 
 use super::census::totals_of;
+use super::keys::{PoolUsage, keys_in_shard, scan_shard, usage_in_shard};
+use super::pool::Pool;
 use super::waiting::Acquired;
 use super::{Effects, Journal, PoolStats, Shard, Store, TokenError, TokenInfo, Totals, lock};
 use crate::token::TokenId;
+use bytes::Bytes;
 use std::sync::{Arc, MutexGuard};
 
 /// An operation named a pool whose shard the transaction did not lock: the
@@ -27,6 +30,8 @@ pub struct Txn<'a> {
     shards: Vec<(usize, MutexGuard<'a, Shard>, u64)>,
     fx: Effects<'a>,
     now: u64,
+    /// Pools deleted by the transaction, freed once it ends.
+    freed: Vec<Pool>,
 }
 
 impl Store {
@@ -51,7 +56,7 @@ impl Store {
             self.run_due(g, now, &mut fx);
             Self::settle_shard_effects(g, &mut fx, earliest, &self.shared.next_version);
         }
-        Txn { store: self, journal, shards, fx, now }
+        Txn { store: self, journal, shards, fx, now, freed: Vec::new() }
     }
 
     /// After work on one shard of a transaction: bumps the shard's watched
@@ -145,6 +150,60 @@ impl<'a> Txn<'a> {
         Ok(totals_of(self.shards.iter().map(|(_, g, _)| &**g)))
     }
 
+    /// How many shards the transaction holds.
+    pub(super) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Runs `f` on the `i`-th locked shard.
+    pub(super) fn on_shard<R>(&mut self, i: usize, f: impl FnOnce(&Store, &mut Shard, u64, &mut Effects) -> R) -> R {
+        let (_, g, earliest) = &mut self.shards[i];
+        self.fx.watching = !g.watched.is_empty();
+        let r = f(self.store, g, self.now, &mut self.fx);
+        Store::settle_shard_effects(g, &mut self.fx, earliest, &self.store.shared.next_version);
+        r
+    }
+
+    /// DEL / UNLINK of one pool.
+    pub fn drop_pool(&mut self, pool: &[u8]) -> Result<bool, NotLocked> {
+        let p = self.on(pool, |st, s, _, fx| st.op_drop_pool(s, fx, pool))?;
+        let existed = p.is_some();
+        // Freed when the transaction ends is soon enough (and off the locks).
+        self.freed.extend(p);
+        Ok(existed)
+    }
+
+    /// EXISTS of one pool.
+    pub fn exists(&mut self, pool: &[u8]) -> Result<bool, NotLocked> {
+        self.on(pool, |_, s, _, _| s.names.contains_key(pool))
+    }
+
+    /// MEMORY USAGE of one pool.
+    pub fn memory_usage(&mut self, pool: &[u8]) -> Result<Option<PoolUsage>, NotLocked> {
+        self.on(pool, |_, s, _, _| usage_in_shard(s, pool))
+    }
+
+    /// KEYS over every shard (all must be locked).
+    pub fn keys(&self, pattern: &[u8]) -> Result<Vec<Bytes>, NotLocked> {
+        self.totals()?;
+        let mut out = Vec::new();
+        for (_, g, _) in &self.shards {
+            keys_in_shard(g, pattern, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// SCAN inside a transaction: every matching pool in one reply (every
+    /// shard is locked, so there is no later call to continue from).
+    pub fn scan(&self, pattern: Option<&[u8]>) -> Result<Vec<Bytes>, NotLocked> {
+        self.totals()?;
+        let mut out = Vec::new();
+        for (_, g, _) in &self.shards {
+            scan_shard(g, 0, usize::MAX, pattern, &mut out);
+        }
+        Ok(out)
+    }
+
     /// Whether `pool` is still at the version WATCH saw.
     pub fn unchanged_since(&mut self, pool: &[u8], version: u64) -> Result<bool, NotLocked> {
         self.on(pool, |_, s, _, _| s.watched.get(pool).is_some_and(|w| w.1 == version))
@@ -162,5 +221,8 @@ impl Drop for Txn<'_> {
             self.store.wake_driver(i, earliest);
         }
         self.store.shared.notifier.emit(&self.fx.events);
+        for p in self.freed.drain(..) {
+            super::keys::dispose(p);
+        }
     }
 }

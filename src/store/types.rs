@@ -104,6 +104,8 @@ pub enum Change {
     Forget { pool: Bytes, token: TokenId },
     /// Every remembered expired token of the pool is forgotten (DELEXPIRED).
     ForgetAll { pool: Bytes },
+    /// The pool is gone: deleted (DEL, FLUSHDB), or empty.
+    DropPool { pool: Bytes },
 }
 
 impl Change {
@@ -114,7 +116,8 @@ impl Change {
             | Change::Del { pool, .. }
             | Change::Expired { pool, .. }
             | Change::Forget { pool, .. }
-            | Change::ForgetAll { pool } => pool,
+            | Change::ForgetAll { pool }
+            | Change::DropPool { pool } => pool,
         }
     }
 }

@@ -1,0 +1,166 @@
+//! Pools as keys: listing them (SCAN, KEYS), looking at one (EXISTS, TYPE,
+//! MEMORY USAGE), deleting whole pools (DEL, UNLINK, FLUSHDB).
+
+use super::pool::Pool;
+use super::waiting::Handed;
+use super::{Change, Effects, Shard, Store, lock};
+use crate::glob;
+use crate::notify::EventKind;
+use bytes::Bytes;
+use std::sync::atomic::Ordering;
+
+/// What MEMORY USAGE reports of a pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolUsage {
+    pub bytes: u64,
+}
+
+/// A SCAN cursor: the shard, and the scan order number to go on from in it
+/// (`seq << SHARD_BITS | shard`; 0 starts and ends, as in Redis).
+const SHARD_BITS: u32 = 12;
+
+/// Pools whose slots take more than this are freed on another thread (a
+/// 10M-token pool is 640 MB of slab: unmapping it would hold the request
+/// path for tens of milliseconds).
+const FREE_INLINE_MAX_SLOTS: usize = 64 * 1024;
+
+/// Frees a detached pool: inline if small, else on a thread of its own.
+pub(super) fn dispose(p: Pool) {
+    if p.slot_count() > FREE_INLINE_MAX_SLOTS {
+        let _ = std::thread::Builder::new().name("tokend-free".into()).spawn(move || drop(p));
+    } else {
+        drop(p);
+    }
+}
+
+/// One shard's part of a SCAN: up to `budget` pools from scan number
+/// `from`, the matching ones added to `out`; the scan number to go on from,
+/// or None when the shard is done.
+pub(super) fn scan_shard(
+    s: &Shard,
+    from: u64,
+    budget: usize,
+    pattern: Option<&[u8]>,
+    out: &mut Vec<Bytes>,
+) -> Option<u64> {
+    for (seen, (&seq, pid)) in s.by_seq.range(from..).enumerate() {
+        if seen == budget {
+            return Some(seq);
+        }
+        if let Some(p) = s.pools.get(pid)
+            && pattern.is_none_or(|pat| glob::matches(pat, &p.name))
+        {
+            out.push(p.name.clone());
+        }
+    }
+    None
+}
+
+/// Every pool of a shard whose name matches `pattern`.
+pub(super) fn keys_in_shard(s: &Shard, pattern: &[u8], out: &mut Vec<Bytes>) {
+    out.extend(s.pools.values().filter(|p| glob::matches(pattern, &p.name)).map(|p| p.name.clone()));
+}
+
+/// A pool's MEMORY USAGE.
+pub(super) fn usage_in_shard(s: &Shard, pool: &[u8]) -> Option<PoolUsage> {
+    let p = s.names.get(pool).and_then(|pid| s.pools.get(pid))?;
+    Some(PoolUsage { bytes: (p.memory_usage() + pool.len()) as u64 })
+}
+
+impl Store {
+    /// Deletes a whole pool: its tokens (no `expired` events), its
+    /// remembered expired tokens, its waiters (answered nil). Returns the
+    /// detached pool for the caller to free (see [`dispose`]).
+    pub(super) fn op_drop_pool(&self, s: &mut Shard, fx: &mut Effects, pool: &[u8]) -> Option<Pool> {
+        let pid = *s.names.get(pool)?;
+        let mut p = s.unlink_pool(pid)?;
+        let live = p.len();
+        self.shared.live_tokens.fetch_sub(live as u64, Ordering::Relaxed);
+        s.live -= live;
+        self.forgot(s, p.expired.len());
+        for w in p.waiters.drain(..) {
+            let _ = w.tx.send(Handed::Gone);
+        }
+        fx.event(EventKind::PoolDel, &p.name, 0);
+        fx.change(|| Change::DropPool { pool: p.name.clone() });
+        Some(p)
+    }
+
+    /// DEL / UNLINK of one pool: true if it existed.
+    pub fn drop_pool(&self, pool: &[u8]) -> bool {
+        let p = self.with_shard(pool, |s, _, fx| self.op_drop_pool(s, fx, pool));
+        p.map(dispose).is_some()
+    }
+
+    /// EXISTS of one pool.
+    pub fn exists(&self, pool: &[u8]) -> bool {
+        self.with_shard(pool, |s, _, _| s.names.contains_key(pool))
+    }
+
+    /// MEMORY USAGE of one pool (None: no such pool).
+    pub fn memory_usage(&self, pool: &[u8]) -> Option<PoolUsage> {
+        self.with_shard(pool, |s, _, _| usage_in_shard(s, pool))
+    }
+
+    /// SCAN: about `count` pools from `cursor`, those matching `pattern`;
+    /// the next cursor (0 when done). A pool that exists from the first call
+    /// to the last is returned exactly once; each call locks one shard at a
+    /// time and does O(count) work.
+    pub fn scan(&self, cursor: u64, count: usize, pattern: Option<&[u8]>) -> (u64, Vec<Bytes>) {
+        let n = self.shared.shards.len() as u64;
+        let (mut shard, mut from) = (cursor & ((1 << SHARD_BITS) - 1), cursor >> SHARD_BITS);
+        let mut out = Vec::new();
+        let budget = count.max(1);
+        while shard < n {
+            let next = {
+                let g = lock(&self.shared.shards[shard as usize].state);
+                scan_shard(&g, from, budget, pattern, &mut out)
+            };
+            match next {
+                Some(seq) => return ((seq << SHARD_BITS) | shard, out),
+                None => {
+                    shard += 1;
+                    from = 0;
+                    if out.len() >= budget {
+                        break;
+                    }
+                }
+            }
+        }
+        (if shard >= n { 0 } else { shard }, out)
+    }
+
+    /// KEYS: every pool matching `pattern` (O(pools), shard by shard).
+    pub fn keys(&self, pattern: &[u8]) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        for cell in self.shared.shards.iter() {
+            keys_in_shard(&lock(&cell.state), pattern, &mut out);
+        }
+        out
+    }
+
+    /// FLUSHDB: deletes every pool, atomically (all shards locked); how many.
+    pub fn flush(&self) -> u64 {
+        self.txn(std::iter::empty(), true).flush()
+    }
+}
+
+impl super::Txn<'_> {
+    /// Deletes every pool of every locked shard; how many.
+    pub fn flush(&mut self) -> u64 {
+        let mut gone = Vec::new();
+        for i in 0..self.shard_count() {
+            self.on_shard(i, |st, s, _, fx| {
+                let names: Vec<Bytes> = s.pools.values().map(|p| p.name.clone()).collect();
+                for name in names {
+                    if let Some(p) = st.op_drop_pool(s, fx, &name) {
+                        gone.push(p);
+                    }
+                }
+            });
+        }
+        let n = gone.len() as u64;
+        gone.into_iter().for_each(dispose);
+        n
+    }
+}
