@@ -81,6 +81,11 @@ impl Clock {
         self.base_ms + self.base.elapsed().as_millis() as u64
     }
 
+    /// Epoch microseconds now (for measuring how late a deadline fired).
+    pub fn now_us(&self) -> u64 {
+        self.base_ms * 1000 + self.base.elapsed().as_micros() as u64
+    }
+
     /// How far the wall clock is ahead of this clock now, ms (0 right after
     /// [`Clock::new`]; it moves when the wall clock is stepped).
     pub fn wall_skew_ms(&self) -> i64 {

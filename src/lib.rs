@@ -25,6 +25,8 @@ pub mod config;
 pub mod connection;
 pub mod durable;
 pub mod glob;
+pub mod hist;
+pub mod latency;
 pub mod notify;
 pub mod parse;
 pub mod persist;

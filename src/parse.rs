@@ -35,43 +35,47 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// Cursor over the arguments that follow the command name.
+/// Cursor over the arguments that follow the command name. It keeps the
+/// whole request, so that what ran can still be shown afterwards (SLOWLOG,
+/// MONITOR) without a copy.
 #[derive(Debug)]
 pub struct Parse {
-    args: std::vec::IntoIter<Bytes>,
+    args: Vec<Bytes>,
+    pos: usize,
 }
 
 impl Parse {
     /// Wraps the arguments (without the command name).
     pub fn new(args: Vec<Bytes>) -> Parse {
-        Parse { args: args.into_iter() }
+        Parse { args, pos: 0 }
     }
 
     /// Wraps a whole request, skipping its first element (the command name).
     pub fn after_name(args: Vec<Bytes>) -> Parse {
-        let mut args = args.into_iter();
-        args.next();
-        Parse { args }
+        Parse::after(args, 1)
     }
 
     /// Wraps a whole request, skipping its first `n` elements (the command
     /// name, and the subcommand name for a subcommand).
     pub fn after(args: Vec<Bytes>, n: usize) -> Parse {
-        let mut args = args.into_iter();
-        for _ in 0..n {
-            args.next();
-        }
-        Parse { args }
+        Parse { pos: n.min(args.len()), args }
+    }
+
+    /// The whole request back.
+    pub fn into_args(self) -> Vec<Bytes> {
+        self.args
     }
 
     /// How many arguments are left.
     pub fn remaining(&self) -> usize {
-        self.args.len()
+        self.args.len() - self.pos
     }
 
     /// The next argument as raw bytes.
     pub fn next_bytes(&mut self) -> Result<Bytes, ParseError> {
-        self.args.next().ok_or(ParseError::EndOfStream)
+        let b = self.args.get(self.pos).cloned().ok_or(ParseError::EndOfStream)?;
+        self.pos += 1;
+        Ok(b)
     }
 
     /// The next argument as text (invalid UTF-8 is replaced, as for names).
@@ -95,7 +99,7 @@ impl Parse {
 
     /// Fails if any argument is left.
     pub fn finish(&mut self) -> Result<(), ParseError> {
-        if self.args.len() == 0 { Ok(()) } else { Err(ParseError::Syntax) }
+        if self.remaining() == 0 { Ok(()) } else { Err(ParseError::Syntax) }
     }
 }
 

@@ -1201,20 +1201,61 @@ pub fn unknown_command_error(argv: &[Bytes]) -> Reply {
 /// `argv` is the full command including its name. On success the spec is the
 /// subcommand's for a container called with a subcommand.
 pub fn resolve(argv: &[Bytes]) -> Result<&'static CommandSpec, Reply> {
+    resolve_id(argv).map(|(spec, _)| spec).map_err(|(_, r)| r)
+}
+
+/// [`resolve`], with the command's number in [`flat`] (also on an arity
+/// error, which Redis counts as a rejected call of that command).
+pub fn resolve_id(argv: &[Bytes]) -> Result<(&'static CommandSpec, usize), (Option<usize>, Reply)> {
     let Some(name) = argv.first() else {
-        return Err(unknown_command_error(argv));
+        return Err((None, unknown_command_error(argv)));
     };
-    let Some(base) = find(COMMANDS, name) else {
-        return Err(unknown_command_error(argv));
+    let Some(top) = COMMANDS.iter().position(|c| c.name.as_bytes().eq_ignore_ascii_case(name)) else {
+        return Err((None, unknown_command_error(argv)));
     };
+    let base = &COMMANDS[top];
+    let mut id = offsets()[top];
     let spec = match argv.get(1) {
-        Some(sub) if !base.subcommands.is_empty() => match base.subcommand(sub) {
-            Some(s) => s,
-            None => return Err(unknown_subcommand_error(name, sub)),
-        },
+        Some(sub) if !base.subcommands.is_empty() => {
+            let found = base
+                .subcommands
+                .iter()
+                .position(|c| c.name.rsplit('|').next().is_some_and(|s| s.as_bytes().eq_ignore_ascii_case(sub)));
+            match found {
+                Some(j) => {
+                    id += 1 + j;
+                    &base.subcommands[j]
+                }
+                None => return Err((None, unknown_subcommand_error(name, sub))),
+            }
+        }
         _ => base,
     };
-    if spec.arity_ok(argv.len()) { Ok(spec) } else { Err(arity_error(spec.name)) }
+    if spec.arity_ok(argv.len()) { Ok((spec, id)) } else { Err((Some(id), arity_error(spec.name))) }
+}
+
+/// Every command and subcommand, each container followed by its
+/// subcommands: a command's number (for per-command statistics) is its
+/// place here.
+pub fn flat() -> &'static [&'static CommandSpec] {
+    static FLAT: std::sync::OnceLock<Vec<&'static CommandSpec>> = std::sync::OnceLock::new();
+    FLAT.get_or_init(|| COMMANDS.iter().flat_map(|c| std::iter::once(c).chain(c.subcommands)).collect())
+}
+
+/// Where each top-level command sits in [`flat`].
+fn offsets() -> &'static [usize] {
+    static OFFSETS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+    OFFSETS.get_or_init(|| {
+        let mut at = 0;
+        COMMANDS
+            .iter()
+            .map(|c| {
+                let here = at;
+                at += 1 + c.subcommands.len();
+                here
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -1224,7 +1265,27 @@ mod tests {
 
     /// Every command and subcommand in the table.
     fn every_spec() -> Vec<&'static CommandSpec> {
-        all().iter().flat_map(|c| std::iter::once(c).chain(c.subcommands)).collect()
+        flat().to_vec()
+    }
+
+    #[test]
+    fn a_command_s_number_is_its_place_in_the_flat_list() {
+        for (i, spec) in flat().iter().enumerate() {
+            // A container alone is an arity error unless it runs alone (COMMAND).
+            if !spec.subcommands.is_empty() && !spec.arity_ok(1) {
+                continue;
+            }
+            let mut argv = vec![Bytes::from_static(spec.name.split('|').next().unwrap().as_bytes())];
+            if let Some(sub) = spec.name.split('|').nth(1) {
+                argv.push(Bytes::from_static(sub.as_bytes()));
+            }
+            // Fill the arity with dummies.
+            while !spec.arity_ok(argv.len()) {
+                argv.push(Bytes::from_static(b"x"));
+            }
+            let (got, id) = resolve_id(&argv).unwrap_or_else(|_| panic!("{}", spec.name));
+            assert_eq!((got.name, id), (spec.name, i));
+        }
     }
 
     /// (min, variable) argument counts implied by an argument grammar.

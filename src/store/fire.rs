@@ -46,6 +46,16 @@ pub(super) fn arm_lease(
     fx.earliest_armed = fx.earliest_armed.min(due);
 }
 
+/// Records how late a deadline (epoch ms) ended, firing at `fire_us`
+/// (epoch µs; 0 when not firing from the wheel).
+fn note_late(lateness: &mut crate::hist::Hist, worst: &mut u64, fire_us: u64, deadline_ms: u64) {
+    if fire_us != 0 {
+        let late = fire_us.saturating_sub(deadline_ms.saturating_mul(1000));
+        lateness.record(late);
+        *worst = (*worst).max(late);
+    }
+}
+
 impl Store {
     /// Fires every deadline up to `now` in this shard and forgets expired
     /// tokens whose memory ran out.
@@ -61,6 +71,10 @@ impl Store {
     pub(super) fn run_due(&self, s: &mut Shard, now: u64, fx: &mut Effects) {
         let mut fired = std::mem::take(&mut s.fired);
         s.wheel.poll(now, &mut fired);
+        if !fired.is_empty() {
+            s.fire_us = self.shared.clock.now_us();
+            s.worst_late_us = 0;
+        }
         for (when, (pid, entry)) in fired.drain(..) {
             let (slot, lease) = (entry & !LEASE_ENTRY, entry & LEASE_ENTRY != 0);
             let Some(p) = s.pools.get_mut(&pid) else { continue };
@@ -80,6 +94,10 @@ impl Store {
             self.settle(s, pid, slot, now, lease, fx);
         }
         s.fired = fired;
+        if s.fire_us != 0 {
+            s.fire_us = 0;
+            self.shared.latency.record("expire-late", s.worst_late_us / 1000);
+        }
         while let Some(&(at, pid, id)) = s.forget.front() {
             if at > now {
                 break;
@@ -126,6 +144,7 @@ impl Store {
             }
             pool.push_free(slot);
             freed = true;
+            note_late(&mut s.lateness, &mut s.worst_late_us, s.fire_us, rec.lease_deadline);
             self.shared.lease_expired_total.fetch_add(1, Ordering::Relaxed);
             let name = pool.name.clone();
             fx.event(EventKind::LeaseExpired, &name, pool.id(slot));
@@ -150,7 +169,8 @@ impl Store {
     /// Deletes a token whose lifetime ended and remembers it as expired.
     pub(super) fn expire(&self, s: &mut Shard, pid: PoolId, slot: SlotIdx, now: u64, fx: &mut Effects) {
         let Some(pool) = s.pools.get_mut(&pid) else { return };
-        let Some((id, _)) = pool.remove(slot) else { return };
+        let Some((id, rec)) = pool.remove(slot) else { return };
+        note_late(&mut s.lateness, &mut s.worst_late_us, s.fire_us, rec.life_deadline);
         self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
         s.live -= 1;
         self.shared.expired_total.fetch_add(1, Ordering::Relaxed);

@@ -96,6 +96,14 @@ struct Shard {
     /// Where the sweep of stale wheel entries stands, while one runs (see
     /// [`expiry`]).
     sweep: Option<crate::wheel::Sweep>,
+    /// How late (µs) lifetimes and leases ended when their entries fired.
+    lateness: crate::hist::Hist,
+    /// While `run_due` fires entries: the instant (epoch µs) it does so; 0
+    /// otherwise (recovery settles what came due while the server was down,
+    /// which says nothing about the expiry engine).
+    fire_us: u64,
+    /// The worst lateness (µs) in the current `run_due`.
+    worst_late_us: u64,
 }
 
 /// A pool's number within its shard, as wheel entries name it: 32 bits, so
@@ -132,6 +140,9 @@ struct Shared {
     /// Versions handed to watched pools when they change (WATCH).
     next_version: AtomicU64,
     hasher: BuildHasherDefault<DefaultHasher>,
+    /// Redis's latency monitor (expiries that fired late; the command
+    /// core adds its own events).
+    latency: crate::latency::LatencyMonitor,
     /// Masks the slot number in new pools' tokens ([`crate::token::with_slot`]):
     /// random per server, or kept in the backing Redis so that recovered
     /// tokens still name their slots.
@@ -213,6 +224,9 @@ impl Shard {
             sweep: None,
             by_seq: std::collections::BTreeMap::new(),
             next_seq: 1,
+            lateness: crate::hist::Hist::default(),
+            fire_us: 0,
+            worst_late_us: 0,
         }
     }
 
@@ -297,6 +311,7 @@ impl Store {
                 next_waiter_id: AtomicU64::new(1),
                 next_version: AtomicU64::new(1),
                 hasher: BuildHasherDefault::default(),
+                latency: crate::latency::LatencyMonitor::new(DEFAULT_LATENCY_THRESHOLD_MS),
                 slot_key: AtomicU64::new(rand::random()),
             }),
         }
@@ -353,10 +368,28 @@ impl Store {
         (self.shared.expired_total.load(Ordering::Relaxed), self.shared.lease_expired_total.load(Ordering::Relaxed))
     }
 
-    /// Sets the expiry counters back to zero (`CONFIG RESETSTAT`).
+    /// Sets the expiry counters and lateness back to zero (`CONFIG RESETSTAT`).
     pub fn reset_counters(&self) {
         self.shared.expired_total.store(0, Ordering::Relaxed);
         self.shared.lease_expired_total.store(0, Ordering::Relaxed);
+        for cell in self.shared.shards.iter() {
+            lock(&cell.state).lateness = crate::hist::Hist::default();
+        }
+    }
+
+    /// How late expiries fired, µs, over every shard (since the start or
+    /// the last `CONFIG RESETSTAT`).
+    pub fn expiry_lateness(&self) -> crate::hist::Hist {
+        let mut h = crate::hist::Hist::default();
+        for cell in self.shared.shards.iter() {
+            h.merge(&lock(&cell.state).lateness);
+        }
+        h
+    }
+
+    /// The latency monitor.
+    pub fn latency(&self) -> &crate::latency::LatencyMonitor {
+        &self.shared.latency
     }
 
     pub(crate) fn shard_cells(&self) -> &[ShardCell] {
@@ -473,6 +506,10 @@ impl Store {
         }
     }
 }
+
+/// `--latency-monitor-threshold`'s default (ms): an expiry that fires 5 ms
+/// late breaks tokend's promise, so it is recorded unless asked otherwise.
+pub const DEFAULT_LATENCY_THRESHOLD_MS: u64 = 5;
 
 /// Locks a shard. A panic while holding the lock would be a bug; we still
 /// keep serving rather than poisoning every later command.
