@@ -27,7 +27,7 @@ FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 tokend
 COPY --from=build /src/target/release/tokend /usr/local/bin/tokend
 USER tokend
-EXPOSE 6380
+EXPOSE 6380 9187
 # Listen on all interfaces inside the container; publish the port on the host
 # side only where you need it.
 ENV TOKEND_BIND=0.0.0.0 TOKEND_PORT=6380

@@ -25,6 +25,9 @@
 # (10000000), BENCH_RECOVERY_TOKENS (1000000), BENCH_ACQ_ROUNDS (16) and
 # BENCH_ACQ_SECS (2): the pairs of ACQUIRE runs at 10k and 10M tokens,
 # BENCH_EXP_ROUNDS (3): runs of the expiry workload against tokend,
+# BENCH_OBS_ROUNDS (8): the pairs of cycle runs with /metrics scraped every
+# second against none, BENCH_BASELINE (unset): another tokend binary (say,
+# the previous release) to compare this build with in the same pairs,
 # BENCH_SKIP_BUILD (unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +41,8 @@ BASE=${BENCH_PORT_BASE:-16379}
 REF_PORT=$BASE          # the reference redis-server (function library)
 BACK_PORT=$((BASE + 1)) # tokend's backing redis-server
 TOK_PORT=$((BASE + 2))  # tokend
+ALT_PORT=$((BASE + 3))  # a second tokend, for side-by-side pairs
+MET_PORT=$((BASE + 4))  # its /metrics
 EXPIRY_TOKENS=${BENCH_EXPIRY_TOKENS:-200000}
 MEM_TOKENS=${BENCH_MEM_TOKENS:-1000000}
 BIG_TOKENS=${BENCH_BIG_TOKENS:-10000000}
@@ -47,6 +52,8 @@ ACQ_ROUNDS=${BENCH_ACQ_ROUNDS:-16}
 ACQ_SECS=${BENCH_ACQ_SECS:-2}
 PING_ROUNDS=5
 EXP_ROUNDS=${BENCH_EXP_ROUNDS:-3}
+OBS_ROUNDS=${BENCH_OBS_ROUNDS:-8}
+BASELINE=${BENCH_BASELINE:-}
 STARTED=$(date +%s)
 # Taken now: by the time the table is written, $OUT itself is a local change.
 TOKEND_VERSION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
@@ -60,7 +67,7 @@ done
 
 if [ -z "${BENCH_SKIP_BUILD:-}" ]; then
   log "building (release)"
-  cargo build --release --locked --bin tokend -p tokend-bench
+  cargo build --release --locked -p token-distributor -p tokend-bench --bin tokend --bin tokend-bench
 fi
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 TOKEND=$TARGET_DIR/release/tokend
@@ -83,7 +90,7 @@ trap cleanup EXIT
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for p in "$REF_PORT" "$BACK_PORT" "$TOK_PORT"; do
+for p in "$REF_PORT" "$BACK_PORT" "$TOK_PORT" "$ALT_PORT" "$MET_PORT"; do
   port_free "$p" || { echo "bench: port $p is in use (set BENCH_PORT_BASE)" >&2; exit 1; }
 done
 
@@ -122,6 +129,41 @@ start_tokend() { # name args...
 stop_tokend() {
   kill -TERM "$TOKEND_PID" 2>/dev/null || true
   wait "$TOKEND_PID" 2>/dev/null || true
+}
+
+# A second tokend on $ALT_PORT (any binary), for pairs of runs against two
+# servers up at once; its pid in ALT_PID.
+ALT_PID=
+start_alt() { # binary name args...
+  local bin=$1 name=$2
+  shift 2
+  : >"$WORK/tokend-$name.log"
+  taskset -c "$SCPU" "$bin" --port "$ALT_PORT" "$@" >>"$WORK/tokend-$name.log" 2>&1 &
+  ALT_PID=$!
+  PIDS+=("$ALT_PID")
+  local i
+  for i in $(seq 6000); do
+    grep -q "ready to accept connections" "$WORK/tokend-$name.log" && return 0
+    kill -0 "$ALT_PID" 2>/dev/null || break
+    sleep 0.01
+  done
+  echo "bench: tokend ($name) did not start; its log:" >&2
+  cat "$WORK/tokend-$name.log" >&2
+  exit 1
+}
+
+stop_alt() {
+  kill -TERM "$ALT_PID" 2>/dev/null || true
+  wait "$ALT_PID" 2>/dev/null || true
+}
+
+# Scrapes http://127.0.0.1:$1/metrics every second until killed (bash's
+# /dev/tcp: the bench needs no HTTP client installed).
+scraper() {
+  while sleep 1; do
+    { exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n' >&3 && cat <&3 >/dev/null; } 2>/dev/null || true
+    exec 3>&- 2>/dev/null || true
+  done
 }
 
 # ---------------------------------------------------------------------------
@@ -277,6 +319,39 @@ rflush "$REF_PORT"
 lg redis-expiry "${REF[@]}" -w expiry --tokens "$EXPIRY_TOKENS" --pool exp --lead-ms 4000 --expiry-timeout 15
 rflush "$REF_PORT"
 
+# --- what observability costs -------------------------------------------------
+# Two servers up at once on the server core, the cycle workload alternating
+# between them in $OBS_ROUNDS adjacent pairs of $ACQ_SECS s; the ratio is the
+# median of the pairs' ratios. Per-command statistics (INFO commandstats,
+# latencystats) are always on: --metrics-addr adds the endpoint and the
+# scrapes. With BENCH_BASELINE, the same pairs against that binary.
+log "observability: /metrics scraped every second vs no endpoint"
+W_OBS=(--duration "$ACQ_SECS" -w cycle -c 50 -P 16 --tokens "$SMALL_TOKENS" --pool obs)
+ALT=(--port "$ALT_PORT" --target tokend)
+start_tokend obs-off
+start_alt "$TOKEND" obs-on --metrics-addr "127.0.0.1:$MET_PORT"
+scraper "$MET_PORT" &
+SCRAPER_PID=$!
+PIDS+=("$SCRAPER_PID")
+for r in $(seq "$OBS_ROUNDS"); do
+  lg "obs-off-$r" "${TOK[@]}" "${W_OBS[@]}"
+  lg "obs-on-$r" "${ALT[@]}" "${W_OBS[@]}"
+done
+kill "$SCRAPER_PID" 2>/dev/null || true
+curl_ok=$(exec 3<>"/dev/tcp/127.0.0.1/$MET_PORT" && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && grep -c '^tokend_' <&3 || echo 0)
+echo "metrics endpoint answered with $curl_ok tokend_ samples" >&2
+stop_alt
+if [ -n "$BASELINE" ]; then
+  log "this build vs $BASELINE"
+  start_alt "$BASELINE" baseline
+  for r in $(seq "$OBS_ROUNDS"); do
+    lg "base-new-$r" "${TOK[@]}" "${W_OBS[@]}"
+    lg "base-old-$r" "${ALT[@]}" "${W_OBS[@]}"
+  done
+  stop_alt
+fi
+stop_tokend
+
 # --- tokend with a backing Redis: sync, async --------------------------------
 for mode in sync async; do
   log "tokend --durability $mode (backing redis-server on the server core)"
@@ -319,6 +394,17 @@ A_SMALL=$(acq_runs small | median) A_BIG=$(acq_runs big | median)
 A_RATIOS=$(acq_ratios | paste -sd' ')
 R_C16=$(ratio "$C16_T" "$C16_R") R_C1=$(ratio "$C1_T" "$C1_R") R_G=$(ratio "$G_T" "$G_R")
 R_S16=$(ratio "$S16_T" "$C16_R") R_ACQ=$(acq_ratios | median)
+pair_runs() { for r in $(seq "$OBS_ROUNDS"); do fmt_int "$(v "$1-$r" ops_per_sec)"; done; }
+pair_ratios() { for r in $(seq "$OBS_ROUNDS"); do ratio "$(v "$1-$r" ops_per_sec)" "$(v "$2-$r" ops_per_sec)"; done; }
+OBS_ON=$(pair_runs obs-on | median) OBS_OFF=$(pair_runs obs-off | median)
+R_OBS=$(pair_ratios obs-on obs-off | median) R_OBS_ALL=$(pair_ratios obs-on obs-off | paste -sd' ')
+[ -n "$R_OBS" ] || R_OBS=n/a
+if [ -n "$BASELINE" ]; then
+  BASE_NEW=$(pair_runs base-new | median) BASE_OLD=$(pair_runs base-old | median)
+  R_BASE=$(pair_ratios base-new base-old | median) R_BASE_ALL=$(pair_ratios base-new base-old | paste -sd' ')
+  [ -n "$R_BASE" ] || R_BASE=n/a
+  BASE_DESC="$(basename "$BASELINE") ($("$BASELINE" --version 2>/dev/null | head -1))"
+fi
 [ -n "$R_ACQ" ] || R_ACQ=n/a
 ping_p99s() { for r in $(seq "$PING_ROUNDS"); do rbget "$1-ping-$r" PING_MBULK 7; done | grep .; }
 PING_T=$(ping_p99s tokend | median) PING_R=$(ping_p99s redis | median)
@@ -384,6 +470,10 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "| memory per token at $MEM_TOKENS tokens, bytes (tokend: RSS delta; Redis: used_memory delta) | $TOK_BPT | Redis fn $REDIS_BPT | $R_MEM× | ≤ 100 and below Redis | $MEM_MET |"
   echo "| ACQUIRE throughput (ACQUIRE → UNBLOCK, 50 × 16) at $BIG_TOKENS tokens, ops/s: medians of $ACQ_ROUNDS adjacent pairs of ${ACQ_SECS} s runs; the ratio is the median of the pairs' ratios ($A_RATIOS) | $(fmt_int "$A_BIG") | tokend at $SMALL_TOKENS tokens $(fmt_int "$A_SMALL") | $R_ACQ× | ≥ 0.9× | $(ge "$R_ACQ" 0.9) |"
   echo "| recovery of $REC_TOKENS tokens: start to ready, s (loading alone: ${REC_LOAD_MS:-?} ms; tokens back: ${REC_TOTAL:-?}) | $REC_SECS | — | — | ≤ 3 s | $(le "$REC_SECS" 3) |"
+  echo "| cycle 50 × 16 with \`--metrics-addr\` scraped every second, ops/s: medians of $OBS_ROUNDS adjacent pairs of ${ACQ_SECS} s runs, two servers up at once; the ratio is the median of the pairs' ratios ($R_OBS_ALL) | $(fmt_int "$OBS_ON") | without the endpoint $(fmt_int "$OBS_OFF") | $R_OBS× | ≥ 0.97× | $(ge "$R_OBS" 0.97) |"
+  if [ -n "$BASELINE" ]; then
+    echo "| cycle 50 × 16, this build against \`$BASE_DESC\`, ops/s: medians of $OBS_ROUNDS adjacent pairs as above ($R_BASE_ALL) | $(fmt_int "$BASE_NEW") | baseline $(fmt_int "$BASE_OLD") | $R_BASE× | ≥ 0.95× | $(ge "$R_BASE" 0.95) |"
+  fi
   echo
   echo "## Throughput: tokend in memory, sync, async, against Redis"
   echo

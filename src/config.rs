@@ -176,6 +176,30 @@ pub struct Config {
     #[arg(long, env = "TOKEND_PERSIST_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub persist_timeout: Duration,
 
+    /// Commands that take at least this many microseconds go to the slow log
+    /// (SLOWLOG GET); 0 logs every command, a negative value none.
+    #[arg(long, env = "TOKEND_SLOWLOG_LOG_SLOWER_THAN", default_value_t = 10_000, allow_negative_numbers = true)]
+    pub slowlog_log_slower_than: i64,
+
+    /// Entries the slow log keeps (the oldest go first).
+    #[arg(long, env = "TOKEND_SLOWLOG_MAX_LEN", default_value_t = 128)]
+    pub slowlog_max_len: usize,
+
+    /// Commands that take, and expiries that fire, at least this many milliseconds
+    /// late are recorded for LATENCY LATEST/HISTORY; 0 records nothing.
+    #[arg(long, env = "TOKEND_LATENCY_MONITOR_THRESHOLD", default_value_t = 5)]
+    pub latency_monitor_threshold: u64,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187). Off
+    /// unless given.
+    #[arg(long, env = "TOKEND_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+
+    /// Per-pool series in /metrics for at most this many pools (the largest); the
+    /// rest are summed under pool="_other".
+    #[arg(long, env = "TOKEND_METRICS_MAX_POOLS", default_value_t = 100)]
+    pub metrics_max_pools: usize,
+
     /// Worker threads (0 = one per available core; 1 = a single-threaded runtime).
     #[arg(long, env = "TOKEND_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -304,6 +328,11 @@ impl Config {
             ("flush-interval", ms(self.flush_interval)),
             ("persist-timeout", ms(self.persist_timeout)),
             ("cluster-node-timeout", ms(self.cluster_node_timeout)),
+            ("slowlog-log-slower-than", self.slowlog_log_slower_than.to_string()),
+            ("slowlog-max-len", self.slowlog_max_len.to_string()),
+            ("latency-monitor-threshold", self.latency_monitor_threshold.to_string()),
+            ("metrics-addr", self.metrics_addr.clone().unwrap_or_default()),
+            ("metrics-max-pools", self.metrics_max_pools.to_string()),
             ("threads", self.threads.to_string()),
             ("config", path(&self.config)),
             ("log-format", format!("{:?}", self.log_format).to_ascii_lowercase()),

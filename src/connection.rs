@@ -206,6 +206,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         keep_open = false;
                         break 'read;
                     }
+                    Outcome::Hangup => {
+                        keep_open = false;
+                        break 'read;
+                    }
                     Outcome::Block { waiting, timeout } => {
                         self.session.wrote = false;
                         self.commit().await?;

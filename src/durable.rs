@@ -51,4 +51,9 @@ pub trait Durability: Send + Sync {
 
     /// The link's state, for `INFO persistence`.
     fn status(&self) -> LinkStatus;
+
+    /// How long writes to the backing store took, µs (for `/metrics`).
+    fn write_latency(&self) -> crate::hist::Hist {
+        crate::hist::Hist::default()
+    }
 }

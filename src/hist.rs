@@ -1,4 +1,5 @@
-//! Latency histograms: log-linear buckets of microseconds (16 per power of
+//! Latency histograms: log-linear buckets of integer values — nanoseconds
+//! for command latency, microseconds for expiry lateness — (16 per power of
 //! two, so a bucket is at most 1/16 = 6.25% wide), the layout HdrHistogram
 //! uses with one significant digit and a half, in a flat array.
 //!
@@ -19,21 +20,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const SUB_BITS: u32 = 4;
 const SUB: u64 = 1 << SUB_BITS;
 
-/// Buckets: values below 16 µs exactly, then 16 per power of two up to 2^40
-/// µs (12.7 days; larger values land in the last bucket).
+/// Buckets: values below 16 exactly, then 16 per power of two up to 2^40
+/// (18 minutes of ns, 12.7 days of µs; larger values land in the last bucket).
 pub const BUCKETS: usize = (SUB as usize) * (40 - SUB_BITS as usize + 1);
 
-/// The bucket of a value (µs).
-pub fn bucket(us: u64) -> usize {
-    if us < SUB {
-        return us as usize;
+/// The bucket of a value.
+pub fn bucket(v: u64) -> usize {
+    if v < SUB {
+        return v as usize;
     }
-    let e = 63 - us.leading_zeros(); // ≥ SUB_BITS
-    let sub = (us >> (e - SUB_BITS)) & (SUB - 1);
+    let e = 63 - v.leading_zeros(); // ≥ SUB_BITS
+    let sub = (v >> (e - SUB_BITS)) & (SUB - 1);
     (((e - SUB_BITS + 1) as u64 * SUB + sub) as usize).min(BUCKETS - 1)
 }
 
-/// The largest value (µs) bucket `b` holds.
+/// The largest value  bucket `b` holds.
 pub fn upper(b: usize) -> u64 {
     let b = b as u64;
     if b < SUB {
@@ -66,12 +67,12 @@ impl std::fmt::Debug for Hist {
 }
 
 impl Hist {
-    /// Records one value (µs).
-    pub fn record(&mut self, us: u64) {
-        self.counts[bucket(us)] += 1;
+    /// Records one value.
+    pub fn record(&mut self, v: u64) {
+        self.counts[bucket(v)] += 1;
         self.count += 1;
-        self.sum = self.sum.saturating_add(us);
-        self.max = self.max.max(us);
+        self.sum = self.sum.saturating_add(v);
+        self.max = self.max.max(v);
     }
 
     /// Adds another histogram's counts.
@@ -99,17 +100,17 @@ impl Hist {
         self.count
     }
 
-    /// Sum of the values recorded (µs).
+    /// Sum of the values recorded.
     pub fn sum(&self) -> u64 {
         self.sum
     }
 
-    /// The largest value recorded (µs).
+    /// The largest value recorded.
     pub fn max(&self) -> u64 {
         self.max
     }
 
-    /// The value (µs) at percentile `p` (0–100): the upper end of the bucket
+    /// The value at percentile `p` (0–100): the upper end of the bucket
     /// holding it, never above the largest value recorded; 0 when empty.
     pub fn percentile(&self, p: f64) -> f64 {
         if self.count == 0 {
@@ -126,7 +127,7 @@ impl Hist {
         self.max as f64
     }
 
-    /// Cumulative counts at each of `bounds` (µs, ascending): how many
+    /// Cumulative counts at each of `bounds` (ascending): how many
     /// values are at or below each (Prometheus `le` buckets; a fine bucket
     /// counts under the first bound at or above its upper end).
     pub fn cumulative(&self, bounds: &[u64]) -> Vec<u64> {
@@ -147,22 +148,17 @@ impl Hist {
     }
 }
 
-/// A histogram written by one thread, read by any.
+/// The buckets of a histogram written by one thread, read by any. Its
+/// owner keeps the count and the sum (they are counters it has anyway: a
+/// command's calls and time).
 pub struct LocalHist {
     counts: Box<[AtomicU64; BUCKETS]>,
-    count: AtomicU64,
-    sum: AtomicU64,
     max: AtomicU64,
 }
 
 impl Default for LocalHist {
     fn default() -> Self {
-        LocalHist {
-            counts: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
-            count: AtomicU64::new(0),
-            sum: AtomicU64::new(0),
-            max: AtomicU64::new(0),
-        }
+        LocalHist { counts: Box::new(std::array::from_fn(|_| AtomicU64::new(0))), max: AtomicU64::new(0) }
     }
 }
 
@@ -174,24 +170,24 @@ pub fn bump(c: &AtomicU64, n: u64) {
 }
 
 impl LocalHist {
-    /// Records one value (µs). Only the owning thread may call it.
+    /// Records one value. Only the owning thread may call it.
     #[inline]
-    pub fn record(&self, us: u64) {
-        bump(&self.counts[bucket(us)], 1);
-        bump(&self.count, 1);
-        bump(&self.sum, us);
-        if us > self.max.load(Ordering::Relaxed) {
-            self.max.store(us, Ordering::Relaxed);
+    pub fn record(&self, v: u64) {
+        bump(&self.counts[bucket(v)], 1);
+        if v > self.max.load(Ordering::Relaxed) {
+            self.max.store(v, Ordering::Relaxed);
         }
     }
 
-    /// Adds its counts into `h`.
-    pub fn add_to(&self, h: &mut Hist) {
+    /// Adds its counts into `h`, with `sum`, the sum of the values its
+    /// owner kept.
+    pub fn add_to(&self, h: &mut Hist, sum: u64) {
         for (a, b) in h.counts.iter_mut().zip(self.counts.iter()) {
-            *a += b.load(Ordering::Relaxed);
+            let n = b.load(Ordering::Relaxed);
+            *a += n;
+            h.count += n;
         }
-        h.count += self.count.load(Ordering::Relaxed);
-        h.sum = h.sum.saturating_add(self.sum.load(Ordering::Relaxed));
+        h.sum = h.sum.saturating_add(sum);
         h.max = h.max.max(self.max.load(Ordering::Relaxed));
     }
 }
@@ -235,7 +231,7 @@ mod tests {
             local.record(v);
         }
         let mut merged = Hist::default();
-        local.add_to(&mut merged);
+        local.add_to(&mut merged, 30_303);
         assert_eq!((merged.count(), merged.sum(), merged.max()), (3, 30_303, 30_000));
         assert_eq!(merged.cumulative(&[10, 1_000, 100_000]), [1, 2, 3]);
         let later = merged.clone();

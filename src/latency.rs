@@ -43,6 +43,10 @@ impl LatencyMonitor {
         self.threshold_ms.load(Ordering::Relaxed)
     }
 
+    pub fn set_threshold_ms(&self, ms: u64) {
+        self.threshold_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// Records `ms` for `event` if it reaches the threshold.
     pub fn record(&self, event: &'static str, ms: u64) {
         let t = self.threshold_ms();

@@ -5,14 +5,17 @@
 //! - [`codec`] frames requests (RESP or inline) and [`reply`] encodes replies
 //!   for RESP2 or RESP3;
 //! - [`store`] holds the pools, sharded, with one [`wheel`] (a hierarchical
-//!   timing wheel) per shard for lifetimes and leases;
+//!   timing wheel) per shard for lifetimes and leases; [`hist`] (latency
+//!   histograms) and [`latency`] (Redis's latency monitor) are what it and
+//!   the command core record into;
 //! - [`notify`] turns store events into keyspace-style messages on the
 //!   [`pubsub`] broker (and on the backing Redis);
 //! - [`cmd`] is the command core: one table of commands and one
 //!   `execute(ctx, session, request)` that every front end calls ([`parse`]
 //!   is the argument cursor; [`durable`] is its seam to the backing store);
 //! - [`persist`] writes changes to the backing Redis and reads them back;
-//! - [`connection`] is the RESP front end, [`server`] wires everything
+//! - [`connection`] is the RESP front end, [`metrics`] the Prometheus
+//!   endpoint (it reads what the layers below count); [`server`] wires everything
 //!   together, accepts connections and stops gracefully; [`config`] reads
 //!   the settings.
 //!
@@ -27,6 +30,7 @@ pub mod durable;
 pub mod glob;
 pub mod hist;
 pub mod latency;
+pub mod metrics;
 pub mod notify;
 pub mod parse;
 pub mod persist;

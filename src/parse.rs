@@ -35,35 +35,32 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// Cursor over the arguments that follow the command name. It keeps the
-/// whole request, so that what ran can still be shown afterwards (SLOWLOG,
-/// MONITOR) without a copy.
+/// Cursor over the arguments that follow the command name. It borrows the
+/// request, which the caller keeps, so that what ran can still be shown
+/// afterwards (SLOWLOG, MONITOR) without a copy, and reading an argument
+/// costs nothing ([`Parse::next_slice`]); [`Parse::next_bytes`] is for the
+/// few values a command keeps.
 #[derive(Debug)]
-pub struct Parse {
-    args: Vec<Bytes>,
+pub struct Parse<'a> {
+    args: &'a [Bytes],
     pos: usize,
 }
 
-impl Parse {
+impl<'a> Parse<'a> {
     /// Wraps the arguments (without the command name).
-    pub fn new(args: Vec<Bytes>) -> Parse {
+    pub fn new(args: &'a [Bytes]) -> Parse<'a> {
         Parse { args, pos: 0 }
     }
 
     /// Wraps a whole request, skipping its first element (the command name).
-    pub fn after_name(args: Vec<Bytes>) -> Parse {
+    pub fn after_name(args: &'a [Bytes]) -> Parse<'a> {
         Parse::after(args, 1)
     }
 
     /// Wraps a whole request, skipping its first `n` elements (the command
     /// name, and the subcommand name for a subcommand).
-    pub fn after(args: Vec<Bytes>, n: usize) -> Parse {
+    pub fn after(args: &'a [Bytes], n: usize) -> Parse<'a> {
         Parse { pos: n.min(args.len()), args }
-    }
-
-    /// The whole request back.
-    pub fn into_args(self) -> Vec<Bytes> {
-        self.args
     }
 
     /// How many arguments are left.
@@ -71,7 +68,14 @@ impl Parse {
         self.args.len() - self.pos
     }
 
-    /// The next argument as raw bytes.
+    /// The next argument, borrowed.
+    pub fn next_slice(&mut self) -> Result<&'a [u8], ParseError> {
+        let b = self.args.get(self.pos).ok_or(ParseError::EndOfStream)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    /// The next argument as a value to keep (a reference count, no copy).
     pub fn next_bytes(&mut self) -> Result<Bytes, ParseError> {
         let b = self.args.get(self.pos).cloned().ok_or(ParseError::EndOfStream)?;
         self.pos += 1;
@@ -80,21 +84,21 @@ impl Parse {
 
     /// The next argument as text (invalid UTF-8 is replaced, as for names).
     pub fn next_string(&mut self) -> Result<String, ParseError> {
-        let b = self.next_bytes()?;
-        Ok(String::from_utf8_lossy(&b).into_owned())
+        let b = self.next_slice()?;
+        Ok(String::from_utf8_lossy(b).into_owned())
     }
 
     /// The next argument upper-cased, for matching keywords.
     pub fn next_keyword(&mut self) -> Result<String, ParseError> {
-        let b = self.next_bytes()?;
-        Ok(String::from_utf8_lossy(&b).to_ascii_uppercase())
+        let b = self.next_slice()?;
+        Ok(String::from_utf8_lossy(b).to_ascii_uppercase())
     }
 
     /// The next argument as a signed 64-bit integer, with Redis's strictness:
     /// no spaces, no `+`, no leading zeros beyond `0` itself.
     pub fn next_i64(&mut self) -> Result<i64, ParseError> {
-        let b = self.next_bytes()?;
-        parse_i64(&b).ok_or(ParseError::NotInteger)
+        let b = self.next_slice()?;
+        parse_i64(b).ok_or(ParseError::NotInteger)
     }
 
     /// Fails if any argument is left.
@@ -131,8 +135,8 @@ pub fn parse_i64(b: &[u8]) -> Option<i64> {
 mod tests {
     use super::*;
 
-    fn p(args: &[&str]) -> Parse {
-        Parse::new(args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect())
+    fn v(args: &[&str]) -> Vec<Bytes> {
+        args.iter().map(|a| Bytes::copy_from_slice(a.as_bytes())).collect()
     }
 
     #[test]
@@ -148,15 +152,16 @@ mod tests {
 
     #[test]
     fn cursor_reports_end_and_leftovers() {
-        let mut a = p(&["x", "5"]);
+        let (x5, x, nope) = (v(&["x", "5"]), v(&["x"]), v(&["nope"]));
+        let mut a = Parse::new(&x5);
         assert_eq!(a.remaining(), 2);
         assert_eq!(a.next_keyword().unwrap(), "X");
         assert_eq!(a.next_i64().unwrap(), 5);
         assert_eq!(a.next_bytes(), Err(ParseError::EndOfStream));
         assert!(a.finish().is_ok());
-        let mut b = p(&["x"]);
+        let mut b = Parse::new(&x);
         assert_eq!(b.finish(), Err(ParseError::Syntax));
-        let mut c = p(&["nope"]);
+        let mut c = Parse::new(&nope);
         assert_eq!(c.next_i64(), Err(ParseError::NotInteger));
     }
 }

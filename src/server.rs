@@ -42,6 +42,8 @@ pub struct Server {
     config: Config,
     listener: TcpListener,
     tls: Option<(TcpListener, TlsAcceptor)>,
+    /// `--metrics-addr`'s listener.
+    metrics: Option<TcpListener>,
     /// The backing Redis, connected and owned, not loaded yet.
     backing: Option<Attached>,
     /// Set when the dataset is loaded and the expiry drivers run.
@@ -85,11 +87,22 @@ impl Server {
             durability: config.redis.as_ref().map(|_| config.durability.name()),
             params: config.parameters(),
             enable_flush: config.enable_flush,
+            slowlog_log_slower_than: config.slowlog_log_slower_than,
+            slowlog_max_len: config.slowlog_max_len,
+            latency_monitor_threshold: config.latency_monitor_threshold,
+        };
+        let metrics = match &config.metrics_addr {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on --metrics-addr {a}: {e}")))?,
+            ),
+            None => None,
         };
         let ctx = Arc::new(Ctx::new(store, pubsub, settings));
         ctx.loading.store(backing.is_some(), Ordering::Release);
         let (ready, _) = watch::channel(false);
-        Ok(Server { ctx, config, listener, tls: None, backing, ready })
+        Ok(Server { ctx, config, listener, tls: None, metrics, backing, ready })
     }
 
     /// Adds a TLS listener using `--tls-cert` and `--tls-key`.
@@ -107,6 +120,11 @@ impl Server {
         self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
+    /// Where `/metrics` is served, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The address it listens on.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
@@ -121,7 +139,7 @@ impl Server {
     /// stopping the same way) if the dataset cannot be loaded: serving an
     /// empty dataset would lose what the backing Redis holds.
     pub async fn run(self, shutdown: impl Future) -> Result<(), String> {
-        let Server { ctx, config, listener, tls, backing, ready } = self;
+        let Server { ctx, config, listener, tls, metrics, backing, ready } = self;
         let running = Arc::new(Mutex::new(Running::default()));
         let addr = listener.local_addr().ok();
         // Cancelled if another tokend takes the backing Redis prefix over.
@@ -141,6 +159,12 @@ impl Server {
             stop: stop.clone(),
             tracker: tracker.clone(),
         };
+        if let Some(l) = metrics {
+            if let Ok(a) = l.local_addr() {
+                tracing::info!(addr = %a, "serving Prometheus metrics at /metrics");
+            }
+            tracker.spawn(crate::metrics::serve(l, ctx.clone(), config.metrics_max_pools, stop.clone()));
+        }
         tokio::pin!(shutdown);
         let mut loaded = false;
         let outcome = {
@@ -162,6 +186,10 @@ impl Server {
                     },
                     _ = &mut shutdown => {
                         tracing::info!("shutting down");
+                        break Ok(());
+                    }
+                    _ = ctx.shutdown.cancelled() => {
+                        tracing::info!("shutting down (SHUTDOWN)");
                         break Ok(());
                     }
                 }

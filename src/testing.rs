@@ -35,7 +35,7 @@ pub fn run_bytes(args: Vec<Bytes>) -> Reply {
     let r = match cmd::execute(ctx, &mut s, args) {
         Outcome::Reply(r) | Outcome::Close(r) => r,
         Outcome::Replies(rs) => Reply::Array(rs),
-        Outcome::Block { .. } => Reply::Null,
+        Outcome::Block { .. } | Outcome::Hangup => Reply::Null,
     };
     s.close(ctx);
     r

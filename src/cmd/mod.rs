@@ -22,10 +22,12 @@ pub mod conn;
 pub mod keyspace;
 pub mod monitor;
 pub mod multi;
+pub mod ops;
 pub mod pubsub;
 pub mod server_info;
 pub mod session;
 pub mod spec;
+pub mod stats;
 pub mod table;
 pub mod token_acquire;
 pub mod token_del;
@@ -68,10 +70,14 @@ pub struct Ctx {
     pub loading: AtomicBool,
     /// Clients in MONITOR mode.
     pub monitors: Monitors,
+    /// Per-command counters and latency, and the slow log.
+    pub cmdstats: stats::CommandStats,
+    /// Cancelled by `SHUTDOWN`: the server stops as on SIGTERM.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The settings commands read (the server's configuration, flattened).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     pub requirepass: Option<String>,
     /// Largest COUNT of TOKEN.GEN.
@@ -86,12 +92,37 @@ pub struct Settings {
     pub params: Vec<(&'static str, String)>,
     /// FLUSHDB/FLUSHALL are allowed (`--enable-flush yes`).
     pub enable_flush: bool,
+    /// `--slowlog-log-slower-than` (µs; negative: off).
+    pub slowlog_log_slower_than: i64,
+    pub slowlog_max_len: usize,
+    /// `--latency-monitor-threshold` (ms; 0: off).
+    pub latency_monitor_threshold: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            requirepass: None,
+            max_gen_count: 0,
+            maxclients: 0,
+            port: 0,
+            shards: 0,
+            durability: None,
+            params: Vec::new(),
+            enable_flush: false,
+            slowlog_log_slower_than: stats::DEFAULT_SLOWLOG_SLOWER_THAN_US,
+            slowlog_max_len: stats::DEFAULT_SLOWLOG_MAX_LEN,
+            latency_monitor_threshold: crate::store::DEFAULT_LATENCY_THRESHOLD_MS,
+        }
+    }
 }
 
 impl Ctx {
     /// A context around a store, with nothing loaded and no backing store.
     pub fn new(store: Store, pubsub: Arc<PubSub>, settings: Settings) -> Ctx {
+        store.latency().set_threshold_ms(settings.latency_monitor_threshold);
         Ctx {
+            cmdstats: stats::CommandStats::new(settings.slowlog_log_slower_than, settings.slowlog_max_len),
             store,
             pubsub,
             durability: OnceLock::new(),
@@ -101,6 +132,7 @@ impl Ctx {
             started: Instant::now(),
             loading: AtomicBool::new(false),
             monitors: Monitors::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         }
     }
 
@@ -133,6 +165,8 @@ pub enum Outcome {
     },
     /// Send the reply, then close (QUIT).
     Close(Reply),
+    /// Close without a reply (SHUTDOWN).
+    Hangup,
 }
 
 impl From<Reply> for Outcome {
@@ -281,9 +315,12 @@ pub struct Call<'a, 't> {
 
 /// Runs one request (`args`: the command's name, then its arguments).
 pub fn execute(ctx: &Ctx, session: &mut Session, args: Vec<Bytes>) -> Outcome {
-    let spec = match admit(ctx, session, &args) {
-        Ok(spec) => spec,
-        Err(r) => {
+    let (spec, id) = match admit(ctx, session, &args) {
+        Ok(found) => found,
+        Err((id, r)) => {
+            if let Some(id) = id {
+                ctx.cmdstats.reject(id);
+            }
             // A command refused before it ran makes a transaction fail
             // (EXECABORT), as in Redis.
             if let Some(m) = &mut session.multi {
@@ -295,7 +332,7 @@ pub fn execute(ctx: &Ctx, session: &mut Session, args: Vec<Bytes>) -> Outcome {
     if let Some(m) = &mut session.multi
         && !spec.flags.has(Flags::TXN_CONTROL)
     {
-        return multi::queue(ctx, m, spec, args).into();
+        return multi::queue(ctx, m, spec, id, args).into();
     }
     // Commands that change the store (the table's `write` flag, as Redis
     // marks them): the backing store must be able to take them, and in
@@ -304,48 +341,79 @@ pub fn execute(ctx: &Ctx, session: &mut Session, args: Vec<Bytes>) -> Outcome {
         if let Some(d) = ctx.durability()
             && let Err(msg) = d.admit()
         {
+            ctx.cmdstats.reject(id);
             return Reply::Error(msg).into();
         }
         session.wrote = true;
     }
     session.note_command(spec.name);
-    run(spec, args, &mut Call { ctx, session, tokens: Tokens::Direct(&ctx.store) })
+    run(spec, id, args, &mut Call { ctx, session, tokens: Tokens::Direct(&ctx.store) })
 }
 
 /// The checks a request passes before it runs or is queued, in Redis's
 /// order: unknown command (or subcommand), arity, authentication, loading,
 /// the RESP2 pub/sub context.
-fn admit(ctx: &Ctx, session: &Session, args: &[Bytes]) -> Result<&'static CommandSpec, Reply> {
-    let spec = table::resolve(args)?;
+/// A refusal names the command's number in [`table::flat`] when the
+/// command is known (it counts as a rejected call of it).
+fn admit(
+    ctx: &Ctx,
+    session: &Session,
+    args: &[Bytes],
+) -> Result<(&'static CommandSpec, usize), (Option<usize>, Reply)> {
+    let (spec, id) = table::resolve_id(args)?;
+    let refuse = |r: Reply| Err((Some(id), r));
     if !session.authenticated && !spec.flags.has(Flags::NO_AUTH) {
-        return Err(Reply::error("NOAUTH Authentication required."));
+        return refuse(Reply::error("NOAUTH Authentication required."));
     }
     if !spec.flags.has(Flags::LOADING) && ctx.is_loading() {
-        return Err(Reply::error("LOADING tokend is loading the dataset in memory"));
+        return refuse(Reply::error("LOADING tokend is loading the dataset in memory"));
     }
     if session.proto == Protocol::Resp2 && session.subscriptions() > 0 && !spec.flags.has(Flags::SUBSCRIBED_OK) {
-        return Err(Reply::error(format!(
+        return refuse(Reply::error(format!(
             "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
             spec.name
         )));
     }
-    Ok(spec)
+    Ok((spec, id))
 }
 
 /// Runs a resolved command: its handler gets the arguments after the name
 /// (and after the subcommand, for a subcommand).
-fn run(spec: &CommandSpec, args: Vec<Bytes>, call: &mut Call) -> Outcome {
+///
+/// Every call is counted and timed (`INFO commandstats`, `/metrics`); a slow
+/// one goes to the slow log and the latency monitor, as in Redis's `call()`.
+fn run(spec: &CommandSpec, id: usize, args: Vec<Bytes>, call: &mut Call) -> Outcome {
     let Some(handler) = spec.run else {
         return Reply::error(format!("ERR command '{}' is not implemented", spec.name)).into();
     };
-    // MONITOR shows what ran, as Redis does (after it ran; admin commands
-    // are not shown). The arguments are kept only while someone watches.
-    let shown = call.ctx.monitors.active() && !spec.flags.has(Flags::ADMIN);
-    let shown_args = shown.then(|| args.clone());
-    let mut p = Parse::after(args, spec.depth());
+    let mut p = Parse::after(&args, spec.depth());
+    let started = stats::tick();
     let out = handler(&mut p, call).unwrap_or_else(|e| Reply::error(e.to_string()).into());
-    if let Some(args) = shown_args {
-        call.ctx.monitors.feed(call.session.meta.addr, &args);
+    let nsec = stats::nanos_between(started, stats::tick());
+    let usec = nsec / 1000;
+    let ctx = call.ctx;
+    let failed = matches!(&out, Outcome::Reply(Reply::Error(_)) | Outcome::Close(Reply::Error(_)));
+    ctx.cmdstats.record(id, nsec, failed);
+    let event = if spec.flags.has(Flags::FAST) { "fast-command" } else { "command" };
+    ctx.store.latency().record(event, usec / 1000);
+    let slow = !spec.flags.has(Flags::SKIP_SLOWLOG) && ctx.cmdstats.slowlog.wants(usec);
+    // MONITOR shows what ran, as Redis does (after it ran; admin commands
+    // are not shown).
+    let shown = ctx.monitors.active() && !spec.flags.has(Flags::ADMIN);
+    if slow || shown {
+        if slow {
+            let meta = &call.session.meta;
+            let shown_args: Vec<Bytes> = args
+                .iter()
+                .enumerate()
+                .map(|(i, a)| if monitor::redacted(&args, i) { Bytes::from_static(b"(redacted)") } else { a.clone() })
+                .collect();
+            let name = meta.name.lock().map(|n| n.name.clone()).unwrap_or_default();
+            ctx.cmdstats.slowlog.push(&shown_args, usec, meta.addr.to_string(), name);
+        }
+        if shown {
+            ctx.monitors.feed(call.session.meta.addr, &args);
+        }
     }
     out
 }
@@ -375,8 +443,8 @@ fn names_token(args: &[Bytes]) -> Option<&Bytes> {
 }
 
 /// Reads the pool argument: any non-empty string.
-pub(crate) fn pool_arg(p: &mut Parse) -> Result<Bytes, ParseError> {
-    let pool = p.next_bytes()?;
+pub(crate) fn pool_arg<'a>(p: &mut Parse<'a>) -> Result<&'a [u8], ParseError> {
+    let pool = p.next_slice()?;
     if pool.is_empty() {
         return Err(ParseError::Other("ERR invalid pool name: it must not be empty".into()));
     }
@@ -384,7 +452,7 @@ pub(crate) fn pool_arg(p: &mut Parse) -> Result<Bytes, ParseError> {
 }
 
 /// `pool` and nothing else.
-pub(crate) fn pool_only(p: &mut Parse) -> Result<Bytes, ParseError> {
+pub(crate) fn pool_only<'a>(p: &mut Parse<'a>) -> Result<&'a [u8], ParseError> {
     let pool = pool_arg(p)?;
     p.finish()?;
     Ok(pool)
@@ -404,17 +472,17 @@ fn check_pool_token(p: &mut Parse, _: &Ctx) -> Result<(), ParseError> {
 /// the server made: `token` is None and the command answers as for an
 /// unknown token.
 #[derive(Debug)]
-pub struct PoolToken {
-    pub pool: Bytes,
+pub struct PoolToken<'a> {
+    pub pool: &'a [u8],
     pub token: Option<TokenId>,
 }
 
-impl PoolToken {
-    pub fn parse(p: &mut Parse) -> Result<PoolToken, ParseError> {
+impl<'a> PoolToken<'a> {
+    pub fn parse(p: &mut Parse<'a>) -> Result<PoolToken<'a>, ParseError> {
         let pool = pool_arg(p)?;
-        let t = p.next_bytes()?;
+        let t = p.next_slice()?;
         p.finish()?;
-        Ok(PoolToken { pool, token: token::parse(&t) })
+        Ok(PoolToken { pool, token: token::parse(t) })
     }
 }
 
@@ -478,9 +546,10 @@ impl TtlOption {
 pub(crate) mod tests {
     use super::*;
 
-    /// A cursor over string arguments (tests).
-    pub fn args(a: &[&str]) -> Parse {
-        Parse::new(a.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect())
+    /// A cursor over string arguments (tests: the arguments are leaked, so
+    /// that the cursor can be returned).
+    pub fn args(a: &[&str]) -> Parse<'static> {
+        Parse::new(Vec::leak(a.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect()))
     }
 
     #[test]

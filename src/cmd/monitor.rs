@@ -72,21 +72,23 @@ fn format_line(at: SystemTime, addr: SocketAddr, args: &[Bytes]) -> Bytes {
     let d = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let mut out = BytesMut::with_capacity(64 + args.iter().map(|a| a.len() + 3).sum::<usize>());
     out.extend_from_slice(format!("{}.{:06} [0 {addr}]", d.as_secs(), d.subsec_micros()).as_bytes());
-    let redact = |i: usize| {
-        let name = &args[0];
-        // AUTH's arguments, and HELLO's after AUTH: the password.
-        (name.eq_ignore_ascii_case(b"auth") && i > 0)
-            || (name.eq_ignore_ascii_case(b"hello") && args.iter().take(i).any(|a| a.eq_ignore_ascii_case(b"auth")))
-    };
     for (i, a) in args.iter().enumerate() {
         out.extend_from_slice(b" ");
-        if redact(i) {
+        if redacted(args, i) {
             out.extend_from_slice(b"\"(redacted)\"");
         } else {
             repr(a, &mut out);
         }
     }
     out.freeze()
+}
+
+/// Whether argument `i` of a request is a secret never shown (MONITOR,
+/// SLOWLOG): AUTH's arguments, and HELLO's after AUTH.
+pub(super) fn redacted(args: &[Bytes], i: usize) -> bool {
+    let Some(name) = args.first() else { return false };
+    (name.eq_ignore_ascii_case(b"auth") && i > 0)
+        || (name.eq_ignore_ascii_case(b"hello") && args.iter().take(i).any(|a| a.eq_ignore_ascii_case(b"auth")))
 }
 
 /// Redis's `sdscatrepr`: a quoted, escaped string.

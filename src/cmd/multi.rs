@@ -21,19 +21,21 @@ use crate::reply::Reply;
 use bytes::Bytes;
 
 /// Queues a request inside MULTI, after checking it.
-pub(super) fn queue(ctx: &Ctx, m: &mut Multi, spec: &'static CommandSpec, args: Vec<Bytes>) -> Reply {
-    if spec.flags.has(Flags::NOT_IN_TXN) {
+pub(super) fn queue(ctx: &Ctx, m: &mut Multi, spec: &'static CommandSpec, id: usize, args: Vec<Bytes>) -> Reply {
+    if spec.flags.has(Flags::NOT_IN_TXN) || spec.flags.has(Flags::NO_MULTI) {
+        ctx.cmdstats.reject(id);
         m.aborted = true;
         return Reply::error("ERR Command not allowed inside a transaction");
     }
     if let Some(check) = spec.check {
-        let mut p = Parse::after(args.clone(), spec.depth());
+        let mut p = Parse::after(&args, spec.depth());
         if let Err(e) = check(&mut p, ctx) {
+            ctx.cmdstats.reject(id);
             m.aborted = true;
             return Reply::error(e.to_string());
         }
     }
-    m.queued.push((spec, args));
+    m.queued.push((spec, id, args));
     Reply::status("QUEUED")
 }
 
@@ -98,18 +100,18 @@ fn run_queued(ctx: &Ctx, session: &mut super::Session, m: Multi, watched: &[(Byt
     if m.aborted {
         return Reply::error("EXECABORT Transaction discarded because of previous errors.");
     }
-    let writes = m.queued.iter().any(|(s, _)| s.flags.has(Flags::WRITE));
+    let writes = m.queued.iter().any(|(s, _, _)| s.flags.has(Flags::WRITE));
     if writes && let Some(d) = ctx.durability() {
         if let Err(msg) = d.admit() {
             return Reply::Error(msg);
         }
         session.wrote = true;
     }
-    let whole = m.queued.iter().any(|(s, _)| s.flags.has(Flags::WHOLE_STORE));
+    let whole = m.queued.iter().any(|(s, _, _)| s.flags.has(Flags::WHOLE_STORE));
     let pools: Vec<&[u8]> = m
         .queued
         .iter()
-        .flat_map(|(s, args)| s.keys(args))
+        .flat_map(|(s, _, args)| s.keys(args))
         .map(|k| &k[..])
         .chain(watched.iter().map(|(p, _)| &p[..]))
         .collect();
@@ -120,9 +122,9 @@ fn run_queued(ctx: &Ctx, session: &mut super::Session, m: Multi, watched: &[(Byt
         }
     }
     let mut replies = Vec::with_capacity(m.queued.len());
-    for (spec, args) in m.queued {
+    for (spec, id, args) in m.queued {
         session.note_command(spec.name);
-        let out = super::run(spec, args, &mut Call { ctx, session, tokens: Tokens::Txn(&mut txn) });
+        let out = super::run(spec, id, args, &mut Call { ctx, session, tokens: Tokens::Txn(&mut txn) });
         replies.push(match out {
             Outcome::Reply(r) | Outcome::Close(r) => r,
             Outcome::Replies(rs) => Reply::Array(rs),
@@ -130,6 +132,8 @@ fn run_queued(ctx: &Ctx, session: &mut super::Session, m: Multi, watched: &[(Byt
             // waiting); were it asked to, the place in the queue is given
             // up when `waiting` drops, and the reply is nil.
             Outcome::Block { .. } => Reply::Null,
+            // Never queued (SHUTDOWN is refused inside MULTI).
+            Outcome::Hangup => Reply::Null,
         });
     }
     drop(txn);

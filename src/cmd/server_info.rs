@@ -13,20 +13,35 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// it: tokend implements RESP3, HELLO and COMMAND DOCS as Redis 7.0 does.
 pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
 
-/// INFO sections, in the order `INFO` (no argument) prints them.
-const SECTIONS: [&str; 7] = ["server", "clients", "memory", "persistence", "stats", "tokens", "keyspace"];
+/// INFO sections in the order they print, and whether `INFO` without an
+/// argument (`default`) prints them: as in Redis, the per-command sections
+/// only when asked for, or with `all` / `everything`.
+const SECTIONS: [(&str, bool); 11] = [
+    ("server", true),
+    ("clients", true),
+    ("memory", true),
+    ("persistence", true),
+    ("stats", true),
+    ("replication", true),
+    ("tokens", true),
+    ("expiry", true),
+    ("commandstats", false),
+    ("latencystats", false),
+    ("keyspace", true),
+];
 
-/// `INFO [section ...]`: `all`, `everything` and `default` print every section.
+/// `INFO [section ...]`.
 pub fn info(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let totals = c.tokens.totals()?;
     let mut wanted: Vec<String> = Vec::new();
     while let Ok(s) = p.next_string() {
         wanted.push(s.to_ascii_lowercase());
     }
-    let all = wanted.is_empty() || wanted.iter().any(|w| matches!(w.as_str(), "all" | "everything" | "default"));
+    let all = wanted.iter().any(|w| matches!(w.as_str(), "all" | "everything"));
+    let default = wanted.is_empty() || wanted.iter().any(|w| w == "default");
     let mut out = String::new();
-    for sec in SECTIONS {
-        if !all && !wanted.iter().any(|w| w == sec) {
+    for (sec, in_default) in SECTIONS {
+        if !(all || (default && in_default) || wanted.iter().any(|w| w == sec)) {
             continue;
         }
         if !out.is_empty() {
@@ -104,6 +119,49 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             kv("lease_expired_tokens", &lease_expired);
             kv("pending_timers", &ctx.store.pending_timers());
         }
+        "replication" => {
+            kv("role", &"master");
+            kv("connected_slaves", &0);
+        }
+        "expiry" => {
+            let (expired, lease_expired) = ctx.store.counters();
+            kv("expiries_expired", &expired);
+            kv("expiries_leaseexpired", &lease_expired);
+            // How late lifetimes and leases ended, µs after their deadline.
+            let late = ctx.store.expiry_lateness();
+            kv("expiry_lateness_count", &late.count());
+            kv("expiry_lateness_p50_usec", &(late.percentile(50.0) as u64));
+            kv("expiry_lateness_p99_usec", &(late.percentile(99.0) as u64));
+            kv("expiry_lateness_p99_9_usec", &(late.percentile(99.9) as u64));
+            kv("expiry_lateness_max_usec", &late.max());
+            kv("pending_timers", &ctx.store.pending_timers());
+        }
+        "commandstats" => {
+            for (spec, t) in super::table::flat().iter().zip(ctx.cmdstats.since_reset()) {
+                if t.calls == 0 && t.failed == 0 && t.rejected == 0 {
+                    continue;
+                }
+                let usec = t.nsec / 1000;
+                let per_call = if t.calls == 0 { 0.0 } else { t.nsec as f64 / 1000.0 / t.calls as f64 };
+                kv(
+                    &format!("cmdstat_{}", spec.name),
+                    &format_args!(
+                        "calls={},usec={usec},usec_per_call={per_call:.2},rejected_calls={},failed_calls={}",
+                        t.calls, t.rejected, t.failed
+                    ),
+                );
+            }
+        }
+        "latencystats" => {
+            for (spec, t) in super::table::flat().iter().zip(ctx.cmdstats.since_reset()) {
+                let Some(h) = t.hist.filter(|h| h.count() > 0) else { continue };
+                let us = |p: f64| h.percentile(p) / 1000.0;
+                kv(
+                    &format!("latency_percentiles_usec_{}", spec.name),
+                    &format_args!("p50={:.3},p99={:.3},p99.9={:.3}", us(50.0), us(99.0), us(99.9)),
+                );
+            }
+        }
         "tokens" => {
             kv("pools", &totals.pools);
             kv("tokens_total", &totals.live);
@@ -140,6 +198,9 @@ fn parameters(ctx: &Ctx) -> Vec<(&'static str, String)> {
         match *k {
             "port" => *val = ctx.settings.port.to_string(),
             "notify-keyspace-events" => *val = ctx.store.notifier().classes().to_flags(),
+            "slowlog-log-slower-than" => *val = ctx.cmdstats.slowlog.slower_than().to_string(),
+            "slowlog-max-len" => *val = ctx.cmdstats.slowlog.max_len().to_string(),
+            "latency-monitor-threshold" => *val = ctx.store.latency().threshold_ms().to_string(),
             _ => {}
         }
     }
@@ -160,29 +221,72 @@ pub fn config_get(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     Ok(Reply::Map(pairs).into())
 }
 
-/// `CONFIG SET notify-keyspace-events value` (the one setting that changes
-/// at run time).
+/// The settings that change at run time, as `CONFIG SET` takes them.
+const SETTABLE: [&str; 4] =
+    ["notify-keyspace-events", "slowlog-log-slower-than", "slowlog-max-len", "latency-monitor-threshold"];
+
+/// A checked `CONFIG SET` value.
+enum NewValue {
+    Classes(EventClasses),
+    SlowerThan(i64),
+    MaxLen(usize),
+    Threshold(u64),
+}
+
+/// `CONFIG SET parameter value [parameter value ...]`: every pair is checked
+/// before any is applied, as in Redis 7.
 pub fn config_set(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
-    let key = p.next_string()?.to_ascii_lowercase();
-    let val = p.next_string()?;
-    if p.remaining() > 0 || key != "notify-keyspace-events" {
-        return Ok(Reply::error(format!("ERR Unknown option or number of arguments for CONFIG SET - '{key}'")).into());
+    let mut pairs = Vec::new();
+    while p.remaining() > 0 {
+        let key = p.next_string()?.to_ascii_lowercase();
+        let Ok(val) = p.next_string() else {
+            return Ok(Reply::error("ERR wrong number of arguments for 'config|set' command").into());
+        };
+        pairs.push((key, val));
     }
-    Ok(match EventClasses::parse(&val) {
-        Ok(classes) => {
-            c.ctx.store.notifier().set_classes(classes);
-            Reply::ok()
+    let mut checked = Vec::new();
+    for (key, val) in &pairs {
+        if !SETTABLE.contains(&key.as_str()) {
+            return Ok(
+                Reply::error(format!("ERR Unknown option or number of arguments for CONFIG SET - '{key}'")).into()
+            );
         }
-        Err(e) => {
-            Reply::error(format!("ERR CONFIG SET failed (possibly related to argument 'notify-keyspace-events') - {e}"))
+        if pairs.iter().filter(|(k, _)| k == key).count() > 1 {
+            return Ok(Reply::error(format!("ERR CONFIG SET failed - duplicate parameter '{key}'")).into());
+        }
+        let bad = |e: &dyn std::fmt::Display| {
+            Reply::error(format!("ERR CONFIG SET failed (possibly related to argument '{key}') - {e}"))
+        };
+        let v = match key.as_str() {
+            "notify-keyspace-events" => EventClasses::parse(val).map(NewValue::Classes).map_err(|e| bad(&e)),
+            "slowlog-log-slower-than" => {
+                val.parse().map(NewValue::SlowerThan).map_err(|_| bad(&"argument couldn't be parsed into an integer"))
+            }
+            "slowlog-max-len" => {
+                val.parse().map(NewValue::MaxLen).map_err(|_| bad(&"argument couldn't be parsed into an integer"))
+            }
+            _ => val.parse().map(NewValue::Threshold).map_err(|_| bad(&"argument couldn't be parsed into an integer")),
+        };
+        match v {
+            Ok(v) => checked.push(v),
+            Err(r) => return Ok(r.into()),
         }
     }
-    .into())
+    for v in checked {
+        match v {
+            NewValue::Classes(classes) => c.ctx.store.notifier().set_classes(classes),
+            NewValue::SlowerThan(us) => c.ctx.cmdstats.slowlog.set_slower_than(us),
+            NewValue::MaxLen(n) => c.ctx.cmdstats.slowlog.set_max_len(n),
+            NewValue::Threshold(ms) => c.ctx.store.latency().set_threshold_ms(ms),
+        }
+    }
+    Ok(Reply::ok().into())
 }
 
 /// `CONFIG RESETSTAT`: the counters INFO stats shows go back to zero.
 pub fn config_resetstat(_: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     c.ctx.stats.reset();
+    c.ctx.cmdstats.reset();
     c.ctx.store.reset_counters();
     Ok(Reply::ok().into())
 }
@@ -195,7 +299,8 @@ pub fn config_help(_: &mut Parse, _: &mut Call) -> Result<Outcome, ParseError> {
             "GET <pattern>",
             "    Return parameters matching the glob-like <pattern> and their values.",
             "SET <directive> <value>",
-            "    Set the configuration <directive> to <value> (notify-keyspace-events only).",
+            "    Set the configuration <directive> to <value> (notify-keyspace-events,",
+            "    slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold).",
             "RESETSTAT",
             "    Reset statistics reported by the INFO command.",
             "HELP",

@@ -88,7 +88,7 @@ impl Stats {
 #[derive(Default)]
 pub struct Multi {
     /// The queued requests, checked, with their commands.
-    pub queued: Vec<(&'static CommandSpec, Vec<Bytes>)>,
+    pub queued: Vec<(&'static CommandSpec, usize, Vec<Bytes>)>,
     /// A request failed to queue: EXEC answers `-EXECABORT`.
     pub aborted: bool,
 }

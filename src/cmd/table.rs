@@ -14,7 +14,7 @@
 //! tokend implements; `CLIENT SETINFO`, which 7.0 lacks, follows Redis 7.2.
 
 use super::spec::{Arg, ArgType, CommandSpec, KeySpec, flags};
-use super::{check_pool, check_pool_token, client, command, conn, keyspace, monitor, multi, pubsub, server_info};
+use super::{check_pool, check_pool_token, client, command, conn, keyspace, monitor, multi, ops, pubsub, server_info};
 use super::{
     token_acquire, token_del, token_delexpired, token_gen, token_info, token_keepalive, token_stats, token_unblock,
 };
@@ -1051,6 +1051,188 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
         summary: "Listen for all requests received by the server in real time",
         since: "1.0.0",
         group: "server",
+        ..CommandSpec::BASE
+    },
+    // Operator commands, as Redis 7.0.15 reports them (LATENCY DOCTOR and
+    // GRAPH are left out: their text reports are about Redis's own events).
+    CommandSpec {
+        name: "slowlog",
+        arity: -2,
+        flags: flags![],
+        acl_categories: &["@slow"],
+        summary: "A container for slow log commands",
+        since: "2.2.12",
+        group: "server",
+        complexity: "Depends on subcommand.",
+        subcommands: &[
+            CommandSpec {
+                name: "slowlog|get",
+                run: Some(ops::slowlog_get),
+                arity: -2,
+                flags: flags![ADMIN, LOADING, STALE],
+                acl_categories: &["@admin", "@slow", "@dangerous"],
+                tips: &["request_policy:all_nodes", "nondeterministic_output"],
+                summary: "Get the slow log's entries",
+                since: "2.2.12",
+                group: "server",
+                complexity: "O(N) where N is the number of entries returned",
+                history: &[("4.0.0", "Added client IP address, port and name to the reply.")],
+                args: &[Arg::new("count", ArgType::Integer).flags(&["optional"])],
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "slowlog|len",
+                run: Some(ops::slowlog_len),
+                arity: 2,
+                flags: flags![ADMIN, LOADING, STALE],
+                acl_categories: &["@admin", "@slow", "@dangerous"],
+                tips: &["request_policy:all_nodes", "response_policy:agg_sum", "nondeterministic_output"],
+                summary: "Get the slow log's length",
+                since: "2.2.12",
+                group: "server",
+                complexity: "O(1)",
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "slowlog|reset",
+                run: Some(ops::slowlog_reset),
+                arity: 2,
+                flags: flags![ADMIN, LOADING, STALE],
+                acl_categories: &["@admin", "@slow", "@dangerous"],
+                tips: &["request_policy:all_nodes", "response_policy:all_succeeded"],
+                summary: "Clear all entries from the slow log",
+                since: "2.2.12",
+                group: "server",
+                complexity: "O(N) where N is the number of entries in the slowlog",
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "slowlog|help",
+                run: Some(ops::slowlog_help),
+                arity: 2,
+                flags: flags![LOADING, STALE],
+                acl_categories: &["@slow"],
+                summary: "Show helpful text about the different subcommands",
+                since: "6.2.0",
+                group: "server",
+                complexity: "O(1)",
+                ..CommandSpec::BASE
+            },
+        ],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "latency",
+        arity: -2,
+        flags: flags![],
+        acl_categories: &["@slow"],
+        summary: "A container for latency diagnostics commands",
+        since: "2.8.13",
+        group: "server",
+        complexity: "Depends on subcommand.",
+        subcommands: &[
+            CommandSpec {
+                name: "latency|latest",
+                run: Some(ops::latency_latest),
+                arity: 2,
+                flags: flags![ADMIN, NOSCRIPT, LOADING, STALE],
+                acl_categories: &["@admin", "@slow", "@dangerous"],
+                tips: &["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"],
+                summary: "Return the latest latency samples for all events.",
+                since: "2.8.13",
+                group: "server",
+                complexity: "O(1)",
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "latency|history",
+                run: Some(ops::latency_history),
+                arity: 3,
+                flags: flags![ADMIN, NOSCRIPT, LOADING, STALE],
+                acl_categories: &["@admin", "@slow", "@dangerous"],
+                tips: &["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"],
+                summary: "Return timestamp-latency samples for the event.",
+                since: "2.8.13",
+                group: "server",
+                complexity: "O(1)",
+                args: &[Arg::new("event", ArgType::String)],
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "latency|reset",
+                run: Some(ops::latency_reset),
+                arity: -2,
+                flags: flags![ADMIN, NOSCRIPT, LOADING, STALE],
+                acl_categories: &["@admin", "@slow", "@dangerous"],
+                tips: &["request_policy:all_nodes", "response_policy:all_succeeded"],
+                summary: "Reset latency data for one or more events.",
+                since: "2.8.13",
+                group: "server",
+                complexity: "O(1)",
+                args: &[Arg::new("event", ArgType::String).flags(&["optional", "multiple"])],
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "latency|histogram",
+                run: Some(ops::latency_histogram),
+                arity: -2,
+                flags: flags![ADMIN, NOSCRIPT, LOADING, STALE],
+                acl_categories: &["@admin", "@slow", "@dangerous"],
+                tips: &["nondeterministic_output", "request_policy:all_nodes", "response_policy:special"],
+                summary: "Return the cumulative distribution of latencies of a subset of commands or all.",
+                since: "7.0.0",
+                group: "server",
+                complexity: "O(N) where N is the number of commands with latency information being retrieved.",
+                args: &[Arg::new("command", ArgType::String).flags(&["optional", "multiple"])],
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "latency|help",
+                run: Some(ops::latency_help),
+                arity: 2,
+                flags: flags![LOADING, STALE],
+                acl_categories: &["@slow"],
+                summary: "Show helpful text about the different subcommands.",
+                since: "2.8.13",
+                group: "server",
+                complexity: "O(1)",
+                ..CommandSpec::BASE
+            },
+        ],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "role",
+        run: Some(ops::role),
+        arity: 1,
+        flags: flags![NOSCRIPT, LOADING, STALE, FAST],
+        acl_categories: &["@admin", "@fast", "@dangerous"],
+        summary: "Return the role of the instance in the context of replication",
+        since: "2.8.12",
+        group: "server",
+        complexity: "O(1)",
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "shutdown",
+        run: Some(ops::shutdown),
+        arity: -1,
+        flags: flags![ADMIN, NOSCRIPT, LOADING, STALE, NO_MULTI, ALLOW_BUSY],
+        acl_categories: &["@admin", "@slow", "@dangerous"],
+        summary: "Synchronously save the dataset to disk and then shut down the server",
+        since: "1.0.0",
+        group: "server",
+        complexity: "O(N) when saving, where N is the total number of keys in all databases when saving data, otherwise O(1)",
+        history: &[("7.0.0", "Added the `NOW`, `FORCE` and `ABORT` modifiers.")],
+        args: &[
+            Arg::new("nosave_save", ArgType::OneOf).flags(&["optional"]).args(&[
+                Arg::new("nosave", ArgType::PureToken).token("NOSAVE"),
+                Arg::new("save", ArgType::PureToken).token("SAVE"),
+            ]),
+            Arg::new("now", ArgType::PureToken).token("NOW").since("7.0.0").flags(&["optional"]),
+            Arg::new("force", ArgType::PureToken).token("FORCE").since("7.0.0").flags(&["optional"]),
+            Arg::new("abort", ArgType::PureToken).token("ABORT").since("7.0.0").flags(&["optional"]),
+        ],
         ..CommandSpec::BASE
     },
     // Transactions, as Redis 7.0.15 reports them.

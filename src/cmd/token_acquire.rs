@@ -11,20 +11,19 @@ use crate::parse::{Parse, ParseError, parse_i64};
 use crate::reply::Reply;
 use crate::store::Acquired;
 use crate::token;
-use bytes::Bytes;
 use std::time::Duration;
 
 /// A parsed TOKEN.ACQUIRE.
 #[derive(Debug, PartialEq)]
-pub struct Acquire {
-    pool: Bytes,
+pub struct Acquire<'a> {
+    pool: &'a [u8],
     lease_ms: Option<u64>,
     /// None: do not block; Some(0): block forever.
     block_ms: Option<u64>,
 }
 
-impl Acquire {
-    pub fn parse(p: &mut Parse) -> Result<Acquire, ParseError> {
+impl<'a> Acquire<'a> {
+    pub fn parse(p: &mut Parse<'a>) -> Result<Acquire<'a>, ParseError> {
         let pool = pool_arg(p)?;
         let mut ttl = TtlOption::new("token.acquire");
         let mut block_ms = None;
@@ -40,8 +39,8 @@ impl Acquire {
             match opt.as_str() {
                 "BLOCK" => {
                     // BLPOP's wording for a bad timeout.
-                    let v = p.next_bytes()?;
-                    let ms = parse_i64(&v)
+                    let v = p.next_slice()?;
+                    let ms = parse_i64(v)
                         .ok_or_else(|| ParseError::Other("ERR timeout is not an integer or out of range".into()))?;
                     if ms < 0 {
                         return Err(ParseError::Other("ERR timeout is negative".into()));
@@ -62,7 +61,7 @@ impl Acquire {
 pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let a = Acquire::parse(p)?;
     let block = a.block_ms.is_some() && !c.tokens.in_txn();
-    Ok(match c.tokens.acquire(&a.pool, a.lease_ms, block)? {
+    Ok(match c.tokens.acquire(a.pool, a.lease_ms, block)? {
         Acquired::Token(t) => Outcome::Reply(Reply::bulk(token::format(t))),
         Acquired::Empty => Outcome::Reply(Reply::Null),
         Acquired::Wait(waiting) => {

@@ -11,5 +11,5 @@ use crate::reply::Reply;
 pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let pt = PoolToken::parse(p)?;
     let Some(id) = pt.token else { return Ok(Reply::Integer(0).into()) };
-    Ok(Reply::Integer(c.tokens.del(&pt.pool, id)? as i64).into())
+    Ok(Reply::Integer(c.tokens.del(pt.pool, id)? as i64).into())
 }

@@ -10,5 +10,5 @@ use crate::reply::Reply;
 /// Runs TOKEN.DELEXPIRED.
 pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let pool = pool_only(p)?;
-    Ok(Reply::Integer(c.tokens.del_expired(&pool)? as i64).into())
+    Ok(Reply::Integer(c.tokens.del_expired(pool)? as i64).into())
 }

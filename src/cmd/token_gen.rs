@@ -8,18 +8,17 @@ use super::{Call, Ctx, Outcome, TtlOption, pool_arg};
 use crate::parse::{Parse, ParseError};
 use crate::reply::Reply;
 use crate::token;
-use bytes::Bytes;
 
 /// A parsed TOKEN.GEN.
 #[derive(Debug, PartialEq)]
-pub struct Gen {
-    pool: Bytes,
+pub struct Gen<'a> {
+    pool: &'a [u8],
     lifetime_ms: Option<u64>,
     count: Option<u64>,
 }
 
-impl Gen {
-    pub fn parse(p: &mut Parse, max_count: u64) -> Result<Gen, ParseError> {
+impl<'a> Gen<'a> {
+    pub fn parse(p: &mut Parse<'a>, max_count: u64) -> Result<Gen<'a>, ParseError> {
         let pool = pool_arg(p)?;
         let mut ttl = TtlOption::new("token.gen");
         let mut count = None;
@@ -53,7 +52,7 @@ impl Gen {
 /// Runs TOKEN.GEN.
 pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let g = Gen::parse(p, c.ctx.settings.max_gen_count)?;
-    let reply = match c.tokens.gen_tokens(&g.pool, g.lifetime_ms, g.count.unwrap_or(1))? {
+    let reply = match c.tokens.gen_tokens(g.pool, g.lifetime_ms, g.count.unwrap_or(1))? {
         Err(e) => Reply::error(e.to_string()),
         Ok(ids) => match g.count {
             None => ids.first().map_or(Reply::Null, |&t| Reply::bulk(token::format(t))),
@@ -73,7 +72,7 @@ mod tests {
     use super::*;
     use crate::cmd::tests::args;
 
-    fn parse(a: &[&str]) -> Result<Gen, ParseError> {
+    fn parse(a: &[&str]) -> Result<Gen<'static>, ParseError> {
         Gen::parse(&mut args(a), 100_000)
     }
 

@@ -12,7 +12,7 @@ use crate::reply::Reply;
 pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let pt = PoolToken::parse(p)?;
     let Some(id) = pt.token else { return Ok(no_token().into()) };
-    let reply = reply_or_error(c.tokens.info(&pt.pool, id)?, |i| {
+    let reply = reply_or_error(c.tokens.info(pt.pool, id)?, |i| {
         Reply::Map(vec![
             (Reply::bulk_static("state"), Reply::bulk_static(if i.assigned { "assigned" } else { "free" })),
             (Reply::bulk_static("lifetime-left-ms"), Reply::Integer(i.lifetime_left_ms as i64)),

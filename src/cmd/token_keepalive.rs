@@ -11,5 +11,5 @@ use crate::reply::Reply;
 pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let pt = PoolToken::parse(p)?;
     let Some(id) = pt.token else { return Ok(no_token().into()) };
-    Ok(reply_or_error(c.tokens.keepalive(&pt.pool, id)?, |left| Reply::Integer(left as i64)).into())
+    Ok(reply_or_error(c.tokens.keepalive(pt.pool, id)?, |left| Reply::Integer(left as i64)).into())
 }

@@ -11,7 +11,7 @@ use crate::reply::Reply;
 /// Runs TOKEN.STATS.
 pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let pool = pool_only(p)?;
-    let s = c.tokens.stats(&pool)?;
+    let s = c.tokens.stats(pool)?;
     let f = |k: &'static str, v: u64| (Reply::bulk_static(k), Reply::Integer(v as i64));
     Ok(Reply::Map(vec![
         f("total", s.total),

@@ -12,5 +12,5 @@ use crate::reply::Reply;
 pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let pt = PoolToken::parse(p)?;
     let Some(id) = pt.token else { return Ok(no_token().into()) };
-    Ok(reply_or_error(c.tokens.unblock(&pt.pool, id)?, |()| Reply::Integer(1)).into())
+    Ok(reply_or_error(c.tokens.unblock(pt.pool, id)?, |()| Reply::Integer(1)).into())
 }

@@ -148,6 +148,9 @@ pub struct Backing {
     refused_total: AtomicU64,
     /// Times the backing Redis was found to have lost its data.
     lost_total: AtomicU64,
+    /// How long batches took to be written, µs, from the first attempt to
+    /// the acknowledgement (retries included: what a sync write waits).
+    write_latency: Mutex<crate::hist::Hist>,
     /// The single-owner lease is valid until this (ms since `started`).
     lease_until: AtomicU64,
     /// Cancelled when another tokend took the prefix over (the server
@@ -262,6 +265,11 @@ pub async fn attach(config: &Config, me: Identity, store: &Store) -> Result<Atta
 }
 
 impl Backing {
+    /// Records a batch written in `us`.
+    pub(super) fn note_write(&self, us: u64) {
+        self.write_latency.lock().unwrap_or_else(|e| e.into_inner()).record(us);
+    }
+
     /// Starts the writer, the lease's renewal and the clock watch on an
     /// attached backing Redis; `store` is what gets written back if the
     /// backing Redis loses its data, and `fenced` is cancelled if another
@@ -282,6 +290,7 @@ impl Backing {
             link: Link::default(),
             refused: Mutex::new(BTreeMap::new()),
             refused_total: AtomicU64::new(0),
+            write_latency: Mutex::default(),
             lost_total: AtomicU64::new(0),
             lease_until: AtomicU64::new(0),
             fenced,
@@ -388,6 +397,10 @@ impl EventSink for Backing {
 }
 
 impl Durability for Backing {
+    fn write_latency(&self) -> crate::hist::Hist {
+        self.write_latency.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn status(&self) -> LinkStatus {
         LinkStatus {
             backlog: self.backlog(),

@@ -211,6 +211,8 @@ impl Writer {
     async fn send(&mut self, batch: &Batch) -> Written {
         let mut backoff = Duration::from_millis(10);
         let timeout = self.backing.persist_timeout;
+        let started = std::time::Instant::now();
+        let done = |b: &Backing| b.note_write(started.elapsed().as_micros() as u64);
         loop {
             let result = {
                 let inv = batch.invocation(&self.script, &self.owner, self.batch_seq);
@@ -230,10 +232,12 @@ impl Writer {
                 Ok(v) => match Answer::parse(v) {
                     Ok(Answer::Ok(failed)) => {
                         self.backing.set_up();
+                        done(&self.backing);
                         return Written::Applied(failed);
                     }
                     Ok(Answer::Dup) => {
                         self.backing.set_up();
+                        done(&self.backing);
                         return Written::Applied(Vec::new());
                     }
                     Ok(Answer::Lost(_)) => match self.recover_lost().await {

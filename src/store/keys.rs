@@ -19,6 +19,9 @@ pub struct PoolUsage {
 /// (`seq << SHARD_BITS | shard`; 0 starts and ends, as in Redis).
 const SHARD_BITS: u32 = 12;
 
+/// Pools visited per hold of a shard's lock by [`Store::for_each_pool`].
+const POOLS_PER_LOCK: usize = 1024;
+
 /// Pools whose slots take more than this are freed on another thread (a
 /// 10M-token pool is 640 MB of slab: unmapping it would hold the request
 /// path for tens of milliseconds).
@@ -128,6 +131,36 @@ impl Store {
             }
         }
         (if shard >= n { 0 } else { shard }, out)
+    }
+
+    /// Every pool's name and counts (for `/metrics`), a shard at a time and
+    /// at most [`POOLS_PER_LOCK`] pools per hold of a shard's lock, so that
+    /// a million pools never hold a shard for long. A pool that exists
+    /// throughout is visited exactly once.
+    pub fn for_each_pool(&self, mut f: impl FnMut(&Bytes, super::PoolStats)) {
+        for cell in self.shared.shards.iter() {
+            let mut from = 0;
+            loop {
+                let next = {
+                    let g = lock(&cell.state);
+                    let mut next = None;
+                    for (seen, (&seq, pid)) in g.by_seq.range(from..).enumerate() {
+                        if seen == POOLS_PER_LOCK {
+                            next = Some(seq);
+                            break;
+                        }
+                        if let Some(p) = g.pools.get(pid) {
+                            f(&p.name, super::ops::pool_stats(p));
+                        }
+                    }
+                    next
+                };
+                match next {
+                    Some(seq) => from = seq,
+                    None => break,
+                }
+            }
+        }
     }
 
     /// KEYS: every pool matching `pattern` (O(pools), shard by shard).

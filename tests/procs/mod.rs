@@ -177,6 +177,8 @@ pub struct Tokend {
     child: Option<Child>,
     /// Lines tokend logged (collected by a thread).
     log: std::sync::Mutex<mpsc::Receiver<String>>,
+    /// Lines logged before it was ready.
+    early: std::sync::Mutex<Vec<String>>,
 }
 
 impl Tokend {
@@ -243,7 +245,12 @@ impl Tokend {
             };
             if let Some(rest) = line.split(marker).nth(1) {
                 let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-                return Tokend { addr, child: Some(child), log: std::sync::Mutex::new(rx) };
+                return Tokend {
+                    addr,
+                    child: Some(child),
+                    log: std::sync::Mutex::new(rx),
+                    early: std::sync::Mutex::new(seen),
+                };
             }
             seen.push(line);
         }
@@ -275,6 +282,12 @@ impl Tokend {
 
     /// Waits (bounded) for a log line containing `needle`; returns it.
     pub fn wait_log(&self, needle: &str, within: Duration) -> Option<String> {
+        {
+            let mut early = self.early.lock().unwrap();
+            if let Some(i) = early.iter().position(|l| l.contains(needle)) {
+                return Some(early.remove(i));
+            }
+        }
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -299,6 +312,29 @@ impl Tokend {
         }
     }
 
+    /// Sends `sig` (SIGSTOP, SIGCONT…).
+    pub fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) with a pid we spawned and still own (not reaped).
+        unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
+    }
+
+    /// Waits (bounded) for the process to exit by itself; its status.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return st;
+            }
+            if Instant::now() >= deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("tokend did not exit within {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// SIGTERM; returns the exit status once it exited.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");
@@ -316,7 +352,9 @@ impl Tokend {
 
     /// Log lines so far.
     pub fn logs(&self) -> Vec<String> {
-        self.log.lock().unwrap().try_iter().collect()
+        let mut v: Vec<String> = std::mem::take(&mut *self.early.lock().unwrap());
+        v.extend(self.log.lock().unwrap().try_iter());
+        v
     }
 }
 

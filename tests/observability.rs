@@ -1,0 +1,361 @@
+//! What operators watch: `/metrics` scraped over HTTP and read by a real
+//! Prometheus text parser, INFO commandstats / latencystats / expiry read by
+//! the redis crate's INFO parser, SLOWLOG, LATENCY (an expiry held up by
+//! SIGSTOP is reported late), ROLE, SHUTDOWN, and the Grafana dashboard's
+//! queries against a real scrape.
+
+mod common;
+mod procs;
+
+use common::TestServer;
+use procs::{RedisProc, Tokend};
+use redis::aio::MultiplexedConnection;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Scrapes `/metrics` and parses it with `prometheus-parse`.
+async fn scrape(addr: SocketAddr) -> (String, prometheus_parse::Scrape) {
+    let resp = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape");
+    assert_eq!(resp.status(), 200);
+    let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(ctype.as_deref(), Some("text/plain; version=0.0.4; charset=utf-8"));
+    let text = resp.text().await.unwrap();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let parsed = prometheus_parse::Scrape::parse(lines).expect("the exposition parses");
+    (text, parsed)
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let matches = |sample: &&prometheus_parse::Sample| {
+        sample.metric == name && labels.iter().all(|(k, v)| sample.labels.get(k) == Some(*v))
+    };
+    let found: Vec<_> = s.samples.iter().filter(matches).collect();
+    assert!(found.len() <= 1, "{name} {labels:?} matches {} samples", found.len());
+    found.first().map(|sample| match &sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        prometheus_parse::Value::Histogram(_) | prometheus_parse::Value::Summary(_) => {
+            panic!("{name} is not a plain value")
+        }
+    })
+}
+
+/// A histogram's (count, sum) and its buckets (le, cumulative count).
+fn histogram(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Vec<(f64, f64)> {
+    let sample = s
+        .samples
+        .iter()
+        .find(|x| x.metric == name && labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no histogram {name} {labels:?}"));
+    match &sample.value {
+        prometheus_parse::Value::Histogram(b) => b.iter().map(|b| (b.less_than, b.count)).collect(),
+        other => panic!("{name} is {other:?}"),
+    }
+}
+
+async fn cmd<T: redis::FromRedisValue>(c: &mut MultiplexedConnection, args: &[&str]) -> redis::RedisResult<T> {
+    redis::cmd(args[0]).arg(&args[1..]).query_async(c).await
+}
+
+async fn info(c: &mut MultiplexedConnection, section: &str) -> redis::InfoDict {
+    redis::cmd("INFO").arg(section).query_async(c).await.unwrap()
+}
+
+/// `calls=3,usec=5,...` as a map.
+fn fields(line: &str) -> HashMap<String, f64> {
+    line.split(',')
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("{line}"));
+            (k.to_string(), v.parse().unwrap_or_else(|_| panic!("{line}")))
+        })
+        .collect()
+}
+
+/// Polls INFO until `key` reads `want` (bounded).
+async fn wait_info(c: &mut MultiplexedConnection, section: &str, key: &str, want: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got: Option<u64> = info(c, section).await.get(key);
+        if got == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{key} is {got:?}, not {want}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A known sequence of commands, then exact counts in /metrics and INFO.
+#[tokio::test]
+async fn metrics_and_commandstats_count_exactly_what_ran() {
+    let server = TestServer::start_with(|c| c.metrics_addr = Some("127.0.0.1:0".into()));
+    let maddr = server.metrics.expect("metrics listener");
+    let mut c = server.conn().await;
+
+    let _: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "p", "COUNT", "5"]).await.unwrap();
+    for _ in 0..2 {
+        let _: String = cmd(&mut c, &["TOKEN.ACQUIRE", "p", "PX", "60000"]).await.unwrap();
+    }
+    let e = cmd::<()>(&mut c, &["TOKEN.KEEPALIVE", "p", "00000000-0000-4000-8000-000000000000"]).await.unwrap_err();
+    assert_eq!(e.code(), Some("NOTOKEN"));
+    let e = cmd::<()>(&mut c, &["TOKEN.GEN"]).await.unwrap_err();
+    assert!(e.to_string().contains("wrong number of arguments"), "{e}");
+    // Three tokens with a short real lifetime, to see expiries counted.
+    let _: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "q", "PX", "20", "COUNT", "3"]).await.unwrap();
+    wait_info(&mut c, "expiry", "expiries_expired", 3).await;
+
+    let (text, s) = scrape(maddr).await;
+    let cmds = |name: &str| value(&s, "tokend_commands_total", &[("command", name)]);
+    assert_eq!(cmds("token.gen"), Some(2.0), "the refused TOKEN.GEN did not run");
+    assert_eq!(cmds("token.acquire"), Some(2.0));
+    assert_eq!(cmds("token.keepalive"), Some(1.0));
+    assert_eq!(cmds("token.del"), None, "commands that never ran have no series");
+    let errs =
+        |name: &str, reason: &str| value(&s, "tokend_command_errors_total", &[("command", name), ("reason", reason)]);
+    assert_eq!(errs("token.keepalive", "failed"), Some(1.0));
+    assert_eq!(errs("token.gen", "rejected"), Some(1.0));
+    assert_eq!(errs("token.gen", "failed"), Some(0.0));
+    let tokens = |pool: &str, state: &str| value(&s, "tokend_tokens", &[("pool", pool), ("state", state)]);
+    assert_eq!(tokens("p", "free"), Some(3.0));
+    assert_eq!(tokens("p", "assigned"), Some(2.0));
+    assert_eq!(tokens("q", "free"), Some(0.0));
+    assert_eq!(tokens("q", "expired"), Some(3.0), "expired tokens are remembered (-EXPIRED)");
+    assert_eq!(value(&s, "tokend_pools", &[]), Some(2.0));
+    assert_eq!(value(&s, "tokend_expiries_total", &[("event", "expired")]), Some(3.0));
+    assert_eq!(value(&s, "tokend_expiries_total", &[("event", "leaseexpired")]), Some(0.0));
+    assert_eq!(value(&s, "tokend_connected_clients", &[]), Some(1.0));
+    assert_eq!(value(&s, "tokend_build_info", &[("version", env!("CARGO_PKG_VERSION"))]), Some(1.0));
+    let late = histogram(&s, "tokend_expiry_lateness_seconds", &[]);
+    assert_eq!(late.last().map(|b| b.1), Some(3.0), "every expiry has a lateness: {late:?}");
+    assert!(late.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "cumulative buckets: {late:?}");
+    let gen_latency = histogram(&s, "tokend_command_duration_seconds", &[("command", "token.gen")]);
+    assert_eq!(gen_latency.last().map(|b| b.1), Some(2.0));
+    assert!(text.contains("tokend_command_duration_seconds_sum{command=\"token.gen\"}"), "{text}");
+    assert!(!text.contains("tokend_backing_"), "no backing series without a backing Redis");
+
+    // INFO, read by the redis crate's parser.
+    let stats = info(&mut c, "commandstats").await;
+    let gen_line: String = stats.get("cmdstat_token.gen").expect("cmdstat_token.gen");
+    let g = fields(&gen_line);
+    assert_eq!((g["calls"], g["rejected_calls"], g["failed_calls"]), (2.0, 1.0, 0.0), "{gen_line}");
+    assert!((g["usec_per_call"] - g["usec"] / 2.0).abs() <= 1.0, "{gen_line}");
+    let ka = fields(&stats.get::<String>("cmdstat_token.keepalive").unwrap());
+    assert_eq!((ka["calls"], ka["failed_calls"]), (1.0, 1.0));
+    let lat = info(&mut c, "latencystats").await;
+    let p = fields(&lat.get::<String>("latency_percentiles_usec_token.acquire").expect("latencystats"));
+    assert!(p["p50"] > 0.0 && p["p50"] <= p["p99"] && p["p99"] <= p["p99.9"], "{p:?}");
+    let exp = info(&mut c, "expiry").await;
+    assert_eq!(exp.get::<u64>("expiry_lateness_count"), Some(3));
+    let (p50, max): (u64, u64) =
+        (exp.get("expiry_lateness_p50_usec").unwrap(), exp.get("expiry_lateness_max_usec").unwrap());
+    assert!(p50 <= max, "{p50} {max}");
+    // The default INFO leaves the per-command sections out, as Redis does.
+    let default: String = redis::cmd("INFO").query_async(&mut c).await.unwrap();
+    assert!(default.contains("# Expiry") && !default.contains("cmdstat_"), "{default}");
+    let all: String = redis::cmd("INFO").arg("all").query_async(&mut c).await.unwrap();
+    assert!(all.contains("# Commandstats") && all.contains("# Latencystats") && all.contains("role:master"));
+
+    // CONFIG RESETSTAT clears what INFO shows, never the Prometheus counters.
+    let _: () = cmd(&mut c, &["CONFIG", "RESETSTAT"]).await.unwrap();
+    let stats = info(&mut c, "commandstats").await;
+    assert_eq!(stats.get::<String>("cmdstat_token.gen"), None);
+    assert!(stats.get::<String>("cmdstat_config|resetstat").is_some(), "RESETSTAT itself counts after the reset");
+    assert_eq!(info(&mut c, "expiry").await.get::<u64>("expiry_lateness_count"), Some(0));
+    let (_, s) = scrape(maddr).await;
+    assert_eq!(value(&s, "tokend_commands_total", &[("command", "token.gen")]), Some(2.0));
+}
+
+#[tokio::test]
+async fn per_pool_series_are_bounded_and_the_rest_summed() {
+    let server = TestServer::start_with(|c| {
+        c.metrics_addr = Some("127.0.0.1:0".into());
+        c.metrics_max_pools = 2;
+    });
+    let mut c = server.conn().await;
+    for (pool, n) in [("a", "1"), ("b", "5"), ("c", "3"), ("d", "2")] {
+        let _: Vec<String> = cmd(&mut c, &["TOKEN.GEN", pool, "COUNT", n]).await.unwrap();
+    }
+    let _: String = cmd(&mut c, &["TOKEN.ACQUIRE", "d"]).await.unwrap();
+    let (_, s) = scrape(server.metrics.unwrap()).await;
+    let pools: BTreeSet<&str> =
+        s.samples.iter().filter(|x| x.metric == "tokend_tokens").filter_map(|x| x.labels.get("pool")).collect();
+    assert_eq!(pools, BTreeSet::from(["_other", "b", "c"]), "the two largest, and the rest");
+    let tokens = |pool: &str, state: &str| value(&s, "tokend_tokens", &[("pool", pool), ("state", state)]);
+    assert_eq!((tokens("b", "free"), tokens("c", "free")), (Some(5.0), Some(3.0)));
+    assert_eq!((tokens("_other", "free"), tokens("_other", "assigned")), (Some(2.0), Some(1.0)), "a + d");
+    assert_eq!(value(&s, "tokend_pools", &[]), Some(4.0));
+}
+
+/// Every series a dashboard query names, with histogram suffixes.
+fn dashboard_series() -> BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/dashboards/tokend.json");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).expect("valid JSON");
+    assert_eq!(json["uid"], "tokend");
+    let mut exprs = Vec::new();
+    let mut ids = BTreeSet::new();
+    for panel in json["panels"].as_array().expect("panels") {
+        assert!(ids.insert(panel["id"].as_u64().expect("panel id")), "panel ids are unique");
+        for t in panel["targets"].as_array().expect("targets") {
+            exprs.push(t["expr"].as_str().expect("expr").to_string());
+        }
+    }
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    let mut names = BTreeSet::new();
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(i) = rest.find("tokend_") {
+            let tail = &rest[i..];
+            let end = tail.find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_')).unwrap_or(tail.len());
+            names.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+    }
+    names
+}
+
+/// With a backing Redis (so the backing series exist), every series the
+/// dashboard queries is in a real scrape.
+#[tokio::test]
+async fn every_dashboard_query_names_a_scraped_series() {
+    let redis = RedisProc::start();
+    let server = TestServer::start_with(|c| {
+        c.metrics_addr = Some("127.0.0.1:0".into());
+        c.redis = Some(redis.url());
+    });
+    let mut c = server.conn().await;
+    let _: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "p", "PX", "200", "COUNT", "2"]).await.unwrap();
+    let _: String = cmd(&mut c, &["TOKEN.ACQUIRE", "p", "PX", "5"]).await.unwrap();
+    wait_info(&mut c, "expiry", "expiries_expired", 2).await;
+    wait_info(&mut c, "expiry", "expiries_leaseexpired", 1).await;
+    let (text, s) = scrape(server.metrics.unwrap()).await;
+    let mut scraped: BTreeSet<String> = BTreeSet::new();
+    for x in &s.samples {
+        scraped.insert(x.metric.clone());
+        if matches!(x.value, prometheus_parse::Value::Histogram(_)) {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                scraped.insert(format!("{}{suffix}", x.metric));
+            }
+        }
+    }
+    let wanted = dashboard_series();
+    let missing: Vec<_> = wanted.iter().filter(|n| !scraped.contains(*n)).collect();
+    assert!(missing.is_empty(), "the dashboard queries series the scrape lacks: {missing:?}\n{text}");
+    assert_eq!(value(&s, "tokend_backing_link_up", &[]), Some(1.0));
+    let writes = histogram(&s, "tokend_backing_write_duration_seconds", &[]);
+    assert!(writes.last().is_some_and(|b| b.1 >= 1.0), "writes were timed: {writes:?}");
+}
+
+#[tokio::test]
+async fn slowlog_keeps_what_redis_keeps_and_hides_passwords() {
+    let server = TestServer::start_with(|c| {
+        c.requirepass = Some("s3cret".into());
+        c.slowlog_max_len = 3;
+    });
+    let client = redis::Client::open(format!("redis://:s3cret@{}/", server.addr)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = cmd(&mut c, &["CLIENT", "SETNAME", "watcher"]).await.unwrap();
+    let _: () = cmd(&mut c, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]).await.unwrap();
+    let got: HashMap<String, String> = cmd(&mut c, &["CONFIG", "GET", "slowlog-*"]).await.unwrap();
+    assert_eq!(got["slowlog-log-slower-than"], "0");
+    assert_eq!(got["slowlog-max-len"], "3");
+    let _: () = cmd(&mut c, &["SLOWLOG", "RESET"]).await.unwrap();
+    let long = "x".repeat(200);
+    let _: Vec<String> = cmd(&mut c, &["TOKEN.GEN", &long]).await.unwrap();
+    let _: () = cmd(&mut c, &["AUTH", "s3cret"]).await.unwrap();
+    type Entry = (i64, i64, i64, Vec<String>, String, String);
+    let entries: Vec<Entry> = cmd(&mut c, &["SLOWLOG", "GET"]).await.unwrap();
+    assert_eq!(entries.len(), 3, "SLOWLOG RESET, TOKEN.GEN, AUTH (newest first): {entries:?}");
+    let (auth, gen_, reset) = (&entries[0], &entries[1], &entries[2]);
+    assert_eq!(auth.3, ["AUTH", "(redacted)"]);
+    assert_eq!(gen_.3[0], "TOKEN.GEN");
+    assert_eq!(gen_.3[1], format!("{}... (72 more bytes)", &long[..128]));
+    assert_eq!(reset.3, ["SLOWLOG", "RESET"]);
+    assert!(auth.0 > gen_.0 && gen_.0 > reset.0, "ids grow");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    assert!((auth.1 - now).abs() <= 5, "unix time: {}", auth.1);
+    assert!(auth.2 >= 0);
+    assert_eq!(auth.5, "watcher");
+    let local: String = cmd::<String>(&mut c, &["CLIENT", "INFO"]).await.unwrap();
+    assert!(local.contains(&format!("addr={} ", auth.4)), "{} in {local}", auth.4);
+    let n: i64 = cmd(&mut c, &["SLOWLOG", "LEN"]).await.unwrap();
+    assert_eq!(n, 3, "slowlog-max-len bounds it");
+    let one: Vec<Entry> = cmd(&mut c, &["SLOWLOG", "GET", "1"]).await.unwrap();
+    assert_eq!(one.len(), 1);
+    let e = cmd::<()>(&mut c, &["SLOWLOG", "GET", "-2"]).await.unwrap_err();
+    assert!(e.to_string().contains("count should be greater than or equal to -1"), "{e}");
+    let _: () = cmd(&mut c, &["CONFIG", "SET", "slowlog-log-slower-than", "-1"]).await.unwrap();
+    let _: () = cmd(&mut c, &["SLOWLOG", "RESET"]).await.unwrap();
+    let _: String = cmd(&mut c, &["PING"]).await.unwrap();
+    let n: i64 = cmd(&mut c, &["SLOWLOG", "LEN"]).await.unwrap();
+    assert_eq!(n, 0, "a negative threshold logs nothing");
+    let e = cmd::<()>(&mut c, &["CONFIG", "SET", "slowlog-max-len", "lots"]).await.unwrap_err();
+    assert!(e.to_string().contains("slowlog-max-len"), "{e}");
+}
+
+/// An expiry held up (the process stopped past the deadline) is reported
+/// by LATENCY as `expire-late`, by INFO expiry, and by /metrics.
+#[tokio::test]
+async fn an_expiry_that_fires_late_is_reported() {
+    let t = Tokend::start(&["--metrics-addr", "127.0.0.1:0"]);
+    let line = t.wait_log("serving Prometheus metrics", Duration::from_secs(5)).expect("metrics log line");
+    let maddr: SocketAddr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let mut c = t.conn().await;
+    let role: (String, i64, Vec<String>) = cmd(&mut c, &["ROLE"]).await.unwrap();
+    assert_eq!(role, ("master".into(), 0, vec![]));
+    let latest: Vec<(String, i64, i64, i64)> = cmd(&mut c, &["LATENCY", "LATEST"]).await.unwrap();
+    assert!(latest.iter().all(|e| e.0 != "expire-late"), "{latest:?}");
+
+    let _: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "p", "PX", "1000"]).await.unwrap();
+    let stopped = Instant::now();
+    t.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_millis(2000));
+    t.signal(libc::SIGCONT);
+    assert!(stopped.elapsed() >= Duration::from_millis(2000));
+    wait_info(&mut c, "expiry", "expiries_expired", 1).await;
+
+    let latest: Vec<(String, i64, i64, i64)> = cmd(&mut c, &["LATENCY", "LATEST"]).await.unwrap();
+    let late = latest.iter().find(|e| e.0 == "expire-late").unwrap_or_else(|| panic!("{latest:?}"));
+    assert!(late.2 >= 500 && late.3 >= late.2, "at least 1 s late: {late:?}");
+    let history: Vec<(i64, i64)> = cmd(&mut c, &["LATENCY", "HISTORY", "expire-late"]).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0], (late.1, late.2));
+    let exp = info(&mut c, "expiry").await;
+    assert!(exp.get::<u64>("expiry_lateness_max_usec").unwrap() >= 500_000);
+    let (_, s) = scrape(maddr).await;
+    let buckets = histogram(&s, "tokend_expiry_lateness_seconds", &[]);
+    let under_half_second = buckets.iter().find(|b| b.0 == 0.5).map(|b| b.1);
+    assert_eq!(under_half_second, Some(0.0), "{buckets:?}");
+    assert_eq!(buckets.last().map(|b| b.1), Some(1.0));
+    let n: i64 = cmd(&mut c, &["LATENCY", "RESET"]).await.unwrap();
+    assert!(n >= 1);
+    let latest: Vec<(String, i64, i64, i64)> = cmd(&mut c, &["LATENCY", "LATEST"]).await.unwrap();
+    assert!(latest.iter().all(|e| e.0 != "expire-late"), "{latest:?}");
+}
+
+/// SHUTDOWN is the SIGTERM stop: the client gets no reply, the process
+/// exits 0, and what a client was told is in the backing Redis.
+#[tokio::test]
+async fn shutdown_stops_gracefully_and_keeps_every_change() {
+    let redis = RedisProc::start();
+    let mut t = Tokend::start(&["--redis", &redis.url(), "--durability", "async", "--flush-interval", "200ms"]);
+    let mut c = t.conn().await;
+    let _: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "p", "COUNT", "100"]).await.unwrap();
+    let e = cmd::<()>(&mut c, &["MULTI"]).await;
+    assert!(e.is_ok());
+    let e = cmd::<()>(&mut c, &["SHUTDOWN"]).await.unwrap_err();
+    assert!(e.to_string().contains("not allowed inside a transaction"), "{e}");
+    let _: () = cmd(&mut c, &["DISCARD"]).await.unwrap();
+    let e = cmd::<()>(&mut c, &["SHUTDOWN", "ABORT"]).await.unwrap_err();
+    assert!(e.to_string().contains("Errors trying to SHUTDOWN"), "{e}");
+    let r = cmd::<redis::Value>(&mut c, &["SHUTDOWN", "NOSAVE"]).await;
+    assert!(r.is_err(), "no reply, the connection closes: {r:?}");
+    let status = t.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+
+    let t = Tokend::start(&["--redis", &redis.url()]);
+    let mut c = t.conn().await;
+    let stats: HashMap<String, i64> = cmd(&mut c, &["TOKEN.STATS", "p"]).await.unwrap();
+    assert_eq!(stats["total"], 100, "the async backlog was flushed before exit");
+}
