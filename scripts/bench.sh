@@ -27,8 +27,9 @@
 # BENCH_EXP_ROUNDS (3): runs of the expiry workload against tokend,
 # BENCH_OBS_ROUNDS (8): the pairs of cycle runs with /metrics scraped every
 # second against none, BENCH_BASELINE (unset): another tokend binary (say,
-# the previous release) to compare this build with in the same pairs,
-# BENCH_SKIP_BUILD (unset).
+# the previous release) to compare this build with in the same pairs, and
+# BENCH_BASELINE_LABEL: what to call it in the table (default: its name and
+# --version), BENCH_SKIP_BUILD (unset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -403,7 +404,7 @@ if [ -n "$BASELINE" ]; then
   BASE_NEW=$(pair_runs base-new | median) BASE_OLD=$(pair_runs base-old | median)
   R_BASE=$(pair_ratios base-new base-old | median) R_BASE_ALL=$(pair_ratios base-new base-old | paste -sd' ')
   [ -n "$R_BASE" ] || R_BASE=n/a
-  BASE_DESC="$(basename "$BASELINE") ($("$BASELINE" --version 2>/dev/null | head -1))"
+  BASE_DESC=${BENCH_BASELINE_LABEL:-"$(basename "$BASELINE") ($("$BASELINE" --version 2>/dev/null | head -1))"}
 fi
 [ -n "$R_ACQ" ] || R_ACQ=n/a
 ping_p99s() { for r in $(seq "$PING_ROUNDS"); do rbget "$1-ping-$r" PING_MBULK 7; done | grep .; }
@@ -436,7 +437,11 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "from that one run. Reproduce with:"
   echo
   echo '```sh'
-  echo "BENCH_SECS=$SECS scripts/bench.sh"
+  if [ -n "$BASELINE" ]; then
+    echo "BENCH_SECS=$SECS BENCH_BASELINE=/path/to/baseline/tokend BENCH_BASELINE_LABEL='$BASE_DESC' scripts/bench.sh"
+  else
+    echo "BENCH_SECS=$SECS scripts/bench.sh"
+  fi
   echo '```'
   echo
   echo "| machine | |"
