@@ -15,6 +15,8 @@
 # - redis-benchmark PING/SET against redis-server and PING/TOKEN.STATS
 #   against tokend (the protocol ceiling);
 # - memory per token at 1M tokens, ACQUIRE at 10M tokens against 10k,
+#   UNLINK of a 10M-token pool while a client works on another pool of the
+#   same shard, RSS of a soak with 1 h leases against 1 s leases,
 #   recovery of 1M tokens from the backing Redis, and expiry of 200k tokens
 #   due in the same second on both servers.
 #
@@ -25,6 +27,7 @@
 # (10000000), BENCH_RECOVERY_TOKENS (1000000), BENCH_ACQ_ROUNDS (16) and
 # BENCH_ACQ_SECS (2): the pairs of ACQUIRE runs at 10k and 10M tokens,
 # BENCH_EXP_ROUNDS (3): runs of the expiry workload against tokend,
+# BENCH_SOAK_SECS (120): each of the two lease soaks (1 h and 1 s leases),
 # BENCH_OBS_ROUNDS (8): the pairs of cycle runs with /metrics scraped every
 # second against none, BENCH_BASELINE (unset): another tokend binary (say,
 # the previous release) to compare this build with in the same pairs, and
@@ -54,6 +57,7 @@ ACQ_SECS=${BENCH_ACQ_SECS:-2}
 PING_ROUNDS=5
 EXP_ROUNDS=${BENCH_EXP_ROUNDS:-3}
 OBS_ROUNDS=${BENCH_OBS_ROUNDS:-8}
+SOAK_SECS=${BENCH_SOAK_SECS:-120}
 BASELINE=${BENCH_BASELINE:-}
 STARTED=$(date +%s)
 # Taken now: by the time the table is written, $OUT itself is a local change.
@@ -305,6 +309,44 @@ for r in $(seq "$ACQ_ROUNDS"); do
 done
 stop_tokend
 
+# --- UNLINK of a big pool: does its shard stall? ----------------------------
+log "UNLINK of a $BIG_TOKENS-token pool while a client works on another pool of its shard"
+# One shard, so that both pools share it. The probe is one connection doing
+# ACQUIRE → UNBLOCK one request at a time on a small pool; its worst latency
+# while the big pool is unlinked is the stall, next to its worst without.
+start_tokend unlink --shards 1
+lg unlink-fill "${TOK[@]}" -w fill --tokens "$BIG_TOKENS" --pool unlinkbig
+lg unlink-calm "${TOK[@]}" --duration 3 -w acquire -c 1 -P 1 --tokens 100 --pool probe
+lg unlink-probe "${TOK[@]}" --duration 4 -w acquire -c 1 -P 1 --pool probe &
+PROBE_PID=$!
+sleep 1.5
+U0=$(date +%s%N)
+UNLINK_REPLY=$(redis-cli -p "$TOK_PORT" UNLINK unlinkbig)
+U1=$(date +%s%N)
+wait "$PROBE_PID" || true
+UNLINK_MS=$(awk -v a="$U0" -v b="$U1" 'BEGIN { printf "%.1f", (b - a) / 1e6 }')
+echo "UNLINK answered $UNLINK_REPLY in $UNLINK_MS ms (redis-cli included)" >&2
+stop_tokend
+
+# --- lease soak: timers stay O(live tokens) ---------------------------------
+log "soak: cycle with 1 h leases against 1 s leases, $SOAK_SECS s each (peak RSS)"
+# Every ACQUIRE arms a lease timer that UNBLOCK leaves behind; with 1 h
+# leases they would pile up for an hour unless swept. Peak RSS of each run,
+# sampled every second, on a fresh server.
+soak() { # name lease-ms
+  start_tokend "$1"
+  (while kill -0 "$TOKEND_PID" 2>/dev/null; do rss_kb "$TOKEND_PID"; sleep 1; done >"$WORK/$1.rss") 2>/dev/null &
+  local sampler=$!
+  lg "$1" "${TOK[@]}" --duration "$SOAK_SECS" -w cycle -c 50 -P 16 --tokens "$SMALL_TOKENS" --lease-ms "$2" --pool soak
+  stop_tokend
+  wait "$sampler" 2>/dev/null || true
+}
+soak soak-1h 3600000
+soak soak-1s 1000
+SOAK_LONG_KB=$(sort -n "$WORK/soak-1h.rss" | tail -1)
+SOAK_SHORT_KB=$(sort -n "$WORK/soak-1s.rss" | tail -1)
+echo "peak RSS: 1 h leases $SOAK_LONG_KB kB, 1 s leases $SOAK_SHORT_KB kB" >&2
+
 # --- expiry: N tokens due in the same second --------------------------------
 log "expiry: $EXPIRY_TOKENS tokens due in the same second"
 # tokend's run is repeated ($EXP_ROUNDS runs, each on a fresh server; the
@@ -326,10 +368,13 @@ rflush "$REF_PORT"
 # median of the pairs' ratios. Per-command statistics (INFO commandstats,
 # latencystats) are always on: --metrics-addr adds the endpoint and the
 # scrapes. With BENCH_BASELINE, the same pairs against that binary.
-log "observability: /metrics scraped every second vs no endpoint"
 W_OBS=(--duration "$ACQ_SECS" -w cycle -c 50 -P 16 --tokens "$SMALL_TOKENS" --pool obs)
 ALT=(--port "$ALT_PORT" --target tokend)
-start_tokend obs-off
+OBS_RAN=
+if "$TOKEND" --help 2>/dev/null | grep -q -- --metrics-addr; then
+  OBS_RAN=1
+  log "observability: /metrics scraped every second vs no endpoint"
+  start_tokend obs-off
 start_alt "$TOKEND" obs-on --metrics-addr "127.0.0.1:$MET_PORT"
 scraper "$MET_PORT" &
 SCRAPER_PID=$!
@@ -342,12 +387,28 @@ kill "$SCRAPER_PID" 2>/dev/null || true
 curl_ok=$(exec 3<>"/dev/tcp/127.0.0.1/$MET_PORT" && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && grep -c '^tokend_' <&3 || echo 0)
 echo "metrics endpoint answered with $curl_ok tokend_ samples" >&2
 stop_alt
+else
+  echo "bench: this tokend has no --metrics-addr; no observability rows" >&2
+  start_tokend obs-off
+fi
+BASE_WORKLOADS=(cycle16 cycle1 mixed gen)
+base_args() { # workload -> tokend-bench arguments
+  case $1 in
+    cycle16) echo -w cycle -c 50 -P 16 --tokens "$SMALL_TOKENS" ;;
+    cycle1) echo -w cycle -c 50 -P 1 --tokens "$SMALL_TOKENS" ;;
+    mixed) echo -w mixed -c 50 -P 16 --tokens "$SMALL_TOKENS" ;;
+    gen) echo -w gen -c 4 -P 64 ;;
+  esac
+}
 if [ -n "$BASELINE" ]; then
-  log "this build vs $BASELINE"
+  log "this build vs $BASELINE, workload by workload"
   start_alt "$BASELINE" baseline
-  for r in $(seq "$OBS_ROUNDS"); do
-    lg "base-new-$r" "${TOK[@]}" "${W_OBS[@]}"
-    lg "base-old-$r" "${ALT[@]}" "${W_OBS[@]}"
+  for w in "${BASE_WORKLOADS[@]}"; do
+    read -r -a wargs <<<"$(base_args "$w")"
+    for r in $(seq "$OBS_ROUNDS"); do
+      lg "base-new-$w-$r" "${TOK[@]}" --duration "$ACQ_SECS" "${wargs[@]}" --pool "b$w"
+      lg "base-old-$w-$r" "${ALT[@]}" --duration "$ACQ_SECS" "${wargs[@]}" --pool "b$w"
+    done
   done
   stop_alt
 fi
@@ -395,15 +456,16 @@ A_SMALL=$(acq_runs small | median) A_BIG=$(acq_runs big | median)
 A_RATIOS=$(acq_ratios | paste -sd' ')
 R_C16=$(ratio "$C16_T" "$C16_R") R_C1=$(ratio "$C1_T" "$C1_R") R_G=$(ratio "$G_T" "$G_R")
 R_S16=$(ratio "$S16_T" "$C16_R") R_ACQ=$(acq_ratios | median)
+UNLINK_MAX_MS=$(awk -v x="$(v unlink-probe max_us)" 'BEGIN { if (x == "") print ""; else printf "%.2f", x / 1000 }')
+UNLINK_CALM_MS=$(awk -v x="$(v unlink-calm max_us)" 'BEGIN { if (x == "") print ""; else printf "%.2f", x / 1000 }')
+R_SOAK=$(ratio "$SOAK_LONG_KB" "$SOAK_SHORT_KB")
+SOAK_OPS_LONG=$(fmt_int "$(v soak-1h ops_per_sec)") SOAK_OPS_SHORT=$(fmt_int "$(v soak-1s ops_per_sec)")
 pair_runs() { for r in $(seq "$OBS_ROUNDS"); do fmt_int "$(v "$1-$r" ops_per_sec)"; done; }
 pair_ratios() { for r in $(seq "$OBS_ROUNDS"); do ratio "$(v "$1-$r" ops_per_sec)" "$(v "$2-$r" ops_per_sec)"; done; }
 OBS_ON=$(pair_runs obs-on | median) OBS_OFF=$(pair_runs obs-off | median)
 R_OBS=$(pair_ratios obs-on obs-off | median) R_OBS_ALL=$(pair_ratios obs-on obs-off | paste -sd' ')
 [ -n "$R_OBS" ] || R_OBS=n/a
 if [ -n "$BASELINE" ]; then
-  BASE_NEW=$(pair_runs base-new | median) BASE_OLD=$(pair_runs base-old | median)
-  R_BASE=$(pair_ratios base-new base-old | median) R_BASE_ALL=$(pair_ratios base-new base-old | paste -sd' ')
-  [ -n "$R_BASE" ] || R_BASE=n/a
   BASE_DESC=${BENCH_BASELINE_LABEL:-"$(basename "$BASELINE") ($("$BASELINE" --version 2>/dev/null | head -1))"}
 fi
 [ -n "$R_ACQ" ] || R_ACQ=n/a
@@ -475,9 +537,15 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "| memory per token at $MEM_TOKENS tokens, bytes (tokend: RSS delta; Redis: used_memory delta) | $TOK_BPT | Redis fn $REDIS_BPT | $R_MEM× | ≤ 100 and below Redis | $MEM_MET |"
   echo "| ACQUIRE throughput (ACQUIRE → UNBLOCK, 50 × 16) at $BIG_TOKENS tokens, ops/s: medians of $ACQ_ROUNDS adjacent pairs of ${ACQ_SECS} s runs; the ratio is the median of the pairs' ratios ($A_RATIOS) | $(fmt_int "$A_BIG") | tokend at $SMALL_TOKENS tokens $(fmt_int "$A_SMALL") | $R_ACQ× | ≥ 0.9× | $(ge "$R_ACQ" 0.9) |"
   echo "| recovery of $REC_TOKENS tokens: start to ready, s (loading alone: ${REC_LOAD_MS:-?} ms; tokens back: ${REC_TOTAL:-?}) | $REC_SECS | — | — | ≤ 3 s | $(le "$REC_SECS" 3) |"
-  echo "| cycle 50 × 16 with \`--metrics-addr\` scraped every second, ops/s: medians of $OBS_ROUNDS adjacent pairs of ${ACQ_SECS} s runs, two servers up at once; the ratio is the median of the pairs' ratios ($R_OBS_ALL) | $(fmt_int "$OBS_ON") | without the endpoint $(fmt_int "$OBS_OFF") | $R_OBS× | ≥ 0.97× | $(ge "$R_OBS" 0.97) |"
+  echo "| UNLINK of a $BIG_TOKENS-token pool (answered \`$UNLINK_REPLY\` in $UNLINK_MS ms, redis-cli included): worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the same shard meanwhile, ms (without an UNLINK: ${UNLINK_CALM_MS:-?} ms) | ${UNLINK_MAX_MS:-failed} | — | — | ≤ 5 ms | $(le "$UNLINK_MAX_MS" 5) |"
+  echo "| soak: cycle 50 × 16 for $SOAK_SECS s with 1 h leases, peak RSS, kB ($SOAK_OPS_LONG ops/s) | ${SOAK_LONG_KB:-failed} | same with 1 s leases ${SOAK_SHORT_KB:-failed} ($SOAK_OPS_SHORT ops/s) | $R_SOAK× | ≤ 2× | $(le "$R_SOAK" 2) |"
+  [ -z "$OBS_RAN" ] || echo "| cycle 50 × 16 with \`--metrics-addr\` scraped every second, ops/s: medians of $OBS_ROUNDS adjacent pairs of ${ACQ_SECS} s runs, two servers up at once; the ratio is the median of the pairs' ratios ($R_OBS_ALL) | $(fmt_int "$OBS_ON") | without the endpoint $(fmt_int "$OBS_OFF") | $R_OBS× | ≥ 0.97× | $(ge "$R_OBS" 0.97) |"
   if [ -n "$BASELINE" ]; then
-    echo "| cycle 50 × 16, this build against \`$BASE_DESC\`, ops/s: medians of $OBS_ROUNDS adjacent pairs as above ($R_BASE_ALL) | $(fmt_int "$BASE_NEW") | baseline $(fmt_int "$BASE_OLD") | $R_BASE× | ≥ 0.95× | $(ge "$R_BASE" 0.95) |"
+    for w in "${BASE_WORKLOADS[@]}"; do
+      rb_=$(pair_ratios "base-new-$w" "base-old-$w" | median)
+      [ -n "$rb_" ] || rb_=n/a
+      echo "| $w ($(base_args "$w" | sed 's/--tokens [0-9]*//; s/ *$//')), this build against \`$BASE_DESC\`, ops/s: medians of $OBS_ROUNDS adjacent pairs of ${ACQ_SECS} s runs, both servers up at once; the ratio is the median of the pairs' ratios ($(pair_ratios "base-new-$w" "base-old-$w" | paste -sd' ')) | $(pair_runs "base-new-$w" | median) | baseline $(pair_runs "base-old-$w" | median) | $rb_× | ≥ 0.95× | $(ge "$rb_" 0.95) |"
+    done
   fi
   echo
   echo "## Throughput: tokend in memory, sync, async, against Redis"

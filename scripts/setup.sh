@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Installs what tokend's tests and benchmarks need on a fresh Debian/Ubuntu
 # machine: redis-server and redis-tools (redis-cli, redis-benchmark), netcat
-# for poking the server by hand (`printf 'PING\r\n' | nc …`), and the Python
-# client the tests drive tokend with (redis-py, from PyPI).
+# for poking the server by hand (`printf 'PING\r\n' | nc …`), curl (the
+# HTTP example), Chromium (the /docs page is checked in a headless browser),
+# the Python client the tests drive tokend with (redis-py, from PyPI), and
+# the Node example's client (ioredis, from npm, into examples/node).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""
@@ -27,3 +32,10 @@ if ! python3 -c 'import redis' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'redis==5.2.1'
 fi
 python3 -c 'import redis; print("redis-py", redis.__version__)'
+
+# The Node example's dependencies (pinned by examples/node/package-lock.json).
+if ! [ -d examples/node/node_modules/ioredis ]; then
+  echo "setup: installing the Node example's dependencies"
+  (cd examples/node && npm ci --no-audit --no-fund --silent)
+fi
+node --version

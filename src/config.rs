@@ -45,6 +45,12 @@ pub enum LogFormat {
 ///   redis-cli -p 6380 TOKEN.ACQUIRE mypool PX 30000
 ///
 /// Durations are seconds, or a number with a unit: 250ms, 30s, 5m, 1h.
+///
+/// To copy the old token service's tokens into a running tokend:
+///
+///   tokend import-seed --from redis://old-redis:6379 --pool default
+///
+/// (`tokend import-seed --help` for more).
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "tokend",
@@ -190,6 +196,16 @@ pub struct Config {
     #[arg(long, env = "TOKEND_LATENCY_MONITOR_THRESHOLD", default_value_t = 5)]
     pub latency_monitor_threshold: u64,
 
+    /// Serve the old token service's HTTP API on this address (e.g. 127.0.0.1:8000):
+    /// POST /token/generateToken, GET /token/acquireToken, PUT /token/keepAlive… with
+    /// /docs and /openapi.json. Off unless given.
+    #[arg(long, env = "TOKEND_HTTP_ADDR")]
+    pub http_addr: Option<String>,
+
+    /// The pool the HTTP API works on when a request names none (`?pool=`).
+    #[arg(long, env = "TOKEND_HTTP_POOL", default_value = "default")]
+    pub http_pool: String,
+
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9187). Off
     /// unless given.
     #[arg(long, env = "TOKEND_METRICS_ADDR")]
@@ -331,6 +347,8 @@ impl Config {
             ("slowlog-log-slower-than", self.slowlog_log_slower_than.to_string()),
             ("slowlog-max-len", self.slowlog_max_len.to_string()),
             ("latency-monitor-threshold", self.latency_monitor_threshold.to_string()),
+            ("http-addr", self.http_addr.clone().unwrap_or_default()),
+            ("http-pool", self.http_pool.clone()),
             ("metrics-addr", self.metrics_addr.clone().unwrap_or_default()),
             ("metrics-max-pools", self.metrics_max_pools.to_string()),
             ("threads", self.threads.to_string()),

@@ -14,10 +14,12 @@
 //!   `execute(ctx, session, request)` that every front end calls ([`parse`]
 //!   is the argument cursor; [`durable`] is its seam to the backing store);
 //! - [`persist`] writes changes to the backing Redis and reads them back;
-//! - [`connection`] is the RESP front end, [`metrics`] the Prometheus
+//! - [`connection`] is the RESP front end and [`http`] the old service's
+//!   HTTP API (both call `cmd::execute`), [`metrics`] the Prometheus
 //!   endpoint (it reads what the layers below count); [`server`] wires everything
 //!   together, accepts connections and stops gracefully; [`config`] reads
-//!   the settings.
+//!   the settings; [`import`] (`tokend import-seed`) and [`ping`]
+//!   (`tokend --ping`) are clients of a running server.
 //!
 //! Imports only go down this list (a module never imports one above it).
 
@@ -29,6 +31,8 @@ pub mod connection;
 pub mod durable;
 pub mod glob;
 pub mod hist;
+pub mod http;
+pub mod import;
 pub mod latency;
 pub mod metrics;
 pub mod notify;

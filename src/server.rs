@@ -44,6 +44,8 @@ pub struct Server {
     tls: Option<(TcpListener, TlsAcceptor)>,
     /// `--metrics-addr`'s listener.
     metrics: Option<TcpListener>,
+    /// `--http-addr`'s listener.
+    http: Option<TcpListener>,
     /// The backing Redis, connected and owned, not loaded yet.
     backing: Option<Attached>,
     /// Set when the dataset is loaded and the expiry drivers run.
@@ -99,10 +101,18 @@ impl Server {
             ),
             None => None,
         };
+        let http = match &config.http_addr {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on --http-addr {a}: {e}")))?,
+            ),
+            None => None,
+        };
         let ctx = Arc::new(Ctx::new(store, pubsub, settings));
         ctx.loading.store(backing.is_some(), Ordering::Release);
         let (ready, _) = watch::channel(false);
-        Ok(Server { ctx, config, listener, tls: None, metrics, backing, ready })
+        Ok(Server { ctx, config, listener, tls: None, metrics, http, backing, ready })
     }
 
     /// Adds a TLS listener using `--tls-cert` and `--tls-key`.
@@ -118,6 +128,11 @@ impl Server {
     /// The TLS listener's address, if any.
     pub fn tls_addr(&self) -> Option<SocketAddr> {
         self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Where the HTTP API is served, if it is.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Where `/metrics` is served, if it is.
@@ -139,7 +154,7 @@ impl Server {
     /// stopping the same way) if the dataset cannot be loaded: serving an
     /// empty dataset would lose what the backing Redis holds.
     pub async fn run(self, shutdown: impl Future) -> Result<(), String> {
-        let Server { ctx, config, listener, tls, metrics, backing, ready } = self;
+        let Server { ctx, config, listener, tls, metrics, http, backing, ready } = self;
         let running = Arc::new(Mutex::new(Running::default()));
         let addr = listener.local_addr().ok();
         // Cancelled if another tokend takes the backing Redis prefix over.
@@ -164,6 +179,13 @@ impl Server {
                 tracing::info!(addr = %a, "serving Prometheus metrics at /metrics");
             }
             tracker.spawn(crate::metrics::serve(l, ctx.clone(), config.metrics_max_pools, stop.clone()));
+        }
+        if let Some(l) = http {
+            if let Ok(a) = l.local_addr() {
+                tracing::info!(addr = %a, pool = %config.http_pool, "serving the HTTP API (docs at /docs)");
+            }
+            let protected = config.protected_mode && config.requirepass.is_none();
+            tracker.spawn(crate::http::serve(l, ctx.clone(), config.http_pool.clone(), protected, stop.clone()));
         }
         tokio::pin!(shutdown);
         let mut loaded = false;

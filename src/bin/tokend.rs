@@ -6,6 +6,9 @@ use tokend::server::Server;
 use tokio::net::TcpListener;
 
 fn main() -> std::process::ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "import-seed") {
+        return import_seed();
+    }
     let config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
@@ -39,6 +42,29 @@ fn main() -> std::process::ExitCode {
         Ok(rt) => rt.block_on(serve(config)),
         Err(e) => {
             eprintln!("tokend: cannot start the runtime: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// `tokend import-seed …`: the old service's tokens into a running tokend.
+fn import_seed() -> std::process::ExitCode {
+    use clap::Parser;
+    let args = tokend::import::ImportArgs::parse_from(std::env::args_os().skip(1));
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokend import-seed: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match rt.block_on(tokend::import::run(&args)) {
+        Ok(report) => {
+            print!("{report}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tokend import-seed: {e}");
             std::process::ExitCode::from(1)
         }
     }

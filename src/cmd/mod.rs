@@ -33,6 +33,7 @@ pub mod token_acquire;
 pub mod token_del;
 pub mod token_delexpired;
 pub mod token_gen;
+pub mod token_import;
 pub mod token_info;
 pub mod token_keepalive;
 pub mod token_stats;
@@ -203,6 +204,19 @@ impl Tokens<'_, '_> {
         match self {
             Tokens::Direct(s) => Ok(s.gen_tokens(pool, lifetime_ms, count)),
             Tokens::Txn(t) => t.gen_tokens(pool, lifetime_ms, count),
+        }
+    }
+
+    pub fn import(
+        &mut self,
+        pool: &[u8],
+        id: TokenId,
+        life_ms: u64,
+        lease_ms: Option<u64>,
+    ) -> Result<Result<bool, TokenError>, NotLocked> {
+        match self {
+            Tokens::Direct(s) => Ok(s.import(pool, id, life_ms, lease_ms)),
+            Tokens::Txn(t) => t.import(pool, id, life_ms, lease_ms),
         }
     }
 

@@ -16,7 +16,8 @@
 use super::spec::{Arg, ArgType, CommandSpec, KeySpec, flags};
 use super::{check_pool, check_pool_token, client, command, conn, keyspace, monitor, multi, ops, pubsub, server_info};
 use super::{
-    token_acquire, token_del, token_delexpired, token_gen, token_info, token_keepalive, token_stats, token_unblock,
+    token_acquire, token_del, token_delexpired, token_gen, token_import, token_info, token_keepalive, token_stats,
+    token_unblock,
 };
 use crate::reply::Reply;
 use bytes::Bytes;
@@ -89,6 +90,26 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
         summary: "Generates new free tokens in a pool",
         complexity: "O(N) where N is the number of tokens generated",
         args: &[Arg::key("pool", 0), DURATION, Arg::new("count", ArgType::Integer).token("COUNT").flags(&["optional"])],
+        ..TOKEN_BASE
+    },
+    // TOKEN.IMPORT pool token lifetime-ms [lease-ms]: inserts one element
+    // (RW insert), O(1), may use memory.
+    CommandSpec {
+        name: "token.import",
+        run: Some(token_import::run),
+        check: Some(token_import::check),
+        arity: -4,
+        flags: flags![WRITE, DENYOOM, MODULE, FAST],
+        acl_categories: &["@write", "@fast"],
+        key_specs: &[pool_key(&["RW", "insert"])],
+        summary: "Puts a token made elsewhere into a pool, free or assigned, with the time it has left",
+        complexity: "O(1)",
+        args: &[
+            Arg::key("pool", 0),
+            TOKEN_ARG,
+            Arg::new("lifetime-ms", ArgType::Integer),
+            Arg::new("lease-ms", ArgType::Integer).flags(&["optional"]),
+        ],
         ..TOKEN_BASE
     },
     // TOKEN.ACQUIRE pool [EX s | PX ms] [BLOCK ms]: may block (like XREAD,
@@ -1499,6 +1520,7 @@ mod tests {
             ("token.keepalive", 3),
             ("token.unblock", 3),
             ("token.del", 3),
+            ("token.import", -4),
             ("token.delexpired", 2),
             ("token.info", 3),
             ("token.stats", 2),

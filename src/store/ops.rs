@@ -79,6 +79,71 @@ impl Store {
         out
     }
 
+    /// TOKEN.IMPORT: puts a token made elsewhere (the old service's) into
+    /// `pool` with `life_ms` of lifetime left and, if `lease_ms` is given,
+    /// assigned with that much lease left. `Ok(false)`: the pool has it
+    /// already (live, or remembered as expired), and nothing changes, so
+    /// that an import can be run again.
+    pub fn import(&self, pool: &[u8], id: TokenId, life_ms: u64, lease_ms: Option<u64>) -> Result<bool, TokenError> {
+        self.reserve_tokens(1)?;
+        let added = self.with_shard(pool, |s, now, fx| self.op_import(s, now, fx, pool, id, life_ms, lease_ms));
+        if !added {
+            self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(added)
+    }
+
+    /// IMPORT on a locked shard; the token was reserved.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn op_import(
+        &self,
+        s: &mut Shard,
+        now: u64,
+        fx: &mut Effects,
+        pool: &[u8],
+        id: TokenId,
+        life_ms: u64,
+        lease_ms: Option<u64>,
+    ) -> bool {
+        if s.names
+            .get(pool)
+            .and_then(|pid| s.pools.get(pid))
+            .is_some_and(|p| p.contains(id) || p.expired.contains_key(&id))
+        {
+            return false;
+        }
+        let pid = self.pool_id(s, pool);
+        let cfg = &self.shared.config;
+        let Shard { pools, wheel, .. } = s;
+        let Some(p) = pools.get_mut(&pid) else { return false };
+        // The durations KEEPALIVE restarts from are the server's defaults:
+        // the old service's were settings, not stored with the token.
+        let mut rec = Record::new_free(now, life_ms);
+        rec.lifetime = cfg.default_lifetime_ms;
+        if let Some(lease) = lease_ms {
+            rec.lease = cfg.default_lease_ms;
+            rec.lease_deadline = now.saturating_add(lease).max(1);
+            // Cover rule: an assigned token never dies before its lease ends.
+            rec.life_deadline = rec.life_deadline.max(rec.lease_deadline);
+            rec.times_acquired = 1;
+        }
+        let slot = p.alloc_slot();
+        p.put(slot, id, rec);
+        if let Some(r) = p.get_mut(slot) {
+            arm_life(wheel, pid, slot, r, fx);
+            if r.is_assigned() {
+                arm_lease(wheel, pid, slot, r, fx);
+            }
+        }
+        fx.event(EventKind::TokenGen, &p.name, id);
+        fx.change(|| Change::Put { pool: p.name.clone(), token: id, record: rec });
+        s.live += 1;
+        if lease_ms.is_none() {
+            self.serve_waiters(s, pid, now, fx);
+        }
+        true
+    }
+
     /// TOKEN.ACQUIRE: a uniformly random free token, assigned with `lease_ms`
     /// (or the default). With `block` and none free, the caller is queued
     /// (the caller runs the timer).

@@ -107,6 +107,25 @@ impl<'a> Txn<'a> {
         self.on(pool, |st, s, now, fx| Ok(st.op_gen(s, now, fx, pool, lifetime_ms, count)))
     }
 
+    /// TOKEN.IMPORT.
+    pub fn import(
+        &mut self,
+        pool: &[u8],
+        id: TokenId,
+        life_ms: u64,
+        lease_ms: Option<u64>,
+    ) -> Result<Result<bool, TokenError>, NotLocked> {
+        self.on(pool, |_, _, _, _| ())?;
+        if let Err(e) = self.store.reserve_tokens(1) {
+            return Ok(Err(e));
+        }
+        let added = self.on(pool, |st, s, now, fx| st.op_import(s, now, fx, pool, id, life_ms, lease_ms))?;
+        if !added {
+            self.store.shared.live_tokens.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(Ok(added))
+    }
+
     /// TOKEN.ACQUIRE; a transaction never blocks (as BLPOP inside MULTI).
     pub fn acquire(&mut self, pool: &[u8], lease_ms: Option<u64>) -> Result<Acquired, NotLocked> {
         self.on(pool, |st, s, now, fx| st.op_acquire(s, now, fx, pool, lease_ms, false))

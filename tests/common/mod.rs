@@ -26,6 +26,8 @@ pub struct TestServer {
     pub port: u16,
     /// Where `/metrics` is served (with `--metrics-addr`).
     pub metrics: Option<SocketAddr>,
+    /// Where the HTTP API is served (with `--http-addr`).
+    pub http: Option<SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     done: std::sync::mpsc::Receiver<()>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -42,7 +44,8 @@ impl TestServer {
         let mut config = Config::default_for_tests();
         config.port = 0;
         tweak(&mut config);
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel::<std::io::Result<(SocketAddr, Option<SocketAddr>)>>();
+        let (addr_tx, addr_rx) =
+            std::sync::mpsc::channel::<std::io::Result<(SocketAddr, Option<SocketAddr>, Option<SocketAddr>)>>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -57,7 +60,7 @@ impl TestServer {
                     let started = async {
                         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
                         let server = tokend::server::Server::new(listener, config).await?;
-                        let addr = (server.local_addr()?, server.metrics_addr());
+                        let addr = (server.local_addr()?, server.metrics_addr(), server.http_addr());
                         Ok::<_, std::io::Error>((server, addr))
                     };
                     match started.await {
@@ -83,9 +86,17 @@ impl TestServer {
                 let _ = done_tx.send(());
             })
             .expect("spawn the server thread");
-        let (addr, metrics) =
+        let (addr, metrics, http) =
             addr_rx.recv().expect("server thread died before binding").expect("server failed to start");
-        TestServer { addr, port: addr.port(), metrics, shutdown: Some(stop_tx), done: done_rx, thread: Some(thread) }
+        TestServer {
+            addr,
+            port: addr.port(),
+            metrics,
+            http,
+            shutdown: Some(stop_tx),
+            done: done_rx,
+            thread: Some(thread),
+        }
     }
 
     /// `redis://127.0.0.1:<port>/` (add `?protocol=resp3` for RESP3).
