@@ -47,6 +47,7 @@ BACK_PORT=$((BASE + 1)) # tokend's backing redis-server
 TOK_PORT=$((BASE + 2))  # tokend
 ALT_PORT=$((BASE + 3))  # a second tokend, for side-by-side pairs
 MET_PORT=$((BASE + 4))  # its /metrics
+HTTP_PORT=$((BASE + 5)) # tokend's HTTP API
 EXPIRY_TOKENS=${BENCH_EXPIRY_TOKENS:-200000}
 MEM_TOKENS=${BENCH_MEM_TOKENS:-1000000}
 BIG_TOKENS=${BENCH_BIG_TOKENS:-10000000}
@@ -95,7 +96,7 @@ trap cleanup EXIT
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for p in "$REF_PORT" "$BACK_PORT" "$TOK_PORT" "$ALT_PORT" "$MET_PORT"; do
+for p in "$REF_PORT" "$BACK_PORT" "$TOK_PORT" "$ALT_PORT" "$MET_PORT" "$HTTP_PORT"; do
   port_free "$p" || { echo "bench: port $p is in use (set BENCH_PORT_BASE)" >&2; exit 1; }
 done
 
@@ -414,6 +415,20 @@ if [ -n "$BASELINE" ]; then
 fi
 stop_tokend
 
+# --- the HTTP API against RESP ------------------------------------------------
+HTTP_RAN=
+if "$TOKEND" --help 2>/dev/null | grep -q -- --http-addr; then
+  HTTP_RAN=1
+  log "HTTP API vs RESP: ACQUIRE → UNBLOCK, 50 connections, one request at a time each"
+  start_tokend http --http-addr "127.0.0.1:$HTTP_PORT"
+  lg http-fill "${TOK[@]}" -w fill --tokens "$SMALL_TOKENS" --pool http
+  for r in 1 2 3; do
+    lg "http-resp-$r" "${TOK[@]}" --duration "$ACQ_SECS" -w acquire -c 50 -P 1 --pool http
+    lg "http-http-$r" --port "$HTTP_PORT" --target http --duration "$ACQ_SECS" -w acquire -c 50 -P 1 --pool http
+  done
+  stop_tokend
+fi
+
 # --- tokend with a backing Redis: sync, async --------------------------------
 for mode in sync async; do
   log "tokend --durability $mode (backing redis-server on the server core)"
@@ -569,6 +584,22 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "| \`redis-benchmark -P 16 -c 50\`: tokend \`TOKEN.STATS p\`, Redis \`SET\`, rps (p99 ms) | $(fmt_int "$(rbget tokend-stats TOKEN 2)") ($(rbget tokend-stats TOKEN 7)) | $(fmt_int "$(rbget redis-pingset SET 2)") ($(rbget redis-pingset SET 7)) |"
   echo "| \`tokend-bench -w ping -c 50 -P 1\`, ops/s (p99 µs) | $(cell mem-ping) | $(cell redis-ping) |"
   echo
+  if [ -n "$HTTP_RAN" ]; then
+    echo "## HTTP API"
+    echo
+    echo "The old service's endpoints (\`--http-addr\`) against the same work over RESP, on one server:"
+    echo "each of 50 connections does GET /token/acquireToken then PUT /token/unblockToken (RESP: TOKEN.ACQUIRE"
+    echo "then TOKEN.UNBLOCK), one request at a time (HTTP/1.1 keep-alive, hyper's client). Medians of 3"
+    echo "alternating ${ACQ_SECS} s runs; a request is one HTTP request or one RESP command."
+    echo
+    echo "| | HTTP | RESP |"
+    echo "| --- | ---: | ---: |"
+    three() { for r in 1 2 3; do v "$1-$r" "$2"; done | grep . | median; }
+    echo "| requests/s | $(fmt_int "$(three http-http ops_per_sec)") | $(fmt_int "$(three http-resp ops_per_sec)") |"
+    echo "| p99 latency, µs | $(three http-http p99_us) | $(three http-resp p99_us) |"
+    echo "| load-generator CPU, % | $(three http-http client_cpu_pct | cut -d. -f1) | $(three http-resp client_cpu_pct | cut -d. -f1) |"
+    echo
+  fi
   echo "## Expiry detail"
   echo
   echo "$EXPIRY_TOKENS tokens made due evenly over one second, a few seconds ahead, by GENs sent one at a"

@@ -27,6 +27,9 @@
 //!   how many events arrived and how late each was after its deadline.
 //! - `fill`: only the pre-fill (`--tokens`), timed.
 //!
+//! `--target http` drives tokend's HTTP API instead (acquire only, one
+//! request at a time per connection, through hyper's HTTP/1.1 client).
+//!
 //! Output: a progress line on stderr each second; a human-readable summary;
 //! with `--json`, one line of JSON on stdout (and the summary on stderr).
 
@@ -74,6 +77,11 @@ enum Target {
     Tokend,
     /// A Redis 7 server with scripts/tokens.lua loaded (FCALL tokend_*).
     RedisFn,
+    /// tokend's HTTP API (`--http-addr`) at --port: the `acquire` workload
+    /// only (GET /token/acquireToken → PUT /token/unblockToken), one request
+    /// at a time per connection (HTTP/1.1 keep-alive); pre-fill the pool
+    /// over RESP first.
+    Http,
 }
 
 impl Target {
@@ -81,6 +89,7 @@ impl Target {
         match self {
             Target::Tokend => "tokend",
             Target::RedisFn => "redis-fn",
+            Target::Http => "http",
         }
     }
 }
@@ -219,6 +228,12 @@ async fn run(args: Args) -> Res<()> {
         }
         _ => {}
     }
+    if args.target == Target::Http {
+        if args.workload != Workload::Acquire || args.pipeline != 1 || args.tokens > 0 {
+            return Err("--target http runs -w acquire with -P 1; pre-fill the pool over RESP".into());
+        }
+        return load_http(&args, &addr).await;
+    }
     if args.tokens > 0 {
         let mut c = Conn::connect(&addr).await?;
         let t0 = Instant::now();
@@ -254,7 +269,7 @@ impl Commands {
 
     fn gen_one(&self, w: &mut Vec<u8>) {
         match self.target {
-            Target::Tokend => encode(w, &[b"TOKEN.GEN", &self.pool, b"PX", &self.lifetime]),
+            Target::Tokend | Target::Http => encode(w, &[b"TOKEN.GEN", &self.pool, b"PX", &self.lifetime]),
             Target::RedisFn => {
                 let t = new_uuid();
                 encode(w, &[b"FCALL", b"tokend_gen", b"1", &self.pool, &self.lifetime, &t])
@@ -266,7 +281,7 @@ impl Commands {
     /// `count` (tokend) with the given lifetime.
     fn gen_many(&self, w: &mut Vec<u8>, pool: &[u8], lifetime: &[u8], count: usize, ids: &[[u8; 36]]) {
         match self.target {
-            Target::Tokend => {
+            Target::Tokend | Target::Http => {
                 let n = count.to_string();
                 encode(w, &[b"TOKEN.GEN", pool, b"PX", lifetime, b"COUNT", n.as_bytes()])
             }
@@ -280,14 +295,14 @@ impl Commands {
 
     fn acquire(&self, w: &mut Vec<u8>) {
         match self.target {
-            Target::Tokend => encode(w, &[b"TOKEN.ACQUIRE", &self.pool, b"PX", &self.lease]),
+            Target::Tokend | Target::Http => encode(w, &[b"TOKEN.ACQUIRE", &self.pool, b"PX", &self.lease]),
             Target::RedisFn => encode(w, &[b"FCALL", b"tokend_acquire", b"1", &self.pool, &self.lease]),
         }
     }
 
     fn on_token(&self, w: &mut Vec<u8>, tokend_cmd: &[u8], fname: &[u8], tok: &[u8]) {
         match self.target {
-            Target::Tokend => encode(w, &[tokend_cmd, &self.pool, tok]),
+            Target::Tokend | Target::Http => encode(w, &[tokend_cmd, &self.pool, tok]),
             Target::RedisFn => encode(w, &[b"FCALL", fname, b"1", &self.pool, tok]),
         }
     }
@@ -385,11 +400,11 @@ impl Conn {
 /// tokend_gen with client-made ids for Redis), pipelined.
 async fn fill(c: &mut Conn, cmds: &Commands, pool: &str, n: u64, lifetime_ms: u64) -> Res<()> {
     let chunk: u64 = match cmds.target {
-        Target::Tokend => 100_000,
+        Target::Tokend | Target::Http => 100_000,
         Target::RedisFn => 1_000,
     };
     let depth = match cmds.target {
-        Target::Tokend => 2,
+        Target::Tokend | Target::Http => 2,
         Target::RedisFn => 16,
     };
     let lifetime = lifetime_ms.to_string();
@@ -667,6 +682,117 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
     }
     let s = Summary::load(args, secs, cpu, &hist, st);
     s.print(args);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The HTTP API: ACQUIRE → UNBLOCK as the old service's clients do it.
+
+/// One HTTP/1.1 keep-alive connection (hyper's client connection).
+async fn http_conn(addr: &str) -> Res<hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+/// One connection's loop: (latencies, stats).
+async fn http_connection(
+    mut send: hyper::client::conn::http1::SendRequest<http_body_util::Full<Bytes>>,
+    host: String,
+    pool: String,
+    shared: Arc<Shared>,
+    start: Arc<tokio::sync::Barrier>,
+) -> Res<(Histogram<u64>, ConnStats)> {
+    use http_body_util::BodyExt;
+    let mut hist = new_hist();
+    let mut st = ConnStats::default();
+    let acquire = format!("/token/acquireToken?pool={pool}");
+    let unblock = format!("/token/unblockToken?pool={pool}");
+    start.wait().await;
+    while !shared.stop.load(Ordering::Relaxed) && shared.take(1) > 0 {
+        let t0 = Instant::now();
+        let req = hyper::Request::get(&acquire).header("host", &host).body(http_body_util::Full::new(Bytes::new()))?;
+        let resp = send.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
+        shared.done.fetch_add(1, Ordering::Relaxed);
+        if status == hyper::StatusCode::BAD_REQUEST {
+            st.empty += 1;
+            continue;
+        }
+        // {"token":"<36 characters>"}
+        let token = body.get(10..46).filter(|_| status == hyper::StatusCode::OK && body.len() == 48);
+        let Some(token) = token else {
+            st.errors += 1;
+            st.first_error.get_or_insert_with(|| format!("acquire: {status} {}", String::from_utf8_lossy(&body)));
+            continue;
+        };
+        let payload = format!("{{\"token\": \"{}\"}}", String::from_utf8_lossy(token));
+        let t0 = Instant::now();
+        let req = hyper::Request::put(&unblock)
+            .header("host", &host)
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(Bytes::from(payload)))?;
+        let resp = send.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        let _ = hist.record(t0.elapsed().as_micros().max(1) as u64);
+        shared.done.fetch_add(1, Ordering::Relaxed);
+        if status != hyper::StatusCode::OK {
+            st.errors += 1;
+            st.first_error.get_or_insert_with(|| format!("unblock: {status} {}", String::from_utf8_lossy(&body)));
+        }
+    }
+    Ok((hist, st))
+}
+
+/// The acquire workload over HTTP.
+async fn load_http(args: &Args, addr: &str) -> Res<()> {
+    let shared = Arc::new(Shared {
+        done: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+        budget: args.requests.map(|n| AtomicU64::new(n.div_ceil(2))),
+    });
+    let start = Arc::new(tokio::sync::Barrier::new(args.clients + 1));
+    let mut tasks = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        let send = http_conn(addr).await?;
+        tasks.push(tokio::spawn(http_connection(
+            send,
+            addr.to_string(),
+            args.pool.clone(),
+            shared.clone(),
+            start.clone(),
+        )));
+    }
+    start.wait().await;
+    let t0 = Instant::now();
+    let cpu0 = cpu_secs();
+    if args.requests.is_none() {
+        let shared = shared.clone();
+        let d = Duration::from_secs_f64(args.duration);
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            shared.stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut hist = new_hist();
+    let mut st = ConnStats::default();
+    for t in tasks {
+        let (h, s) = t.await??;
+        hist.add(&h).map_err(|e| format!("histogram: {e}"))?;
+        st.errors += s.errors;
+        st.empty += s.empty;
+        if st.first_error.is_none() {
+            st.first_error = s.first_error;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs() - cpu0;
+    Summary::load(args, secs, cpu, &hist, st).print(args);
     Ok(())
 }
 
