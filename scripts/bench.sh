@@ -466,7 +466,7 @@ S16_T=$(v sync-cycle16 ops_per_sec)
 # ACQUIRE at 10M vs 10k: medians of each size and of the pairs' ratios.
 acq_runs() { for r in $(seq "$ACQ_ROUNDS"); do fmt_int "$(v "acq-$1-$r" ops_per_sec)"; done; }
 acq_ratios() { for r in $(seq "$ACQ_ROUNDS"); do ratio "$(v "acq-big-$r" ops_per_sec)" "$(v "acq-small-$r" ops_per_sec)"; done; }
-median() { grep -v 'failed\|n/a' | sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+median() { { grep -v 'failed\|n/a' || true; } | sort -n | awk '{ a[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 A_SMALL=$(acq_runs small | median) A_BIG=$(acq_runs big | median)
 A_RATIOS=$(acq_ratios | paste -sd' ')
 R_C16=$(ratio "$C16_T" "$C16_R") R_C1=$(ratio "$C1_T" "$C1_R") R_G=$(ratio "$G_T" "$G_R")
@@ -484,13 +484,13 @@ if [ -n "$BASELINE" ]; then
   BASE_DESC=${BENCH_BASELINE_LABEL:-"$(basename "$BASELINE") ($("$BASELINE" --version 2>/dev/null | head -1))"}
 fi
 [ -n "$R_ACQ" ] || R_ACQ=n/a
-ping_p99s() { for r in $(seq "$PING_ROUNDS"); do rbget "$1-ping-$r" PING_MBULK 7; done | grep .; }
+ping_p99s() { for r in $(seq "$PING_ROUNDS"); do rbget "$1-ping-$r" PING_MBULK 7; done | { grep . || true; }; }
 PING_T=$(ping_p99s tokend | median) PING_R=$(ping_p99s redis | median)
 PING_T_ALL=$(ping_p99s tokend | paste -sd' ') PING_R_ALL=$(ping_p99s redis | paste -sd' ')
 R_PING=$(ratio "$PING_T" "$PING_R")
 # Expiry: every tokend run must get every event; the p99 is the median of
 # the runs', and the detail table shows the run that has it.
-exp_p99s() { for r in $(seq "$EXP_ROUNDS"); do v "mem-expiry-$r" late_p99_ms; done | grep .; }
+exp_p99s() { for r in $(seq "$EXP_ROUNDS"); do v "mem-expiry-$r" late_p99_ms; done | { grep . || true; }; }
 EXP_T_P99=$(exp_p99s | median)
 EXP_T_P99_ALL=$(exp_p99s | paste -sd' ')
 EXP_MID=mem-expiry-1
@@ -594,7 +594,7 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
     echo
     echo "| | HTTP | RESP |"
     echo "| --- | ---: | ---: |"
-    three() { for r in 1 2 3; do v "$1-$r" "$2"; done | grep . | median; }
+    three() { for r in 1 2 3; do v "$1-$r" "$2"; done | median; }
     echo "| requests/s | $(fmt_int "$(three http-http ops_per_sec)") | $(fmt_int "$(three http-resp ops_per_sec)") |"
     echo "| p99 latency, µs | $(three http-http p99_us) | $(three http-resp p99_us) |"
     echo "| load-generator CPU, % | $(three http-http client_cpu_pct | cut -d. -f1) | $(three http-resp client_cpu_pct | cut -d. -f1) |"
