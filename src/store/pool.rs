@@ -155,6 +155,13 @@ impl Pool {
         self.live
     }
 
+    /// Frees the pool's memory a 2 MiB chunk at a time with `pause` in
+    /// between (see [`super::keys::dispose`]).
+    pub fn free_gradually(self, pause: std::time::Duration) {
+        let Pool { slots, .. } = self;
+        slots.free_gradually(pause);
+    }
+
     /// True when nothing refers to this pool any more.
     pub fn is_empty(&self) -> bool {
         self.live == 0 && self.expired.is_empty() && self.waiters.is_empty()

@@ -137,6 +137,14 @@ pub(crate) struct Slab {
 }
 
 impl Slab {
+    /// Unmaps the chunks one by one, `pause` apart.
+    pub fn free_gradually(mut self, pause: std::time::Duration) {
+        while let Some(c) = self.chunks.pop() {
+            drop(c);
+            std::thread::sleep(pause);
+        }
+    }
+
     /// Bytes it holds (MEMORY USAGE): chunks are whole 2 MiB blocks.
     pub fn heap_bytes(&self) -> usize {
         self.small.capacity() * std::mem::size_of::<Slot>()
