@@ -66,15 +66,14 @@ async fn a_holder_paused_past_its_lease_cannot_write_after_resuming() {
     let a = Tokend::start(&["--redis", &url, "--cluster-node-timeout", "1s", "--persist-timeout", "500ms"]);
     let mut ca = RawConn::connect(a.addr).await;
     ca.cmd("TOKEN.GEN p COUNT 3").await;
-    // SAFETY: kill(2) on the child tokend process the test spawned.
-    unsafe { libc::kill(a.pid() as libc::pid_t, libc::SIGSTOP) };
+    a.signal(libc::SIGSTOP);
     // Queue a write on the paused process: it is read when it resumes.
     ca.send(&["TOKEN.GEN", "p", "COUNT", "5"]).await;
     let b = Tokend::start(&["--redis", &url, "--cluster-node-timeout", "1s"]);
     let mut cb = RawConn::connect(b.addr).await;
     assert_eq!(common::stats(&mut cb, "p").await[0], 3);
     cb.cmd("TOKEN.GEN p").await.text();
-    unsafe { libc::kill(a.pid() as libc::pid_t, libc::SIGCONT) };
+    a.signal(libc::SIGCONT);
     // A's pending GEN: refused, or not confirmed — never acknowledged.
     let r = ca.read_within(Duration::from_secs(10)).await;
     if let Some(r) = &r {

@@ -130,9 +130,7 @@ impl RedisProc {
     /// Sends a signal (SIGSTOP: it hangs, keeping its connections open, as
     /// under a long fork or a network black hole; SIGCONT: it resumes).
     pub fn signal(&self, sig: libc::c_int) {
-        let pid = self.child.as_ref().expect("running").id();
-        // SAFETY: kill(2) on a child we spawned and have not reaped.
-        unsafe { libc::kill(pid as libc::pid_t, sig) };
+        signal_pid(self.child.as_ref().expect("running").id(), sig);
     }
 
     /// Kills it hard.
@@ -312,10 +310,10 @@ impl Tokend {
         }
     }
 
-    /// Sends `sig` (SIGSTOP, SIGCONT…).
+    /// Sends `sig` (SIGSTOP, SIGCONT…); returns once a SIGSTOP has stopped
+    /// every thread.
     pub fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) with a pid we spawned and still own (not reaped).
-        unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
+        signal_pid(self.pid(), sig);
     }
 
     /// Waits (bounded) for the process to exit by itself; its status.
@@ -361,5 +359,33 @@ impl Tokend {
 impl Drop for Tokend {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Sends `sig` to a child we spawned and have not reaped. kill(2) returns
+/// before a SIGSTOP takes effect: a thread already running keeps running
+/// until the kernel next looks at its signals, so for SIGSTOP this waits
+/// until /proc shows every thread stopped; what is sent to the process after
+/// this returns is not read before SIGCONT.
+pub fn signal_pid(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) on a pid we spawned and still own (not reaped).
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+    if sig != libc::SIGSTOP {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let all_stopped = std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| {
+            tasks.flatten().all(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                // The state follows the parenthesised command name.
+                stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+            })
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(Instant::now() < deadline, "pid {pid} did not stop within 5 s of SIGSTOP");
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
