@@ -116,23 +116,31 @@ start_redis() { # port name
   exit 1
 }
 
-TOKEND_PID=
-start_tokend() { # name args...
-  local name=$1
-  shift
+# Starts a tokend binary on a port, pinned to the server core, and waits
+# for it to be ready; its pid in LAUNCHED.
+LAUNCHED=
+launch() { # binary port name args...
+  local bin=$1 port=$2 name=$3
+  shift 3
   : >"$WORK/tokend-$name.log"
-  taskset -c "$SCPU" "$TOKEND" --port "$TOK_PORT" "$@" >>"$WORK/tokend-$name.log" 2>&1 &
-  TOKEND_PID=$!
-  PIDS+=("$TOKEND_PID")
+  taskset -c "$SCPU" "$bin" --port "$port" "$@" >>"$WORK/tokend-$name.log" 2>&1 &
+  LAUNCHED=$!
+  PIDS+=("$LAUNCHED")
   local i
   for i in $(seq 6000); do
     grep -q "ready to accept connections" "$WORK/tokend-$name.log" && return 0
-    kill -0 "$TOKEND_PID" 2>/dev/null || break
+    kill -0 "$LAUNCHED" 2>/dev/null || break
     sleep 0.01
   done
   echo "bench: tokend ($name) did not start; its log:" >&2
   cat "$WORK/tokend-$name.log" >&2
   exit 1
+}
+
+TOKEND_PID=
+start_tokend() { # name args...
+  launch "$TOKEND" "$TOK_PORT" "$@"
+  TOKEND_PID=$LAUNCHED
 }
 
 stop_tokend() {
@@ -144,21 +152,10 @@ stop_tokend() {
 # servers up at once; its pid in ALT_PID.
 ALT_PID=
 start_alt() { # binary name args...
-  local bin=$1 name=$2
-  shift 2
-  : >"$WORK/tokend-$name.log"
-  taskset -c "$SCPU" "$bin" --port "$ALT_PORT" "$@" >>"$WORK/tokend-$name.log" 2>&1 &
-  ALT_PID=$!
-  PIDS+=("$ALT_PID")
-  local i
-  for i in $(seq 6000); do
-    grep -q "ready to accept connections" "$WORK/tokend-$name.log" && return 0
-    kill -0 "$ALT_PID" 2>/dev/null || break
-    sleep 0.01
-  done
-  echo "bench: tokend ($name) did not start; its log:" >&2
-  cat "$WORK/tokend-$name.log" >&2
-  exit 1
+  local bin=$1
+  shift
+  launch "$bin" "$ALT_PORT" "$@"
+  ALT_PID=$LAUNCHED
 }
 
 stop_alt() {

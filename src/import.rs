@@ -29,7 +29,13 @@ use std::time::{Duration, Instant};
 /// with the same time left, in a pool of a running tokend. Safe to run twice:
 /// tokens tokend has already are left alone.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "tokend import-seed", version, max_term_width = 100, verbatim_doc_comment)]
+#[command(
+    name = "tokend import-seed",
+    bin_name = "tokend import-seed",
+    version,
+    max_term_width = 100,
+    verbatim_doc_comment
+)]
 pub struct ImportArgs {
     /// The old service's Redis, e.g. redis://127.0.0.1:6379/0.
     #[arg(long)]

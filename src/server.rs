@@ -93,22 +93,8 @@ impl Server {
             slowlog_max_len: config.slowlog_max_len,
             latency_monitor_threshold: config.latency_monitor_threshold,
         };
-        let metrics = match &config.metrics_addr {
-            Some(a) => Some(
-                TcpListener::bind(a)
-                    .await
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on --metrics-addr {a}: {e}")))?,
-            ),
-            None => None,
-        };
-        let http = match &config.http_addr {
-            Some(a) => Some(
-                TcpListener::bind(a)
-                    .await
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on --http-addr {a}: {e}")))?,
-            ),
-            None => None,
-        };
+        let metrics = bind_optional(&config.metrics_addr, "--metrics-addr").await?;
+        let http = bind_optional(&config.http_addr, "--http-addr").await?;
         let ctx = Arc::new(Ctx::new(store, pubsub, settings));
         ctx.loading.store(backing.is_some(), Ordering::Release);
         let (ready, _) = watch::channel(false);
@@ -237,6 +223,15 @@ impl Server {
         drop(running);
         outcome
     }
+}
+
+/// Binds the listener of an optional front end (`flag`'s address), if set.
+async fn bind_optional(addr: &Option<String>, flag: &str) -> std::io::Result<Option<TcpListener>> {
+    let Some(a) = addr else { return Ok(None) };
+    TcpListener::bind(a)
+        .await
+        .map(Some)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {flag} {a}: {e}")))
 }
 
 /// Loads the dataset from the backing Redis (if any), attaches the backing

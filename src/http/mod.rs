@@ -421,13 +421,13 @@ async fn unblock_token(
         (status = 400, description = "Unknown token, or not assigned", body = ErrorDetail),
         (status = 422, description = "The body is not {\"token\": \"<uuid>\"}", body = ValidationError)))]
 async fn unblock(
-    State(api): State<Api>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    api: State<Api>,
+    addr: ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(q): Query<PoolParam>,
+    q: Query<PoolParam>,
     body: Bytes,
 ) -> Response {
-    on_token(api, addr, headers, q, body, b"TOKEN.UNBLOCK", unblock_answer).await
+    unblock_token(api, addr, headers, q, body).await
 }
 
 /// Delete a token.

@@ -457,6 +457,19 @@ struct ConnStats {
     first_error: Option<String>,
 }
 
+impl ConnStats {
+    /// Adds one connection's results to the totals.
+    fn add(&mut self, hist: &mut Histogram<u64>, h: Histogram<u64>, s: ConnStats) -> Res<()> {
+        hist.add(&h).map_err(|e| format!("histogram: {e}"))?;
+        self.errors += s.errors;
+        self.empty += s.empty;
+        if self.first_error.is_none() {
+            self.first_error = s.first_error;
+        }
+        Ok(())
+    }
+}
+
 impl Lane {
     fn first(workload: Workload) -> Step {
         match workload {
@@ -655,14 +668,7 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
     let mut failure = None;
     for t in tasks {
         match t.await {
-            Ok(Ok((h, s))) => {
-                hist.add(&h).map_err(|e| format!("histogram: {e}"))?;
-                st.errors += s.errors;
-                st.empty += s.empty;
-                if st.first_error.is_none() {
-                    st.first_error = s.first_error;
-                }
-            }
+            Ok(Ok((h, s))) => st.add(&mut hist, h, s)?,
             Ok(Err(e)) => failure = Some(e.to_string()),
             Err(e) => failure = Some(e.to_string()),
         }
@@ -783,12 +789,7 @@ async fn load_http(args: &Args, addr: &str) -> Res<()> {
     let mut st = ConnStats::default();
     for t in tasks {
         let (h, s) = t.await??;
-        hist.add(&h).map_err(|e| format!("histogram: {e}"))?;
-        st.errors += s.errors;
-        st.empty += s.empty;
-        if st.first_error.is_none() {
-            st.first_error = s.first_error;
-        }
+        st.add(&mut hist, h, s)?;
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
