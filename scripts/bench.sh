@@ -14,7 +14,8 @@
 #   workloads for $BENCH_SECS seconds each;
 # - redis-benchmark PING/SET against redis-server and PING/TOKEN.STATS
 #   against tokend (the protocol ceiling);
-# - memory per token at 1M tokens, ACQUIRE at 10M tokens against 10k,
+# - memory per token at 1M tokens and per pool at 100k pools of one token,
+#   ACQUIRE at 10M tokens against 10k,
 #   UNLINK of a 10M-token pool while a client works on another pool of the
 #   same shard, RSS of a soak with 1 h leases against 1 s leases,
 #   recovery of 1M tokens from the backing Redis, and expiry of 200k tokens
@@ -23,7 +24,8 @@
 # Installs nothing itself except through scripts/setup.sh. Environment knobs:
 # BENCH_SECS (5), BENCH_OUT (BENCHMARKS.md), BENCH_SERVER_CPU (0),
 # BENCH_CLIENT_CPU (1), BENCH_PORT_BASE (16379: uses it and the next two),
-# BENCH_EXPIRY_TOKENS (200000), BENCH_MEM_TOKENS (1000000), BENCH_BIG_TOKENS
+# BENCH_EXPIRY_TOKENS (200000), BENCH_MEM_TOKENS (1000000), BENCH_POOLS
+# (100000: pools of one token for the small-pool row), BENCH_BIG_TOKENS
 # (10000000), BENCH_RECOVERY_TOKENS (1000000), BENCH_ACQ_ROUNDS (16) and
 # BENCH_ACQ_SECS (2): the pairs of ACQUIRE runs at 10k and 10M tokens,
 # BENCH_EXP_ROUNDS (3): runs of the expiry workload against tokend,
@@ -55,6 +57,7 @@ MEM_TOKENS=${BENCH_MEM_TOKENS:-1000000}
 BIG_TOKENS=${BENCH_BIG_TOKENS:-10000000}
 REC_TOKENS=${BENCH_RECOVERY_TOKENS:-1000000}
 SMALL_TOKENS=10000
+POOLS_N=${BENCH_POOLS:-100000}
 ACQ_ROUNDS=${BENCH_ACQ_ROUNDS:-16}
 ACQ_SECS=${BENCH_ACQ_SECS:-2}
 PING_ROUNDS=5
@@ -280,6 +283,26 @@ rflush "$REF_PORT"
 lg mem-gen "${TOK[@]}" "${D[@]}" "${W_GEN[@]}" --pool gen
 lg redis-gen "${REF[@]}" "${D[@]}" "${W_GEN[@]}" --pool gen
 rflush "$REF_PORT"
+stop_tokend
+
+# --- many small pools --------------------------------------------------------
+log "$POOLS_N pools of one token each"
+start_tokend pools
+sleep 0.5
+rflush "$REF_PORT"
+# Users who keep a pool per tenant have millions of pools of a few tokens.
+# Measured like memory per token (below): tokend's whole RSS growth against Redis's
+# used_memory growth (the same pools as FCALLs: a set, a key with a TTL).
+POOLS_RSS0=$(rss_kb "$TOKEND_PID")
+lg pools-fill "${TOK[@]}" -w pools --tokens "$POOLS_N" --pool tenant
+POOLS_RSS1=$(rss_kb "$TOKEND_PID")
+UM0=$(used_memory "$REF_PORT")
+lg redis-pools-fill "${REF[@]}" -w pools --tokens "$POOLS_N" --pool tenant
+UM1=$(used_memory "$REF_PORT")
+rflush "$REF_PORT"
+TOK_BPP=$(awk -v a="$POOLS_RSS0" -v b="$POOLS_RSS1" -v n="$POOLS_N" 'BEGIN { printf "%.0f", (b - a) * 1024 / n }')
+REDIS_BPP=$(awk -v a="$UM0" -v b="$UM1" -v n="$POOLS_N" 'BEGIN { printf "%.0f", (b - a) / n }')
+echo "tokend RSS $POOLS_RSS0 -> $POOLS_RSS1 kB ($TOK_BPP B/pool); Redis used_memory $UM0 -> $UM1 ($REDIS_BPP B/pool)" >&2
 stop_tokend
 
 # --- memory per token, ACQUIRE at 10M vs 10k --------------------------------
@@ -556,6 +579,7 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "| expiry, $EXPIRY_TOKENS tokens due in the same second: events received (tokend: in each of $EXP_ROUNDS runs) | ${EXP_T_RECV:-failed} / ${EXP_T_EXP:-?} | Redis key expiry ${EXP_R_RECV:-failed} / ${EXP_R_EXP:-?} | — | all | $EXP_T_ALL |"
   echo "| expiry: p99 lateness of an event after its deadline, ms (tokend: median of $EXP_ROUNDS runs, each on a fresh server: $EXP_T_P99_ALL) | ${EXP_T_P99:-failed} | Redis key expiry ${EXP_R_P99:-failed} | $(ratio "$EXP_T_P99" "$EXP_R_P99")× | ≤ 5 ms | $EXP_P99_MET |"
   echo "| memory per token at $MEM_TOKENS tokens, bytes (tokend: RSS delta; Redis: used_memory delta) | $TOK_BPT | Redis fn $REDIS_BPT | $R_MEM× | ≤ 100 and below Redis | $MEM_MET |"
+  echo "| memory per pool at $POOLS_N pools of one token, bytes (tokend: RSS delta; Redis: used_memory delta) | $TOK_BPP | Redis fn $REDIS_BPP | $(ratio "$TOK_BPP" "$REDIS_BPP")× | ≤ 300 | $(le "$TOK_BPP" 300) |"
   echo "| ACQUIRE throughput (ACQUIRE → UNBLOCK, 50 × 16) at $BIG_TOKENS tokens, ops/s: medians of $ACQ_ROUNDS adjacent pairs of ${ACQ_SECS} s runs; the ratio is the median of the pairs' ratios ($A_RATIOS) | $(fmt_int "$A_BIG") | tokend at $SMALL_TOKENS tokens $(fmt_int "$A_SMALL") | $R_ACQ× | ≥ 0.9× | $(ge "$R_ACQ" 0.9) |"
   echo "| recovery of $REC_TOKENS tokens: start to ready, s (loading alone: ${REC_LOAD_MS:-?} ms; tokens back: ${REC_TOTAL:-?}) | $REC_SECS | — | — | ≤ 3 s | $(le "$REC_SECS" 3) |"
   echo "| UNLINK of a $BIG_TOKENS-token pool (answered \`$UNLINK_REPLY\` in $UNLINK_MS ms, redis-cli included): worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the same shard during the UNLINK and the 1.5 s of freeing it starts, ms (without an UNLINK: ${UNLINK_CALM_MS:-?} ms; in the 3 s after, when this VM reports the freed memory to its host: ${UNLINK_AFTER_MS:-?} ms) | ${UNLINK_MAX_MS:-failed} | — | — | ≤ 5 ms | $(le "$UNLINK_MAX_MS" 5) |"

@@ -65,7 +65,9 @@ use tokio::sync::Notify;
 /// One shard: a set of pools and their timing wheel.
 struct Shard {
     names: HashMap<Bytes, PoolId>,
-    pools: HashMap<PoolId, Pool, TokenHash>,
+    /// Boxed: a map entry is 16 bytes, not a whole pool, which keeps the
+    /// table (and its rehashes) small when there are millions of pools.
+    pools: HashMap<PoolId, Box<Pool>, TokenHash>,
     /// Pending deadlines: (pool id, slot with [`fire::LEASE_ENTRY`] set for a
     /// lease). 16 bytes an entry. A token has a lifetime entry always and a
     /// lease entry while assigned, both reset lazily (see `run_due`). A slot
@@ -250,7 +252,7 @@ impl Shard {
     /// remembered expired tokens, no waiters): it no longer exists, here or
     /// in the backing store's list of pools.
     fn drop_if_empty(s: &mut Shard, pid: PoolId, fx: &mut Effects) {
-        if s.pools.get(&pid).is_some_and(Pool::is_empty)
+        if s.pools.get(&pid).is_some_and(|p| p.is_empty())
             && let Some(p) = s.unlink_pool(pid)
         {
             fx.change(|| Change::DropPool { pool: p.name.clone() });
@@ -263,7 +265,7 @@ impl Shard {
         let p = self.pools.remove(&pid)?;
         self.names.remove(&p.name);
         self.by_seq.remove(&p.seq);
-        Some(p)
+        Some(*p)
     }
 
     /// True when the wheel holds enough stale entries that a sweep should
@@ -478,7 +480,7 @@ impl Store {
         pool.seq = s.next_seq;
         s.next_seq += 1;
         s.by_seq.insert(pool.seq, pid);
-        s.pools.insert(pid, pool);
+        s.pools.insert(pid, Box::new(pool));
         pid
     }
 

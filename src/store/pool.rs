@@ -327,8 +327,8 @@ impl Pool {
     }
 
     /// An estimate of the bytes the pool holds (MEMORY USAGE): its slots,
-    /// its free set, its indexes, its remembered expired tokens (about 40
-    /// bytes each in their hash maps) and its waiters.
+    /// its free set, its indexes, its remembered expired tokens and its
+    /// waiters.
     pub fn memory_usage(&self) -> usize {
         std::mem::size_of::<Pool>()
             + self.name.len()
@@ -336,7 +336,7 @@ impl Pool {
             + self.free.heap_bytes()
             + self.vacant.capacity() * 4
             + self.misplaced.capacity() * 5
-            + self.expired.len() * 40
+            + self.expired.heap_bytes()
             + self.waiters.len() * std::mem::size_of::<Waiter>()
     }
 

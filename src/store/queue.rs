@@ -74,11 +74,17 @@ const PARTS: usize = 16;
 /// shares spread over an octave, the parts double one at a time, evenly
 /// spaced over each doubling of the set; the largest rehash moves 8.4% of
 /// the entries.
+///
+/// The maps are made at the first insert and dropped when the set empties:
+/// sixteen empty maps are 512 bytes, which a pool that never had an expired
+/// token (most small pools) would otherwise carry.
 #[derive(Default)]
 pub(crate) struct ExpiredSet {
-    parts: [HashMap<TokenId, u64, TokenHash>; PARTS],
+    parts: Option<Box<Parts>>,
     len: usize,
 }
+
+type Parts = [HashMap<TokenId, u64, TokenHash>; PARTS];
 
 /// `PART_ENDS[i]`: the end of part `i`'s range of the 64-bit key below,
 /// `2^64 · Σ_{j ≤ i} 2^(j/16) / Σ_j 2^(j/16)` (the last is `u64::MAX`).
@@ -108,15 +114,16 @@ impl ExpiredSet {
     }
 
     pub fn get(&self, id: &TokenId) -> Option<&u64> {
-        self.parts[part(*id)].get(id)
+        self.parts.as_ref()?[part(*id)].get(id)
     }
 
     pub fn contains_key(&self, id: &TokenId) -> bool {
-        self.parts[part(*id)].contains_key(id)
+        self.get(id).is_some()
     }
 
     pub fn insert(&mut self, id: TokenId, forget_at: u64) -> Option<u64> {
-        let old = self.parts[part(id)].insert(id, forget_at);
+        let parts = self.parts.get_or_insert_with(Box::default);
+        let old = parts[part(id)].insert(id, forget_at);
         if old.is_none() {
             self.len += 1;
         }
@@ -124,23 +131,33 @@ impl ExpiredSet {
     }
 
     pub fn remove(&mut self, id: &TokenId) -> Option<u64> {
-        let old = self.parts[part(*id)].remove(id);
+        let old = self.parts.as_mut()?[part(*id)].remove(id);
         if old.is_some() {
             self.len -= 1;
+            if self.len == 0 {
+                self.parts = None;
+            }
         }
         old
     }
 
     /// Every remembered token with when it is forgotten.
     pub fn iter(&self) -> impl Iterator<Item = (TokenId, u64)> + '_ {
-        self.parts.iter().flat_map(|p| p.iter().map(|(&t, &at)| (t, at)))
+        self.parts.iter().flat_map(|parts| parts.iter().flat_map(|p| p.iter().map(|(&t, &at)| (t, at))))
     }
 
     pub fn clear(&mut self) {
-        for p in &mut self.parts {
-            *p = HashMap::default();
-        }
+        self.parts = None;
         self.len = 0;
+    }
+
+    /// Bytes it holds on the heap (MEMORY USAGE): the maps' tables, about
+    /// 40 bytes an entry at their usual load.
+    pub fn heap_bytes(&self) -> usize {
+        self.parts.as_ref().map_or(0, |parts| {
+            std::mem::size_of::<Parts>()
+                + parts.iter().map(|p| p.capacity() * (std::mem::size_of::<(TokenId, u64)>() + 1)).sum::<usize>()
+        })
     }
 }
 
@@ -177,9 +194,10 @@ mod tests {
         for n in 0..300_000 {
             let id = crate::token::from_random(rand::RngExt::random(&mut rng));
             let p = part(id);
-            let (cap, len) = (s.parts[p].capacity(), s.parts[p].len());
+            let part_of = |s: &ExpiredSet| s.parts.as_ref().map_or((0, 0), |ps| (ps[p].capacity(), ps[p].len()));
+            let (cap, len) = part_of(&s);
             s.insert(id, 1);
-            if s.parts[p].capacity() != cap {
+            if part_of(&s).0 != cap {
                 moved.push((n, len));
             }
         }
@@ -189,7 +207,7 @@ mod tests {
             .max()
             .unwrap_or(0);
         assert!(worst <= 300_000 / 8, "{worst} entries rehashed within 1,000 inserts");
-        let sizes: Vec<usize> = s.parts.iter().map(HashMap::len).collect();
+        let sizes: Vec<usize> = s.parts.as_ref().unwrap().iter().map(HashMap::len).collect();
         assert!(sizes.windows(2).all(|w| w[0] < w[1]), "shares grow with the part number: {sizes:?}");
     }
 
@@ -209,5 +227,11 @@ mod tests {
         assert_eq!(s.len(), 99);
         s.clear();
         assert!(s.is_empty() && !s.contains_key(&ids[0]));
+        assert_eq!(s.heap_bytes(), 0, "an empty set holds no maps");
+        s.insert(ids[1], 1);
+        assert!(s.heap_bytes() >= 512);
+        assert_eq!(s.remove(&ids[1]), Some(1));
+        assert_eq!(s.heap_bytes(), 0, "the maps go with the last entry");
+        assert_eq!(s.remove(&ids[1]), None);
     }
 }

@@ -183,13 +183,24 @@ impl Slab {
     pub fn reserve(&mut self, n: usize) {
         if self.chunks.is_empty() {
             let want = (self.len + n).min(CHUNK_SLOTS);
-            self.small.reserve(want.saturating_sub(self.small.len()));
+            let more = want.saturating_sub(self.small.len());
+            if self.small.capacity() == 0 {
+                // Exactly what the first GEN asks for: `reserve` would round
+                // a one-token pool up to four slots (192 bytes unused).
+                self.small.reserve_exact(more);
+            } else {
+                self.small.reserve(more);
+            }
         }
     }
 
     /// Appends a slot.
     pub fn push(&mut self, slot: Slot) {
         if self.chunks.is_empty() && self.len < CHUNK_SLOTS {
+            if self.small.capacity() == 0 {
+                // See `reserve`: a first slot is one slot, not four.
+                self.small.reserve_exact(1);
+            }
             self.small.push(slot);
         } else {
             if self.chunks.is_empty() {
@@ -241,6 +252,24 @@ mod tests {
 
     fn slot(n: usize) -> Slot {
         Slot { id: n as u128 + 1, rec: Record::stored(n as u64, 0, 0, 0, 0) }
+    }
+
+    #[test]
+    fn a_small_slab_holds_what_was_asked_for() {
+        let one = |prepare: fn(&mut Slab)| {
+            let mut s = Slab::default();
+            prepare(&mut s);
+            s.push(slot(0));
+            s.heap_bytes()
+        };
+        assert_eq!(one(|_| {}), size_of::<Slot>(), "a first push makes room for one slot");
+        assert_eq!(one(|s| s.reserve(1)), size_of::<Slot>(), "GEN of one token");
+        let mut s = Slab::default();
+        s.reserve(3);
+        for i in 0..100 {
+            s.push(slot(i));
+        }
+        assert!(s.heap_bytes() <= 2 * 100 * size_of::<Slot>(), "later growth is amortized");
     }
 
     #[test]

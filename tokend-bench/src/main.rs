@@ -26,6 +26,8 @@
 //!   a few seconds ahead, subscribes to `__keyevent@0__:expired`, and reports
 //!   how many events arrived and how late each was after its deadline.
 //! - `fill`: only the pre-fill (`--tokens`), timed.
+//! - `pools`: one token in each of `--tokens` pools (`<pool>-0`, `<pool>-1`,
+//!   …), pipelined, timed: what many small pools cost.
 //!
 //! `--target http` drives tokend's HTTP API instead (acquire only, one
 //! request at a time per connection, through hyper's HTTP/1.1 client).
@@ -55,6 +57,7 @@ enum Workload {
     Ping,
     Expiry,
     Fill,
+    Pools,
 }
 
 impl Workload {
@@ -67,6 +70,7 @@ impl Workload {
             Workload::Ping => "ping",
             Workload::Expiry => "expiry",
             Workload::Fill => "fill",
+            Workload::Pools => "pools",
         }
     }
 }
@@ -217,10 +221,14 @@ async fn run(args: Args) -> Res<()> {
     }
     match args.workload {
         Workload::Expiry => return expiry(&args, &addr, &cmds).await,
-        Workload::Fill => {
+        Workload::Fill | Workload::Pools => {
             let t0 = Instant::now();
             let mut c = Conn::connect(&addr).await?;
-            fill(&mut c, &cmds, &args.pool, args.tokens, args.lifetime_ms).await?;
+            if args.workload == Workload::Pools {
+                fill_pools(&mut c, &cmds, &args.pool, args.tokens, args.lifetime_ms).await?;
+            } else {
+                fill(&mut c, &cmds, &args.pool, args.tokens, args.lifetime_ms).await?;
+            }
             let secs = t0.elapsed().as_secs_f64();
             let s = Summary::fill(&args, secs);
             s.print(&args);
@@ -427,6 +435,32 @@ async fn fill(c: &mut Conn, cmds: &Commands, pool: &str, n: u64, lifetime_ms: u6
         inflight -= 1;
         if let BytesFrame::Error(e) = r {
             return Err(format!("pre-fill: {e}").into());
+        }
+    }
+    Ok(())
+}
+
+/// Generates one token into each of `n` pools `<pool>-<i>`, 256 requests a
+/// write, at most two writes in flight.
+async fn fill_pools(c: &mut Conn, cmds: &Commands, pool: &str, n: u64, lifetime_ms: u64) -> Res<()> {
+    const BATCH: u64 = 256;
+    let lifetime = lifetime_ms.to_string();
+    let (mut next, mut inflight) = (0u64, 0u64);
+    while next < n || inflight > 0 {
+        while next < n && inflight < 2 * BATCH {
+            for i in next..(next + BATCH).min(n) {
+                let name = format!("{pool}-{i}");
+                let ids = if cmds.target == Target::RedisFn { vec![new_uuid()] } else { Vec::new() };
+                cmds.gen_many(&mut c.wbuf, name.as_bytes(), lifetime.as_bytes(), 1, &ids);
+                inflight += 1;
+            }
+            next = (next + BATCH).min(n);
+        }
+        c.flush().await?;
+        let (r, _) = c.next().await?;
+        inflight -= 1;
+        if let BytesFrame::Error(e) = r {
+            return Err(format!("GEN into many pools: {e}").into());
         }
     }
     Ok(())
