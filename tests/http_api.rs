@@ -350,6 +350,13 @@ async fn a_password_protects_the_http_api_too() {
     let basic = base64::engine::general_purpose::STANDARD.encode("anyone:s3cret");
     let r = c.post(&url).header("authorization", format!("Basic {basic}")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    // Endpoints with a body check the password before they read it.
+    for path in ["unblockToken", "keepAlive", "unblock"] {
+        let r = c.put(format!("http://{http}/token/{path}")).body("not json").send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let r = c.delete(format!("http://{http}/token/deleteExpiredToken")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
 /// A Redis filled by the old service's own commands (10k tokens, some

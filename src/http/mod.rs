@@ -32,7 +32,8 @@ use crate::reply::Reply;
 use crate::store::Store;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Query};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -277,9 +278,35 @@ fn token_of(headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
     }
 }
 
-impl Api {
-    fn pool<'a>(&'a self, q: &'a PoolParam) -> &'a [u8] {
-        q.pool.as_deref().unwrap_or(&self.pool).as_bytes()
+/// A request that passed [`admit`], with what every endpoint needs. As an
+/// extractor it runs before the body is read.
+struct Caller {
+    api: Api,
+    addr: SocketAddr,
+    headers: HeaderMap,
+    /// The `pool` query parameter.
+    pool: Option<String>,
+}
+
+impl FromRequestParts<Api> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Caller, Response> {
+        let ConnectInfo(addr) =
+            ConnectInfo::<SocketAddr>::from_request_parts(parts, api).await.map_err(IntoResponse::into_response)?;
+        admit(api, &addr, &parts.headers)?;
+        let Query(q) = Query::<PoolParam>::from_request_parts(parts, api).await.map_err(IntoResponse::into_response)?;
+        Ok(Caller { api: api.clone(), addr, headers: parts.headers.clone(), pool: q.pool })
+    }
+}
+
+impl Caller {
+    /// Runs `command <pool> [token]` (see [`run`]).
+    async fn run(&self, command: &[u8], token: Option<&str>) -> Result<Reply, Response> {
+        let pool = self.pool.as_deref().unwrap_or(&self.api.pool).as_bytes();
+        let mut args = vec![command, pool];
+        args.extend(token.map(str::as_bytes));
+        run(&self.api, self.addr, args).await
     }
 }
 
@@ -292,16 +319,8 @@ fn code(msg: &str) -> &str {
 #[utoipa::path(post, path = "/token/generateToken", tag = "tokens", params(PoolParam),
     description = "Makes one new free token with the server's default lifetime (`TOKEN.GEN pool`).",
     responses((status = 200, description = "Generated", body = String, example = json!("token successfully generated"))))]
-async fn generate_token(
-    State(api): State<Api>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<PoolParam>,
-) -> Response {
-    if let Err(r) = admit(&api, &addr, &headers) {
-        return r;
-    }
-    match run(&api, addr, vec![b"TOKEN.GEN", api.pool(&q)]).await {
+async fn generate_token(c: Caller) -> Response {
+    match c.run(b"TOKEN.GEN", None).await {
         Ok(Reply::Error(e)) => command_error(&e),
         Ok(_) => ok(json!("token successfully generated")),
         Err(r) => r,
@@ -314,16 +333,8 @@ async fn generate_token(
     responses(
         (status = 200, description = "The token", body = TokenBody),
         (status = 400, description = "No free token", body = ErrorDetail, example = json!({"detail": "No available tokens"}))))]
-async fn acquire_token(
-    State(api): State<Api>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<PoolParam>,
-) -> Response {
-    if let Err(r) = admit(&api, &addr, &headers) {
-        return r;
-    }
-    match run(&api, addr, vec![b"TOKEN.ACQUIRE", api.pool(&q)]).await {
+async fn acquire_token(c: Caller) -> Response {
+    match c.run(b"TOKEN.ACQUIRE", None).await {
         Ok(Reply::Bulk(t)) => ok(json!({ "token": String::from_utf8_lossy(&t) })),
         Ok(Reply::Error(e)) => command_error(&e),
         Ok(_) => detail(StatusCode::BAD_REQUEST, "No available tokens"),
@@ -334,22 +345,16 @@ async fn acquire_token(
 /// Runs a command on the token of the body; `answer` turns its reply into
 /// the response.
 async fn on_token(
-    api: Api,
-    addr: SocketAddr,
-    headers: HeaderMap,
-    q: PoolParam,
+    c: Caller,
     body: Bytes,
     command: &'static [u8],
     answer: impl FnOnce(&str, Reply) -> Response,
 ) -> Response {
-    if let Err(r) = admit(&api, &addr, &headers) {
-        return r;
-    }
-    let token = match token_of(&headers, &body) {
+    let token = match token_of(&c.headers, &body) {
         Ok(t) => t,
         Err(r) => return r,
     };
-    match run(&api, addr, vec![command, api.pool(&q), token.as_bytes()]).await {
+    match c.run(command, Some(&token)).await {
         Ok(reply) => answer(&token, reply),
         Err(r) => r,
     }
@@ -363,14 +368,8 @@ async fn on_token(
          example = json!("Token token=UUID('8b0e9f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b') has received keep alive signal")),
         (status = 400, description = "Unknown or expired token", body = ErrorDetail, example = json!({"detail": "No such token found"})),
         (status = 422, description = "The body is not {\"token\": \"<uuid>\"}", body = ValidationError)))]
-async fn keep_alive(
-    State(api): State<Api>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<PoolParam>,
-    body: Bytes,
-) -> Response {
-    on_token(api, addr, headers, q, body, b"TOKEN.KEEPALIVE", |t, r| match r {
+async fn keep_alive(c: Caller, body: Bytes) -> Response {
+    on_token(c, body, b"TOKEN.KEEPALIVE", |t, r| match r {
         Reply::Integer(_) => ok(json!(format!("Token token=UUID('{t}') has received keep alive signal"))),
         Reply::Error(e) if matches!(code(&e), "NOTOKEN" | "EXPIRED") => {
             detail(StatusCode::BAD_REQUEST, "No such token found")
@@ -403,14 +402,8 @@ fn unblock_answer(t: &str, r: Reply) -> Response {
         (status = 400, description = "Unknown token, or not assigned", body = ErrorDetail,
          example = json!({"detail": "This token is not assigned and hence cannot be unblocked"})),
         (status = 422, description = "The body is not {\"token\": \"<uuid>\"}", body = ValidationError)))]
-async fn unblock_token(
-    State(api): State<Api>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<PoolParam>,
-    body: Bytes,
-) -> Response {
-    on_token(api, addr, headers, q, body, b"TOKEN.UNBLOCK", unblock_answer).await
+async fn unblock_token(c: Caller, body: Bytes) -> Response {
+    on_token(c, body, b"TOKEN.UNBLOCK", unblock_answer).await
 }
 
 /// The same as `/token/unblockToken`.
@@ -420,14 +413,8 @@ async fn unblock_token(
         (status = 200, description = "Unblocked", body = String),
         (status = 400, description = "Unknown token, or not assigned", body = ErrorDetail),
         (status = 422, description = "The body is not {\"token\": \"<uuid>\"}", body = ValidationError)))]
-async fn unblock(
-    api: State<Api>,
-    addr: ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    q: Query<PoolParam>,
-    body: Bytes,
-) -> Response {
-    unblock_token(api, addr, headers, q, body).await
+async fn unblock(c: Caller, body: Bytes) -> Response {
+    unblock_token(c, body).await
 }
 
 /// Delete a token.
@@ -437,14 +424,8 @@ async fn unblock(
         (status = 200, description = "Deleted", body = String, example = json!("8b0e9f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b has been deleted")),
         (status = 400, description = "Unknown token", body = ErrorDetail, example = json!({"detail": "No such token in system"})),
         (status = 422, description = "The body is not {\"token\": \"<uuid>\"}", body = ValidationError)))]
-async fn delete_token(
-    State(api): State<Api>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<PoolParam>,
-    body: Bytes,
-) -> Response {
-    on_token(api, addr, headers, q, body, b"TOKEN.DEL", |t, r| match r {
+async fn delete_token(c: Caller, body: Bytes) -> Response {
+    on_token(c, body, b"TOKEN.DEL", |t, r| match r {
         Reply::Integer(1) => ok(json!(format!("{t} has been deleted"))),
         Reply::Error(e) => command_error(&e),
         _ => detail(StatusCode::BAD_REQUEST, "No such token in system"),
@@ -456,16 +437,8 @@ async fn delete_token(
 #[utoipa::path(delete, path = "/token/deleteExpiredToken", tag = "tokens", params(PoolParam),
     description = "Forgets the pool's remembered expired tokens (`TOKEN.DELEXPIRED pool`).",
     responses((status = 200, description = "How many", body = String, example = json!("3 expired tokens deleted"))))]
-async fn delete_expired(
-    State(api): State<Api>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(q): Query<PoolParam>,
-) -> Response {
-    if let Err(r) = admit(&api, &addr, &headers) {
-        return r;
-    }
-    match run(&api, addr, vec![b"TOKEN.DELEXPIRED", api.pool(&q)]).await {
+async fn delete_expired(c: Caller) -> Response {
+    match c.run(b"TOKEN.DELEXPIRED", None).await {
         Ok(Reply::Integer(n)) => ok(json!(format!("{n} expired tokens deleted"))),
         Ok(Reply::Error(e)) => command_error(&e),
         Ok(_) => ok(json!("0 expired tokens deleted")),
