@@ -8,6 +8,9 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The fuzz target is its own workspace (it runs on nightly flags); checking
+# that it still compiles keeps it from falling behind the command core.
+cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

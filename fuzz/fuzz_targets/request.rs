@@ -71,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
             }
             // Dropping the place in the queue gives it up.
             Outcome::Block { waiting, .. } => drop(waiting),
-            Outcome::Close(_) => break,
+            Outcome::Close(_) | Outcome::Hangup => break,
         }
     }
     session.close(&h.ctx);
