@@ -181,13 +181,14 @@ fn decode_inline(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError
 /// are in C (any other escaped byte stands for itself); inside single
 /// quotes only `\'` is an escape. Like the C code, a NUL byte ends the line.
 pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
+    // C's isspace(): space, \t, \n, \v, \f, \r.
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
     let line = line.iter().position(|&b| b == 0).map_or(line, |nul| &line[..nul]);
     let at = |i: usize| line.get(i).copied().unwrap_or(0);
     let mut out = Vec::new();
     let mut i = 0;
     loop {
-        // isspace(): space, \t, \n, \v, \f, \r.
-        while i < line.len() && matches!(line[i], b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
+        while i < line.len() && is_space(line[i]) {
             i += 1;
         }
         if i >= line.len() {
@@ -213,7 +214,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                         other => other,
                     });
                 } else if c == b'"' {
-                    if !matches!(at(i + 1), 0 | b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
+                    if !(at(i + 1) == 0 || is_space(at(i + 1))) {
                         return None;
                     }
                     i += 1;
@@ -228,7 +229,7 @@ pub fn split_args(line: &[u8]) -> Option<Vec<Bytes>> {
                     i += 1;
                     cur.push(b'\'');
                 } else if c == b'\'' {
-                    if !matches!(at(i + 1), 0 | b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
+                    if !(at(i + 1) == 0 || is_space(at(i + 1))) {
                         return None;
                     }
                     i += 1;

@@ -207,7 +207,16 @@ fn admit(api: &Api, addr: &SocketAddr, headers: &HeaderMap) -> Result<(), Respon
 
 /// The token of a request body, as FastAPI's `Token` model validates it:
 /// the canonical form, or the 422 (or 400) it answers.
-fn token_of(headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
+/// FastAPI decodes a body as JSON when there is no content type or a JSON
+/// one; any other body is a string, which is not an object.
+fn json_type(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_none_or(|ct| {
+        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+    })
+}
+
+fn token_of(json_type: bool, body: &[u8]) -> Result<String, Response> {
     let invalid = |items: Value| json_response(StatusCode::UNPROCESSABLE_ENTITY, &json!({ "detail": items }));
     if body.is_empty() {
         return Err(invalid(json!([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": null}])));
@@ -215,12 +224,6 @@ fn token_of(headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
     let Ok(text) = std::str::from_utf8(body) else {
         return Err(detail(StatusCode::BAD_REQUEST, "There was an error parsing the body"));
     };
-    // FastAPI decodes JSON when there is no content type or a JSON one;
-    // any other body is a string, which is not an object.
-    let json_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_none_or(|ct| {
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-    });
     let not_object = |input: Value| {
         invalid(json!([{
             "type": "model_attributes_type",
@@ -283,7 +286,8 @@ fn token_of(headers: &HeaderMap, body: &[u8]) -> Result<String, Response> {
 struct Caller {
     api: Api,
     addr: SocketAddr,
-    headers: HeaderMap,
+    /// Its body is to be read as JSON (see [`json_type`]).
+    json_type: bool,
     /// The `pool` query parameter.
     pool: Option<String>,
 }
@@ -296,7 +300,7 @@ impl FromRequestParts<Api> for Caller {
             ConnectInfo::<SocketAddr>::from_request_parts(parts, api).await.map_err(IntoResponse::into_response)?;
         admit(api, &addr, &parts.headers)?;
         let Query(q) = Query::<PoolParam>::from_request_parts(parts, api).await.map_err(IntoResponse::into_response)?;
-        Ok(Caller { api: api.clone(), addr, headers: parts.headers.clone(), pool: q.pool })
+        Ok(Caller { api: api.clone(), addr, json_type: json_type(&parts.headers), pool: q.pool })
     }
 }
 
@@ -350,7 +354,7 @@ async fn on_token(
     command: &'static [u8],
     answer: impl FnOnce(&str, Reply) -> Response,
 ) -> Response {
-    let token = match token_of(&c.headers, &body) {
+    let token = match token_of(c.json_type, &body) {
         Ok(t) => t,
         Err(r) => return r,
     };
