@@ -169,9 +169,24 @@ pub struct Config {
     pub durability: Durability,
 
     /// How long a tokend that stopped renewing its lease on the backing Redis keeps
-    /// it: another tokend on the same prefix takes over only after that.
+    /// it: another tokend on the same prefix takes over only after that (in cluster
+    /// mode: another node takes its hash slots over).
     #[arg(long, env = "TOKEND_CLUSTER_NODE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub cluster_node_timeout: Duration,
+
+    /// Run as one node of a cluster that shares the backing Redis (needs --redis):
+    /// hash slots are spread over the live nodes, clients are redirected with -MOVED.
+    #[arg(long, env = "TOKEND_CLUSTER_ENABLED", default_value = "no", value_parser = parse_yes_no, action = clap::ArgAction::Set)]
+    pub cluster_enabled: bool,
+
+    /// Cluster mode: the address other nodes' redirects send clients to (default:
+    /// --bind, or 127.0.0.1 when bound to every interface).
+    #[arg(long, env = "TOKEND_CLUSTER_ANNOUNCE_IP")]
+    pub cluster_announce_ip: Option<String>,
+
+    /// Cluster mode: the port redirects send clients to (default: the port listened on).
+    #[arg(long, env = "TOKEND_CLUSTER_ANNOUNCE_PORT")]
+    pub cluster_announce_port: Option<u16>,
 
     /// With --durability async: the longest a change waits before it is flushed.
     #[arg(long, env = "TOKEND_FLUSH_INTERVAL", default_value = "5ms", value_parser = parse_duration)]
@@ -283,6 +298,9 @@ impl Config {
         {
             config.log_level = filter;
         }
+        if config.cluster_enabled && config.redis.is_none() {
+            return Err("--cluster-enabled yes needs --redis: the backing Redis is where the nodes agree".into());
+        }
         Ok(config)
     }
 
@@ -344,6 +362,9 @@ impl Config {
             ("flush-interval", ms(self.flush_interval)),
             ("persist-timeout", ms(self.persist_timeout)),
             ("cluster-node-timeout", ms(self.cluster_node_timeout)),
+            ("cluster-enabled", yes_no(self.cluster_enabled)),
+            ("cluster-announce-ip", self.cluster_announce_ip.clone().unwrap_or_default()),
+            ("cluster-announce-port", self.cluster_announce_port.map_or("0".into(), |p| p.to_string())),
             ("slowlog-log-slower-than", self.slowlog_log_slower_than.to_string()),
             ("slowlog-max-len", self.slowlog_max_len.to_string()),
             ("latency-monitor-threshold", self.latency_monitor_threshold.to_string()),

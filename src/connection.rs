@@ -323,6 +323,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         stop: &CancellationToken,
     ) -> std::io::Result<Option<Reply>> {
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
+        let waiting_pool = waiting.pool().clone();
         loop {
             let sleep = crate::clock::sleep_until_opt(deadline);
             // A RESP3 client may be subscribed while it waits: its messages
@@ -354,6 +355,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             Reply::bulk(token::format(t))
                         }
                         Handed::Gone => Reply::Null,
+                        Handed::Moved => moved(&self.ctx, &waiting_pool),
                     }));
                 }
                 m = msg => match m {
@@ -410,5 +412,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             ]),
         };
         r.encode(self.session.proto, &mut self.wbuf);
+    }
+}
+
+/// The reply of a blocked ACQUIRE whose pool's hash slot left this node:
+/// where the slot went (`-MOVED`), or `-TRYAGAIN` while it is on its way.
+fn moved(ctx: &Ctx, pool: &[u8]) -> Reply {
+    let route = ctx.cluster().map(|cl| cl.route(crate::cluster::keyslot(pool)));
+    match route.and_then(|r| r.error()) {
+        Some(e) => Reply::Error(e),
+        None => Reply::error(crate::cluster::Route::TryAgain.error().unwrap_or_default()),
     }
 }

@@ -10,10 +10,14 @@
 //!   the command core record into;
 //! - [`notify`] turns store events into keyspace-style messages on the
 //!   [`pubsub`] broker (and on the backing Redis);
+//! - [`cluster`] is cluster mode's slot map as this node knows it (the
+//!   command core routes by it: `-MOVED`, `-TRYAGAIN`, `-CLUSTERDOWN`);
 //! - [`cmd`] is the command core: one table of commands and one
 //!   `execute(ctx, session, request)` that every front end calls ([`parse`]
 //!   is the argument cursor; [`durable`] is its seam to the backing store);
-//! - [`persist`] writes changes to the backing Redis and reads them back;
+//! - [`persist`] writes changes to the backing Redis and reads them back,
+//!   and in cluster mode keeps the membership there (heartbeats, slot
+//!   claims and handovers);
 //! - [`connection`] is the RESP front end and [`http`] the old service's
 //!   HTTP API (both call `cmd::execute`), [`metrics`] the Prometheus
 //!   endpoint (it reads what the layers below count); [`server`] wires everything
@@ -24,6 +28,7 @@
 //! Imports only go down this list (a module never imports one above it).
 
 pub mod clock;
+pub mod cluster;
 pub mod cmd;
 pub mod codec;
 pub mod config;

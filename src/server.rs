@@ -14,12 +14,14 @@
 //! when all are done; finally the backing store is flushed.
 
 use crate::clock::Clock;
+use crate::cluster::{Cluster, Node};
 use crate::cmd::{Ctx, Settings};
 use crate::codec::Limits;
 use crate::config::Config;
 use crate::connection::{self, Connection};
 use crate::durable::Durability;
 use crate::notify::Notifier;
+use crate::persist::cluster::{Membership, MembershipHandle};
 use crate::persist::{self, Attached, Backing, Identity};
 use crate::pubsub::PubSub;
 use crate::store::{Store, expiry};
@@ -58,6 +60,9 @@ pub struct Server {
 struct Running {
     expiry: Option<expiry::ExpiryDrivers>,
     backing: Option<(Arc<Backing>, ConnectionManager, Identity)>,
+    /// Cluster mode's membership task (it hands the slots over at a
+    /// graceful stop).
+    membership: Option<MembershipHandle>,
 }
 
 impl Server {
@@ -71,13 +76,20 @@ impl Server {
         let store = Store::new(config.store_config(), Clock::new(), notifier);
         let port = listener.local_addr()?.port();
         let mut backing = None;
+        let mut cluster = None;
         if config.redis.is_some() {
             let host = if config.bind == "0.0.0.0" || config.bind == "::" { "127.0.0.1" } else { config.bind.as_str() };
+            let host = config.cluster_announce_ip.clone().unwrap_or_else(|| host.to_string());
+            let announced = config.cluster_announce_port.unwrap_or(port);
             let me = Identity {
                 node_id: persist::new_node_id(),
-                addr: format!("{host}:{port}"),
+                addr: format!("{host}:{announced}"),
                 lease: config.cluster_node_timeout,
             };
+            if config.cluster_enabled {
+                let node = Node { id: me.node_id.clone(), host, port: announced };
+                cluster = Some(Arc::new(Cluster::new(node)));
+            }
             backing = Some(persist::attach(&config, me, &store).await.map_err(std::io::Error::other)?);
         }
         let settings = Settings {
@@ -97,6 +109,9 @@ impl Server {
         let http = bind_optional(&config.http_addr, "--http-addr").await?;
         let ctx = Arc::new(Ctx::new(store, pubsub, settings));
         ctx.loading.store(backing.is_some(), Ordering::Release);
+        if let Some(c) = cluster {
+            ctx.set_cluster(c);
+        }
         let (ready, _) = watch::channel(false);
         Ok(Server { ctx, config, listener, tls: None, metrics, http, backing, ready })
     }
@@ -145,9 +160,16 @@ impl Server {
         let addr = listener.local_addr().ok();
         // Cancelled if another tokend takes the backing Redis prefix over.
         let fenced = CancellationToken::new();
-        let mut loader =
-            tokio::spawn(load(ctx.clone(), config.clone(), backing, running.clone(), ready, addr, fenced.clone()));
         let stop = CancellationToken::new();
+        let mut loader = tokio::spawn(load(
+            ctx.clone(),
+            config.clone(),
+            backing,
+            running.clone(),
+            ready,
+            addr,
+            Stops { fenced: fenced.clone(), stop: stop.clone() },
+        ));
         let tracker = TaskTracker::new();
         let front = Front {
             ctx: ctx.clone(),
@@ -203,6 +225,12 @@ impl Server {
                 }
             }
         };
+        // Cluster mode: hand every slot over while clients can still be
+        // told where it went.
+        let membership = running.lock().unwrap_or_else(|e| e.into_inner()).membership.clone();
+        if let Some(m) = membership {
+            m.leave().await;
+        }
         drop(listener);
         drop(tls);
         loader.abort();
@@ -234,6 +262,13 @@ async fn bind_optional(addr: &Option<String>, flag: &str) -> std::io::Result<Opt
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {flag} {a}: {e}")))
 }
 
+/// What the loader's tasks watch: `fenced` is cancelled if another tokend
+/// takes the backing Redis prefix over; `stop` when the server stops.
+struct Stops {
+    fenced: CancellationToken,
+    stop: CancellationToken,
+}
+
 /// Loads the dataset from the backing Redis (if any), attaches the backing
 /// store, starts the expiry drivers — whose first run fires whatever fell
 /// due while the server was down — and lets every command through.
@@ -244,17 +279,38 @@ async fn load(
     running: Arc<Mutex<Running>>,
     ready: watch::Sender<bool>,
     addr: Option<SocketAddr>,
-    fenced: CancellationToken,
+    stops: Stops,
 ) -> Result<(), String> {
+    let Stops { fenced, stop } = stops;
     let mut started = Running::default();
-    if let Some(mut attached) = backing {
+    let cluster = ctx.cluster_arc();
+    if let Some(cluster) = cluster
+        && let Some(attached) = backing
+    {
+        // Cluster mode: nothing is loaded up front; each node loads the
+        // slots membership gives it.
+        let (con, me, keys, owner) =
+            (attached.con.clone(), attached.me.clone(), attached.keys.clone(), attached.owner.clone());
+        let b = Backing::start(attached, &config, ctx.store.clone(), fenced, Some(cluster));
+        ctx.store.set_journal(b.clone());
+        ctx.store.notifier().set_sink(b.clone());
+        ctx.set_durability(b.clone() as Arc<dyn Durability>);
+        let url = config.redis.as_deref().unwrap_or_default();
+        let tls = config.backing_tls().map_err(|e| e.to_string())?;
+        let client = persist::client(url, &tls)?;
+        persist::cluster::spawn_events(client, keys, me.node_id.clone(), ctx.pubsub.clone(), stop.clone());
+        let m = Membership::new(b.clone(), con.clone(), ctx.store.clone(), owner, config.cluster_node_timeout)
+            .ok_or("cluster mode without a slot map")?;
+        started.membership = Some(persist::cluster::spawn(m, stop));
+        started.backing = Some((b, con, me));
+    } else if let Some(mut attached) = backing {
         let recovered = persist::recover(&mut attached.con, &attached.keys, attached.delta)
             .await
             .map_err(|e| format!("cannot load from the backing Redis: {e}"))?;
         ctx.store.restore(recovered.items);
         release_freed_memory();
         let (con, me) = (attached.con.clone(), attached.me.clone());
-        let b = Backing::start(attached, &config, ctx.store.clone(), fenced);
+        let b = Backing::start(attached, &config, ctx.store.clone(), fenced, None);
         ctx.store.set_journal(b.clone());
         ctx.store.notifier().set_sink(b.clone());
         // Pools an earlier version listed only in its pool set: their state

@@ -17,6 +17,7 @@
 //! `conn.rs`.
 
 pub mod client;
+pub mod cluster;
 pub mod command;
 pub mod conn;
 pub mod keyspace;
@@ -62,6 +63,8 @@ pub struct Ctx {
     /// Set once a backing Redis is attached: writes are admitted by it and
     /// (in sync mode) their replies wait for it.
     durability: OnceLock<Arc<dyn Durability>>,
+    /// Cluster mode's slot map (set once, at start-up, in cluster mode).
+    cluster: OnceLock<Arc<crate::cluster::Cluster>>,
     pub settings: Settings,
     pub clients: Clients,
     pub stats: Stats,
@@ -127,6 +130,7 @@ impl Ctx {
             store,
             pubsub,
             durability: OnceLock::new(),
+            cluster: OnceLock::new(),
             settings,
             clients: Clients::default(),
             stats: Stats::default(),
@@ -146,6 +150,21 @@ impl Ctx {
     /// are admitted; a second call is ignored).
     pub fn set_durability(&self, d: Arc<dyn Durability>) {
         let _ = self.durability.set(d);
+    }
+
+    /// Cluster mode's slot map, if the server runs in cluster mode.
+    pub fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.cluster.get().map(|c| &**c)
+    }
+
+    /// The slot map, shared (for the tasks that maintain it).
+    pub fn cluster_arc(&self) -> Option<Arc<crate::cluster::Cluster>> {
+        self.cluster.get().cloned()
+    }
+
+    /// Turns cluster mode on (once, before clients are served).
+    pub fn set_cluster(&self, c: Arc<crate::cluster::Cluster>) {
+        let _ = self.cluster.set(c);
     }
 
     /// True while the dataset is being loaded.
@@ -329,6 +348,9 @@ pub struct Call<'a, 't> {
 
 /// Runs one request (`args`: the command's name, then its arguments).
 pub fn execute(ctx: &Ctx, session: &mut Session, args: Vec<Bytes>) -> Outcome {
+    // Cluster mode: a handover waits for commands between their routing
+    // check and the end of their run (see `Cluster::barrier`).
+    let _gate = ctx.cluster().map(|c| c.enter());
     let (spec, id) = match admit(ctx, session, &args) {
         Ok(found) => found,
         Err((id, r)) => {
@@ -388,7 +410,29 @@ fn admit(
             spec.name
         )));
     }
+    if let Some(cl) = ctx.cluster()
+        && !spec.key_specs.is_empty()
+        && let Err(e) = route(cl, spec, args)
+    {
+        return refuse(Reply::Error(e));
+    }
     Ok((spec, id))
+}
+
+/// Cluster mode: the pools a command names must share one hash slot, and
+/// this node must serve it (else `-CROSSSLOT`, `-MOVED`, `-TRYAGAIN` or
+/// `-CLUSTERDOWN`, as a Redis Cluster node answers).
+fn route(cl: &crate::cluster::Cluster, spec: &CommandSpec, args: &[Bytes]) -> Result<(), String> {
+    let keys = spec.keys(args);
+    let Some(first) = keys.first() else { return Ok(()) };
+    let slot = crate::cluster::keyslot(first);
+    if keys[1..].iter().any(|k| crate::cluster::keyslot(k) != slot) {
+        return Err("CROSSSLOT Keys in request don't hash to the same slot".into());
+    }
+    match cl.route(slot).error() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Runs a resolved command: its handler gets the arguments after the name

@@ -16,7 +16,7 @@ pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
 /// INFO sections in the order they print, and whether `INFO` without an
 /// argument (`default`) prints them: as in Redis, the per-command sections
 /// only when asked for, or with `all` / `everything`.
-const SECTIONS: [(&str, bool); 11] = [
+const SECTIONS: [(&str, bool); 12] = [
     ("server", true),
     ("clients", true),
     ("memory", true),
@@ -27,6 +27,7 @@ const SECTIONS: [(&str, bool); 11] = [
     ("expiry", true),
     ("commandstats", false),
     ("latencystats", false),
+    ("cluster", true),
     ("keyspace", true),
 ];
 
@@ -72,7 +73,7 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             let up = ctx.started.elapsed().as_secs();
             kv("redis_version", &REDIS_COMPAT_VERSION);
             kv("tokend_version", &env!("CARGO_PKG_VERSION"));
-            kv("redis_mode", &"standalone");
+            kv("redis_mode", &if ctx.cluster().is_some() { "cluster" } else { "standalone" });
             kv("os", &std::env::consts::OS);
             kv("arch_bits", &(usize::BITS));
             kv("process_id", &std::process::id());
@@ -94,6 +95,18 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             kv("used_memory_rss", &rss);
             kv("used_memory_rss_human", &format!("{:.2}M", rss as f64 / 1048576.0));
             kv("maxmemory", &0);
+        }
+        "cluster" => {
+            kv("cluster_enabled", &u8::from(ctx.cluster().is_some()));
+            if let Some(cl) = ctx.cluster() {
+                let (mine, assigned) = cl.counts();
+                kv("cluster_my_id", &cl.me().id);
+                kv("cluster_nodes", &cl.nodes().len());
+                kv("cluster_slots_served", &mine);
+                kv("cluster_slots_assigned", &assigned);
+                kv("cluster_slots_moving", &cl.moving());
+                kv("cluster_serving", &u8::from(cl.serving()));
+            }
         }
         "persistence" => {
             kv("loading", &u8::from(ctx.is_loading()));

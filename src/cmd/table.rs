@@ -14,7 +14,9 @@
 //! tokend implements; `CLIENT SETINFO`, which 7.0 lacks, follows Redis 7.2.
 
 use super::spec::{Arg, ArgType, CommandSpec, KeySpec, flags};
-use super::{check_pool, check_pool_token, client, command, conn, keyspace, monitor, multi, ops, pubsub, server_info};
+use super::{
+    check_pool, check_pool_token, client, cluster, command, conn, keyspace, monitor, multi, ops, pubsub, server_info,
+};
 use super::{
     token_acquire, token_del, token_delexpired, token_gen, token_import, token_info, token_keepalive, token_stats,
     token_unblock,
@@ -1220,6 +1222,145 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
                 ..CommandSpec::BASE
             },
         ],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "cluster",
+        arity: -2,
+        flags: flags![],
+        acl_categories: &["@slow"],
+        summary: "A container for Redis Cluster commands.",
+        since: "3.0.0",
+        group: "cluster",
+        complexity: "Depends on subcommand.",
+        subcommands: &[
+            CommandSpec {
+                name: "cluster|info",
+                run: Some(cluster::info),
+                arity: 2,
+                flags: flags![LOADING, STALE],
+                acl_categories: &["@slow"],
+                tips: &["nondeterministic_output"],
+                summary: "Returns information about the state of a node.",
+                since: "3.0.0",
+                group: "cluster",
+                complexity: "O(1)",
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "cluster|myid",
+                run: Some(cluster::myid),
+                arity: 2,
+                flags: flags![LOADING, STALE],
+                acl_categories: &["@slow"],
+                summary: "Returns the ID of a node.",
+                since: "3.0.0",
+                group: "cluster",
+                complexity: "O(1)",
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "cluster|keyslot",
+                run: Some(cluster::keyslot_cmd),
+                arity: 3,
+                flags: flags![LOADING, STALE],
+                acl_categories: &["@slow"],
+                summary: "Returns the hash slot for a key.",
+                since: "3.0.0",
+                group: "cluster",
+                complexity: "O(N) where N is the number of bytes in the key",
+                args: &[Arg::new("key", ArgType::String)],
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "cluster|slots",
+                run: Some(cluster::slots),
+                arity: 2,
+                flags: flags![LOADING, STALE],
+                acl_categories: &["@slow"],
+                tips: &["nondeterministic_output"],
+                summary: "Returns the mapping of cluster slots to nodes.",
+                since: "3.0.0",
+                group: "cluster",
+                complexity: "O(N) where N is the total number of Cluster nodes",
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "cluster|shards",
+                run: Some(cluster::shards),
+                arity: 2,
+                flags: flags![LOADING, STALE],
+                acl_categories: &["@slow"],
+                tips: &["nondeterministic_output"],
+                summary: "Returns the mapping of cluster slots to shards.",
+                since: "7.0.0",
+                group: "cluster",
+                complexity: "O(N) where N is the total number of cluster nodes",
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "cluster|nodes",
+                run: Some(cluster::nodes),
+                arity: 2,
+                flags: flags![LOADING, STALE],
+                acl_categories: &["@slow"],
+                tips: &["nondeterministic_output"],
+                summary: "Returns the cluster configuration for a node.",
+                since: "3.0.0",
+                group: "cluster",
+                complexity: "O(N) where N is the total number of Cluster nodes",
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "cluster|countkeysinslot",
+                run: Some(cluster::countkeysinslot),
+                arity: 3,
+                flags: flags![STALE],
+                acl_categories: &["@slow"],
+                summary: "Returns the number of keys in a hash slot.",
+                since: "3.0.0",
+                group: "cluster",
+                complexity: "O(N) where N is the number of pools held by this node",
+                args: &[Arg::new("slot", ArgType::Integer)],
+                ..CommandSpec::BASE
+            },
+        ],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "readonly",
+        run: Some(cluster::accept),
+        arity: 1,
+        flags: flags![LOADING, STALE, FAST],
+        acl_categories: &["@keyspace", "@fast", "@connection"],
+        summary: "Enables read-only queries for a connection to a Redis Cluster replica node.",
+        since: "3.0.0",
+        group: "cluster",
+        complexity: "O(1)",
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "readwrite",
+        run: Some(cluster::accept),
+        arity: 1,
+        flags: flags![LOADING, STALE, FAST],
+        acl_categories: &["@keyspace", "@fast", "@connection"],
+        summary: "Enables read-write queries for a connection to a Redis Cluster replica node.",
+        since: "3.0.0",
+        group: "cluster",
+        complexity: "O(1)",
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
+        name: "asking",
+        run: Some(cluster::accept),
+        arity: 1,
+        flags: flags![FAST],
+        acl_categories: &["@fast", "@connection"],
+        summary: "Signals that a cluster client is following an -ASK redirect.",
+        since: "3.0.0",
+        group: "cluster",
+        complexity: "O(1)",
         ..CommandSpec::BASE
     },
     CommandSpec {

@@ -10,6 +10,10 @@
 //! | `Ppools` | set | pool names written by earlier versions (read at recovery, emptied as pools move to the slot sets) |
 //! | `Pslotkey` | string | the key that masks slot numbers in tokens |
 //! | `Please` | string | the single-owner lease: `<node id> <address>`, with a TTL |
+//! | `P{nodes}:members` | sorted set | cluster mode: live node ids, scored with when their heartbeat lapses (ms, Redis's clock) |
+//! | `P{nodes}:addrs` | hash | cluster mode: node id → `host:port` |
+//! | `P{nodes}:fence:<id>` | hash | cluster mode: the fence of a node's batches that only publish events |
+//! | `P{nodes}:events` | channel | cluster mode: every node's events, `<node id> <channel length>\n<channel><message>` |
 //! | `Pclock` | string | the persisted frame's offset from the wall clock, ms |
 //!
 //! `P` is `--redis-prefix`. A pool's keys carry the pool as their `{hash
@@ -23,18 +27,7 @@
 
 use super::super::store::Record;
 
-/// Redis Cluster's number of hash slots.
-pub const SLOTS: u16 = 16384;
-
-/// The hash slot of a key, by Redis Cluster's rules: CRC16 (XMODEM) of the
-/// key's first non-empty `{…}` tag, or of the whole key, mod 16384.
-pub fn keyslot(key: &[u8]) -> u16 {
-    let tag = key.iter().position(|&b| b == b'{').and_then(|open| {
-        let close = key[open + 1..].iter().position(|&b| b == b'}')?;
-        (close > 0).then(|| &key[open + 1..open + 1 + close])
-    });
-    crc16::State::<crc16::XMODEM>::calculate(tag.unwrap_or(key)) % SLOTS
-}
+pub use crate::cluster::{SLOTS, keyslot};
 
 /// A short string whose hash slot is `slot` (the same for every prefix),
 /// found once by trying `0`, `1`, … in base 36.
@@ -136,6 +129,29 @@ impl Keys {
     /// The slot-number key.
     pub fn slotkey(&self) -> String {
         format!("{}slotkey", self.prefix)
+    }
+
+    /// Cluster mode: live nodes, each scored with when its heartbeat
+    /// lapses (ms, the backing Redis's clock).
+    pub fn members(&self) -> String {
+        format!("{}{{nodes}}:members", self.prefix)
+    }
+
+    /// Cluster mode: each node's address (`host:port`).
+    pub fn addrs(&self) -> String {
+        format!("{}{{nodes}}:addrs", self.prefix)
+    }
+
+    /// Cluster mode: the channel every node publishes its events on, for
+    /// the subscribers of the other nodes.
+    pub fn events(&self) -> String {
+        format!("{}{{nodes}}:events", self.prefix)
+    }
+
+    /// Cluster mode: the fence a node's batches of events alone check (for
+    /// their exactly-once sequence number).
+    pub fn node_fence(&self, node_id: &str) -> String {
+        format!("{}{{nodes}}:fence:{node_id}", self.prefix)
     }
 
     /// The single-owner lease.

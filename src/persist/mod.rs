@@ -46,6 +46,7 @@
 //! Each batch is applied at most once (a retry of a batch that was applied
 //! but whose reply was lost is skipped), so no event is published twice.
 
+pub mod cluster;
 pub mod layout;
 mod owner;
 mod recover;
@@ -157,15 +158,28 @@ pub struct Backing {
     /// stops).
     fenced: CancellationToken,
     started: Instant,
+    /// Units queued up to this are dropped, not written (cluster mode: the
+    /// node's heartbeat lapsed, so what it queued may be stale).
+    discard_upto: AtomicU64,
+    /// The writer left out changes of slots this node no longer holds: the
+    /// membership task drops those pools.
+    strays: AtomicBool,
+    /// Cluster mode's slot map.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+/// A client of the backing Redis (not connected yet).
+pub fn client(url: &str, tls: &Option<redis::TlsCertificates>) -> Result<redis::Client, String> {
+    match tls {
+        None => redis::Client::open(url),
+        Some(certs) => redis::Client::build_with_tls(url, certs.clone()),
+    }
+    .map_err(|e| format!("invalid --redis URL {url:?}: {e}"))
 }
 
 /// Connects to the backing Redis, failing within [`CONNECT_TIMEOUT`].
 pub async fn connect(url: &str, tls: &Option<redis::TlsCertificates>) -> Result<ConnectionManager, String> {
-    let client = match tls {
-        None => redis::Client::open(url),
-        Some(certs) => redis::Client::build_with_tls(url, certs.clone()),
-    }
-    .map_err(|e| format!("invalid --redis URL {url:?}: {e}"))?;
+    let client = client(url, tls)?;
     let cfg = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(Duration::from_secs(30)))
@@ -247,11 +261,16 @@ pub async fn attach(config: &Config, me: Identity, store: &Store) -> Result<Atta
     let tls = config.backing_tls().map_err(|e| e.to_string())?;
     let mut con = connect(url, &tls).await?;
     let keys = Keys::new(&config.redis_prefix);
-    owner::acquire(&mut con, &keys, &owner::lease_value(&me.node_id, &me.addr), me.lease).await?;
     let owner = me.owner();
-    owner::claim_all(&mut con, &keys, &owner, &me.addr, true)
-        .await
-        .map_err(|e| format!("cannot claim the backing Redis's slots: {e}"))?;
+    if config.cluster_enabled {
+        // Slots are claimed one by one as membership hands them out.
+        cluster::init_node_fence(&mut con, &keys, &me.node_id, &owner).await;
+    } else {
+        owner::acquire(&mut con, &keys, &owner::lease_value(&me.node_id, &me.addr), me.lease).await?;
+        owner::claim_all(&mut con, &keys, &owner, &me.addr, true)
+            .await
+            .map_err(|e| format!("cannot claim the backing Redis's slots: {e}"))?;
+    }
     let key = slot_key(&mut con, &keys, store.slot_key())
         .await
         .map_err(|e| format!("cannot read the slot key from the backing Redis: {e}"))?;
@@ -274,7 +293,13 @@ impl Backing {
     /// attached backing Redis; `store` is what gets written back if the
     /// backing Redis loses its data, and `fenced` is cancelled if another
     /// tokend takes the prefix over.
-    pub fn start(a: Attached, config: &Config, store: Store, fenced: CancellationToken) -> Arc<Backing> {
+    pub fn start(
+        a: Attached,
+        config: &Config,
+        store: Store,
+        fenced: CancellationToken,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Arc<Backing> {
         let Attached { con, keys, me, owner, delta } = a;
         let clock = *store.clock();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -295,15 +320,26 @@ impl Backing {
             lease_until: AtomicU64::new(0),
             fenced,
             started: Instant::now(),
+            discard_upto: AtomicU64::new(0),
+            strays: AtomicBool::new(false),
+            cluster: cluster.clone(),
         });
-        backing.lease_renewed(Instant::now(), me.lease);
+        if cluster.is_some() {
+            // No prefix lease: each slot's fence and the node's heartbeat
+            // decide (see [`cluster`]).
+            backing.lease_until.store(u64::MAX, Ordering::Release);
+        } else {
+            backing.lease_renewed(Instant::now(), me.lease);
+        }
         let flush_interval = match config.durability {
             Mode::Sync => None,
             Mode::Async => Some(config.flush_interval),
         };
         let w = writer::Writer::new(backing.clone(), con.clone(), keys, owner, me.addr.clone(), durable_tx, store);
         tokio::spawn(w.run(rx, flush_interval));
-        tokio::spawn(renew_lease(backing.clone(), con.clone(), me));
+        if cluster.is_none() {
+            tokio::spawn(renew_lease(backing.clone(), con.clone(), me));
+        }
         tokio::spawn(watch_clock(backing.clone(), clock));
         backing
     }
@@ -327,6 +363,17 @@ impl Backing {
     /// its state was queued for the current layout).
     pub fn migrate_legacy(&self, pool: Bytes) {
         self.push(|seq| Item::Legacy(seq, pool));
+    }
+
+    /// Drops everything queued so far instead of writing it (its units are
+    /// refused).
+    pub fn discard_queued(&self) {
+        self.discard_upto.fetch_max(self.queued_seq(), Ordering::AcqRel);
+    }
+
+    /// True (once) if the writer left out changes of slots not held here.
+    pub fn take_strays(&self) -> bool {
+        self.strays.swap(false, Ordering::AcqRel)
     }
 
     /// The sequence number of the last item queued.

@@ -62,12 +62,53 @@ pub async fn recover_with(
     }
     let legacy_set: Vec<Vec<u8>> = redis::cmd("SMEMBERS").arg(keys.legacy_pools()).query_async(con).await?;
     let legacy: Vec<Bytes> = legacy_set.into_iter().map(Bytes::from).filter(|p| !seen.contains(p)).collect();
+    let current = pools.iter().map(|p| (p, keys.tokens(p), keys.expired(p)));
+    let old = legacy.iter().map(|p| (p, keys.legacy_tokens(p), keys.legacy_expired(p)));
+    let (out, bad) = read_pools(con, current.chain(old), delta, hgetall_max).await?;
+    if bad > 0 {
+        tracing::warn!(entries = bad, "skipped malformed entries in the backing Redis");
+    }
+    tracing::info!(entries = out.len(), ms = started.elapsed().as_millis() as u64, "loaded from the backing Redis");
+    Ok(Recovered { items: out, legacy })
+}
+
+/// Reads the pools of hash slots `slots` (cluster mode: slots this node just
+/// claimed).
+pub async fn load_slots(
+    con: &mut ConnectionManager,
+    keys: &Keys,
+    delta: i64,
+    slots: &[u16],
+) -> Result<Vec<Restored>, redis::RedisError> {
+    let mut pools: Vec<Bytes> = Vec::new();
+    for chunk in slots.chunks(1024) {
+        let mut pipe = redis::pipe();
+        for &slot in chunk {
+            pipe.cmd("SMEMBERS").arg(keys.pool_set(slot));
+        }
+        let sets: Vec<Vec<Vec<u8>>> = pipe.query_async(con).await?;
+        pools.extend(sets.into_iter().flatten().map(Bytes::from));
+    }
+    let (out, bad) =
+        read_pools(con, pools.iter().map(|p| (p, keys.tokens(p), keys.expired(p))), delta, HGETALL_MAX).await?;
+    if bad > 0 {
+        tracing::warn!(entries = bad, "skipped malformed entries in the backing Redis");
+    }
+    Ok(out)
+}
+
+/// Reads the token and expired hashes of each `(pool, tokens key, expired
+/// key)`; returns what was read and how many entries were malformed.
+async fn read_pools<'p>(
+    con: &mut ConnectionManager,
+    pools: impl Iterator<Item = (&'p Bytes, Vec<u8>, Vec<u8>)>,
+    delta: i64,
+    hgetall_max: usize,
+) -> Result<(Vec<Restored>, usize), redis::RedisError> {
     let mut out = Vec::new();
     let mut bad = 0usize;
     let mut last_log = Instant::now();
-    let current = pools.iter().map(|p| (p, keys.tokens(p), keys.expired(p)));
-    let old = legacy.iter().map(|p| (p, keys.legacy_tokens(p), keys.legacy_expired(p)));
-    for (pool, tokens_key, expired_key) in current.chain(old) {
+    for (pool, tokens_key, expired_key) in pools {
         for (key, expired) in [(tokens_key, false), (expired_key, true)] {
             match read_hash(con, &key, hgetall_max, |t, v| {
                 let Some(id) = token::parse(t) else { return false };
@@ -103,11 +144,7 @@ pub async fn recover_with(
             }
         }
     }
-    if bad > 0 {
-        tracing::warn!(entries = bad, "skipped malformed entries in the backing Redis");
-    }
-    tracing::info!(entries = out.len(), ms = started.elapsed().as_millis() as u64, "loaded from the backing Redis");
-    Ok(Recovered { items: out, legacy })
+    Ok((out, bad))
 }
 
 /// Reads one hash, whole or by pages, handing each field and value to

@@ -37,6 +37,21 @@ pub(super) struct Writer {
     carry: VecDeque<Item>,
     /// The store, for writing the whole state back after a loss.
     store: Store,
+    /// Cluster mode: which slots this node holds.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+/// One batch, built.
+struct Built {
+    batch: Batch,
+    /// (seq, first op, end op) of each unit in the batch.
+    units: Vec<(u64, usize, usize)>,
+    clock: Option<i64>,
+    legacy: Vec<Bytes>,
+    /// Units left out (wholly or in part): they are refused.
+    dropped: Vec<u64>,
+    /// The slot of each fence, in the batch's fence order.
+    fence_slots: Vec<Option<u16>>,
 }
 
 /// What became of one batch.
@@ -45,8 +60,9 @@ enum Written {
     Applied(Vec<(usize, String)>),
     /// Not applied and never will be: every unit in it is refused.
     Refused(String),
-    /// Another tokend owns the slots: nothing more is written.
-    Fenced,
+    /// Another owner holds a fence (its index in the batch's fences, in
+    /// cluster mode); outside cluster mode nothing more is written.
+    Fenced(Option<usize>),
 }
 
 impl Writer {
@@ -59,6 +75,7 @@ impl Writer {
         durable: watch::Sender<u64>,
         store: Store,
     ) -> Writer {
+        let cluster = backing.cluster.clone();
         Writer {
             backing,
             con,
@@ -70,6 +87,7 @@ impl Writer {
             known_pools: HashSet::new(),
             batch_seq: 0,
             carry: VecDeque::new(),
+            cluster,
             store,
         }
     }
@@ -100,46 +118,39 @@ impl Writer {
     /// Writes the next batch of whole units off `carry`; false when the
     /// writer must stop.
     async fn write_some(&mut self) -> bool {
-        let mut batch = Batch::new();
-        // (seq, first op, end op) of each unit in the batch, and what it weighs.
-        let mut units: Vec<(u64, usize, usize)> = Vec::new();
-        let mut weight = 0;
-        let mut clock = None;
-        let mut legacy = Vec::new();
+        let mut taken: Vec<Item> = Vec::new();
+        let mut estimate = 0;
         while let Some(item) = self.carry.front() {
-            let estimate = match item {
+            let e = match item {
                 Item::Changes(_, c) => 2 * c.len() + 1,
                 _ => 1,
             };
-            if !units.is_empty() && batch.ops() + estimate > MAX_BATCH_OPS {
+            if !taken.is_empty() && estimate + e > MAX_BATCH_OPS {
                 break;
             }
+            estimate += e;
             let Some(item) = self.carry.pop_front() else { break };
-            let (seq, first) = (item.seq(), batch.ops());
-            weight += item.weight();
-            match item {
-                Item::Changes(_, changes) => {
-                    for c in &changes {
-                        self.add_change(&mut batch, c);
-                    }
-                }
-                Item::Publish(_, channel, message) => batch.push(Op::Publish(&channel, &message)),
-                Item::Legacy(_, pool) => {
-                    let slot = keyslot(&pool);
-                    batch.fence(self.keys.fence(slot));
-                    batch.push(Op::SAdd(self.keys.pool_set(slot).as_bytes(), &pool));
-                    legacy.push(pool);
-                }
-                Item::Clock(_, offset) => clock = Some(offset),
+            taken.push(item);
+        }
+        let weight: usize = taken.iter().map(Item::weight).sum();
+        let discard = self.backing.discard_upto.load(Ordering::Acquire);
+        // Cluster mode: slots found fenced (another node owns them now);
+        // their changes are left out and the batch is tried again.
+        let mut fenced: HashSet<u16> = HashSet::new();
+        loop {
+            let b = self.build(&taken, discard, &fenced);
+            if let Some(offset) = b.clock {
+                self.write_clock(offset).await;
             }
-            units.push((seq, first, batch.ops()));
-        }
-        if let Some(offset) = clock {
-            self.write_clock(offset).await;
-        }
-        if !batch.is_empty() {
+            for &seq in &b.dropped {
+                self.backing.refuse(seq, "this node no longer serves the pool's hash slot".into());
+            }
+            let Built { mut batch, units, legacy, fence_slots, .. } = b;
+            if batch.is_empty() {
+                break;
+            }
             if batch.fences().is_empty() {
-                batch.fence(self.keys.fence(HOME_SLOT));
+                batch.fence(self.home_fence());
             }
             self.batch_seq += 1;
             match self.send(&batch).await {
@@ -160,14 +171,109 @@ impl Writer {
                         self.backing.refuse(seq, why.clone());
                     }
                 }
-                Written::Fenced => return false,
+                Written::Fenced(Some(i)) => {
+                    match fence_slots.get(i).copied().flatten() {
+                        Some(slot) if fenced.insert(slot) => {
+                            tracing::warn!(slot, "another node owns this hash slot now; its changes are not written");
+                            if let Some(cl) = &self.cluster {
+                                cl.set_state(slot, crate::cluster::SlotState::Unowned);
+                            }
+                            self.backing.strays.store(true, Ordering::Release);
+                            continue;
+                        }
+                        // This node's own fence is gone: a new node id is
+                        // needed; drop the batch rather than wedge.
+                        _ => {
+                            for &(seq, ..) in &units {
+                                self.backing.refuse(seq, "fenced".into());
+                            }
+                        }
+                    }
+                }
+                Written::Fenced(None) => return false,
             }
+            break;
         }
-        if let Some(&(last, ..)) = units.last() {
+        if let Some(last) = taken.last().map(Item::seq) {
             self.backing.backlog.fetch_sub(weight, Ordering::Relaxed);
             self.durable.send_replace(last);
         }
         true
+    }
+
+    /// The fence a batch of events alone checks.
+    fn home_fence(&self) -> String {
+        match &self.cluster {
+            Some(cl) => self.keys.node_fence(&cl.me().id),
+            None => self.keys.fence(HOME_SLOT),
+        }
+    }
+
+    /// True if this node may write `slot` (always, outside cluster mode).
+    fn holds(&self, slot: u16) -> bool {
+        use crate::cluster::SlotState::*;
+        self.cluster.as_ref().is_none_or(|cl| matches!(cl.state(slot), Mine | Importing | Migrating))
+    }
+
+    /// Builds one batch of `items`, leaving out units queued up to
+    /// `discard` and (cluster mode) the changes of slots this node does not
+    /// hold or found `fenced`.
+    fn build(&mut self, items: &[Item], discard: u64, fenced: &HashSet<u16>) -> Built {
+        let mut b = Built {
+            batch: Batch::new(),
+            units: Vec::new(),
+            clock: None,
+            legacy: Vec::new(),
+            dropped: Vec::new(),
+            fence_slots: Vec::new(),
+        };
+        for item in items {
+            let (seq, first) = (item.seq(), b.batch.ops());
+            if seq <= discard {
+                b.dropped.push(seq);
+                continue;
+            }
+            match item {
+                Item::Changes(_, changes) => {
+                    let mut skipped = false;
+                    for c in changes {
+                        let slot = keyslot(c.pool());
+                        if fenced.contains(&slot) || !self.holds(slot) {
+                            skipped = true;
+                            continue;
+                        }
+                        let before = b.batch.fences().len();
+                        self.add_change(&mut b.batch, c);
+                        if b.batch.fences().len() > before {
+                            b.fence_slots.push(Some(slot));
+                        }
+                    }
+                    if skipped {
+                        b.dropped.push(seq);
+                    }
+                }
+                Item::Publish(_, channel, message) => {
+                    b.batch.push(Op::Publish(channel, message));
+                    if let Some(cl) = &self.cluster {
+                        let m = super::cluster::encode_event(&cl.me().id, channel, message);
+                        b.batch.push(Op::Publish(self.keys.events().as_bytes(), &m));
+                    }
+                }
+                Item::Legacy(_, pool) => {
+                    let slot = keyslot(pool);
+                    let before = b.batch.fences().len();
+                    b.batch.fence(self.keys.fence(slot));
+                    if b.batch.fences().len() > before {
+                        b.fence_slots.push(Some(slot));
+                    }
+                    b.batch.push(Op::SAdd(self.keys.pool_set(slot).as_bytes(), pool));
+                    b.legacy.push(pool.clone());
+                }
+                Item::Clock(_, offset) => b.clock = Some(*offset),
+            }
+            b.units.push((seq, first, b.batch.ops()));
+        }
+        b
     }
 
     /// The operations of one change.
@@ -244,11 +350,12 @@ impl Writer {
                         Ok(()) => continue,
                         Err(w) => return w,
                     },
+                    Ok(Answer::Fenced(i, _)) if self.cluster.is_some() => return Written::Fenced(Some(i)),
                     Ok(Answer::Fenced(_, holder)) => {
                         tracing::error!(%holder, "another tokend owns the backing Redis prefix now; this one stops");
                         self.backing.set_down("is owned by another tokend".into());
                         self.backing.fenced.cancel();
-                        return Written::Fenced;
+                        return Written::Fenced(None);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "the backing Redis answered the write script strangely; the batch is dropped");
@@ -277,13 +384,48 @@ impl Writer {
         tracing::error!(
             "the backing Redis lost its data (a slot's fence is gone): claiming the slots again and writing the whole state back"
         );
+        if let Some(cl) = self.cluster.clone() {
+            return self.recover_lost_cluster(&cl).await;
+        }
         loop {
             match owner::claim_all(&mut self.con, &self.keys, &self.owner, &self.addr, false).await {
                 Ok(None) => break,
                 Ok(Some(holder)) => {
                     tracing::error!(%holder, "another tokend claimed the slots meanwhile; this one stops");
                     self.backing.fenced.cancel();
-                    return Err(Written::Fenced);
+                    return Err(Written::Fenced(None));
+                }
+                Err(e) => {
+                    self.backing.set_down(describe(&e));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        self.known_pools.clear();
+        let store = self.store.clone();
+        let _: Result<(), _> =
+            redis::cmd("SET").arg(self.keys.slotkey()).arg(store.slot_key()).query_async(&mut self.con).await;
+        tokio::task::spawn_blocking(move || store.rewrite(None));
+        Ok(())
+    }
+
+    /// [`Writer::recover_lost`] in cluster mode: this node's own fence and
+    /// the slots it holds are claimed again (those another node claimed
+    /// meanwhile are given up), then its whole state is written back.
+    async fn recover_lost_cluster(&mut self, cl: &crate::cluster::Cluster) -> Result<(), Written> {
+        let todo: Vec<(u16, String)> =
+            (0..crate::cluster::SLOTS).filter(|&s| self.holds(s)).map(|s| (s, String::new())).collect();
+        loop {
+            super::cluster::init_node_fence(&mut self.con, &self.keys, &cl.me().id, &self.owner).await;
+            match super::cluster::claim_fences(&mut self.con, &self.keys, &self.owner, &self.addr, &todo).await {
+                Ok(epochs) => {
+                    for (slot, epoch) in epochs {
+                        if epoch <= 0 {
+                            cl.set_state(slot, crate::cluster::SlotState::Unowned);
+                            self.backing.strays.store(true, Ordering::Release);
+                        }
+                    }
+                    break;
                 }
                 Err(e) => {
                     self.backing.set_down(describe(&e));

@@ -108,6 +108,34 @@ impl Store {
         Some(p)
     }
 
+    /// Forgets every pool `leaving` picks, as if this store never held it:
+    /// no event, no change for the backing store (which keeps the pool for
+    /// its next owner), blocked waiters answered [`Handed::Moved`]. Cluster
+    /// mode: the pools of hash slots this node no longer serves. Returns how
+    /// many pools went.
+    pub fn evict(&self, leaving: impl Fn(&[u8]) -> bool) -> usize {
+        let mut gone = Vec::new();
+        for cell in self.shared.shards.iter() {
+            let mut g = lock(&cell.state);
+            let s = &mut *g;
+            let pids: Vec<_> = s.pools.iter().filter(|(_, p)| leaving(&p.name)).map(|(&pid, _)| pid).collect();
+            for pid in pids {
+                let Some(mut p) = s.unlink_pool(pid) else { continue };
+                let live = p.len();
+                self.shared.live_tokens.fetch_sub(live as u64, Ordering::Relaxed);
+                s.live -= live;
+                self.forgot(s, p.expired.len());
+                for w in p.waiters.drain(..) {
+                    let _ = w.tx.send(Handed::Moved);
+                }
+                gone.push(p);
+            }
+        }
+        let n = gone.len();
+        gone.into_iter().for_each(dispose);
+        n
+    }
+
     /// DEL / UNLINK of one pool: true if it existed.
     pub fn drop_pool(&self, pool: &[u8]) -> bool {
         let p = self.with_shard(pool, |s, _, fx| self.op_drop_pool(s, fx, pool));

@@ -150,6 +150,17 @@ impl Store {
 }
 
 impl Store {
+    /// Restores pools while the server runs (cluster mode: the pools of a
+    /// hash slot this node just claimed), fires at once what fell due, and
+    /// wakes every expiry driver so that it sees the new deadlines.
+    pub fn restore_live(&self, items: Vec<Restored>) {
+        self.restore(items);
+        for idx in 0..self.shared.shards.len() {
+            self.with_shard_at(idx, true, |_, _, _| ());
+            self.wake_driver(idx, 0);
+        }
+    }
+
     /// Locks the shard `pool` lives in, as it is (recovery: nothing is
     /// fired, nothing published).
     pub(super) fn lock_shard_of(&self, pool: &[u8]) -> MutexGuard<'_, Shard> {

@@ -22,6 +22,9 @@ pub enum Handed {
     Token(TokenId),
     /// Nothing will come: the pool was deleted (the client gets nil).
     Gone,
+    /// Nothing will come from this node: the pool's hash slot moved to
+    /// another (cluster mode; the client gets `-MOVED`).
+    Moved,
 }
 
 /// A queued blocked ACQUIRE: a drop guard for the client's place in the
@@ -39,6 +42,11 @@ pub struct Waiting {
 }
 
 impl Waiting {
+    /// The pool waited on.
+    pub fn pool(&self) -> &Bytes {
+        &self.pool
+    }
+
     /// Resolves when a token was handed over or the pool went away (a
     /// store dropped from under the waiter also reads as gone).
     pub async fn recv(&mut self) -> Handed {

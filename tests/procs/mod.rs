@@ -18,7 +18,7 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
-fn require(bin: &str) {
+pub fn require(bin: &str) {
     let ok = Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     assert!(ok, "`{bin}` is not installed: run scripts/setup.sh (installs redis-server and redis-tools)");
 }

@@ -1,0 +1,372 @@
+//! Cluster mode's routing view: which node serves each hash slot, as this
+//! node knows it. The command core reads it for every command that names a
+//! pool (`-MOVED`, `-TRYAGAIN`, `-CLUSTERDOWN`) and for `CLUSTER …`; the
+//! membership task in [`crate::persist`] (heartbeats, claims, handovers in
+//! the backing Redis) is the only writer.
+//!
+//! A slot's state is one atomic word, so the check a command makes is a
+//! CRC16 and one load. The node list behind `MOVED`'s address changes only
+//! when membership does.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+/// Redis Cluster's number of hash slots.
+pub const SLOTS: u16 = 16384;
+
+/// The hash slot of a key, by Redis Cluster's rules: CRC16 (XMODEM) of the
+/// key's first non-empty `{…}` tag, or of the whole key, mod 16384.
+pub fn keyslot(key: &[u8]) -> u16 {
+    let tag = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = key[open + 1..].iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &key[open + 1..open + 1 + close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tag.unwrap_or(key)) % SLOTS
+}
+
+/// A node of the cluster, as clients reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// 40 hex digits, as Redis Cluster node ids are.
+    pub id: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Node {
+    /// `host:port`.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// What a slot is to this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// Nobody serves it (its owner died and nobody claimed it yet).
+    Unowned,
+    /// This node serves it.
+    Mine,
+    /// This node is claiming it and loading its pools (`-TRYAGAIN`).
+    Importing,
+    /// This node is handing it to another (`-TRYAGAIN`).
+    Migrating,
+    /// Another node (its index in [`Cluster::nodes`]) serves it.
+    Other(u16),
+}
+
+const UNOWNED: u32 = 0;
+const MINE: u32 = 1;
+const IMPORTING: u32 = 2;
+const MIGRATING: u32 = 3;
+const OTHER: u32 = 1 << 16;
+
+impl SlotState {
+    fn pack(self) -> u32 {
+        match self {
+            SlotState::Unowned => UNOWNED,
+            SlotState::Mine => MINE,
+            SlotState::Importing => IMPORTING,
+            SlotState::Migrating => MIGRATING,
+            SlotState::Other(i) => OTHER | u32::from(i),
+        }
+    }
+
+    fn unpack(v: u32) -> SlotState {
+        match v {
+            MINE => SlotState::Mine,
+            IMPORTING => SlotState::Importing,
+            MIGRATING => SlotState::Migrating,
+            v if v & OTHER != 0 => SlotState::Other((v & 0xffff) as u16),
+            _ => SlotState::Unowned,
+        }
+    }
+}
+
+/// Where a command on a slot goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Here,
+    /// `-MOVED <slot> <host:port>`.
+    Moved(u16, String),
+    /// `-TRYAGAIN`: the slot is being handed over.
+    TryAgain,
+    /// `-CLUSTERDOWN`: nobody serves it, or this node cannot renew its lease.
+    Down(&'static str),
+}
+
+impl Route {
+    /// The error reply, for anything but [`Route::Here`].
+    pub fn error(&self) -> Option<String> {
+        match self {
+            Route::Here => None,
+            Route::Moved(slot, addr) => Some(format!("MOVED {slot} {addr}")),
+            Route::TryAgain => {
+                Some("TRYAGAIN the hash slot is being handed over between nodes; retry shortly".to_string())
+            }
+            Route::Down(why) => Some(format!("CLUSTERDOWN {why}")),
+        }
+    }
+}
+
+/// This node's view of the cluster.
+pub struct Cluster {
+    me: Node,
+    started: Instant,
+    /// This node may serve its slots until this (ms since `started`): its
+    /// heartbeat was last renewed by a request sent then, plus the node
+    /// timeout, less a margin.
+    serving_until: AtomicU64,
+    slots: Box<[AtomicU32]>,
+    /// Every live node, this one included, in the order slots are spread
+    /// over them.
+    nodes: RwLock<Arc<Vec<Node>>>,
+    /// The highest epoch this node claimed a slot with.
+    my_epoch: AtomicU64,
+    /// The highest epoch seen on any slot.
+    current_epoch: AtomicU64,
+    /// Held (shared) by every command from its routing check to the end of
+    /// its run; a handover takes it exclusively once, after marking its
+    /// slots, so that every command admitted before has queued its changes
+    /// when the flush starts.
+    gate: RwLock<()>,
+}
+
+impl Cluster {
+    pub fn new(me: Node) -> Cluster {
+        let slots = (0..SLOTS).map(|_| AtomicU32::new(UNOWNED)).collect();
+        Cluster {
+            nodes: RwLock::new(Arc::new(vec![me.clone()])),
+            me,
+            started: Instant::now(),
+            serving_until: AtomicU64::new(0),
+            slots,
+            my_epoch: AtomicU64::new(0),
+            current_epoch: AtomicU64::new(0),
+            gate: RwLock::new(()),
+        }
+    }
+
+    pub fn me(&self) -> &Node {
+        &self.me
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Enters the gate: held while a command is checked and run.
+    pub fn enter(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until every command that entered the gate before has finished.
+    pub fn barrier(&self) {
+        drop(self.gate.write().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// The heartbeat sent at `sent` was stored: serve until `sent + valid`.
+    pub fn renewed(&self, sent: Instant, valid: std::time::Duration) {
+        let until = sent.saturating_duration_since(self.started) + valid;
+        self.serving_until.fetch_max(until.as_millis() as u64, Ordering::AcqRel);
+    }
+
+    /// Stops serving at once (the lease lapsed, or the node is leaving).
+    pub fn stop_serving(&self) {
+        self.serving_until.store(0, Ordering::Release);
+    }
+
+    /// True while this node's heartbeat is fresh enough to serve.
+    pub fn serving(&self) -> bool {
+        self.now_ms() < self.serving_until.load(Ordering::Acquire)
+    }
+
+    pub fn state(&self, slot: u16) -> SlotState {
+        SlotState::unpack(self.slots[slot as usize].load(Ordering::Acquire))
+    }
+
+    pub fn set_state(&self, slot: u16, s: SlotState) {
+        self.slots[slot as usize].store(s.pack(), Ordering::Release);
+    }
+
+    /// The live nodes.
+    pub fn nodes(&self) -> Arc<Vec<Node>> {
+        self.nodes.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_nodes(&self, nodes: Vec<Node>) {
+        *self.nodes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(nodes);
+    }
+
+    pub fn note_epoch(&self, epoch: u64, mine: bool) {
+        self.current_epoch.fetch_max(epoch, Ordering::AcqRel);
+        if mine {
+            self.my_epoch.fetch_max(epoch, Ordering::AcqRel);
+        }
+    }
+
+    pub fn epochs(&self) -> (u64, u64) {
+        (self.current_epoch.load(Ordering::Acquire), self.my_epoch.load(Ordering::Acquire))
+    }
+
+    /// Where a command on `slot` goes.
+    pub fn route(&self, slot: u16) -> Route {
+        match self.state(slot) {
+            SlotState::Mine | SlotState::Importing | SlotState::Migrating if !self.serving() => {
+                Route::Down("this node cannot renew its lease on the backing Redis")
+            }
+            SlotState::Mine => Route::Here,
+            SlotState::Importing | SlotState::Migrating => Route::TryAgain,
+            SlotState::Other(i) => match self.nodes().get(i as usize) {
+                Some(n) => Route::Moved(slot, n.addr()),
+                None => Route::Down("Hash slot not served"),
+            },
+            SlotState::Unowned => Route::Down("Hash slot not served"),
+        }
+    }
+
+    /// The node each slot is routed to (this one for its own, importing
+    /// and migrating slots), as `(first, last, node)` ranges: what
+    /// `CLUSTER SLOTS`, `SHARDS` and `NODES` show.
+    pub fn ranges(&self) -> Vec<(u16, u16, Node)> {
+        let nodes = self.nodes();
+        let owner = |slot: u16| -> Option<Node> {
+            match self.state(slot) {
+                SlotState::Mine | SlotState::Importing | SlotState::Migrating => Some(self.me.clone()),
+                SlotState::Other(i) => nodes.get(i as usize).cloned(),
+                SlotState::Unowned => None,
+            }
+        };
+        let mut out: Vec<(u16, u16, Node)> = Vec::new();
+        for slot in 0..SLOTS {
+            let Some(n) = owner(slot) else { continue };
+            match out.last_mut() {
+                Some((_, last, node)) if *last + 1 == slot && node.id == n.id => *last = slot,
+                _ => out.push((slot, slot, n)),
+            }
+        }
+        out
+    }
+
+    /// Slots this node is importing or handing over.
+    pub fn moving(&self) -> usize {
+        (0..SLOTS).filter(|&s| matches!(self.state(s), SlotState::Importing | SlotState::Migrating)).count()
+    }
+
+    /// Slots by state: (served here, assigned anywhere).
+    pub fn counts(&self) -> (usize, usize) {
+        let mut mine = 0;
+        let mut assigned = 0;
+        for slot in 0..SLOTS {
+            match self.state(slot) {
+                SlotState::Unowned => {}
+                SlotState::Mine => {
+                    mine += 1;
+                    assigned += 1;
+                }
+                _ => assigned += 1,
+            }
+        }
+        (mine, assigned)
+    }
+}
+
+/// The node (an index into `nodes`) each slot belongs to: rendezvous
+/// hashing, so every node computes the same map from the same list, the
+/// spread is even within a few percent, and a node joining or leaving moves
+/// only the slots it gains or loses (a failover reloads only the dead
+/// node's pools).
+pub fn targets(nodes: &[Node]) -> Vec<u16> {
+    let seeds: Vec<u64> = nodes.iter().map(|n| fnv1a(n.id.as_bytes())).collect();
+    (0..SLOTS)
+        .map(|slot| {
+            let mut best = (0u64, 0u16);
+            for (i, &seed) in seeds.iter().enumerate() {
+                let w = mix(seed ^ u64::from(slot).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                if i == 0 || w > best.0 {
+                    best = (w, i as u16);
+                }
+            }
+            best.1
+        })
+        .collect()
+}
+
+/// FNV-1a, 64 bits: stable across builds and machines (the map must be
+/// the same on every node).
+fn fnv1a(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325, |h, &x| (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// splitmix64's finaliser.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyslot_matches_redis() {
+        // Values from CLUSTER KEYSLOT on redis-server 7.
+        assert_eq!(keyslot(b"foo"), 12182);
+        assert_eq!(keyslot(b"{user1000}.following"), keyslot(b"user1000"));
+        assert_eq!(keyslot(b"foo{}{bar}"), keyslot(b"foo{}{bar}"));
+        assert_eq!(keyslot(b"{}x"), keyslot(b"{}x"));
+    }
+
+    fn node(i: usize) -> Node {
+        let id = format!("{:040x}", (i as u128 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
+        Node { id, host: "127.0.0.1".into(), port: 7000 + i as u16 }
+    }
+
+    #[test]
+    fn spread_is_even_and_moves_little() {
+        for n in 1..=5 {
+            let nodes: Vec<Node> = (0..n).map(node).collect();
+            let t = targets(&nodes);
+            let mut counts = vec![0usize; n];
+            for &i in &t {
+                counts[i as usize] += 1;
+            }
+            let fair = SLOTS as usize / n;
+            for &c in &counts {
+                assert!(c.abs_diff(fair) * 100 < fair * 6, "{n} nodes: {counts:?}");
+            }
+            // A node joining takes slots only from the others, and only its share.
+            let mut more = nodes.clone();
+            more.push(node(n));
+            let t2 = targets(&more);
+            let moved: usize =
+                t.iter().zip(&t2).filter(|(a, b)| nodes[**a as usize].id != more[**b as usize].id).count();
+            assert!(t.iter().zip(&t2).all(|(a, b)| *b as usize == n || nodes[*a as usize].id == more[*b as usize].id));
+            assert!(
+                moved.abs_diff(SLOTS as usize / (n + 1)) * 100 < SLOTS as usize / (n + 1) * 8,
+                "{n}: moved {moved}"
+            );
+        }
+    }
+
+    #[test]
+    fn routes() {
+        let c = Cluster::new(Node { id: "a".into(), host: "127.0.0.1".into(), port: 7000 });
+        c.set_nodes(vec![c.me().clone(), Node { id: "b".into(), host: "127.0.0.1".into(), port: 7001 }]);
+        c.set_state(1, SlotState::Mine);
+        c.set_state(2, SlotState::Other(1));
+        c.set_state(3, SlotState::Importing);
+        assert!(matches!(c.route(1), Route::Down(_)), "not serving before a heartbeat");
+        c.renewed(Instant::now(), std::time::Duration::from_secs(10));
+        assert_eq!(c.route(1), Route::Here);
+        assert_eq!(c.route(2), Route::Moved(2, "127.0.0.1:7001".into()));
+        assert_eq!(c.route(3), Route::TryAgain);
+        assert!(matches!(c.route(4), Route::Down(_)));
+        assert_eq!(c.ranges().len(), 3, "slot 1 here, 2 there, 3 here");
+        c.stop_serving();
+        assert!(matches!(c.route(1), Route::Down(_)));
+        assert_eq!(c.route(2), Route::Moved(2, "127.0.0.1:7001".into()), "redirects still");
+    }
+}

@@ -1,0 +1,469 @@
+//! Cluster mode: several tokend processes over one backing redis-server look
+//! like one Redis Cluster to clients (redis-cli -c, the redis crate's
+//! cluster client), spread the hash slots, hand them over on SIGTERM and
+//! take a dead node's slots over after the node timeout.
+
+mod common;
+mod procs;
+
+use common::{RawConn, Resp};
+use procs::{RedisProc, Tokend, free_port};
+use redis::cluster::ClusterClient;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SLOTS: i64 = 16384;
+
+fn node(redis: &RedisProc, port: u16, extra: &[&str]) -> Tokend {
+    let port = port.to_string();
+    let url = redis.url();
+    let mut args = vec!["--port", &port, "--redis", &url, "--cluster-enabled", "yes"];
+    args.extend_from_slice(extra);
+    Tokend::start_with_env(&args, &[])
+}
+
+/// A node's `INFO cluster` as (nodes, slots it serves, slots assigned);
+/// None while it is unreachable or moving slots.
+async fn cluster_info(addr: SocketAddr) -> Option<(i64, i64, i64)> {
+    let mut c = tokio::time::timeout(Duration::from_secs(1), RawConn::connect(addr)).await.ok()?;
+    info_of(&mut c).await
+}
+
+async fn info_of(c: &mut RawConn) -> Option<(i64, i64, i64)> {
+    let text = tokio::time::timeout(Duration::from_secs(1), c.cmd("INFO cluster")).await.ok()?.text();
+    let field = |k: &str| {
+        text.lines().find_map(|l| l.strip_prefix(&format!("{k}:"))).and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    if field("cluster_slots_moving")? != 0 {
+        return None;
+    }
+    Some((field("cluster_nodes")?, field("cluster_slots_served")?, field("cluster_slots_assigned")?))
+}
+
+/// Waits until every node of `addrs` knows them all, none is moving a slot,
+/// and together they serve every slot; returns how long it took. Each
+/// node is asked over one connection, made once.
+async fn wait_stable(addrs: &[SocketAddr], within: Duration) -> Duration {
+    let started = Instant::now();
+    let mut conns: Vec<Option<RawConn>> = Vec::new();
+    for &a in addrs {
+        conns.push(tokio::time::timeout(Duration::from_secs(1), RawConn::connect(a)).await.ok());
+    }
+    loop {
+        let mut served = 0;
+        let mut ok = true;
+        for (i, &a) in addrs.iter().enumerate() {
+            if conns[i].is_none() {
+                conns[i] = tokio::time::timeout(Duration::from_secs(1), RawConn::connect(a)).await.ok();
+            }
+            let r = match conns[i].as_mut() {
+                Some(c) => info_of(c).await,
+                None => None,
+            };
+            match r {
+                Some((n, mine, assigned)) if n == addrs.len() as i64 && assigned == SLOTS => served += mine,
+                _ => ok = false,
+            }
+        }
+        if ok && served == SLOTS {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "the cluster did not settle within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn cluster_conn(addrs: &[SocketAddr]) -> redis::cluster_async::ClusterConnection {
+    let urls: Vec<String> = addrs.iter().map(|a| format!("redis://{a}")).collect();
+    ClusterClient::builder(urls)
+        .retries(30)
+        .min_retry_wait(20)
+        .max_retry_wait(200)
+        .build()
+        .unwrap()
+        .get_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A pool whose hash slot `addr` serves (found by asking it).
+async fn pool_on(addr: SocketAddr, prefix: &str) -> String {
+    let mut c = RawConn::connect(addr).await;
+    for i in 0.. {
+        let pool = format!("{prefix}{i}");
+        if let Resp::Error(_) = c.call(&["TOKEN.STATS", &pool]).await {
+            continue;
+        }
+        return pool;
+    }
+    unreachable!()
+}
+
+#[tokio::test]
+async fn three_nodes_spread_the_slots_and_redirect_like_redis_cluster() {
+    let redis = RedisProc::start();
+    let nodes: Vec<Tokend> = (0..3).map(|_| node(&redis, free_port(), &[])).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    wait_stable(&addrs, Duration::from_secs(10)).await;
+    for &a in &addrs {
+        let (_, mine, _) = cluster_info(a).await.unwrap();
+        assert!((mine - SLOTS / 3).abs() < SLOTS / 3 / 10, "{a} serves {mine} slots");
+    }
+    let mut c = RawConn::connect(addrs[0]).await;
+    let id = c.cmd("CLUSTER MYID").await.text();
+    assert_eq!(id.len(), 40);
+    assert_eq!(c.cmd("CLUSTER KEYSLOT foo").await.int(), 12182);
+    assert_eq!(c.cmd("CLUSTER KEYSLOT {foo}bar").await.int(), 12182);
+    let info = c.cmd("CLUSTER INFO").await.text();
+    assert!(info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:3"), "{info}");
+    let text = c.cmd("CLUSTER NODES").await.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines.iter().any(|l| l.starts_with(&id) && l.contains("myself,master")), "{text}");
+    let slots = c.cmd("CLUSTER SLOTS").await;
+    let covered: i64 = slots.items().iter().map(|r| r.items()[1].int() - r.items()[0].int() + 1).sum();
+    assert_eq!(covered, SLOTS);
+    assert_eq!(c.cmd("CLUSTER SHARDS").await.items().len(), 3);
+    assert_eq!(c.cmd("READONLY").await.text(), "OK");
+    assert_eq!(c.cmd("READWRITE").await.text(), "OK");
+    // A pool another node serves: -MOVED to it, nothing done here.
+    let there = pool_on(addrs[1], "p").await;
+    let err = c.call(&["TOKEN.GEN", &there]).await.err();
+    let slot = c.call(&["CLUSTER", "KEYSLOT", &there]).await.int();
+    assert_eq!(err, format!("MOVED {slot} {}", addrs[1]));
+    // Pools of different slots in one command.
+    let here = pool_on(addrs[0], "q").await;
+    assert!(c.call(&["DEL", &here, &there]).await.err().starts_with("CROSSSLOT"));
+    // Keys of this node only, in DBSIZE and SCAN.
+    c.call(&["TOKEN.GEN", &here]).await.text();
+    assert_eq!(c.cmd("DBSIZE").await.int(), 1);
+}
+
+#[tokio::test]
+async fn redis_cli_c_follows_moved_for_every_token_command() {
+    procs::require("redis-cli");
+    let redis = RedisProc::start();
+    let nodes: Vec<Tokend> = (0..3).map(|_| node(&redis, free_port(), &[])).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    wait_stable(&addrs, Duration::from_secs(10)).await;
+    let cli = |args: &[&str]| -> String {
+        let port = addrs[0].port().to_string();
+        let out =
+            std::process::Command::new("redis-cli").args(["-c", "-p", &port]).args(args).output().expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // Pools on each of the three nodes, all asked through the first.
+    for (i, &a) in addrs.iter().enumerate() {
+        let pool = pool_on(a, &format!("cli{i}-")).await;
+        let t = cli(&["TOKEN.GEN", &pool, "PX", "60000"]);
+        assert_eq!(t.len(), 36, "{t}");
+        let acquired = cli(&["TOKEN.ACQUIRE", &pool]);
+        assert_eq!(acquired, t);
+        assert_eq!(cli(&["TOKEN.KEEPALIVE", &pool, &t]), "60000");
+        assert!(cli(&["TOKEN.INFO", &pool, &t]).contains("assigned"));
+        assert_eq!(cli(&["TOKEN.UNBLOCK", &pool, &t]), "1");
+        assert!(cli(&["TOKEN.STATS", &pool]).starts_with("total\n1\nfree\n1"));
+        assert_eq!(cli(&["TOKEN.DELEXPIRED", &pool]), "0");
+        assert_eq!(cli(&["TOKEN.DEL", &pool, &t]), "1");
+        assert_eq!(cli(&["EXISTS", &pool]), "0");
+        // It ran on the node that serves it.
+        let mut c = RawConn::connect(a).await;
+        assert_eq!(c.call(&["TOKEN.STATS", &pool]).await.items()[1].int(), 0);
+    }
+}
+
+/// Clients cycling ACQUIRE → KEEPALIVE → UNBLOCK through the redis crate's
+/// cluster client; every token a client holds is recorded, and a token
+/// held by two clients at once fails the test.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    errors: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    async fn start(addrs: &[SocketAddr], pools: &[String], clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let held: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
+        let mut tasks = Vec::new();
+        for k in 0..clients {
+            let mut con = cluster_conn(addrs).await;
+            let (stop, ok, failed, errors, held) =
+                (stop.clone(), ok.clone(), failed.clone(), errors.clone(), held.clone());
+            let pools = pools.to_vec();
+            tasks.push(tokio::spawn(async move {
+                let mut i = k;
+                while !stop.load(Ordering::Relaxed) {
+                    // Paced: the point is correctness under load, and the
+                    // nodes are debug builds sharing two cores with the test.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    i = (i + 7) % pools.len();
+                    let pool = &pools[i];
+                    let fail = |e: redis::RedisError| {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        let mut v = errors.lock().unwrap();
+                        if v.len() < 20 {
+                            v.push(e.to_string());
+                        }
+                    };
+                    let t: Option<String> = match redis::cmd("TOKEN.ACQUIRE").arg(pool).query_async(&mut con).await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            fail(e);
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    };
+                    let Some(t) = t else { continue };
+                    assert!(held.lock().unwrap().insert((pool.clone(), t.clone())), "{pool} {t} held twice");
+                    match redis::cmd("TOKEN.KEEPALIVE").arg(pool).arg(&t).query_async::<i64>(&mut con).await {
+                        Ok(_) => {}
+                        Err(e) => fail(e),
+                    }
+                    // Released from the record before UNBLOCK is sent: once it is
+                    // applied another client may take the token.
+                    held.lock().unwrap().remove(&(pool.clone(), t.clone()));
+                    match redis::cmd("TOKEN.UNBLOCK").arg(pool).arg(&t).query_async::<i64>(&mut con).await {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => fail(e),
+                    }
+                }
+            }));
+        }
+        Load { stop, ok, failed, errors, tasks }
+    }
+
+    /// Stops the clients; (cycles completed, operations failed).
+    async fn finish(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("a client task failed");
+        }
+        let errors = self.errors.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed), errors)
+    }
+}
+
+/// Makes `per_pool` tokens in each of `n` pools; returns the pools.
+async fn fill(addrs: Vec<SocketAddr>, n: usize, per_pool: usize) -> Vec<String> {
+    let mut con = cluster_conn(&addrs).await;
+    let pools: Vec<String> = (0..n).map(|i| format!("pool-{i}")).collect();
+    for p in &pools {
+        let made: Vec<String> = redis::cmd("TOKEN.GEN")
+            .arg(p)
+            .arg("PX")
+            .arg(600_000)
+            .arg("COUNT")
+            .arg(per_pool)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(made.len(), per_pool);
+    }
+    pools
+}
+
+/// TOKEN.STATS total and assigned summed over `pools`.
+async fn totals(addrs: &[SocketAddr], pools: &[String]) -> (i64, i64) {
+    let mut con = cluster_conn(addrs).await;
+    let (mut total, mut assigned) = (0, 0);
+    for p in pools {
+        let s: Vec<redis::Value> = redis::cmd("TOKEN.STATS").arg(p).query_async(&mut con).await.unwrap();
+        let int = |v: &redis::Value| match v {
+            redis::Value::Int(i) => *i,
+            v => panic!("{v:?}"),
+        };
+        total += int(&s[1]);
+        assigned += int(&s[5]);
+    }
+    (total, assigned)
+}
+
+#[tokio::test]
+async fn a_killed_node_s_slots_are_served_again_within_5_s_and_nothing_acknowledged_is_lost() {
+    let redis = RedisProc::start();
+    let mut nodes: Vec<Tokend> = (0..3).map(|_| node(&redis, free_port(), &[])).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    wait_stable(&addrs, Duration::from_secs(10)).await;
+    let per_pool = 200;
+    let clients = 8;
+    let pools = match tokio::spawn(fill(addrs.clone(), 200, per_pool)).await {
+        Ok(p) => p,
+        Err(e) => {
+            for (i, n) in nodes.iter().enumerate() {
+                for l in n.logs() {
+                    eprintln!("node {i}: {l}");
+                }
+            }
+            panic!("{e}");
+        }
+    };
+    let load = Load::start(&addrs, &pools, clients).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    nodes[0].kill9();
+    let killed = Instant::now();
+    // Measured from a thread of its own: the test's runtime is busy with
+    // the clients.
+    let survivors = addrs[1..].to_vec();
+    let took = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(wait_stable(&survivors, Duration::from_secs(10)))
+    })
+    .join()
+    .unwrap();
+    let failover = killed.elapsed();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, failed, errors) = load.finish().await;
+    eprintln!("failover {failover:?} (settled {took:?} after the kill); {ok} cycles, {failed} failed: {errors:?}");
+    for n in &nodes[1..] {
+        for l in n.logs().iter().filter(|l| l.contains("membership") || l.contains("claimed")) {
+            eprintln!("{l}");
+        }
+    }
+    assert!(failover < Duration::from_secs(5), "slots served again after {failover:?}");
+    assert!(ok > 100, "{ok} cycles");
+    // Every token is still there. A token stays assigned only where the kill
+    // cut a cycle: an operation that failed, or one request in flight per
+    // client (an ACQUIRE applied whose reply was lost is retried by the
+    // client elsewhere; the token it got first keeps its lease).
+    let (total, assigned) = totals(&addrs[1..], &pools).await;
+    assert_eq!(total, (pools.len() * per_pool) as i64);
+    assert!(assigned <= failed as i64 + clients as i64, "{assigned} assigned, {failed} failed operations");
+}
+
+#[tokio::test]
+async fn sigterm_hands_the_slots_over_and_a_rolling_restart_fails_nothing() {
+    let redis = RedisProc::start();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes: Vec<Tokend> = ports.iter().map(|&p| node(&redis, p, &[])).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    wait_stable(&addrs, Duration::from_secs(10)).await;
+    let pools = fill(addrs.clone(), 50, 20).await;
+    // A client blocked on a pool of the first node is told where it went.
+    let empty = pool_on(addrs[0], "empty-").await;
+    let mut blocked = RawConn::connect(addrs[0]).await;
+    blocked.send(&["TOKEN.ACQUIRE", &empty, "BLOCK", "0"]).await;
+    common::wait_for_waiters(&mut RawConn::connect(addrs[0]).await, &empty, 1).await;
+    let load = Load::start(&addrs, &pools, 4).await;
+    for (i, &port) in ports.iter().enumerate() {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = Instant::now();
+        let st = nodes[i].terminate();
+        assert!(st.success(), "{st:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "stopping took {:?}", started.elapsed());
+        if i == 0 {
+            let r = blocked.read_within(Duration::from_secs(2)).await.expect("the blocked client got a reply");
+            assert!(r.err().starts_with("MOVED "), "{r:?}");
+        }
+        nodes[i] = node(&redis, port, &[]);
+        wait_stable(&addrs, Duration::from_secs(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, failed, errors) = load.finish().await;
+    assert!(ok > 100, "{ok} cycles");
+    assert_eq!(failed, 0, "{errors:?}");
+    let (total, assigned) = totals(&addrs, &pools).await;
+    assert_eq!((total, assigned), (pools.len() as i64 * 20, 0));
+}
+
+#[tokio::test]
+async fn a_fourth_node_joins_under_load_and_takes_a_quarter_of_the_slots() {
+    let redis = RedisProc::start();
+    let mut nodes: Vec<Tokend> = (0..3).map(|_| node(&redis, free_port(), &[])).collect();
+    let mut addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    wait_stable(&addrs, Duration::from_secs(10)).await;
+    let pools = fill(addrs.clone(), 50, 20).await;
+    let load = Load::start(&addrs, &pools, 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nodes.push(node(&redis, free_port(), &[]));
+    addrs.push(nodes[3].addr);
+    wait_stable(&addrs, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (ok, failed, errors) = load.finish().await;
+    let (_, mine, _) = cluster_info(addrs[3]).await.unwrap();
+    assert!((mine - SLOTS / 4).abs() < SLOTS / 4 / 10, "the new node serves {mine} slots");
+    assert!(ok > 100, "{ok} cycles");
+    assert_eq!(failed, 0, "{errors:?}");
+    let (total, assigned) = totals(&addrs, &pools).await;
+    assert_eq!((total, assigned), (pools.len() as i64 * 20, 0));
+}
+
+#[tokio::test]
+async fn a_paused_node_acknowledges_nothing_for_the_slots_it_lost_and_rejoins() {
+    let redis = RedisProc::start();
+    let timeout = ["--cluster-node-timeout", "1s"];
+    let nodes: Vec<Tokend> = (0..3).map(|_| node(&redis, free_port(), &timeout)).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    wait_stable(&addrs, Duration::from_secs(10)).await;
+    let pool = pool_on(addrs[0], "paused-").await;
+    let mut c = RawConn::connect(addrs[0]).await;
+    c.call(&["TOKEN.GEN", &pool, "COUNT", "3"]).await;
+    nodes[0].signal(libc::SIGSTOP);
+    // Sent while it is stopped: read once it resumes.
+    c.send(&["TOKEN.GEN", &pool, "COUNT", "5"]).await;
+    wait_stable(&addrs[1..], Duration::from_secs(10)).await;
+    let mut con = cluster_conn(&addrs[1..]).await;
+    let _: Vec<String> = redis::cmd("TOKEN.GEN").arg(&pool).arg("COUNT").arg(1).query_async(&mut con).await.unwrap();
+    nodes[0].signal(libc::SIGCONT);
+    let r = c.read().await;
+    let e = r.err();
+    assert!(e.starts_with("CLUSTERDOWN") || e.starts_with("MOVED") || e.starts_with("TRYAGAIN"), "{r:?}");
+    // Nothing it tried reached the backing Redis: 3 + 1 tokens.
+    let s: Vec<redis::Value> = redis::cmd("TOKEN.STATS").arg(&pool).query_async(&mut con).await.unwrap();
+    assert_eq!(s[1], redis::Value::Int(4));
+    // It rejoins: three nodes again, every slot served.
+    wait_stable(&addrs, Duration::from_secs(10)).await;
+    let s: Vec<redis::Value> = redis::cmd("TOKEN.STATS").arg(&pool).query_async(&mut con).await.unwrap();
+    assert_eq!(s[1], redis::Value::Int(4));
+}
+
+#[tokio::test]
+async fn a_subscriber_on_any_node_gets_every_node_s_expiries_once() {
+    let redis = RedisProc::start();
+    let nodes: Vec<Tokend> = (0..3).map(|_| node(&redis, free_port(), &[])).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    wait_stable(&addrs, Duration::from_secs(10)).await;
+    let mut sub = RawConn::connect(addrs[0]).await;
+    sub.cmd("SUBSCRIBE __keyevent@0__:expired").await;
+    let mut expected = HashSet::new();
+    for (i, &a) in addrs.iter().enumerate() {
+        let pool = pool_on(a, &format!("ev{i}-")).await;
+        let mut c = RawConn::connect(a).await;
+        for t in c.call(&["TOKEN.GEN", &pool, "PX", "200", "COUNT", "5"]).await.items() {
+            expected.insert(format!("{pool}:{}", t.text()));
+        }
+    }
+    let mut got = HashSet::new();
+    while got.len() < expected.len() {
+        let m = sub.read_within(Duration::from_secs(5)).await.expect("an expired event");
+        let msg = m.items()[2].text();
+        assert!(got.insert(msg.clone()), "{msg} delivered twice");
+    }
+    assert_eq!(got, expected);
+    assert!(sub.read_within(Duration::from_millis(500)).await.is_none(), "no duplicate afterwards");
+}
+
+#[tokio::test]
+async fn cluster_commands_without_cluster_mode_answer_as_redis_does() {
+    let mut t = Tokend::start(&[]);
+    let mut c = RawConn::connect(t.addr).await;
+    assert_eq!(c.cmd("CLUSTER SLOTS").await.err(), "ERR This instance has cluster support disabled");
+    assert_eq!(c.cmd("CLUSTER KEYSLOT foo").await.int(), 12182);
+    assert!(c.cmd("INFO cluster").await.text().contains("cluster_enabled:0"));
+    t.terminate();
+    // Cluster mode needs a backing Redis.
+    let child = Tokend::spawn(&["--port", "0", "--cluster-enabled", "yes"], &[]);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --redis"));
+}
