@@ -131,6 +131,8 @@ pub struct Cluster {
     /// slots, so that every command admitted before has queued its changes
     /// when the flush starts.
     gate: RwLock<()>,
+    /// Bumped when this node's heartbeat lapses and it drops every slot.
+    generation: AtomicU64,
 }
 
 impl Cluster {
@@ -145,6 +147,7 @@ impl Cluster {
             my_epoch: AtomicU64::new(0),
             current_epoch: AtomicU64::new(0),
             gate: RwLock::new(()),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -154,6 +157,15 @@ impl Cluster {
 
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// This node dropped every slot (its heartbeat lapsed).
+    pub fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Enters the gate: held while a command is checked and run.

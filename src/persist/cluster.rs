@@ -32,7 +32,9 @@ use bytes::Bytes;
 use redis::aio::ConnectionManager;
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Renews this node's heartbeat (ARGV: id, address, timeout ms, whether
@@ -123,10 +125,11 @@ pub struct Membership {
     owner: String,
     timeout: Duration,
     delta: i64,
-    /// No heartbeat went through yet.
-    first: bool,
+    /// The live nodes, as the heartbeat task last saw them.
+    live: watch::Receiver<Option<Vec<Node>>>,
+    live_tx: Arc<watch::Sender<Option<Vec<Node>>>>,
     /// Left the cluster (graceful stop): nothing more is done.
-    left: bool,
+    left: Arc<AtomicBool>,
 }
 
 impl Membership {
@@ -139,6 +142,7 @@ impl Membership {
         owner: String,
         timeout: Duration,
     ) -> Option<Membership> {
+        let (live_tx, live) = watch::channel(None);
         Some(Membership {
             cluster: backing.cluster.clone()?,
             keys: backing.keys.clone(),
@@ -148,8 +152,9 @@ impl Membership {
             backing,
             owner,
             timeout,
-            first: true,
-            left: false,
+            live,
+            live_tx: Arc::new(live_tx),
+            left: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -158,35 +163,14 @@ impl Membership {
         (self.timeout / 20).max(Duration::from_millis(10))
     }
 
-    fn holds_any(&self) -> bool {
-        (0..SLOTS)
-            .any(|s| matches!(self.cluster.state(s), SlotState::Mine | SlotState::Importing | SlotState::Migrating))
-    }
-
-    /// One round: heartbeat, then hand over what others should have and
-    /// claim what this node should have.
+    /// One round, on the live nodes the heartbeat last saw: hand over what
+    /// others should have and claim what this node should have.
     pub async fn tick(&mut self) {
-        if self.left {
+        if self.left.load(Ordering::Acquire) || !self.cluster.serving() {
             return;
         }
-        if !self.first && !self.cluster.serving() && self.holds_any() {
-            self.lapse();
-        }
-        let sent = Instant::now();
-        let live = match self.heartbeat().await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot renew the cluster heartbeat on the backing Redis");
-                return;
-            }
-        };
-        self.cluster.renewed(sent, self.timeout - self.timeout / 3);
-        self.first = false;
+        let Some(live) = self.live.borrow_and_update().clone() else { return };
         let Some(me) = live.iter().position(|n| n.id == self.cluster.me().id) else { return };
-        if *self.cluster.nodes() != live {
-            tracing::info!(nodes = live.len(), "cluster membership changed");
-        }
-        self.cluster.set_nodes(live.clone());
         let map = targets(&live);
         let mut give = Vec::new();
         let mut want = Vec::new();
@@ -218,43 +202,6 @@ impl Membership {
                 tracing::info!(pools = n, "dropped pools of slots this node does not serve");
             }
         }
-    }
-
-    async fn heartbeat(&mut self) -> Result<Vec<Node>, redis::RedisError> {
-        let me = self.cluster.me();
-        let reply: Vec<String> = redis::Script::new(HEARTBEAT)
-            .key(self.keys.members())
-            .key(self.keys.addrs())
-            .arg(&me.id)
-            .arg(me.addr())
-            .arg(self.timeout.as_millis() as u64)
-            .arg(if self.first { "1" } else { "0" })
-            .invoke_async(&mut self.con)
-            .await?;
-        let mut nodes: Vec<Node> = reply
-            .chunks(2)
-            .filter_map(|p| {
-                let [id, addr] = p else { return None };
-                let (host, port) = addr.rsplit_once(':')?;
-                Some(Node { id: id.clone(), host: host.to_string(), port: port.parse().ok()? })
-            })
-            .collect();
-        nodes.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(nodes)
-    }
-
-    /// This node's heartbeat lapsed: whatever it held may be someone
-    /// else's now. Forget it all, and what is queued for it.
-    fn lapse(&mut self) {
-        tracing::error!("this node's cluster heartbeat lapsed: dropping every slot; it rejoins as a new member");
-        self.backing.discard_queued();
-        for slot in 0..SLOTS {
-            if matches!(self.cluster.state(slot), SlotState::Mine | SlotState::Importing | SlotState::Migrating) {
-                self.cluster.set_state(slot, SlotState::Unowned);
-            }
-        }
-        self.store.evict(|_| true);
-        self.first = true;
     }
 
     /// Gives `slots` up: stop serving them, flush, release their fences,
@@ -319,6 +266,7 @@ impl Membership {
             return;
         }
         let started = Instant::now();
+        let generation = self.cluster.generation();
         let mut got = Vec::new();
         match claim_fences(&mut self.con, &self.keys, &self.owner, &self.cluster.me().addr(), &todo).await {
             Ok(epochs) => {
@@ -347,6 +295,13 @@ impl Membership {
         let tokens = items.len();
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.restore_live(items)).await;
+        if self.cluster.generation() != generation {
+            // The heartbeat lapsed meanwhile: what was claimed may be
+            // another node's already.
+            let claimed: HashSet<u16> = got.iter().copied().collect();
+            self.store.evict(|p| claimed.contains(&keyslot(p)));
+            return;
+        }
         for &s in &got {
             self.cluster.set_state(s, SlotState::Mine);
         }
@@ -362,10 +317,9 @@ impl Membership {
     /// that the others take the slots over at once (not after the node
     /// timeout).
     pub async fn leave(&mut self) {
-        if self.left {
+        if self.left.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.left = true;
         let mine: Vec<u16> = (0..SLOTS)
             .filter(|&s| matches!(self.cluster.state(s), SlotState::Mine | SlotState::Importing | SlotState::Migrating))
             .collect();
@@ -384,10 +338,24 @@ impl Membership {
     }
 }
 
-/// Runs the membership rounds until `stop`; the caller's handle
-/// ([`MembershipHandle::leave`]) hands the slots over at a graceful stop.
+/// Runs the heartbeat and the membership rounds until `stop`; the
+/// caller's handle ([`MembershipHandle::leave`]) hands the slots over at a
+/// graceful stop.
 pub fn spawn(m: Membership, stop: CancellationToken) -> MembershipHandle {
     let every = m.interval();
+    let hb = Heartbeat {
+        cluster: m.cluster.clone(),
+        con: m.con.clone(),
+        keys: m.keys.clone(),
+        backing: m.backing.clone(),
+        store: m.store.clone(),
+        timeout: m.timeout,
+        live: m.live_tx.clone(),
+        left: m.left.clone(),
+        first: true,
+    };
+    tokio::spawn(hb.run(every, stop.clone()));
+    let mut live = m.live.clone();
     let m = Arc::new(tokio::sync::Mutex::new(m));
     let task = m.clone();
     tokio::spawn(async move {
@@ -395,11 +363,103 @@ pub fn spawn(m: Membership, stop: CancellationToken) -> MembershipHandle {
             task.lock().await.tick().await;
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
+                _ = live.changed() => {}
                 _ = stop.cancelled() => return,
             }
         }
     });
     MembershipHandle(m)
+}
+
+/// The heartbeat task: renews this node's entry every interval, whatever
+/// the membership task is busy with (a claim can take longer than the
+/// node timeout), and drops everything when it finds the entry lapsed.
+struct Heartbeat {
+    cluster: Arc<Cluster>,
+    con: ConnectionManager,
+    keys: Keys,
+    backing: Arc<Backing>,
+    store: Store,
+    timeout: Duration,
+    live: Arc<watch::Sender<Option<Vec<Node>>>>,
+    left: Arc<AtomicBool>,
+    /// No renewal went through since start (or since a lapse).
+    first: bool,
+}
+
+impl Heartbeat {
+    async fn run(mut self, every: Duration, stop: CancellationToken) {
+        loop {
+            if self.left.load(Ordering::Acquire) {
+                return;
+            }
+            if !self.first && !self.cluster.serving() {
+                self.lapse();
+            }
+            let sent = Instant::now();
+            // A hung backing Redis must not hold the next renewal up.
+            match tokio::time::timeout(self.timeout / 3, self.beat()).await {
+                Ok(Ok(live)) if !self.left.load(Ordering::Acquire) => {
+                    self.cluster.renewed(sent, self.timeout - self.timeout / 3);
+                    self.first = false;
+                    if *self.cluster.nodes() != live {
+                        tracing::info!(nodes = live.len(), "cluster membership changed");
+                    }
+                    self.cluster.set_nodes(live.clone());
+                    self.live.send_replace(Some(live));
+                }
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew the cluster heartbeat on the backing Redis"),
+                Err(_) => tracing::warn!("the backing Redis did not answer the cluster heartbeat in time"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
+    }
+
+    async fn beat(&mut self) -> Result<Vec<Node>, redis::RedisError> {
+        let me = self.cluster.me();
+        let reply: Vec<String> = redis::Script::new(HEARTBEAT)
+            .key(self.keys.members())
+            .key(self.keys.addrs())
+            .arg(&me.id)
+            .arg(me.addr())
+            .arg(self.timeout.as_millis() as u64)
+            .arg(if self.first { "1" } else { "0" })
+            .invoke_async(&mut self.con)
+            .await?;
+        let mut nodes: Vec<Node> = reply
+            .chunks(2)
+            .filter_map(|p| {
+                let [id, addr] = p else { return None };
+                let (host, port) = addr.rsplit_once(':')?;
+                Some(Node { id: id.clone(), host: host.to_string(), port: port.parse().ok()? })
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(nodes)
+    }
+
+    /// This node's heartbeat lapsed: whatever it held may be someone
+    /// else's now. Forget it all, and what is queued for it, and rejoin.
+    fn lapse(&mut self) {
+        let held = |st| matches!(st, SlotState::Mine | SlotState::Importing | SlotState::Migrating);
+        if (0..SLOTS).any(|s| held(self.cluster.state(s))) {
+            tracing::error!("this node's cluster heartbeat lapsed: dropping every slot; it rejoins as a new member");
+        }
+        self.cluster.bump_generation();
+        self.backing.discard_queued();
+        for slot in 0..SLOTS {
+            if held(self.cluster.state(slot)) {
+                self.cluster.set_state(slot, SlotState::Unowned);
+            }
+        }
+        self.store.evict(|_| true);
+        self.live.send_replace(None);
+        self.first = true;
+    }
 }
 
 /// A handle on the membership task.
