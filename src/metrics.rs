@@ -270,6 +270,25 @@ impl Collector for Exporter {
             )?;
             histogram(&mut m, &none, &d.write_latency(), &LATE_BOUNDS_US, 1e6)?;
         }
+
+        // Cluster mode.
+        if let Some(cl) = ctx.cluster() {
+            let (mine, _) = cl.counts();
+            let mut m = enc.encode_descriptor(
+                "cluster_slots_owned",
+                "Hash slots this node serves (cluster mode)",
+                None,
+                MetricType::Gauge,
+            )?;
+            gauge(&mut m, &none, mine as f64)?;
+            let mut m = enc.encode_descriptor(
+                "cluster_nodes",
+                "Live nodes of the cluster, as this node last saw them",
+                None,
+                MetricType::Gauge,
+            )?;
+            gauge(&mut m, &none, cl.nodes().len() as f64)?;
+        }
         Ok(())
     }
 }

@@ -139,6 +139,21 @@ async fn three_nodes_spread_the_slots_and_redirect_like_redis_cluster() {
     // Pools of different slots in one command.
     let here = pool_on(addrs[0], "q").await;
     assert!(c.call(&["DEL", &here, &there]).await.err().starts_with("CROSSSLOT"));
+    // A transaction keeps to one slot, even of this node's.
+    let here_slot = c.call(&["CLUSTER", "KEYSLOT", &here]).await.int();
+    let mut other = String::new();
+    for i in 0.. {
+        other = format!("r{i}");
+        if c.call(&["CLUSTER", "KEYSLOT", &other]).await.int() != here_slot
+            && !matches!(c.call(&["TOKEN.STATS", &other]).await, Resp::Error(_))
+        {
+            break;
+        }
+    }
+    c.cmd("MULTI").await;
+    assert_eq!(c.call(&["TOKEN.STATS", &here]).await.text(), "QUEUED");
+    assert_eq!(c.call(&["TOKEN.STATS", &other]).await.text(), "QUEUED");
+    assert!(c.cmd("EXEC").await.err().starts_with("CROSSSLOT"));
     // Keys of this node only, in DBSIZE and SCAN.
     c.call(&["TOKEN.GEN", &here]).await.text();
     assert_eq!(c.cmd("DBSIZE").await.int(), 1);

@@ -100,6 +100,19 @@ fn run_queued(ctx: &Ctx, session: &mut super::Session, m: Multi, watched: &[(Byt
     if m.aborted {
         return Reply::error("EXECABORT Transaction discarded because of previous errors.");
     }
+    // Cluster mode: one slot for the whole transaction, served here now
+    // (it may have moved since the commands were queued).
+    if let Some(cl) = ctx.cluster() {
+        let mut slots = m.queued.iter().flat_map(|(s, _, args)| s.keys(args)).map(|k| crate::cluster::keyslot(k));
+        if let Some(first) = slots.next() {
+            if slots.any(|s| s != first) {
+                return Reply::error("CROSSSLOT Keys in request don't hash to the same slot");
+            }
+            if let Some(e) = cl.route(first).error() {
+                return Reply::Error(e);
+            }
+        }
+    }
     let writes = m.queued.iter().any(|(s, _, _)| s.flags.has(Flags::WRITE));
     if writes && let Some(d) = ctx.durability() {
         if let Err(msg) = d.admit() {
