@@ -18,8 +18,10 @@
 #   ACQUIRE at 10M tokens against 10k,
 #   UNLINK of a 10M-token pool while a client works on another pool of the
 #   same shard, RSS of a soak with 1 h leases against 1 s leases,
-#   recovery of 1M tokens from the backing Redis, and expiry of 200k tokens
-#   due in the same second on both servers.
+#   recovery of 1M tokens from the backing Redis, expiry of 200k tokens
+#   due in the same second on both servers, one cluster-mode node against
+#   one standalone node (both sync), and the failover time of a 3-node
+#   cluster holding 1M tokens.
 #
 # Installs nothing itself except through scripts/setup.sh. Environment knobs:
 # BENCH_SECS (5), BENCH_OUT (BENCHMARKS.md), BENCH_SERVER_CPU (0),
@@ -30,6 +32,8 @@
 # BENCH_ACQ_SECS (2): the pairs of ACQUIRE runs at 10k and 10M tokens,
 # BENCH_EXP_ROUNDS (3): runs of the expiry workload against tokend,
 # BENCH_SOAK_SECS (120): each of the two lease soaks (1 h and 1 s leases),
+# BENCH_FAILOVER_TOKENS (1000000) and BENCH_FAILOVER_KILLS (10): the tokens
+# of the 3-node cluster and how many times one of its nodes is killed,
 # BENCH_OBS_ROUNDS (8): the pairs of cycle runs with /metrics scraped every
 # second against none, BENCH_BASELINE (unset): another tokend binary (say,
 # the previous release) to compare this build with in the same pairs, and
@@ -52,6 +56,7 @@ TOK_PORT=$((BASE + 2))  # tokend
 ALT_PORT=$((BASE + 3))  # a second tokend, for side-by-side pairs
 MET_PORT=$((BASE + 4))  # its /metrics
 HTTP_PORT=$((BASE + 5)) # tokend's HTTP API
+CL3_PORT=$((BASE + 6))  # the third node of the failover cluster
 EXPIRY_TOKENS=${BENCH_EXPIRY_TOKENS:-200000}
 MEM_TOKENS=${BENCH_MEM_TOKENS:-1000000}
 BIG_TOKENS=${BENCH_BIG_TOKENS:-10000000}
@@ -64,6 +69,8 @@ PING_ROUNDS=5
 EXP_ROUNDS=${BENCH_EXP_ROUNDS:-3}
 OBS_ROUNDS=${BENCH_OBS_ROUNDS:-8}
 SOAK_SECS=${BENCH_SOAK_SECS:-120}
+FO_TOKENS=${BENCH_FAILOVER_TOKENS:-1000000}
+FO_KILLS=${BENCH_FAILOVER_KILLS:-10}
 BASELINE=${BENCH_BASELINE:-}
 BASE_TARGET=${BENCH_BASELINE_TARGET:-}
 STARTED=$(date +%s)
@@ -102,7 +109,7 @@ trap cleanup EXIT
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for p in "$REF_PORT" "$BACK_PORT" "$TOK_PORT" "$ALT_PORT" "$MET_PORT" "$HTTP_PORT"; do
+for p in "$REF_PORT" "$BACK_PORT" "$TOK_PORT" "$ALT_PORT" "$MET_PORT" "$HTTP_PORT" "$CL3_PORT"; do
   port_free "$p" || { echo "bench: port $p is in use (set BENCH_PORT_BASE)" >&2; exit 1; }
 done
 
@@ -492,6 +499,76 @@ echo "recovered $REC_TOTAL tokens: ready after $REC_SECS s (loading: ${REC_LOAD_
 stop_tokend
 rflush "$BACK_PORT"
 
+# --- cluster mode: the cost of fencing, and failover -------------------------
+# Served slots of a node, or "" while it does not answer.
+served() { redis-cli -p "$1" INFO cluster 2>/dev/null | tr -d '\r' | awk -F: '/^cluster_slots_served:/ { v = $2 } END { print v + 0 }'; }
+moving() { redis-cli -p "$1" INFO cluster 2>/dev/null | tr -d '\r' | awk -F: '/^cluster_slots_moving:/ { v = $2 } END { print (v == "") ? 1 : v }'; }
+# Waits until the nodes on these ports together serve every slot and none is
+# moving one.
+cluster_settled() { # ports...
+  local p sum mv i
+  for i in $(seq 3000); do
+    sum=0 mv=0
+    for p in "$@"; do
+      sum=$((sum + $(served "$p")))
+      mv=$((mv + $(moving "$p")))
+    done
+    [ "$sum" = 16384 ] && [ "$mv" = 0 ] && return 0
+    sleep 0.01
+  done
+  echo "bench: the cluster on $* did not settle" >&2
+  return 1
+}
+
+log "one node in cluster mode against one standalone node, both --durability sync"
+rflush "$BACK_PORT"
+start_tokend csync-std --redis "redis://127.0.0.1:$BACK_PORT/0" --durability sync
+start_alt "$TOKEND" csync-cl --redis "redis://127.0.0.1:$BACK_PORT/0" --redis-prefix cl: --durability sync --cluster-enabled yes
+cluster_settled "$ALT_PORT"
+for r in $(seq "$OBS_ROUNDS"); do
+  lg "clpair-std-$r" "${TOK[@]}" --duration "$ACQ_SECS" -w cycle -c 50 -P 16 --tokens 10000 --pool "clpair$r"
+  lg "clpair-cl-$r" --port "$ALT_PORT" --target tokend --duration "$ACQ_SECS" -w cycle -c 50 -P 16 --tokens 10000 --pool "clpair$r"
+done
+stop_alt
+stop_tokend
+rflush "$BACK_PORT"
+
+log "failover: 3 nodes, $FO_TOKENS tokens, kill -9 of one node, $FO_KILLS times"
+FO_PORTS=("$TOK_PORT" "$ALT_PORT" "$CL3_PORT")
+FO_PIDS=()
+fo_start() { # index
+  launch "$TOKEND" "${FO_PORTS[$1]}" "fo$1" --redis "redis://127.0.0.1:$BACK_PORT/0" --durability sync --cluster-enabled yes
+  FO_PIDS[$1]=$LAUNCHED
+}
+for i in 0 1 2; do fo_start "$i"; done
+cluster_settled "${FO_PORTS[@]}"
+FO_POOLS=200
+per_pool=$((FO_TOKENS / FO_POOLS))
+for i in $(seq 0 $((FO_POOLS - 1))); do
+  redis-cli -c -p "$TOK_PORT" TOKEN.GEN "fo$i" PX 3600000 COUNT "$per_pool" >/dev/null
+done
+FO_MS=()
+for k in $(seq "$FO_KILLS"); do
+  victim=$(((k - 1) % 3))
+  survivors=()
+  for i in 0 1 2; do [ "$i" = "$victim" ] || survivors+=("${FO_PORTS[$i]}"); done
+  T0=$(date +%s%N)
+  kill -9 "${FO_PIDS[$victim]}"
+  wait "${FO_PIDS[$victim]}" 2>/dev/null || true
+  cluster_settled "${survivors[@]}"
+  T1=$(date +%s%N)
+  FO_MS+=("$(((T1 - T0) / 1000000))")
+  echo "kill $k (node $victim): every slot served again after ${FO_MS[-1]} ms" >&2
+  fo_start "$victim"
+  cluster_settled "${FO_PORTS[@]}"
+done
+FO_TOTAL=0
+for i in $(seq 0 $((FO_POOLS - 1))); do
+  FO_TOTAL=$((FO_TOTAL + $(redis-cli -c -p "$TOK_PORT" TOKEN.STATS "fo$i" | sed -n '2p')))
+done
+for i in 0 1 2; do kill -TERM "${FO_PIDS[$i]}" 2>/dev/null || true; wait "${FO_PIDS[$i]}" 2>/dev/null || true; done
+rflush "$BACK_PORT"
+
 # ---------------------------------------------------------------------------
 log "writing $OUT"
 ELAPSED=$(($(date +%s) - STARTED))
@@ -518,6 +595,11 @@ pair_ratios() { for r in $(seq "$OBS_ROUNDS"); do ratio "$(v "$1-$r" ops_per_sec
 S16_T=$(pair_runs syncpair-tok | median) S16_R=$(pair_runs syncpair-ref | median)
 R_S16=$(pair_ratios syncpair-tok syncpair-ref | median) R_S16_ALL=$(pair_ratios syncpair-tok syncpair-ref | paste -sd' ')
 [ -n "$R_S16" ] || R_S16=n/a
+CL_STD=$(pair_runs clpair-std | median) CL_CL=$(pair_runs clpair-cl | median)
+R_CL=$(pair_ratios clpair-cl clpair-std | median) R_CL_ALL=$(pair_ratios clpair-cl clpair-std | paste -sd' ')
+[ -n "$R_CL" ] || R_CL=n/a
+FO_P50=$(printf '%s\n' "${FO_MS[@]}" | median) FO_MAX=$(printf '%s\n' "${FO_MS[@]}" | sort -n | tail -1)
+FO_ALL=$(printf '%s ' "${FO_MS[@]}")
 OBS_ON=$(pair_runs obs-on | median) OBS_OFF=$(pair_runs obs-off | median)
 R_OBS=$(pair_ratios obs-on obs-off | median) R_OBS_ALL=$(pair_ratios obs-on obs-off | paste -sd' ')
 [ -n "$R_OBS" ] || R_OBS=n/a
@@ -596,6 +678,8 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "| recovery of $REC_TOKENS tokens: start to ready, s (loading alone: ${REC_LOAD_MS:-?} ms; tokens back: ${REC_TOTAL:-?}) | $REC_SECS | — | — | ≤ 3 s | $(le "$REC_SECS" 3) |"
   echo "| UNLINK of a $BIG_TOKENS-token pool (answered \`$UNLINK_REPLY\` in $UNLINK_MS ms, redis-cli included): worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the same shard during the UNLINK and the 1.5 s of freeing it starts, ms (without an UNLINK: ${UNLINK_CALM_MS:-?} ms; in the 3 s after, when this VM reports the freed memory to its host: ${UNLINK_AFTER_MS:-?} ms) | ${UNLINK_MAX_MS:-failed} | — | — | ≤ 5 ms | $(le "$UNLINK_MAX_MS" 5) |"
   echo "| soak: cycle 50 × 16 for $SOAK_SECS s with 1 h leases, peak RSS, kB ($SOAK_OPS_LONG ops/s) | ${SOAK_LONG_KB:-failed} | same with 1 s leases ${SOAK_SHORT_KB:-failed} ($SOAK_OPS_SHORT ops/s) | $R_SOAK× | ≤ 2× | $(le "$R_SOAK" 2) |"
+  echo "| cluster mode: cycle 50 × 16 on one node with \`--cluster-enabled yes\`, sync, ops/s: medians of $OBS_ROUNDS adjacent pairs of ${ACQ_SECS} s runs against a standalone sync node, both up at once on one backing Redis; the ratio is the median of the pairs' ratios ($R_CL_ALL) | $(fmt_int "$CL_CL") | standalone $(fmt_int "$CL_STD") | $R_CL× | ≥ 0.9× | $(ge "$R_CL" 0.9) |"
+  echo "| cluster failover: 3 nodes holding $FO_TOKENS tokens in $FO_POOLS pools (${FO_TOTAL} still there at the end), kill -9 of one node to every slot served again, \`--cluster-node-timeout 3s\`, ms: p50 of $FO_KILLS kills (each: $FO_ALL) | ${FO_P50:-failed} | — | — | ≤ 5000 (max ${FO_MAX:-?}) | $(le "$FO_MAX" 5000) |"
   [ -z "$OBS_RAN" ] || echo "| cycle 50 × 16 with \`--metrics-addr\` scraped every second, ops/s: medians of $OBS_ROUNDS adjacent pairs of ${ACQ_SECS} s runs, two servers up at once; the ratio is the median of the pairs' ratios ($R_OBS_ALL) | $(fmt_int "$OBS_ON") | without the endpoint $(fmt_int "$OBS_OFF") | $R_OBS× | ≥ 0.97× | $(ge "$R_OBS" 0.97) |"
   if [ -n "$BASELINE" ]; then
     for w in "${BASE_WORKLOADS[@]}"; do

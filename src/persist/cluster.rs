@@ -40,10 +40,21 @@ use tokio_util::sync::CancellationToken;
 /// Renews this node's heartbeat (ARGV: id, address, timeout ms, whether
 /// this is the node's first: then an earlier node on the same address is
 /// dropped at once, since this one listens there now); drops lapsed
-/// nodes; returns the live ones as id, address pairs.
+/// nodes; returns `OK` and the live ones as id, address pairs. A renewal
+/// that comes after the entry lapsed (a heartbeat delayed past the node
+/// timeout) does not revive it: the others may have taken its slots
+/// already. It answers `LAPSED` and the node rejoins as new.
 const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[4] ~= '1' then
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if not s or tonumber(s) <= now then
+    redis.call('ZREM', KEYS[1], ARGV[1])
+    redis.call('HDEL', KEYS[2], ARGV[1])
+    return {'LAPSED'}
+  end
+end
 if ARGV[4] == '1' then
   local all = redis.call('HGETALL', KEYS[2])
   for i = 1, #all, 2 do
@@ -60,7 +71,7 @@ for _, id in ipairs(dead) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
 end
-local out = {}
+local out = {'OK'}
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   out[#out + 1] = id
   out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
@@ -399,7 +410,12 @@ impl Heartbeat {
             let sent = Instant::now();
             // A hung backing Redis must not hold the next renewal up.
             match tokio::time::timeout(self.timeout / 3, self.beat()).await {
-                Ok(Ok(live)) if !self.left.load(Ordering::Acquire) => {
+                Ok(Ok(None)) => {
+                    tracing::error!("the backing Redis found this node's heartbeat lapsed");
+                    self.cluster.stop_serving();
+                    self.lapse();
+                }
+                Ok(Ok(Some(live))) if !self.left.load(Ordering::Acquire) => {
                     self.cluster.renewed(sent, self.timeout - self.timeout / 3);
                     self.first = false;
                     if *self.cluster.nodes() != live {
@@ -419,7 +435,9 @@ impl Heartbeat {
         }
     }
 
-    async fn beat(&mut self) -> Result<Vec<Node>, redis::RedisError> {
+    /// One renewal: the live nodes, or None if this node's entry had
+    /// lapsed.
+    async fn beat(&mut self) -> Result<Option<Vec<Node>>, redis::RedisError> {
         let me = self.cluster.me();
         let reply: Vec<String> = redis::Script::new(HEARTBEAT)
             .key(self.keys.members())
@@ -430,6 +448,10 @@ impl Heartbeat {
             .arg(if self.first { "1" } else { "0" })
             .invoke_async(&mut self.con)
             .await?;
+        let Some((status, reply)) = reply.split_first() else { return Ok(None) };
+        if status != "OK" {
+            return Ok(None);
+        }
         let mut nodes: Vec<Node> = reply
             .chunks(2)
             .filter_map(|p| {
@@ -439,7 +461,7 @@ impl Heartbeat {
             })
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(nodes)
+        Ok(Some(nodes))
     }
 
     /// This node's heartbeat lapsed: whatever it held may be someone
