@@ -50,17 +50,23 @@ pub enum SlotState {
     Mine,
     /// This node is claiming it and loading its pools (`-TRYAGAIN`).
     Importing,
-    /// This node is handing it to another (`-TRYAGAIN`).
-    Migrating,
+    /// This node is handing it to another (its index in
+    /// [`Cluster::nodes`], or [`NO_NODE`]): commands are redirected there
+    /// (which answers `-TRYAGAIN` until it has it), this node's writes of
+    /// it are still flushed.
+    Migrating(u16),
     /// Another node (its index in [`Cluster::nodes`]) serves it.
     Other(u16),
 }
 
+/// A [`SlotState::Migrating`] whose new owner is not known.
+pub const NO_NODE: u16 = u16::MAX;
+
 const UNOWNED: u32 = 0;
 const MINE: u32 = 1;
 const IMPORTING: u32 = 2;
-const MIGRATING: u32 = 3;
 const OTHER: u32 = 1 << 16;
+const MIGRATING: u32 = 1 << 17;
 
 impl SlotState {
     fn pack(self) -> u32 {
@@ -68,7 +74,7 @@ impl SlotState {
             SlotState::Unowned => UNOWNED,
             SlotState::Mine => MINE,
             SlotState::Importing => IMPORTING,
-            SlotState::Migrating => MIGRATING,
+            SlotState::Migrating(i) => MIGRATING | u32::from(i),
             SlotState::Other(i) => OTHER | u32::from(i),
         }
     }
@@ -77,7 +83,7 @@ impl SlotState {
         match v {
             MINE => SlotState::Mine,
             IMPORTING => SlotState::Importing,
-            MIGRATING => SlotState::Migrating,
+            v if v & MIGRATING != 0 => SlotState::Migrating((v & 0xffff) as u16),
             v if v & OTHER != 0 => SlotState::Other((v & 0xffff) as u16),
             _ => SlotState::Unowned,
         }
@@ -133,6 +139,9 @@ pub struct Cluster {
     gate: RwLock<()>,
     /// Bumped when this node's heartbeat lapses and it drops every slot.
     generation: AtomicU64,
+    /// Bumped whenever slots come or go (the writer then forgets which
+    /// pools it listed in the backing Redis).
+    moves: AtomicU64,
 }
 
 impl Cluster {
@@ -148,6 +157,7 @@ impl Cluster {
             current_epoch: AtomicU64::new(0),
             gate: RwLock::new(()),
             generation: AtomicU64::new(0),
+            moves: AtomicU64::new(0),
         }
     }
 
@@ -166,6 +176,15 @@ impl Cluster {
     /// This node dropped every slot (its heartbeat lapsed).
     pub fn bump_generation(&self) {
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Slots came or went.
+    pub fn note_moves(&self) {
+        self.moves.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn moves(&self) -> u64 {
+        self.moves.load(Ordering::Acquire)
     }
 
     /// Enters the gate: held while a command is checked and run.
@@ -224,14 +243,19 @@ impl Cluster {
 
     /// Where a command on `slot` goes.
     pub fn route(&self, slot: u16) -> Route {
+        let held = matches!(self.state(slot), SlotState::Mine | SlotState::Importing | SlotState::Migrating(_));
+        if held && !self.serving() {
+            return Route::Down("this node cannot renew its lease on the backing Redis");
+        }
         match self.state(slot) {
-            SlotState::Mine | SlotState::Importing | SlotState::Migrating if !self.serving() => {
-                Route::Down("this node cannot renew its lease on the backing Redis")
-            }
             SlotState::Mine => Route::Here,
-            SlotState::Importing | SlotState::Migrating => Route::TryAgain,
-            SlotState::Other(i) => match self.nodes().get(i as usize) {
+            SlotState::Importing => Route::TryAgain,
+            SlotState::Migrating(i) | SlotState::Other(i) => match self.nodes().get(i as usize) {
+                // A node on this very address is an earlier process here
+                // (killed, its entry not lapsed yet): no redirect to itself.
+                Some(n) if n.addr() == self.me.addr() => Route::TryAgain,
                 Some(n) => Route::Moved(slot, n.addr()),
+                None if i == NO_NODE => Route::TryAgain,
                 None => Route::Down("Hash slot not served"),
             },
             SlotState::Unowned => Route::Down("Hash slot not served"),
@@ -245,8 +269,8 @@ impl Cluster {
         let nodes = self.nodes();
         let owner = |slot: u16| -> Option<Node> {
             match self.state(slot) {
-                SlotState::Mine | SlotState::Importing | SlotState::Migrating => Some(self.me.clone()),
-                SlotState::Other(i) => nodes.get(i as usize).cloned(),
+                SlotState::Mine | SlotState::Importing | SlotState::Migrating(NO_NODE) => Some(self.me.clone()),
+                SlotState::Other(i) | SlotState::Migrating(i) => nodes.get(i as usize).cloned(),
                 SlotState::Unowned => None,
             }
         };
@@ -263,7 +287,7 @@ impl Cluster {
 
     /// Slots this node is importing or handing over.
     pub fn moving(&self) -> usize {
-        (0..SLOTS).filter(|&s| matches!(self.state(s), SlotState::Importing | SlotState::Migrating)).count()
+        (0..SLOTS).filter(|&s| matches!(self.state(s), SlotState::Importing | SlotState::Migrating(_))).count()
     }
 
     /// Slots by state: (served here, assigned anywhere).

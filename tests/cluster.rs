@@ -620,3 +620,57 @@ async fn a_node_cut_off_from_the_backing_redis_stops_serving_before_its_slots_ar
 async fn a_node_cut_off_stops_serving_in_time_in_async_mode_too() {
     cut_off("async").await;
 }
+
+#[tokio::test]
+async fn a_backing_redis_that_lost_its_data_gets_every_node_s_state_back() {
+    let redis = RedisProc::start();
+    let mut nodes: Vec<Tokend> = (0..3).map(|_| node(&redis, free_port(), &[])).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    wait_stable(&addrs, Duration::from_secs(10)).await;
+    let mut pools = Vec::new();
+    for (i, &a) in addrs.iter().enumerate() {
+        let pool = pool_on(a, &format!("lost{i}-")).await;
+        RawConn::connect(a).await.call(&["TOKEN.GEN", &pool, "PX", "600000", "COUNT", "5"]).await;
+        pools.push(pool);
+    }
+    let mut r = redis.conn();
+    let _: () = redis::cmd("FLUSHALL").query(&mut r).unwrap();
+    // Written back without any client writing: each node notices at its
+    // next heartbeat.
+    let started = Instant::now();
+    for p in &pools {
+        let key = format!("tokend:{{{p}}}:tokens");
+        while redis::cmd("HLEN").arg(&key).query::<i64>(&mut r).unwrap() < 5 {
+            assert!(started.elapsed() < Duration::from_secs(10), "{p} was not written back");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    wait_stable(&addrs, Duration::from_secs(10)).await;
+    // And it is what a node that takes over loads.
+    nodes[0].kill9();
+    wait_stable(&addrs[1..], Duration::from_secs(10)).await;
+    let mut con = cluster_conn(&addrs[1..]).await;
+    for p in &pools {
+        let s: Vec<redis::Value> = redis::cmd("TOKEN.STATS").arg(p).query_async(&mut con).await.unwrap();
+        assert_eq!(s[1], redis::Value::Int(5), "{p}");
+    }
+}
+
+#[tokio::test]
+async fn redirects_name_the_announced_address() {
+    let redis = RedisProc::start();
+    let a = node(&redis, free_port(), &[]);
+    let b = node(&redis, free_port(), &["--cluster-announce-ip", "127.0.0.9", "--cluster-announce-port", "7999"]);
+    let mut c = RawConn::connect(a.addr).await;
+    let started = Instant::now();
+    loop {
+        let text = c.cmd("CLUSTER NODES").await.text();
+        if text.contains("127.0.0.9:7999@17999 master") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut own = RawConn::connect(b.addr).await;
+    assert!(own.cmd("CLUSTER NODES").await.text().contains("127.0.0.9:7999@17999 myself,master"));
+}

@@ -128,7 +128,7 @@ fn detail(status: StatusCode, msg: &str) -> Response {
 /// `Retry-After` when trying again later can work, 400 otherwise, as the
 /// old service answered every failure.
 fn command_error(msg: &str) -> Response {
-    let temporary = ["TRYAGAIN", "LOADING", "SHUTDOWN", "BUSY"].iter().any(|c| msg.starts_with(c));
+    let temporary = ["TRYAGAIN", "LOADING", "SHUTDOWN", "BUSY", "CLUSTERDOWN"].iter().any(|c| msg.starts_with(c));
     if temporary {
         let mut r = detail(StatusCode::SERVICE_UNAVAILABLE, msg);
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));

@@ -3,29 +3,38 @@
 //!
 //! - **Heartbeat.** Every node renews its entry in `P{nodes}:members`,
 //!   scored with when it lapses by the backing Redis's own clock, every
-//!   twentieth of `--cluster-node-timeout`; the same call drops lapsed entries
-//!   and returns the live nodes. A node serves its slots only until two
-//!   thirds of the timeout after it *sent* its last renewal that went
-//!   through, so it stops before anyone can see its entry lapse.
-//! - **Spread.** Every node sorts the live node ids and gives node `i` the
-//!   slots by rendezvous hashing ([`crate::cluster::targets`]).
-//! - **Handover.** A node that holds a slot another node should have stops
-//!   serving it (`-TRYAGAIN`), flushes its writes, releases the slot's
-//!   fence (owner emptied, epoch kept) and forgets the slot's pools; the
-//!   new owner claims the fence with the next epoch and loads the pools.
-//! - **Takeover.** A slot whose fence names a node that is no longer live
-//!   is claimed (compare-and-set on the owner it names) and loaded by the
-//!   node it falls to; what fell due meanwhile fires on load.
+//!   twentieth of `--cluster-node-timeout`, and names its current
+//!   incarnation (the owner string its fences carry) in `P{nodes}:owners`;
+//!   the same call drops lapsed entries and returns the live nodes. A node
+//!   serves its slots only until two thirds of the timeout after it *sent*
+//!   its last renewal that went through, so it stops before anyone can see
+//!   its entry lapse; a renewal that arrives after the entry lapsed does
+//!   not revive it.
+//! - **Spread.** Every node gives the slots to the live nodes by
+//!   rendezvous hashing ([`crate::cluster::targets`]).
+//! - **Handover.** A node that holds a slot another node should have
+//!   redirects its clients there (which answers `-TRYAGAIN` until it has
+//!   the slot), waits for the commands already running, forgets the slot's
+//!   pools (blocked clients get `-MOVED`), flushes its writes, and releases
+//!   the slot's fence (owner emptied, epoch kept); the new owner claims the
+//!   fence with the next epoch and loads the pools.
+//! - **Takeover.** A slot whose fence names an incarnation that is no
+//!   longer live is claimed (compare-and-set on the owner it names) and
+//!   loaded by the node it falls to; what fell due meanwhile fires on load.
 //! - **Fencing.** Every write checks its slots' fences (see
-//!   [`super::script`]): a node that lost a slot cannot write it.
+//!   [`super::script`]) against the writer's current incarnation: a node
+//!   that lost a slot, or an earlier incarnation of it, cannot write it.
 //! - **Lapse.** A node that finds its heartbeat lapsed (paused, cut off)
 //!   drops every slot and everything queued for the backing Redis, and
-//!   rejoins as if new.
+//!   rejoins as a new incarnation.
+//! - **Lost data.** A node whose own fence vanished (`FLUSHALL`, a restart
+//!   of the backing Redis without persistence) writes its state back and
+//!   changes no slot for a node timeout, while the others join again.
 
 use super::Backing;
 use super::layout::Keys;
 use super::recover::load_slots;
-use crate::cluster::{Cluster, Node, SLOTS, SlotState, keyslot, targets};
+use crate::cluster::{Cluster, NO_NODE, Node, SLOTS, SlotState, keyslot, targets};
 use crate::pubsub::PubSub;
 use crate::store::Store;
 use bytes::Bytes;
@@ -37,41 +46,41 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Renews this node's heartbeat (ARGV: id, address, timeout ms, whether
-/// this is the node's first: then an earlier node on the same address is
-/// dropped at once, since this one listens there now); drops lapsed
-/// nodes; returns `OK` and the live ones as id, address pairs. A renewal
-/// that comes after the entry lapsed (a heartbeat delayed past the node
-/// timeout) does not revive it: the others may have taken its slots
-/// already. It answers `LAPSED` and the node rejoins as new.
+/// Renews this node's heartbeat. KEYS: the members, the addresses, the
+/// incarnations, the node's own fence. ARGV: id, address, timeout ms,
+/// whether this is the node's first renewal (since start or a lapse), its
+/// incarnation (also written in its own fence). Drops lapsed nodes; returns `OK` (`LOST` when the node's
+/// own fence is gone: the backing Redis lost its data) and the live nodes
+/// as id, address pairs. A renewal after the entry lapsed (delayed past the
+/// node timeout) does not revive it, since others may have taken its slots
+/// already: it answers `LAPSED` and the node rejoins as a new incarnation.
 const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local fence = redis.call('EXISTS', KEYS[4]) == 1
 if ARGV[4] ~= '1' then
   local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-  if not s or tonumber(s) <= now then
+  -- An entry missing along with the node's own fence (which nobody else
+  -- deletes): the backing Redis lost its data, not this node its place.
+  local lost = not s and not fence
+  if not lost and (not s or tonumber(s) <= now) then
     redis.call('ZREM', KEYS[1], ARGV[1])
     redis.call('HDEL', KEYS[2], ARGV[1])
+    redis.call('HDEL', KEYS[3], ARGV[1])
     return {'LAPSED'}
-  end
-end
-if ARGV[4] == '1' then
-  local all = redis.call('HGETALL', KEYS[2])
-  for i = 1, #all, 2 do
-    if all[i + 1] == ARGV[2] and all[i] ~= ARGV[1] then
-      redis.call('ZREM', KEYS[1], all[i])
-      redis.call('HDEL', KEYS[2], all[i])
-    end
   end
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-for _, id in ipairs(dead) do
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[5])
+if fence then redis.call('HSET', KEYS[4], 'owner', ARGV[5]) end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do
   redis.call('ZREM', KEYS[1], id)
   redis.call('HDEL', KEYS[2], id)
+  redis.call('HDEL', KEYS[3], id)
 end
 local out = {'OK'}
+if not fence then out[1] = 'LOST' end
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   out[#out + 1] = id
   out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
@@ -79,24 +88,31 @@ end
 return out
 "#;
 
-/// Claims fences by compare-and-set: KEYS[1] is the membership; each fence
-/// KEYS[i + 1] becomes ARGV[1]'s (address ARGV[2]) with the next epoch if
-/// its owner is still ARGV[2 + i] (empty: none) or already ARGV[1] — and,
-/// when it names another node, only if that node's heartbeat has lapsed
-/// by the backing Redis's clock now (a claimer's own view of the
-/// membership may be older than the holder). Returns each new epoch, or -1.
+/// Claims fences by compare-and-set. KEYS: the members, the incarnations,
+/// then the fences. ARGV: the claimer's incarnation, its address, then for
+/// each fence KEYS[i] (i from 3) the owner expected, ARGV[i] (empty: none).
+/// A fence is taken, with the next epoch, if its owner is still the one
+/// expected (or already the claimer) and that owner is nobody, an earlier
+/// incarnation of the claimer, or an incarnation that is not live by the
+/// backing Redis's clock now (a claimer's own view of the membership may be
+/// older than the holder). Returns each new epoch, or -1.
 const CLAIM: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local mynode = string.match(ARGV[1], '^[^:]*')
 local out = {}
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   local f = redis.call('HMGET', KEYS[i], 'owner', 'epoch')
   local cur = f[1] or ''
   local ok = cur == ARGV[1]
-  if not ok and cur == ARGV[1 + i] then
+  if not ok and cur == ARGV[i] then
     local holder = string.match(cur, '^[^:]*')
-    local alive = redis.call('ZSCORE', KEYS[1], holder)
-    ok = cur == '' or not alive or tonumber(alive) <= now
+    if cur == '' or holder == mynode then
+      ok = true
+    else
+      local s = redis.call('ZSCORE', KEYS[1], holder)
+      ok = not s or tonumber(s) <= now or redis.call('HGET', KEYS[2], holder) ~= cur
+    end
   end
   if ok then
     local epoch = (tonumber(f[2]) or 0) + 1
@@ -125,6 +141,17 @@ return n
 /// Fences per call of the claim and release scripts.
 const CHUNK: usize = 1024;
 
+/// The owner string of this node's current incarnation: the process's own
+/// (node id and start time) and how many times its heartbeat lapsed.
+pub(super) fn incarnation(base: &str, cluster: &Cluster) -> String {
+    format!("{base}:{}", cluster.generation())
+}
+
+/// True for a slot this node holds (serves, loads, or is handing over).
+fn held(st: SlotState) -> bool {
+    matches!(st, SlotState::Mine | SlotState::Importing | SlotState::Migrating(_))
+}
+
 /// The membership task's state.
 pub struct Membership {
     cluster: Arc<Cluster>,
@@ -132,11 +159,12 @@ pub struct Membership {
     keys: Keys,
     store: Store,
     backing: Arc<Backing>,
-    /// The owner string this node's fences and writes carry.
-    owner: String,
+    /// The process's part of the owner string (see [`incarnation`]).
+    base: String,
     timeout: Duration,
     delta: i64,
-    /// The live nodes, as the heartbeat task last saw them.
+    /// The live nodes, as the heartbeat task last saw them (None: do not
+    /// change any slot now).
     live: watch::Receiver<Option<Vec<Node>>>,
     live_tx: Arc<watch::Sender<Option<Vec<Node>>>>,
     /// Left the cluster (graceful stop): nothing more is done.
@@ -145,12 +173,12 @@ pub struct Membership {
 
 impl Membership {
     /// The membership of a node whose backing store is `backing` (in
-    /// cluster mode), writing fences as `owner`.
+    /// cluster mode), its fences carrying `base` (see [`incarnation`]).
     pub fn new(
         backing: Arc<Backing>,
         con: ConnectionManager,
         store: Store,
-        owner: String,
+        base: String,
         timeout: Duration,
     ) -> Option<Membership> {
         let (live_tx, live) = watch::channel(None);
@@ -161,7 +189,7 @@ impl Membership {
             con,
             store,
             backing,
-            owner,
+            base,
             timeout,
             live,
             live_tx: Arc::new(live_tx),
@@ -172,6 +200,10 @@ impl Membership {
     /// How often the heartbeat is renewed and the slot map looked at.
     pub fn interval(&self) -> Duration {
         (self.timeout / 20).max(Duration::from_millis(10))
+    }
+
+    fn owner(&self) -> String {
+        incarnation(&self.base, &self.cluster)
     }
 
     /// One round, on the live nodes the heartbeat last saw: hand over what
@@ -193,66 +225,71 @@ impl Membership {
                     self.cluster.set_state(slot, SlotState::Importing);
                     want.push(slot);
                 }
+            } else if held(st) {
+                give.push(slot);
             } else {
-                match st {
-                    SlotState::Mine | SlotState::Importing | SlotState::Migrating => give.push(slot),
-                    _ => self.cluster.set_state(slot, SlotState::Other(t as u16)),
-                }
+                self.cluster.set_state(slot, SlotState::Other(t as u16));
             }
         }
         if !give.is_empty() {
-            self.hand_over(&give, |s| SlotState::Other(map[s as usize])).await;
+            self.hand_over(&give, |s| Some(map[s as usize])).await;
         }
         if !want.is_empty() {
-            self.claim(&want, &live).await;
+            self.claim(&want).await;
         }
         if self.backing.take_strays() {
             let cluster = self.cluster.clone();
-            let n = self.store.evict(|p| !matches!(cluster.state(keyslot(p)), SlotState::Mine | SlotState::Importing));
+            let n = self.store.evict(|p| cluster.state(keyslot(p)) != SlotState::Mine);
             if n > 0 {
                 tracing::info!(pools = n, "dropped pools of slots this node does not serve");
             }
         }
     }
 
-    /// Gives `slots` up: stop serving them, flush, release their fences,
-    /// forget their pools; `then` says what each slot is afterwards.
-    async fn hand_over(&mut self, slots: &[u16], then: impl Fn(u16) -> SlotState) {
+    /// Gives `slots` up, each to `target(slot)` (None: not known): redirect
+    /// its clients, wait for the commands already running, forget its pools,
+    /// flush, release its fence. A slot whose fence could not be released
+    /// stays migrating, and the next round tries again.
+    async fn hand_over(&mut self, slots: &[u16], target: impl Fn(u16) -> Option<u16>) {
         tracing::info!(slots = slots.len(), "handing slots over");
         for &s in slots {
-            self.cluster.set_state(s, SlotState::Migrating);
+            self.cluster.set_state(s, SlotState::Migrating(target(s).unwrap_or(NO_NODE)));
         }
+        self.cluster.note_moves();
+        // Every command admitted before has queued its changes after this;
+        // none is admitted after (they are redirected), and with the pools
+        // gone no expiry changes them either: the flush covers everything.
         let cluster = self.cluster.clone();
         let _ = tokio::task::spawn_blocking(move || cluster.barrier()).await;
+        let leaving: HashSet<u16> = slots.iter().copied().collect();
+        self.store.evict(|p| leaving.contains(&keyslot(p)));
         if !self.backing.flush(self.backing.persist_timeout).await {
-            tracing::error!(backlog = self.backing.backlog(), "handing slots over without having flushed every write");
+            tracing::error!(backlog = self.backing.backlog(), "cannot flush before handing slots over; retrying later");
+            return;
         }
         let script = redis::Script::new(RELEASE);
+        let owner = self.owner();
         for chunk in slots.chunks(CHUNK) {
             let mut inv = script.prepare_invoke();
             for &s in chunk {
                 inv.key(self.keys.fence(s));
             }
-            inv.arg(&self.owner);
-            if let Err(e) = inv.invoke_async::<i64>(&mut self.con).await {
-                // Not released: the next owner takes them after the node
-                // timeout instead.
-                tracing::warn!(error = %e, "cannot release slots on the backing Redis");
+            inv.arg(&owner);
+            match inv.invoke_async::<i64>(&mut self.con).await {
+                Ok(_) => {
+                    for &s in chunk {
+                        let after = target(s).map_or(SlotState::Unowned, SlotState::Other);
+                        self.cluster.set_state(s, after);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot release slots on the backing Redis; retrying later"),
             }
         }
-        // Redirects first, so that blocked clients woken by the eviction
-        // are told where their pool went.
-        for &s in slots {
-            self.cluster.set_state(s, then(s));
-        }
-        let leaving: HashSet<u16> = slots.iter().copied().collect();
-        self.store.evict(|p| leaving.contains(&keyslot(p)));
     }
 
-    /// Claims and loads `slots` (this node's share): those free, its own,
-    /// or held by a node that is no longer live.
-    async fn claim(&mut self, slots: &[u16], live: &[Node]) {
-        let live: HashSet<&str> = live.iter().map(|n| n.id.as_str()).collect();
+    /// Claims and loads `slots` (this node's share); the claim script
+    /// decides which can be taken now.
+    async fn claim(&mut self, slots: &[u16]) {
         let mut pipe = redis::pipe();
         for &s in slots {
             pipe.cmd("HGET").arg(self.keys.fence(s)).arg("owner");
@@ -264,22 +301,13 @@ impl Membership {
                 return;
             }
         };
-        let mut todo: Vec<(u16, String)> = Vec::new();
-        for (&s, cur) in slots.iter().zip(owners) {
-            let cur = cur.unwrap_or_default();
-            let holder = cur.split(':').next().unwrap_or("");
-            self.cluster.set_state(s, SlotState::Importing);
-            if cur.is_empty() || cur == self.owner || !live.contains(holder) {
-                todo.push((s, cur));
-            }
-        }
-        if todo.is_empty() {
-            return;
-        }
+        let todo: Vec<(u16, String)> =
+            slots.iter().copied().zip(owners.into_iter().map(Option::unwrap_or_default)).collect();
         let started = Instant::now();
         let generation = self.cluster.generation();
+        let owner = self.owner();
         let mut got = Vec::new();
-        match claim_fences(&mut self.con, &self.keys, &self.owner, &self.cluster.me().addr(), &todo).await {
+        match claim_fences(&mut self.con, &self.keys, &owner, &self.cluster.me().addr(), &todo).await {
             Ok(epochs) => {
                 for (s, e) in epochs {
                     if e > 0 {
@@ -293,28 +321,35 @@ impl Membership {
         if got.is_empty() {
             return;
         }
+        self.cluster.note_moves();
+        let claimed: HashSet<u16> = got.iter().copied().collect();
+        // What memory still holds of these slots (a write that was fenced)
+        // is older than what is loaded now.
+        self.store.evict(|p| claimed.contains(&keyslot(p)));
         let items = match load_slots(&mut self.con, &self.keys, self.delta, &got).await {
             Ok(items) => items,
             Err(e) => {
                 // Claimed but not loaded: serving them empty would lose
                 // what they hold. Release; the next round tries again.
                 tracing::error!(error = %e, "cannot load claimed slots; releasing them");
-                self.hand_over(&got, |_| SlotState::Importing).await;
+                self.hand_over(&got, |_| None).await;
                 return;
             }
         };
         let tokens = items.len();
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.restore_live(items)).await;
-        if self.cluster.generation() != generation {
-            // The heartbeat lapsed meanwhile: what was claimed may be
-            // another node's already.
-            let claimed: HashSet<u16> = got.iter().copied().collect();
-            self.store.evict(|p| claimed.contains(&keyslot(p)));
-            return;
-        }
         for &s in &got {
             self.cluster.set_state(s, SlotState::Mine);
+        }
+        if self.cluster.generation() != generation {
+            // The heartbeat lapsed meanwhile (before or after the states
+            // were set): what was claimed may be another node's already.
+            for &s in &got {
+                self.cluster.set_state(s, SlotState::Unowned);
+            }
+            self.store.evict(|p| claimed.contains(&keyslot(p)));
+            return;
         }
         tracing::info!(
             slots = got.len(),
@@ -331,17 +366,16 @@ impl Membership {
         if self.left.swap(true, Ordering::AcqRel) {
             return;
         }
-        let mine: Vec<u16> = (0..SLOTS)
-            .filter(|&s| matches!(self.cluster.state(s), SlotState::Mine | SlotState::Importing | SlotState::Migrating))
-            .collect();
+        let mine: Vec<u16> = (0..SLOTS).filter(|&s| held(self.cluster.state(s))).collect();
         let others: Vec<Node> = self.cluster.nodes().iter().filter(|n| n.id != self.cluster.me().id).cloned().collect();
         let map = targets(&others);
         self.cluster.set_nodes(others.clone());
-        let then = |s: u16| if others.is_empty() { SlotState::Unowned } else { SlotState::Other(map[s as usize]) };
-        self.hand_over(&mine, then).await;
+        self.hand_over(&mine, |s| (!others.is_empty()).then(|| map[s as usize])).await;
         let mut pipe = redis::pipe();
-        pipe.cmd("ZREM").arg(self.keys.members()).arg(&self.cluster.me().id).ignore();
-        pipe.cmd("HDEL").arg(self.keys.addrs()).arg(&self.cluster.me().id).ignore();
+        let id = &self.cluster.me().id;
+        pipe.cmd("ZREM").arg(self.keys.members()).arg(id).ignore();
+        pipe.cmd("HDEL").arg(self.keys.addrs()).arg(id).ignore();
+        pipe.cmd("HDEL").arg(self.keys.owners()).arg(id).ignore();
         if let Err(e) = pipe.query_async::<()>(&mut self.con).await {
             tracing::warn!(error = %e, "cannot leave the cluster membership; the others wait for the node timeout");
         }
@@ -360,10 +394,12 @@ pub fn spawn(m: Membership, stop: CancellationToken) -> MembershipHandle {
         keys: m.keys.clone(),
         backing: m.backing.clone(),
         store: m.store.clone(),
+        base: m.base.clone(),
         timeout: m.timeout,
         live: m.live_tx.clone(),
         left: m.left.clone(),
         first: true,
+        lost_until: None,
     };
     tokio::spawn(hb.run(every, stop.clone()));
     let mut live = m.live.clone();
@@ -382,6 +418,16 @@ pub fn spawn(m: Membership, stop: CancellationToken) -> MembershipHandle {
     MembershipHandle(m)
 }
 
+/// A handle on the membership task.
+#[derive(Clone)]
+pub struct MembershipHandle(Arc<tokio::sync::Mutex<Membership>>);
+
+impl MembershipHandle {
+    pub async fn leave(&self) {
+        self.0.lock().await.leave().await;
+    }
+}
+
 /// The heartbeat task: renews this node's entry every interval, whatever
 /// the membership task is busy with (a claim can take longer than the
 /// node timeout), and drops everything when it finds the entry lapsed.
@@ -391,11 +437,16 @@ struct Heartbeat {
     keys: Keys,
     backing: Arc<Backing>,
     store: Store,
+    base: String,
     timeout: Duration,
     live: Arc<watch::Sender<Option<Vec<Node>>>>,
     left: Arc<AtomicBool>,
     /// No renewal went through since start (or since a lapse).
     first: bool,
+    /// The backing Redis lost its data: until then, the membership it
+    /// shows is being rebuilt (each node joins again at its next renewal),
+    /// and no slot changes hands.
+    lost_until: Option<Instant>,
 }
 
 impl Heartbeat {
@@ -422,7 +473,8 @@ impl Heartbeat {
                         tracing::info!(nodes = live.len(), "cluster membership changed");
                     }
                     self.cluster.set_nodes(live.clone());
-                    self.live.send_replace(Some(live));
+                    let rebuilding = self.lost_until.is_some_and(|t| Instant::now() < t);
+                    self.live.send_replace(if rebuilding { None } else { Some(live) });
                 }
                 Ok(Ok(_)) => return,
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew the cluster heartbeat on the backing Redis"),
@@ -438,19 +490,32 @@ impl Heartbeat {
     /// One renewal: the live nodes, or None if this node's entry had
     /// lapsed.
     async fn beat(&mut self) -> Result<Option<Vec<Node>>, redis::RedisError> {
-        let me = self.cluster.me();
+        let me = self.cluster.me().clone();
         let reply: Vec<String> = redis::Script::new(HEARTBEAT)
             .key(self.keys.members())
             .key(self.keys.addrs())
+            .key(self.keys.owners())
+            .key(self.keys.node_fence(&me.id))
             .arg(&me.id)
             .arg(me.addr())
             .arg(self.timeout.as_millis() as u64)
             .arg(if self.first { "1" } else { "0" })
+            .arg(incarnation(&self.base, &self.cluster))
             .invoke_async(&mut self.con)
             .await?;
         let Some((status, reply)) = reply.split_first() else { return Ok(None) };
-        if status != "OK" {
-            return Ok(None);
+        match status.as_str() {
+            "OK" => {}
+            "LOST" => {
+                if self.lost_until.is_none_or(|t| Instant::now() >= t) {
+                    // A fenced write finds out and writes this node's state
+                    // back (the writer would only notice at its next write).
+                    tracing::error!("the backing Redis lost its data; writing this node's state back");
+                    self.backing.probe();
+                }
+                self.lost_until = Some(Instant::now() + self.timeout);
+            }
+            _ => return Ok(None),
         }
         let mut nodes: Vec<Node> = reply
             .chunks(2)
@@ -465,13 +530,14 @@ impl Heartbeat {
     }
 
     /// This node's heartbeat lapsed: whatever it held may be someone
-    /// else's now. Forget it all, and what is queued for it, and rejoin.
+    /// else's now. Forget it all, and what is queued for it, and rejoin as
+    /// a new incarnation.
     fn lapse(&mut self) {
-        let held = |st| matches!(st, SlotState::Mine | SlotState::Importing | SlotState::Migrating);
         if (0..SLOTS).any(|s| held(self.cluster.state(s))) {
             tracing::error!("this node's cluster heartbeat lapsed: dropping every slot; it rejoins as a new member");
         }
         self.cluster.bump_generation();
+        self.cluster.note_moves();
         self.backing.discard_queued();
         for slot in 0..SLOTS {
             if held(self.cluster.state(slot)) {
@@ -481,16 +547,6 @@ impl Heartbeat {
         self.store.evict(|_| true);
         self.live.send_replace(None);
         self.first = true;
-    }
-}
-
-/// A handle on the membership task.
-#[derive(Clone)]
-pub struct MembershipHandle(Arc<tokio::sync::Mutex<Membership>>);
-
-impl MembershipHandle {
-    pub async fn leave(&self) {
-        self.0.lock().await.leave().await;
     }
 }
 
@@ -551,8 +607,9 @@ pub fn spawn_events(client: redis::Client, keys: Keys, me: String, pubsub: Arc<P
     });
 }
 
-/// Claims fences by compare-and-set: each `(slot, owner expected)` (empty:
-/// none); returns each slot's new epoch, or -1 where the owner changed.
+/// Claims fences by compare-and-set (see [`CLAIM`]): each `(slot, owner
+/// expected)` (empty: none); returns each slot's new epoch, or -1 where it
+/// was not taken.
 pub(super) async fn claim_fences(
     con: &mut ConnectionManager,
     keys: &Keys,
@@ -564,7 +621,7 @@ pub(super) async fn claim_fences(
     let mut out = Vec::with_capacity(todo.len());
     for chunk in todo.chunks(CHUNK) {
         let mut inv = script.prepare_invoke();
-        inv.key(keys.members());
+        inv.key(keys.members()).key(keys.owners());
         for (s, _) in chunk {
             inv.key(keys.fence(*s));
         }

@@ -12,6 +12,7 @@
 //! | `Please` | string | the single-owner lease: `<node id> <address>`, with a TTL |
 //! | `P{nodes}:members` | sorted set | cluster mode: live node ids, scored with when their heartbeat lapses (ms, Redis's clock) |
 //! | `P{nodes}:addrs` | hash | cluster mode: node id → `host:port` |
+//! | `P{nodes}:owners` | hash | cluster mode: node id → its current incarnation (the owner string its fences carry) |
 //! | `P{nodes}:fence:<id>` | hash | cluster mode: the fence of a node's batches that only publish events |
 //! | `P{nodes}:events` | channel | cluster mode: every node's events, `<node id> <channel length>\n<channel><message>` |
 //! | `Pclock` | string | the persisted frame's offset from the wall clock, ms |
@@ -140,6 +141,12 @@ impl Keys {
     /// Cluster mode: each node's address (`host:port`).
     pub fn addrs(&self) -> String {
         format!("{}{{nodes}}:addrs", self.prefix)
+    }
+
+    /// Cluster mode: each node's current incarnation (the owner string its
+    /// fences carry).
+    pub fn owners(&self) -> String {
+        format!("{}{{nodes}}:owners", self.prefix)
     }
 
     /// Cluster mode: the channel every node publishes its events on, for

@@ -99,12 +99,15 @@ enum Item {
     Legacy(u64, Bytes),
     /// The persisted frame's offset from the wall clock.
     Clock(u64, i64),
+    /// A write of nothing that still checks a fence (it finds out whether
+    /// the backing Redis lost its data).
+    Probe(u64),
 }
 
 impl Item {
     fn seq(&self) -> u64 {
         match self {
-            Item::Changes(s, _) | Item::Publish(s, ..) | Item::Legacy(s, _) | Item::Clock(s, _) => *s,
+            Item::Changes(s, _) | Item::Publish(s, ..) | Item::Legacy(s, _) | Item::Clock(s, _) | Item::Probe(s) => *s,
         }
     }
 
@@ -264,7 +267,7 @@ pub async fn attach(config: &Config, me: Identity, store: &Store) -> Result<Atta
     let owner = me.owner();
     if config.cluster_enabled {
         // Slots are claimed one by one as membership hands them out.
-        cluster::init_node_fence(&mut con, &keys, &me.node_id, &owner).await;
+        cluster::init_node_fence(&mut con, &keys, &me.node_id, &format!("{owner}:0")).await;
     } else {
         owner::acquire(&mut con, &keys, &owner::lease_value(&me.node_id, &me.addr), me.lease).await?;
         owner::claim_all(&mut con, &keys, &owner, &me.addr, true)
@@ -369,6 +372,11 @@ impl Backing {
     /// refused).
     pub fn discard_queued(&self) {
         self.discard_upto.fetch_max(self.queued_seq(), Ordering::AcqRel);
+    }
+
+    /// Makes the writer check its fence now (see [`Item::Probe`]).
+    pub fn probe(&self) {
+        self.push(Item::Probe);
     }
 
     /// True (once) if the writer left out changes of slots not held here.

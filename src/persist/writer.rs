@@ -32,6 +32,9 @@ pub(super) struct Writer {
     /// Pools this writer listed in their slot's set (cleared when the
     /// backing Redis lost its data).
     known_pools: HashSet<Bytes>,
+    /// Cluster mode: the slot moves `known_pools` is good for (a slot that
+    /// left and came back may have lost its pools' entries meanwhile).
+    known_moves: u64,
     /// The last batch's sequence number (what the fences remember).
     batch_seq: u64,
     carry: VecDeque<Item>,
@@ -52,6 +55,10 @@ struct Built {
     dropped: Vec<u64>,
     /// The slot of each fence, in the batch's fence order.
     fence_slots: Vec<Option<u16>>,
+    /// Sent even without operations (a probe of the fence).
+    probe: bool,
+    /// Pools this batch lists in their slot's set.
+    new_pools: HashSet<Bytes>,
 }
 
 /// What became of one batch.
@@ -85,6 +92,7 @@ impl Writer {
             durable,
             script: redis::Script::new(SOURCE),
             known_pools: HashSet::new(),
+            known_moves: 0,
             batch_seq: 0,
             carry: VecDeque::new(),
             cluster,
@@ -133,11 +141,18 @@ impl Writer {
             taken.push(item);
         }
         let weight: usize = taken.iter().map(Item::weight).sum();
-        let discard = self.backing.discard_upto.load(Ordering::Acquire);
+        if let Some(moves) = self.cluster.as_ref().map(|cl| cl.moves())
+            && moves != self.known_moves
+        {
+            self.known_pools.clear();
+            self.known_moves = moves;
+        }
         // Cluster mode: slots found fenced (another node owns them now);
         // their changes are left out and the batch is tried again.
         let mut fenced: HashSet<u16> = HashSet::new();
         loop {
+            // Read again at each try: a lapse meanwhile drops what was queued.
+            let discard = self.backing.discard_upto.load(Ordering::Acquire);
             let b = self.build(&taken, discard, &fenced);
             if let Some(offset) = b.clock {
                 self.write_clock(offset).await;
@@ -145,8 +160,8 @@ impl Writer {
             for &seq in &b.dropped {
                 self.backing.refuse(seq, "this node no longer serves the pool's hash slot".into());
             }
-            let Built { mut batch, units, legacy, fence_slots, .. } = b;
-            if batch.is_empty() {
+            let Built { mut batch, units, legacy, fence_slots, probe, new_pools, .. } = b;
+            if batch.is_empty() && !probe {
                 break;
             }
             if batch.fences().is_empty() {
@@ -155,6 +170,9 @@ impl Writer {
             self.batch_seq += 1;
             match self.send(&batch).await {
                 Written::Applied(failed) => {
+                    // Listed in their slots' sets now (not before: a batch
+                    // built again without them must list them again).
+                    self.known_pools.extend(new_pools);
                     for (op, why) in failed {
                         // Operation `op` (1-based) belongs to the unit whose range holds it.
                         if let Some(&(seq, ..)) = units.iter().find(|(_, first, end)| op > *first && op <= *end) {
@@ -201,6 +219,15 @@ impl Writer {
         true
     }
 
+    /// The owner string the fences must name: in cluster mode, this node's
+    /// current incarnation (a batch of an earlier one is fenced out).
+    fn current_owner(&self) -> String {
+        match &self.cluster {
+            Some(cl) => super::cluster::incarnation(&self.owner, cl),
+            None => self.owner.clone(),
+        }
+    }
+
     /// The fence a batch of events alone checks.
     fn home_fence(&self) -> String {
         match &self.cluster {
@@ -212,7 +239,7 @@ impl Writer {
     /// True if this node may write `slot` (always, outside cluster mode).
     fn holds(&self, slot: u16) -> bool {
         use crate::cluster::SlotState::*;
-        self.cluster.as_ref().is_none_or(|cl| matches!(cl.state(slot), Mine | Importing | Migrating))
+        self.cluster.as_ref().is_none_or(|cl| matches!(cl.state(slot), Mine | Importing | Migrating(_)))
     }
 
     /// Builds one batch of `items`, leaving out units queued up to
@@ -226,6 +253,8 @@ impl Writer {
             legacy: Vec::new(),
             dropped: Vec::new(),
             fence_slots: Vec::new(),
+            probe: false,
+            new_pools: HashSet::new(),
         };
         for item in items {
             let (seq, first) = (item.seq(), b.batch.ops());
@@ -243,7 +272,7 @@ impl Writer {
                             continue;
                         }
                         let before = b.batch.fences().len();
-                        self.add_change(&mut b.batch, c);
+                        self.add_change(&mut b.batch, &mut b.new_pools, c);
                         if b.batch.fences().len() > before {
                             b.fence_slots.push(Some(slot));
                         }
@@ -270,6 +299,7 @@ impl Writer {
                     b.legacy.push(pool.clone());
                 }
                 Item::Clock(_, offset) => b.clock = Some(*offset),
+                Item::Probe(_) => b.probe = true,
             }
             b.units.push((seq, first, b.batch.ops()));
         }
@@ -277,7 +307,7 @@ impl Writer {
     }
 
     /// The operations of one change.
-    fn add_change(&mut self, batch: &mut Batch, c: &Change) {
+    fn add_change(&mut self, batch: &mut Batch, new_pools: &mut HashSet<Bytes>, c: &Change) {
         let pool = c.pool();
         let slot = keyslot(pool);
         let keys = &self.keys;
@@ -286,9 +316,8 @@ impl Writer {
         let delta = self.backing.delta;
         match c {
             Change::Put { token, record, .. } => {
-                if !self.known_pools.contains(pool) {
+                if !self.known_pools.contains(pool) && new_pools.insert(pool.clone()) {
                     batch.push(Op::SAdd(keys.pool_set(slot).as_bytes(), pool));
-                    self.known_pools.insert(pool.clone());
                 }
                 batch.push(Op::HSet(&keys.tokens(pool), &field(token), encode_record(record, delta).as_bytes()));
             }
@@ -308,6 +337,7 @@ impl Writer {
                 batch.push(Op::Del(&keys.expired(pool)));
                 batch.push(Op::SRem(keys.pool_set(slot).as_bytes(), pool));
                 self.known_pools.remove(pool);
+                new_pools.remove(pool);
             }
         }
     }
@@ -321,7 +351,8 @@ impl Writer {
         let done = |b: &Backing| b.note_write(started.elapsed().as_micros() as u64);
         loop {
             let result = {
-                let inv = batch.invocation(&self.script, &self.owner, self.batch_seq);
+                let owner = self.current_owner();
+                let inv = batch.invocation(&self.script, &owner, self.batch_seq);
                 let call = inv.invoke_async::<redis::Value>(&mut self.con);
                 tokio::pin!(call);
                 tokio::select! {
@@ -413,11 +444,16 @@ impl Writer {
     /// the slots it holds are claimed again (those another node claimed
     /// meanwhile are given up), then its whole state is written back.
     async fn recover_lost_cluster(&mut self, cl: &crate::cluster::Cluster) -> Result<(), Written> {
-        let todo: Vec<(u16, String)> =
-            (0..crate::cluster::SLOTS).filter(|&s| self.holds(s)).map(|s| (s, String::new())).collect();
+        use crate::cluster::SlotState::{Migrating, Mine};
+        // Not the slots being loaded: their owner may still hold them.
+        let todo: Vec<(u16, String)> = (0..crate::cluster::SLOTS)
+            .filter(|&s| matches!(cl.state(s), Mine | Migrating(_)))
+            .map(|s| (s, String::new()))
+            .collect();
+        let owner = self.current_owner();
         loop {
-            super::cluster::init_node_fence(&mut self.con, &self.keys, &cl.me().id, &self.owner).await;
-            match super::cluster::claim_fences(&mut self.con, &self.keys, &self.owner, &self.addr, &todo).await {
+            super::cluster::init_node_fence(&mut self.con, &self.keys, &cl.me().id, &owner).await;
+            match super::cluster::claim_fences(&mut self.con, &self.keys, &owner, &self.addr, &todo).await {
                 Ok(epochs) => {
                     for (slot, epoch) in epochs {
                         if epoch <= 0 {
