@@ -432,12 +432,18 @@ impl Writer {
                 }
             }
         }
+        self.write_back().await;
+        Ok(())
+    }
+
+    /// After a loss, once the slots are claimed again: the slot key, then
+    /// the whole state queued to be written back.
+    async fn write_back(&mut self) {
         self.known_pools.clear();
         let store = self.store.clone();
         let _: Result<(), _> =
             redis::cmd("SET").arg(self.keys.slotkey()).arg(store.slot_key()).query_async(&mut self.con).await;
         tokio::task::spawn_blocking(move || store.rewrite(None));
-        Ok(())
     }
 
     /// [`Writer::recover_lost`] in cluster mode: this node's own fence and
@@ -469,11 +475,7 @@ impl Writer {
                 }
             }
         }
-        self.known_pools.clear();
-        let store = self.store.clone();
-        let _: Result<(), _> =
-            redis::cmd("SET").arg(self.keys.slotkey()).arg(store.slot_key()).query_async(&mut self.con).await;
-        tokio::task::spawn_blocking(move || store.rewrite(None));
+        self.write_back().await;
         Ok(())
     }
 

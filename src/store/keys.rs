@@ -3,7 +3,7 @@
 
 use super::pool::Pool;
 use super::waiting::Handed;
-use super::{Change, Effects, Shard, Store, lock};
+use super::{Change, Effects, PoolId, Shard, Store, lock};
 use crate::glob;
 use crate::notify::EventKind;
 use bytes::Bytes;
@@ -95,16 +95,23 @@ impl Store {
     /// detached pool for the caller to free (see [`dispose`]).
     pub(super) fn op_drop_pool(&self, s: &mut Shard, fx: &mut Effects, pool: &[u8]) -> Option<Pool> {
         let pid = *s.names.get(pool)?;
+        let p = self.detach(s, pid, Handed::Gone)?;
+        fx.event(EventKind::PoolDel, &p.name, 0);
+        fx.change(|| Change::DropPool { pool: p.name.clone() });
+        Some(p)
+    }
+
+    /// Takes a pool out of its shard with its counts, and answers its
+    /// blocked waiters `handed`; the caller frees it (see [`dispose`]).
+    fn detach(&self, s: &mut Shard, pid: PoolId, handed: Handed) -> Option<Pool> {
         let mut p = s.unlink_pool(pid)?;
         let live = p.len();
         self.shared.live_tokens.fetch_sub(live as u64, Ordering::Relaxed);
         s.live -= live;
         self.forgot(s, p.expired.len());
         for w in p.waiters.drain(..) {
-            let _ = w.tx.send(Handed::Gone);
+            let _ = w.tx.send(handed);
         }
-        fx.event(EventKind::PoolDel, &p.name, 0);
-        fx.change(|| Change::DropPool { pool: p.name.clone() });
         Some(p)
     }
 
@@ -120,15 +127,7 @@ impl Store {
             let s = &mut *g;
             let pids: Vec<_> = s.pools.iter().filter(|(_, p)| leaving(&p.name)).map(|(&pid, _)| pid).collect();
             for pid in pids {
-                let Some(mut p) = s.unlink_pool(pid) else { continue };
-                let live = p.len();
-                self.shared.live_tokens.fetch_sub(live as u64, Ordering::Relaxed);
-                s.live -= live;
-                self.forgot(s, p.expired.len());
-                for w in p.waiters.drain(..) {
-                    let _ = w.tx.send(Handed::Moved);
-                }
-                gone.push(p);
+                gone.extend(self.detach(s, pid, Handed::Moved));
             }
         }
         let n = gone.len();
