@@ -10,8 +10,8 @@
 //!   its last renewal that went through, so it stops before anyone can see
 //!   its entry lapse; a renewal that arrives after the entry lapsed does
 //!   not revive it.
-//! - **Spread.** Every node gives the slots to the live nodes by
-//!   rendezvous hashing ([`crate::cluster::targets`]).
+//! - **Spread.** Every node gives blocks of slots to the live nodes by
+//!   rendezvous hashing with bounded load ([`crate::cluster::targets`]).
 //! - **Handover.** A node that holds a slot another node should have
 //!   redirects its clients there (which answers `-TRYAGAIN` until it has
 //!   the slot), waits for the commands already running, forgets the slot's
