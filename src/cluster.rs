@@ -243,11 +243,12 @@ impl Cluster {
 
     /// Where a command on `slot` goes.
     pub fn route(&self, slot: u16) -> Route {
-        let held = matches!(self.state(slot), SlotState::Mine | SlotState::Importing | SlotState::Migrating(_));
+        let state = self.state(slot);
+        let held = matches!(state, SlotState::Mine | SlotState::Importing | SlotState::Migrating(_));
         if held && !self.serving() {
             return Route::Down("this node cannot renew its lease on the backing Redis");
         }
-        match self.state(slot) {
+        match state {
             SlotState::Mine => Route::Here,
             SlotState::Importing => Route::TryAgain,
             SlotState::Migrating(i) | SlotState::Other(i) => match self.nodes().get(i as usize) {

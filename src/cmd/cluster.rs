@@ -11,8 +11,14 @@ use std::fmt::Write;
 
 const DISABLED: &str = "ERR This instance has cluster support disabled";
 
-fn enabled<'a>(c: &'a Call) -> Result<&'a Cluster, Outcome> {
-    c.ctx.cluster().ok_or_else(|| Reply::error(DISABLED).into())
+/// Answers a subcommand without arguments: `reply` of the slot map, or
+/// Redis's error without cluster mode.
+fn answer(p: &mut Parse, c: &Call, reply: impl FnOnce(&Cluster) -> Reply) -> Result<Outcome, ParseError> {
+    p.finish()?;
+    Ok(match c.ctx.cluster() {
+        Some(cl) => reply(cl).into(),
+        None => Reply::error(DISABLED).into(),
+    })
 }
 
 fn text(s: String) -> Reply {
@@ -26,11 +32,7 @@ fn bus_port(port: u16) -> u16 {
 
 /// `CLUSTER MYID`.
 pub fn myid(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
-    p.finish()?;
-    Ok(match enabled(c) {
-        Ok(cl) => text(cl.me().id.clone()).into(),
-        Err(o) => o,
-    })
+    answer(p, c, |cl| text(cl.me().id.clone()))
 }
 
 /// `CLUSTER KEYSLOT key` (works without cluster mode too, as in Redis).
@@ -42,12 +44,7 @@ pub fn keyslot_cmd(p: &mut Parse, _: &mut Call) -> Result<Outcome, ParseError> {
 
 /// `CLUSTER INFO`.
 pub fn info(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
-    p.finish()?;
-    let cl = match enabled(c) {
-        Ok(cl) => cl,
-        Err(o) => return Ok(o),
-    };
-    Ok(Reply::Verbatim(Bytes::from(info_text(cl))).into())
+    answer(p, c, |cl| Reply::Verbatim(Bytes::from(info_text(cl))))
 }
 
 /// The `CLUSTER INFO` text (also `INFO cluster`'s details).
@@ -81,28 +78,24 @@ fn slots_node(n: &Node) -> Reply {
 
 /// `CLUSTER SLOTS`.
 pub fn slots(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
-    p.finish()?;
-    let cl = match enabled(c) {
-        Ok(cl) => cl,
-        Err(o) => return Ok(o),
-    };
-    let out = cl
-        .ranges()
-        .into_iter()
-        .map(|(first, last, n)| {
-            Reply::Array(vec![Reply::Integer(i64::from(first)), Reply::Integer(i64::from(last)), slots_node(&n)])
-        })
-        .collect();
-    Ok(Reply::Array(out).into())
+    answer(p, c, |cl| {
+        let out = cl
+            .ranges()
+            .into_iter()
+            .map(|(first, last, n)| {
+                Reply::Array(vec![Reply::Integer(i64::from(first)), Reply::Integer(i64::from(last)), slots_node(&n)])
+            })
+            .collect();
+        Reply::Array(out)
+    })
 }
 
 /// `CLUSTER SHARDS`: one shard per node (tokend has no replicas).
 pub fn shards(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
-    p.finish()?;
-    let cl = match enabled(c) {
-        Ok(cl) => cl,
-        Err(o) => return Ok(o),
-    };
+    answer(p, c, shards_of)
+}
+
+fn shards_of(cl: &Cluster) -> Reply {
     let ranges = cl.ranges();
     let out = cl
         .nodes()
@@ -128,17 +121,12 @@ pub fn shards(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
             ])
         })
         .collect();
-    Ok(Reply::Array(out).into())
+    Reply::Array(out)
 }
 
 /// `CLUSTER NODES`: Redis's text format, one line per node.
 pub fn nodes(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
-    p.finish()?;
-    let cl = match enabled(c) {
-        Ok(cl) => cl,
-        Err(o) => return Ok(o),
-    };
-    Ok(Reply::Verbatim(Bytes::from(nodes_text(cl))).into())
+    answer(p, c, |cl| Reply::Verbatim(Bytes::from(nodes_text(cl))))
 }
 
 /// The `CLUSTER NODES` text.
@@ -187,9 +175,5 @@ pub fn countkeysinslot(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseErro
 /// `READONLY` / `READWRITE` / `ASKING`: accepted (tokend has no replicas to
 /// read from, and answers every slot it serves).
 pub fn accept(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
-    p.finish()?;
-    Ok(match enabled(c) {
-        Ok(_) => Reply::ok().into(),
-        Err(o) => o,
-    })
+    answer(p, c, |_| Reply::ok())
 }

@@ -143,8 +143,8 @@ const CHUNK: usize = 1024;
 
 /// The owner string of this node's current incarnation: the process's own
 /// (node id and start time) and how many times its heartbeat lapsed.
-pub(super) fn incarnation(base: &str, cluster: &Cluster) -> String {
-    format!("{base}:{}", cluster.generation())
+pub(super) fn incarnation(base: &str, generation: u64) -> String {
+    format!("{base}:{generation}")
 }
 
 /// True for a slot this node holds (serves, loads, or is handing over).
@@ -203,7 +203,7 @@ impl Membership {
     }
 
     fn owner(&self) -> String {
-        incarnation(&self.base, &self.cluster)
+        incarnation(&self.base, self.cluster.generation())
     }
 
     /// One round, on the live nodes the heartbeat last saw: hand over what
@@ -500,7 +500,7 @@ impl Heartbeat {
             .arg(me.addr())
             .arg(self.timeout.as_millis() as u64)
             .arg(if self.first { "1" } else { "0" })
-            .arg(incarnation(&self.base, &self.cluster))
+            .arg(incarnation(&self.base, self.cluster.generation()))
             .invoke_async(&mut self.con)
             .await?;
         let Some((status, reply)) = reply.split_first() else { return Ok(None) };

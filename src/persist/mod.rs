@@ -267,7 +267,9 @@ pub async fn attach(config: &Config, me: Identity, store: &Store) -> Result<Atta
     let owner = me.owner();
     if config.cluster_enabled {
         // Slots are claimed one by one as membership hands them out.
-        cluster::init_node_fence(&mut con, &keys, &me.node_id, &format!("{owner}:0")).await;
+        // The fence names the first incarnation (no lapse yet); the heartbeat
+        // keeps it current.
+        cluster::init_node_fence(&mut con, &keys, &me.node_id, &cluster::incarnation(&owner, 0)).await;
     } else {
         owner::acquire(&mut con, &keys, &owner::lease_value(&me.node_id, &me.addr), me.lease).await?;
         owner::claim_all(&mut con, &keys, &owner, &me.addr, true)

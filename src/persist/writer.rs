@@ -223,7 +223,7 @@ impl Writer {
     /// current incarnation (a batch of an earlier one is fenced out).
     fn current_owner(&self) -> String {
         match &self.cluster {
-            Some(cl) => super::cluster::incarnation(&self.owner, cl),
+            Some(cl) => super::cluster::incarnation(&self.owner, cl.generation()),
             None => self.owner.clone(),
         }
     }

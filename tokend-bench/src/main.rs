@@ -397,6 +397,16 @@ impl Conn {
         }
     }
 
+    /// Flushes what is queued and takes the next reply, which must not be
+    /// an error (`what` names the step in the error).
+    async fn reply_ok(&mut self, what: &str) -> Res<()> {
+        self.flush().await?;
+        match self.next().await?.0 {
+            BytesFrame::Error(e) => Err(format!("{what}: {e}").into()),
+            _ => Ok(()),
+        }
+    }
+
     async fn call(&mut self, args: &[&[u8]]) -> Res<BytesFrame> {
         encode(&mut self.wbuf, args);
         self.flush().await?;
@@ -430,12 +440,8 @@ async fn fill(c: &mut Conn, cmds: &Commands, pool: &str, n: u64, lifetime_ms: u6
             left -= k;
             inflight += 1;
         }
-        c.flush().await?;
-        let (r, _) = c.next().await?;
+        c.reply_ok("pre-fill").await?;
         inflight -= 1;
-        if let BytesFrame::Error(e) = r {
-            return Err(format!("pre-fill: {e}").into());
-        }
     }
     Ok(())
 }
@@ -456,12 +462,8 @@ async fn fill_pools(c: &mut Conn, cmds: &Commands, pool: &str, n: u64, lifetime_
             }
             next = (next + BATCH).min(n);
         }
-        c.flush().await?;
-        let (r, _) = c.next().await?;
+        c.reply_ok("GEN into many pools").await?;
         inflight -= 1;
-        if let BytesFrame::Error(e) = r {
-            return Err(format!("GEN into many pools: {e}").into());
-        }
     }
     Ok(())
 }
