@@ -25,7 +25,6 @@ use crate::persist::cluster::{Membership, MembershipHandle};
 use crate::persist::{self, Attached, Backing, Identity};
 use crate::pubsub::PubSub;
 use crate::store::{Store, expiry};
-use redis::aio::ConnectionManager;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -59,7 +58,7 @@ pub struct Server {
 #[derive(Default)]
 struct Running {
     expiry: Option<expiry::ExpiryDrivers>,
-    backing: Option<(Arc<Backing>, ConnectionManager, Identity)>,
+    backing: Option<(Arc<Backing>, persist::Con, Identity)>,
     /// Cluster mode's membership task (it hands the slots over at a
     /// graceful stop).
     membership: Option<MembershipHandle>,

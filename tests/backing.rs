@@ -393,7 +393,7 @@ async fn recovery_reads_the_same_items_whole_or_by_pages() {
     assert!(t.terminate().success());
 
     let client = redis::Client::open(redis.url()).unwrap();
-    let mut con = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let mut con = tokend::persist::Con::from(redis::aio::ConnectionManager::new(client).await.unwrap());
     let key = |items: Vec<tokend::store::Restored>| {
         let mut v: Vec<String> = items.iter().map(|r| format!("{r:?}")).collect();
         v.sort();

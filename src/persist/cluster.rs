@@ -32,13 +32,13 @@
 //!   changes no slot for a node timeout, while the others join again.
 
 use super::Backing;
+use super::con::Con;
 use super::layout::Keys;
 use super::recover::load_slots;
 use crate::cluster::{Cluster, NO_NODE, Node, SLOTS, SlotState, keyslot, targets};
 use crate::pubsub::PubSub;
 use crate::store::Store;
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,33 +88,45 @@ end
 return out
 "#;
 
-/// Claims fences by compare-and-set. KEYS: the members, the incarnations,
-/// then the fences. ARGV: the claimer's incarnation, its address, then for
-/// each fence KEYS[i] (i from 3) the owner expected, ARGV[i] (empty: none).
-/// A fence is taken, with the next epoch, if its owner is still the one
-/// expected (or already the claimer) and that owner is nobody, an earlier
-/// incarnation of the claimer, or an incarnation that is not live by the
-/// backing Redis's clock now (a claimer's own view of the membership may be
-/// older than the holder). Returns each new epoch, or -1.
-const CLAIM: &str = r#"
+/// Which incarnations are no longer live, by the backing Redis's clock.
+/// KEYS: the members, the incarnations, then the own fence of each node
+/// asked about. ARGV: the incarnations asked about (KEYS[i + 2] is the
+/// fence of ARGV[i]'s node). Returns 1 for each that is not live and never
+/// will be again, else 0: its entry lapsed, or its node runs a later
+/// incarnation, or its entry is gone while its node's fence is there (a
+/// node that lapsed or left). An entry gone along with the node's fence is
+/// a loss of the backing Redis's data, not a death: that node is about to
+/// join again as the same incarnation, so it counts as live.
+const DEAD: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local mynode = string.match(ARGV[1], '^[^:]*')
 local out = {}
-for i = 3, #KEYS do
+for i = 1, #ARGV do
+  local node = string.match(ARGV[i], '^[^:]*')
+  local s = redis.call('ZSCORE', KEYS[1], node)
+  local dead
+  if s then
+    dead = tonumber(s) <= now or redis.call('HGET', KEYS[2], node) ~= ARGV[i]
+  else
+    dead = redis.call('EXISTS', KEYS[i + 2]) == 1
+  end
+  out[#out + 1] = dead and 1 or 0
+end
+return out
+"#;
+
+/// Claims fences by compare-and-set. KEYS: the fences. ARGV: the claimer's
+/// incarnation, its address, then for each fence KEYS[i] the owner
+/// expected, ARGV[i + 2] (empty: none). A fence is taken, with the next
+/// epoch, if it names the owner expected (which the caller found it may
+/// take: see [`claim_fences`]) or the claimer already. Returns each new
+/// epoch, or -1.
+const CLAIM: &str = r#"
+local out = {}
+for i = 1, #KEYS do
   local f = redis.call('HMGET', KEYS[i], 'owner', 'epoch')
   local cur = f[1] or ''
-  local ok = cur == ARGV[1]
-  if not ok and cur == ARGV[i] then
-    local holder = string.match(cur, '^[^:]*')
-    if cur == '' or holder == mynode then
-      ok = true
-    else
-      local s = redis.call('ZSCORE', KEYS[1], holder)
-      ok = not s or tonumber(s) <= now or redis.call('HGET', KEYS[2], holder) ~= cur
-    end
-  end
-  if ok then
+  if cur == ARGV[1] or cur == ARGV[i + 2] then
     local epoch = (tonumber(f[2]) or 0) + 1
     redis.call('HSET', KEYS[i], 'owner', ARGV[1], 'epoch', epoch, 'addr', ARGV[2], 'seq', 0)
     out[#out + 1] = epoch
@@ -138,9 +150,6 @@ end
 return n
 "#;
 
-/// Fences per call of the claim and release scripts.
-const CHUNK: usize = 1024;
-
 /// The owner string of this node's current incarnation: the process's own
 /// (node id and start time) and how many times its heartbeat lapsed.
 pub(super) fn incarnation(base: &str, generation: u64) -> String {
@@ -155,7 +164,7 @@ fn held(st: SlotState) -> bool {
 /// The membership task's state.
 pub struct Membership {
     cluster: Arc<Cluster>,
-    con: ConnectionManager,
+    con: Con,
     keys: Keys,
     store: Store,
     backing: Arc<Backing>,
@@ -174,13 +183,7 @@ pub struct Membership {
 impl Membership {
     /// The membership of a node whose backing store is `backing` (in
     /// cluster mode), its fences carrying `base` (see [`incarnation`]).
-    pub fn new(
-        backing: Arc<Backing>,
-        con: ConnectionManager,
-        store: Store,
-        base: String,
-        timeout: Duration,
-    ) -> Option<Membership> {
+    pub fn new(backing: Arc<Backing>, con: Con, store: Store, base: String, timeout: Duration) -> Option<Membership> {
         let (live_tx, live) = watch::channel(None);
         Some(Membership {
             cluster: backing.cluster.clone()?,
@@ -269,15 +272,21 @@ impl Membership {
         }
         let script = redis::Script::new(RELEASE);
         let owner = self.owner();
-        for chunk in slots.chunks(CHUNK) {
-            let mut inv = script.prepare_invoke();
-            for &s in chunk {
-                inv.key(self.keys.fence(s));
-            }
-            inv.arg(&owner);
-            match inv.invoke_async::<i64>(&mut self.con).await {
+        let released = self
+            .con
+            .each(self.con.groups(slots), |mut c, group| {
+                let mut inv = script.prepare_invoke();
+                for &s in &group {
+                    inv.key(self.keys.fence(s));
+                }
+                inv.arg(&owner);
+                async move { (inv.invoke_async::<i64>(&mut c).await, group) }
+            })
+            .await;
+        for (r, group) in released {
+            match r {
                 Ok(_) => {
-                    for &s in chunk {
+                    for s in group {
                         let after = target(s).map_or(SlotState::Unowned, SlotState::Other);
                         self.cluster.set_state(s, after);
                     }
@@ -290,11 +299,8 @@ impl Membership {
     /// Claims and loads `slots` (this node's share); the claim script
     /// decides which can be taken now.
     async fn claim(&mut self, slots: &[u16]) {
-        let mut pipe = redis::pipe();
-        for &s in slots {
-            pipe.cmd("HGET").arg(self.keys.fence(s)).arg("owner");
-        }
-        let owners: Vec<Option<String>> = match pipe.query_async(&mut self.con).await {
+        let reads = slots.iter().map(|&s| redis::cmd("HGET").arg(self.keys.fence(s)).arg("owner").clone()).collect();
+        let owners: Vec<Option<String>> = match self.con.query_each(reads).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the slots' owners from the backing Redis");
@@ -433,7 +439,7 @@ impl MembershipHandle {
 /// node timeout), and drops everything when it finds the entry lapsed.
 struct Heartbeat {
     cluster: Arc<Cluster>,
-    con: ConnectionManager,
+    con: Con,
     keys: Keys,
     backing: Arc<Backing>,
     store: Store,
@@ -607,36 +613,82 @@ pub fn spawn_events(client: redis::Client, keys: Keys, me: String, pubsub: Arc<P
     });
 }
 
-/// Claims fences by compare-and-set (see [`CLAIM`]): each `(slot, owner
-/// expected)` (empty: none); returns each slot's new epoch, or -1 where it
-/// was not taken.
+/// Claims fences by compare-and-set: each `(slot, owner expected)`
+/// (empty: none); returns each slot's new epoch, or -1 where it was not
+/// taken. A fence is taken if it still names the owner expected and that
+/// owner is nobody, an earlier incarnation of the claimer, or an
+/// incarnation that is not live by the backing Redis's clock (the
+/// claimer's own view of the membership may be older than the holder).
+///
+/// Liveness is asked first ([`DEAD`], on the membership's slot), then each
+/// fence is compared-and-set ([`CLAIM`], on its own slot), so that this
+/// works on a Redis Cluster too. Asked apart, the answer still holds when
+/// the fence is set: an incarnation found not live never is again (a node
+/// whose entry lapsed takes a new one before it renews), and a fence that
+/// vanished meanwhile no longer names the owner expected.
 pub(super) async fn claim_fences(
-    con: &mut ConnectionManager,
+    con: &mut Con,
     keys: &Keys,
     owner: &str,
     addr: &str,
     todo: &[(u16, String)],
 ) -> Result<Vec<(u16, i64)>, redis::RedisError> {
-    let script = redis::Script::new(CLAIM);
-    let mut out = Vec::with_capacity(todo.len());
-    for chunk in todo.chunks(CHUNK) {
+    let mynode = owner.split(':').next().unwrap_or_default();
+    let node_of = |o: &str| o.split(':').next().unwrap_or_default().to_string();
+    let mut asked: Vec<String> = todo
+        .iter()
+        .map(|(_, cur)| cur.clone())
+        .filter(|cur| !cur.is_empty() && cur != owner && node_of(cur) != mynode)
+        .collect();
+    asked.sort();
+    asked.dedup();
+    let mut dead: HashSet<String> = HashSet::new();
+    if !asked.is_empty() {
+        let script = redis::Script::new(DEAD);
         let mut inv = script.prepare_invoke();
         inv.key(keys.members()).key(keys.owners());
-        for (s, _) in chunk {
-            inv.key(keys.fence(*s));
+        for cur in &asked {
+            inv.key(keys.node_fence(&node_of(cur)));
         }
-        inv.arg(owner).arg(addr);
-        for (_, cur) in chunk {
+        for cur in &asked {
             inv.arg(cur);
         }
-        let epochs: Vec<i64> = inv.invoke_async(con).await?;
-        out.extend(chunk.iter().map(|(s, _)| *s).zip(epochs));
+        let flags: Vec<i64> = inv.invoke_async(con).await?;
+        dead.extend(asked.into_iter().zip(flags).filter(|(_, f)| *f == 1).map(|(c, _)| c));
+    }
+    let mut out: Vec<(u16, i64)> = Vec::with_capacity(todo.len());
+    let mut take: Vec<u16> = Vec::new();
+    let mut expected: std::collections::HashMap<u16, &str> = std::collections::HashMap::new();
+    for (s, cur) in todo {
+        if cur.is_empty() || cur == owner || node_of(cur) == mynode || dead.contains(cur) {
+            take.push(*s);
+            expected.insert(*s, cur);
+        } else {
+            out.push((*s, -1));
+        }
+    }
+    let script = redis::Script::new(CLAIM);
+    let replies = con
+        .each(con.groups(&take), |mut c, group| {
+            let mut inv = script.prepare_invoke();
+            for &s in &group {
+                inv.key(keys.fence(s));
+            }
+            inv.arg(owner).arg(addr);
+            for s in &group {
+                inv.arg(expected.get(s).copied().unwrap_or_default());
+            }
+            async move { (inv.invoke_async::<Vec<i64>>(&mut c).await, group) }
+        })
+        .await;
+    for (r, group) in replies {
+        out.extend(group.into_iter().zip(r?));
     }
     Ok(out)
 }
 
 /// Creates this node's own fence (for its batches of events alone).
-pub(super) async fn init_node_fence(con: &mut ConnectionManager, keys: &Keys, node_id: &str, owner: &str) {
+pub(super) async fn init_node_fence(con: &mut Con, keys: &Keys, node_id: &str, owner: &str) {
     let _: Result<(), _> = redis::cmd("HSET")
         .arg(keys.node_fence(node_id))
         .arg("owner")

@@ -47,12 +47,14 @@
 //! but whose reply was lost is skipped), so no event is published twice.
 
 pub mod cluster;
+mod con;
 pub mod layout;
 mod owner;
 mod recover;
 mod script;
 mod writer;
 
+pub use con::Con;
 pub use layout::Keys;
 pub use owner::{Renewal, new_node_id};
 pub use recover::{HGETALL_MAX, Recovered, recover, recover_with};
@@ -64,6 +66,7 @@ use crate::notify::EventSink;
 use crate::store::{Change, Journal, Store};
 use bytes::Bytes;
 use redis::aio::ConnectionManager;
+use redis::cluster::ClusterClient;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -87,6 +90,10 @@ const MAX_REFUSED_REMEMBERED: usize = 100_000;
 
 /// How long start-up waits for the backing Redis before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a call may go unanswered before its connection is dropped
+/// (writes count the backing Redis as down long before: `--persist-timeout`).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One queued item.
 enum Item {
@@ -180,12 +187,14 @@ pub fn client(url: &str, tls: &Option<redis::TlsCertificates>) -> Result<redis::
     .map_err(|e| format!("invalid --redis URL {url:?}: {e}"))
 }
 
-/// Connects to the backing Redis, failing within [`CONNECT_TIMEOUT`].
-pub async fn connect(url: &str, tls: &Option<redis::TlsCertificates>) -> Result<ConnectionManager, String> {
+/// Connects to the backing Redis, failing within [`CONNECT_TIMEOUT`]: a
+/// redis-server, or, if the node `url` names has cluster mode on, the Redis
+/// Cluster it belongs to.
+pub async fn connect(url: &str, tls: &Option<redis::TlsCertificates>) -> Result<Con, String> {
     let client = client(url, tls)?;
     let cfg = redis::aio::ConnectionManagerConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(Duration::from_secs(30)))
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(1));
     let fut = ConnectionManager::new_with_config(client, cfg);
@@ -198,14 +207,35 @@ pub async fn connect(url: &str, tls: &Option<redis::TlsCertificates>) -> Result<
         .query_async::<()>(&mut con)
         .await
         .map_err(|e| format!("the backing Redis at {url} does not answer PING: {e}"))?;
-    Ok(con)
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut con)
+        .await
+        .map_err(|e| format!("the backing Redis at {url} does not answer INFO: {e}"))?;
+    if !info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+        return Ok(Con::Single(con));
+    }
+    let mut builder = ClusterClient::builder(vec![url.to_string()])
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT);
+    if let Some(certs) = tls {
+        builder = builder.certs(certs.clone());
+    }
+    let cluster = builder.build().map_err(|e| format!("invalid --redis URL {url:?} for a Redis Cluster: {e}"))?;
+    let con = match tokio::time::timeout(CONNECT_TIMEOUT, cluster.get_async_connection()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(format!("cannot connect to the Redis Cluster of {url}: {e}")),
+        Err(_) => return Err(format!("cannot connect to the Redis Cluster of {url}: timed out")),
+    };
+    tracing::info!(%url, "the backing store is a Redis Cluster");
+    Ok(Con::Cluster(con))
 }
 
 /// The slot-number key kept in the backing Redis: `candidate` if none was
 /// kept yet (it is then kept), else the kept one. A malformed value is
 /// replaced: tokens then miss their slots and are indexed, which is slower
 /// but exact.
-pub async fn slot_key(con: &mut ConnectionManager, keys: &Keys, candidate: u64) -> Result<u64, redis::RedisError> {
+pub async fn slot_key(con: &mut Con, keys: &Keys, candidate: u64) -> Result<u64, redis::RedisError> {
     let key = keys.slotkey();
     let _: Option<String> = redis::cmd("SET").arg(&key).arg(candidate).arg("NX").query_async(con).await?;
     let kept: Option<String> = redis::cmd("GET").arg(&key).query_async(con).await?;
@@ -221,7 +251,7 @@ pub async fn slot_key(con: &mut ConnectionManager, keys: &Keys, candidate: u64) 
 
 /// The persisted frame's offset from the wall clock, as last written (0
 /// when none was: earlier versions wrote wall-clock deadlines).
-pub async fn clock_offset(con: &mut ConnectionManager, keys: &Keys) -> Result<i64, redis::RedisError> {
+pub async fn clock_offset(con: &mut Con, keys: &Keys) -> Result<i64, redis::RedisError> {
     let v: Option<String> = redis::cmd("GET").arg(keys.clock()).query_async(con).await?;
     Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
@@ -247,7 +277,7 @@ impl Identity {
 /// A backing Redis this tokend owns: connected, its lease taken, its slots
 /// claimed, not loaded yet.
 pub struct Attached {
-    pub con: ConnectionManager,
+    pub con: Con,
     pub keys: Keys,
     pub me: Identity,
     /// The owner string the writes carry.
@@ -527,7 +557,7 @@ impl Durability for Backing {
 
 /// Renews the single-owner lease every third of its time; stops the
 /// server if another tokend holds it now.
-async fn renew_lease(backing: Arc<Backing>, mut con: ConnectionManager, me: Identity) {
+async fn renew_lease(backing: Arc<Backing>, mut con: Con, me: Identity) {
     let value = owner::lease_value(&me.node_id, &me.addr);
     let every = me.lease / 3;
     loop {
@@ -564,7 +594,7 @@ async fn watch_clock(backing: Arc<Backing>, clock: Clock) {
 
 impl Backing {
     /// Gives the lease up (graceful stop).
-    pub async fn release(&self, mut con: ConnectionManager, me: &Identity) {
+    pub async fn release(&self, mut con: Con, me: &Identity) {
         owner::release(&mut con, &self.keys, &owner::lease_value(&me.node_id, &me.addr)).await;
     }
 }

@@ -12,9 +12,9 @@
 //! and which every write checks atomically: a holder that was paused past
 //! its lease finds another owner there and cannot write.
 
+use super::con::Con;
 use super::layout::{Keys, SLOTS};
 use super::script::CLAIM;
-use redis::aio::ConnectionManager;
 use std::time::{Duration, Instant};
 
 /// A node's identity in the backing Redis: 40 hex digits, as Redis Cluster
@@ -32,7 +32,7 @@ pub fn lease_value(node_id: &str, addr: &str) -> String {
 
 /// Takes the prefix's lease, waiting for a holder that stopped renewing
 /// to lapse; fails naming a holder seen renewing.
-pub async fn acquire(con: &mut ConnectionManager, keys: &Keys, value: &str, ttl: Duration) -> Result<(), String> {
+pub async fn acquire(con: &mut Con, keys: &Keys, value: &str, ttl: Duration) -> Result<(), String> {
     let started = Instant::now();
     // A lease that never lapses nor renews (no TTL, set by hand): give up.
     let patience = Duration::from_secs(120);
@@ -101,12 +101,7 @@ pub enum Renewal {
 
 /// Renews the lease if it is still ours (or takes it again if it vanished,
 /// as after a FLUSHALL).
-pub async fn renew(
-    con: &mut ConnectionManager,
-    keys: &Keys,
-    value: &str,
-    ttl: Duration,
-) -> Result<Renewal, redis::RedisError> {
+pub async fn renew(con: &mut Con, keys: &Keys, value: &str, ttl: Duration) -> Result<Renewal, redis::RedisError> {
     let script = redis::Script::new(
         r#"
         local v = redis.call('GET', KEYS[1])
@@ -123,7 +118,7 @@ pub async fn renew(
 
 /// Gives the lease up if it is still ours (graceful stop: the next tokend
 /// starts at once).
-pub async fn release(con: &mut ConnectionManager, keys: &Keys, value: &str) {
+pub async fn release(con: &mut Con, keys: &Keys, value: &str) {
     let script = redis::Script::new(
         "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
     );
@@ -131,23 +126,30 @@ pub async fn release(con: &mut ConnectionManager, keys: &Keys, value: &str) {
 }
 
 /// Makes `owner` the owner of every hash slot's fence, with the next epoch
-/// (a standalone backing Redis: one call per 1,024 slots). With `force`
-/// false, stops at a slot another owner holds and returns it.
+/// (one call per 1,024 slots on a redis-server, per slot on a Redis
+/// Cluster). With `force` false, stops at a slot another owner holds and
+/// returns it.
 pub async fn claim_all(
-    con: &mut ConnectionManager,
+    con: &mut Con,
     keys: &Keys,
     owner: &str,
     addr: &str,
     force: bool,
 ) -> Result<Option<String>, redis::RedisError> {
     let script = redis::Script::new(CLAIM);
-    for start in (0..SLOTS).step_by(1024) {
-        let mut inv = script.prepare_invoke();
-        for slot in start..(start + 1024).min(SLOTS) {
-            inv.key(keys.fence(slot));
-        }
-        inv.arg(owner).arg(addr).arg(if force { "force" } else { "" });
-        let (_, holder): (i64, String) = inv.invoke_async(con).await?;
+    let slots: Vec<u16> = (0..SLOTS).collect();
+    let replies = con
+        .each(con.groups(&slots), |mut c, group| {
+            let mut inv = script.prepare_invoke();
+            for slot in group {
+                inv.key(keys.fence(slot));
+            }
+            inv.arg(owner).arg(addr).arg(if force { "force" } else { "" });
+            async move { inv.invoke_async::<(i64, String)>(&mut c).await }
+        })
+        .await;
+    for r in replies {
+        let (_, holder) = r?;
         if !holder.is_empty() {
             return Ok(Some(holder));
         }

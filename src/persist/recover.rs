@@ -1,11 +1,11 @@
 //! Reading the backing Redis back at start-up: every pool of every hash
 //! slot (and the pools earlier versions listed in `Ppools`).
 
+use super::con::Con;
 use super::layout::{Keys, SLOTS, decode_record, shift};
 use crate::store::Restored;
 use crate::token;
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
@@ -32,14 +32,14 @@ pub struct Recovered {
 type ScanPage = (u64, Vec<(Vec<u8>, Vec<u8>)>);
 
 /// Reads every pool; deadlines are moved into the memory frame by `delta`.
-pub async fn recover(con: &mut ConnectionManager, keys: &Keys, delta: i64) -> Result<Recovered, redis::RedisError> {
+pub async fn recover(con: &mut Con, keys: &Keys, delta: i64) -> Result<Recovered, redis::RedisError> {
     recover_with(con, keys, delta, HGETALL_MAX).await
 }
 
 /// [`recover`], reading hashes of up to `hgetall_max` fields in one go
 /// (tests compare both ways).
 pub async fn recover_with(
-    con: &mut ConnectionManager,
+    con: &mut Con,
     keys: &Keys,
     delta: i64,
     hgetall_max: usize,
@@ -47,17 +47,10 @@ pub async fn recover_with(
     let started = Instant::now();
     let mut pools: Vec<Bytes> = Vec::new();
     let mut seen: HashSet<Bytes> = HashSet::new();
-    for start in (0..SLOTS).step_by(1024) {
-        let mut pipe = redis::pipe();
-        for slot in start..(start + 1024).min(SLOTS) {
-            pipe.cmd("SMEMBERS").arg(keys.pool_set(slot));
-        }
-        let sets: Vec<Vec<Vec<u8>>> = pipe.query_async(con).await?;
-        for p in sets.into_iter().flatten() {
-            let p = Bytes::from(p);
-            if seen.insert(p.clone()) {
-                pools.push(p);
-            }
+    let all: Vec<u16> = (0..SLOTS).collect();
+    for p in pool_sets(con, keys, &all).await? {
+        if seen.insert(p.clone()) {
+            pools.push(p);
         }
     }
     let legacy_set: Vec<Vec<u8>> = redis::cmd("SMEMBERS").arg(keys.legacy_pools()).query_async(con).await?;
@@ -75,20 +68,12 @@ pub async fn recover_with(
 /// Reads the pools of hash slots `slots` (cluster mode: slots this node just
 /// claimed).
 pub async fn load_slots(
-    con: &mut ConnectionManager,
+    con: &mut Con,
     keys: &Keys,
     delta: i64,
     slots: &[u16],
 ) -> Result<Vec<Restored>, redis::RedisError> {
-    let mut pools: Vec<Bytes> = Vec::new();
-    for chunk in slots.chunks(1024) {
-        let mut pipe = redis::pipe();
-        for &slot in chunk {
-            pipe.cmd("SMEMBERS").arg(keys.pool_set(slot));
-        }
-        let sets: Vec<Vec<Vec<u8>>> = pipe.query_async(con).await?;
-        pools.extend(sets.into_iter().flatten().map(Bytes::from));
-    }
+    let pools = pool_sets(con, keys, slots).await?;
     let (out, bad) =
         read_pools(con, pools.iter().map(|p| (p, keys.tokens(p), keys.expired(p))), delta, HGETALL_MAX).await?;
     if bad > 0 {
@@ -97,10 +82,17 @@ pub async fn load_slots(
     Ok(out)
 }
 
+/// The pools listed in the sets of hash slots `slots`.
+async fn pool_sets(con: &Con, keys: &Keys, slots: &[u16]) -> Result<Vec<Bytes>, redis::RedisError> {
+    let cmds = slots.iter().map(|&s| redis::cmd("SMEMBERS").arg(keys.pool_set(s)).clone()).collect();
+    let sets: Vec<Vec<Vec<u8>>> = con.query_each(cmds).await?;
+    Ok(sets.into_iter().flatten().map(Bytes::from).collect())
+}
+
 /// Reads the token and expired hashes of each `(pool, tokens key, expired
 /// key)`; returns what was read and how many entries were malformed.
 async fn read_pools<'p>(
-    con: &mut ConnectionManager,
+    con: &mut Con,
     pools: impl Iterator<Item = (&'p Bytes, Vec<u8>, Vec<u8>)>,
     delta: i64,
     hgetall_max: usize,
@@ -150,7 +142,7 @@ async fn read_pools<'p>(
 /// Reads one hash, whole or by pages, handing each field and value to
 /// `take` (false: malformed); returns how many were malformed.
 async fn read_hash(
-    con: &mut ConnectionManager,
+    con: &mut Con,
     key: &[u8],
     hgetall_max: usize,
     mut take: impl FnMut(&[u8], &[u8]) -> bool,

@@ -118,6 +118,10 @@ pub struct Batch {
     key_index: HashMap<Bytes, usize>,
     args: Vec<Bytes>,
     ops: usize,
+    /// The unit each operation belongs to, in order.
+    units: Vec<u64>,
+    /// The unit operations are added for now.
+    unit: u64,
 }
 
 impl Batch {
@@ -129,6 +133,8 @@ impl Batch {
             key_index: HashMap::new(),
             args: Vec::new(),
             ops: 0,
+            units: Vec::new(),
+            unit: 0,
         }
     }
 
@@ -137,9 +143,14 @@ impl Batch {
         self.ops
     }
 
-    /// True without operations.
-    pub fn is_empty(&self) -> bool {
-        self.ops == 0
+    /// Operations added from now on belong to unit `seq`.
+    pub fn set_unit(&mut self, seq: u64) {
+        self.unit = seq;
+    }
+
+    /// The unit operation `op` (1-based, as the script reports it) belongs to.
+    pub fn unit_of(&self, op: usize) -> Option<u64> {
+        op.checked_sub(1).and_then(|i| self.units.get(i)).copied()
     }
 
     /// Makes the batch check `fence`.
@@ -172,6 +183,7 @@ impl Batch {
     /// Adds an operation.
     pub fn push(&mut self, op: Op) {
         self.ops += 1;
+        self.units.push(self.unit);
         let b = Bytes::copy_from_slice;
         match op {
             Op::HSet(k, f, v) => {

@@ -1,13 +1,13 @@
 //! The writer task: takes queued units in order, writes them in batches of
 //! whole units (one atomic script call each), and tells what became of them.
 
+use super::con::Con;
 use super::layout::{Keys, encode_record, keyslot, shift};
 use super::script::{Answer, Batch, Op, SOURCE};
 use super::{Backing, Item, MAX_BATCH_OPS, owner};
 use crate::store::{Change, Store};
 use crate::token;
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,7 +23,7 @@ const MAX_CARRY: usize = 100_000;
 
 pub(super) struct Writer {
     backing: Arc<Backing>,
-    con: ConnectionManager,
+    con: Con,
     keys: Keys,
     owner: String,
     addr: String,
@@ -44,19 +44,26 @@ pub(super) struct Writer {
     cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
+/// One call's worth of a batch: the whole batch on a redis-server, one hash
+/// slot's share (or the events) on a Redis Cluster.
+#[derive(Default)]
+struct Part {
+    batch: Batch,
+    /// The slot of each fence, in the batch's fence order (None: the home
+    /// fence).
+    fence_slots: Vec<Option<u16>>,
+}
+
 /// One batch, built.
 struct Built {
-    batch: Batch,
-    /// (seq, first op, end op) of each unit in the batch.
-    units: Vec<(u64, usize, usize)>,
+    /// The calls: the slots' first, the one with the events last.
+    parts: Vec<Part>,
+    /// Every unit in the batch.
+    units: Vec<u64>,
     clock: Option<i64>,
     legacy: Vec<Bytes>,
     /// Units left out (wholly or in part): they are refused.
     dropped: Vec<u64>,
-    /// The slot of each fence, in the batch's fence order.
-    fence_slots: Vec<Option<u16>>,
-    /// Sent even without operations (a probe of the fence).
-    probe: bool,
     /// Pools this batch lists in their slot's set.
     new_pools: HashSet<Bytes>,
 }
@@ -75,7 +82,7 @@ enum Written {
 impl Writer {
     pub(super) fn new(
         backing: Arc<Backing>,
-        con: ConnectionManager,
+        con: Con,
         keys: Keys,
         owner: String,
         addr: String,
@@ -148,67 +155,86 @@ impl Writer {
             self.known_moves = moves;
         }
         // Cluster mode: slots found fenced (another node owns them now);
-        // their changes are left out and the batch is tried again.
+        // their changes are left out and the batch is tried again (on a
+        // Redis Cluster, where the other slots' parts were written, they are
+        // only refused).
         let mut fenced: HashSet<u16> = HashSet::new();
+        let split = self.con.is_cluster();
         loop {
             // Read again at each try: a lapse meanwhile drops what was queued.
             let discard = self.backing.discard_upto.load(Ordering::Acquire);
-            let b = self.build(&taken, discard, &fenced);
+            let b = self.build(&taken, discard, &fenced, split);
             if let Some(offset) = b.clock {
                 self.write_clock(offset).await;
             }
             for &seq in &b.dropped {
                 self.backing.refuse(seq, "this node no longer serves the pool's hash slot".into());
             }
-            let Built { mut batch, units, legacy, fence_slots, probe, new_pools, .. } = b;
-            if batch.is_empty() && !probe {
+            let Built { parts, units, legacy, new_pools, .. } = b;
+            if parts.is_empty() {
                 break;
             }
-            if batch.fences().is_empty() {
-                batch.fence(self.home_fence());
-            }
             self.batch_seq += 1;
-            match self.send(&batch).await {
-                Written::Applied(failed) => {
-                    // Listed in their slots' sets now (not before: a batch
-                    // built again without them must list them again).
-                    self.known_pools.extend(new_pools);
-                    for (op, why) in failed {
-                        // Operation `op` (1-based) belongs to the unit whose range holds it.
-                        if let Some(&(seq, ..)) = units.iter().find(|(_, first, end)| op > *first && op <= *end) {
-                            tracing::warn!(seq, %why, "the backing Redis refused a change; it stays in memory only");
-                            self.backing.refuse(seq, why);
+            let started = std::time::Instant::now();
+            let outcomes = self.send_parts(&parts).await;
+            let mut again = false;
+            let mut all_applied = true;
+            for (part, written) in parts.iter().zip(outcomes) {
+                let refuse_part = |why: &str| {
+                    let mut seqs: Vec<u64> = (1..=part.batch.ops()).filter_map(|op| part.batch.unit_of(op)).collect();
+                    seqs.dedup();
+                    for seq in seqs {
+                        self.backing.refuse(seq, why.to_string());
+                    }
+                };
+                match written {
+                    Written::Applied(failed) => {
+                        for (op, why) in failed {
+                            if let Some(seq) = part.batch.unit_of(op) {
+                                tracing::warn!(seq, %why, "the backing Redis refused a change; it stays in memory only");
+                                self.backing.refuse(seq, why);
+                            }
+                        }
+                        continue;
+                    }
+                    Written::Refused(why) if split => refuse_part(&why),
+                    Written::Refused(why) => {
+                        for &seq in &units {
+                            self.backing.refuse(seq, why.clone());
                         }
                     }
-                    for pool in legacy {
-                        self.drop_legacy(&pool).await;
-                    }
-                }
-                Written::Refused(why) => {
-                    for &(seq, ..) in &units {
-                        self.backing.refuse(seq, why.clone());
-                    }
-                }
-                Written::Fenced(Some(i)) => {
-                    match fence_slots.get(i).copied().flatten() {
+                    Written::Fenced(Some(i)) => match part.fence_slots.get(i).copied().flatten() {
                         Some(slot) if fenced.insert(slot) => {
                             tracing::warn!(slot, "another node owns this hash slot now; its changes are not written");
                             if let Some(cl) = &self.cluster {
                                 cl.set_state(slot, crate::cluster::SlotState::Unowned);
                             }
                             self.backing.strays.store(true, Ordering::Release);
-                            continue;
+                            if split {
+                                refuse_part("this node no longer serves the pool's hash slot");
+                            } else {
+                                again = true;
+                            }
                         }
                         // This node's own fence is gone: a new node id is
                         // needed; drop the batch rather than wedge.
-                        _ => {
-                            for &(seq, ..) in &units {
-                                self.backing.refuse(seq, "fenced".into());
-                            }
-                        }
-                    }
+                        _ => refuse_part("fenced"),
+                    },
+                    Written::Fenced(None) => return false,
                 }
-                Written::Fenced(None) => return false,
+                all_applied = false;
+            }
+            if again {
+                continue;
+            }
+            self.backing.note_write(started.elapsed().as_micros() as u64);
+            // Listed in their slots' sets now (not before: a batch built
+            // again without them must list them again).
+            self.known_pools.extend(new_pools);
+            if all_applied {
+                for pool in legacy {
+                    self.drop_legacy(&pool).await;
+                }
             }
             break;
         }
@@ -244,24 +270,32 @@ impl Writer {
 
     /// Builds one batch of `items`, leaving out units queued up to
     /// `discard` and (cluster mode) the changes of slots this node does not
-    /// hold or found `fenced`.
-    fn build(&mut self, items: &[Item], discard: u64, fenced: &HashSet<u16>) -> Built {
+    /// hold or found `fenced`; `split`: one part per hash slot (a Redis
+    /// Cluster).
+    fn build(&mut self, items: &[Item], discard: u64, fenced: &HashSet<u16>, split: bool) -> Built {
+        let mut parts: std::collections::BTreeMap<Option<u16>, Part> = Default::default();
         let mut b = Built {
-            batch: Batch::new(),
+            parts: Vec::new(),
             units: Vec::new(),
             clock: None,
             legacy: Vec::new(),
             dropped: Vec::new(),
-            fence_slots: Vec::new(),
-            probe: false,
             new_pools: HashSet::new(),
         };
+        let mut probe = false;
+        let key = |slot: u16| if split { Some(slot) } else { None };
+        // The events' part. Outside cluster mode its fence is slot 0's:
+        // on a Redis Cluster, slot 0's changes and the events then share
+        // one part (two parts checking one fence with one batch number
+        // would find the second a duplicate).
+        let home = if split && self.cluster.is_none() { Some(HOME_SLOT) } else { None };
         for item in items {
-            let (seq, first) = (item.seq(), b.batch.ops());
+            let seq = item.seq();
             if seq <= discard {
                 b.dropped.push(seq);
                 continue;
             }
+            b.units.push(seq);
             match item {
                 Item::Changes(_, changes) => {
                     let mut skipped = false;
@@ -271,10 +305,12 @@ impl Writer {
                             skipped = true;
                             continue;
                         }
-                        let before = b.batch.fences().len();
-                        self.add_change(&mut b.batch, &mut b.new_pools, c);
-                        if b.batch.fences().len() > before {
-                            b.fence_slots.push(Some(slot));
+                        let part = parts.entry(key(slot)).or_default();
+                        part.batch.set_unit(seq);
+                        let before = part.batch.fences().len();
+                        self.add_change(&mut part.batch, &mut b.new_pools, c);
+                        if part.batch.fences().len() > before {
+                            part.fence_slots.push(Some(slot));
                         }
                     }
                     if skipped {
@@ -282,26 +318,43 @@ impl Writer {
                     }
                 }
                 Item::Publish(_, channel, message) => {
-                    b.batch.push(Op::Publish(channel, message));
+                    let part = parts.entry(home).or_default();
+                    part.batch.set_unit(seq);
+                    part.batch.push(Op::Publish(channel, message));
                     if let Some(cl) = &self.cluster {
                         let m = super::cluster::encode_event(&cl.me().id, channel, message);
-                        b.batch.push(Op::Publish(self.keys.events().as_bytes(), &m));
+                        part.batch.push(Op::Publish(self.keys.events().as_bytes(), &m));
                     }
                 }
                 Item::Legacy(_, pool) => {
                     let slot = keyslot(pool);
-                    let before = b.batch.fences().len();
-                    b.batch.fence(self.keys.fence(slot));
-                    if b.batch.fences().len() > before {
-                        b.fence_slots.push(Some(slot));
+                    let part = parts.entry(key(slot)).or_default();
+                    part.batch.set_unit(seq);
+                    let before = part.batch.fences().len();
+                    part.batch.fence(self.keys.fence(slot));
+                    if part.batch.fences().len() > before {
+                        part.fence_slots.push(Some(slot));
                     }
-                    b.batch.push(Op::SAdd(self.keys.pool_set(slot).as_bytes(), pool));
+                    part.batch.push(Op::SAdd(self.keys.pool_set(slot).as_bytes(), pool));
                     b.legacy.push(pool.clone());
                 }
                 Item::Clock(_, offset) => b.clock = Some(*offset),
-                Item::Probe(_) => b.probe = true,
+                Item::Probe(_) => probe = true,
             }
-            b.units.push((seq, first, b.batch.ops()));
+        }
+        if probe {
+            parts.entry(home).or_default();
+        }
+        // The part with the events goes last: on a Redis Cluster, they are
+        // published once the changes they tell of are written.
+        let last = parts.remove(&home);
+        b.parts = parts.into_values().collect();
+        if let Some(mut part) = last {
+            if part.batch.fences().is_empty() {
+                part.batch.fence(self.home_fence());
+                part.fence_slots.push(None);
+            }
+            b.parts.push(part);
         }
         b
     }
@@ -342,13 +395,56 @@ impl Writer {
         }
     }
 
+    /// Writes the parts of one batch: on a Redis Cluster, the slots' parts
+    /// at once (one try each; whichever did not go through is then written
+    /// by [`Writer::send`], retried as long as it takes), then the events.
+    async fn send_parts(&mut self, parts: &[Part]) -> Vec<Written> {
+        let [data @ .., last] = parts else { return Vec::new() };
+        if data.is_empty() {
+            return vec![self.send(&last.batch).await];
+        }
+        let owner = self.current_owner();
+        let (seq, timeout, script) = (self.batch_seq, self.backing.persist_timeout, &self.script);
+        let first = self
+            .con
+            .each(parts[..data.len()].iter().collect(), |mut c, part| {
+                let inv = part.batch.invocation(script, &owner, seq);
+                async move {
+                    match tokio::time::timeout(timeout, inv.invoke_async::<redis::Value>(&mut c)).await {
+                        Ok(Ok(v)) => match Answer::parse(v) {
+                            Ok(Answer::Ok(failed)) => Ok(Written::Applied(failed)),
+                            Ok(Answer::Dup) => Ok(Written::Applied(Vec::new())),
+                            _ => Err(false),
+                        },
+                        Ok(Err(_)) => Err(false),
+                        Err(_) => Err(true),
+                    }
+                }
+            })
+            .await;
+        if first.iter().any(|w| matches!(w, Err(true))) {
+            self.backing.set_down(format!("did not answer within --persist-timeout ({timeout:?})"));
+        } else if first.iter().any(Result::is_ok) {
+            self.backing.set_up();
+        }
+        let mut out = Vec::with_capacity(parts.len());
+        for (part, w) in parts.iter().zip(first) {
+            out.push(match w {
+                Ok(w) => w,
+                // Tried again, as long as it takes (a part that was applied
+                // after all is found a duplicate).
+                Err(_) => self.send(&part.batch).await,
+            });
+        }
+        out.push(self.send(&last.batch).await);
+        out
+    }
+
     /// Writes one batch, retrying until Redis applied it (or refuses it for
     /// good, or another tokend owns its slots).
     async fn send(&mut self, batch: &Batch) -> Written {
         let mut backoff = Duration::from_millis(10);
         let timeout = self.backing.persist_timeout;
-        let started = std::time::Instant::now();
-        let done = |b: &Backing| b.note_write(started.elapsed().as_micros() as u64);
         loop {
             let result = {
                 let owner = self.current_owner();
@@ -369,12 +465,10 @@ impl Writer {
                 Ok(v) => match Answer::parse(v) {
                     Ok(Answer::Ok(failed)) => {
                         self.backing.set_up();
-                        done(&self.backing);
                         return Written::Applied(failed);
                     }
                     Ok(Answer::Dup) => {
                         self.backing.set_up();
-                        done(&self.backing);
                         return Written::Applied(Vec::new());
                     }
                     Ok(Answer::Lost(_)) => match self.recover_lost().await {
@@ -496,17 +590,16 @@ impl Writer {
     /// Drops a pool's entry in the earlier versions' pool set, and its old
     /// keys where the current layout names them differently.
     async fn drop_legacy(&mut self, pool: &[u8]) {
-        let mut pipe = redis::pipe();
-        pipe.cmd("SREM").arg(self.keys.legacy_pools()).arg(pool).ignore();
+        let mut cmds = vec![redis::cmd("SREM").arg(self.keys.legacy_pools()).arg(pool).clone()];
         for (old, new) in [
             (self.keys.legacy_tokens(pool), self.keys.tokens(pool)),
             (self.keys.legacy_expired(pool), self.keys.expired(pool)),
         ] {
             if old != new {
-                pipe.cmd("DEL").arg(old).ignore();
+                cmds.push(redis::cmd("DEL").arg(old).clone());
             }
         }
-        if let Err(e) = pipe.query_async::<()>(&mut self.con).await {
+        if let Err(e) = self.con.query_each::<redis::Value>(cmds).await {
             tracing::warn!(error = %e, "cannot clean up an earlier version's keys (harmless: read again, written again)");
         }
     }

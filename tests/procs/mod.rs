@@ -44,6 +44,19 @@ impl RedisProc {
         Self::start_inner(free_port(), true, None)
     }
 
+    /// Starts redis-server with more arguments (no persistence of its own).
+    pub fn start_args(extra: &[&str]) -> RedisProc {
+        require("redis-server");
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("tokend-test-redis-{port}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let extra = extra.iter().map(|a| a.to_string()).collect();
+        let mut r = RedisProc { port, child: None, dir, aof: false, extra };
+        r.spawn();
+        r
+    }
+
     fn start_inner(port: u16, aof: bool, dir: Option<PathBuf>) -> RedisProc {
         require("redis-server");
         let dir = dir.unwrap_or_else(|| {
@@ -166,6 +179,53 @@ impl Drop for RedisProc {
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// A Redis Cluster of `redis-server --cluster-enabled yes` processes made
+/// with `redis-cli --cluster create`, masters only.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisProc>,
+}
+
+impl RedisCluster {
+    /// Starts `masters` nodes, creates the cluster and waits until every
+    /// node reports `cluster_state:ok`.
+    pub fn start(masters: usize) -> RedisCluster {
+        require("redis-cli");
+        let nodes: Vec<RedisProc> = (0..masters)
+            .map(|_| RedisProc::start_args(&["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
+            .arg("--cluster-yes")
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for n in &nodes {
+            loop {
+                let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut n.conn()).unwrap_or_default();
+                if info.lines().any(|l| l.trim() == "cluster_state:ok") {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the Redis Cluster did not come up: {info}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        RedisCluster { nodes }
+    }
+
+    /// The URL of its first node (tokend finds the others).
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// A cluster client's blocking connection (for checks).
+    pub fn conn(&self) -> redis::cluster::ClusterConnection {
+        redis::cluster::ClusterClient::new(vec![self.url()]).unwrap().get_connection().unwrap()
     }
 }
 
