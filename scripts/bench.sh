@@ -21,11 +21,12 @@
 #   recovery of 1M tokens from the backing Redis, expiry of 200k tokens
 #   due in the same second on both servers, one cluster-mode node against
 #   one standalone node (both sync), and the failover time of a 3-node
-#   cluster holding 1M tokens.
+#   cluster holding 1M tokens, over a redis-server and over a 3-master
+#   Redis Cluster.
 #
 # Installs nothing itself except through scripts/setup.sh. Environment knobs:
 # BENCH_SECS (5), BENCH_OUT (BENCHMARKS.md), BENCH_SERVER_CPU (0),
-# BENCH_CLIENT_CPU (1), BENCH_PORT_BASE (16379: uses it and the next two),
+# BENCH_CLIENT_CPU (1), BENCH_PORT_BASE (16379: uses it and the next nine),
 # BENCH_EXPIRY_TOKENS (200000), BENCH_MEM_TOKENS (1000000), BENCH_POOLS
 # (100000: pools of one token for the small-pool row), BENCH_BIG_TOKENS
 # (10000000), BENCH_RECOVERY_TOKENS (1000000), BENCH_ACQ_ROUNDS (16) and
@@ -57,6 +58,9 @@ ALT_PORT=$((BASE + 3))  # a second tokend, for side-by-side pairs
 MET_PORT=$((BASE + 4))  # its /metrics
 HTTP_PORT=$((BASE + 5)) # tokend's HTTP API
 CL3_PORT=$((BASE + 6))  # the third node of the failover cluster
+RC1_PORT=$((BASE + 7))  # the three masters of a backing Redis Cluster
+RC2_PORT=$((BASE + 8))
+RC3_PORT=$((BASE + 9))
 EXPIRY_TOKENS=${BENCH_EXPIRY_TOKENS:-200000}
 MEM_TOKENS=${BENCH_MEM_TOKENS:-1000000}
 BIG_TOKENS=${BENCH_BIG_TOKENS:-10000000}
@@ -109,7 +113,7 @@ trap cleanup EXIT
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for p in "$REF_PORT" "$BACK_PORT" "$TOK_PORT" "$ALT_PORT" "$MET_PORT" "$HTTP_PORT" "$CL3_PORT"; do
+for p in "$REF_PORT" "$BACK_PORT" "$TOK_PORT" "$ALT_PORT" "$MET_PORT" "$HTTP_PORT" "$CL3_PORT" "$RC1_PORT" "$RC2_PORT" "$RC3_PORT"; do
   port_free "$p" || { echo "bench: port $p is in use (set BENCH_PORT_BASE)" >&2; exit 1; }
 done
 
@@ -533,41 +537,65 @@ stop_alt
 stop_tokend
 rflush "$BACK_PORT"
 
-log "failover: 3 nodes, $FO_TOKENS tokens, kill -9 of one node, $FO_KILLS times"
+# Failover of a 3-node cluster over the backing store at $1: FO_MS gets each
+# kill's time, FO_TOTAL the tokens still there at the end.
 FO_PORTS=("$TOK_PORT" "$ALT_PORT" "$CL3_PORT")
-FO_PIDS=()
-fo_start() { # index
-  launch "$TOKEND" "${FO_PORTS[$1]}" "fo$1" --redis "redis://127.0.0.1:$BACK_PORT/0" --durability sync --cluster-enabled yes
-  FO_PIDS[$1]=$LAUNCHED
-}
-for i in 0 1 2; do fo_start "$i"; done
-cluster_settled "${FO_PORTS[@]}"
 FO_POOLS=200
-per_pool=$((FO_TOKENS / FO_POOLS))
-for i in $(seq 0 $((FO_POOLS - 1))); do
-  redis-cli -c -p "$TOK_PORT" TOKEN.GEN "fo$i" PX 3600000 COUNT "$per_pool" >/dev/null
-done
-FO_MS=()
-for k in $(seq "$FO_KILLS"); do
-  victim=$(((k - 1) % 3))
-  survivors=()
-  for i in 0 1 2; do [ "$i" = "$victim" ] || survivors+=("${FO_PORTS[$i]}"); done
-  T0=$(date +%s%N)
-  kill -9 "${FO_PIDS[$victim]}"
-  wait "${FO_PIDS[$victim]}" 2>/dev/null || true
-  cluster_settled "${survivors[@]}"
-  T1=$(date +%s%N)
-  FO_MS+=("$(((T1 - T0) / 1000000))")
-  echo "kill $k (node $victim): every slot served again after ${FO_MS[-1]} ms" >&2
-  fo_start "$victim"
+failover() { # backing-url label
+  local url=$1 label=$2 i k victim T0 T1 per_pool=$((FO_TOKENS / FO_POOLS))
+  log "failover over $label: 3 nodes, $FO_TOKENS tokens, kill -9 of one node, $FO_KILLS times"
+  FO_PIDS=() FO_MS=() FO_TOTAL=0
+  fo_start() { # index
+    launch "$TOKEND" "${FO_PORTS[$1]}" "fo-$label-$1" --redis "$url" --durability sync --cluster-enabled yes
+    FO_PIDS[$1]=$LAUNCHED
+  }
+  for i in 0 1 2; do fo_start "$i"; done
   cluster_settled "${FO_PORTS[@]}"
-done
-FO_TOTAL=0
-for i in $(seq 0 $((FO_POOLS - 1))); do
-  FO_TOTAL=$((FO_TOTAL + $(redis-cli -c -p "$TOK_PORT" TOKEN.STATS "fo$i" | sed -n '2p')))
-done
-for i in 0 1 2; do kill -TERM "${FO_PIDS[$i]}" 2>/dev/null || true; wait "${FO_PIDS[$i]}" 2>/dev/null || true; done
+  for i in $(seq 0 $((FO_POOLS - 1))); do
+    redis-cli -c -p "$TOK_PORT" TOKEN.GEN "fo$i" PX 3600000 COUNT "$per_pool" >/dev/null
+  done
+  for k in $(seq "$FO_KILLS"); do
+    victim=$(((k - 1) % 3))
+    survivors=()
+    for i in 0 1 2; do [ "$i" = "$victim" ] || survivors+=("${FO_PORTS[$i]}"); done
+    T0=$(date +%s%N)
+    kill -9 "${FO_PIDS[$victim]}"
+    wait "${FO_PIDS[$victim]}" 2>/dev/null || true
+    cluster_settled "${survivors[@]}"
+    T1=$(date +%s%N)
+    FO_MS+=("$(((T1 - T0) / 1000000))")
+    echo "kill $k (node $victim): every slot served again after ${FO_MS[-1]} ms" >&2
+    fo_start "$victim"
+    cluster_settled "${FO_PORTS[@]}"
+  done
+  for i in $(seq 0 $((FO_POOLS - 1))); do
+    FO_TOTAL=$((FO_TOTAL + $(redis-cli -c -p "$TOK_PORT" TOKEN.STATS "fo$i" | sed -n '2p')))
+  done
+  for i in 0 1 2; do kill -TERM "${FO_PIDS[$i]}" 2>/dev/null || true; wait "${FO_PIDS[$i]}" 2>/dev/null || true; done
+}
+
+failover "redis://127.0.0.1:$BACK_PORT/0" redis-server
+FO_LIST=("${FO_MS[@]}") FO_TOTAL_S=$FO_TOTAL
 rflush "$BACK_PORT"
+
+# The same over a backing Redis Cluster of three masters (on the server core).
+RC_PORTS=("$RC1_PORT" "$RC2_PORT" "$RC3_PORT")
+for p in "${RC_PORTS[@]}"; do
+  mkdir -p "$WORK/rc-$p"
+  taskset -c "$SCPU" redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --cluster-enabled yes \
+    --cluster-config-file "nodes-$p.conf" --dir "$WORK/rc-$p" --logfile "$WORK/rc-$p/redis.log" &
+  PIDS+=($!)
+done
+for p in "${RC_PORTS[@]}"; do
+  for i in $(seq 100); do [ "$(redis-cli -p "$p" PING 2>/dev/null)" = PONG ] && break; sleep 0.1; done
+done
+redis-cli --cluster create "${RC_PORTS[@]/#/127.0.0.1:}" --cluster-yes >"$WORK/rc-create.log" 2>&1
+for p in "${RC_PORTS[@]}"; do
+  for i in $(seq 200); do redis-cli -p "$p" CLUSTER INFO | grep -q '^cluster_state:ok' && break; sleep 0.1; done
+done
+failover "redis://127.0.0.1:$RC1_PORT/0" redis-cluster
+FOC_LIST=("${FO_MS[@]}") FOC_TOTAL=$FO_TOTAL
+for p in "${RC_PORTS[@]}"; do redis-cli -p "$p" SHUTDOWN NOSAVE >/dev/null 2>&1 || true; done
 
 # ---------------------------------------------------------------------------
 log "writing $OUT"
@@ -598,8 +626,10 @@ R_S16=$(pair_ratios syncpair-tok syncpair-ref | median) R_S16_ALL=$(pair_ratios 
 CL_STD=$(pair_runs clpair-std | median) CL_CL=$(pair_runs clpair-cl | median)
 R_CL=$(pair_ratios clpair-cl clpair-std | median) R_CL_ALL=$(pair_ratios clpair-cl clpair-std | paste -sd' ')
 [ -n "$R_CL" ] || R_CL=n/a
-FO_P50=$(printf '%s\n' "${FO_MS[@]}" | median) FO_MAX=$(printf '%s\n' "${FO_MS[@]}" | sort -n | tail -1)
-FO_ALL=$(printf '%s ' "${FO_MS[@]}")
+FO_P50=$(printf '%s\n' "${FO_LIST[@]}" | median) FO_MAX=$(printf '%s\n' "${FO_LIST[@]}" | sort -n | tail -1)
+FO_ALL=$(printf '%s ' "${FO_LIST[@]}")
+FOC_P50=$(printf '%s\n' "${FOC_LIST[@]}" | median) FOC_MAX=$(printf '%s\n' "${FOC_LIST[@]}" | sort -n | tail -1)
+FOC_ALL=$(printf '%s ' "${FOC_LIST[@]}")
 OBS_ON=$(pair_runs obs-on | median) OBS_OFF=$(pair_runs obs-off | median)
 R_OBS=$(pair_ratios obs-on obs-off | median) R_OBS_ALL=$(pair_ratios obs-on obs-off | paste -sd' ')
 [ -n "$R_OBS" ] || R_OBS=n/a
@@ -679,7 +709,8 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "| UNLINK of a $BIG_TOKENS-token pool (answered \`$UNLINK_REPLY\` in $UNLINK_MS ms, redis-cli included): worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the same shard during the UNLINK and the 1.5 s of freeing it starts, ms (without an UNLINK: ${UNLINK_CALM_MS:-?} ms; in the 3 s after, when this VM reports the freed memory to its host: ${UNLINK_AFTER_MS:-?} ms) | ${UNLINK_MAX_MS:-failed} | — | — | ≤ 5 ms | $(le "$UNLINK_MAX_MS" 5) |"
   echo "| soak: cycle 50 × 16 for $SOAK_SECS s with 1 h leases, peak RSS, kB ($SOAK_OPS_LONG ops/s) | ${SOAK_LONG_KB:-failed} | same with 1 s leases ${SOAK_SHORT_KB:-failed} ($SOAK_OPS_SHORT ops/s) | $R_SOAK× | ≤ 2× | $(le "$R_SOAK" 2) |"
   echo "| cluster mode: cycle 50 × 16 on one node with \`--cluster-enabled yes\`, sync, ops/s: medians of $OBS_ROUNDS adjacent pairs of ${ACQ_SECS} s runs against a standalone sync node, both up at once on one backing Redis; the ratio is the median of the pairs' ratios ($R_CL_ALL) | $(fmt_int "$CL_CL") | standalone $(fmt_int "$CL_STD") | $R_CL× | ≥ 0.9× | $(ge "$R_CL" 0.9) |"
-  echo "| cluster failover: 3 nodes holding $FO_TOKENS tokens in $FO_POOLS pools (${FO_TOTAL} still there at the end), kill -9 of one node to every slot served again, \`--cluster-node-timeout 3s\`, ms: p50 of $FO_KILLS kills (each: $FO_ALL) | ${FO_P50:-failed} | — | — | ≤ 5000 (max ${FO_MAX:-?}) | $(le "$FO_MAX" 5000) |"
+  echo "| cluster failover: 3 nodes holding $FO_TOKENS tokens in $FO_POOLS pools (${FO_TOTAL_S} still there at the end), kill -9 of one node to every slot served again, \`--cluster-node-timeout 3s\`, ms: p50 of $FO_KILLS kills (each: $FO_ALL) | ${FO_P50:-failed} | — | — | ≤ 5000 (max ${FO_MAX:-?}) | $(le "$FO_MAX" 5000) |"
+  echo "| the same over a backing Redis Cluster of 3 masters (\`redis-cli --cluster create\`, on the server core; ${FOC_TOTAL} tokens still there at the end), ms: p50 of $FO_KILLS kills (each: $FOC_ALL) | ${FOC_P50:-failed} | — | — | ≤ 5000 (max ${FOC_MAX:-?}) | $(le "$FOC_MAX" 5000) |"
   [ -z "$OBS_RAN" ] || echo "| cycle 50 × 16 with \`--metrics-addr\` scraped every second, ops/s: medians of $OBS_ROUNDS adjacent pairs of ${ACQ_SECS} s runs, two servers up at once; the ratio is the median of the pairs' ratios ($R_OBS_ALL) | $(fmt_int "$OBS_ON") | without the endpoint $(fmt_int "$OBS_OFF") | $R_OBS× | ≥ 0.97× | $(ge "$R_OBS" 0.97) |"
   if [ -n "$BASELINE" ]; then
     for w in "${BASE_WORKLOADS[@]}"; do
