@@ -248,7 +248,7 @@ impl Store {
             if pool.free.is_empty() {
                 return;
             }
-            let Some(w) = pool.waiters.pop_front() else { return };
+            let Some(w) = pool.waiters_mut().and_then(|q| q.pop_front()) else { return };
             if w.tx.is_closed() {
                 continue;
             }

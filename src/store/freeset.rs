@@ -44,6 +44,13 @@ pub(crate) struct FreeSet {
     /// the sum of `counts[l][64j..64j+64]`. The last level has ≤ 64 entries.
     counts: Vec<Vec<u32>>,
     len: usize,
+    /// The picks drawn ahead: only a large set draws them, so a small one
+    /// (a pool per tenant) does not carry the room.
+    la: Option<Box<Ahead>>,
+}
+
+#[derive(Default)]
+struct Ahead {
     /// Picks drawn ahead, next one last (see `take_random`).
     ahead: Vec<u32>,
     /// `D`: the distinct slots inserted or removed since `ahead` was drawn.
@@ -52,12 +59,37 @@ pub(crate) struct FreeSet {
     touched_members: usize,
 }
 
+impl Ahead {
+    /// Notes a change of `slot` (now a member iff `added`) in `D`.
+    fn touch(&mut self, slot: u32, added: bool) {
+        if self.touched.contains(&slot) {
+            // Its membership flipped again.
+            if added {
+                self.touched_members += 1;
+            } else {
+                self.touched_members -= 1;
+            }
+        } else if self.touched.len() < AHEAD_MAX_TOUCHED {
+            self.touched.push(slot);
+            self.touched_members += added as usize;
+        } else {
+            self.clear();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.ahead.clear();
+        self.touched.clear();
+        self.touched_members = 0;
+    }
+}
+
 impl FreeSet {
     /// Bytes it holds on the heap (MEMORY USAGE).
     pub fn heap_bytes(&self) -> usize {
         self.words.capacity() * 8
             + self.counts.iter().map(|c| c.capacity() * 4).sum::<usize>()
-            + (self.ahead.capacity() + self.touched.capacity()) * 4
+            + self.la.as_ref().map_or(0, |a| size_of::<Ahead>() + (a.ahead.capacity() + a.touched.capacity()) * 4)
     }
 
     /// Members.
@@ -74,6 +106,11 @@ impl FreeSet {
         let words = slots.div_ceil(FAN);
         if words <= self.words.len() {
             return;
+        }
+        if self.words.capacity() == 0 {
+            // Exactly what the first growth asks for: `resize` would round a
+            // one-token pool's bitmap up to four words.
+            self.words.reserve_exact(words);
         }
         self.words.resize(words, 0);
         let mut below = words;
@@ -127,8 +164,10 @@ impl FreeSet {
             return false;
         }
         *w ^= bit;
-        if !self.ahead.is_empty() {
-            self.touch(slot, add);
+        if let Some(a) = self.la.as_mut()
+            && !a.ahead.is_empty()
+        {
+            a.touch(slot, add);
         }
         let mut i = s / FAN;
         for level in &mut self.counts {
@@ -164,27 +203,15 @@ impl FreeSet {
         self.select(rng.random_range(0..self.len))
     }
 
-    /// Notes a change of `slot` (now a member iff `added`) in `D`.
-    fn touch(&mut self, slot: u32, added: bool) {
-        if self.touched.contains(&slot) {
-            // Its membership flipped again.
-            if added {
-                self.touched_members += 1;
-            } else {
-                self.touched_members -= 1;
-            }
-        } else if self.touched.len() < AHEAD_MAX_TOUCHED {
-            self.touched.push(slot);
-            self.touched_members += added as usize;
-        } else {
-            self.drop_ahead();
+    fn drop_ahead(&mut self) {
+        if let Some(a) = self.la.as_mut() {
+            a.clear();
         }
     }
 
-    fn drop_ahead(&mut self) {
-        self.ahead.clear();
-        self.touched.clear();
-        self.touched_members = 0;
+    /// The picks drawn ahead that are left (none in a small set).
+    fn ahead_left(&self) -> usize {
+        self.la.as_ref().map_or(0, |a| a.ahead.len())
     }
 
     /// Removes and returns a uniformly random member (None if empty). In a
@@ -210,16 +237,18 @@ impl FreeSet {
             self.drop_ahead();
             return None;
         }
-        let picked = match self.ahead.last().copied() {
+        let picked = match self.la.as_ref().and_then(|a| Some((a, a.ahead.last().copied()?))) {
             None => self.pick(rng),
-            Some(c) => {
+            Some((a, c)) => {
                 let r = rng.random_range(0..self.len);
-                if r < self.touched_members {
-                    let t = self.touched.iter().copied().filter(|&t| self.contains(t)).nth(r);
+                if r < a.touched_members {
+                    let t = a.touched.iter().copied().filter(|&t| self.contains(t)).nth(r);
                     self.drop_ahead();
                     t
-                } else if !self.touched.contains(&c) && self.contains(c) {
-                    self.ahead.pop();
+                } else if !a.touched.contains(&c) && self.contains(c) {
+                    if let Some(a) = self.la.as_mut() {
+                        a.ahead.pop();
+                    }
                     Some(c)
                 } else {
                     let t = self.pick_outside_touched(rng);
@@ -228,12 +257,12 @@ impl FreeSet {
                 }
             }
         };
-        if self.ahead.is_empty() {
+        if self.ahead_left() == 0 {
             self.drop_ahead();
         }
         let slot = picked?;
         self.remove(slot);
-        if self.ahead.is_empty() && self.words.len() * FAN >= AHEAD_MIN_SLOTS {
+        if self.ahead_left() == 0 && self.words.len() * FAN >= AHEAD_MIN_SLOTS {
             self.draw_ahead(rng, prefetch);
         }
         Some(slot)
@@ -241,15 +270,16 @@ impl FreeSet {
 
     /// A uniform member not in `touched` (there is one: see the callers).
     fn pick_outside_touched(&self, rng: &mut impl Rng) -> Option<u32> {
-        if self.len <= 2 * self.touched.len() {
+        let touched: &[u32] = self.la.as_ref().map_or(&[], |a| &a.touched);
+        if self.len <= 2 * touched.len() {
             // Nearly all of the set changed: rank the rest instead.
             let rest: Vec<u32> =
-                (0..self.len).filter_map(|k| self.select(k)).filter(|s| !self.touched.contains(s)).collect();
+                (0..self.len).filter_map(|k| self.select(k)).filter(|s| !touched.contains(s)).collect();
             return rest.get(rng.random_range(0..rest.len().max(1))).copied();
         }
         loop {
             let s = self.pick(rng)?;
-            if !self.touched.contains(&s) {
+            if !touched.contains(&s) {
                 return Some(s);
             }
         }
@@ -258,13 +288,15 @@ impl FreeSet {
     /// Draws up to [`AHEAD`] distinct members (fewer if the set is smaller).
     fn draw_ahead(&mut self, rng: &mut impl Rng, mut prefetch: impl FnMut(u32)) {
         let n = AHEAD.min(self.len);
-        while self.ahead.len() < n {
+        let mut la = self.la.take().unwrap_or_default();
+        while la.ahead.len() < n {
             let Some(s) = self.pick(rng) else { break };
-            if !self.ahead.contains(&s) {
-                self.ahead.push(s);
+            if !la.ahead.contains(&s) {
+                la.ahead.push(s);
                 prefetch(s);
             }
         }
+        self.la = Some(la);
     }
 
     /// The member of rank `k` (0-based, in slot order); `k < len`.

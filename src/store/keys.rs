@@ -85,7 +85,7 @@ pub(super) fn keys_in_shard(s: &Shard, pattern: &[u8], out: &mut Vec<Bytes>) {
 
 /// A pool's MEMORY USAGE.
 pub(super) fn usage_in_shard(s: &Shard, pool: &[u8]) -> Option<PoolUsage> {
-    let p = s.names.get(pool).and_then(|pid| s.pools.get(pid))?;
+    let p = s.pool(pool)?;
     Some(PoolUsage { bytes: (p.memory_usage() + pool.len()) as u64 })
 }
 
@@ -94,7 +94,7 @@ impl Store {
     /// remembered expired tokens, its waiters (answered nil). Returns the
     /// detached pool for the caller to free (see [`dispose`]).
     pub(super) fn op_drop_pool(&self, s: &mut Shard, fx: &mut Effects, pool: &[u8]) -> Option<Pool> {
-        let pid = *s.names.get(pool)?;
+        let pid = s.pid(pool)?;
         let p = self.detach(s, pid, Handed::Gone)?;
         fx.event(EventKind::PoolDel, &p.name, 0);
         fx.change(|| Change::DropPool { pool: p.name.clone() });
@@ -109,7 +109,7 @@ impl Store {
         self.shared.live_tokens.fetch_sub(live as u64, Ordering::Relaxed);
         s.live -= live;
         self.forgot(s, p.expired.len());
-        for w in p.waiters.drain(..) {
+        for w in p.waiters_mut().into_iter().flat_map(|q| q.drain(..)) {
             let _ = w.tx.send(handed);
         }
         Some(p)
@@ -143,7 +143,7 @@ impl Store {
 
     /// EXISTS of one pool.
     pub fn exists(&self, pool: &[u8]) -> bool {
-        self.with_shard(pool, |s, _, _| s.names.contains_key(pool))
+        self.with_shard(pool, |s, _, _| s.pid(pool).is_some())
     }
 
     /// MEMORY USAGE of one pool (None: no such pool).

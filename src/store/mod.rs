@@ -31,6 +31,7 @@ mod fire;
 mod freeset;
 mod huge;
 mod keys;
+mod names;
 mod ops;
 mod pool;
 mod queue;
@@ -49,7 +50,7 @@ pub use waiting::{Acquired, Handed, Waiting};
 
 use crate::clock::Clock;
 use crate::notify::{Event, EventKind, Notifier};
-use crate::token::{TokenHash, TokenId};
+use crate::token::TokenId;
 use crate::wheel::Wheel;
 use bytes::Bytes;
 use pool::{Pool, SlotIdx};
@@ -64,10 +65,10 @@ use tokio::sync::Notify;
 
 /// One shard: a set of pools and their timing wheel.
 struct Shard {
-    names: HashMap<Bytes, PoolId>,
+    names: names::Names,
     /// Boxed: a map entry is 16 bytes, not a whole pool, which keeps the
     /// table (and its rehashes) small when there are millions of pools.
-    pools: HashMap<PoolId, Box<Pool>, TokenHash>,
+    pools: names::Pools,
     /// Pending deadlines: (pool id, slot with [`fire::LEASE_ENTRY`] set for a
     /// lease). 16 bytes an entry. A token has a lifetime entry always and a
     /// lease entry while assigned, both reset lazily (see `run_due`). A slot
@@ -213,7 +214,7 @@ thread_local! {
 impl Shard {
     fn new(now: u64) -> Shard {
         Shard {
-            names: HashMap::new(),
+            names: Default::default(),
             pools: HashMap::default(),
             wheel: Wheel::new(now),
             forget: Default::default(),
@@ -238,6 +239,16 @@ impl Shard {
     /// and forget-queue entries that still name it are checked against the
     /// token they find (its armed deadline, its remembered expiry) and do
     /// nothing to another pool's tokens (see [`Shard::wheel`]).
+    /// The id of the pool named `name`.
+    fn pid(&self, name: &[u8]) -> Option<PoolId> {
+        self.names.get(&self.pools, name)
+    }
+
+    /// The pool named `name`.
+    fn pool(&self, name: &[u8]) -> Option<&Pool> {
+        self.pid(name).and_then(|pid| self.pools.get(&pid)).map(|p| &**p)
+    }
+
     fn new_pool_id(&mut self) -> PoolId {
         loop {
             let id = self.next_pool_id;
@@ -262,8 +273,8 @@ impl Shard {
     /// Takes a pool out of the shard (its name, its place in the scan
     /// order); the caller settles its counts.
     fn unlink_pool(&mut self, pid: PoolId) -> Option<Pool> {
+        self.names.remove(&self.pools, pid);
         let p = self.pools.remove(&pid)?;
-        self.names.remove(&p.name);
         self.by_seq.remove(&p.seq);
         Some(*p)
     }
@@ -467,7 +478,7 @@ impl Store {
 
     /// The id of pool `name` in shard `s`, making the pool if it is new.
     fn pool_id(&self, s: &mut Shard, name: &[u8]) -> PoolId {
-        if let Some(&pid) = s.names.get(name) {
+        if let Some(pid) = s.pid(name) {
             return pid;
         }
         // Copy the name: a slice of the network buffer would pin the whole
@@ -475,12 +486,12 @@ impl Store {
         let name = Bytes::copy_from_slice(name);
         let pid = s.new_pool_id();
         let key = self.slot_key();
-        s.names.insert(name.clone(), pid);
         let mut pool = Pool::new(name, key);
         pool.seq = s.next_seq;
         s.next_seq += 1;
         s.by_seq.insert(pool.seq, pid);
         s.pools.insert(pid, Box::new(pool));
+        s.names.insert(&s.pools, pid);
         pid
     }
 

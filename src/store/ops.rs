@@ -105,11 +105,7 @@ impl Store {
         life_ms: u64,
         lease_ms: Option<u64>,
     ) -> bool {
-        if s.names
-            .get(pool)
-            .and_then(|pid| s.pools.get(pid))
-            .is_some_and(|p| p.contains(id) || p.expired.contains_key(&id))
-        {
+        if s.pool(pool).is_some_and(|p| p.contains(id) || p.expired.contains_key(&id)) {
             return false;
         }
         let pid = self.pool_id(s, pool);
@@ -161,14 +157,14 @@ impl Store {
         block: bool,
     ) -> Acquired {
         let lease = lease_ms.unwrap_or(self.shared.config.default_lease_ms);
-        let pid = match s.names.get(pool) {
-            Some(&pid) => pid,
+        let pid = match s.pid(pool) {
+            Some(pid) => pid,
             None if block => self.pool_id(s, pool),
             None => return Acquired::Empty,
         };
         let Some(p) = s.pools.get_mut(&pid) else { return Acquired::Empty };
         // Fairness: a newcomer never jumps the queue of blocked clients.
-        let queue_empty = p.waiters.iter().all(|w| w.tx.is_closed());
+        let queue_empty = p.waiters().all(|w| w.tx.is_closed());
         if queue_empty && let Some(slot) = p.take_random_free(&mut s.rng) {
             return match Self::assign(s, pid, slot, lease, now, fx) {
                 Some(id) => Acquired::Token(id),
@@ -180,7 +176,7 @@ impl Store {
         }
         let (tx, rx) = oneshot::channel();
         let id = self.shared.next_waiter_id.fetch_add(1, Ordering::Relaxed);
-        p.waiters.push_back(Waiter { id, lease, tx });
+        p.push_waiter(Waiter { id, lease, tx });
         Acquired::Wait(Waiting { store: self.clone(), pool: p.name.clone(), id, rx, settled: false })
     }
 
@@ -195,7 +191,7 @@ impl Store {
     pub fn prefetch(&self, pool: &[u8], ids: impl IntoIterator<Item = TokenId>) {
         let cell = &self.shared.shards[self.shard_index(pool)];
         let Ok(g) = cell.state.try_lock() else { return };
-        let Some(p) = g.names.get(pool).and_then(|pid| g.pools.get(pid)) else { return };
+        let Some(p) = g.pool(pool) else { return };
         if p.slot_count() < PREFETCH_MIN_SLOTS {
             return;
         }
@@ -207,7 +203,7 @@ impl Store {
     /// Looks a token up, distinguishing never-had from expired; returns the
     /// pool id and the token's slot.
     fn find(s: &Shard, pool: &[u8], id: TokenId) -> Result<(PoolId, SlotIdx), TokenError> {
-        let pid = *s.names.get(pool).ok_or(TokenError::NoToken)?;
+        let pid = s.pid(pool).ok_or(TokenError::NoToken)?;
         let p = s.pools.get(&pid).ok_or(TokenError::NoToken)?;
         match p.find(id) {
             Some(slot) => Ok((pid, slot)),
@@ -289,7 +285,7 @@ impl Store {
     }
 
     pub(super) fn op_del(&self, s: &mut Shard, fx: &mut Effects, pool: &[u8], id: TokenId) -> bool {
-        let Some(&pid) = s.names.get(pool) else { return false };
+        let Some(pid) = s.pid(pool) else { return false };
         let Some(p) = s.pools.get_mut(&pid) else { return false };
         let name = p.name.clone();
         let found = if let Some(slot) = p.find(id) {
@@ -317,7 +313,7 @@ impl Store {
     }
 
     pub(super) fn op_del_expired(&self, s: &mut Shard, fx: &mut Effects, pool: &[u8]) -> u64 {
-        let Some(&pid) = s.names.get(pool) else { return 0 };
+        let Some(pid) = s.pid(pool) else { return 0 };
         let Some(p) = s.pools.get_mut(&pid) else { return 0 };
         let n = p.expired.len();
         p.expired.clear();
@@ -350,7 +346,7 @@ impl Store {
     }
 
     pub(super) fn op_stats(s: &Shard, pool: &[u8]) -> PoolStats {
-        let Some(p) = s.names.get(pool).and_then(|pid| s.pools.get(pid)) else {
+        let Some(p) = s.pool(pool) else {
             return PoolStats::default();
         };
         pool_stats(p)

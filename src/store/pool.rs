@@ -122,16 +122,24 @@ pub(crate) struct Pool {
     /// The key that masks slot numbers in this pool's tokens.
     key: u64,
     slots: Slab,
-    vacant: Vec<SlotIdx>,
-    /// Live tokens not at the slot they name (see the module docs).
-    misplaced: HashTable<SlotIdx>,
     live: usize,
     /// The free tokens' slots.
     pub free: FreeSet,
     /// Expired tokens still remembered, with the time they are forgotten.
     pub expired: super::queue::ExpiredSet,
+    /// What a pool needs only once tokens leave it, a client blocks on it
+    /// or recovery meets a misplaced token: made on first use, so that a
+    /// pool of a token or two (a pool per tenant) does not carry it.
+    cold: Option<Box<Cold>>,
+}
+
+#[derive(Default)]
+struct Cold {
+    vacant: Vec<SlotIdx>,
+    /// Live tokens not at the slot they name (see the module docs).
+    misplaced: HashTable<SlotIdx>,
     /// Blocked clients, oldest first.
-    pub waiters: VecDeque<Waiter>,
+    waiters: VecDeque<Waiter>,
 }
 
 impl Pool {
@@ -141,13 +149,34 @@ impl Pool {
             seq: 0,
             key,
             slots: Slab::default(),
-            vacant: Vec::new(),
-            misplaced: HashTable::new(),
             live: 0,
             free: FreeSet::default(),
             expired: Default::default(),
-            waiters: VecDeque::new(),
+            cold: None,
         }
+    }
+
+    fn cold_mut(&mut self) -> &mut Cold {
+        self.cold.get_or_insert_with(Box::default)
+    }
+
+    fn vacant(&self) -> &[SlotIdx] {
+        self.cold.as_ref().map_or(&[], |c| &c.vacant)
+    }
+
+    /// Blocked clients, oldest first.
+    pub fn waiters(&self) -> impl Iterator<Item = &Waiter> {
+        self.cold.iter().flat_map(|c| c.waiters.iter())
+    }
+
+    /// The blocked clients' queue, if this pool ever had one.
+    pub fn waiters_mut(&mut self) -> Option<&mut VecDeque<Waiter>> {
+        self.cold.as_mut().map(|c| &mut c.waiters)
+    }
+
+    /// Queues a blocked client.
+    pub fn push_waiter(&mut self, w: Waiter) {
+        self.cold_mut().waiters.push_back(w);
     }
 
     /// Live tokens.
@@ -164,12 +193,12 @@ impl Pool {
 
     /// True when nothing refers to this pool any more.
     pub fn is_empty(&self) -> bool {
-        self.live == 0 && self.expired.is_empty() && self.waiters.is_empty()
+        self.live == 0 && self.expired.is_empty() && self.cold.as_ref().is_none_or(|c| c.waiters.is_empty())
     }
 
     /// Room for `n` more tokens.
     pub fn reserve(&mut self, n: usize) {
-        self.slots.reserve(n.saturating_sub(self.vacant.len()));
+        self.slots.reserve(n.saturating_sub(self.vacant().len()));
     }
 
     /// After `slots` grew: the free set covers it.
@@ -180,7 +209,7 @@ impl Pool {
     /// A slot for a new token (a vacant one, or a new one at the end); it
     /// stays vacant until [`Pool::put`] fills it.
     pub fn alloc_slot(&mut self) -> SlotIdx {
-        self.vacant.pop().unwrap_or_else(|| {
+        self.cold.as_mut().and_then(|c| c.vacant.pop()).unwrap_or_else(|| {
             self.slots.push(VACANT_SLOT);
             self.grown();
             (self.slots.len() - 1) as SlotIdx
@@ -198,11 +227,9 @@ impl Pool {
         if self.slots.get(named as usize).is_some_and(|s| s.id == id) {
             return Some(named);
         }
-        if self.misplaced.is_empty() {
-            return None;
-        }
+        let cold = self.cold.as_ref().filter(|c| !c.misplaced.is_empty())?;
         let slots = &self.slots;
-        self.misplaced.find(hash(id), |&s| slots[s as usize].id == id).copied()
+        cold.misplaced.find(hash(id), |&s| slots[s as usize].id == id).copied()
     }
 
     /// True if the pool has this live token.
@@ -237,7 +264,8 @@ impl Pool {
         }
         if token::slot_of(id, self.key) != slot {
             let slots = &self.slots;
-            self.misplaced.insert_unique(hash(id), slot, |&s| hash(slots[s as usize].id));
+            let cold = self.cold.get_or_insert_with(Box::default);
+            cold.misplaced.insert_unique(hash(id), slot, |&s| hash(slots[s as usize].id));
         }
     }
 
@@ -292,7 +320,11 @@ impl Pool {
 
     /// Recovery done: lists every vacant slot for reuse.
     pub fn relist_vacant(&mut self) {
-        self.vacant = (0..self.slots.len() as SlotIdx).rev().filter(|&s| self.slots[s as usize].id == VACANT).collect();
+        let vacant: Vec<SlotIdx> =
+            (0..self.slots.len() as SlotIdx).rev().filter(|&s| self.slots[s as usize].id == VACANT).collect();
+        if !vacant.is_empty() || self.cold.is_some() {
+            self.cold_mut().vacant = vacant;
+        }
     }
 
     /// Assigned → free.
@@ -316,12 +348,14 @@ impl Pool {
         self.free.remove(slot);
         if token::slot_of(id, self.key) != slot {
             let slots = &self.slots;
-            if let Ok(e) = self.misplaced.find_entry(hash(id), |&s| slots[s as usize].id == id) {
+            if let Some(c) = self.cold.as_mut()
+                && let Ok(e) = c.misplaced.find_entry(hash(id), |&s| slots[s as usize].id == id)
+            {
                 e.remove();
             }
         }
         self.slots[slot as usize].id = VACANT;
-        self.vacant.push(slot);
+        self.cold_mut().vacant.push(slot);
         self.live -= 1;
         Some((id, rec))
     }
@@ -334,15 +368,18 @@ impl Pool {
             + self.name.len()
             + self.slots.heap_bytes()
             + self.free.heap_bytes()
-            + self.vacant.capacity() * 4
-            + self.misplaced.capacity() * 5
+            + self.cold.as_ref().map_or(0, |c| {
+                std::mem::size_of::<Cold>()
+                    + c.vacant.capacity() * 4
+                    + c.misplaced.capacity() * 5
+                    + c.waiters.len() * std::mem::size_of::<Waiter>()
+            })
             + self.expired.heap_bytes()
-            + self.waiters.len() * std::mem::size_of::<Waiter>()
     }
 
     /// Live blocked clients (those whose connection still waits).
     pub fn live_waiters(&self) -> usize {
-        self.waiters.iter().filter(|w| !w.tx.is_closed()).count()
+        self.waiters().filter(|w| !w.tx.is_closed()).count()
     }
 
     /// Checks the pool's invariants; used by tests and debug assertions.
@@ -381,12 +418,12 @@ impl Pool {
             }
         }
         let vacant = self.slots.len() - live;
-        if live != self.live || misplaced != self.misplaced.len() || vacant != self.vacant.len() {
+        let indexed = self.cold.as_ref().map_or(0, |c| c.misplaced.len());
+        let listed = self.vacant().len();
+        if live != self.live || misplaced != indexed || vacant != listed {
             return Err(format!(
-                "{live} live (counted {}), {misplaced} misplaced (indexed {}), {vacant} vacant (listed {})",
-                self.live,
-                self.misplaced.len(),
-                self.vacant.len()
+                "{live} live (counted {}), {misplaced} misplaced (indexed {indexed}), {vacant} vacant (listed {listed})",
+                self.live
             ));
         }
         if free_seen != self.free.len() {
@@ -454,14 +491,14 @@ mod tests {
         }
         p.relist_vacant();
         p.check().unwrap();
-        assert!(!p.misplaced.is_empty());
+        assert!(p.cold.as_ref().is_some_and(|c| !c.misplaced.is_empty()));
         for &(id, slot) in &ids {
             assert_eq!(p.find(id), Some(slot));
         }
         for &(_, slot) in &ids {
             p.remove(slot);
         }
-        assert!(p.misplaced.is_empty());
+        assert!(p.cold.as_ref().is_none_or(|c| c.misplaced.is_empty()));
         p.check().unwrap();
         // A bogus token naming an occupied slot is not found.
         let (id, slot) = add(&mut p, 9, true);

@@ -128,7 +128,7 @@ impl Store {
         for i in past_due {
             let Restored::Live { pool, token: id, .. } = &items[i] else { continue };
             let mut g = self.lock_shard_of(pool);
-            let Some(&pid) = g.names.get(pool) else { continue };
+            let Some(pid) = g.pid(pool) else { continue };
             let Shard { pools, wheel, .. } = &mut *g;
             if let Some(p) = pools.get_mut(&pid)
                 && let Some(slot) = p.find(*id)

@@ -781,7 +781,7 @@ async fn pool_ids_wrap_without_touching_live_pools() {
     assert!(s.del(b"gone", gone));
     let ids = |names: &[&str]| -> Vec<u32> {
         let g = shard();
-        names.iter().map(|n| g.names[n.as_bytes()]).collect()
+        names.iter().map(|n| g.pid(n.as_bytes()).unwrap()).collect()
     };
     assert_eq!(ids(&["a", "b"]), [u32::MAX - 1, u32::MAX]);
     // Around the wrap: "gone" had id 0; a new pool takes it back, and the

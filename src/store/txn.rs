@@ -194,7 +194,7 @@ impl<'a> Txn<'a> {
 
     /// EXISTS of one pool.
     pub fn exists(&mut self, pool: &[u8]) -> Result<bool, NotLocked> {
-        self.on(pool, |_, s, _, _| s.names.contains_key(pool))
+        self.on(pool, |_, s, _, _| s.pid(pool).is_some())
     }
 
     /// MEMORY USAGE of one pool.

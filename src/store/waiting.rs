@@ -91,9 +91,9 @@ impl Store {
     /// Takes a waiter out of its pool's queue (it timed out or went away).
     fn remove_waiter(&self, pool: &[u8], waiter: u64) {
         self.with_shard(pool, |s, _, fx| {
-            if let Some(&pid) = s.names.get(pool) {
-                if let Some(p) = s.pools.get_mut(&pid) {
-                    p.waiters.retain(|w| w.id != waiter);
+            if let Some(pid) = s.pid(pool) {
+                if let Some(q) = s.pools.get_mut(&pid).and_then(|p| p.waiters_mut()) {
+                    q.retain(|w| w.id != waiter);
                 }
                 Shard::drop_if_empty(s, pid, fx);
             }
