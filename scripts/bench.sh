@@ -287,6 +287,14 @@ for r in $(seq "$PING_ROUNDS"); do
   rb "tokend-ping-$r" "$TOK_PORT" -t ping -P 16 -c 50 -n 400000
   rb "redis-ping-$r" "$REF_PORT" -t ping -P 16 -c 50 -n 400000
 done
+# The protocol ceiling without pipelining, and what one client alone sees:
+# one connection, one cycle request at a time (alternating runs; medians).
+for r in $(seq "$PING_ROUNDS"); do
+  rb "tokend-ping1-$r" "$TOK_PORT" -t ping_mbulk -c 50 -n 200000
+  rb "redis-ping1-$r" "$REF_PORT" -t ping_mbulk -c 50 -n 200000
+  lg "lat1-tok-$r" "${TOK[@]}" --duration 2 -w cycle -c 1 -P 1 --tokens "$SMALL_TOKENS" --pool lat1
+  lg "lat1-ref-$r" "${REF[@]}" --duration 2 -w cycle -c 1 -P 1 --tokens "$SMALL_TOKENS" --pool lat1
+done
 rb tokend-ping "$TOK_PORT" -t ping -P 16 -c 50 -n 200000
 rb redis-pingset "$REF_PORT" -t ping,set -P 16 -c 50 -n 200000
 rb tokend-stats "$TOK_PORT" -n 200000 -c 50 -P 16 TOKEN.STATS p
@@ -641,6 +649,16 @@ ping_p99s() { for r in $(seq "$PING_ROUNDS"); do rbget "$1-ping-$r" PING_MBULK 7
 PING_T=$(ping_p99s tokend | median) PING_R=$(ping_p99s redis | median)
 PING_T_ALL=$(ping_p99s tokend | paste -sd' ') PING_R_ALL=$(ping_p99s redis | paste -sd' ')
 R_PING=$(ratio "$PING_T" "$PING_R")
+# PING_MBULK throughput, with -P 16 (the runs above) and without.
+rps_of() { for r in $(seq "$PING_ROUNDS"); do rbget "$1-$r" PING_MBULK 2; done | { grep . || true; }; }
+PRPS_T=$(rps_of tokend-ping | median) PRPS_R=$(rps_of redis-ping | median) R_PRPS=$(ratio "$PRPS_T" "$PRPS_R")
+PRPS1_T=$(rps_of tokend-ping1 | median) PRPS1_R=$(rps_of redis-ping1 | median) R_PRPS1=$(ratio "$PRPS1_T" "$PRPS1_R")
+PRPS1_T_ALL=$(rps_of tokend-ping1 | paste -sd' ') PRPS1_R_ALL=$(rps_of redis-ping1 | paste -sd' ')
+# One connection's cycle latency, µs: medians over the alternating runs.
+lat_of() { for r in $(seq "$PING_ROUNDS"); do v "$1-$r" "$2"; done | { grep -v '^$\|null' || true; }; }
+L50_T=$(lat_of lat1-tok p50_us | median) L50_R=$(lat_of lat1-ref p50_us | median) R_L50=$(ratio "$L50_T" "$L50_R")
+L99_T=$(lat_of lat1-tok p99_us | median) L99_R=$(lat_of lat1-ref p99_us | median) R_L99=$(ratio "$L99_T" "$L99_R")
+L99_T_ALL=$(lat_of lat1-tok p99_us | paste -sd' ') L99_R_ALL=$(lat_of lat1-ref p99_us | paste -sd' ')
 # Expiry: every tokend run must get every event; the p99 is the median of
 # the runs', and the detail table shows the run that has it.
 exp_p99s() { for r in $(seq "$EXP_ROUNDS"); do v "mem-expiry-$r" late_p99_ms; done | { grep . || true; }; }
@@ -700,6 +718,10 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "| GEN, 4 conns × pipeline 64, ops/s | $(fmt_int "$G_T") | Redis fn $(fmt_int "$G_R") | $R_G× | ≥ 5× | $(ge "$R_G" 5) |"
   echo "| cycle 50 × 16, \`--durability sync\` with its backing Redis on the same core, ops/s: medians of $OBS_ROUNDS adjacent pairs of ${ACQ_SECS} s runs; the ratio is the median of the pairs' ratios ($R_S16_ALL) | $(fmt_int "$S16_T") | Redis fn alone $(fmt_int "$S16_R") | $R_S16× | ≥ 1× | $(ge "$R_S16" 1) |"
   echo "| PING p99, \`redis-benchmark -t ping -P 16 -c 50 -n 400000\` (PING_MBULK), ms: medians of $PING_ROUNDS alternating runs (tokend: $PING_T_ALL; Redis: $PING_R_ALL) | ${PING_T:-failed} | redis-server ${PING_R:-failed} | $R_PING× | ≤ 1× | $(le "$R_PING" 1) |"
+  echo "| PING_MBULK rps, the same runs (\`-P 16 -c 50\`): medians | $(fmt_int "$PRPS_T") | redis-server $(fmt_int "$PRPS_R") | $R_PRPS× | ≥ 1× | $(ge "$R_PRPS" 1) |"
+  echo "| PING_MBULK rps without pipelining, \`redis-benchmark -t ping_mbulk -c 50 -n 200000\`: medians of $PING_ROUNDS alternating runs (tokend: $PRPS1_T_ALL; Redis: $PRPS1_R_ALL) | $(fmt_int "$PRPS1_T") | redis-server $(fmt_int "$PRPS1_R") | $R_PRPS1× | ≥ 1× | $(ge "$R_PRPS1" 1) |"
+  echo "| one connection, one cycle request at a time (\`-w cycle -c 1 -P 1\`, 2 s runs), p50 latency, µs: medians of $PING_ROUNDS alternating runs | ${L50_T:-failed} | Redis fn ${L50_R:-failed} | $R_L50× | ≤ 1× | $(le "$R_L50" 1) |"
+  echo "| the same, p99 latency, µs (tokend: $L99_T_ALL; Redis fn: $L99_R_ALL) | ${L99_T:-failed} | Redis fn ${L99_R:-failed} | $R_L99× | ≤ 1× | $(le "$R_L99" 1) |"
   echo "| expiry, $EXPIRY_TOKENS tokens due in the same second: events received (tokend: in each of $EXP_ROUNDS runs) | ${EXP_T_RECV:-failed} / ${EXP_T_EXP:-?} | Redis key expiry ${EXP_R_RECV:-failed} / ${EXP_R_EXP:-?} | — | all | $EXP_T_ALL |"
   echo "| expiry: p99 lateness of an event after its deadline, ms (tokend: median of $EXP_ROUNDS runs, each on a fresh server: $EXP_T_P99_ALL) | ${EXP_T_P99:-failed} | Redis key expiry ${EXP_R_P99:-failed} | $(ratio "$EXP_T_P99" "$EXP_R_P99")× | ≤ 5 ms | $EXP_P99_MET |"
   echo "| memory per token at $MEM_TOKENS tokens, bytes (tokend: RSS delta; Redis: used_memory delta) | $TOK_BPT | Redis fn $REDIS_BPT | $R_MEM× | ≤ 100 and below Redis | $MEM_MET |"
