@@ -48,7 +48,7 @@ impl Store {
                 p.check()?;
                 live += p.len() as u64;
                 remembered += p.expired.len();
-                if g.pid(&p.name) != Some(*pid) {
+                if g.pid(&p.name) != Some(pid) {
                     return Err(format!("pool {:?} is not named by its id", p.name));
                 }
             }

@@ -25,11 +25,9 @@
 //! command on the shard when its time comes.
 
 use super::fire::LEASE_ENTRY;
-use super::pool::{Pool, SlotIdx};
+use super::pool::SlotIdx;
 use super::{PoolId, Store, lock};
-use crate::token::TokenHash;
 use crate::wheel::{PREPARE_MIN, Sweep};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -140,7 +138,7 @@ impl Store {
 
 /// Whether a wheel entry is the live one of its token: what `Store::run_due`
 /// would act on when it fires (anything else it drops, and so may a sweep).
-fn live_entry(pools: &HashMap<PoolId, Box<Pool>, TokenHash>, when: u64, pid: PoolId, entry: SlotIdx) -> bool {
+fn live_entry(pools: &super::names::Pools, when: u64, pid: PoolId, entry: SlotIdx) -> bool {
     let (slot, lease) = (entry & !LEASE_ENTRY, entry & LEASE_ENTRY != 0);
     let Some(p) = pools.get(&pid) else { return false };
     if lease && p.free.contains(slot) {

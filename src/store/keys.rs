@@ -65,13 +65,11 @@ pub(super) fn scan_shard(
     pattern: Option<&[u8]>,
     out: &mut Vec<Bytes>,
 ) -> Option<u64> {
-    for (seen, (&seq, pid)) in s.by_seq.range(from..).enumerate() {
+    for (seen, (pid, p)) in s.pools.range(from).enumerate() {
         if seen == budget {
-            return Some(seq);
+            return Some(pid as u64);
         }
-        if let Some(p) = s.pools.get(pid)
-            && pattern.is_none_or(|pat| glob::matches(pat, &p.name))
-        {
+        if pattern.is_none_or(|pat| glob::matches(pat, &p.name)) {
             out.push(p.name.clone());
         }
     }
@@ -125,7 +123,7 @@ impl Store {
         for cell in self.shared.shards.iter() {
             let mut g = lock(&cell.state);
             let s = &mut *g;
-            let pids: Vec<_> = s.pools.iter().filter(|(_, p)| leaving(&p.name)).map(|(&pid, _)| pid).collect();
+            let pids: Vec<_> = s.pools.iter().filter(|(_, p)| leaving(&p.name)).map(|(pid, _)| pid).collect();
             for pid in pids {
                 gone.extend(self.detach(s, pid, Handed::Moved));
             }
@@ -190,14 +188,12 @@ impl Store {
                 let next = {
                     let g = lock(&cell.state);
                     let mut next = None;
-                    for (seen, (&seq, pid)) in g.by_seq.range(from..).enumerate() {
+                    for (seen, (pid, p)) in g.pools.range(from).enumerate() {
                         if seen == POOLS_PER_LOCK {
-                            next = Some(seq);
+                            next = Some(pid as u64);
                             break;
                         }
-                        if let Some(p) = g.pools.get(pid) {
-                            f(&p.name, super::ops::pool_stats(p));
-                        }
+                        f(&p.name, super::ops::pool_stats(p));
                     }
                     next
                 };

@@ -66,8 +66,8 @@ use tokio::sync::Notify;
 /// One shard: a set of pools and their timing wheel.
 struct Shard {
     names: names::Names,
-    /// Boxed: a map entry is 16 bytes, not a whole pool, which keeps the
-    /// table (and its rehashes) small when there are millions of pools.
+    /// Boxed: a table entry is 8 bytes, not a whole pool, which keeps the
+    /// table (and its growth) small when there are millions of pools.
     pools: names::Pools,
     /// Pending deadlines: (pool id, slot with [`fire::LEASE_ENTRY`] set for a
     /// lease). 16 bytes an entry. A token has a lifetime entry always and a
@@ -84,18 +84,11 @@ struct Shard {
     rng: StdRng,
     /// Scratch space for fired wheel entries (kept to avoid reallocating).
     fired: Vec<(u64, (PoolId, SlotIdx))>,
-    /// The next pool id to try (see [`Shard::new_pool_id`]).
-    next_pool_id: PoolId,
     /// Pools someone WATCHes: name → (watchers, version). Empty unless a
     /// client uses WATCH, so a command only pays an `is_empty` check.
     watched: HashMap<Bytes, (u32, u64)>,
     /// Live tokens in this shard (what the wheel's size is judged against).
     live: usize,
-    /// Pools in the order they were made (SCAN walks this: a pool that
-    /// exists for a whole scan is met exactly once, however many pools come
-    /// and go meanwhile), by a number never reused in the shard.
-    by_seq: std::collections::BTreeMap<u64, PoolId>,
-    next_seq: u64,
     /// Where the sweep of stale wheel entries stands, while one runs (see
     /// [`expiry`]).
     sweep: Option<crate::wheel::Sweep>,
@@ -215,30 +208,21 @@ impl Shard {
     fn new(now: u64) -> Shard {
         Shard {
             names: Default::default(),
-            pools: HashMap::default(),
+            pools: Default::default(),
             wheel: Wheel::new(now),
             forget: Default::default(),
             remembered: 0,
             rng: StdRng::from_rng(&mut rand::rng()),
             fired: Vec::new(),
-            next_pool_id: 1,
             watched: HashMap::new(),
             live: 0,
             sweep: None,
-            by_seq: std::collections::BTreeMap::new(),
-            next_seq: 1,
             lateness: crate::hist::Hist::default(),
             fire_us: 0,
             worst_late_us: 0,
         }
     }
 
-    /// An id no live pool of this shard has. Ids count up and wrap around
-    /// after 2^32 pools; one still in use is skipped, so a new pool can never
-    /// take a live pool's place. A retired id may come back: wheel entries
-    /// and forget-queue entries that still name it are checked against the
-    /// token they find (its armed deadline, its remembered expiry) and do
-    /// nothing to another pool's tokens (see [`Shard::wheel`]).
     /// The id of the pool named `name`.
     fn pid(&self, name: &[u8]) -> Option<PoolId> {
         self.names.get(&self.pools, name)
@@ -246,17 +230,17 @@ impl Shard {
 
     /// The pool named `name`.
     fn pool(&self, name: &[u8]) -> Option<&Pool> {
-        self.pid(name).and_then(|pid| self.pools.get(&pid)).map(|p| &**p)
+        self.pid(name).and_then(|pid| self.pools.get(&pid))
     }
 
+    /// An id no live pool of this shard has: a retired one if any, so that
+    /// the table stays as long as the most pools the shard held at once.
+    /// Wheel entries and forget-queue entries that still name a retired id
+    /// are checked against the token they find (its armed deadline, its
+    /// remembered expiry) and do nothing to another pool's tokens (see
+    /// [`Shard::wheel`]).
     fn new_pool_id(&mut self) -> PoolId {
-        loop {
-            let id = self.next_pool_id;
-            self.next_pool_id = self.next_pool_id.wrapping_add(1);
-            if !self.pools.contains_key(&id) {
-                return id;
-            }
-        }
+        self.pools.new_id()
     }
 
     /// Drops a pool that nothing refers to any more (no tokens, no
@@ -275,7 +259,6 @@ impl Shard {
     fn unlink_pool(&mut self, pid: PoolId) -> Option<Pool> {
         self.names.remove(&self.pools, pid);
         let p = self.pools.remove(&pid)?;
-        self.by_seq.remove(&p.seq);
         Some(*p)
     }
 
@@ -486,11 +469,7 @@ impl Store {
         let name = Bytes::copy_from_slice(name);
         let pid = s.new_pool_id();
         let key = self.slot_key();
-        let mut pool = Pool::new(name, key);
-        pool.seq = s.next_seq;
-        s.next_seq += 1;
-        s.by_seq.insert(pool.seq, pid);
-        s.pools.insert(pid, Box::new(pool));
+        s.pools.insert(pid, Box::new(Pool::new(name, key)));
         s.names.insert(&s.pools, pid);
         pid
     }

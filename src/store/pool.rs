@@ -117,8 +117,6 @@ fn hash(id: TokenId) -> u64 {
 /// A pool.
 pub(crate) struct Pool {
     pub name: Bytes,
-    /// Its place in the shard's scan order.
-    pub seq: u64,
     /// The key that masks slot numbers in this pool's tokens.
     key: u64,
     slots: Slab,
@@ -146,7 +144,6 @@ impl Pool {
     pub fn new(name: Bytes, key: u64) -> Pool {
         Pool {
             name,
-            seq: 0,
             key,
             slots: Slab::default(),
             live: 0,

@@ -25,7 +25,7 @@ impl Store {
                 g.pools
                     .iter()
                     .filter(|(_, p)| only.as_ref().is_none_or(|o| o.contains(&p.name)))
-                    .map(|(&pid, p)| (pid, p.name.clone()))
+                    .map(|(pid, p)| (pid, p.name.clone()))
                     .collect()
             };
             for (pid, name) in pools {
