@@ -40,17 +40,18 @@ const AHEAD_MAX_TOUCHED: usize = 64;
 #[derive(Default)]
 pub(crate) struct FreeSet {
     words: Vec<u64>,
-    /// `counts[0][i]`: set bits in `words[64i..64i+64]`; `counts[l+1][j]`:
-    /// the sum of `counts[l][64j..64j+64]`. The last level has ≤ 64 entries.
-    counts: Vec<Vec<u32>>,
     len: usize,
-    /// The picks drawn ahead: only a large set draws them, so a small one
-    /// (a pool per tenant) does not carry the room.
+    /// The counts and the picks drawn ahead: only a large set has them, so
+    /// a small one (a pool per tenant) does not carry the room.
     la: Option<Box<Ahead>>,
 }
 
 #[derive(Default)]
 struct Ahead {
+    /// `counts[0][i]`: set bits in `words[64i..64i+64]`; `counts[l+1][j]`:
+    /// the sum of `counts[l][64j..64j+64]`. The last level has ≤ 64 entries.
+    /// Empty while the bitmap has at most 64 words.
+    counts: Vec<Vec<u32>>,
     /// Picks drawn ahead, next one last (see `take_random`).
     ahead: Vec<u32>,
     /// `D`: the distinct slots inserted or removed since `ahead` was drawn.
@@ -88,7 +89,7 @@ impl FreeSet {
     /// Bytes it holds on the heap (MEMORY USAGE).
     pub fn heap_bytes(&self) -> usize {
         self.words.capacity() * 8
-            + self.counts.iter().map(|c| c.capacity() * 4).sum::<usize>()
+            + self.counts().iter().map(|c| c.capacity() * 4).sum::<usize>()
             + self.la.as_ref().map_or(0, |a| size_of::<Ahead>() + (a.ahead.capacity() + a.touched.capacity()) * 4)
     }
 
@@ -113,19 +114,23 @@ impl FreeSet {
             self.words.reserve_exact(words);
         }
         self.words.resize(words, 0);
+        if words <= FAN && self.counts().is_empty() {
+            return;
+        }
+        let counts = &mut self.la.get_or_insert_with(Box::default).counts;
         let mut below = words;
         let mut level = 0;
-        while below > FAN || level < self.counts.len() {
+        while below > FAN || level < counts.len() {
             let n = below.div_ceil(FAN);
-            if level == self.counts.len() {
+            if level == counts.len() {
                 // A new top level: its counts are sums of the level below.
                 let sums = match level {
                     0 => self.words.chunks(FAN).map(|c| c.iter().map(|w| w.count_ones()).sum()).collect(),
-                    _ => self.counts[level - 1].chunks(FAN).map(|c| c.iter().sum()).collect(),
+                    _ => counts[level - 1].chunks(FAN).map(|c| c.iter().sum()).collect(),
                 };
-                self.counts.push(sums);
+                counts.push(sums);
             } else {
-                self.counts[level].resize(n, 0);
+                counts[level].resize(n, 0);
             }
             below = n;
             level += 1;
@@ -164,18 +169,18 @@ impl FreeSet {
             return false;
         }
         *w ^= bit;
-        if let Some(a) = self.la.as_mut()
-            && !a.ahead.is_empty()
-        {
-            a.touch(slot, add);
-        }
-        let mut i = s / FAN;
-        for level in &mut self.counts {
-            i /= FAN;
-            if add {
-                level[i] += 1;
-            } else {
-                level[i] -= 1;
+        if let Some(a) = self.la.as_mut() {
+            if !a.ahead.is_empty() {
+                a.touch(slot, add);
+            }
+            let mut i = s / FAN;
+            for level in &mut a.counts {
+                i /= FAN;
+                if add {
+                    level[i] += 1;
+                } else {
+                    level[i] -= 1;
+                }
             }
         }
         if add {
@@ -201,6 +206,11 @@ impl FreeSet {
             }
         }
         self.select(rng.random_range(0..self.len))
+    }
+
+    /// The count levels (none while the bitmap has at most 64 words).
+    fn counts(&self) -> &[Vec<u32>] {
+        self.la.as_ref().map_or(&[], |a| &a.counts)
     }
 
     fn drop_ahead(&mut self) {
@@ -288,15 +298,16 @@ impl FreeSet {
     /// Draws up to [`AHEAD`] distinct members (fewer if the set is smaller).
     fn draw_ahead(&mut self, rng: &mut impl Rng, mut prefetch: impl FnMut(u32)) {
         let n = AHEAD.min(self.len);
-        let mut la = self.la.take().unwrap_or_default();
-        while la.ahead.len() < n {
+        // Drawn into a vector of their own: the picks read the counts.
+        let mut picks = self.la.as_mut().map(|a| std::mem::take(&mut a.ahead)).unwrap_or_default();
+        while picks.len() < n {
             let Some(s) = self.pick(rng) else { break };
-            if !la.ahead.contains(&s) {
-                la.ahead.push(s);
+            if !picks.contains(&s) {
+                picks.push(s);
                 prefetch(s);
             }
         }
-        self.la = Some(la);
+        self.la.get_or_insert_with(Box::default).ahead = picks;
     }
 
     /// The member of rank `k` (0-based, in slot order); `k < len`.
@@ -307,7 +318,7 @@ impl FreeSet {
         // From the top level (≤ 64 entries, all scanned) down, each level is
         // scanned over the 64 entries under the one chosen above it.
         let mut chosen = 0;
-        for level in self.counts.iter().rev() {
+        for level in self.counts().iter().rev() {
             chosen = descend(level, chosen * FAN, &mut k, |&c| c as usize)?;
         }
         let w = descend(&self.words, chosen * FAN, &mut k, |w| w.count_ones() as usize)?;
@@ -336,7 +347,7 @@ impl FreeSet {
     /// Checks that every count matches the bitmap.
     pub fn check(&self) -> Result<(), String> {
         let mut below: Vec<u32> = self.words.chunks(FAN).map(|c| c.iter().map(|w| w.count_ones()).sum()).collect();
-        for (l, level) in self.counts.iter().enumerate() {
+        for (l, level) in self.counts().iter().enumerate() {
             if level[..] != below[..] {
                 return Err(format!("free-set counts of level {l} are out of step"));
             }
@@ -346,7 +357,8 @@ impl FreeSet {
         if total != self.len {
             return Err(format!("free set holds {total} bits but counts {}", self.len));
         }
-        if self.counts.last().is_some_and(|l| l.len() > FAN) || (self.counts.is_empty() && self.words.len() > FAN) {
+        let counts = self.counts();
+        if counts.last().is_some_and(|l| l.len() > FAN) || (counts.is_empty() && self.words.len() > FAN) {
             return Err("free-set top level is too wide".into());
         }
         Ok(())

@@ -127,19 +127,26 @@ fn unmap(p: NonNull<u8>) {
 
 const _: () = assert!(CHUNK_SLOTS.is_power_of_two() && CHUNK_SLOTS * size_of::<Slot>() == CHUNK_BYTES);
 
+/// A pool's slots. 32 bytes while small (most pools, when every tenant has
+/// one, hold a token or two): the chunks of a big one are boxed apart.
 #[derive(Default)]
 pub(crate) struct Slab {
     /// The slots while there are at most `CHUNK_SLOTS` of them.
     small: Vec<Slot>,
     /// Every slot once there are more (then `small` is empty).
+    big: Option<Box<Chunks>>,
+}
+
+struct Chunks {
     chunks: Vec<Chunk>,
     len: usize,
 }
 
 impl Slab {
     /// Unmaps the chunks one by one, `pause` apart.
-    pub fn free_gradually(mut self, pause: std::time::Duration) {
-        while let Some(c) = self.chunks.pop() {
+    pub fn free_gradually(self, pause: std::time::Duration) {
+        let Some(mut big) = self.big else { return };
+        while let Some(c) = big.chunks.pop() {
             drop(c);
             std::thread::sleep(pause);
         }
@@ -148,25 +155,30 @@ impl Slab {
     /// Bytes it holds (MEMORY USAGE): chunks are whole 2 MiB blocks.
     pub fn heap_bytes(&self) -> usize {
         self.small.capacity() * std::mem::size_of::<Slot>()
-            + self.chunks.len() * CHUNK_SLOTS * std::mem::size_of::<Slot>()
+            + self.big.as_ref().map_or(0, |b| b.chunks.len() * CHUNK_SLOTS * std::mem::size_of::<Slot>())
     }
 
     pub fn len(&self) -> usize {
-        self.len
+        match &self.big {
+            None => self.small.len(),
+            Some(b) => b.len,
+        }
     }
 
     pub fn get(&self, i: usize) -> Option<&Slot> {
-        if i >= self.len {
-            return None;
+        match &self.big {
+            None => self.small.get(i),
+            Some(b) if i < b.len => Some(&b.chunks[i >> SHIFT][i & MASK]),
+            Some(_) => None,
         }
-        if self.chunks.is_empty() { self.small.get(i) } else { Some(&self.chunks[i >> SHIFT][i & MASK]) }
     }
 
     pub fn get_mut(&mut self, i: usize) -> Option<&mut Slot> {
-        if i >= self.len {
-            return None;
+        match &mut self.big {
+            None => self.small.get_mut(i),
+            Some(b) if i < b.len => Some(&mut b.chunks[i >> SHIFT][i & MASK]),
+            Some(_) => None,
         }
-        if self.chunks.is_empty() { self.small.get_mut(i) } else { Some(&mut self.chunks[i >> SHIFT][i & MASK]) }
     }
 
     /// Asks the CPU to start loading slot `i` (a hint: no effect on
@@ -181,8 +193,8 @@ impl Slab {
     /// Room for `n` more slots (only the small `Vec` reserves ahead; chunks
     /// are made as they fill).
     pub fn reserve(&mut self, n: usize) {
-        if self.chunks.is_empty() {
-            let want = (self.len + n).min(CHUNK_SLOTS);
+        if self.big.is_none() {
+            let want = (self.small.len() + n).min(CHUNK_SLOTS);
             let more = want.saturating_sub(self.small.len());
             if self.small.capacity() == 0 {
                 // Exactly what the first GEN asks for: `reserve` would round
@@ -196,39 +208,40 @@ impl Slab {
 
     /// Appends a slot.
     pub fn push(&mut self, slot: Slot) {
-        if self.chunks.is_empty() && self.len < CHUNK_SLOTS {
+        if self.big.is_none() && self.small.len() < CHUNK_SLOTS {
             if self.small.capacity() == 0 {
                 // See `reserve`: a first slot is one slot, not four.
                 self.small.reserve_exact(1);
             }
             self.small.push(slot);
-        } else {
-            if self.chunks.is_empty() {
-                // Outgrown: the small slots move into the first chunk, once.
-                let mut first = Chunk::new();
-                first[..self.small.len()].copy_from_slice(&self.small);
-                self.small = Vec::new();
-                self.chunks.push(first);
-            }
-            if self.len & MASK == 0 {
-                self.chunks.push(Chunk::new());
-            }
-            self.chunks[self.len >> SHIFT][self.len & MASK] = slot;
+            return;
         }
-        self.len += 1;
+        let b = self.big.get_or_insert_with(|| {
+            // Outgrown: the small slots move into the first chunk, once.
+            let mut first = Chunk::new();
+            first[..self.small.len()].copy_from_slice(&self.small);
+            let len = self.small.len();
+            self.small = Vec::new();
+            Box::new(Chunks { chunks: vec![first], len })
+        });
+        if b.len & MASK == 0 {
+            b.chunks.push(Chunk::new());
+        }
+        b.chunks[b.len >> SHIFT][b.len & MASK] = slot;
+        b.len += 1;
     }
 
     /// Grows to `n` slots with copies of `fill`.
     pub fn resize(&mut self, n: usize, fill: Slot) {
-        while self.len < n {
+        while self.len() < n {
             self.push(fill);
         }
     }
 
     /// Every slot, in order.
     pub fn iter(&self) -> impl Iterator<Item = &Slot> + '_ {
-        let chunks = self.chunks.iter().flat_map(|c| c.iter());
-        self.small.iter().chain(chunks).take(self.len)
+        let chunks = self.big.iter().flat_map(|b| b.chunks.iter().flat_map(|c| c.iter()));
+        self.small.iter().chain(chunks).take(self.len())
     }
 }
 
@@ -283,8 +296,9 @@ mod tests {
             }
         }
         assert_eq!(s.len(), n);
-        assert_eq!(s.chunks.len(), 3);
-        assert!(s.chunks.iter().all(|c| (c.ptr.as_ptr() as usize).is_multiple_of(huge::HUGE_PAGE)));
+        let chunks = &s.big.as_ref().expect("outgrown").chunks;
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks.iter().all(|c| (c.ptr.as_ptr() as usize).is_multiple_of(huge::HUGE_PAGE)));
         assert!(s.iter().enumerate().all(|(i, x)| x.id == i as u128 + 1));
         assert!(s.get(n).is_none());
         s[7].id = 99;
