@@ -7,6 +7,7 @@ use super::{Change, Effects, PoolId, Record, Shard, Store};
 use crate::notify::EventKind;
 use crate::token::TokenId;
 use crate::wheel::Wheel;
+use bytes::Bytes;
 use std::sync::atomic::Ordering;
 
 /// The top bit of the slot number in a wheel entry: set for a lease entry,
@@ -115,7 +116,7 @@ impl Store {
             pool.expired.remove(&id);
             let name = pool.name.clone();
             self.forgot(s, 1);
-            fx.change(|| Change::Forget { pool: name, token: id });
+            fx.change(|| Change::Forget { pool: Bytes::copy_from_slice(&name), token: id });
             Shard::drop_if_empty(s, pid, fx);
         }
     }
@@ -182,7 +183,7 @@ impl Store {
             s.forget.push_back((forget_at, pid, id));
             s.remembered += 1;
             let total = self.shared.remembered_total.fetch_add(1, Ordering::Relaxed) + 1;
-            fx.change(|| Change::Expired { pool: name, token: id, forget_at });
+            fx.change(|| Change::Expired { pool: Bytes::copy_from_slice(&name), token: id, forget_at });
             // Over the server-wide bound: this shard forgets its oldest. (The
             // bound can be overshot by at most what other shards hold until
             // they next expire something.)
@@ -193,7 +194,7 @@ impl Store {
                 }
             }
         } else {
-            fx.change(|| Change::Del { pool: name, token: id });
+            fx.change(|| Change::Del { pool: Bytes::copy_from_slice(&name), token: id });
             Shard::drop_if_empty(s, pid, fx);
         }
     }
@@ -207,7 +208,7 @@ impl Store {
     pub(super) fn put_change(&self, pool: &Pool, slot: SlotIdx, fx: &mut Effects) {
         if let Some(record) = pool.get(slot).copied() {
             let (name, token) = (pool.name.clone(), pool.id(slot));
-            fx.change(|| Change::Put { pool: name, token, record });
+            fx.change(|| Change::Put { pool: Bytes::copy_from_slice(&name), token, record });
         }
     }
 
@@ -236,7 +237,7 @@ impl Store {
         let record = *rec;
         let name = pool.name.clone();
         fx.event(EventKind::TokenAcquire, &name, id);
-        fx.change(|| Change::Put { pool: name, token: id, record });
+        fx.change(|| Change::Put { pool: Bytes::copy_from_slice(&name), token: id, record });
         Some(id)
     }
 

@@ -70,7 +70,7 @@ pub(super) fn scan_shard(
             return Some(pid as u64);
         }
         if pattern.is_none_or(|pat| glob::matches(pat, &p.name)) {
-            out.push(p.name.clone());
+            out.push(Bytes::copy_from_slice(&p.name));
         }
     }
     None
@@ -78,7 +78,7 @@ pub(super) fn scan_shard(
 
 /// Every pool of a shard whose name matches `pattern`.
 pub(super) fn keys_in_shard(s: &Shard, pattern: &[u8], out: &mut Vec<Bytes>) {
-    out.extend(s.pools.values().filter(|p| glob::matches(pattern, &p.name)).map(|p| p.name.clone()));
+    out.extend(s.pools.values().filter(|p| glob::matches(pattern, &p.name)).map(|p| Bytes::copy_from_slice(&p.name)));
 }
 
 /// A pool's MEMORY USAGE.
@@ -95,7 +95,7 @@ impl Store {
         let pid = s.pid(pool)?;
         let p = self.detach(s, pid, Handed::Gone)?;
         fx.event(EventKind::PoolDel, &p.name, 0);
-        fx.change(|| Change::DropPool { pool: p.name.clone() });
+        fx.change(|| Change::DropPool { pool: Bytes::copy_from_slice(&p.name) });
         Some(p)
     }
 
@@ -193,7 +193,7 @@ impl Store {
                             next = Some(pid as u64);
                             break;
                         }
-                        f(&p.name, super::ops::pool_stats(p));
+                        f(&Bytes::copy_from_slice(&p.name), super::ops::pool_stats(p));
                     }
                     next
                 };
@@ -226,7 +226,7 @@ impl super::Txn<'_> {
         let mut gone = Vec::new();
         for i in 0..self.shard_count() {
             self.on_shard(i, |st, s, _, fx| {
-                let names: Vec<Bytes> = s.pools.values().map(|p| p.name.clone()).collect();
+                let names: Vec<Bytes> = s.pools.values().map(|p| Bytes::copy_from_slice(&p.name)).collect();
                 for name in names {
                     if let Some(p) = st.op_drop_pool(s, fx, &name) {
                         gone.push(p);

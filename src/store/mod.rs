@@ -176,9 +176,9 @@ impl<'a> Effects<'a> {
         }
     }
 
-    fn event(&mut self, kind: EventKind, pool: &Bytes, token: TokenId) {
+    fn event(&mut self, kind: EventKind, pool: &[u8], token: TokenId) {
         if self.notifier.wants(kind) {
-            self.events.push(Event { kind, pool: pool.clone(), token });
+            self.events.push(Event { kind, pool: Bytes::copy_from_slice(pool), token });
         }
     }
 
@@ -250,7 +250,7 @@ impl Shard {
         if s.pools.get(&pid).is_some_and(|p| p.is_empty())
             && let Some(p) = s.unlink_pool(pid)
         {
-            fx.change(|| Change::DropPool { pool: p.name.clone() });
+            fx.change(|| Change::DropPool { pool: Bytes::copy_from_slice(&p.name) });
         }
     }
 
@@ -464,9 +464,8 @@ impl Store {
         if let Some(pid) = s.pid(name) {
             return pid;
         }
-        // Copy the name: a slice of the network buffer would pin the whole
-        // read chunk in memory for as long as the pool lives.
-        let name = Bytes::copy_from_slice(name);
+        // The name is copied (a slice of the network buffer would pin the
+        // whole read chunk in memory for as long as the pool lives).
         let pid = s.new_pool_id();
         let key = self.slot_key();
         s.pools.insert(pid, Box::new(Pool::new(name, key)));

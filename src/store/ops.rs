@@ -10,6 +10,7 @@ use super::waiting::{Acquired, Waiter, Waiting};
 use super::{Change, Effects, PoolId, PoolStats, Record, Shard, Store, TokenError, TokenInfo};
 use crate::notify::EventKind;
 use crate::token::TokenId;
+use bytes::Bytes;
 use rand::RngExt;
 use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
@@ -71,7 +72,7 @@ impl Store {
                 arm_life(wheel, pid, slot, r, fx);
             }
             fx.event(EventKind::TokenGen, &p.name, id);
-            fx.change(|| Change::Put { pool: p.name.clone(), token: id, record: rec });
+            fx.change(|| Change::Put { pool: Bytes::copy_from_slice(&p.name), token: id, record: rec });
             out.push(id);
         }
         s.live += out.len();
@@ -132,7 +133,7 @@ impl Store {
             }
         }
         fx.event(EventKind::TokenGen, &p.name, id);
-        fx.change(|| Change::Put { pool: p.name.clone(), token: id, record: rec });
+        fx.change(|| Change::Put { pool: Bytes::copy_from_slice(&p.name), token: id, record: rec });
         s.live += 1;
         if lease_ms.is_none() {
             self.serve_waiters(s, pid, now, fx);
@@ -177,7 +178,7 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         let id = self.shared.next_waiter_id.fetch_add(1, Ordering::Relaxed);
         p.push_waiter(Waiter { id, lease, tx });
-        Acquired::Wait(Waiting { store: self.clone(), pool: p.name.clone(), id, rx, settled: false })
+        Acquired::Wait(Waiting { store: self.clone(), pool: Bytes::copy_from_slice(&p.name), id, rx, settled: false })
     }
 
     /// Starts loading the slots of `ids` in `pool`, for commands that will
@@ -301,7 +302,7 @@ impl Store {
             false
         };
         if found {
-            fx.change(|| Change::Del { pool: name, token: id });
+            fx.change(|| Change::Del { pool: Bytes::copy_from_slice(&name), token: id });
             Shard::drop_if_empty(s, pid, fx);
         }
         found
@@ -318,7 +319,7 @@ impl Store {
         let n = p.expired.len();
         p.expired.clear();
         let name = p.name.clone();
-        fx.change(|| Change::ForgetAll { pool: name });
+        fx.change(|| Change::ForgetAll { pool: Bytes::copy_from_slice(&name) });
         self.forgot(s, n);
         Shard::drop_if_empty(s, pid, fx);
         n as u64

@@ -26,10 +26,13 @@ use super::freeset::FreeSet;
 use super::slab::Slab;
 use super::waiting::Waiter;
 use crate::token::{self, TokenHasher, TokenId};
-use bytes::Bytes;
 use hashbrown::HashTable;
 use std::collections::VecDeque;
 use std::hash::Hasher;
+
+/// A pool's name: up to 16 bytes inline (a pool per tenant is usually
+/// named that shortly), longer on the heap; 24 bytes either way.
+pub(crate) type PoolName = smallvec::SmallVec<[u8; 16]>;
 
 /// The id of a vacant slot (a UUID v4 is never 0: its version bits are set).
 const VACANT: TokenId = 0;
@@ -116,7 +119,7 @@ fn hash(id: TokenId) -> u64 {
 
 /// A pool.
 pub(crate) struct Pool {
-    pub name: Bytes,
+    pub name: PoolName,
     /// The key that masks slot numbers in this pool's tokens.
     key: u64,
     slots: Slab,
@@ -141,9 +144,9 @@ struct Cold {
 }
 
 impl Pool {
-    pub fn new(name: Bytes, key: u64) -> Pool {
+    pub fn new(name: &[u8], key: u64) -> Pool {
         Pool {
-            name,
+            name: PoolName::from_slice(name),
             key,
             slots: Slab::default(),
             live: 0,
@@ -452,7 +455,7 @@ mod tests {
 
     #[test]
     fn insert_find_remove_reuse() {
-        let mut p = Pool::new(Bytes::from_static(b"p"), 42);
+        let mut p = Pool::new(b"p", 42);
         let (ida, a) = add(&mut p, 1, true);
         let (idb, b) = add(&mut p, 2, false);
         assert_eq!(p.find(ida), Some(a));
@@ -476,8 +479,8 @@ mod tests {
     fn misplaced_tokens_are_indexed() {
         // Tokens made under another key (an old server's) land wherever
         // recovery puts them and are still found, through the index.
-        let old = Pool::new(Bytes::from_static(b"p"), 1);
-        let mut p = Pool::new(Bytes::from_static(b"p"), 2);
+        let old = Pool::new(b"p", 1);
+        let mut p = Pool::new(b"p", 2);
         let mut cursor = 0;
         let mut ids = Vec::new();
         for n in 0..50u8 {

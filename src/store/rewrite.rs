@@ -18,14 +18,14 @@ impl Store {
     /// appended without a journal.
     pub fn rewrite(&self, only: Option<&[Bytes]>) {
         let Some(journal) = self.shared.journal.get() else { return };
-        let only: Option<HashSet<&Bytes>> = only.map(|p| p.iter().collect());
+        let only: Option<HashSet<&[u8]>> = only.map(|p| p.iter().map(|b| &b[..]).collect());
         for cell in self.shared.shards.iter() {
             let pools: Vec<(u32, Bytes)> = {
                 let g = lock(&cell.state);
                 g.pools
                     .iter()
-                    .filter(|(_, p)| only.as_ref().is_none_or(|o| o.contains(&p.name)))
-                    .map(|(pid, p)| (pid, p.name.clone()))
+                    .filter(|(_, p)| only.as_ref().is_none_or(|o| o.contains(&p.name[..])))
+                    .map(|(pid, p)| (pid, Bytes::copy_from_slice(&p.name)))
                     .collect()
             };
             for (pid, name) in pools {
@@ -52,7 +52,7 @@ impl Store {
 /// slots are left after them. A pool that is gone (or whose id was taken by
 /// another) yields nothing.
 fn chunk(s: &Shard, pid: u32, name: &Bytes, at: usize) -> (Vec<Change>, bool) {
-    let Some(p) = s.pools.get(&pid).filter(|p| p.name == *name) else { return (Vec::new(), false) };
+    let Some(p) = s.pools.get(&pid).filter(|p| p.name[..] == name[..]) else { return (Vec::new(), false) };
     let mut out = Vec::new();
     if at == 0 {
         out.extend(p.expired.iter().map(|(token, forget_at)| Change::Expired { pool: name.clone(), token, forget_at }));
