@@ -16,8 +16,8 @@
 #   against tokend (the protocol ceiling);
 # - memory per token at 1M tokens and per pool at 100k pools of one token,
 #   ACQUIRE at 10M tokens against 10k,
-#   UNLINK of a 10M-token pool while a client works on another pool of the
-#   same shard, RSS of a soak with 1 h leases against 1 s leases,
+#   UNLINK of a 10M-token pool and GEN COUNT 100000 while a client works on
+#   another pool of the same shard, RSS of a soak with 1 h leases against 1 s leases,
 #   recovery of 1M tokens from the backing Redis, expiry of 200k tokens
 #   due in the same second on both servers, one cluster-mode node against
 #   one standalone node (both sync), and the failover time of a 3-node
@@ -376,6 +376,22 @@ UNLINK_MS=$(awk -v a="$U0" -v b="$U1" 'BEGIN { printf "%.1f", (b - a) / 1e6 }')
 echo "UNLINK answered $UNLINK_REPLY in $UNLINK_MS ms (redis-cli included)" >&2
 stop_tokend
 
+# --- GEN COUNT 100000: does its shard stall? --------------------------------
+log "GEN COUNT 100000 while a client works on another pool of its shard"
+# The same probe as for UNLINK, one shard; three GENs of 100,000 tokens into
+# new pools, 300 ms apart, while it runs.
+start_tokend genstall --shards 1
+lg genstall-calm "${TOK[@]}" --duration 2 -w acquire -c 1 -P 1 --tokens 100 --pool probe
+lg genstall-probe "${TOK[@]}" --duration 2 -w acquire -c 1 -P 1 --pool probe &
+PROBE_PID=$!
+sleep 0.5
+for i in 1 2 3; do
+  taskset -c "$CCPU" redis-cli -p "$TOK_PORT" TOKEN.GEN "genbig$i" COUNT 100000 >/dev/null
+  sleep 0.3
+done
+wait "$PROBE_PID" || true
+stop_tokend
+
 # --- lease soak: timers stay O(live tokens) ---------------------------------
 log "soak: cycle with 1 h leases against 1 s leases, $SOAK_SECS s each (peak RSS)"
 # Every ACQUIRE arms a lease timer that UNBLOCK leaves behind; with 1 h
@@ -623,6 +639,8 @@ R_C16=$(ratio "$C16_T" "$C16_R") R_C1=$(ratio "$C1_T" "$C1_R") R_G=$(ratio "$G_T
 R_ACQ=$(acq_ratios | median)
 UNLINK_MAX_MS=$(awk -v x="$(v unlink-probe max_us)" 'BEGIN { if (x == "") print ""; else printf "%.2f", x / 1000 }')
 UNLINK_CALM_MS=$(awk -v x="$(v unlink-calm max_us)" 'BEGIN { if (x == "") print ""; else printf "%.2f", x / 1000 }')
+GENSTALL_MS=$(awk -v x="$(v genstall-probe max_us)" 'BEGIN { if (x == "") print ""; else printf "%.2f", x / 1000 }')
+GENSTALL_CALM_MS=$(awk -v x="$(v genstall-calm max_us)" 'BEGIN { if (x == "") print ""; else printf "%.2f", x / 1000 }')
 UNLINK_AFTER_MS=$(awk -v x="$(v unlink-after max_us)" 'BEGIN { if (x == "") print ""; else printf "%.2f", x / 1000 }')
 R_SOAK=$(ratio "$SOAK_LONG_KB" "$SOAK_SHORT_KB")
 SOAK_OPS_LONG=$(fmt_int "$(v soak-1h ops_per_sec)") SOAK_OPS_SHORT=$(fmt_int "$(v soak-1s ops_per_sec)")
@@ -729,6 +747,7 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "| ACQUIRE throughput (ACQUIRE → UNBLOCK, 50 × 16) at $BIG_TOKENS tokens, ops/s: medians of $ACQ_ROUNDS adjacent pairs of ${ACQ_SECS} s runs; the ratio is the median of the pairs' ratios ($A_RATIOS) | $(fmt_int "$A_BIG") | tokend at $SMALL_TOKENS tokens $(fmt_int "$A_SMALL") | $R_ACQ× | ≥ 0.9× | $(ge "$R_ACQ" 0.9) |"
   echo "| recovery of $REC_TOKENS tokens: start to ready, s (loading alone: ${REC_LOAD_MS:-?} ms; tokens back: ${REC_TOTAL:-?}) | $REC_SECS | — | — | ≤ 3 s | $(le "$REC_SECS" 3) |"
   echo "| UNLINK of a $BIG_TOKENS-token pool (answered \`$UNLINK_REPLY\` in $UNLINK_MS ms, redis-cli included): worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the same shard during the UNLINK and the 1.5 s of freeing it starts, ms (without an UNLINK: ${UNLINK_CALM_MS:-?} ms; in the 3 s after, when this VM reports the freed memory to its host: ${UNLINK_AFTER_MS:-?} ms) | ${UNLINK_MAX_MS:-failed} | — | — | ≤ 5 ms | $(le "$UNLINK_MAX_MS" 5) |"
+  echo "| GEN COUNT 100000 (three, into new pools, 300 ms apart): worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the same shard meanwhile, ms (without a GEN: ${GENSTALL_CALM_MS:-?} ms) | ${GENSTALL_MS:-failed} | — | — | ≤ 5 ms | $(le "$GENSTALL_MS" 5) |"
   echo "| soak: cycle 50 × 16 for $SOAK_SECS s with 1 h leases, peak RSS, kB ($SOAK_OPS_LONG ops/s) | ${SOAK_LONG_KB:-failed} | same with 1 s leases ${SOAK_SHORT_KB:-failed} ($SOAK_OPS_SHORT ops/s) | $R_SOAK× | ≤ 2× | $(le "$R_SOAK" 2) |"
   echo "| cluster mode: cycle 50 × 16 on one node with \`--cluster-enabled yes\`, sync, ops/s: medians of $OBS_ROUNDS adjacent pairs of ${ACQ_SECS} s runs against a standalone sync node, both up at once on one backing Redis; the ratio is the median of the pairs' ratios ($R_CL_ALL) | $(fmt_int "$CL_CL") | standalone $(fmt_int "$CL_STD") | $R_CL× | ≥ 0.9× | $(ge "$R_CL" 0.9) |"
   echo "| cluster failover: 3 nodes holding $FO_TOKENS tokens in $FO_POOLS pools (${FO_TOTAL_S} still there at the end), kill -9 of one node to every slot served again, \`--cluster-node-timeout 3s\`, ms: p50 of $FO_KILLS kills (each: $FO_ALL) | ${FO_P50:-failed} | — | — | ≤ 5000 (max ${FO_MAX:-?}) | $(le "$FO_MAX" 5000) |"
