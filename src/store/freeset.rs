@@ -39,7 +39,9 @@ const AHEAD_MAX_TOUCHED: usize = 64;
 
 #[derive(Default)]
 pub(crate) struct FreeSet {
-    words: Vec<u64>,
+    /// The bitmap; one word (64 slots) sits inline, so that a small pool's
+    /// free set allocates nothing.
+    words: smallvec::SmallVec<[u64; 1]>,
     len: usize,
     /// The counts and the picks drawn ahead: only a large set has them, so
     /// a small one (a pool per tenant) does not carry the room.
@@ -88,7 +90,7 @@ impl Ahead {
 impl FreeSet {
     /// Bytes it holds on the heap (MEMORY USAGE).
     pub fn heap_bytes(&self) -> usize {
-        self.words.capacity() * 8
+        (if self.words.spilled() { self.words.capacity() * 8 } else { 0 })
             + self.counts().iter().map(|c| c.capacity() * 4).sum::<usize>()
             + self.la.as_ref().map_or(0, |a| size_of::<Ahead>() + (a.ahead.capacity() + a.touched.capacity()) * 4)
     }
@@ -108,10 +110,9 @@ impl FreeSet {
         if words <= self.words.len() {
             return;
         }
-        if self.words.capacity() == 0 {
-            // Exactly what the first growth asks for: `resize` would round a
-            // one-token pool's bitmap up to four words.
-            self.words.reserve_exact(words);
+        if !self.words.spilled() && words > self.words.inline_size() {
+            // Exactly what the first growth past the inline word asks for.
+            self.words.reserve_exact(words - self.words.len());
         }
         self.words.resize(words, 0);
         if words <= FAN && self.counts().is_empty() {
