@@ -58,8 +58,6 @@ struct Part {
 struct Built {
     /// The calls: the slots' first, the one with the events last.
     parts: Vec<Part>,
-    /// Every unit in the batch.
-    units: Vec<u64>,
     clock: Option<i64>,
     legacy: Vec<Bytes>,
     /// Units left out (wholly or in part): they are refused.
@@ -170,7 +168,7 @@ impl Writer {
             for &seq in &b.dropped {
                 self.backing.refuse(seq, "this node no longer serves the pool's hash slot".into());
             }
-            let Built { parts, units, legacy, new_pools, .. } = b;
+            let Built { parts, legacy, new_pools, .. } = b;
             if parts.is_empty() {
                 break;
             }
@@ -197,12 +195,7 @@ impl Writer {
                         }
                         continue;
                     }
-                    Written::Refused(why) if split => refuse_part(&why),
-                    Written::Refused(why) => {
-                        for &seq in &units {
-                            self.backing.refuse(seq, why.clone());
-                        }
-                    }
+                    Written::Refused(why) => refuse_part(&why),
                     Written::Fenced(Some(i)) => match part.fence_slots.get(i).copied().flatten() {
                         Some(slot) if fenced.insert(slot) => {
                             tracing::warn!(slot, "another node owns this hash slot now; its changes are not written");
@@ -276,7 +269,6 @@ impl Writer {
         let mut parts: std::collections::BTreeMap<Option<u16>, Part> = Default::default();
         let mut b = Built {
             parts: Vec::new(),
-            units: Vec::new(),
             clock: None,
             legacy: Vec::new(),
             dropped: Vec::new(),
@@ -295,7 +287,6 @@ impl Writer {
                 b.dropped.push(seq);
                 continue;
             }
-            b.units.push(seq);
             match item {
                 Item::Changes(_, changes) => {
                     let mut skipped = false;

@@ -74,28 +74,19 @@ impl RedisProc {
     /// certificate and key in `cert`/`key` (PEM); the plain port stays open
     /// for the test's own checks.
     pub fn start_tls(tls_port: u16, cert: &std::path::Path, key: &std::path::Path) -> RedisProc {
-        require("redis-server");
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("tokend-test-redis-{port}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let extra = [
+        let (port, cert, key) = (tls_port.to_string(), cert.to_str().unwrap(), key.to_str().unwrap());
+        Self::start_args(&[
             "--tls-port",
-            &tls_port.to_string(),
+            &port,
             "--tls-cert-file",
-            cert.to_str().unwrap(),
+            cert,
             "--tls-key-file",
-            key.to_str().unwrap(),
+            key,
             "--tls-ca-cert-file",
-            cert.to_str().unwrap(),
+            cert,
             "--tls-auth-clients",
             "no",
-        ]
-        .map(String::from)
-        .to_vec();
-        let mut r = RedisProc { port, child: None, dir, aof: false, extra };
-        r.spawn();
-        r
+        ])
     }
 
     /// Starts the process (on this port, in this directory) and waits for PING.
