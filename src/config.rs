@@ -86,6 +86,10 @@ pub struct Config {
     #[arg(long, env = "TOKEND_MAX_EXPIRED_REMEMBERED", default_value_t = 1_000_000)]
     pub max_expired_remembered: usize,
 
+    /// Due expiries fired per hold of a shard's lock (a batch also ends after 1 ms): a mass expiry goes in batches, and commands on other pools wait for one batch at most.
+    #[arg(long, env = "TOKEND_EXPIRY_BATCH", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub expiry_batch: u32,
+
     /// Store shards: pools hash to shards; commands on different shards never contend.
     #[arg(long, env = "TOKEND_SHARDS", default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=4096))]
     pub shards: u16,
@@ -340,6 +344,7 @@ impl Config {
             ("lease-ttl", ms(self.lease_ttl)),
             ("expired-memory", ms(self.expired_memory)),
             ("max-expired-remembered", self.max_expired_remembered.to_string()),
+            ("expiry-batch", self.expiry_batch.to_string()),
             ("shards", self.shards.to_string()),
             ("maxclients", self.maxclients.to_string()),
             ("max-tokens", self.max_tokens.to_string()),
@@ -391,6 +396,7 @@ impl Config {
             expired_memory_ms: self.expired_memory.as_millis() as u64,
             max_expired_remembered: self.max_expired_remembered,
             max_tokens: self.max_tokens,
+            expiry_batch: self.expiry_batch as usize,
         }
     }
 }

@@ -190,6 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 self.ctx.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
                 let start = self.wbuf.len();
+                cmd::ready(&self.ctx, &args).await;
                 Store::take_appended();
                 match cmd::execute(&self.ctx, &mut self.session, args) {
                     Outcome::Reply(r) => {

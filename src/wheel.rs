@@ -215,6 +215,9 @@ pub struct Wheel<T> {
     prepare_min: usize,
     /// [`PREPARE_LEAD_MS`] (tests raise it).
     prepare_lead_ms: u64,
+    /// The emptied storage of big slots whose prepared cascade was moved
+    /// into place (see [`Wheel::take_garbage`]).
+    garbage: Vec<Vec<(u64, T)>>,
 }
 
 /// A big level-`level` slot, starting at `start`, being spread ahead of its
@@ -247,6 +250,7 @@ impl<T> Wheel<T> {
             prepared: None,
             prepare_min: PREPARE_MIN,
             prepare_lead_ms: PREPARE_LEAD_MS,
+            garbage: Vec::new(),
         }
     }
 
@@ -320,8 +324,18 @@ impl<T> Wheel<T> {
                 self.levels[l].append(s, spread);
             }
         }
-        entries.drain(..p.done.min(entries.len()));
-        entries
+        // What arrived since it was spread goes on in a Vec of its own
+        // size; the slot's own (millions of entries, hundreds of MB) is
+        // the owner's to free, outside its lock.
+        let rest = entries.split_off(p.done.min(entries.len()));
+        self.garbage.push(entries);
+        rest
+    }
+
+    /// Takes the storage of big slots emptied by the last polls, for the
+    /// owner to drop where freeing hundreds of megabytes stalls nobody.
+    pub fn take_garbage(&mut self) -> Vec<Vec<(u64, T)>> {
+        std::mem::take(&mut self.garbage)
     }
 
     /// The next big cascade: of each level's next occupied slot, the earliest

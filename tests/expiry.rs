@@ -454,3 +454,39 @@ async fn notification_classes_read_back_in_redis_canonical_order() {
     assert_eq!(c.cmd("CONFIG SET notify-keyspace-events EgxlK").await, Resp::Simple("OK".into()));
     assert_eq!(get(c.cmd("CONFIG GET notify-keyspace-events").await), "AKE");
 }
+
+/// A mass expiry is fired in batches (here of one entry, so that it is
+/// still queued when the next requests come): a request on another pool is
+/// served at once, a request on the pool finds all of it expired, and the
+/// subscriber gets every event once.
+#[tokio::test]
+async fn a_mass_expiry_in_batches_is_exact_for_every_request() {
+    let server = TestServer::start_with(|c| {
+        c.shards = 1;
+        c.expiry_batch = 1;
+    });
+    let mut c = server.raw().await;
+    let mut sub = server.raw().await;
+    subscribe(&mut sub, false, &["__keyevent@0__:expired"]).await;
+    c.cmd("TOKEN.GEN other COUNT 3").await;
+    let toks: Vec<String> = c.cmd("TOKEN.GEN big PX 40 COUNT 3000").await.items().iter().map(Resp::text).collect();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let t = c.cmd("TOKEN.ACQUIRE other").await.text();
+    c.cmd(&format!("TOKEN.UNBLOCK other {t}")).await;
+    assert!(c.cmd("TOKEN.ACQUIRE big").await.is_null(), "no token of the pool is past its lifetime yet served");
+    assert_eq!(stats(&mut c, "big").await, [0, 0, 0, 3000, 0]);
+    let e = c.call(&["TOKEN.KEEPALIVE", "big", &toks[2999]]).await.err();
+    assert!(e.starts_with("EXPIRED"), "{e}");
+    let mut seen = Vec::new();
+    while seen.len() < 3000 {
+        let m = next_msg(&mut sub, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("only {} of 3000 expired events", seen.len()));
+        seen.push(m.payload.strip_prefix("big:").expect("payload big:<token>").to_string());
+    }
+    seen.sort();
+    let mut want = toks.clone();
+    want.sort();
+    assert!(seen == want, "each token's expired event, once");
+    assert_no_more(&mut sub, Duration::from_millis(50)).await;
+}

@@ -493,6 +493,28 @@ pub fn prefetch(ctx: &Ctx, batch: &[Vec<Bytes>]) {
     }
 }
 
+/// Before a request runs (every front end awaits this, then calls
+/// [`execute`]): while some shard has a backlog of due expiries, waits until
+/// the pools the request names have none, helping to fire them (see
+/// [`crate::store::Store::ready`]). Free when there is no backlog: one
+/// atomic load.
+pub async fn ready(ctx: &Ctx, args: &[Bytes]) {
+    if !ctx.store.behind() {
+        return;
+    }
+    let Some(base) = args.first().and_then(|n| table::lookup_bytes(n)) else { return };
+    let spec = match args.get(1) {
+        Some(sub) if !base.subcommands.is_empty() => base.subcommand(sub).unwrap_or(base),
+        _ => base,
+    };
+    if spec.key_specs.is_empty() || !spec.arity_ok(args.len()) {
+        return;
+    }
+    for pool in spec.keys(args) {
+        ctx.store.ready(pool).await;
+    }
+}
+
 /// The pool of a `NAME pool token` request on an existing token (the
 /// table's `NAMES_TOKEN` flag).
 fn names_token(args: &[Bytes]) -> Option<&Bytes> {

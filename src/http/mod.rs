@@ -147,7 +147,8 @@ async fn run(api: &Api, addr: SocketAddr, args: Vec<&[u8]>) -> Result<Reply, Res
     let laddr = SocketAddr::from(([0, 0, 0, 0], 0));
     let mut session = Session::new(ctx, addr, laddr);
     session.authenticated = true;
-    let args = args.into_iter().map(axum::body::Bytes::copy_from_slice).collect();
+    let args: Vec<_> = args.into_iter().map(axum::body::Bytes::copy_from_slice).collect();
+    cmd::ready(ctx, &args).await;
     // The command runs here, on this thread, without awaiting: the unit
     // its changes went to is read right after it.
     Store::take_appended();

@@ -26,7 +26,7 @@
 
 use super::fire::LEASE_ENTRY;
 use super::pool::SlotIdx;
-use super::{PoolId, Store, lock};
+use super::{Due, PoolId, Store, lock};
 use crate::wheel::{PREPARE_MIN, Sweep};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,11 +80,16 @@ pub fn spawn_threads(store: &Store) -> std::io::Result<ExpiryDrivers> {
 }
 
 impl Store {
-    /// Fires what is due in shard `idx` and returns when to look again
-    /// (epoch ms, `u64::MAX` when nothing is pending).
+    /// Fires a batch of what is due in shard `idx` and returns when to look
+    /// again (epoch ms, `u64::MAX` when nothing is pending; now, when a
+    /// backlog is left).
     pub(crate) fn tick(&self, idx: usize) -> u64 {
-        self.with_shard_at(idx, true, |s, _, _| {
-            let next = s.wheel.next_expiration().unwrap_or(u64::MAX).min(s.forget.front().map_or(u64::MAX, |e| e.0));
+        self.with_shard_at(idx, Due::Batch, |s, now, _| {
+            let next = if s.backlog.is_empty() {
+                s.wheel.next_expiration().unwrap_or(u64::MAX).min(s.forget.front().map_or(u64::MAX, |e| e.0))
+            } else {
+                now
+            };
             // Stored under the lock: a command arming an earlier deadline after
             // this point sees it and wakes us (see `Store::with_shard_at`).
             self.shard_cells()[idx].wake_at.store(next, Ordering::Release);
@@ -130,9 +135,16 @@ impl Store {
         Some(!done)
     }
 
-    /// Pending wheel entries in all shards (INFO).
+    /// Pending wheel entries in all shards, those due but queued in a
+    /// backlog included (INFO).
     pub fn pending_timers(&self) -> usize {
-        self.shard_cells().iter().map(|c| lock(&c.state).wheel.len()).sum()
+        self.shard_cells()
+            .iter()
+            .map(|c| {
+                let g = lock(&c.state);
+                g.wheel.len() + g.backlog.len()
+            })
+            .sum()
     }
 }
 
@@ -183,7 +195,9 @@ enum Prepare {
 fn prepare_step(store: &Store, idx: usize, next: u64) -> Prepare {
     let prepared = store.prepare_cascade(idx);
     if prepared == Some(true) {
-        return if store.clock().now_ms() >= next { Prepare::Until(next) } else { Prepare::More };
+        // Even with deadlines due: a big slot left unspread when its time
+        // comes cascades whole, in one hold of the lock.
+        return Prepare::More;
     }
     if store.sweep_step(idx) == Some(true) && store.clock().now_ms() < next {
         return Prepare::More;
@@ -196,6 +210,12 @@ fn prepare_step(store: &Store, idx: usize, next: u64) -> Prepare {
 
 /// The longest pause between two chunks of background work.
 const MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// The pause of a thread driver between two batches of a backlog of
+/// expiries: enough for a command waiting for the lock to take it (the
+/// thread leaves the CPU), short enough that the driver fires for about
+/// nine tenths of the time.
+const BACKLOG_PAUSE: std::time::Duration = std::time::Duration::from_micros(20);
 
 /// A tick slower than this is logged (debug): it delays every expiry of the
 /// shard by as much.
@@ -225,6 +245,8 @@ async fn drive(store: Store, idx: usize) {
         }
         if next == u64::MAX {
             cell.wake.notified().await;
+        } else if next <= store.clock().now_ms() {
+            tokio::task::yield_now().await;
         } else {
             tokio::select! {
                 _ = tokio::time::sleep_until(store.clock().instant_at(next)) => {}
@@ -262,6 +284,10 @@ fn drive_thread(store: Store, idx: usize, stop: &AtomicBool) {
         }
         if next == u64::MAX {
             thread::park();
+        } else if next <= store.clock().now_ms() {
+            // A backlog is left (see `Store::run_due`): the lock is free
+            // for a moment, so that commands waiting for it go first.
+            thread::sleep(BACKLOG_PAUSE);
         } else {
             // The instant the clock turns to `next` (a spurious or early
             // wake-up just ticks again and finds nothing due).

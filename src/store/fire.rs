@@ -57,9 +57,40 @@ fn note_late(lateness: &mut crate::hist::Hist, worst: &mut u64, fire_us: u64, de
     }
 }
 
+/// Wheel entries fired per lock hold by a command before it runs: what a
+/// command pays for a backlog of expiries that is not its own pool's.
+const COMMAND_BATCH_DIVISOR: usize = 16;
+
+/// The longest a batch of expiries holds a shard's lock, whatever its
+/// count: a batch is cut once this has passed.
+const BATCH_TIME: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// How many entries go between two looks at the clock in a batch.
+const CLOCK_EVERY: usize = 64;
+
+/// Who fires due deadlines, and so how many in one lock hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Firing {
+    /// The expiry driver, or a command helping it with its own pool's
+    /// backlog: a whole batch ([`super::StoreConfig::expiry_batch`]).
+    Batch,
+    /// A command on another pool: a sixteenth of a batch.
+    Command,
+}
+
 impl Store {
-    /// Fires every deadline up to `now` in this shard and forgets expired
-    /// tokens whose memory ran out.
+    /// Fires deadlines up to `now` in this shard, at most one batch of them
+    /// (see [`Firing`]), and forgets expired tokens whose memory ran out.
+    /// Returns whether everything due is done; what is left waits in the
+    /// shard's backlog, in order, for the next call.
+    ///
+    /// The batch bounds how long a mass expiry holds the shard's lock, and
+    /// so how long commands on other pools wait. Exactness is kept per
+    /// pool: a command on a pool that still has entries in the backlog
+    /// first fires the backlog up to that pool's last entry (see
+    /// `Store::with_shard_at`), so no command ever sees one of its pool's
+    /// tokens past its deadline, and the backlog goes in order, so the
+    /// events do too.
     ///
     /// Entries are reset lazily: a KEEPALIVE that moves a deadline later
     /// inserts nothing, and UNBLOCK leaves the lease entry in the wheel. A
@@ -69,43 +100,108 @@ impl Store {
     /// deadline, and that is told from the free set's bitmap alone: every
     /// ACQUIRE → UNBLOCK leaves one such entry behind, and at 10M tokens
     /// reading the token's slot when it fires would be a cache and TLB miss.
-    pub(super) fn run_due(&self, s: &mut Shard, now: u64, fx: &mut Effects) {
+    pub(super) fn run_due(&self, s: &mut Shard, now: u64, fx: &mut Effects, firing: Firing) -> bool {
+        let batch = self.shared.config.expiry_batch.max(1);
+        let mut left = match firing {
+            Firing::Batch => batch,
+            Firing::Command => (batch / COMMAND_BATCH_DIVISOR).max(1),
+        };
+        let started = std::time::Instant::now();
         let mut fired = std::mem::take(&mut s.fired);
         s.wheel.poll(now, &mut fired);
-        if !fired.is_empty() {
+        fx.garbage.extend(s.wheel.take_garbage());
+        if !fired.is_empty() || !s.backlog.is_empty() {
             s.fire_us = self.shared.clock.now_us();
             s.worst_late_us = 0;
         }
-        for (when, (pid, entry)) in fired.drain(..) {
-            let (slot, lease) = (entry & !LEASE_ENTRY, entry & LEASE_ENTRY != 0);
-            let Some(p) = s.pools.get_mut(&pid) else { continue };
-            if lease && p.free.contains(slot) {
-                continue;
+        if !s.backlog.is_empty() {
+            // Behind what is already waiting, in order.
+            for e in fired.drain(..) {
+                s.queue_due(e);
             }
-            let Some(rec) = p.get_mut(slot) else { continue };
-            if lease {
-                if !rec.is_assigned() || rec.lease_armed != when as u32 {
-                    continue;
+        }
+        let mut n = 0;
+        let spent = |n: &mut usize| {
+            *n += 1;
+            *n >= left || (*n).is_multiple_of(CLOCK_EVERY) && started.elapsed() >= BATCH_TIME
+        };
+        let mut cut = false;
+        while !cut && let Some(e) = s.pop_due() {
+            self.fire_entry(s, e, now, fx);
+            cut = spent(&mut n);
+        }
+        let mut rest = fired.drain(..);
+        if !cut {
+            for e in rest.by_ref() {
+                self.fire_entry(s, e, now, fx);
+                if spent(&mut n) {
+                    break;
                 }
-            } else if rec.armed != when {
-                continue;
-            } else {
-                rec.armed = 0;
             }
-            self.settle(s, pid, slot, now, lease, fx);
+        }
+        for e in rest {
+            s.queue_due(e);
         }
         s.fired = fired;
         if s.fire_us != 0 {
             s.fire_us = 0;
             self.shared.latency.record("expire-late", s.worst_late_us / 1000);
         }
+        left = left.saturating_sub(n);
+        let mut done = s.backlog.is_empty();
         while let Some(&(at, pid, id)) = s.forget.front() {
             if at > now {
                 break;
             }
+            if left == 0 {
+                done = false;
+                break;
+            }
+            left -= 1;
             s.forget.pop_front();
             self.forget_one(s, pid, id, at, fx);
         }
+        if !done {
+            // The driver goes on with the rest at once.
+            fx.earliest_armed = now;
+        }
+        self.note_backlog(s);
+        done
+    }
+
+    /// Fires the backlog of shard `s` in order until pool `pid` (every
+    /// pool with `None`) has nothing left in it, however long that takes.
+    /// Only for a transaction, which holds its locks throughout: it helps
+    /// first (see [`Store::catch_up`]), so what is left here is what fell
+    /// due since.
+    pub(super) fn clear_backlog(&self, s: &mut Shard, now: u64, fx: &mut Effects, pid: Option<PoolId>) {
+        while pid.is_none_or(|pid| s.is_behind(pid))
+            && let Some(e) = s.pop_due()
+        {
+            self.fire_entry(s, e, now, fx);
+        }
+        self.note_backlog(s);
+    }
+
+    /// Acts on one fired wheel entry: settles its token if the entry is
+    /// the token's live one.
+    fn fire_entry(&self, s: &mut Shard, (when, (pid, entry)): (u64, (PoolId, SlotIdx)), now: u64, fx: &mut Effects) {
+        let (slot, lease) = (entry & !LEASE_ENTRY, entry & LEASE_ENTRY != 0);
+        let Some(p) = s.pools.get_mut(&pid) else { return };
+        if lease && p.free.contains(slot) {
+            return;
+        }
+        let Some(rec) = p.get_mut(slot) else { return };
+        if lease {
+            if !rec.is_assigned() || rec.lease_armed != when as u32 {
+                return;
+            }
+        } else if rec.armed != when {
+            return;
+        } else {
+            rec.armed = 0;
+        }
+        self.settle(s, pid, slot, now, lease, fx);
     }
 
     /// Forgets a remembered expired token if the queue entry is current.

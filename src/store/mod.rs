@@ -77,6 +77,14 @@ struct Shard {
     /// fail, or at worst the new token is settled early, which is harmless
     /// (settling only applies what is actually due).
     wheel: Wheel<(PoolId, SlotIdx)>,
+    /// Wheel entries that came due but were not fired yet (a batch ran out,
+    /// see `Store::run_due`), in the order they fired from the wheel.
+    backlog: queue::ChunkedQueue<(u64, (PoolId, SlotIdx))>,
+    /// Entries in `backlog` per pool id (a pool with none left is exact).
+    /// Indexed by id, which is dense; empty while the backlog is.
+    behind: Vec<u32>,
+    /// Whether this shard is counted in `Shared::backlogged`.
+    counted: bool,
     /// Remembered expired tokens in the order they are to be forgotten.
     forget: queue::ChunkedQueue<(u64, PoolId, TokenId)>,
     remembered: usize,
@@ -126,6 +134,9 @@ struct Shared {
     /// Set once, before any client is served (a lock-free read per command).
     journal: std::sync::OnceLock<Arc<dyn Journal>>,
     live_tokens: AtomicU64,
+    /// Shards with a backlog of due expiries (see `Store::run_due`): while
+    /// 0, a request need not look for its pools' shards' backlogs.
+    backlogged: AtomicU64,
     /// Remembered expired tokens in the whole server (bounded by
     /// `max_expired_remembered`).
     remembered_total: std::sync::atomic::AtomicUsize,
@@ -162,6 +173,8 @@ struct Effects<'a> {
     /// The shard has watched pools: note the pools that change.
     watching: bool,
     touched: Vec<Bytes>,
+    /// Big wheel storage to free once the lock is released.
+    garbage: Vec<Vec<(u64, (PoolId, SlotIdx))>>,
 }
 
 impl<'a> Effects<'a> {
@@ -173,6 +186,7 @@ impl<'a> Effects<'a> {
             earliest_armed: u64::MAX,
             watching: false,
             touched: Vec::new(),
+            garbage: Vec::new(),
         }
     }
 
@@ -210,6 +224,9 @@ impl Shard {
             names: Default::default(),
             pools: Default::default(),
             wheel: Wheel::new(now),
+            backlog: Default::default(),
+            behind: Vec::new(),
+            counted: false,
             forget: Default::default(),
             remembered: 0,
             rng: StdRng::from_rng(&mut rand::rng()),
@@ -262,6 +279,39 @@ impl Shard {
         Some(*p)
     }
 
+    /// Puts a fired wheel entry at the back of the backlog.
+    fn queue_due(&mut self, e: (u64, (PoolId, SlotIdx))) {
+        let i = e.1.0 as usize;
+        if self.behind.len() <= i {
+            self.behind.resize(i + 1, 0);
+        }
+        self.behind[i] += 1;
+        self.backlog.push_back(e);
+    }
+
+    /// Takes the oldest entry of the backlog.
+    fn pop_due(&mut self) -> Option<(u64, (PoolId, SlotIdx))> {
+        let e = self.backlog.pop_front()?;
+        if let Some(n) = self.behind.get_mut(e.1.0 as usize) {
+            *n = n.saturating_sub(1);
+        }
+        if self.backlog.is_empty() {
+            self.behind.clear();
+        }
+        Some(e)
+    }
+
+    /// Whether pool `pid` has due entries waiting in the backlog (so its
+    /// tokens may be past their deadlines).
+    fn is_behind(&self, pid: PoolId) -> bool {
+        self.behind.get(pid as usize).is_some_and(|&n| n > 0)
+    }
+
+    /// Whether `pool` has due entries waiting in the backlog.
+    fn pool_behind(&self, pool: &[u8]) -> bool {
+        !self.backlog.is_empty() && self.pid(pool).is_some_and(|pid| self.is_behind(pid))
+    }
+
     /// True when the wheel holds enough stale entries that a sweep should
     /// start (see [`expiry`]'s `sweep_step`) and none runs.
     fn needs_sweep(&self) -> bool {
@@ -301,6 +351,7 @@ impl Store {
                 notifier,
                 journal: std::sync::OnceLock::new(),
                 live_tokens: AtomicU64::new(0),
+                backlogged: AtomicU64::new(0),
                 remembered_total: Default::default(),
                 expired_total: AtomicU64::new(0),
                 lease_expired_total: AtomicU64::new(0),
@@ -397,43 +448,118 @@ impl Store {
         (self.shared.hasher.hash_one(pool) % self.shared.shards.len() as u64) as usize
     }
 
-    /// Runs `f` on the pool's shard with expiries brought up to date, then
-    /// publishes what it did.
+    /// Runs `f` on the pool's shard with the pool's expiries brought up to
+    /// date, then publishes what it did.
     fn with_shard<R>(&self, pool: &[u8], f: impl FnOnce(&mut Shard, u64, &mut Effects) -> R) -> R {
         let idx = self.shard_index(pool);
-        self.with_shard_at(idx, true, |s, now, fx| f(s, now, fx))
+        self.with_shard_at(idx, Due::Pool(pool), f)
     }
 
-    /// Runs `f` on shard `idx`; with `due`, fires what is due first (every
-    /// command does; restoring from the backing store must not, so that
-    /// nothing fires before the journal is attached).
-    fn with_shard_at<R>(&self, idx: usize, due: bool, f: impl FnOnce(&mut Shard, u64, &mut Effects) -> R) -> R {
+    /// Runs `f` on shard `idx` after firing what is due as `due` says, then
+    /// publishes what it did.
+    ///
+    /// A command fires a small share of what is due (other pools' expiries
+    /// are the driver's work). If its own pool still has entries waiting in
+    /// the backlog, it helps with the backlog a batch per lock hold, the
+    /// lock released in between, until its pool has none, and only then
+    /// runs: it never sees its pool's tokens past their deadlines, and the
+    /// other pools of the shard wait for one batch at most.
+    fn with_shard_at<R>(&self, idx: usize, due: Due, f: impl FnOnce(&mut Shard, u64, &mut Effects) -> R) -> R {
         let cell = &self.shared.shards[idx];
         let journal = self.shared.journal.get();
-        let mut fx = Effects::new(&self.shared.notifier, journal.is_some());
-        let r = {
+        loop {
+            let mut fx = Effects::new(&self.shared.notifier, journal.is_some());
             let mut g = lock(&cell.state);
             fx.watching = !g.watched.is_empty();
             let now = self.shared.clock.now_ms();
-            if due {
-                self.run_due(&mut g, now, &mut fx);
+            let done = match due {
+                Due::Batch => self.run_due(&mut g, now, &mut fx, fire::Firing::Batch),
+                Due::Pool(_) => self.run_due(&mut g, now, &mut fx, fire::Firing::Command),
+            };
+            if !done
+                && let Due::Pool(pool) = due
+                && g.pool_behind(pool)
+            {
+                self.release(idx, g, fx, journal, now);
+                self.catch_up(idx, Some(pool));
+                continue;
             }
             let r = f(&mut g, now, &mut fx);
-            if fx.watching {
-                g.bump_watched(&mut fx.touched, &self.shared.next_version);
+            self.release(idx, g, fx, journal, now);
+            return r;
+        }
+    }
+
+    /// Fires shard `idx`'s backlog a batch per lock hold, the lock released
+    /// in between, until `pool` (every pool with `None`) has nothing left in
+    /// it.
+    fn catch_up(&self, idx: usize, pool: Option<&[u8]>) {
+        loop {
+            let done = self.with_shard_at(idx, Due::Batch, |s, _, _| match pool {
+                Some(p) => !s.pool_behind(p),
+                None => s.backlog.is_empty(),
+            });
+            if done {
+                return;
             }
-            self.append(journal, fx.changes.take());
-            if g.needs_sweep() {
-                // Start a sweep now: the driver may be asleep until a
-                // far deadline, and nothing else would wake it.
-                g.sweep = Some(crate::wheel::Sweep::default());
-                fx.earliest_armed = now;
+            std::thread::yield_now();
+        }
+    }
+
+    /// Whether some shard has a backlog of due expiries (a lock-free look).
+    pub fn behind(&self) -> bool {
+        self.shared.backlogged.load(Ordering::Relaxed) > 0
+    }
+
+    /// Waits until `pool` has no due expiries left in its shard's backlog,
+    /// firing the backlog a batch per lock hold and yielding to the runtime
+    /// between batches: a front end calls this before a request on `pool`
+    /// when [`Store::behind`], so that the request never holds a worker
+    /// thread (and every connection on it) for a whole backlog.
+    pub async fn ready(&self, pool: &[u8]) {
+        let idx = self.shard_index(pool);
+        while !self.with_shard_at(idx, Due::Batch, |s, _, _| !s.pool_behind(pool)) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Counts shard `s` in [`Shared::backlogged`] while it has a backlog.
+    fn note_backlog(&self, s: &mut Shard) {
+        let has = !s.backlog.is_empty();
+        if has != s.counted {
+            s.counted = has;
+            if has {
+                self.shared.backlogged.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.shared.backlogged.fetch_sub(1, Ordering::Relaxed);
             }
-            r
-        };
+        }
+    }
+
+    /// Ends a hold of shard `idx`'s lock: journals the changes and bumps
+    /// watched pools (under the lock), then wakes the driver if needed and
+    /// publishes the events.
+    fn release(
+        &self,
+        idx: usize,
+        mut g: MutexGuard<'_, Shard>,
+        mut fx: Effects,
+        journal: Option<&Arc<dyn Journal>>,
+        now: u64,
+    ) {
+        if fx.watching {
+            g.bump_watched(&mut fx.touched, &self.shared.next_version);
+        }
+        self.append(journal, fx.changes.take());
+        if g.needs_sweep() {
+            // Start a sweep now: the driver may be asleep until a
+            // far deadline, and nothing else would wake it.
+            g.sweep = Some(crate::wheel::Sweep::default());
+            fx.earliest_armed = now;
+        }
+        drop(g);
         self.wake_driver(idx, fx.earliest_armed);
         self.shared.notifier.emit(&fx.events);
-        r
     }
 
     /// Hands changes to the journal as one unit (called under the locks of
@@ -496,6 +622,15 @@ impl Store {
             }
         }
     }
+}
+
+/// What a hold of a shard's lock fires before its work.
+#[derive(Clone, Copy)]
+enum Due<'p> {
+    /// A batch: the expiry driver, or a command helping with the backlog.
+    Batch,
+    /// A command on this pool (see [`Store::with_shard_at`]).
+    Pool(&'p [u8]),
 }
 
 /// `--latency-monitor-threshold`'s default (ms): an expiry that fires 5 ms

@@ -151,12 +151,13 @@ impl Store {
 
 impl Store {
     /// Restores pools while the server runs (cluster mode: the pools of a
-    /// hash slot this node just claimed), fires at once what fell due, and
-    /// wakes every expiry driver so that it sees the new deadlines.
+    /// hash slot this node just claimed), fires a batch of what fell due,
+    /// and wakes every expiry driver so that it sees the new deadlines (and
+    /// fires the rest).
     pub fn restore_live(&self, items: Vec<Restored>) {
         self.restore(items);
         for idx in 0..self.shared.shards.len() {
-            self.with_shard_at(idx, true, |_, _, _| ());
+            self.with_shard_at(idx, super::Due::Batch, |_, _, _| ());
             self.wake_driver(idx, 0);
         }
     }

@@ -616,10 +616,15 @@ mod props {
         /// a lease on it is running. (Lazy wheel resets, stale lease entries
         /// left by UNBLOCK and re-acquired slots are all exercised here.)
         #[test]
-        fn random_sequences_match_a_model_to_the_millisecond(ops in proptest::collection::vec(op(), 1..120)) {
+        /// Batches of 1 or 2 leave a backlog after most steps: a command
+        /// must still find its pool exact.
+        fn random_sequences_match_a_model_to_the_millisecond(
+            ops in proptest::collection::vec(op(), 1..120),
+            expiry_batch in proptest::sample::select(vec![1usize, 2, 4096]),
+        ) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
             rt.block_on(async move {
-                let (s, _) = store_with(StoreConfig { shards: 2, expired_memory_ms: 250, ..Default::default() });
+                let (s, _) = store_with(StoreConfig { shards: 2, expired_memory_ms: 250, expiry_batch, ..Default::default() });
                 let mut known: Vec<(u8, TokenId)> = Vec::new();
                 let mut model: Map<TokenId, Model> = Map::new();
                 let name = |p: u8| format!("pool{p}");
@@ -798,4 +803,113 @@ async fn a_retired_pool_id_comes_back_without_touching_the_next_pool() {
         assert!(!i.assigned && i.lifetime_left_ms > 59_000, "{pool}: {i:?}");
     }
     s.check_invariants().unwrap();
+}
+
+/// Every event published so far: (channel's event name, token).
+fn drain_events(rx: &mut tokio::sync::mpsc::Receiver<PubMsg>) -> Vec<(String, TokenId)> {
+    let mut out = Vec::new();
+    while let Ok(m) = rx.try_recv() {
+        let (PubMsg::Message { channel, payload } | PubMsg::PMessage { channel, payload, .. }) = m;
+        let kind = String::from_utf8_lossy(&channel).rsplit(':').next().unwrap_or_default().to_string();
+        let tok = crate::token::parse(&payload[payload.len() - 36..]).expect("a token in the payload");
+        out.push((kind, tok));
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backlog_of_expiries_is_never_seen_and_fires_in_deadline_order() {
+    // Batches of 8: a command on another pool fires one due entry and
+    // leaves the rest in the backlog.
+    let (s, ps) = store_with(StoreConfig { shards: 1, expiry_batch: 8, ..Default::default() });
+    let mut rx = ps.attach(1);
+    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:*"), true);
+    // 300 tokens ending 100, 101 and 102 ms from now; 30 of them leased
+    // until 50 ms from now; one token whose lease and lifetime end at the
+    // same instant; and another pool of the same shard.
+    let mut life: Map<TokenId, u64> = Map::new();
+    for k in 0..3 {
+        for t in s.gen_tokens(b"big", Some(100 + k), 100).unwrap() {
+            life.insert(t, T0 + 100 + k);
+        }
+    }
+    let mut leased = Vec::new();
+    for _ in 0..30 {
+        leased.push(acquire(&s, "big", 50).unwrap());
+    }
+    let same = one(&s, "same", 101);
+    assert_eq!(acquire(&s, "same", 101), Some(same));
+    life.insert(same, T0 + 101);
+    let other = s.gen_tokens(b"other", Some(10_000), 5).unwrap();
+    drain_events(&mut rx);
+
+    ms(200).await;
+    // Commands on the other pool run on what they find: they do not wait
+    // for the backlog, and leave most of it.
+    for _ in 0..5 {
+        let t = acquire(&s, "other", 1_000).unwrap();
+        assert!(other.contains(&t));
+        s.unblock(b"other", t).unwrap();
+    }
+    assert!(s.behind(), "the mass expiry is still queued");
+    let early = drain_events(&mut rx);
+    assert!(early.len() < 331, "not all of it fired");
+    // A command on the big pool never sees a token past its deadline: it
+    // fires its pool's backlog first.
+    assert_eq!(acquire(&s, "big", 10), None, "every token of the pool is past its lifetime");
+    for t in &leased {
+        assert_eq!(s.keepalive(b"big", *t), Err(TokenError::Expired));
+    }
+    assert_eq!(s.stats(b"big"), PoolStats { expired_remembered: 300, ..Default::default() });
+    assert_eq!(s.info(b"same", same), Err(TokenError::Expired));
+    assert!(!s.behind());
+    s.check_invariants().unwrap();
+
+    // The events, the first command's included: each token's once, in
+    // deadline order, a lease before the lifetime, and the same-instant
+    // token's lifetime only.
+    let events: Vec<_> = [early, drain_events(&mut rx)]
+        .concat()
+        .into_iter()
+        .filter(|(k, _)| k == "expired" || k == "leaseexpired")
+        .collect();
+    let leases: Vec<TokenId> = events.iter().filter(|(k, _)| k == "leaseexpired").map(|(_, t)| *t).collect();
+    let mut want_leases = leased.clone();
+    want_leases.sort();
+    let mut got_leases = leases.clone();
+    got_leases.sort();
+    assert_eq!(got_leases, want_leases, "one leaseexpired per leased token, none for the same-instant one");
+    let expired: Vec<TokenId> = events.iter().filter(|(k, _)| k == "expired").map(|(_, t)| *t).collect();
+    assert_eq!(expired.len(), 301);
+    assert_eq!(expired.iter().collect::<std::collections::HashSet<_>>().len(), 301, "each once");
+    // Firing late, a token's entry settles everything due for it at once
+    // (its lease, then its lifetime): tokens come in the order of their
+    // earliest deadline, each with its own events in order.
+    let first_due = |t: &TokenId| if leased.contains(t) { T0 + 50 } else { life[t] };
+    let mut seen = std::collections::HashSet::new();
+    let order: Vec<u64> = events.iter().filter(|(_, t)| seen.insert(*t)).map(|(_, t)| first_due(t)).collect();
+    assert!(order.windows(2).all(|w| w[0] <= w[1]), "tokens in deadline order: {order:?}");
+    let at = |kind: &str, t: &TokenId| events.iter().position(|(k, e)| k == kind && e == t).unwrap();
+    assert!(leased.iter().all(|t| at("leaseexpired", t) < at("expired", t)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_driver_fires_a_backlog_batch_by_batch_and_a_waiting_request_helps() {
+    let (s, ps) = store_with(StoreConfig { shards: 1, expiry_batch: 16, ..Default::default() });
+    let mut rx = ps.attach(1);
+    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+    let toks = s.gen_tokens(b"big", Some(100), 1_000).unwrap();
+    let _drivers = expiry::spawn(&s);
+    ms(100).await;
+    // The driver's first batch ran at the deadline; a backlog is left.
+    tokio::task::yield_now().await;
+    assert!(s.behind());
+    assert!(s.live_tokens() < 1_000);
+    // What a front end does before a request on the pool: wait, helping.
+    s.ready(b"big").await;
+    assert!(!s.behind());
+    assert_eq!(s.live_tokens(), 0);
+    assert_eq!(s.pending_timers(), 0);
+    let got: Vec<TokenId> = drain_events(&mut rx).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(got, toks, "in the order they were made (the wheel's order within a millisecond)");
 }

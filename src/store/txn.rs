@@ -9,6 +9,7 @@
 //! published after the locks are released, in order.
 
 use super::census::totals_of;
+use super::fire::Firing;
 use super::keys::{PoolUsage, keys_in_shard, scan_shard, usage_in_shard};
 use super::pool::Pool;
 use super::waiting::Acquired;
@@ -38,22 +39,40 @@ impl Store {
     /// Locks the shards of `pools` (every shard with `all`, for commands
     /// that read the whole store) and brings their expiries up to date.
     pub fn txn<'a, 'p>(&'a self, pools: impl IntoIterator<Item = &'p [u8]>, all: bool) -> Txn<'a> {
+        let pools: Vec<&[u8]> = if all { Vec::new() } else { pools.into_iter().collect() };
         let mut idx: Vec<usize> = if all {
             (0..self.shared.shards.len()).collect()
         } else {
-            pools.into_iter().map(|p| self.shard_index(p)).collect()
+            pools.iter().map(|p| self.shard_index(p)).collect()
         };
         idx.sort_unstable();
         idx.dedup();
+        // Help with the backlogs before the locks are taken together (a
+        // batch per hold, see `Store::with_shard_at`): under them, only
+        // what fell due since is left to fire.
+        if self.behind() && all {
+            idx.iter().for_each(|&i| self.catch_up(i, None));
+        } else if self.behind() {
+            pools.iter().for_each(|p| self.catch_up(self.shard_index(p), Some(p)));
+        }
         let journal = self.shared.journal.get();
         let mut fx = Effects::new(&self.shared.notifier, journal.is_some());
         let mut shards: Vec<_> = idx.into_iter().map(|i| (i, lock(&self.shared.shards[i].state), u64::MAX)).collect();
         // The clock is read once all locks are held: the transaction runs
         // at one instant.
         let now = self.shared.clock.now_ms();
-        for (_, g, earliest) in shards.iter_mut() {
+        for (i, g, earliest) in shards.iter_mut() {
             fx.watching = !g.watched.is_empty();
-            self.run_due(g, now, &mut fx);
+            if !self.run_due(g, now, &mut fx, Firing::Command) {
+                if all {
+                    self.clear_backlog(g, now, &mut fx, None);
+                }
+                for p in pools.iter().filter(|p| self.shard_index(p) == *i) {
+                    if let Some(pid) = g.pid(p) {
+                        self.clear_backlog(g, now, &mut fx, Some(pid));
+                    }
+                }
+            }
             Self::settle_shard_effects(g, &mut fx, earliest, &self.shared.next_version);
         }
         Txn { store: self, journal, shards, fx, now, freed: Vec::new() }

@@ -20,6 +20,10 @@ pub struct StoreConfig {
     pub max_expired_remembered: usize,
     /// At most this many live tokens per server (GEN beyond it: `-OOM`).
     pub max_tokens: u64,
+    /// Due deadlines fired per hold of a shard's lock (and at most a
+    /// millisecond's worth): a mass expiry goes in batches, and commands
+    /// on other pools of the shard wait for one batch at most.
+    pub expiry_batch: usize,
 }
 
 impl Default for StoreConfig {
@@ -31,6 +35,7 @@ impl Default for StoreConfig {
             expired_memory_ms: 3_600_000,
             max_expired_remembered: 1_000_000,
             max_tokens: 50_000_000,
+            expiry_batch: 4096,
         }
     }
 }
