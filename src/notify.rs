@@ -198,6 +198,7 @@ impl Notifier {
             return;
         }
         let classes = self.classes();
+        let mut msgs = Vec::with_capacity(events.len() * 2);
         for ev in events {
             if !classes.wants(ev.kind) {
                 continue;
@@ -216,18 +217,18 @@ impl Notifier {
             let keyspace = buf.freeze();
             if classes.0 & KEYEVENT != 0 {
                 let channel = Bytes::from_static(ev.kind.keyevent_channel().as_bytes());
-                self.send(sink, channel, keyspace.slice(PREFIX.len()..));
+                msgs.push((channel, keyspace.slice(PREFIX.len()..)));
             }
             if classes.0 & KEYSPACE != 0 {
-                self.send(sink, keyspace, Bytes::from_static(ev.kind.name().as_bytes()));
+                msgs.push((keyspace, Bytes::from_static(ev.kind.name().as_bytes())));
             }
         }
-    }
-
-    fn send(&self, sink: Option<&Arc<dyn EventSink>>, channel: Bytes, payload: Bytes) {
-        self.pubsub.publish_bytes(&channel, &payload);
+        // The broker takes the whole burst under one lock.
+        self.pubsub.publish_many(&msgs);
         if let Some(s) = sink {
-            s.publish(channel, payload);
+            for (channel, payload) in msgs {
+                s.publish(channel, payload);
+            }
         }
     }
 }

@@ -35,6 +35,9 @@ struct Inner {
     patterns: HashMap<Bytes, HashSet<u64>>,
 }
 
+/// A channel's subscribers, if it has any.
+type Subscribers<'a> = Option<&'a HashSet<u64>>;
+
 /// The broker. Shared by every connection and by the notifier.
 #[derive(Default)]
 pub struct PubSub {
@@ -124,14 +127,21 @@ impl PubSub {
 
     /// [`PubSub::publish`] with the channel already in a `Bytes` (no copy).
     pub fn publish_bytes(&self, channel: &Bytes, payload: &Bytes) -> usize {
-        if self.is_idle() {
+        self.publish_many(std::slice::from_ref(&(channel.clone(), payload.clone())))
+    }
+
+    /// Delivers each `(channel, payload)` in order, under one read lock;
+    /// consecutive messages on one channel look its subscribers up once (a
+    /// burst of expiries is one channel). Returns how many deliveries were
+    /// made in all.
+    pub fn publish_many(&self, msgs: &[(Bytes, Bytes)]) -> usize {
+        if self.is_idle() || msgs.is_empty() {
             return 0;
         }
         let mut evict = Vec::new();
         let mut receivers = 0;
         {
             let g = self.read();
-            let channel_bytes = channel.clone();
             let mut deliver = |client: u64, msg: PubMsg| {
                 if let Some(tx) = g.clients.get(&client) {
                     match tx.try_send(msg) {
@@ -140,27 +150,41 @@ impl PubSub {
                     }
                 }
             };
-            if let Some(set) = g.channels.get(channel.as_ref()) {
-                for &c in set {
-                    deliver(c, PubMsg::Message { channel: channel_bytes.clone(), payload: payload.clone() });
+            // The last two channels looked up: a burst of expiries
+            // alternates its keyevent channel with one keyspace channel
+            // per token.
+            let mut recent: [Option<(&Bytes, Subscribers)>; 2] = [None, None];
+            for (i, (channel, payload)) in msgs.iter().enumerate() {
+                let set = match recent.iter().flatten().find(|(c, _)| *c == channel) {
+                    Some(&(_, set)) => set,
+                    None => {
+                        let set = g.channels.get(channel.as_ref());
+                        recent[i % 2] = Some((channel, set));
+                        set
+                    }
+                };
+                for &c in set.into_iter().flatten() {
+                    deliver(c, PubMsg::Message { channel: channel.clone(), payload: payload.clone() });
                 }
-            }
-            for (pat, set) in &g.patterns {
-                if glob::matches(pat, channel) {
-                    for &c in set {
-                        deliver(
-                            c,
-                            PubMsg::PMessage {
-                                pattern: pat.clone(),
-                                channel: channel_bytes.clone(),
-                                payload: payload.clone(),
-                            },
-                        );
+                for (pat, set) in &g.patterns {
+                    if glob::matches(pat, channel) {
+                        for &c in set {
+                            deliver(
+                                c,
+                                PubMsg::PMessage {
+                                    pattern: pat.clone(),
+                                    channel: channel.clone(),
+                                    payload: payload.clone(),
+                                },
+                            );
+                        }
                     }
                 }
             }
         }
         if !evict.is_empty() {
+            evict.sort_unstable();
+            evict.dedup();
             let mut g = self.write();
             for c in evict {
                 tracing::warn!(client = c, "subscriber output queue full; disconnecting it");
@@ -191,6 +215,35 @@ mod tests {
         assert!(ps.is_idle());
         ps.detach(1);
         assert!(rx.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_burst_is_delivered_in_order_to_channels_and_patterns() {
+        let ps = PubSub::default();
+        let (mut rx1, mut rx2) = (ps.attach(1), ps.attach(2));
+        ps.subscribe(1, Bytes::from_static(b"ev"), false);
+        ps.subscribe(2, Bytes::from_static(b"ks:*"), true);
+        ps.subscribe(2, Bytes::from_static(b"ks:b"), false);
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        // A keyevent channel alternating with keyspace channels, as the
+        // notifier sends a burst of expiries.
+        let msgs = [(b("ev"), b("a")), (b("ks:a"), b("x")), (b("ev"), b("b")), (b("ks:b"), b("x")), (b("ev"), b("c"))];
+        assert_eq!(ps.publish_many(&msgs), 3 + 2 + 1);
+        let got1: Vec<Bytes> = (0..3)
+            .map(|_| match rx1.try_recv() {
+                Ok(PubMsg::Message { channel, payload }) if channel == b("ev") => payload,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got1, [b("a"), b("b"), b("c")]);
+        assert!(rx1.try_recv().is_err());
+        let got2: Vec<(bool, Bytes)> = std::iter::from_fn(|| rx2.try_recv().ok())
+            .map(|m| match m {
+                PubMsg::Message { channel, .. } => (false, channel),
+                PubMsg::PMessage { channel, .. } => (true, channel),
+            })
+            .collect();
+        assert_eq!(got2, [(true, b("ks:a")), (false, b("ks:b")), (true, b("ks:b"))]);
     }
 
     #[tokio::test]

@@ -86,10 +86,11 @@ impl Reply {
 
     /// Appends the encoded reply to `dst`.
     ///
-    /// Scalars (the replies of every hot command) are written directly: the
-    /// same bytes the crate writes (a test checks this for both protocols),
+    /// Scalars (the replies of every hot command) and arrays of bulk
+    /// strings (GEN COUNT, pub/sub messages) are written directly: the same
+    /// bytes the crate writes (a test checks this for both protocols),
     /// without building a frame or computing lengths through a float `log10`
-    /// as the crate does. Aggregates go through the crate.
+    /// as the crate does. Other aggregates go through the crate.
     pub fn encode(self, proto: Protocol, dst: &mut BytesMut) {
         let mut num = itoa::Buffer::new();
         match &self {
@@ -120,6 +121,27 @@ impl Reply {
                 dst.extend_from_slice(b"+");
                 dst.extend_from_slice(s);
                 dst.extend_from_slice(b"\r\n");
+                return;
+            }
+            // Arrays of bulk strings: GEN COUNT's tokens, and every pub/sub
+            // message (a burst of expiries is hundreds of thousands).
+            Reply::Array(v) | Reply::Push(v) if v.iter().all(|r| matches!(r, Reply::Bulk(_))) => {
+                let push = proto == Protocol::Resp3 && matches!(self, Reply::Push(_));
+                dst.reserve(
+                    v.iter().map(|r| if let Reply::Bulk(b) = r { b.len() + 16 } else { 0 }).sum::<usize>() + 16,
+                );
+                dst.extend_from_slice(if push { b">" } else { b"*" });
+                dst.extend_from_slice(num.format(v.len()).as_bytes());
+                dst.extend_from_slice(b"\r\n");
+                for r in v {
+                    if let Reply::Bulk(b) = r {
+                        dst.extend_from_slice(b"$");
+                        dst.extend_from_slice(num.format(b.len()).as_bytes());
+                        dst.extend_from_slice(b"\r\n");
+                        dst.extend_from_slice(b);
+                        dst.extend_from_slice(b"\r\n");
+                    }
+                }
                 return;
             }
             _ => {}
@@ -225,7 +247,7 @@ mod tests {
         assert_eq!(enc(m, Protocol::Resp3), b"%2\r\n$1\r\na\r\n:1\r\n$1\r\nb\r\n:2\r\n");
     }
 
-    /// The scalar fast path writes exactly what the crate writes.
+    /// The fast paths write exactly what the crate writes.
     #[test]
     fn fast_path_matches_the_crate() {
         let cases = [
@@ -239,6 +261,13 @@ mod tests {
             Reply::Null,
             Reply::status("OK"),
             Reply::status("PONG"),
+            Reply::Array(Vec::new()),
+            Reply::Array(vec![Reply::Bulk(Bytes::from_static(b"a")), Reply::Bulk(Bytes::from(vec![b'y'; 1_000]))]),
+            Reply::Push(vec![
+                Reply::bulk_static("message"),
+                Reply::Bulk(Bytes::from_static(b"__keyevent@0__:expired")),
+                Reply::Bulk(Bytes::from_static(b"p:67e55044-10b1-426f-9247-bb680e5fe0c8")),
+            ]),
         ];
         for r in cases {
             for p in [Protocol::Resp2, Protocol::Resp3] {
