@@ -96,11 +96,7 @@ impl Reply {
         match &self {
             Reply::Bulk(b) => {
                 dst.reserve(b.len() + 16);
-                dst.extend_from_slice(b"$");
-                dst.extend_from_slice(num.format(b.len()).as_bytes());
-                dst.extend_from_slice(b"\r\n");
-                dst.extend_from_slice(b);
-                dst.extend_from_slice(b"\r\n");
+                put_bulk(dst, &mut num, b);
                 return;
             }
             Reply::Integer(i) => {
@@ -135,11 +131,7 @@ impl Reply {
                 dst.extend_from_slice(b"\r\n");
                 for r in v {
                     if let Reply::Bulk(b) = r {
-                        dst.extend_from_slice(b"$");
-                        dst.extend_from_slice(num.format(b.len()).as_bytes());
-                        dst.extend_from_slice(b"\r\n");
-                        dst.extend_from_slice(b);
-                        dst.extend_from_slice(b"\r\n");
+                        put_bulk(dst, &mut num, b);
                     }
                 }
                 return;
@@ -215,6 +207,15 @@ impl Reply {
             }
         }
     }
+}
+
+/// Appends a bulk string: `$<len>\r\n<bytes>\r\n`, as the crate writes it.
+fn put_bulk(dst: &mut BytesMut, num: &mut itoa::Buffer, b: &[u8]) {
+    dst.extend_from_slice(b"$");
+    dst.extend_from_slice(num.format(b.len()).as_bytes());
+    dst.extend_from_slice(b"\r\n");
+    dst.extend_from_slice(b);
+    dst.extend_from_slice(b"\r\n");
 }
 
 /// Error lines cannot contain CR or LF; Redis replaces them with spaces.
