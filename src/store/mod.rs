@@ -518,6 +518,11 @@ impl Store {
     /// thread (and every connection on it) for a whole backlog.
     pub async fn ready(&self, pool: &[u8]) {
         let idx = self.shard_index(pool);
+        // A pool with nothing queued goes on at once: its request fires its
+        // small share when it runs.
+        if !lock(&self.shared.shards[idx].state).pool_behind(pool) {
+            return;
+        }
         while !self.with_shard_at(idx, Due::Batch, |s, _, _| !s.pool_behind(pool)) {
             tokio::task::yield_now().await;
         }

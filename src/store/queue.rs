@@ -98,7 +98,30 @@ pub(crate) struct ExpiredSet {
     len: usize,
 }
 
-type Parts = [HashMap<TokenId, u64, TokenHash>; PARTS];
+type Parts = [HashMap<Key, u64, TokenHash>; PARTS];
+
+/// A token id as two words: a `u128` is aligned to 16 bytes, which makes an
+/// entry `(u128, u64)` 32 bytes; `(Key, u64)` is 24. A mass expiry inserts
+/// millions of them at random places, so the smaller table is fewer cache
+/// lines and fresh pages touched. Hashed as the `u128` it stands for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key([u64; 2]);
+
+impl Key {
+    fn new(id: TokenId) -> Key {
+        Key([id as u64, (id >> 64) as u64])
+    }
+
+    fn id(self) -> TokenId {
+        u128::from(self.0[1]) << 64 | u128::from(self.0[0])
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u128(self.id());
+    }
+}
 
 /// `PART_ENDS[i]`: the end of part `i`'s range of the 64-bit key below,
 /// `2^64 · Σ_{j ≤ i} 2^(j/16) / Σ_j 2^(j/16)` (the last is `u64::MAX`).
@@ -128,7 +151,7 @@ impl ExpiredSet {
     }
 
     pub fn get(&self, id: &TokenId) -> Option<&u64> {
-        self.parts.as_ref()?[part(*id)].get(id)
+        self.parts.as_ref()?[part(*id)].get(&Key::new(*id))
     }
 
     pub fn contains_key(&self, id: &TokenId) -> bool {
@@ -137,7 +160,7 @@ impl ExpiredSet {
 
     pub fn insert(&mut self, id: TokenId, forget_at: u64) -> Option<u64> {
         let parts = self.parts.get_or_insert_with(Box::default);
-        let old = parts[part(id)].insert(id, forget_at);
+        let old = parts[part(id)].insert(Key::new(id), forget_at);
         if old.is_none() {
             self.len += 1;
         }
@@ -145,7 +168,7 @@ impl ExpiredSet {
     }
 
     pub fn remove(&mut self, id: &TokenId) -> Option<u64> {
-        let old = self.parts.as_mut()?[part(*id)].remove(id);
+        let old = self.parts.as_mut()?[part(*id)].remove(&Key::new(*id));
         if old.is_some() {
             self.len -= 1;
             if self.len == 0 {
@@ -157,7 +180,7 @@ impl ExpiredSet {
 
     /// Every remembered token with when it is forgotten.
     pub fn iter(&self) -> impl Iterator<Item = (TokenId, u64)> + '_ {
-        self.parts.iter().flat_map(|parts| parts.iter().flat_map(|p| p.iter().map(|(&t, &at)| (t, at))))
+        self.parts.iter().flat_map(|parts| parts.iter().flat_map(|p| p.iter().map(|(&k, &at)| (k.id(), at))))
     }
 
     pub fn clear(&mut self) {
@@ -166,11 +189,11 @@ impl ExpiredSet {
     }
 
     /// Bytes it holds on the heap (MEMORY USAGE): the maps' tables, about
-    /// 40 bytes an entry at their usual load.
+    /// 30 bytes an entry at their usual load.
     pub fn heap_bytes(&self) -> usize {
         self.parts.as_ref().map_or(0, |parts| {
             std::mem::size_of::<Parts>()
-                + parts.iter().map(|p| p.capacity() * (std::mem::size_of::<(TokenId, u64)>() + 1)).sum::<usize>()
+                + parts.iter().map(|p| p.capacity() * (std::mem::size_of::<(Key, u64)>() + 1)).sum::<usize>()
         })
     }
 }
@@ -223,6 +246,23 @@ mod tests {
         assert!(worst <= 300_000 / 8, "{worst} entries rehashed within 1,000 inserts");
         let sizes: Vec<usize> = s.parts.as_ref().unwrap().iter().map(HashMap::len).collect();
         assert!(sizes.windows(2).all(|w| w[0] < w[1]), "shares grow with the part number: {sizes:?}");
+    }
+
+    #[test]
+    fn expired_set_gives_back_the_ids_it_was_given() {
+        let ids = [0u128, 1, u128::MAX, 1 << 64, (1 << 64) - 1, 0x67e5_5044_10b1_426f_9247_bb68_0e5f_e0c8];
+        let mut s = ExpiredSet::default();
+        for (i, &id) in ids.iter().enumerate() {
+            s.insert(id, i as u64);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(s.get(id), Some(&(i as u64)));
+        }
+        let mut back: Vec<(TokenId, u64)> = s.iter().collect();
+        back.sort();
+        let mut want: Vec<(TokenId, u64)> = ids.iter().enumerate().map(|(i, &id)| (id, i as u64)).collect();
+        want.sort();
+        assert_eq!(back, want);
     }
 
     #[test]
