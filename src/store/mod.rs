@@ -494,16 +494,18 @@ impl Store {
     /// in between, until `pool` (every pool with `None`) has nothing left in
     /// it.
     fn catch_up(&self, idx: usize, pool: Option<&[u8]>) {
-        loop {
-            let done = self.with_shard_at(idx, Due::Batch, |s, _, _| match pool {
-                Some(p) => !s.pool_behind(p),
-                None => s.backlog.is_empty(),
-            });
-            if done {
-                return;
-            }
+        while !self.help(idx, pool) {
             std::thread::yield_now();
         }
+    }
+
+    /// Fires one batch of shard `idx`'s backlog; returns whether `pool`
+    /// (every pool with `None`) has nothing left in it.
+    fn help(&self, idx: usize, pool: Option<&[u8]>) -> bool {
+        self.with_shard_at(idx, Due::Batch, |s, _, _| match pool {
+            Some(p) => !s.pool_behind(p),
+            None => s.backlog.is_empty(),
+        })
     }
 
     /// Whether some shard has a backlog of due expiries (a lock-free look).
@@ -523,7 +525,7 @@ impl Store {
         if !lock(&self.shared.shards[idx].state).pool_behind(pool) {
             return;
         }
-        while !self.with_shard_at(idx, Due::Batch, |s, _, _| !s.pool_behind(pool)) {
+        while !self.help(idx, Some(pool)) {
             tokio::task::yield_now().await;
         }
     }
