@@ -226,7 +226,9 @@ mod tests {
         // 1,000 inserts. Equal parts double together (about the whole set
         // at once); staggered ones one at a time.
         let mut s = ExpiredSet::default();
-        let mut rng = rand::rng();
+        // Seeded: the shares differ by 4.4%, which random draws of 300k
+        // tokens cross now and then (a run in CI did).
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(16);
         let mut moved: Vec<(usize, usize)> = Vec::new();
         for n in 0..300_000 {
             let id = crate::token::from_random(rand::RngExt::random(&mut rng));
