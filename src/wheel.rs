@@ -209,8 +209,9 @@ pub struct Wheel<T> {
     /// Level `L` holds entries whose placement differs from `elapsed` first in
     /// bits `6L..6L+6`. Boxed: 384 `Vec`s are ~9 KiB, too big to move around.
     levels: Box<[Level<T>; LEVELS]>,
-    /// The next big cascade, partly spread ahead of its time.
-    prepared: Option<Box<Prepared<T>>>,
+    /// Big cascades near their time, partly spread ahead of it: at most
+    /// one per level (each level's next occupied slot).
+    prepared: Vec<Prepared<T>>,
     /// [`PREPARE_MIN`] (tests lower it).
     prepare_min: usize,
     /// [`PREPARE_LEAD_MS`] (tests raise it).
@@ -218,6 +219,10 @@ pub struct Wheel<T> {
     /// The emptied storage of big slots whose prepared cascade was moved
     /// into place (see [`Wheel::take_garbage`]).
     garbage: Vec<Vec<(u64, T)>>,
+    /// The most entries one cascade moved that were not spread ahead
+    /// (tests: what a poll costs at worst).
+    #[cfg(test)]
+    cold_cascade_max: usize,
 }
 
 /// A big level-`level` slot, starting at `start`, being spread ahead of its
@@ -247,10 +252,12 @@ impl<T> Wheel<T> {
             elapsed: now,
             len: 0,
             levels: Box::new(array::from_fn(|_| Level::new())),
-            prepared: None,
+            prepared: Vec::new(),
             prepare_min: PREPARE_MIN,
             prepare_lead_ms: PREPARE_LEAD_MS,
             garbage: Vec::new(),
+            #[cfg(test)]
+            cold_cascade_max: 0,
         }
     }
 
@@ -305,6 +312,10 @@ impl<T> Wheel<T> {
                 }
             } else {
                 let entries = self.take_prepared(level, slot, deadline, entries);
+                #[cfg(test)]
+                {
+                    self.cold_cascade_max = self.cold_cascade_max.max(entries.len());
+                }
                 self.cascade(entries, level);
             }
         }
@@ -314,9 +325,10 @@ impl<T> Wheel<T> {
     /// When the slot being cascaded was prepared: moves what was spread into
     /// place and returns the entries still to cascade (those appended since).
     fn take_prepared(&mut self, level: usize, slot: usize, start: u64, mut entries: Vec<(u64, T)>) -> Vec<(u64, T)> {
-        let Some(p) = self.prepared.take_if(|p| (p.level, p.slot, p.start) == (level, slot, start)) else {
+        let Some(at) = self.prepared.iter().position(|p| (p.level, p.slot, p.start) == (level, slot, start)) else {
             return entries;
         };
+        let p = self.prepared.swap_remove(at);
         // The levels below are empty now (see `Prepared`); were they not,
         // what is there was placed before, so appending keeps the order.
         for (l, row) in p.targets.into_iter().enumerate() {
@@ -338,13 +350,27 @@ impl<T> Wheel<T> {
         std::mem::take(&mut self.garbage)
     }
 
-    /// The next big cascade: of each level's next occupied slot, the earliest
-    /// holding at least [`PREPARE_MIN`] entries, as `(start, level, slot)`.
-    fn next_big(&self) -> Option<(u64, usize, usize)> {
-        (1..LEVELS)
+    /// The big cascades near their time at `now`: of each level's next
+    /// occupied slot, those holding at least [`PREPARE_MIN`] entries whose
+    /// lead has come (see [`PREPARE_LEAD_MS`]), as `(start, level, slot)`,
+    /// earliest first.
+    ///
+    /// Every level, not only the earliest big slot: when a big slot
+    /// cascades, its lower slots are big too, and one of them is always the
+    /// earliest until the last has cascaded. A big slot of the level above
+    /// that starts right after them would wait for that, and get only the
+    /// last lower slot's time (64 ms at level 1) to be spread in.
+    fn near_bigs(&self, now: u64) -> Vec<(u64, usize, usize)> {
+        let mut near: Vec<(u64, usize, usize)> = (1..LEVELS)
             .filter_map(|l| self.levels[l].next_occupied(l, self.elapsed).map(|(t, s)| (t, l, s)))
-            .filter(|&(_, l, s)| self.levels[l].slots[s].len() >= self.prepare_min)
-            .min_by_key(|&(t, _, _)| t)
+            .filter(|&(start, l, s)| {
+                let len = self.levels[l].slots[s].len();
+                let lead = self.prepare_lead_ms.saturating_add(len as u64 / PREPARE_PER_MS);
+                len >= self.prepare_min && start.saturating_sub(now) <= lead
+            })
+            .collect();
+        near.sort_unstable();
+        near
     }
 
     /// The earliest time at which `poll` has work to do (a firing or a cascade), or None when empty.
@@ -508,9 +534,7 @@ impl<T> Wheel<T> {
                 if entries.is_empty() {
                     self.levels[level].occupied &= !(1 << slot);
                 }
-                if self.prepared.as_ref().is_some_and(|p| (p.level, p.slot) == (level, slot)) {
-                    self.prepared = None;
-                }
+                self.prepared.retain(|p| (p.level, p.slot) != (level, slot));
             }
             if sweep.index == usize::MAX {
                 sweep.index = 0;
@@ -530,58 +554,69 @@ impl<T> Wheel<T> {
 }
 
 impl<T: Copy> Wheel<T> {
-    /// Spreads up to `budget` more entries of the next big cascade (a slot of
-    /// at least [`PREPARE_MIN`] entries) to where it will put them, once its
-    /// time is near (see [`PREPARE_LEAD_MS`]; `now` is the time now, which
-    /// may be ahead of [`Wheel::elapsed`]). Returns how many of its entries
-    /// are left to spread now (0 when there is no big cascade, or it is not
-    /// near yet). The owner calls it between polls with a small budget, so
-    /// that a big slot costs many short steps instead of one long stall when
-    /// its time comes. Changes nothing a poll returns.
-    pub fn prepare(&mut self, now: u64, budget: usize) -> usize {
-        let Some((start, level, slot)) = self.next_big() else {
-            self.prepared = None;
-            return 0;
-        };
-        let len = self.levels[level].slots[slot].len();
-        let lead = self.prepare_lead_ms.saturating_add(len as u64 / PREPARE_PER_MS);
-        if start.saturating_sub(now) > lead {
-            return 0;
+    /// Spreads up to `budget` more entries of the big cascades (slots of at
+    /// least [`PREPARE_MIN`] entries) whose time is near (see
+    /// [`PREPARE_LEAD_MS`]; `now` is the time now, which may be ahead of
+    /// [`Wheel::elapsed`]) to where they will put them, the earliest first.
+    /// Returns how many of their entries are left to spread now (0 when
+    /// there is no big cascade, or none is near yet). The owner calls it
+    /// between polls with a small budget, so that a big slot costs many
+    /// short steps instead of one long stall when its time comes. Changes
+    /// nothing a poll returns.
+    pub fn prepare(&mut self, now: u64, mut budget: usize) -> usize {
+        let near = self.near_bigs(now);
+        // Spread work on a slot that is no longer near (an earlier big slot
+        // appeared in its level) is dropped: the copies would live too long.
+        self.prepared.retain(|p| near.iter().any(|&(t, l, s)| (t, l, s) == (p.start, p.level, p.slot)));
+        let mut left = 0;
+        for (start, level, slot) in near {
+            let at = match self.prepared.iter().position(|p| (p.level, p.slot, p.start) == (level, slot, start)) {
+                Some(at) => at,
+                None => {
+                    self.prepared.push(Prepared {
+                        level,
+                        slot,
+                        start,
+                        done: 0,
+                        targets: (0..level).map(|_| array::from_fn(|_| Vec::new())).collect(),
+                    });
+                    self.prepared.len() - 1
+                }
+            };
+            let p = &mut self.prepared[at];
+            let entries = &self.levels[level].slots[slot];
+            // Never true (a slot only grows until it is taken, and taking it
+            // ends its preparation); if it were, the copies made are not the
+            // slot's first entries: start over.
+            if p.done > entries.len() {
+                p.done = 0;
+                p.targets.iter_mut().flatten().for_each(Vec::clear);
+            }
+            let end = entries.len().min(p.done.saturating_add(budget));
+            for &(when, item) in &entries[p.done..end] {
+                let at = placement(start, when);
+                let l = level_for(start, at);
+                debug_assert!(l < level);
+                p.targets[l][slot_for(at, l)].push((when, item));
+            }
+            budget -= end - p.done;
+            p.done = end;
+            left += entries.len() - end;
         }
-        let p = match &mut self.prepared {
-            Some(p) if (p.level, p.slot, p.start) == (level, slot, start) => p,
-            // None yet, or an earlier big slot appeared: start on this one.
-            other => other.insert(Box::new(Prepared {
-                level,
-                slot,
-                start,
-                done: 0,
-                targets: (0..level).map(|_| array::from_fn(|_| Vec::new())).collect(),
-            })),
-        };
-        let entries = &self.levels[level].slots[slot];
-        // Never true (a slot only grows until it is taken, and taking it
-        // ends its preparation); if it were, the copies made are not the
-        // slot's first entries: start over.
-        if p.done > entries.len() {
-            p.done = 0;
-            p.targets.iter_mut().flatten().for_each(Vec::clear);
-        }
-        let end = entries.len().min(p.done.saturating_add(budget));
-        for &(when, item) in &entries[p.done..end] {
-            let at = placement(start, when);
-            let l = level_for(start, at);
-            debug_assert!(l < level);
-            p.targets[l][slot_for(at, l)].push((when, item));
-        }
-        p.done = end;
-        entries.len() - end
+        left
     }
 
-    /// Entries of the next big cascade spread so far (tests).
+    /// The most entries one cascade moved that were not spread ahead
+    /// (tests).
+    #[cfg(test)]
+    pub(crate) fn cold_cascade_max(&self) -> usize {
+        self.cold_cascade_max
+    }
+
+    /// Entries of the big cascades spread so far (tests).
     #[cfg(test)]
     pub(crate) fn prepared_entries(&self) -> usize {
-        self.prepared.as_ref().map_or(0, |p| p.done)
+        self.prepared.iter().map(|p| p.done).sum()
     }
 }
 
@@ -1200,7 +1235,7 @@ mod tests {
         assert_eq!(prepared.prepare(base - 10, 1_000), 1_500);
         assert_eq!(prepared.prepared_entries(), 5_000);
         add(700, &mut plain, &mut prepared, &mut rng);
-        assert!(prepared.prepared.is_some());
+        assert_eq!(prepared.prepared.len(), 1);
         let mut fired = 0;
         for now in base - 9..=base + 4_096 {
             let (a, b) = (poll_vec(&mut plain, now), poll_vec(&mut prepared, now));
@@ -1208,13 +1243,51 @@ mod tests {
             assert!(a.iter().all(|&(when, _)| when == now));
             fired += a.len();
             if now == base {
-                assert!(prepared.prepared.is_none(), "the slot's cascade took what was spread");
+                assert!(prepared.prepared.is_empty(), "the slot's cascade took what was spread");
             }
         }
         assert_eq!(fired, 7_200);
         assert!(plain.is_empty() && prepared.is_empty());
         // Nothing big ahead: nothing to do.
         assert_eq!(prepared.prepare(base + 4_096, 1_000), 0);
+    }
+
+    /// A pool made at once, due within a 2 s window that straddles two
+    /// level-2 slots, with an owner that spreads only so much per
+    /// millisecond: the second level-2 slot is spread while the first one's
+    /// level-1 slots (big as well) come and go, so no cascade moves a big
+    /// slot's entries unspread, and everything fires on time.
+    #[test]
+    fn every_big_cascade_is_spread_before_its_time() {
+        const N: u64 = 400_000;
+        // What the owner spreads per millisecond of the clock.
+        const BUDGET: usize = 1_000;
+        let mut wheel = Wheel::new(START);
+        wheel.prepare_min = 4_096;
+        let boundary = (START + 30_000).next_multiple_of(1 << 12);
+        let window = boundary - 1_000;
+        for i in 0..N {
+            wheel.insert(window + i * 2_000 / N, i as u32);
+        }
+        let (big_a, big_b) = (slot_for(boundary - 1, 2), slot_for(boundary, 2));
+        assert_eq!(wheel.levels[2].slots[big_a].len() as u64, N / 2);
+        assert_eq!(wheel.levels[2].slots[big_b].len() as u64, N / 2);
+        let mut out = Vec::new();
+        let mut fired = 0;
+        for now in START..window + 2_000 {
+            wheel.prepare(now, BUDGET);
+            out.clear();
+            wheel.poll(now, &mut out);
+            assert!(out.iter().all(|&(when, _)| when == now), "fired at {now}");
+            fired += out.len() as u64;
+        }
+        assert_eq!(fired, N);
+        assert!(wheel.is_empty());
+        assert!(
+            wheel.cold_cascade_max < wheel.prepare_min,
+            "a cascade moved {} entries that were not spread ahead",
+            wheel.cold_cascade_max
+        );
     }
 
     /// One million entries over 60 s, polled every millisecond: all fire, each

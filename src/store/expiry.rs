@@ -102,7 +102,8 @@ impl Store {
     /// left to spread now.
     pub(crate) fn prepare_cascade(&self, idx: usize) -> Option<bool> {
         let mut g = lock(&self.shard_cells()[idx].state);
-        if g.wheel.len() < PREPARE_MIN {
+        g.big_wheel = g.wheel.len() >= PREPARE_MIN;
+        if !g.big_wheel {
             return None;
         }
         Some(g.wheel.prepare(self.clock().now_ms(), PREPARE_CHUNK) > 0)
@@ -180,8 +181,8 @@ const SWEEP_CHUNK: usize = 8 * 1024;
 
 /// While a shard's wheel is big enough to hold a big slot, its driver looks
 /// for one to prepare at least this often (ms): a slot filling up does not
-/// wake the driver by itself.
-const PREPARE_RECHECK_MS: u64 = 50;
+/// wake the driver by itself (only the wheel growing big does).
+pub(crate) const PREPARE_RECHECK_MS: u64 = 50;
 
 /// One step of a driver between ticks: whether to spread another chunk, or
 /// when to look again (`next`, or sooner while there may be a big slot).

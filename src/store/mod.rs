@@ -100,6 +100,10 @@ struct Shard {
     /// Where the sweep of stale wheel entries stands, while one runs (see
     /// [`expiry`]).
     sweep: Option<crate::wheel::Sweep>,
+    /// Whether the driver knows the wheel is big enough to hold a big slot
+    /// and so looks for one to spread ahead of its time every
+    /// [`expiry::PREPARE_RECHECK_MS`] (see `Store::release`).
+    big_wheel: bool,
     /// How late (µs) lifetimes and leases ended when their entries fired.
     lateness: crate::hist::Hist,
     /// While `run_due` fires entries: the instant (epoch µs) it does so; 0
@@ -234,6 +238,7 @@ impl Shard {
             watched: HashMap::new(),
             live: 0,
             sweep: None,
+            big_wheel: false,
             lateness: crate::hist::Hist::default(),
             fire_us: 0,
             worst_late_us: 0,
@@ -562,6 +567,13 @@ impl Store {
             // Start a sweep now: the driver may be asleep until a
             // far deadline, and nothing else would wake it.
             g.sweep = Some(crate::wheel::Sweep::default());
+            fx.earliest_armed = now;
+        }
+        if !g.big_wheel && g.wheel.len() >= crate::wheel::PREPARE_MIN {
+            // The driver may be asleep until a far deadline, the one it
+            // saw while the wheel was small: a pool filled since can put
+            // millions of entries in one slot, which must be spread ahead.
+            g.big_wheel = true;
             fx.earliest_armed = now;
         }
         drop(g);

@@ -250,12 +250,33 @@ async fn driver_is_woken_for_an_earlier_deadline() {
 /// before its time, and its tokens still expire at their exact millisecond.
 #[tokio::test(start_paused = true)]
 async fn driver_spreads_a_big_cascade_ahead_and_expiries_stay_exact() {
+    spreads_a_big_cascade_ahead(0).await;
+}
+
+/// The same when the wheel was small when the driver last looked: it went
+/// to sleep until the slot's time, and the pool filled up after that.
+#[tokio::test(start_paused = true)]
+async fn driver_spreads_a_slot_that_filled_up_while_it_slept() {
+    spreads_a_big_cascade_ahead(1_000).await;
+}
+
+/// Makes `first` tokens and lets the driver look, then `PREPARE_MIN` and
+/// 5,000 more with the same lifetime: every slot holding them is spread
+/// before its time (no cascade moves a big slot's entries in one go), and
+/// they expire at their exact millisecond.
+async fn spreads_a_big_cascade_ahead(first: u64) {
     let n = crate::wheel::PREPARE_MIN as u64 + 5_000;
     let (s, _) = store_with(StoreConfig { shards: 1, max_expired_remembered: 0, ..Default::default() });
     let _drivers = expiry::spawn(&s);
     let life = 20_000;
-    s.gen_tokens(b"p", Some(life), n).unwrap();
     let start = s.clock().now_ms();
+    if first > 0 {
+        s.gen_tokens(b"p", Some(life), first).unwrap();
+        tokio::task::yield_now().await;
+        let asleep_until = s.shard_cells()[0].wake_at.load(std::sync::atomic::Ordering::Acquire);
+        assert!(asleep_until > start + 1_000, "the driver sleeps until the slot's time");
+    }
+    s.gen_tokens(b"p", Some(life), n).unwrap();
     let spread = || lock(&s.shard_cells()[0].state).wheel.prepared_entries();
     // Far from any cascade: nothing is copied yet.
     tokio::task::yield_now().await;
@@ -268,13 +289,15 @@ async fn driver_spreads_a_big_cascade_ahead_and_expiries_stay_exact() {
         for _ in 0..20 {
             tokio::task::yield_now().await;
         }
-        if spread() == n as usize {
+        if spread() == (first + n) as usize {
             whole += 1;
         }
     }
     assert!(whole > 0, "never spread whole");
+    let cold = lock(&s.shard_cells()[0].state).wheel.cold_cascade_max();
+    assert!(cold < crate::wheel::PREPARE_MIN, "a cascade moved {cold} entries not spread ahead");
     assert_eq!(s.clock().now_ms() - start, life - 1);
-    assert_eq!(s.stats(b"p").total, n, "all alive 1 ms before the deadline");
+    assert_eq!(s.stats(b"p").total, first + n, "all alive 1 ms before the deadline");
     ms(1).await;
     assert_eq!(s.stats(b"p").total, 0, "all gone at the deadline");
     s.check_invariants().unwrap();
