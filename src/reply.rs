@@ -10,6 +10,7 @@
 //! Encoding is delegated to the `redis-protocol` crate's encoders; this module
 //! only converts to its frame types.
 
+use crate::token::{self, TokenId};
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::BytesFrame as F2;
 use redis_protocol::resp3::types::{BytesFrame as F3, FrameMap, FrameSet, VerbatimStringFormat};
@@ -46,6 +47,9 @@ pub enum Reply {
     Verbatim(Bytes),
     /// RESP3 push (pub/sub messages); a plain array in RESP2.
     Push(Vec<Reply>),
+    /// An array of tokens' text forms (GEN COUNT), written straight from
+    /// the ids: no string is made per token.
+    Tokens(Vec<TokenId>),
 }
 
 impl Reply {
@@ -76,7 +80,7 @@ impl Reply {
 
     /// True for arrays, maps, sets and pushes.
     pub fn is_aggregate(&self) -> bool {
-        matches!(self, Reply::Array(_) | Reply::Map(_) | Reply::Set(_) | Reply::Push(_))
+        matches!(self, Reply::Array(_) | Reply::Map(_) | Reply::Set(_) | Reply::Push(_) | Reply::Tokens(_))
     }
 
     /// True for error replies.
@@ -136,6 +140,17 @@ impl Reply {
                 }
                 return;
             }
+            Reply::Tokens(ids) => {
+                let each = 1 + 2 + 2 + token::TOKEN_TEXT_LEN + 2;
+                dst.reserve(ids.len() * each + 16);
+                dst.extend_from_slice(b"*");
+                dst.extend_from_slice(num.format(ids.len()).as_bytes());
+                dst.extend_from_slice(b"\r\n");
+                for &t in ids {
+                    put_bulk(dst, &mut num, &token::format(t));
+                }
+                return;
+            }
             _ => {}
         }
         // Encoding into a growable buffer cannot fail for frames we build
@@ -162,6 +177,7 @@ impl Reply {
             Reply::Array(v) | Reply::Set(v) | Reply::Push(v) => {
                 F2::Array(v.into_iter().map(Reply::into_resp2).collect())
             }
+            Reply::Tokens(ids) => F2::Array(ids.into_iter().map(|t| F2::BulkString(token_text(t))).collect()),
             Reply::Map(kv) => {
                 let mut out = Vec::with_capacity(kv.len() * 2);
                 for (k, v) in kv {
@@ -185,6 +201,10 @@ impl Reply {
             Reply::Double(d) => F3::Double { data: d, attributes: None },
             Reply::Array(v) => F3::Array { data: v.into_iter().map(Reply::into_resp3).collect(), attributes: None },
             Reply::Push(v) => F3::Push { data: v.into_iter().map(Reply::into_resp3).collect(), attributes: None },
+            Reply::Tokens(ids) => F3::Array {
+                data: ids.into_iter().map(|t| F3::BlobString { data: token_text(t), attributes: None }).collect(),
+                attributes: None,
+            },
             // redis-protocol's RESP3 set hashes its members and cannot hold
             // aggregates (it panics); such sets are sent as arrays, which
             // every client reads the same way.
@@ -207,6 +227,11 @@ impl Reply {
             }
         }
     }
+}
+
+/// A token's text form as a bulk string's bytes.
+fn token_text(id: TokenId) -> Bytes {
+    Bytes::copy_from_slice(&token::format(id))
 }
 
 /// Appends a bulk string: `$<len>\r\n<bytes>\r\n`, as the crate writes it.
@@ -269,6 +294,8 @@ mod tests {
                 Reply::Bulk(Bytes::from_static(b"__keyevent@0__:expired")),
                 Reply::Bulk(Bytes::from_static(b"p:67e55044-10b1-426f-9247-bb680e5fe0c8")),
             ]),
+            Reply::Tokens(Vec::new()),
+            Reply::Tokens(vec![0, u128::MAX, 0x67e5_5044_10b1_426f_9247_bb68_0e5f_e0c8]),
         ];
         for r in cases {
             for p in [Protocol::Resp2, Protocol::Resp3] {

@@ -284,6 +284,14 @@ impl<T> Wheel<T> {
         self.len += 1;
     }
 
+    /// Makes room for `n` more entries at `when` (a GEN arms thousands of
+    /// tokens at one deadline: their slot grows once, not by doubling).
+    pub fn reserve_at(&mut self, when: u64, n: usize) {
+        let at = placement(self.elapsed, when);
+        let level = level_for(self.elapsed, at);
+        self.levels[level].slots[slot_for(at, level)].reserve(n);
+    }
+
     /// Advances the clock to `now` (must be >= elapsed(); if smaller, treat as elapsed()) and appends to `out`
     /// every entry due at or before `now`, as (registered_when, item), in nondecreasing order of the slot they
     /// fired from. Cascades higher-level slots down as their time comes: a slot is taken whole (std::mem::take)

@@ -56,7 +56,7 @@ pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
         Err(e) => Reply::error(e.to_string()),
         Ok(ids) => match g.count {
             None => ids.first().map_or(Reply::Null, |&t| Reply::bulk(token::format(t))),
-            Some(_) => Reply::Array(ids.into_iter().map(|t| Reply::bulk(token::format(t))).collect()),
+            Some(_) => Reply::Tokens(ids),
         },
     };
     Ok(reply.into())

@@ -6,14 +6,45 @@
 
 use super::fire::{arm_lease, arm_life};
 use super::pool::{Pool, SlotIdx};
+use super::slab::Spare;
 use super::waiting::{Acquired, Waiter, Waiting};
 use super::{Change, Effects, PoolId, PoolStats, Record, Shard, Store, TokenError, TokenInfo};
 use crate::notify::EventKind;
 use crate::token::TokenId;
 use bytes::Bytes;
-use rand::RngExt;
+use rand::{Rng, RngExt};
 use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
+
+/// What a GEN needs that can be made before its shard is locked: its
+/// tokens' random bits and, for a big one, slab chunks already faulted in.
+/// Both were most of a GEN COUNT 100000's hold of the lock: drawing 16
+/// random bytes a token, and the kernel zeroing the fresh pages the slots
+/// land in.
+#[derive(Default)]
+pub(super) struct GenStock {
+    randoms: Vec<[u8; 16]>,
+    spare: Spare,
+}
+
+impl GenStock {
+    /// The stock for a GEN of `count` tokens that adds `chunks` slab
+    /// chunks (nothing for a small GEN: its hold is short anyway, and a
+    /// stock costs an allocation).
+    pub(super) fn new(count: u64, chunks: usize) -> GenStock {
+        if count < GEN_STOCK_MIN {
+            return GenStock::default();
+        }
+        // The thread's generator is a CSPRNG seeded from the OS, as the
+        // shard's own is; filled in one go, not 16 bytes at a time.
+        let mut randoms = vec![[0u8; 16]; count as usize];
+        rand::rng().fill_bytes(randoms.as_flattened_mut());
+        GenStock { randoms, spare: Spare::faulted(chunks) }
+    }
+}
+
+/// GENs of fewer tokens than this make no [`GenStock`].
+const GEN_STOCK_MIN: u64 = 256;
 
 /// Pools with fewer slots than this are not prefetched: 2 MiB of slots,
 /// which stay in cache between the commands that touch them.
@@ -26,7 +57,11 @@ impl Store {
         if count == 0 {
             return Ok(Vec::new());
         }
-        Ok(self.with_shard(pool, |s, now, fx| self.op_gen(s, now, fx, pool, lifetime_ms, count)))
+        let mut stock = GenStock::new(count, self.chunks_wanted(pool, count));
+        let ids = self.with_shard(pool, |s, now, fx| self.op_gen(s, now, fx, pool, lifetime_ms, count, &mut stock));
+        // Chunks not used are unmapped here, after the lock.
+        drop(stock);
+        Ok(ids)
     }
 
     /// Counts `count` more live tokens against `--max-tokens`, before they
@@ -40,7 +75,24 @@ impl Store {
         Ok(())
     }
 
+    /// How many slab chunks a GEN of `count` tokens into `pool` would add,
+    /// as things are now (a look under the lock that fires nothing). The
+    /// GEN may find it changed: chunks missing are made under the lock,
+    /// chunks left over are unmapped after it.
+    fn chunks_wanted(&self, pool: &[u8], count: u64) -> usize {
+        if count < GEN_STOCK_MIN {
+            return 0;
+        }
+        let g = super::lock(&self.shared.shards[self.shard_index(pool)].state);
+        match g.pid(pool).and_then(|pid| g.pools.get(&pid)) {
+            Some(p) => p.chunks_wanted(count as usize),
+            None => super::slab::Slab::default().chunks_wanted(count as usize),
+        }
+    }
+
     /// GEN on a locked shard; the tokens were reserved ([`Store::reserve_tokens`]).
+    /// What `stock` holds is used first.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn op_gen(
         &self,
         s: &mut Shard,
@@ -49,17 +101,20 @@ impl Store {
         pool: &[u8],
         lifetime_ms: Option<u64>,
         count: u64,
+        stock: &mut GenStock,
     ) -> Vec<TokenId> {
         let lifetime = lifetime_ms.unwrap_or(self.shared.config.default_lifetime_ms);
         let pid = self.pool_id(s, pool);
         let mut out = Vec::with_capacity(count as usize);
         let Shard { pools, wheel, rng, .. } = s;
         let Some(p) = pools.get_mut(&pid) else { return out };
-        p.reserve(count as usize);
+        p.reserve(count as usize, &mut stock.spare);
+        wheel.reserve_at(now.saturating_add(lifetime), count as usize);
         while (out.len() as u64) < count {
-            let slot = p.alloc_slot();
+            let slot = p.alloc_slot_from(&mut stock.spare);
             let id = loop {
-                let id = p.new_token(rng.random(), slot);
+                let random = stock.randoms.pop().unwrap_or_else(|| rng.random());
+                let id = p.new_token(random, slot);
                 // 2^-90 per pair (the slot alone rules out every token
                 // placed where it names); cheap to rule out.
                 if !p.contains(id) && !p.expired.contains_key(&id) {

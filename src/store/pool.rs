@@ -23,7 +23,7 @@
 //!   prefetched together.
 
 use super::freeset::FreeSet;
-use super::slab::Slab;
+use super::slab::{Slab, Spare};
 use super::waiting::Waiter;
 use crate::token::{self, TokenHasher, TokenId};
 use hashbrown::HashTable;
@@ -196,9 +196,14 @@ impl Pool {
         self.live == 0 && self.expired.is_empty() && self.cold.as_ref().is_none_or(|c| c.waiters.is_empty())
     }
 
-    /// Room for `n` more tokens.
-    pub fn reserve(&mut self, n: usize) {
-        self.slots.reserve(n.saturating_sub(self.vacant().len()));
+    /// How many slab chunks `n` more tokens would add.
+    pub fn chunks_wanted(&self, n: usize) -> usize {
+        self.slots.chunks_wanted(n.saturating_sub(self.vacant().len()))
+    }
+
+    /// Room for `n` more tokens (new chunks from `spare`).
+    pub fn reserve(&mut self, n: usize, spare: &mut Spare) {
+        self.slots.reserve(n.saturating_sub(self.vacant().len()), spare);
     }
 
     /// After `slots` grew: the free set covers it.
@@ -209,8 +214,13 @@ impl Pool {
     /// A slot for a new token (a vacant one, or a new one at the end); it
     /// stays vacant until [`Pool::put`] fills it.
     pub fn alloc_slot(&mut self) -> SlotIdx {
+        self.alloc_slot_from(&mut Spare::default())
+    }
+
+    /// [`Pool::alloc_slot`], a new chunk coming from `spare` if one is needed.
+    pub fn alloc_slot_from(&mut self, spare: &mut Spare) -> SlotIdx {
         self.cold.as_mut().and_then(|c| c.vacant.pop()).unwrap_or_else(|| {
-            self.slots.push(VACANT_SLOT);
+            self.slots.push_from(VACANT_SLOT, spare);
             self.grown();
             (self.slots.len() - 1) as SlotIdx
         })

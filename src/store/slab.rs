@@ -44,6 +44,20 @@ impl Chunk {
         Chunk { ptr: ptr.cast() }
     }
 
+    /// A chunk whose memory is already there: every page written once, so
+    /// using it faults nothing in (with a huge page, one write does it).
+    fn faulted() -> Chunk {
+        let c = Chunk::new();
+        let base = c.ptr.as_ptr().cast::<u8>();
+        for off in (0..CHUNK_BYTES).step_by(4096) {
+            // SAFETY: `off` is inside the chunk's CHUNK_BYTES, which it owns;
+            // writing a zero keeps it a vacant slot's bytes. Volatile, so the
+            // write that faults the page in is not optimised away.
+            unsafe { base.add(off).write_volatile(0) };
+        }
+        c
+    }
+
     fn layout() -> Layout {
         Layout::from_size_align(CHUNK_BYTES, CHUNK_BYTES).unwrap_or_else(|_| Layout::new::<Slot>())
     }
@@ -127,6 +141,24 @@ fn unmap(p: NonNull<u8>) {
 
 const _: () = assert!(CHUNK_SLOTS.is_power_of_two() && CHUNK_SLOTS * size_of::<Slot>() == CHUNK_BYTES);
 
+/// Chunks faulted in ahead of use, outside a shard's lock, for a slab
+/// about to grow by many slots (a big GEN): faulting in fresh memory under
+/// the lock was most of a GEN COUNT 100000's hold. What is not used is
+/// unmapped when dropped (after the lock is released).
+#[derive(Default)]
+pub(crate) struct Spare(Vec<Chunk>);
+
+impl Spare {
+    /// `n` chunks, faulted in.
+    pub fn faulted(n: usize) -> Spare {
+        Spare((0..n).map(|_| Chunk::faulted()).collect())
+    }
+
+    fn take(&mut self) -> Chunk {
+        self.0.pop().unwrap_or_else(Chunk::new)
+    }
+}
+
 /// A pool's slots. 32 bytes while small (most pools, when every tenant has
 /// one, hold a token or two): the chunks of a big one are boxed apart.
 #[derive(Default)]
@@ -190,9 +222,24 @@ impl Slab {
         }
     }
 
+    /// How many chunks `n` more slots would add (a small slab moving into
+    /// chunks counts the one it moves into).
+    pub fn chunks_wanted(&self, n: usize) -> usize {
+        let len = self.len().saturating_add(n);
+        match &self.big {
+            None if len <= CHUNK_SLOTS => 0,
+            None => len.div_ceil(CHUNK_SLOTS),
+            Some(b) => len.div_ceil(CHUNK_SLOTS).saturating_sub(b.chunks.len()),
+        }
+    }
+
     /// Room for `n` more slots (only the small `Vec` reserves ahead; chunks
-    /// are made as they fill).
-    pub fn reserve(&mut self, n: usize) {
+    /// are made as they fill). A small slab that `n` more would outgrow
+    /// moves into chunks now, instead of growing its `Vec` first.
+    pub fn reserve(&mut self, n: usize, spare: &mut Spare) {
+        if self.big.is_none() && self.small.len().saturating_add(n) > CHUNK_SLOTS {
+            self.outgrow(spare);
+        }
         if self.big.is_none() {
             let want = (self.small.len() + n).min(CHUNK_SLOTS);
             let more = want.saturating_sub(self.small.len());
@@ -208,6 +255,11 @@ impl Slab {
 
     /// Appends a slot.
     pub fn push(&mut self, slot: Slot) {
+        self.push_from(slot, &mut Spare::default());
+    }
+
+    /// Appends a slot; a new chunk comes from `spare` while it has one.
+    pub fn push_from(&mut self, slot: Slot, spare: &mut Spare) {
         if self.big.is_none() && self.small.len() < CHUNK_SLOTS {
             if self.small.capacity() == 0 {
                 // See `reserve`: a first slot is one slot, not four.
@@ -216,19 +268,24 @@ impl Slab {
             self.small.push(slot);
             return;
         }
-        let b = self.big.get_or_insert_with(|| {
-            // Outgrown: the small slots move into the first chunk, once.
-            let mut first = Chunk::new();
+        let b = self.outgrow(spare);
+        if b.len & MASK == 0 && b.len >> SHIFT == b.chunks.len() {
+            b.chunks.push(spare.take());
+        }
+        b.chunks[b.len >> SHIFT][b.len & MASK] = slot;
+        b.len += 1;
+    }
+
+    /// The chunks, the small slots moved into the first one if there were
+    /// none yet (once: a slab never goes back to small).
+    fn outgrow(&mut self, spare: &mut Spare) -> &mut Chunks {
+        self.big.get_or_insert_with(|| {
+            let mut first = spare.take();
             first[..self.small.len()].copy_from_slice(&self.small);
             let len = self.small.len();
             self.small = Vec::new();
             Box::new(Chunks { chunks: vec![first], len })
-        });
-        if b.len & MASK == 0 {
-            b.chunks.push(Chunk::new());
-        }
-        b.chunks[b.len >> SHIFT][b.len & MASK] = slot;
-        b.len += 1;
+        })
     }
 
     /// Grows to `n` slots with copies of `fill`.
@@ -276,13 +333,42 @@ mod tests {
             s.heap_bytes()
         };
         assert_eq!(one(|_| {}), size_of::<Slot>(), "a first push makes room for one slot");
-        assert_eq!(one(|s| s.reserve(1)), size_of::<Slot>(), "GEN of one token");
+        assert_eq!(one(|s| s.reserve(1, &mut Spare::default())), size_of::<Slot>(), "GEN of one token");
         let mut s = Slab::default();
-        s.reserve(3);
+        s.reserve(3, &mut Spare::default());
         for i in 0..100 {
             s.push(slot(i));
         }
         assert!(s.heap_bytes() <= 2 * 100 * size_of::<Slot>(), "later growth is amortized");
+    }
+
+    /// A GEN that outgrows a small slab moves it into chunks at once and
+    /// takes its new chunks from the spare ones, which were faulted in.
+    #[test]
+    fn a_big_reserve_moves_into_spare_chunks_and_keeps_every_slot() {
+        let mut s = Slab::default();
+        for i in 0..10 {
+            s.push(slot(i));
+        }
+        let n = CHUNK_SLOTS + 10;
+        assert_eq!(s.chunks_wanted(CHUNK_SLOTS - 10), 0);
+        assert_eq!(s.chunks_wanted(n), 2);
+        let mut spare = Spare::faulted(3);
+        let spare_ptrs: Vec<usize> = spare.0.iter().map(|c| c.ptr.as_ptr() as usize).collect();
+        s.reserve(n, &mut spare);
+        assert_eq!(s.big.as_ref().map(|b| b.chunks.len()), Some(1), "moved into a chunk before growing");
+        assert_eq!(s.small.capacity(), 0);
+        for i in 10..10 + n {
+            s.push_from(slot(i), &mut spare);
+        }
+        assert_eq!(s.len(), n + 10);
+        assert!(s.iter().enumerate().all(|(i, x)| x.id == i as u128 + 1));
+        let chunks = &s.big.as_ref().expect("chunks").chunks;
+        assert_eq!(chunks.len(), 2);
+        assert!(chunks.iter().all(|c| spare_ptrs.contains(&(c.ptr.as_ptr() as usize))), "the spare chunks were used");
+        assert_eq!(spare.0.len(), 1, "one left over");
+        // Spare chunks are vacant slots, like fresh ones.
+        assert!(spare.0[0].iter().all(|x| x.id == 0));
     }
 
     #[test]

@@ -936,3 +936,31 @@ async fn the_driver_fires_a_backlog_batch_by_batch_and_a_waiting_request_helps()
     let got: Vec<TokenId> = drain_events(&mut rx).into_iter().map(|(_, t)| t).collect();
     assert_eq!(got, toks, "in the order they were made (the wheel's order within a millisecond)");
 }
+
+/// Big GENs take their random bits and slab chunks from a stock made
+/// before the lock: into a small pool (which moves into chunks), into a
+/// big one with vacant slots to reuse, and into a new one, every token is
+/// distinct, findable and free, and nothing is counted twice.
+#[tokio::test(start_paused = true)]
+async fn big_gens_from_a_stock_make_every_token() {
+    let (s, _) = store_with(StoreConfig { shards: 2, ..Default::default() });
+    let mut all = std::collections::HashSet::new();
+    all.extend(s.gen_tokens(b"p", None, 10).unwrap());
+    let big = s.gen_tokens(b"p", None, 40_000).unwrap();
+    assert_eq!(big.len(), 40_000);
+    all.extend(big.iter().copied());
+    for id in &big[..5_000] {
+        assert!(s.del(b"p", *id));
+        all.remove(id);
+    }
+    all.extend(s.gen_tokens(b"p", None, 70_000).unwrap());
+    all.extend(s.gen_tokens(b"q", None, 33_000).unwrap());
+    assert_eq!(all.len(), 10 + 35_000 + 70_000 + 33_000, "every token distinct");
+    assert_eq!(s.stats(b"p").free, 10 + 35_000 + 70_000);
+    assert_eq!(s.stats(b"q").free, 33_000);
+    for id in &all {
+        let pool: &[u8] = if s.info(b"p", *id).is_ok() { b"p" } else { b"q" };
+        assert!(s.info(pool, *id).is_ok(), "{id:x} not found");
+    }
+    s.check_invariants().unwrap();
+}

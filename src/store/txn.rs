@@ -123,7 +123,8 @@ impl<'a> Txn<'a> {
         if count == 0 {
             return Ok(Ok(Vec::new()));
         }
-        self.on(pool, |st, s, now, fx| Ok(st.op_gen(s, now, fx, pool, lifetime_ms, count)))
+        let mut stock = super::ops::GenStock::default();
+        self.on(pool, |st, s, now, fx| Ok(st.op_gen(s, now, fx, pool, lifetime_ms, count, &mut stock)))
     }
 
     /// TOKEN.IMPORT.
