@@ -13,7 +13,7 @@ use crate::durable::Fate;
 use crate::pubsub::PubMsg;
 use crate::reply::Reply;
 use crate::store::{Handed, Store, Waiting};
-use crate::token;
+use crate::token::{self, TokenId};
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +28,10 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 
 /// Initial read buffer; grows as needed for large requests.
 const READ_BUFFER: usize = 16 * 1024;
+
+/// Tokens of a GEN's reply formatted between two yields (about half a
+/// millisecond).
+const TOKENS_PIECE: usize = 16 * 1024;
 
 /// Requests decoded ahead of running them, so that the store can start
 /// loading what they will touch (a pipeline of 16 fits in one look).
@@ -190,9 +194,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 self.ctx.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
                 let start = self.wbuf.len();
+                let stocked = self.session.authenticated
+                    && self.session.multi.is_none()
+                    && cmd::token_gen::stock(&self.ctx, &args).await;
                 cmd::ready(&self.ctx, &args).await;
                 Store::take_appended();
-                match cmd::execute(&self.ctx, &mut self.session, args) {
+                let outcome = cmd::execute(&self.ctx, &mut self.session, args);
+                if stocked {
+                    Store::discard_stock();
+                }
+                match outcome {
+                    Outcome::Reply(Reply::Tokens(ids)) if ids.len() > TOKENS_PIECE => {
+                        let appended = Store::take_appended();
+                        self.encode_tokens(&ids).await;
+                        self.note_write(start, appended);
+                    }
                     Outcome::Reply(r) => {
                         r.encode(self.session.proto, &mut self.wbuf);
                         self.note_write(start, Store::take_appended());
@@ -253,6 +269,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             let _ = self.stream.shutdown().await;
         }
         Ok(keep_open)
+    }
+
+    /// Encodes a big array of tokens (a GEN's) a piece at a time, letting
+    /// the runtime serve other connections between pieces: 100k tokens
+    /// are milliseconds of formatting.
+    async fn encode_tokens(&mut self, ids: &[TokenId]) {
+        crate::reply::put_array_header(&mut self.wbuf, ids.len());
+        for piece in ids.chunks(TOKENS_PIECE) {
+            crate::reply::put_tokens(&mut self.wbuf, piece);
+            tokio::task::yield_now().await;
+        }
     }
 
     /// The reply just encoded from `start` is a write's: if its changes went

@@ -141,14 +141,8 @@ impl Reply {
                 return;
             }
             Reply::Tokens(ids) => {
-                let each = 1 + 2 + 2 + token::TOKEN_TEXT_LEN + 2;
-                dst.reserve(ids.len() * each + 16);
-                dst.extend_from_slice(b"*");
-                dst.extend_from_slice(num.format(ids.len()).as_bytes());
-                dst.extend_from_slice(b"\r\n");
-                for &t in ids {
-                    put_bulk(dst, &mut num, &token::format(t));
-                }
+                put_array_header(dst, ids.len());
+                put_tokens(dst, ids);
                 return;
             }
             _ => {}
@@ -226,6 +220,24 @@ impl Reply {
                 F3::Map { data: map, attributes: None }
             }
         }
+    }
+}
+
+/// Appends an array's header: `*<n>\r\n` (then its `n` elements go).
+pub fn put_array_header(dst: &mut BytesMut, n: usize) {
+    dst.extend_from_slice(b"*");
+    dst.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// Appends tokens' text forms as bulk strings: the elements of a
+/// [`Reply::Tokens`], which may be written a piece at a time.
+pub fn put_tokens(dst: &mut BytesMut, ids: &[TokenId]) {
+    let each = 1 + 2 + 2 + token::TOKEN_TEXT_LEN + 2;
+    dst.reserve(ids.len() * each);
+    let mut num = itoa::Buffer::new();
+    for &t in ids {
+        put_bulk(dst, &mut num, &token::format(t));
     }
 }
 

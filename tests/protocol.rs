@@ -93,6 +93,49 @@ async fn token_commands_in_one_write_see_each_others_changes_in_a_big_pool() {
     }
 }
 
+/// A big GEN's stock is made and its reply written a piece at a time,
+/// with other connections served in between: its reply is still whole
+/// and exact, and the commands written after it in the same write get
+/// their replies after it, in order; meanwhile another client is served.
+#[tokio::test]
+async fn a_big_gen_in_a_pipeline_replies_whole_and_in_order() {
+    let server = TestServer::start();
+    let mut c = server.raw().await;
+    let mut other = server.raw().await;
+    let mut pipe = Vec::new();
+    for cmd in [
+        &["TOKEN.GEN", "big", "COUNT", "50000"][..],
+        &["TOKEN.STATS", "big"],
+        &["TOKEN.GEN", "big", "COUNT", "5000"],
+        &["PING"],
+    ] {
+        pipe.extend(encode_cmd(cmd));
+    }
+    let (r, pong) = tokio::join!(c.pipeline(&pipe, 4), other.call(&["PING"]));
+    assert_eq!(pong, Resp::Simple("PONG".into()));
+    let first: Vec<String> = r[0].items().iter().map(|t| t.text()).collect();
+    assert_eq!(first.len(), 50_000);
+    for t in &first {
+        assert_uuid_v4(t);
+    }
+    assert_eq!(stats_of(&r[1]), [50_000, 50_000, 0, 0, 0]);
+    let second: Vec<String> = r[2].items().iter().map(|t| t.text()).collect();
+    assert_eq!(second.len(), 5_000);
+    let all: HashSet<&String> = first.iter().chain(&second).collect();
+    assert_eq!(all.len(), 55_000, "every token distinct");
+    assert_eq!(r[3], Resp::Simple("PONG".into()));
+    assert_eq!(stats(&mut c, "big").await, [55_000, 55_000, 0, 0, 0]);
+    // In a transaction the GEN is queued, not run ahead: EXEC makes it.
+    let mut pipe = Vec::new();
+    for cmd in [&["MULTI"][..], &["TOKEN.GEN", "txn", "COUNT", "20000"], &["EXEC"]] {
+        pipe.extend(encode_cmd(cmd));
+    }
+    let r = c.pipeline(&pipe, 3).await;
+    assert_eq!(r[1], Resp::Simple("QUEUED".into()));
+    assert_eq!(r[2].items()[0].items().len(), 20_000);
+    assert_eq!(stats(&mut c, "txn").await, [20_000, 20_000, 0, 0, 0]);
+}
+
 #[tokio::test]
 async fn inline_commands() {
     let server = TestServer::start();

@@ -8,6 +8,7 @@ use super::{Call, Ctx, Outcome, TtlOption, pool_arg};
 use crate::parse::{Parse, ParseError};
 use crate::reply::Reply;
 use crate::token;
+use bytes::Bytes;
 
 /// A parsed TOKEN.GEN.
 #[derive(Debug, PartialEq)]
@@ -61,6 +62,29 @@ pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     };
     Ok(reply.into())
 }
+
+/// Before a TOKEN.GEN runs: makes its stock ([`crate::store::Store::stock_gen`])
+/// if it is a valid GEN of many tokens. Returns whether it made one (which
+/// the front end discards after the command, if the GEN did not use it).
+pub async fn stock(ctx: &Ctx, args: &[Bytes]) -> bool {
+    let Some(name) = args.first() else { return false };
+    if !name.eq_ignore_ascii_case(b"TOKEN.GEN") {
+        return false;
+    }
+    let Ok(Gen { pool, count: Some(count), .. }) = Gen::parse(&mut Parse::after_name(args), ctx.settings.max_gen_count)
+    else {
+        return false;
+    };
+    if count < STOCK_MIN {
+        return false;
+    }
+    ctx.store.stock_gen(pool, count).await;
+    true
+}
+
+/// GENs of fewer tokens than this are not stocked ahead: a few
+/// milliseconds of work at most, in one go.
+const STOCK_MIN: u64 = 4096;
 
 /// Checks a TOKEN.GEN for MULTI.
 pub fn check(p: &mut Parse, ctx: &Ctx) -> Result<(), ParseError> {

@@ -46,6 +46,16 @@ impl GenStock {
 /// GENs of fewer tokens than this make no [`GenStock`].
 const GEN_STOCK_MIN: u64 = 256;
 
+/// Tokens whose random bits [`Store::stock_gen`] draws between two yields.
+const STOCK_PIECE: usize = 16 * 1024;
+
+thread_local! {
+    /// The stock [`Store::stock_gen`] made for the GEN this thread runs
+    /// next (a command runs on one thread, without awaiting, right after
+    /// its front end awaited the stock).
+    static STOCK: std::cell::Cell<Option<GenStock>> = const { std::cell::Cell::new(None) };
+}
+
 /// Pools with fewer slots than this are not prefetched: 2 MiB of slots,
 /// which stay in cache between the commands that touch them.
 const PREFETCH_MIN_SLOTS: usize = 1 << 15;
@@ -57,7 +67,7 @@ impl Store {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let mut stock = GenStock::new(count, self.chunks_wanted(pool, count));
+        let mut stock = STOCK.take().unwrap_or_else(|| GenStock::new(count, self.chunks_wanted(pool, count)));
         let ids = self.with_shard(pool, |s, now, fx| self.op_gen(s, now, fx, pool, lifetime_ms, count, &mut stock));
         // Chunks not used are unmapped here, after the lock.
         drop(stock);
@@ -73,6 +83,36 @@ impl Store {
             return Err(TokenError::Oom);
         }
         Ok(())
+    }
+
+    /// Makes the stock of a GEN of `count` tokens into `pool` ahead of it,
+    /// for the GEN this thread runs next, yielding to the runtime between
+    /// pieces. A front end awaits this just before running a big GEN: the
+    /// stock is milliseconds of CPU (the kernel zeroes 2 MiB per chunk),
+    /// which would hold up every other connection served by this thread,
+    /// the only one when the server has one core.
+    pub async fn stock_gen(&self, pool: &[u8], count: u64) {
+        if count < GEN_STOCK_MIN {
+            return;
+        }
+        let chunks = self.chunks_wanted(pool, count);
+        let mut randoms = vec![[0u8; 16]; count as usize];
+        for piece in randoms.chunks_mut(STOCK_PIECE) {
+            rand::rng().fill_bytes(piece.as_flattened_mut());
+            tokio::task::yield_now().await;
+        }
+        let mut spare = Spare::default();
+        for _ in 0..chunks {
+            spare.add_faulted();
+            tokio::task::yield_now().await;
+        }
+        STOCK.set(Some(GenStock { randoms, spare }));
+    }
+
+    /// Drops a stock that [`Store::stock_gen`] made and no GEN used (the
+    /// GEN was queued in a transaction, or failed before it ran).
+    pub fn discard_stock() {
+        STOCK.take();
     }
 
     /// How many slab chunks a GEN of `count` tokens into `pool` would add,

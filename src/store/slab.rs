@@ -154,6 +154,11 @@ impl Spare {
         Spare((0..n).map(|_| Chunk::faulted()).collect())
     }
 
+    /// One more chunk, faulted in.
+    pub fn add_faulted(&mut self) {
+        self.0.push(Chunk::faulted());
+    }
+
     fn take(&mut self) -> Chunk {
         self.0.pop().unwrap_or_else(Chunk::new)
     }
