@@ -194,10 +194,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 self.ctx.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
                 let start = self.wbuf.len();
+                cmd::ready(&self.ctx, &args).await;
+                // Last before the command: the stock waits for it in a
+                // thread-local, and no other task may run on this thread
+                // in between.
                 let stocked = self.session.authenticated
                     && self.session.multi.is_none()
                     && cmd::token_gen::stock(&self.ctx, &args).await;
-                cmd::ready(&self.ctx, &args).await;
                 Store::take_appended();
                 let outcome = cmd::execute(&self.ctx, &mut self.session, args);
                 if stocked {
@@ -275,6 +278,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// the runtime serve other connections between pieces: 100k tokens
     /// are milliseconds of formatting.
     async fn encode_tokens(&mut self, ids: &[TokenId]) {
+        // Room for all of it first: growing piece by piece would copy it
+        // over and over.
+        self.wbuf.reserve(crate::reply::tokens_len(ids.len()));
         crate::reply::put_array_header(&mut self.wbuf, ids.len());
         for piece in ids.chunks(TOKENS_PIECE) {
             crate::reply::put_tokens(&mut self.wbuf, piece);

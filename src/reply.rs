@@ -230,11 +230,17 @@ pub fn put_array_header(dst: &mut BytesMut, n: usize) {
     dst.extend_from_slice(b"\r\n");
 }
 
+/// The encoded length of `n` tokens' text forms (a [`Reply::Tokens`]),
+/// and of its header.
+pub fn tokens_len(n: usize) -> usize {
+    const EACH: usize = 1 + 2 + 2 + token::TOKEN_TEXT_LEN + 2;
+    n * EACH + 16
+}
+
 /// Appends tokens' text forms as bulk strings: the elements of a
 /// [`Reply::Tokens`], which may be written a piece at a time.
 pub fn put_tokens(dst: &mut BytesMut, ids: &[TokenId]) {
-    let each = 1 + 2 + 2 + token::TOKEN_TEXT_LEN + 2;
-    dst.reserve(ids.len() * each);
+    dst.reserve(tokens_len(ids.len()));
     let mut num = itoa::Buffer::new();
     for &t in ids {
         put_bulk(dst, &mut num, &token::format(t));

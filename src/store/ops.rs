@@ -12,7 +12,7 @@ use super::{Change, Effects, PoolId, PoolStats, Record, Shard, Store, TokenError
 use crate::notify::EventKind;
 use crate::token::TokenId;
 use bytes::Bytes;
-use rand::{Rng, RngExt};
+use rand::RngExt;
 use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 
@@ -23,23 +23,25 @@ use tokio::sync::oneshot;
 /// land in.
 #[derive(Default)]
 pub(super) struct GenStock {
-    randoms: Vec<[u8; 16]>,
+    /// 128 random bits per token, in the vector that becomes the GEN's
+    /// reply (no other allocation).
+    bits: Vec<TokenId>,
     spare: Spare,
 }
 
 impl GenStock {
     /// The stock for a GEN of `count` tokens that adds `chunks` slab
-    /// chunks (nothing for a small GEN: its hold is short anyway, and a
-    /// stock costs an allocation).
-    pub(super) fn new(count: u64, chunks: usize) -> GenStock {
+    /// chunks (as [`super::slab::Slab::chunks_wanted`] counts them; nothing
+    /// for a small GEN: its hold is short anyway).
+    pub(super) fn new(count: u64, chunks: (usize, usize)) -> GenStock {
         if count < GEN_STOCK_MIN {
             return GenStock::default();
         }
         // The thread's generator is a CSPRNG seeded from the OS, as the
         // shard's own is; filled in one go, not 16 bytes at a time.
-        let mut randoms = vec![[0u8; 16]; count as usize];
-        rand::rng().fill_bytes(randoms.as_flattened_mut());
-        GenStock { randoms, spare: Spare::faulted(chunks) }
+        let mut bits = vec![0; count as usize];
+        rand::rng().fill(&mut bits[..]);
+        GenStock { bits, spare: Spare::faulted(chunks) }
     }
 }
 
@@ -95,18 +97,18 @@ impl Store {
         if count < GEN_STOCK_MIN {
             return;
         }
-        let chunks = self.chunks_wanted(pool, count);
-        let mut randoms = vec![[0u8; 16]; count as usize];
-        for piece in randoms.chunks_mut(STOCK_PIECE) {
-            rand::rng().fill_bytes(piece.as_flattened_mut());
+        let (chunks, last) = self.chunks_wanted(pool, count);
+        let mut bits = vec![0; count as usize];
+        for piece in bits.chunks_mut(STOCK_PIECE) {
+            rand::rng().fill(piece);
             tokio::task::yield_now().await;
         }
         let mut spare = Spare::default();
-        for _ in 0..chunks {
-            spare.add_faulted();
+        for k in 0..chunks {
+            spare.add_faulted(k, last);
             tokio::task::yield_now().await;
         }
-        STOCK.set(Some(GenStock { randoms, spare }));
+        STOCK.set(Some(GenStock { bits, spare }));
     }
 
     /// Drops a stock that [`Store::stock_gen`] made and no GEN used (the
@@ -119,9 +121,9 @@ impl Store {
     /// as things are now (a look under the lock that fires nothing). The
     /// GEN may find it changed: chunks missing are made under the lock,
     /// chunks left over are unmapped after it.
-    fn chunks_wanted(&self, pool: &[u8], count: u64) -> usize {
+    fn chunks_wanted(&self, pool: &[u8], count: u64) -> (usize, usize) {
         if count < GEN_STOCK_MIN {
-            return 0;
+            return (0, 0);
         }
         let g = super::lock(&self.shared.shards[self.shard_index(pool)].state);
         match g.pid(pool).and_then(|pid| g.pools.get(&pid)) {
@@ -145,21 +147,26 @@ impl Store {
     ) -> Vec<TokenId> {
         let lifetime = lifetime_ms.unwrap_or(self.shared.config.default_lifetime_ms);
         let pid = self.pool_id(s, pool);
-        let mut out = Vec::with_capacity(count as usize);
         let Shard { pools, wheel, rng, .. } = s;
-        let Some(p) = pools.get_mut(&pid) else { return out };
+        let Some(p) = pools.get_mut(&pid) else { return Vec::new() };
+        // The stock's random bits become the ids in place.
+        let mut out = std::mem::take(&mut stock.bits);
+        out.truncate(count as usize);
+        let drawn = out.len();
+        out.reserve_exact(count as usize - drawn);
         p.reserve(count as usize, &mut stock.spare);
         wheel.reserve_at(now.saturating_add(lifetime), count as usize);
-        while (out.len() as u64) < count {
+        for i in 0..count as usize {
             let slot = p.alloc_slot_from(&mut stock.spare);
+            let mut random = out.get(i).map_or_else(|| rng.random(), |b| b.to_le_bytes());
             let id = loop {
-                let random = stock.randoms.pop().unwrap_or_else(|| rng.random());
                 let id = p.new_token(random, slot);
                 // 2^-90 per pair (the slot alone rules out every token
                 // placed where it names); cheap to rule out.
                 if !p.contains(id) && !p.expired.contains_key(&id) {
                     break id;
                 }
+                random = rng.random();
             };
             let rec = Record::new_free(now, lifetime);
             p.put(slot, id, rec);
@@ -168,7 +175,10 @@ impl Store {
             }
             fx.event(EventKind::TokenGen, &p.name, id);
             fx.change(|| Change::Put { pool: Bytes::copy_from_slice(&p.name), token: id, record: rec });
-            out.push(id);
+            match out.get_mut(i) {
+                Some(o) => *o = id,
+                None => out.push(id),
+            }
         }
         s.live += out.len();
         self.serve_waiters(s, pid, now, fx);

@@ -197,7 +197,7 @@ impl Pool {
     }
 
     /// How many slab chunks `n` more tokens would add.
-    pub fn chunks_wanted(&self, n: usize) -> usize {
+    pub fn chunks_wanted(&self, n: usize) -> (usize, usize) {
         self.slots.chunks_wanted(n.saturating_sub(self.vacant().len()))
     }
 

@@ -44,12 +44,15 @@ impl Chunk {
         Chunk { ptr: ptr.cast() }
     }
 
-    /// A chunk whose memory is already there: every page written once, so
-    /// using it faults nothing in (with a huge page, one write does it).
-    fn faulted() -> Chunk {
+    /// A chunk whose first `slots` slots' memory is already there: every
+    /// page of theirs written once, so filling them faults nothing in
+    /// (with a huge page, one write does it). The rest is left untouched:
+    /// a chunk a GEN fills only partly costs no more than it did.
+    fn faulted(slots: usize) -> Chunk {
         let c = Chunk::new();
         let base = c.ptr.as_ptr().cast::<u8>();
-        for off in (0..CHUNK_BYTES).step_by(4096) {
+        let end = (slots * size_of::<Slot>()).min(CHUNK_BYTES);
+        for off in (0..end).step_by(4096) {
             // SAFETY: `off` is inside the chunk's CHUNK_BYTES, which it owns;
             // writing a zero keeps it a vacant slot's bytes. Volatile, so the
             // write that faults the page in is not optimised away.
@@ -149,14 +152,20 @@ const _: () = assert!(CHUNK_SLOTS.is_power_of_two() && CHUNK_SLOTS * size_of::<S
 pub(crate) struct Spare(Vec<Chunk>);
 
 impl Spare {
-    /// `n` chunks, faulted in.
-    pub fn faulted(n: usize) -> Spare {
-        Spare((0..n).map(|_| Chunk::faulted()).collect())
+    /// The chunks [`Slab::chunks_wanted`] asked for, faulted in.
+    pub fn faulted((chunks, last): (usize, usize)) -> Spare {
+        let mut s = Spare::default();
+        for k in 0..chunks {
+            s.add_faulted(k, last);
+        }
+        s
     }
 
-    /// One more chunk, faulted in.
-    pub fn add_faulted(&mut self) {
-        self.0.push(Chunk::faulted());
+    /// Adds the `k`th (from 0) of the chunks [`Slab::chunks_wanted`] asked
+    /// for, whose last is used up to `last` slots. Chunks are used last
+    /// added first, so the first one added is that last one.
+    pub fn add_faulted(&mut self, k: usize, last: usize) {
+        self.0.push(Chunk::faulted(if k == 0 { last } else { CHUNK_SLOTS }));
     }
 
     fn take(&mut self) -> Chunk {
@@ -228,14 +237,16 @@ impl Slab {
     }
 
     /// How many chunks `n` more slots would add (a small slab moving into
-    /// chunks counts the one it moves into).
-    pub fn chunks_wanted(&self, n: usize) -> usize {
+    /// chunks counts the one it moves into), and how many slots of the
+    /// last of them they would use.
+    pub fn chunks_wanted(&self, n: usize) -> (usize, usize) {
         let len = self.len().saturating_add(n);
-        match &self.big {
+        let chunks = match &self.big {
             None if len <= CHUNK_SLOTS => 0,
             None => len.div_ceil(CHUNK_SLOTS),
             Some(b) => len.div_ceil(CHUNK_SLOTS).saturating_sub(b.chunks.len()),
-        }
+        };
+        (chunks, if chunks == 0 { 0 } else { (len - 1) % CHUNK_SLOTS + 1 })
     }
 
     /// Room for `n` more slots (only the small `Vec` reserves ahead; chunks
@@ -356,9 +367,9 @@ mod tests {
             s.push(slot(i));
         }
         let n = CHUNK_SLOTS + 10;
-        assert_eq!(s.chunks_wanted(CHUNK_SLOTS - 10), 0);
-        assert_eq!(s.chunks_wanted(n), 2);
-        let mut spare = Spare::faulted(3);
+        assert_eq!(s.chunks_wanted(CHUNK_SLOTS - 10), (0, 0));
+        assert_eq!(s.chunks_wanted(n), (2, 20));
+        let mut spare = Spare::faulted((3, 20));
         let spare_ptrs: Vec<usize> = spare.0.iter().map(|c| c.ptr.as_ptr() as usize).collect();
         s.reserve(n, &mut spare);
         assert_eq!(s.big.as_ref().map(|b| b.chunks.len()), Some(1), "moved into a chunk before growing");
