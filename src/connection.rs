@@ -126,7 +126,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                                 break;
                             }
                         }
-                        self.flush().await?;
+                        self.flush_and_yield().await?;
                     }
                     // Dropped for not reading its lines.
                     None => return Ok(()),
@@ -146,7 +146,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                                 break;
                             }
                         }
-                        self.flush().await?;
+                        self.flush_and_yield().await?;
                     }
                     // The broker dropped us: our queue overflowed.
                     None => return Ok(()),
@@ -411,6 +411,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
             }
         }
+    }
+
+    /// Writes a batch of pushed messages (or MONITOR lines), then lets the
+    /// runtime run other tasks when the batch was a full one. A socket
+    /// that takes every write at once never makes the write wait, and the
+    /// queue's `try_recv` spends none of tokio's budget: a subscriber of a
+    /// burst of a million expiries would otherwise keep its thread (the
+    /// only one on a one-core server) for tens of milliseconds at a time.
+    async fn flush_and_yield(&mut self) -> std::io::Result<()> {
+        let full = self.wbuf.len() > WRITE_HIGH_WATER;
+        self.flush().await?;
+        if full {
+            tokio::task::yield_now().await;
+        }
+        Ok(())
     }
 
     /// Moves every queued pub/sub message into the write buffer (written in
