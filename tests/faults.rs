@@ -244,7 +244,11 @@ async fn a_backing_redis_out_of_memory() {
     let events = EventCounter::start(&redis);
     let mut t = tokend(&redis, &[]);
     let mut c = RawConn::connect(t.addr).await;
-    let doomed: Vec<String> = c.cmd("TOKEN.GEN p PX 300 COUNT 5").await.items().iter().map(Resp::text).collect();
+    // They must outlive the two GENs below by a margin: if they expired
+    // first, their expiry would find out about the OOM before the first
+    // GEN (a test under load once took over 300 ms to get there).
+    let made = Instant::now();
+    let doomed: Vec<String> = c.cmd("TOKEN.GEN p PX 1500 COUNT 5").await.items().iter().map(Resp::text).collect();
     let mut r = redis.conn();
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query(&mut r).unwrap();
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(1).query(&mut r).unwrap();
@@ -253,8 +257,9 @@ async fn a_backing_redis_out_of_memory() {
     assert!(e.starts_with("TRYAGAIN the backing Redis did not confirm"), "{e}");
     let e = c.cmd("TOKEN.GEN p").await.err();
     assert!(e.starts_with("TRYAGAIN the backing Redis refuses writes") && e.contains("OOM"), "{e}");
+    assert!(made.elapsed() < Duration::from_millis(1_500), "the GENs came after the five expired");
     // The five expire meanwhile (their events wait in the queue).
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep_until((made + Duration::from_millis(1_800)).into()).await;
     assert_eq!(total(&mut c, "p").await, 1);
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query(&mut r).unwrap();
     until_writable(&mut c, "p").await;
