@@ -68,7 +68,8 @@ pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
 /// the front end discards after the command, if the GEN did not use it).
 pub async fn stock(ctx: &Ctx, args: &[Bytes]) -> bool {
     let Some(name) = args.first() else { return false };
-    if !name.eq_ignore_ascii_case(b"TOKEN.GEN") {
+    // Most GENs make one token: no COUNT, no parse.
+    if !name.eq_ignore_ascii_case(b"TOKEN.GEN") || !args.iter().skip(2).any(|a| a.eq_ignore_ascii_case(b"COUNT")) {
         return false;
     }
     let Ok(Gen { pool, count: Some(count), .. }) = Gen::parse(&mut Parse::after_name(args), ctx.settings.max_gen_count)

@@ -155,7 +155,9 @@ impl Store {
         let drawn = out.len();
         out.reserve_exact(count as usize - drawn);
         p.reserve(count as usize, &mut stock.spare);
-        wheel.reserve_at(now.saturating_add(lifetime), count as usize);
+        if count > 1 {
+            wheel.reserve_at(now.saturating_add(lifetime), count as usize);
+        }
         for i in 0..count as usize {
             let slot = p.alloc_slot_from(&mut stock.spare);
             let mut random = out.get(i).map_or_else(|| rng.random(), |b| b.to_le_bytes());
