@@ -141,6 +141,11 @@ async fn read_pools<'p>(
 
 /// Reads one hash, whole or by pages, handing each field and value to
 /// `take` (false: malformed); returns how many were malformed.
+///
+/// Page by page, the next page is asked for before this one is decoded:
+/// the backing Redis builds it meanwhile. Asked for after, the two took
+/// turns (10M tokens: 18.5 s of Redis and 15 s of tokend, one after the
+/// other).
 async fn read_hash(
     con: &mut Con,
     key: &[u8],
@@ -148,23 +153,35 @@ async fn read_hash(
     mut take: impl FnMut(&[u8], &[u8]) -> bool,
 ) -> Result<usize, redis::RedisError> {
     let len: usize = redis::cmd("HLEN").arg(key).query_async(con).await?;
-    let whole = len <= hgetall_max;
-    let mut cursor: u64 = 0;
+    let (mut next, mut fields): ScanPage = if len <= hgetall_max {
+        (0, redis::cmd("HGETALL").arg(key).query_async(con).await?)
+    } else {
+        redis::cmd("HSCAN").arg(key).arg(0).arg("COUNT").arg(SCAN_COUNT).query_async(con).await?
+    };
     let mut bad = 0;
     loop {
-        let (next, fields): ScanPage = if whole {
-            (0, redis::cmd("HGETALL").arg(key).query_async(con).await?)
-        } else {
-            redis::cmd("HSCAN").arg(key).arg(cursor).arg("COUNT").arg(SCAN_COUNT).query_async(con).await?
-        };
+        let ahead = (next != 0).then(|| {
+            let (mut con, key) = (con.clone(), key.to_vec());
+            tokio::spawn(async move {
+                redis::cmd("HSCAN")
+                    .arg(key)
+                    .arg(next)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query_async::<ScanPage>(&mut con)
+                    .await
+            })
+        });
+        if ahead.is_some() {
+            // On a current-thread runtime, lets the request go out first.
+            tokio::task::yield_now().await;
+        }
         for (t, v) in fields {
             if !take(&t, &v) {
                 bad += 1;
             }
         }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(bad);
-        }
+        let Some(ahead) = ahead else { return Ok(bad) };
+        (next, fields) = ahead.await.map_err(|e| redis::RedisError::from(std::io::Error::other(e)))??;
     }
 }
