@@ -198,9 +198,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 // Last before the command: the stock waits for it in a
                 // thread-local, and no other task may run on this thread
                 // in between.
-                let stocked = self.session.authenticated
-                    && self.session.multi.is_none()
-                    && cmd::token_gen::stock(&self.ctx, &args).await;
+                let request = (self.session.authenticated && self.session.multi.is_none())
+                    .then(|| cmd::token_gen::stock_request(&self.ctx, &args))
+                    .flatten();
+                let stocked = match request {
+                    Some((pool, count)) => self.ctx.store.stock_gen(pool, count).await,
+                    None => false,
+                };
                 Store::take_appended();
                 let outcome = cmd::execute(&self.ctx, &mut self.session, args);
                 if stocked {

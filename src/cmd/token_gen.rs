@@ -63,29 +63,19 @@ pub fn run(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     Ok(reply.into())
 }
 
-/// Before a TOKEN.GEN runs: makes its stock ([`crate::store::Store::stock_gen`])
-/// if it is a valid GEN of many tokens. Returns whether it made one (which
-/// the front end discards after the command, if the GEN did not use it).
-pub async fn stock(ctx: &Ctx, args: &[Bytes]) -> bool {
-    let Some(name) = args.first() else { return false };
+/// The pool and count of a valid TOKEN.GEN with COUNT, for the front end
+/// to make its stock first ([`crate::store::Store::stock_gen`]).
+pub fn stock_request<'a>(ctx: &Ctx, args: &'a [Bytes]) -> Option<(&'a [u8], u64)> {
+    let name = args.first()?;
     // Most GENs make one token: no COUNT, no parse.
     if !name.eq_ignore_ascii_case(b"TOKEN.GEN") || !args.iter().skip(2).any(|a| a.eq_ignore_ascii_case(b"COUNT")) {
-        return false;
+        return None;
     }
-    let Ok(Gen { pool, count: Some(count), .. }) = Gen::parse(&mut Parse::after_name(args), ctx.settings.max_gen_count)
-    else {
-        return false;
-    };
-    if count < STOCK_MIN {
-        return false;
+    match Gen::parse(&mut Parse::after_name(args), ctx.settings.max_gen_count) {
+        Ok(Gen { pool, count: Some(count), .. }) => Some((pool, count)),
+        _ => None,
     }
-    ctx.store.stock_gen(pool, count).await;
-    true
 }
-
-/// GENs of fewer tokens than this are not stocked ahead: a few
-/// milliseconds of work at most, in one go.
-const STOCK_MIN: u64 = 4096;
 
 /// Checks a TOKEN.GEN for MULTI.
 pub fn check(p: &mut Parse, ctx: &Ctx) -> Result<(), ParseError> {

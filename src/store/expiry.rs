@@ -182,7 +182,7 @@ const SWEEP_CHUNK: usize = 8 * 1024;
 /// While a shard's wheel is big enough to hold a big slot, its driver looks
 /// for one to prepare at least this often (ms): a slot filling up does not
 /// wake the driver by itself (only the wheel growing big does).
-pub(crate) const PREPARE_RECHECK_MS: u64 = 50;
+const PREPARE_RECHECK_MS: u64 = 50;
 
 /// One step of a driver between ticks: whether to spread another chunk, or
 /// when to look again (`next`, or sooner while there may be a big slot).

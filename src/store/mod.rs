@@ -101,8 +101,8 @@ struct Shard {
     /// [`expiry`]).
     sweep: Option<crate::wheel::Sweep>,
     /// Whether the driver knows the wheel is big enough to hold a big slot
-    /// and so looks for one to spread ahead of its time every
-    /// [`expiry::PREPARE_RECHECK_MS`] (see `Store::release`).
+    /// and so looks for one to spread ahead of its time every 50 ms (see
+    /// `Store::release`).
     big_wheel: bool,
     /// How late (µs) lifetimes and leases ended when their entries fired.
     lateness: crate::hist::Hist,

@@ -29,24 +29,9 @@ pub(super) struct GenStock {
     spare: Spare,
 }
 
-impl GenStock {
-    /// The stock for a GEN of `count` tokens that adds `chunks` slab
-    /// chunks (as [`super::slab::Slab::chunks_wanted`] counts them; nothing
-    /// for a small GEN: its hold is short anyway).
-    pub(super) fn new(count: u64, chunks: (usize, usize)) -> GenStock {
-        if count < GEN_STOCK_MIN {
-            return GenStock::default();
-        }
-        // The thread's generator is a CSPRNG seeded from the OS, as the
-        // shard's own is; filled in one go, not 16 bytes at a time.
-        let mut bits = vec![0; count as usize];
-        rand::rng().fill(&mut bits[..]);
-        GenStock { bits, spare: Spare::faulted(chunks) }
-    }
-}
-
-/// GENs of fewer tokens than this make no [`GenStock`].
-const GEN_STOCK_MIN: u64 = 256;
+/// GENs of fewer tokens than this get no [`GenStock`]: a few milliseconds
+/// of work at most, in one go.
+const GEN_STOCK_MIN: u64 = 4096;
 
 /// Tokens whose random bits [`Store::stock_gen`] draws between two yields.
 const STOCK_PIECE: usize = 16 * 1024;
@@ -69,7 +54,9 @@ impl Store {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let mut stock = STOCK.take().unwrap_or_else(|| GenStock::new(count, self.chunks_wanted(pool, count)));
+        // A GEN run without a stock (a small one, or one from a front end
+        // that makes none) draws and maps under the lock.
+        let mut stock = STOCK.take().unwrap_or_default();
         let ids = self.with_shard(pool, |s, now, fx| self.op_gen(s, now, fx, pool, lifetime_ms, count, &mut stock));
         // Chunks not used are unmapped here, after the lock.
         drop(stock);
@@ -92,10 +79,11 @@ impl Store {
     /// pieces. A front end awaits this just before running a big GEN: the
     /// stock is milliseconds of CPU (the kernel zeroes 2 MiB per chunk),
     /// which would hold up every other connection served by this thread,
-    /// the only one when the server has one core.
-    pub async fn stock_gen(&self, pool: &[u8], count: u64) {
+    /// the only one when the server has one core. Returns whether it made
+    /// one (a GEN too small for a stock gets none).
+    pub async fn stock_gen(&self, pool: &[u8], count: u64) -> bool {
         if count < GEN_STOCK_MIN {
-            return;
+            return false;
         }
         let (chunks, last) = self.chunks_wanted(pool, count);
         let mut bits = vec![0; count as usize];
@@ -109,6 +97,7 @@ impl Store {
             tokio::task::yield_now().await;
         }
         STOCK.set(Some(GenStock { bits, spare }));
+        true
     }
 
     /// Drops a stock that [`Store::stock_gen`] made and no GEN used (the
@@ -122,9 +111,6 @@ impl Store {
     /// GEN may find it changed: chunks missing are made under the lock,
     /// chunks left over are unmapped after it.
     fn chunks_wanted(&self, pool: &[u8], count: u64) -> (usize, usize) {
-        if count < GEN_STOCK_MIN {
-            return (0, 0);
-        }
         let g = super::lock(&self.shared.shards[self.shard_index(pool)].state);
         match g.pid(pool).and_then(|pid| g.pools.get(&pid)) {
             Some(p) => p.chunks_wanted(count as usize),

@@ -152,7 +152,9 @@ const _: () = assert!(CHUNK_SLOTS.is_power_of_two() && CHUNK_SLOTS * size_of::<S
 pub(crate) struct Spare(Vec<Chunk>);
 
 impl Spare {
-    /// The chunks [`Slab::chunks_wanted`] asked for, faulted in.
+    /// The chunks [`Slab::chunks_wanted`] asked for, faulted in (tests;
+    /// a GEN's stock adds them one at a time).
+    #[cfg(test)]
     pub fn faulted((chunks, last): (usize, usize)) -> Spare {
         let mut s = Spare::default();
         for k in 0..chunks {

@@ -945,16 +945,23 @@ async fn the_driver_fires_a_backlog_batch_by_batch_and_a_waiting_request_helps()
 async fn big_gens_from_a_stock_make_every_token() {
     let (s, _) = store_with(StoreConfig { shards: 2, ..Default::default() });
     let mut all = std::collections::HashSet::new();
+    let stocked = |pool: &'static [u8], n: u64| {
+        let s = s.clone();
+        async move {
+            assert!(s.stock_gen(pool, n).await);
+            s.gen_tokens(pool, None, n).unwrap()
+        }
+    };
     all.extend(s.gen_tokens(b"p", None, 10).unwrap());
-    let big = s.gen_tokens(b"p", None, 40_000).unwrap();
+    let big = stocked(b"p", 40_000).await;
     assert_eq!(big.len(), 40_000);
     all.extend(big.iter().copied());
     for id in &big[..5_000] {
         assert!(s.del(b"p", *id));
         all.remove(id);
     }
-    all.extend(s.gen_tokens(b"p", None, 70_000).unwrap());
-    all.extend(s.gen_tokens(b"q", None, 33_000).unwrap());
+    all.extend(stocked(b"p", 70_000).await);
+    all.extend(stocked(b"q", 33_000).await);
     assert_eq!(all.len(), 10 + 35_000 + 70_000 + 33_000, "every token distinct");
     assert_eq!(s.stats(b"p").free, 10 + 35_000 + 70_000);
     assert_eq!(s.stats(b"q").free, 33_000);
