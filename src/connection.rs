@@ -453,18 +453,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     /// Encodes a pub/sub message as Redis does for each protocol.
     fn push_message(&mut self, m: PubMsg) {
-        let r = match m {
+        let proto = self.session.proto;
+        match m {
             PubMsg::Message { channel, payload } => {
-                Reply::Push(vec![Reply::bulk_static("message"), Reply::Bulk(channel), Reply::Bulk(payload)])
+                crate::reply::put_push(&mut self.wbuf, proto, &[b"message", &channel, &payload]);
             }
-            PubMsg::PMessage { pattern, channel, payload } => Reply::Push(vec![
-                Reply::bulk_static("pmessage"),
-                Reply::Bulk(pattern),
-                Reply::Bulk(channel),
-                Reply::Bulk(payload),
-            ]),
-        };
-        r.encode(self.session.proto, &mut self.wbuf);
+            PubMsg::PMessage { pattern, channel, payload } => {
+                crate::reply::put_push(&mut self.wbuf, proto, &[b"pmessage", &pattern, &channel, &payload]);
+            }
+        }
     }
 }
 

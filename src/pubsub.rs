@@ -6,12 +6,18 @@
 //! connection, seeing the close, disconnects the client (Redis does the same
 //! with `client-output-buffer-limit pubsub`). Memory is therefore bounded by
 //! `subscribers × SUBSCRIBER_QUEUE`.
+//!
+//! A burst (one [`PubSub::publish_many`]: a batch of expiries) goes to each
+//! subscriber as one item of its queue, a `Vec` of its messages: one send
+//! and one wake-up per burst instead of one per message. The bound is kept
+//! in messages by a counter the publisher adds to and the [`Inbox`] takes
+//! from.
 
 use crate::glob;
 use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 
 /// Messages a subscriber may have queued before it is disconnected. 65,536
@@ -28,9 +34,55 @@ pub enum PubMsg {
     PMessage { pattern: Bytes, channel: Bytes, payload: Bytes },
 }
 
+/// The publishing end of a subscriber's queue.
+struct Outbox {
+    tx: mpsc::UnboundedSender<Vec<PubMsg>>,
+    /// Messages sent and not yet taken off the queue by the [`Inbox`].
+    queued: Arc<AtomicUsize>,
+}
+
+/// A subscriber's end of its queue: messages one at a time, in order.
+pub struct Inbox {
+    rx: mpsc::UnboundedReceiver<Vec<PubMsg>>,
+    queued: Arc<AtomicUsize>,
+    /// The burst being handed out.
+    batch: std::vec::IntoIter<PubMsg>,
+}
+
+impl Inbox {
+    /// The next message, waiting for one; `None` once the broker dropped
+    /// this subscriber (evicted or detached) and every message sent before
+    /// was taken.
+    pub async fn recv(&mut self) -> Option<PubMsg> {
+        loop {
+            if let Some(m) = self.batch.next() {
+                return Some(m);
+            }
+            let b = self.rx.recv().await?;
+            self.take(b);
+        }
+    }
+
+    /// The next message if one is queued.
+    pub fn try_recv(&mut self) -> Result<PubMsg, mpsc::error::TryRecvError> {
+        loop {
+            if let Some(m) = self.batch.next() {
+                return Ok(m);
+            }
+            let b = self.rx.try_recv()?;
+            self.take(b);
+        }
+    }
+
+    fn take(&mut self, b: Vec<PubMsg>) {
+        self.queued.fetch_sub(b.len(), Ordering::Relaxed);
+        self.batch = b.into_iter();
+    }
+}
+
 #[derive(Default)]
 struct Inner {
-    clients: HashMap<u64, mpsc::Sender<PubMsg>>,
+    clients: HashMap<u64, Outbox>,
     channels: HashMap<Bytes, HashSet<u64>>,
     patterns: HashMap<Bytes, HashSet<u64>>,
 }
@@ -64,10 +116,11 @@ impl PubSub {
 
     /// Registers a client's queue; returns the receiving end. Called on the
     /// client's first subscription.
-    pub fn attach(&self, client: u64) -> mpsc::Receiver<PubMsg> {
-        let (tx, rx) = mpsc::channel(SUBSCRIBER_QUEUE);
-        self.write().clients.insert(client, tx);
-        rx
+    pub fn attach(&self, client: u64) -> Inbox {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        self.write().clients.insert(client, Outbox { tx, queued: queued.clone() });
+        Inbox { rx, queued, batch: Vec::new().into_iter() }
     }
 
     /// Removes a client and all its subscriptions.
@@ -132,8 +185,9 @@ impl PubSub {
 
     /// Delivers each `(channel, payload)` in order, under one read lock;
     /// consecutive messages on one channel look its subscribers up once (a
-    /// burst of expiries is one channel). Returns how many deliveries were
-    /// made in all.
+    /// burst of expiries is one channel). Each subscriber gets its share of
+    /// the burst as one queue item, or is evicted if that would overfill
+    /// its queue. Returns how many deliveries were made in all.
     pub fn publish_many(&self, msgs: &[(Bytes, Bytes)]) -> usize {
         if self.is_idle() || msgs.is_empty() {
             return 0;
@@ -142,13 +196,18 @@ impl PubSub {
         let mut receivers = 0;
         {
             let g = self.read();
+            // Each receiving client's share, in the order they first got one.
+            let mut out: Vec<(u64, Vec<PubMsg>)> = Vec::new();
+            let mut index: HashMap<u64, usize> = HashMap::new();
             let mut deliver = |client: u64, msg: PubMsg| {
-                if let Some(tx) = g.clients.get(&client) {
-                    match tx.try_send(msg) {
-                        Ok(()) => receivers += 1,
-                        Err(_) => evict.push(client),
-                    }
-                }
+                let i = match out.last() {
+                    Some(&(c, _)) if c == client => out.len() - 1,
+                    _ => *index.entry(client).or_insert_with(|| {
+                        out.push((client, Vec::new()));
+                        out.len() - 1
+                    }),
+                };
+                out[i].1.push(msg);
             };
             // The last two channels looked up: a burst of expiries
             // alternates its keyevent channel with one keyspace channel
@@ -181,10 +240,20 @@ impl PubSub {
                     }
                 }
             }
+            for (client, batch) in out {
+                let Some(o) = g.clients.get(&client) else { continue };
+                let n = batch.len();
+                if o.queued.fetch_add(n, Ordering::Relaxed) + n > SUBSCRIBER_QUEUE {
+                    o.queued.fetch_sub(n, Ordering::Relaxed);
+                    evict.push(client);
+                } else if o.tx.send(batch).is_ok() {
+                    receivers += n;
+                } else {
+                    evict.push(client);
+                }
+            }
         }
         if !evict.is_empty() {
-            evict.sort_unstable();
-            evict.dedup();
             let mut g = self.write();
             for c in evict {
                 tracing::warn!(client = c, "subscriber output queue full; disconnecting it");
@@ -244,6 +313,39 @@ mod tests {
             })
             .collect();
         assert_eq!(got2, [(true, b("ks:a")), (false, b("ks:b")), (true, b("ks:b"))]);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_reads_is_never_evicted_and_a_burst_that_overfills_evicts() {
+        let ps = PubSub::default();
+        let mut rx = ps.attach(1);
+        ps.subscribe(1, Bytes::from_static(b"c"), false);
+        let burst: Vec<(Bytes, Bytes)> =
+            (0..1000).map(|i| (Bytes::from_static(b"c"), Bytes::from(format!("{i}")))).collect();
+        // Twice the queue's bound in all, read as it comes.
+        for _ in 0..2 * SUBSCRIBER_QUEUE / burst.len() {
+            assert_eq!(ps.publish_many(&burst), burst.len());
+            for (i, _) in burst.iter().enumerate() {
+                match rx.try_recv() {
+                    Ok(PubMsg::Message { payload, .. }) => assert_eq!(payload, format!("{i}").as_bytes()),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        assert!(rx.try_recv().is_err() && !ps.is_idle());
+        // Unread: the queue fills burst by burst; the burst that would
+        // overfill it is not delivered, and the subscriber is dropped.
+        let fit = SUBSCRIBER_QUEUE / burst.len();
+        for _ in 0..fit {
+            assert_eq!(ps.publish_many(&burst), burst.len());
+        }
+        assert_eq!(ps.publish_many(&burst), 0);
+        assert!(ps.is_idle(), "evicted");
+        let mut n = 0;
+        while rx.recv().await.is_some() {
+            n += 1;
+        }
+        assert_eq!(n, fit * burst.len(), "what was queued before the eviction is still read");
     }
 
     #[tokio::test]

@@ -230,6 +230,21 @@ pub fn put_array_header(dst: &mut BytesMut, n: usize) {
     dst.extend_from_slice(b"\r\n");
 }
 
+/// Appends a pushed message of bulk strings (a pub/sub `message` or
+/// `pmessage`): a push (`>`) in RESP3, an array in RESP2, byte for byte
+/// what [`Reply::Push`] of the same bulk strings encodes to, without
+/// building it.
+pub fn put_push(dst: &mut BytesMut, proto: Protocol, parts: &[&[u8]]) {
+    dst.reserve(parts.iter().map(|p| p.len() + 16).sum::<usize>() + 8);
+    let mut num = itoa::Buffer::new();
+    dst.extend_from_slice(if proto == Protocol::Resp3 { b">" } else { b"*" });
+    dst.extend_from_slice(num.format(parts.len()).as_bytes());
+    dst.extend_from_slice(b"\r\n");
+    for p in parts {
+        put_bulk(dst, &mut num, p);
+    }
+}
+
 /// The encoded length of `n` tokens' text forms (a [`Reply::Tokens`]),
 /// and of its header.
 pub fn tokens_len(n: usize) -> usize {
@@ -364,5 +379,23 @@ mod tests {
         let p = Reply::Push(vec![Reply::bulk_static("message"), Reply::bulk_static("c"), Reply::bulk_static("m")]);
         assert!(enc(p.clone(), Protocol::Resp2).starts_with(b"*3\r\n"));
         assert!(enc(p, Protocol::Resp3).starts_with(b">3\r\n"));
+    }
+
+    #[test]
+    fn a_pushed_message_is_written_as_its_push_reply_encodes() {
+        let long = vec![b'z'; 300];
+        let cases: [&[&[u8]]; 3] = [
+            &[b"message", b"__keyevent@0__:expired", b"p:67e55044-10b1-426f-9247-bb680e5fe0c8"],
+            &[b"pmessage", b"__key*", b"__keyspace@0__:p:x", b"expired"],
+            &[b"message", b"", &long],
+        ];
+        for parts in cases {
+            let r = Reply::Push(parts.iter().map(|p| Reply::Bulk(Bytes::copy_from_slice(p))).collect());
+            for p in [Protocol::Resp2, Protocol::Resp3] {
+                let mut direct = BytesMut::new();
+                put_push(&mut direct, p, parts);
+                assert_eq!(direct.to_vec(), enc(r.clone(), p), "{parts:?} {p:?}");
+            }
+        }
     }
 }

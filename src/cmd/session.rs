@@ -4,7 +4,6 @@
 
 use super::Ctx;
 use super::spec::CommandSpec;
-use crate::pubsub::PubMsg;
 use crate::reply::Protocol;
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -101,7 +100,7 @@ pub struct Session {
     pub meta: Arc<ClientMeta>,
     pub channels: HashSet<Bytes>,
     pub patterns: HashSet<Bytes>,
-    pub pubsub_rx: Option<mpsc::Receiver<PubMsg>>,
+    pub pubsub_rx: Option<crate::pubsub::Inbox>,
     /// MONITOR lines, once the client asked for them.
     pub monitor_rx: Option<mpsc::Receiver<Bytes>>,
     /// A command in the current batch changed state (sync durability waits).

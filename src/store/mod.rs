@@ -196,7 +196,13 @@ impl<'a> Effects<'a> {
 
     fn event(&mut self, kind: EventKind, pool: &[u8], token: TokenId) {
         if self.notifier.wants(kind) {
-            self.events.push(Event { kind, pool: Bytes::copy_from_slice(pool), token });
+            // A burst of expiries is one pool's: its events share one copy
+            // of the name.
+            let pool = match self.events.last() {
+                Some(e) if e.pool[..] == *pool => e.pool.clone(),
+                _ => Bytes::copy_from_slice(pool),
+            };
+            self.events.push(Event { kind, pool, token });
         }
     }
 

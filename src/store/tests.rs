@@ -829,7 +829,7 @@ async fn a_retired_pool_id_comes_back_without_touching_the_next_pool() {
 }
 
 /// Every event published so far: (channel's event name, token).
-fn drain_events(rx: &mut tokio::sync::mpsc::Receiver<PubMsg>) -> Vec<(String, TokenId)> {
+fn drain_events(rx: &mut crate::pubsub::Inbox) -> Vec<(String, TokenId)> {
     let mut out = Vec::new();
     while let Ok(m) = rx.try_recv() {
         let (PubMsg::Message { channel, payload } | PubMsg::PMessage { channel, payload, .. }) = m;
