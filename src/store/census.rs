@@ -11,7 +11,7 @@ pub(super) fn totals_of<'a>(shards: impl Iterator<Item = &'a Shard>) -> Totals {
         for p in s.pools.values() {
             t.live += p.len() as u64;
             t.assigned += (p.len() - p.free.len()) as u64;
-            t.expired_remembered += p.expired.len() as u64;
+            t.expired_remembered += p.expired_len() as u64;
             t.blocked += p.live_waiters() as u64;
         }
     }
@@ -47,7 +47,7 @@ impl Store {
             for (pid, p) in g.pools.iter() {
                 p.check()?;
                 live += p.len() as u64;
-                remembered += p.expired.len();
+                remembered += p.expired_len();
                 if g.pid(&p.name) != Some(pid) {
                     return Err(format!("pool {:?} is not named by its id", p.name));
                 }

@@ -210,9 +210,8 @@ impl Store {
     /// Forgets a remembered expired token if the queue entry is current.
     pub(super) fn forget_one(&self, s: &mut Shard, pid: PoolId, id: TokenId, at: u64, fx: &mut Effects) {
         if let Some(pool) = s.pools.get_mut(&pid)
-            && pool.expired.get(&id) == Some(&at)
+            && pool.forget(id, Some(at))
         {
-            pool.expired.remove(&id);
             let name = pool.name.clone();
             self.forgot(s, 1);
             fx.change(|| Change::Forget { pool: Bytes::copy_from_slice(&name), token: id });
@@ -269,16 +268,18 @@ impl Store {
     /// Deletes a token whose lifetime ended and remembers it as expired.
     pub(super) fn expire(&self, s: &mut Shard, pid: PoolId, slot: SlotIdx, now: u64, fx: &mut Effects) {
         let Some(pool) = s.pools.get_mut(&pid) else { return };
-        let Some((id, rec)) = pool.remove(slot) else { return };
+        let memory = self.shared.config.expired_memory_ms;
+        let forget_at = now.saturating_add(memory);
+        let Some((id, rec)) = (if memory > 0 { pool.expire(slot, forget_at) } else { pool.remove(slot) }) else {
+            return;
+        };
         note_late(&mut s.lateness, &mut s.worst_late_us, s.fire_us, rec.life_deadline);
         self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
         s.live -= 1;
         self.shared.expired_total.fetch_add(1, Ordering::Relaxed);
         let name = pool.name.clone();
         fx.event(EventKind::Expired, &name, id);
-        if self.shared.config.expired_memory_ms > 0 {
-            let forget_at = now + self.shared.config.expired_memory_ms;
-            pool.expired.insert(id, forget_at);
+        if memory > 0 {
             s.forget.push_back((forget_at, pid, id));
             s.remembered += 1;
             let total = self.shared.remembered_total.fetch_add(1, Ordering::Relaxed) + 1;

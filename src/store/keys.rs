@@ -106,7 +106,7 @@ impl Store {
         let live = p.len();
         self.shared.live_tokens.fetch_sub(live as u64, Ordering::Relaxed);
         s.live -= live;
-        self.forgot(s, p.expired.len());
+        self.forgot(s, p.expired_len());
         for w in p.waiters_mut().into_iter().flat_map(|q| q.drain(..)) {
             let _ = w.tx.send(handed);
         }

@@ -151,7 +151,7 @@ impl Store {
                 let id = p.new_token(random, slot);
                 // 2^-90 per pair (the slot alone rules out every token
                 // placed where it names); cheap to rule out.
-                if !p.contains(id) && !p.expired.contains_key(&id) {
+                if !p.contains(id) && !p.is_expired(id) {
                     break id;
                 }
                 random = rng.random();
@@ -199,7 +199,7 @@ impl Store {
         life_ms: u64,
         lease_ms: Option<u64>,
     ) -> bool {
-        if s.pool(pool).is_some_and(|p| p.contains(id) || p.expired.contains_key(&id)) {
+        if s.pool(pool).is_some_and(|p| p.contains(id) || p.is_expired(id)) {
             return false;
         }
         let pid = self.pool_id(s, pool);
@@ -301,7 +301,7 @@ impl Store {
         let p = s.pools.get(&pid).ok_or(TokenError::NoToken)?;
         match p.find(id) {
             Some(slot) => Ok((pid, slot)),
-            None if p.expired.contains_key(&id) => Err(TokenError::Expired),
+            None if p.is_expired(id) => Err(TokenError::Expired),
             None => Err(TokenError::NoToken),
         }
     }
@@ -388,7 +388,7 @@ impl Store {
             s.live -= 1;
             fx.event(EventKind::TokenDel, &name, id);
             true
-        } else if p.expired.remove(&id).is_some() {
+        } else if p.forget(id, None) {
             self.forgot(s, 1);
             true
         } else {
@@ -409,8 +409,7 @@ impl Store {
     pub(super) fn op_del_expired(&self, s: &mut Shard, fx: &mut Effects, pool: &[u8]) -> u64 {
         let Some(pid) = s.pid(pool) else { return 0 };
         let Some(p) = s.pools.get_mut(&pid) else { return 0 };
-        let n = p.expired.len();
-        p.expired.clear();
+        let n = p.forget_all();
         let name = p.name.clone();
         fx.change(|| Change::ForgetAll { pool: Bytes::copy_from_slice(&name) });
         self.forgot(s, n);
@@ -455,7 +454,7 @@ pub(super) fn pool_stats(p: &Pool) -> PoolStats {
         total,
         free,
         assigned: total - free,
-        expired_remembered: p.expired.len() as u64,
+        expired_remembered: p.expired_len() as u64,
         blocked_waiters: p.live_waiters() as u64,
     }
 }

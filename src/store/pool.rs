@@ -21,6 +21,14 @@
 //!   1.25 MB at 10M tokens, which stays in cache. In large pools the next
 //!   ACQUIREs' tokens are drawn ahead, sixteen at a time, and their slots
 //!   prefetched together.
+//! - A remembered expired token keeps its slot, as a tombstone (a zero
+//!   `life_deadline`; `lifetime` holds when it is forgotten), until it is
+//!   forgotten: a mass expiry then writes to the slot it just read instead
+//!   of inserting millions of ids into a hash table at random places, and
+//!   asking about an expired token is the same one access as about a live
+//!   one. Tokens that cannot be a tombstone at their own slot (misplaced
+//!   ones, and those recovery brings back as expired) go to `expired`, an
+//!   [`ExpiredSet`](super::queue::ExpiredSet).
 
 use super::freeset::FreeSet;
 use super::slab::{Slab, Spare};
@@ -102,6 +110,20 @@ pub(crate) struct Slot {
 /// A slot that holds no token.
 const VACANT_SLOT: Slot = Slot { id: VACANT, rec: Record::stored(0, 0, 0, 0, 0) };
 
+impl Slot {
+    /// Holds a live token (a live token's `life_deadline` is never 0:
+    /// [`Pool::put`] sees to it).
+    fn is_live(&self) -> bool {
+        self.id != VACANT && self.rec.life_deadline != 0
+    }
+
+    /// When the remembered expired token in this slot is forgotten, if
+    /// the slot is a tombstone.
+    fn tomb(&self) -> Option<u64> {
+        (self.id != VACANT && self.rec.life_deadline == 0).then_some(self.rec.lifetime)
+    }
+}
+
 /// A slot number in a pool's slab.
 pub(crate) type SlotIdx = u32;
 
@@ -126,8 +148,11 @@ pub(crate) struct Pool {
     live: usize,
     /// The free tokens' slots.
     pub free: FreeSet,
-    /// Expired tokens still remembered, with the time they are forgotten.
-    pub expired: super::queue::ExpiredSet,
+    /// Tombstones: remembered expired tokens in their own slots.
+    tombs: usize,
+    /// The other remembered expired tokens, with the time they are
+    /// forgotten (see the module docs).
+    expired: super::queue::ExpiredSet,
     /// What a pool needs only once tokens leave it, a client blocks on it
     /// or recovery meets a misplaced token: made on first use, so that a
     /// pool of a token or two (a pool per tenant) does not carry it.
@@ -150,6 +175,7 @@ impl Pool {
             key,
             slots: Slab::default(),
             live: 0,
+            tombs: 0,
             free: FreeSet::default(),
             expired: Default::default(),
             cold: None,
@@ -193,7 +219,7 @@ impl Pool {
 
     /// True when nothing refers to this pool any more.
     pub fn is_empty(&self) -> bool {
-        self.live == 0 && self.expired.is_empty() && self.cold.as_ref().is_none_or(|c| c.waiters.is_empty())
+        self.live == 0 && self.expired_len() == 0 && self.cold.as_ref().is_none_or(|c| c.waiters.is_empty())
     }
 
     /// How many slab chunks `n` more tokens would add.
@@ -234,7 +260,7 @@ impl Pool {
     /// The slot of a live token.
     pub fn find(&self, id: TokenId) -> Option<SlotIdx> {
         let named = token::slot_of(id, self.key);
-        if self.slots.get(named as usize).is_some_and(|s| s.id == id) {
+        if self.slots.get(named as usize).is_some_and(|s| s.id == id && s.is_live()) {
             return Some(named);
         }
         let cold = self.cold.as_ref().filter(|c| !c.misplaced.is_empty())?;
@@ -254,19 +280,123 @@ impl Pool {
 
     /// The record in a slot, if the slot holds a live token.
     pub fn get(&self, slot: SlotIdx) -> Option<&Record> {
-        self.slots.get(slot as usize).filter(|s| s.id != VACANT).map(|s| &s.rec)
+        self.slots.get(slot as usize).filter(|s| s.is_live()).map(|s| &s.rec)
     }
 
-    /// The record in a slot, mutably.
+    /// The record in a slot, mutably (a live token's `life_deadline` must
+    /// stay above 0).
     pub fn get_mut(&mut self, slot: SlotIdx) -> Option<&mut Record> {
-        self.slots.get_mut(slot as usize).filter(|s| s.id != VACANT).map(|s| &mut s.rec)
+        self.slots.get_mut(slot as usize).filter(|s| s.is_live()).map(|s| &mut s.rec)
+    }
+
+    /// When the remembered expired token in `slot` is forgotten, if the
+    /// slot is a tombstone.
+    pub fn tomb(&self, slot: SlotIdx) -> Option<u64> {
+        self.slots.get(slot as usize)?.tomb()
+    }
+
+    /// Remembered expired tokens.
+    pub fn expired_len(&self) -> usize {
+        self.tombs + self.expired.len()
+    }
+
+    /// When a remembered expired token is forgotten; `None` if it is not
+    /// remembered.
+    pub fn expired_get(&self, id: TokenId) -> Option<u64> {
+        let named = token::slot_of(id, self.key);
+        match self.slots.get(named as usize) {
+            Some(s) if s.id == id && s.tomb().is_some() => s.tomb(),
+            _ => self.expired.get(&id).copied(),
+        }
+    }
+
+    /// True if the token is remembered as expired.
+    pub fn is_expired(&self, id: TokenId) -> bool {
+        self.expired_get(id).is_some()
+    }
+
+    /// The remembered expired tokens that are not tombstones (tombstones
+    /// are found slot by slot, with [`Pool::tomb`]).
+    pub fn expired_elsewhere(&self) -> impl Iterator<Item = (TokenId, u64)> + '_ {
+        self.expired.iter()
+    }
+
+    /// Deletes the live token in `slot` and remembers it as expired until
+    /// `forget_at`; returns its id and record.
+    pub fn expire(&mut self, slot: SlotIdx, forget_at: u64) -> Option<(TokenId, Record)> {
+        let s = self.slots.get(slot as usize).filter(|s| s.is_live())?;
+        let id = s.id;
+        if token::slot_of(id, self.key) != slot {
+            let (id, rec) = self.remove(slot)?;
+            self.expired.insert(id, forget_at);
+            return Some((id, rec));
+        }
+        let rec = s.rec;
+        self.free.remove(slot);
+        self.slots[slot as usize].rec = Record::stored(0, 0, forget_at, 0, 0);
+        self.live -= 1;
+        self.tombs += 1;
+        Some((id, rec))
+    }
+
+    /// Recovery: remembers an expired token until `forget_at`; false (and
+    /// nothing changes) if it is remembered already.
+    pub fn remember(&mut self, id: TokenId, forget_at: u64) -> bool {
+        if self.is_expired(id) {
+            return false;
+        }
+        self.expired.insert(id, forget_at);
+        true
+    }
+
+    /// Forgets a remembered expired token, if it is remembered (and, with
+    /// `at`, only if it is to be forgotten then); true if it was.
+    pub fn forget(&mut self, id: TokenId, at: Option<u64>) -> bool {
+        let named = token::slot_of(id, self.key);
+        if let Some(s) = self.slots.get_mut(named as usize)
+            && s.id == id
+            && let Some(when) = s.tomb()
+        {
+            if at.is_some_and(|at| at != when) {
+                return false;
+            }
+            *s = VACANT_SLOT;
+            self.tombs -= 1;
+            self.cold_mut().vacant.push(named);
+            return true;
+        }
+        if at.is_some_and(|at| self.expired.get(&id) != Some(&at)) {
+            return false;
+        }
+        self.expired.remove(&id).is_some()
+    }
+
+    /// Forgets every remembered expired token; returns how many. Looks at
+    /// every slot if there are tombstones.
+    pub fn forget_all(&mut self) -> usize {
+        let n = self.expired_len();
+        self.expired.clear();
+        if self.tombs > 0 {
+            let mut vacated = Vec::with_capacity(self.tombs);
+            for i in 0..self.slots.len() {
+                if self.slots[i].tomb().is_some() {
+                    self.slots[i] = VACANT_SLOT;
+                    vacated.push(i as SlotIdx);
+                }
+            }
+            self.tombs = 0;
+            self.cold_mut().vacant.extend(vacated);
+        }
+        n
     }
 
     /// Fills a vacant slot from [`Pool::alloc_slot`] (or [`Pool::claim`])
     /// with a new live token (the caller ensured it is new). A free token
     /// goes into the free set; a token that names another slot is indexed.
-    pub fn put(&mut self, slot: SlotIdx, id: TokenId, rec: Record) {
+    pub fn put(&mut self, slot: SlotIdx, id: TokenId, mut rec: Record) {
         let Some(s) = self.slots.get_mut(slot as usize).filter(|s| s.id == VACANT) else { return };
+        // 0 would read as a tombstone; 1 ms after the epoch is as past.
+        rec.life_deadline = rec.life_deadline.max(1);
         *s = Slot { id, rec };
         self.live += 1;
         if !rec.is_assigned() {
@@ -354,7 +484,7 @@ impl Pool {
 
     /// Removes a live token in any state; returns its id and record.
     pub fn remove(&mut self, slot: SlotIdx) -> Option<(TokenId, Record)> {
-        let Slot { id, rec } = *self.slots.get(slot as usize).filter(|s| s.id != VACANT)?;
+        let Slot { id, rec } = *self.slots.get(slot as usize).filter(|s| s.is_live())?;
         self.free.remove(slot);
         if token::slot_of(id, self.key) != slot {
             let slots = &self.slots;
@@ -398,10 +528,20 @@ impl Pool {
         let mut free_seen = 0;
         let mut live = 0;
         let mut misplaced = 0;
+        let mut tombs = 0;
         for (slot, s) in self.slots.iter().enumerate() {
-            if s.id == VACANT {
+            if s.id == VACANT || s.tomb().is_some() {
                 if self.free.contains(slot as SlotIdx) {
-                    return Err(format!("vacant slot {slot} is in the free set"));
+                    return Err(format!("vacant or tombstone slot {slot} is in the free set"));
+                }
+                if s.tomb().is_some() {
+                    tombs += 1;
+                    if token::slot_of(s.id, self.key) != slot as SlotIdx {
+                        return Err(format!("tombstone of {:x} is not at its own slot", s.id));
+                    }
+                    if self.expired.contains_key(&s.id) {
+                        return Err(format!("token {:x} is remembered twice", s.id));
+                    }
                 }
                 continue;
             }
@@ -427,13 +567,14 @@ impl Pool {
                 return Err(format!("token {id:x} is both live and expired"));
             }
         }
-        let vacant = self.slots.len() - live;
+        let vacant = self.slots.len() - live - tombs;
         let indexed = self.cold.as_ref().map_or(0, |c| c.misplaced.len());
         let listed = self.vacant().len();
-        if live != self.live || misplaced != indexed || vacant != listed {
+        if live != self.live || misplaced != indexed || vacant != listed || tombs != self.tombs {
             return Err(format!(
-                "{live} live (counted {}), {misplaced} misplaced (indexed {indexed}), {vacant} vacant (listed {listed})",
-                self.live
+                "{live} live (counted {}), {misplaced} misplaced (indexed {indexed}), {vacant} vacant (listed {listed}), \
+                 {tombs} tombstones (counted {})",
+                self.live, self.tombs
             ));
         }
         if free_seen != self.free.len() {
@@ -482,6 +623,57 @@ mod tests {
         p.check().unwrap();
         assert_eq!(p.remove(a).map(|x| x.0), Some(idc));
         assert!(p.remove(a).is_none(), "a vacant slot holds nothing");
+        p.check().unwrap();
+    }
+
+    #[test]
+    fn an_expired_token_keeps_its_slot_until_forgotten() {
+        let mut p = Pool::new(b"p", 7);
+        let (a, sa) = add(&mut p, 1, true);
+        let (b, sb) = add(&mut p, 2, false);
+        assert_eq!(p.expire(sa, 500).map(|x| x.0), Some(a));
+        assert_eq!(p.expire(sa, 600), None, "a tombstone is not live");
+        assert!(!p.contains(a) && p.get(sa).is_none() && p.is_expired(a));
+        assert_eq!((p.expired_get(a), p.tomb(sa), p.len(), p.expired_len()), (Some(500), Some(500), 1, 1));
+        assert!(p.free.is_empty(), "out of the free set");
+        p.check().unwrap();
+        let (c, sc) = add(&mut p, 3, true);
+        assert_ne!(sc, sa, "a tombstone's slot is not reused");
+        assert!(!p.forget(a, Some(499)), "only at the time it is to be forgotten");
+        assert!(p.is_expired(a));
+        assert!(p.forget(a, Some(500)) && !p.is_expired(a) && !p.forget(a, None));
+        assert_eq!(p.expired_len(), 0);
+        p.check().unwrap();
+        let (_, sd) = add(&mut p, 4, true);
+        assert_eq!(sd, sa, "a forgotten tombstone's slot is reused");
+        // Every kind at once, then all forgotten.
+        p.expire(sb, 900);
+        p.expire(sc, 900);
+        assert!(p.remember(0x1234 << 64, 700));
+        assert!(!p.remember(0x1234 << 64, 800) && !p.remember(b, 800), "remembered already");
+        assert_eq!(p.expired_get(0x1234 << 64), Some(700));
+        assert_eq!(p.expired_elsewhere().collect::<Vec<_>>(), vec![(0x1234 << 64, 700)]);
+        p.check().unwrap();
+        assert_eq!(p.forget_all(), 3);
+        assert!(!p.is_expired(b) && !p.is_expired(c) && p.expired_len() == 0);
+        assert_eq!(p.len(), 1);
+        p.check().unwrap();
+        assert!(!p.is_empty());
+    }
+
+    #[test]
+    fn a_misplaced_token_is_remembered_outside_the_slots() {
+        let mut p = Pool::new(b"p", 2);
+        // Names slot 3, put at slot 4 (as recovery may).
+        let id = p.new_token([5; 16], 3);
+        p.presize(5);
+        p.put(4, id, Record::new_free(0, 10));
+        p.relist_vacant();
+        assert_eq!(p.find(id), Some(4));
+        assert_eq!(p.expire(4, 50).map(|x| x.0), Some(id));
+        assert_eq!((p.tomb(4), p.tomb(3), p.expired_get(id)), (None, None, Some(50)), "no tombstone, remembered");
+        p.check().unwrap();
+        assert!(p.forget(id, Some(50)) && p.is_empty());
         p.check().unwrap();
     }
 

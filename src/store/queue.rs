@@ -146,10 +146,6 @@ impl ExpiredSet {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     pub fn get(&self, id: &TokenId) -> Option<&u64> {
         self.parts.as_ref()?[part(*id)].get(&Key::new(*id))
     }
@@ -282,7 +278,7 @@ mod tests {
         assert_eq!(s.remove(&ids[99]), None);
         assert_eq!(s.len(), 99);
         s.clear();
-        assert!(s.is_empty() && !s.contains_key(&ids[0]));
+        assert!(s.len() == 0 && !s.contains_key(&ids[0]));
         assert_eq!(s.heap_bytes(), 0, "an empty set holds no maps");
         s.insert(ids[1], 1);
         assert!(s.heap_bytes() >= 512);

@@ -102,7 +102,7 @@ impl Store {
             Restored::Expired { token: id, forget_at, .. } => {
                 let Shard { pools, forget, remembered, .. } = s;
                 if let Some(p) = pools.get_mut(&pid)
-                    && p.expired.insert(*id, *forget_at).is_none()
+                    && p.remember(*id, *forget_at)
                 {
                     forget.push_back((*forget_at, pid, *id));
                     *remembered += 1;

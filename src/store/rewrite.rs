@@ -47,20 +47,28 @@ impl Store {
     }
 }
 
-/// The changes that restate slots `at..at + REWRITE_CHUNK` of pool `pid`
-/// (and, with the first chunk, its remembered expired tokens), and whether
+/// The changes that restate slots `at..at + REWRITE_CHUNK` of pool `pid`,
+/// live tokens and tombstones (and, with the first chunk, its remembered
+/// expired tokens that are not in slots), and whether
 /// slots are left after them. A pool that is gone (or whose id was taken by
 /// another) yields nothing.
 fn chunk(s: &Shard, pid: u32, name: &Bytes, at: usize) -> (Vec<Change>, bool) {
     let Some(p) = s.pools.get(&pid).filter(|p| p.name[..] == name[..]) else { return (Vec::new(), false) };
     let mut out = Vec::new();
     if at == 0 {
-        out.extend(p.expired.iter().map(|(token, forget_at)| Change::Expired { pool: name.clone(), token, forget_at }));
+        out.extend(p.expired_elsewhere().map(|(token, forget_at)| Change::Expired {
+            pool: name.clone(),
+            token,
+            forget_at,
+        }));
     }
     let end = (at + REWRITE_CHUNK).min(p.slot_count());
     for slot in at..end {
-        if let Some(record) = p.get(slot as u32).copied() {
-            out.push(Change::Put { pool: name.clone(), token: p.id(slot as u32), record });
+        let (token, slot) = (p.id(slot as u32), slot as u32);
+        if let Some(record) = p.get(slot).copied() {
+            out.push(Change::Put { pool: name.clone(), token, record });
+        } else if let Some(forget_at) = p.tomb(slot) {
+            out.push(Change::Expired { pool: name.clone(), token, forget_at });
         }
     }
     (out, end < p.slot_count())
