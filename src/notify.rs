@@ -198,29 +198,41 @@ impl Notifier {
             return;
         }
         let classes = self.classes();
-        let mut msgs = Vec::with_capacity(events.len() * 2);
-        for ev in events {
-            if !classes.wants(ev.kind) {
-                continue;
-            }
-            // One buffer holds `__keyspace@0__:<pool>:<token>` (or, for a
-            // pool's own event, `__keyspace@0__:<pool>`); the keyevent
-            // payload `<pool>:<token>` (`<pool>`) is a slice of it.
-            const PREFIX: &[u8] = b"__keyspace@0__:";
-            let mut buf = BytesMut::with_capacity(PREFIX.len() + ev.pool.len() + 1 + token::TOKEN_TEXT_LEN);
-            buf.put_slice(PREFIX);
+        let keyevent = classes.0 & KEYEVENT != 0;
+        // Keyspace channels are one per token: built only if a subscriber
+        // here may receive them, or the backing Redis's may.
+        let keyspace = classes.0 & KEYSPACE != 0 && (sink.is_some() || self.pubsub.keyspace_listened());
+        // One buffer for the burst holds each event's
+        // `__keyspace@0__:<pool>:<token>` (`__keyspace@0__:<pool>` for a
+        // pool's own event; without its prefix when no keyspace message
+        // goes out); the keyevent payload `<pool>:<token>` is a slice of
+        // it. Slices of one buffer cost a reference count each, not an
+        // allocation.
+        const PREFIX: &[u8] = b"__keyspace@0__:";
+        let prefix = if keyspace { PREFIX } else { b"" };
+        let wanted = || events.iter().filter(|ev| classes.wants(ev.kind));
+        let mut buf =
+            BytesMut::with_capacity(wanted().map(|ev| prefix.len() + ev.pool.len() + 1 + token::TOKEN_TEXT_LEN).sum());
+        let mut spans = Vec::with_capacity(events.len());
+        for ev in wanted() {
+            let start = buf.len();
+            buf.put_slice(prefix);
             buf.put_slice(&ev.pool);
             if ev.kind != EventKind::PoolDel {
                 buf.put_u8(b':');
                 buf.put_slice(&token::format(ev.token));
             }
-            let keyspace = buf.freeze();
-            if classes.0 & KEYEVENT != 0 {
-                let channel = Bytes::from_static(ev.kind.keyevent_channel().as_bytes());
-                msgs.push((channel, keyspace.slice(PREFIX.len()..)));
+            spans.push((ev.kind, start, buf.len()));
+        }
+        let all = buf.freeze();
+        let mut msgs = Vec::with_capacity(spans.len() * 2);
+        for (kind, start, end) in spans {
+            if keyevent {
+                let channel = Bytes::from_static(kind.keyevent_channel().as_bytes());
+                msgs.push((channel, all.slice(start + prefix.len()..end)));
             }
-            if classes.0 & KEYSPACE != 0 {
-                msgs.push((keyspace, Bytes::from_static(ev.kind.name().as_bytes())));
+            if keyspace {
+                msgs.push((all.slice(start..end), Bytes::from_static(kind.name().as_bytes())));
             }
         }
         // The broker takes the whole burst under one lock.
@@ -236,6 +248,7 @@ impl Notifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pubsub::PubMsg;
 
     #[test]
     fn classes_parse_and_print() {
@@ -251,6 +264,44 @@ mod tests {
         assert!(!EventClasses::parse("x").unwrap().wants(EventKind::Expired));
         assert!(EventClasses::parse("Kq").is_err());
         assert!(!EventClasses::parse("").unwrap().wants(EventKind::Expired));
+    }
+
+    #[tokio::test]
+    async fn keyspace_messages_go_out_once_a_subscription_may_receive_them() {
+        let ps = Arc::new(PubSub::default());
+        let n = Notifier::new(EventClasses::parse("KExl").unwrap(), ps.clone());
+        let mut rx = ps.attach(1);
+        ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+        let t = token::from_random([2; 16]);
+        let text = String::from_utf8(token::format(t).to_vec()).unwrap();
+        let ev = [
+            Event { kind: EventKind::Expired, pool: Bytes::from_static(b"a"), token: t },
+            Event { kind: EventKind::Expired, pool: Bytes::from_static(b"bb"), token: t },
+        ];
+        n.emit(&ev);
+        let payload = |m: PubMsg| match m {
+            PubMsg::Message { channel, payload } => (channel, payload),
+            m => panic!("{m:?}"),
+        };
+        for pool in ["a", "bb"] {
+            let (ch, p) = payload(rx.try_recv().unwrap());
+            assert_eq!((&ch[..], &p[..]), (&b"__keyevent@0__:expired"[..], format!("{pool}:{text}").as_bytes()));
+        }
+        assert!(rx.try_recv().is_err(), "no keyspace message: nobody could receive it");
+        let keyspace = format!("__keyspace@0__:bb:{text}");
+        ps.subscribe(1, Bytes::from(keyspace.clone()), false);
+        n.emit(&ev);
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).map(payload).collect();
+        let want = [
+            ("__keyevent@0__:expired".to_string(), format!("a:{text}")),
+            ("__keyevent@0__:expired".to_string(), format!("bb:{text}")),
+            (keyspace, "expired".to_string()),
+        ];
+        let got: Vec<_> = got
+            .into_iter()
+            .map(|(c, p)| (String::from_utf8(c.to_vec()).unwrap(), String::from_utf8(p.to_vec()).unwrap()))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[tokio::test]

@@ -98,12 +98,30 @@ pub struct PubSub {
     /// Channel + pattern subscriptions in total; lets publishers skip building
     /// messages when nobody listens.
     subscriptions: AtomicUsize,
+    /// Subscriptions that may receive a keyspace message: channels that
+    /// start with [`KEYSPACE_PREFIX`], and every pattern.
+    keyspace: AtomicUsize,
+}
+
+/// What every keyspace channel starts with.
+pub const KEYSPACE_PREFIX: &[u8] = b"__keyspace@";
+
+/// True if a subscription to `name` may receive keyspace messages.
+fn reaches_keyspace(name: &[u8], pattern: bool) -> bool {
+    pattern || name.starts_with(KEYSPACE_PREFIX)
 }
 
 impl PubSub {
     /// True when nobody is subscribed to anything.
     pub fn is_idle(&self) -> bool {
         self.subscriptions.load(Ordering::Relaxed) == 0
+    }
+
+    /// False when no subscription can receive a keyspace message (no
+    /// pattern, no channel that starts with [`KEYSPACE_PREFIX`]): the
+    /// notifier then builds none.
+    pub fn keyspace_listened(&self) -> bool {
+        self.keyspace.load(Ordering::Relaxed) > 0
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
@@ -126,18 +144,33 @@ impl PubSub {
     /// Removes a client and all its subscriptions.
     pub fn detach(&self, client: u64) {
         let mut g = self.write();
-        Self::remove_client(&mut g, &self.subscriptions, client);
+        self.remove_client(&mut g, client);
     }
 
-    fn remove_client(g: &mut Inner, count: &AtomicUsize, client: u64) {
+    fn remove_client(&self, g: &mut Inner, client: u64) {
         g.clients.remove(&client);
-        for map in [&mut g.channels, &mut g.patterns] {
-            map.retain(|_, set| {
+        for (map, pattern) in [(&mut g.channels, false), (&mut g.patterns, true)] {
+            map.retain(|name, set| {
                 if set.remove(&client) {
-                    count.fetch_sub(1, Ordering::Relaxed);
+                    self.counted(name, pattern, -1);
                 }
                 !set.is_empty()
             });
+        }
+    }
+
+    /// Counts a subscription in (`by` 1) or out (-1).
+    fn counted(&self, name: &[u8], pattern: bool, by: isize) {
+        let add = |c: &AtomicUsize| {
+            if by > 0 {
+                c.fetch_add(1, Ordering::Relaxed)
+            } else {
+                c.fetch_sub(1, Ordering::Relaxed)
+            };
+        };
+        add(&self.subscriptions);
+        if reaches_keyspace(name, pattern) {
+            add(&self.keyspace);
         }
     }
 
@@ -145,8 +178,8 @@ impl PubSub {
     pub fn subscribe(&self, client: u64, name: Bytes, pattern: bool) {
         let mut g = self.write();
         let map = if pattern { &mut g.patterns } else { &mut g.channels };
-        if map.entry(name).or_default().insert(client) {
-            self.subscriptions.fetch_add(1, Ordering::Relaxed);
+        if map.entry(name.clone()).or_default().insert(client) {
+            self.counted(&name, pattern, 1);
         }
     }
 
@@ -156,7 +189,7 @@ impl PubSub {
         let map = if pattern { &mut g.patterns } else { &mut g.channels };
         if let Some(set) = map.get_mut(name) {
             if set.remove(&client) {
-                self.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                self.counted(name, pattern, -1);
             }
             if set.is_empty() {
                 map.remove(name);
@@ -257,7 +290,7 @@ impl PubSub {
             let mut g = self.write();
             for c in evict {
                 tracing::warn!(client = c, "subscriber output queue full; disconnecting it");
-                Self::remove_client(&mut g, &self.subscriptions, c);
+                self.remove_client(&mut g, c);
             }
         }
         receivers
@@ -279,8 +312,20 @@ mod tests {
         assert_eq!(ps.publish(b"b", &Bytes::from_static(b"x")), 0);
         assert!(matches!(rx.recv().await, Some(PubMsg::Message { .. })));
         assert!(matches!(rx.recv().await, Some(PubMsg::PMessage { .. })));
-        ps.unsubscribe(1, b"a", false);
+        assert!(ps.keyspace_listened(), "a pattern may match a keyspace channel");
         ps.unsubscribe(1, b"a*", true);
+        assert!(!ps.keyspace_listened());
+        ps.subscribe(1, Bytes::from_static(b"__keyspace@0__:p:t"), false);
+        assert!(ps.keyspace_listened());
+        ps.unsubscribe(1, b"__keyspace@0__:p:t", false);
+        assert!(!ps.keyspace_listened());
+        ps.subscribe(1, Bytes::from_static(b"__keyspace@0__:p:t"), false);
+        ps.subscribe(2, Bytes::from_static(b"__keyspace@0__:p:t"), false);
+        ps.detach(2);
+        assert!(ps.keyspace_listened(), "one left");
+        ps.unsubscribe(1, b"__keyspace@0__:p:t", false);
+        assert!(!ps.keyspace_listened());
+        ps.unsubscribe(1, b"a", false);
         assert!(ps.is_idle());
         ps.detach(1);
         assert!(rx.recv().await.is_none());
