@@ -10,7 +10,6 @@
 use crate::cmd::{self, Ctx, Outcome, Session};
 use crate::codec::{Limits, decode_request};
 use crate::durable::Fate;
-use crate::pubsub::PubMsg;
 use crate::reply::Reply;
 use crate::store::{Handed, Store, Waiting};
 use crate::token::{self, TokenId};
@@ -106,7 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             };
             let msg = async {
                 match self.session.pubsub_rx.as_mut() {
-                    Some(rx) => rx.recv().await,
+                    Some(rx) => rx.recv_bytes().await,
                     None => std::future::pending().await,
                 }
             };
@@ -139,12 +138,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 },
                 m = msg => match m {
                     Some(m) => {
-                        self.push_message(m);
-                        while let Some(m) = self.session.pubsub_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
-                            self.push_message(m);
-                            if self.wbuf.len() > WRITE_HIGH_WATER {
-                                break;
-                            }
+                        self.wbuf.extend_from_slice(&m);
+                        while self.wbuf.len() <= WRITE_HIGH_WATER
+                            && let Some(m) = self.session.pubsub_rx.as_mut().and_then(|rx| rx.try_recv_bytes())
+                        {
+                            self.wbuf.extend_from_slice(&m);
                         }
                         self.flush_and_yield().await?;
                     }
@@ -368,7 +366,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             // are delivered as they come, as Redis does.
             let msg = async {
                 match self.session.pubsub_rx.as_mut() {
-                    Some(rx) => rx.recv().await,
+                    Some(rx) => rx.recv_bytes().await,
                     None => std::future::pending().await,
                 }
             };
@@ -398,7 +396,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 m = msg => match m {
                     Some(m) => {
-                        self.push_message(m);
+                        self.wbuf.extend_from_slice(&m);
                         self.flush().await?;
                     }
                     // Evicted for not reading: the connection ends.
@@ -435,8 +433,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Moves every queued pub/sub message into the write buffer (written in
     /// pieces if there are many).
     async fn drain_pubsub(&mut self) -> std::io::Result<()> {
-        while let Some(m) = self.session.pubsub_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
-            self.push_message(m);
+        while let Some(m) = self.session.pubsub_rx.as_mut().and_then(|rx| rx.try_recv_bytes()) {
+            self.wbuf.extend_from_slice(&m);
             if self.wbuf.len() > WRITE_HIGH_WATER {
                 self.commit().await?;
             }
@@ -449,19 +447,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.wbuf.extend_from_slice(b"+");
         self.wbuf.extend_from_slice(line);
         self.wbuf.extend_from_slice(b"\r\n");
-    }
-
-    /// Encodes a pub/sub message as Redis does for each protocol.
-    fn push_message(&mut self, m: PubMsg) {
-        let proto = self.session.proto;
-        match m {
-            PubMsg::Message { channel, payload } => {
-                crate::reply::put_push(&mut self.wbuf, proto, &[b"message", &channel, &payload]);
-            }
-            PubMsg::PMessage { pattern, channel, payload } => {
-                crate::reply::put_push(&mut self.wbuf, proto, &[b"pmessage", &pattern, &channel, &payload]);
-            }
-        }
     }
 }
 

@@ -12,7 +12,7 @@
 
 use crate::pubsub::PubSub;
 use crate::token::{self, TokenId};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -206,40 +206,38 @@ impl Notifier {
         // `__keyspace@0__:<pool>:<token>` (`__keyspace@0__:<pool>` for a
         // pool's own event; without its prefix when no keyspace message
         // goes out); the keyevent payload `<pool>:<token>` is a slice of
-        // it. Slices of one buffer cost a reference count each, not an
-        // allocation.
+        // it. The broker encodes each message for its subscribers from
+        // these slices: nothing is allocated per event.
         const PREFIX: &[u8] = b"__keyspace@0__:";
         let prefix = if keyspace { PREFIX } else { b"" };
         let wanted = || events.iter().filter(|ev| classes.wants(ev.kind));
         let mut buf =
-            BytesMut::with_capacity(wanted().map(|ev| prefix.len() + ev.pool.len() + 1 + token::TOKEN_TEXT_LEN).sum());
+            Vec::with_capacity(wanted().map(|ev| prefix.len() + ev.pool.len() + 1 + token::TOKEN_TEXT_LEN).sum());
         let mut spans = Vec::with_capacity(events.len());
         for ev in wanted() {
             let start = buf.len();
-            buf.put_slice(prefix);
-            buf.put_slice(&ev.pool);
+            buf.extend_from_slice(prefix);
+            buf.extend_from_slice(&ev.pool);
             if ev.kind != EventKind::PoolDel {
-                buf.put_u8(b':');
-                buf.put_slice(&token::format(ev.token));
+                buf.push(b':');
+                buf.extend_from_slice(&token::format(ev.token));
             }
             spans.push((ev.kind, start, buf.len()));
         }
-        let all = buf.freeze();
-        let mut msgs = Vec::with_capacity(spans.len() * 2);
+        let mut msgs: Vec<(&[u8], &[u8])> = Vec::with_capacity(spans.len() * 2);
         for (kind, start, end) in spans {
             if keyevent {
-                let channel = Bytes::from_static(kind.keyevent_channel().as_bytes());
-                msgs.push((channel, all.slice(start + prefix.len()..end)));
+                msgs.push((kind.keyevent_channel().as_bytes(), &buf[start + prefix.len()..end]));
             }
             if keyspace {
-                msgs.push((all.slice(start..end), Bytes::from_static(kind.name().as_bytes())));
+                msgs.push((&buf[start..end], kind.name().as_bytes()));
             }
         }
         // The broker takes the whole burst under one lock.
         self.pubsub.publish_many(&msgs);
         if let Some(s) = sink {
             for (channel, payload) in msgs {
-                s.publish(channel, payload);
+                s.publish(Bytes::copy_from_slice(channel), Bytes::copy_from_slice(payload));
             }
         }
     }
@@ -270,7 +268,7 @@ mod tests {
     async fn keyspace_messages_go_out_once_a_subscription_may_receive_them() {
         let ps = Arc::new(PubSub::default());
         let n = Notifier::new(EventClasses::parse("KExl").unwrap(), ps.clone());
-        let mut rx = ps.attach(1);
+        let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
         ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
         let t = token::from_random([2; 16]);
         let text = String::from_utf8(token::format(t).to_vec()).unwrap();
@@ -308,7 +306,7 @@ mod tests {
     async fn emits_both_channel_kinds() {
         let ps = Arc::new(PubSub::default());
         let n = Notifier::new(EventClasses::parse("KExl").unwrap(), ps.clone());
-        let mut rx = ps.attach(1);
+        let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
         ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
         ps.subscribe(1, Bytes::from_static(b"__keyspace@0__:*"), true);
         let t = token::from_random([1; 16]);

@@ -1,31 +1,71 @@
 //! The server's own publish/subscribe broker.
 //!
-//! Each subscribed connection has one bounded queue (its output buffer for
-//! messages). Publishing never blocks and never waits on a slow reader: when a
-//! subscriber's queue is full, it is evicted — its queue is closed, and the
+//! Each subscribed connection has one bounded queue: its output buffer for
+//! messages, already encoded. Publishing never blocks and never waits on a
+//! slow reader: when a subscriber's queue would go over
+//! [`SUBSCRIBER_QUEUE_BYTES`], it is evicted — its queue is closed, and the
 //! connection, seeing the close, disconnects the client (Redis does the same
 //! with `client-output-buffer-limit pubsub`). Memory is therefore bounded by
-//! `subscribers × SUBSCRIBER_QUEUE`.
+//! `subscribers × SUBSCRIBER_QUEUE_BYTES`.
 //!
-//! A burst (one [`PubSub::publish_many`]: a batch of expiries) goes to each
-//! subscriber as one item of its queue, a `Vec` of its messages: one send
-//! and one wake-up per burst instead of one per message. The bound is kept
-//! in messages by a counter the publisher adds to and the [`Inbox`] takes
-//! from.
+//! A message is encoded for its subscriber when it is published, in the
+//! protocol the subscriber speaks then, as Redis writes it into the client's
+//! output buffer. A burst (one [`PubSub::publish_many`]: a batch of
+//! expiries) goes to each subscriber as one piece of bytes: no object, no
+//! allocation and no reference count per message, one send and one wake-up
+//! per burst. The connection copies the piece into its write buffer.
 
 use crate::glob;
-use bytes::Bytes;
+use crate::reply::{Protocol, put_push};
+use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 
-/// Messages a subscriber may have queued before it is disconnected. 65,536
-/// messages of ~100 bytes is ~6.5 MiB, within Redis's default pubsub output
-/// limit (32 MiB hard), and enough to absorb a burst of 50k expiries.
-pub const SUBSCRIBER_QUEUE: usize = 65_536;
+/// Bytes of encoded messages a subscriber may have queued before it is
+/// disconnected: Redis's default hard limit for pub/sub clients
+/// (`client-output-buffer-limit pubsub 32mb`), about 350,000 expiry events.
+pub const SUBSCRIBER_QUEUE_BYTES: usize = 32 << 20;
 
-/// A message delivered to a subscriber.
+/// The publishing end of a subscriber's queue.
+struct Outbox {
+    tx: mpsc::UnboundedSender<Bytes>,
+    /// Bytes sent and not yet taken off the queue by the [`Inbox`].
+    queued: Arc<AtomicUsize>,
+    /// The protocol messages are encoded in.
+    proto: Protocol,
+}
+
+/// A subscriber's end of its queue: encoded messages, in order.
+pub struct Inbox {
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    queued: Arc<AtomicUsize>,
+    /// Tests: bytes taken and not yet decoded.
+    #[cfg(test)]
+    pending: BytesMut,
+}
+
+impl Inbox {
+    /// The next piece of encoded messages, waiting for one; `None` once the
+    /// broker dropped this subscriber (evicted or detached) and every piece
+    /// sent before was taken.
+    pub async fn recv_bytes(&mut self) -> Option<Bytes> {
+        let b = self.rx.recv().await?;
+        self.queued.fetch_sub(b.len(), Ordering::Relaxed);
+        Some(b)
+    }
+
+    /// The next piece of encoded messages if one is queued.
+    pub fn try_recv_bytes(&mut self) -> Option<Bytes> {
+        let b = self.rx.try_recv().ok()?;
+        self.queued.fetch_sub(b.len(), Ordering::Relaxed);
+        Some(b)
+    }
+}
+
+/// A message decoded back from what a subscriber was sent (tests).
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum PubMsg {
     /// From a channel subscription.
@@ -34,49 +74,46 @@ pub enum PubMsg {
     PMessage { pattern: Bytes, channel: Bytes, payload: Bytes },
 }
 
-/// The publishing end of a subscriber's queue.
-struct Outbox {
-    tx: mpsc::UnboundedSender<Vec<PubMsg>>,
-    /// Messages sent and not yet taken off the queue by the [`Inbox`].
-    queued: Arc<AtomicUsize>,
-}
-
-/// A subscriber's end of its queue: messages one at a time, in order.
-pub struct Inbox {
-    rx: mpsc::UnboundedReceiver<Vec<PubMsg>>,
-    queued: Arc<AtomicUsize>,
-    /// The burst being handed out.
-    batch: std::vec::IntoIter<PubMsg>,
-}
-
+#[cfg(test)]
 impl Inbox {
-    /// The next message, waiting for one; `None` once the broker dropped
-    /// this subscriber (evicted or detached) and every message sent before
-    /// was taken.
+    /// The next message, decoded, waiting for one.
     pub async fn recv(&mut self) -> Option<PubMsg> {
         loop {
-            if let Some(m) = self.batch.next() {
+            if let Some(m) = self.decode() {
                 return Some(m);
             }
-            let b = self.rx.recv().await?;
-            self.take(b);
+            let b = self.recv_bytes().await?;
+            self.pending.extend_from_slice(&b);
         }
     }
 
-    /// The next message if one is queued.
+    /// The next message, decoded, if one is queued.
     pub fn try_recv(&mut self) -> Result<PubMsg, mpsc::error::TryRecvError> {
         loop {
-            if let Some(m) = self.batch.next() {
+            if let Some(m) = self.decode() {
                 return Ok(m);
             }
             let b = self.rx.try_recv()?;
-            self.take(b);
+            self.queued.fetch_sub(b.len(), Ordering::Relaxed);
+            self.pending.extend_from_slice(&b);
         }
     }
 
-    fn take(&mut self, b: Vec<PubMsg>) {
-        self.queued.fetch_sub(b.len(), Ordering::Relaxed);
-        self.batch = b.into_iter();
+    fn decode(&mut self) -> Option<PubMsg> {
+        use redis_protocol::resp3::decode::complete::decode_bytes_mut;
+        use redis_protocol::resp3::types::BytesFrame as F;
+        let (frame, _, _) = decode_bytes_mut(&mut self.pending).expect("well-formed messages")?;
+        let (F::Push { data, .. } | F::Array { data, .. }) = frame else { panic!("not a message: {frame:?}") };
+        let mut parts = data.into_iter().map(|f| match f {
+            F::BlobString { data, .. } => data,
+            f => panic!("not a bulk string: {f:?}"),
+        });
+        let mut next = || parts.next().expect("a part");
+        Some(match &next()[..] {
+            b"message" => PubMsg::Message { channel: next(), payload: next() },
+            b"pmessage" => PubMsg::PMessage { pattern: next(), channel: next(), payload: next() },
+            k => panic!("unknown kind {k:?}"),
+        })
     }
 }
 
@@ -111,6 +148,14 @@ fn reaches_keyspace(name: &[u8], pattern: bool) -> bool {
     pattern || name.starts_with(KEYSPACE_PREFIX)
 }
 
+/// One subscriber's share of a burst.
+struct Share {
+    client: u64,
+    proto: Protocol,
+    bytes: BytesMut,
+    messages: usize,
+}
+
 impl PubSub {
     /// True when nobody is subscribed to anything.
     pub fn is_idle(&self) -> bool {
@@ -132,13 +177,26 @@ impl PubSub {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Registers a client's queue; returns the receiving end. Called on the
-    /// client's first subscription.
-    pub fn attach(&self, client: u64) -> Inbox {
+    /// Registers a client's queue, its messages encoded in `proto`; returns
+    /// the receiving end. Called on the client's first subscription.
+    pub fn attach(&self, client: u64, proto: Protocol) -> Inbox {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        self.write().clients.insert(client, Outbox { tx, queued: queued.clone() });
-        Inbox { rx, queued, batch: Vec::new().into_iter() }
+        self.write().clients.insert(client, Outbox { tx, queued: queued.clone(), proto });
+        Inbox {
+            rx,
+            queued,
+            #[cfg(test)]
+            pending: BytesMut::new(),
+        }
+    }
+
+    /// A subscribed client switched protocols (`HELLO`): messages
+    /// published from now on are encoded in `proto`.
+    pub fn set_proto(&self, client: u64, proto: Protocol) {
+        if let Some(o) = self.write().clients.get_mut(&client) {
+            o.proto = proto;
+        }
     }
 
     /// Removes a client and all its subscriptions.
@@ -204,24 +262,16 @@ impl PubSub {
     }
 
     /// Delivers `payload` on `channel`; returns how many clients received it.
-    pub fn publish(&self, channel: &[u8], payload: &Bytes) -> usize {
-        if self.is_idle() {
-            return 0;
-        }
-        self.publish_bytes(&Bytes::copy_from_slice(channel), payload)
-    }
-
-    /// [`PubSub::publish`] with the channel already in a `Bytes` (no copy).
-    pub fn publish_bytes(&self, channel: &Bytes, payload: &Bytes) -> usize {
-        self.publish_many(std::slice::from_ref(&(channel.clone(), payload.clone())))
+    pub fn publish(&self, channel: &[u8], payload: &[u8]) -> usize {
+        self.publish_many(&[(channel, payload)])
     }
 
     /// Delivers each `(channel, payload)` in order, under one read lock;
     /// consecutive messages on one channel look its subscribers up once (a
     /// burst of expiries is one channel). Each subscriber gets its share of
-    /// the burst as one queue item, or is evicted if that would overfill
+    /// the burst encoded, as one piece, or is evicted if that would overfill
     /// its queue. Returns how many deliveries were made in all.
-    pub fn publish_many(&self, msgs: &[(Bytes, Bytes)]) -> usize {
+    pub fn publish_many(&self, msgs: &[(&[u8], &[u8])]) -> usize {
         if self.is_idle() || msgs.is_empty() {
             return 0;
         }
@@ -230,59 +280,59 @@ impl PubSub {
         {
             let g = self.read();
             // Each receiving client's share, in the order they first got one.
-            let mut out: Vec<(u64, Vec<PubMsg>)> = Vec::new();
+            let mut out: Vec<Share> = Vec::new();
             let mut index: HashMap<u64, usize> = HashMap::new();
-            let mut deliver = |client: u64, msg: PubMsg| {
+            let mut deliver = |client: u64, parts: &[&[u8]]| {
                 let i = match out.last() {
-                    Some(&(c, _)) if c == client => out.len() - 1,
-                    _ => *index.entry(client).or_insert_with(|| {
-                        out.push((client, Vec::new()));
-                        out.len() - 1
-                    }),
+                    Some(s) if s.client == client => out.len() - 1,
+                    _ => match index.get(&client) {
+                        Some(&i) => i,
+                        None => {
+                            let Some(o) = g.clients.get(&client) else { return };
+                            out.push(Share { client, proto: o.proto, bytes: BytesMut::new(), messages: 0 });
+                            index.insert(client, out.len() - 1);
+                            out.len() - 1
+                        }
+                    },
                 };
-                out[i].1.push(msg);
+                let s = &mut out[i];
+                put_push(&mut s.bytes, s.proto, parts);
+                s.messages += 1;
             };
-            // The last two channels looked up: a burst of expiries
-            // alternates its keyevent channel with one keyspace channel
-            // per token.
-            let mut recent: [Option<(&Bytes, Subscribers)>; 2] = [None, None];
-            for (i, (channel, payload)) in msgs.iter().enumerate() {
+            // The last two channels looked up: a burst of expiries may
+            // alternate its keyevent channel with one keyspace channel per
+            // token.
+            let mut recent: [Option<(&[u8], Subscribers)>; 2] = [None, None];
+            for (i, &(channel, payload)) in msgs.iter().enumerate() {
                 let set = match recent.iter().flatten().find(|(c, _)| *c == channel) {
                     Some(&(_, set)) => set,
                     None => {
-                        let set = g.channels.get(channel.as_ref());
+                        let set = g.channels.get(channel);
                         recent[i % 2] = Some((channel, set));
                         set
                     }
                 };
                 for &c in set.into_iter().flatten() {
-                    deliver(c, PubMsg::Message { channel: channel.clone(), payload: payload.clone() });
+                    deliver(c, &[b"message", channel, payload]);
                 }
                 for (pat, set) in &g.patterns {
                     if glob::matches(pat, channel) {
                         for &c in set {
-                            deliver(
-                                c,
-                                PubMsg::PMessage {
-                                    pattern: pat.clone(),
-                                    channel: channel.clone(),
-                                    payload: payload.clone(),
-                                },
-                            );
+                            deliver(c, &[b"pmessage", pat, channel, payload]);
                         }
                     }
                 }
             }
-            for (client, batch) in out {
-                let Some(o) = g.clients.get(&client) else { continue };
-                let n = batch.len();
-                if o.queued.fetch_add(n, Ordering::Relaxed) + n > SUBSCRIBER_QUEUE {
+            for s in out {
+                let Some(o) = g.clients.get(&s.client) else { continue };
+                let n = s.bytes.len();
+                if o.queued.fetch_add(n, Ordering::Relaxed) + n > SUBSCRIBER_QUEUE_BYTES {
                     o.queued.fetch_sub(n, Ordering::Relaxed);
-                    evict.push(client);
-                } else if o.tx.send(batch).is_ok() {
-                    receivers += n;
+                    evict.push(s.client);
+                } else if o.tx.send(s.bytes.freeze()).is_ok() {
+                    receivers += s.messages;
                 } else {
-                    evict.push(client);
+                    evict.push(s.client);
                 }
             }
         }
@@ -305,13 +355,14 @@ mod tests {
     async fn channel_and_pattern_delivery() {
         let ps = PubSub::default();
         assert!(ps.is_idle());
-        let mut rx = ps.attach(1);
+        let mut rx = ps.attach(1, Protocol::Resp2);
         ps.subscribe(1, Bytes::from_static(b"a"), false);
         ps.subscribe(1, Bytes::from_static(b"a*"), true);
-        assert_eq!(ps.publish(b"a", &Bytes::from_static(b"x")), 2);
-        assert_eq!(ps.publish(b"b", &Bytes::from_static(b"x")), 0);
+        assert_eq!(ps.publish(b"a", b"x"), 2);
+        assert_eq!(ps.publish(b"b", b"x"), 0);
         assert!(matches!(rx.recv().await, Some(PubMsg::Message { .. })));
         assert!(matches!(rx.recv().await, Some(PubMsg::PMessage { .. })));
+        ps.unsubscribe(1, b"a", false);
         assert!(ps.keyspace_listened(), "a pattern may match a keyspace channel");
         ps.unsubscribe(1, b"a*", true);
         assert!(!ps.keyspace_listened());
@@ -325,23 +376,40 @@ mod tests {
         assert!(ps.keyspace_listened(), "one left");
         ps.unsubscribe(1, b"__keyspace@0__:p:t", false);
         assert!(!ps.keyspace_listened());
-        ps.unsubscribe(1, b"a", false);
         assert!(ps.is_idle());
         ps.detach(1);
         assert!(rx.recv().await.is_none());
     }
 
     #[tokio::test]
+    async fn messages_are_encoded_in_the_protocol_the_subscriber_speaks_when_published() {
+        let ps = PubSub::default();
+        let mut rx = ps.attach(1, Protocol::Resp2);
+        ps.subscribe(1, Bytes::from_static(b"c"), false);
+        ps.publish(b"c", b"one");
+        ps.set_proto(1, Protocol::Resp3);
+        ps.publish(b"c", b"two");
+        let mut want = BytesMut::new();
+        put_push(&mut want, Protocol::Resp2, &[b"message", b"c", b"one"]);
+        assert!(want.starts_with(b"*3\r\n"));
+        assert_eq!(rx.try_recv_bytes().unwrap(), want);
+        want.clear();
+        put_push(&mut want, Protocol::Resp3, &[b"message", b"c", b"two"]);
+        assert!(want.starts_with(b">3\r\n"));
+        assert_eq!(rx.try_recv_bytes().unwrap(), want);
+    }
+
+    #[tokio::test]
     async fn a_burst_is_delivered_in_order_to_channels_and_patterns() {
         let ps = PubSub::default();
-        let (mut rx1, mut rx2) = (ps.attach(1), ps.attach(2));
+        let (mut rx1, mut rx2) = (ps.attach(1, Protocol::Resp2), ps.attach(2, Protocol::Resp3));
         ps.subscribe(1, Bytes::from_static(b"ev"), false);
         ps.subscribe(2, Bytes::from_static(b"ks:*"), true);
         ps.subscribe(2, Bytes::from_static(b"ks:b"), false);
         let b = |s: &'static str| Bytes::from_static(s.as_bytes());
         // A keyevent channel alternating with keyspace channels, as the
         // notifier sends a burst of expiries.
-        let msgs = [(b("ev"), b("a")), (b("ks:a"), b("x")), (b("ev"), b("b")), (b("ks:b"), b("x")), (b("ev"), b("c"))];
+        let msgs: [(&[u8], &[u8]); 5] = [(b"ev", b"a"), (b"ks:a", b"x"), (b"ev", b"b"), (b"ks:b", b"x"), (b"ev", b"c")];
         assert_eq!(ps.publish_many(&msgs), 3 + 2 + 1);
         let got1: Vec<Bytes> = (0..3)
             .map(|_| match rx1.try_recv() {
@@ -360,19 +428,27 @@ mod tests {
         assert_eq!(got2, [(true, b("ks:a")), (false, b("ks:b")), (true, b("ks:b"))]);
     }
 
+    /// The encoded size of a `message` on `c` with `payload`.
+    fn size(payload: &[u8]) -> usize {
+        let mut b = BytesMut::new();
+        put_push(&mut b, Protocol::Resp2, &[b"message", b"c", payload]);
+        b.len()
+    }
+
     #[tokio::test]
     async fn a_subscriber_that_reads_is_never_evicted_and_a_burst_that_overfills_evicts() {
         let ps = PubSub::default();
-        let mut rx = ps.attach(1);
+        let mut rx = ps.attach(1, Protocol::Resp2);
         ps.subscribe(1, Bytes::from_static(b"c"), false);
-        let burst: Vec<(Bytes, Bytes)> =
-            (0..1000).map(|i| (Bytes::from_static(b"c"), Bytes::from(format!("{i}")))).collect();
+        let payloads: Vec<String> = (0..1000).map(|i| format!("{i:04}")).collect();
+        let burst: Vec<(&[u8], &[u8])> = payloads.iter().map(|p| (&b"c"[..], p.as_bytes())).collect();
+        let burst_bytes = burst.len() * size(b"0000");
         // Twice the queue's bound in all, read as it comes.
-        for _ in 0..2 * SUBSCRIBER_QUEUE / burst.len() {
+        for _ in 0..2 * SUBSCRIBER_QUEUE_BYTES / burst_bytes {
             assert_eq!(ps.publish_many(&burst), burst.len());
-            for (i, _) in burst.iter().enumerate() {
+            for p in &payloads {
                 match rx.try_recv() {
-                    Ok(PubMsg::Message { payload, .. }) => assert_eq!(payload, format!("{i}").as_bytes()),
+                    Ok(PubMsg::Message { payload, .. }) => assert_eq!(payload, p.as_bytes()),
                     other => panic!("{other:?}"),
                 }
             }
@@ -380,7 +456,7 @@ mod tests {
         assert!(rx.try_recv().is_err() && !ps.is_idle());
         // Unread: the queue fills burst by burst; the burst that would
         // overfill it is not delivered, and the subscriber is dropped.
-        let fit = SUBSCRIBER_QUEUE / burst.len();
+        let fit = SUBSCRIBER_QUEUE_BYTES / burst_bytes;
         for _ in 0..fit {
             assert_eq!(ps.publish_many(&burst), burst.len());
         }
@@ -396,16 +472,17 @@ mod tests {
     #[tokio::test]
     async fn slow_subscriber_is_evicted_not_buffered() {
         let ps = PubSub::default();
-        let mut rx = ps.attach(9);
+        let mut rx = ps.attach(9, Protocol::Resp2);
         ps.subscribe(9, Bytes::from_static(b"c"), false);
-        for _ in 0..SUBSCRIBER_QUEUE + 10 {
-            ps.publish(b"c", &Bytes::from_static(b"m"));
+        let fit = SUBSCRIBER_QUEUE_BYTES / size(b"m");
+        for _ in 0..fit + 10 {
+            ps.publish(b"c", b"m");
         }
         assert!(ps.is_idle(), "evicted client's subscriptions are gone");
         let mut n = 0;
         while rx.recv().await.is_some() {
             n += 1;
         }
-        assert_eq!(n, SUBSCRIBER_QUEUE);
+        assert_eq!(n, fit);
     }
 }

@@ -121,6 +121,9 @@ fn hello_reply(p: &mut Parse, c: &mut Call) -> Result<Reply, ParseError> {
     }
     if let Some(proto) = proto {
         s.proto = proto;
+        if s.pubsub_rx.is_some() {
+            c.ctx.pubsub.set_proto(s.id, proto);
+        }
         s.update_meta(|m| m.resp = if proto == Protocol::Resp3 { 3 } else { 2 });
     }
     let kv = |k: &'static str, v: Reply| (Reply::bulk_static(k), v);

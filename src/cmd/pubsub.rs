@@ -41,7 +41,7 @@ pub fn punsubscribe(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> 
 fn subscribe_to(p: &mut Parse, c: &mut Call, pattern: bool) -> Result<Outcome, ParseError> {
     let (shared, s) = (c.ctx, &mut *c.session);
     if s.pubsub_rx.is_none() {
-        s.pubsub_rx = Some(shared.pubsub.attach(s.id));
+        s.pubsub_rx = Some(shared.pubsub.attach(s.id, s.proto));
     }
     let mut replies = Vec::new();
     while let Ok(name) = p.next_bytes() {
@@ -85,7 +85,7 @@ fn unsubscribe_from(p: &mut Parse, c: &mut Call, pattern: bool) -> Outcome {
 /// `PUBLISH channel message`: the number of clients that received it.
 pub fn publish(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let channel = p.next_bytes()?;
-    let msg = Bytes::copy_from_slice(&p.next_bytes()?);
+    let msg = p.next_bytes()?;
     p.finish()?;
     Ok(Reply::Integer(c.ctx.pubsub.publish(&channel, &msg) as i64).into())
 }

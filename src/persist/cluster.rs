@@ -594,7 +594,7 @@ pub fn spawn_events(client: redis::Client, keys: Keys, me: String, pubsub: Arc<P
                     if let Some((id, ch, payload)) = decode_event(msg.get_payload_bytes())
                         && id != me.as_bytes()
                     {
-                        pubsub.publish_bytes(&ch, &payload);
+                        pubsub.publish(&ch, &payload);
                     }
                 }
                 Ok::<(), redis::RedisError>(())

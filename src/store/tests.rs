@@ -199,7 +199,7 @@ async fn a_reused_slot_ignores_the_lease_entry_of_the_token_before() {
 #[tokio::test(start_paused = true)]
 async fn same_instant_lifetime_wins_and_only_expired_is_published() {
     let (s, ps) = store();
-    let mut rx = ps.attach(1);
+    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
     ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:*"), true);
     let t = one(&s, "p", 100);
     acquire(&s, "p", 100).unwrap();
@@ -217,7 +217,7 @@ async fn same_instant_lifetime_wins_and_only_expired_is_published() {
 async fn driver_fires_on_time_without_any_command() {
     let (s, ps) = store();
     let _drivers = expiry::spawn(&s);
-    let mut rx = ps.attach(1);
+    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
     ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:leaseexpired"), false);
     ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
     let t = one(&s, "p", 5_000);
@@ -236,7 +236,7 @@ async fn driver_fires_on_time_without_any_command() {
 async fn driver_is_woken_for_an_earlier_deadline() {
     let (s, ps) = store_with(StoreConfig { shards: 1, ..Default::default() });
     let _drivers = expiry::spawn(&s);
-    let mut rx = ps.attach(1);
+    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
     ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
     one(&s, "p", 60_000); // the driver now sleeps for a minute
     tokio::task::yield_now().await;
@@ -308,7 +308,7 @@ async fn spreads_a_big_cascade_ahead(first: u64) {
 async fn thread_drivers_fire_on_real_time_and_are_woken_for_an_earlier_deadline() {
     let (s, ps) = store_on(StoreConfig { shards: 1, ..Default::default() }, Clock::new());
     let drivers = expiry::spawn_threads(&s).unwrap();
-    let mut rx = ps.attach(1);
+    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
     ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
     one(&s, "p", 3_600_000); // the driver now sleeps for an hour
     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -483,7 +483,7 @@ async fn restore_puts_tokens_at_their_slots_and_indexes_the_rest() {
 async fn past_due_tokens_fire_in_deadline_order_however_they_were_placed() {
     let (s, ps) = store();
     s.set_slot_key(9);
-    let mut rx = ps.attach(1);
+    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
     ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
     // Deadlines that passed during the downtime, alternating between tokens
     // that name their slot (placed first) and foreign ones (placed after).
@@ -845,7 +845,7 @@ async fn a_backlog_of_expiries_is_never_seen_and_fires_in_deadline_order() {
     // Batches of 8: a command on another pool fires one due entry and
     // leaves the rest in the backlog.
     let (s, ps) = store_with(StoreConfig { shards: 1, expiry_batch: 8, ..Default::default() });
-    let mut rx = ps.attach(1);
+    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
     ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:*"), true);
     // 300 tokens ending 100, 101 and 102 ms from now; 30 of them leased
     // until 50 ms from now; one token whose lease and lifetime end at the
@@ -919,7 +919,7 @@ async fn a_backlog_of_expiries_is_never_seen_and_fires_in_deadline_order() {
 #[tokio::test(start_paused = true)]
 async fn the_driver_fires_a_backlog_batch_by_batch_and_a_waiting_request_helps() {
     let (s, ps) = store_with(StoreConfig { shards: 1, expiry_batch: 16, ..Default::default() });
-    let mut rx = ps.attach(1);
+    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
     ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
     let toks = s.gen_tokens(b"big", Some(100), 1_000).unwrap();
     let _drivers = expiry::spawn(&s);
