@@ -6,7 +6,7 @@
 //! (the server died) or was `-TRYAGAIN` is *uncertain*: it may or may not
 //! have happened, and the check allows both outcomes for what it touched.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,8 +21,11 @@ pub enum Known {
 #[derive(Debug, Default)]
 pub struct Ledger {
     pub known: HashMap<String, Known>,
-    /// Tokens an unacknowledged UNBLOCK may have freed.
-    pub uncertain: HashSet<String>,
+    /// Tokens an unacknowledged UNBLOCK may have freed, with how many such
+    /// UNBLOCKs are in flight: two clients may have one each (one freed the
+    /// token, the other acquired it and is freeing it again), and the first
+    /// reply must not make the second one certain.
+    pub uncertain: HashMap<String, usize>,
     /// ACQUIREs without a reply: each may own one token we think free.
     pub loose_acquires: usize,
     pub acked: u64,
@@ -77,11 +80,18 @@ pub async fn run(url: String, pool: String, clients: usize, stop: Arc<AtomicBool
                     {
                         let mut l = ledger.lock().unwrap();
                         l.known.insert(got.clone(), Known::Free);
-                        l.uncertain.insert(got.clone());
+                        *l.uncertain.entry(got.clone()).or_default() += 1;
                     }
                     match redis::cmd("TOKEN.UNBLOCK").arg(&pool).arg(&got).query_async::<i64>(&mut c).await {
                         Ok(_) => {
-                            ledger.lock().unwrap().uncertain.remove(&got);
+                            let mut l = ledger.lock().unwrap();
+                            if let Some(n) = l.uncertain.get_mut(&got) {
+                                *n -= 1;
+                                if *n == 0 {
+                                    l.uncertain.remove(&got);
+                                }
+                            }
+                            drop(l);
                             acked.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) if e.code() == Some("TRYAGAIN") => {}
@@ -120,7 +130,7 @@ pub async fn verify(c: &mut redis::aio::MultiplexedConnection, pool: &str, l: &L
         match (want, state.as_str()) {
             (Known::Assigned, "assigned") | (Known::Free, "free") => {}
             // Its UNBLOCK was sent but never acknowledged: either is right.
-            (Known::Free, "assigned") if l.uncertain.contains(tok) => {}
+            (Known::Free, "assigned") if l.uncertain.contains_key(tok) => {}
             (Known::Free, "assigned") => unexpected += 1,
             (w, g) => panic!("token {tok}: acknowledged {w:?}, recovered {g}"),
         }
