@@ -16,7 +16,7 @@
 //! per burst. The connection copies the piece into its write buffer.
 
 use crate::glob;
-use crate::reply::{Protocol, put_push};
+use crate::reply::{Protocol, put_bulk_string, put_push, put_push_header};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -154,6 +154,34 @@ struct Share {
     proto: Protocol,
     bytes: BytesMut,
     messages: usize,
+    /// The encoded start of a `message` up to its payload, and the channel
+    /// (address, length) it is for: a burst of expiries is one channel, so
+    /// only the payload is encoded per message. (Every slice of a burst
+    /// lives as long as the burst, so one address and length are one
+    /// channel.)
+    head: BytesMut,
+    head_of: (usize, usize),
+}
+
+impl Share {
+    fn message(&mut self, channel: &[u8], payload: &[u8]) {
+        let of = (channel.as_ptr() as usize, channel.len());
+        if self.head.is_empty() || self.head_of != of {
+            self.head.clear();
+            put_push_header(&mut self.head, self.proto, 3);
+            put_bulk_string(&mut self.head, b"message");
+            put_bulk_string(&mut self.head, channel);
+            self.head_of = of;
+        }
+        self.bytes.extend_from_slice(&self.head);
+        put_bulk_string(&mut self.bytes, payload);
+        self.messages += 1;
+    }
+
+    fn pmessage(&mut self, pattern: &[u8], channel: &[u8], payload: &[u8]) {
+        put_push(&mut self.bytes, self.proto, &[b"pmessage", pattern, channel, payload]);
+        self.messages += 1;
+    }
 }
 
 impl PubSub {
@@ -282,29 +310,12 @@ impl PubSub {
             // Each receiving client's share, in the order they first got one.
             let mut out: Vec<Share> = Vec::new();
             let mut index: HashMap<u64, usize> = HashMap::new();
-            let mut deliver = |client: u64, parts: &[&[u8]]| {
-                let i = match out.last() {
-                    Some(s) if s.client == client => out.len() - 1,
-                    _ => match index.get(&client) {
-                        Some(&i) => i,
-                        None => {
-                            let Some(o) = g.clients.get(&client) else { return };
-                            out.push(Share { client, proto: o.proto, bytes: BytesMut::new(), messages: 0 });
-                            index.insert(client, out.len() - 1);
-                            out.len() - 1
-                        }
-                    },
-                };
-                let s = &mut out[i];
-                put_push(&mut s.bytes, s.proto, parts);
-                s.messages += 1;
-            };
             // The last two channels looked up: a burst of expiries may
             // alternate its keyevent channel with one keyspace channel per
             // token.
             let mut recent: [Option<(&[u8], Subscribers)>; 2] = [None, None];
             for (i, &(channel, payload)) in msgs.iter().enumerate() {
-                let set = match recent.iter().flatten().find(|(c, _)| *c == channel) {
+                let set = match recent.iter().flatten().find(|(c, _)| std::ptr::eq(*c, channel) || *c == channel) {
                     Some(&(_, set)) => set,
                     None => {
                         let set = g.channels.get(channel);
@@ -313,12 +324,16 @@ impl PubSub {
                     }
                 };
                 for &c in set.into_iter().flatten() {
-                    deliver(c, &[b"message", channel, payload]);
+                    if let Some(s) = share_of(&mut out, &mut index, &g.clients, c) {
+                        s.message(channel, payload);
+                    }
                 }
                 for (pat, set) in &g.patterns {
                     if glob::matches(pat, channel) {
                         for &c in set {
-                            deliver(c, &[b"pmessage", pat, channel, payload]);
+                            if let Some(s) = share_of(&mut out, &mut index, &g.clients, c) {
+                                s.pmessage(pat, channel, payload);
+                            }
                         }
                     }
                 }
@@ -345,6 +360,30 @@ impl PubSub {
         }
         receivers
     }
+}
+
+/// `client`'s share of a burst, made on its first message; `None` if the
+/// client is gone.
+fn share_of<'a>(
+    out: &'a mut Vec<Share>,
+    index: &mut HashMap<u64, usize>,
+    clients: &HashMap<u64, Outbox>,
+    client: u64,
+) -> Option<&'a mut Share> {
+    let i = match out.last() {
+        Some(s) if s.client == client => out.len() - 1,
+        _ => match index.get(&client) {
+            Some(&i) => i,
+            None => {
+                let o = clients.get(&client)?;
+                let (bytes, head) = (BytesMut::new(), BytesMut::new());
+                out.push(Share { client, proto: o.proto, bytes, messages: 0, head, head_of: (0, 0) });
+                index.insert(client, out.len() - 1);
+                out.len() - 1
+            }
+        },
+    };
+    Some(&mut out[i])
 }
 
 #[cfg(test)]

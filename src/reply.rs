@@ -236,13 +236,24 @@ pub fn put_array_header(dst: &mut BytesMut, n: usize) {
 /// building it.
 pub fn put_push(dst: &mut BytesMut, proto: Protocol, parts: &[&[u8]]) {
     dst.reserve(parts.iter().map(|p| p.len() + 16).sum::<usize>() + 8);
+    put_push_header(dst, proto, parts.len());
     let mut num = itoa::Buffer::new();
-    dst.extend_from_slice(if proto == Protocol::Resp3 { b">" } else { b"*" });
-    dst.extend_from_slice(num.format(parts.len()).as_bytes());
-    dst.extend_from_slice(b"\r\n");
     for p in parts {
         put_bulk(dst, &mut num, p);
     }
+}
+
+/// Appends the header of a pushed message of `n` parts (see
+/// [`put_push`]); its parts follow as [`put_bulk_string`]s.
+pub fn put_push_header(dst: &mut BytesMut, proto: Protocol, n: usize) {
+    dst.extend_from_slice(if proto == Protocol::Resp3 { b">" } else { b"*" });
+    dst.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    dst.extend_from_slice(b"\r\n");
+}
+
+/// Appends a bulk string.
+pub fn put_bulk_string(dst: &mut BytesMut, b: &[u8]) {
+    put_bulk(dst, &mut itoa::Buffer::new(), b);
 }
 
 /// The encoded length of `n` tokens' text forms (a [`Reply::Tokens`]),

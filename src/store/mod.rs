@@ -312,6 +312,11 @@ impl Shard {
         Some(e)
     }
 
+    /// The backlog entry `k` places behind the next one.
+    fn due_ahead(&self, k: usize) -> Option<&(u64, (PoolId, SlotIdx))> {
+        self.backlog.get(k)
+    }
+
     /// Whether pool `pid` has due entries waiting in the backlog (so its
     /// tokens may be past their deadlines).
     fn is_behind(&self, pid: PoolId) -> bool {

@@ -438,6 +438,13 @@ impl Pool {
         self.free.prefetch(slot);
     }
 
+    /// Starts loading `slot` and its word of the free set's bitmap (a
+    /// hint).
+    pub fn prefetch_slot(&self, slot: SlotIdx) {
+        self.slots.prefetch(slot as usize);
+        self.free.prefetch(slot);
+    }
+
     /// Slots, live or vacant.
     pub fn slot_count(&self) -> usize {
         self.slots.len()

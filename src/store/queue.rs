@@ -47,6 +47,16 @@ impl<T> ChunkedQueue<T> {
         self.chunks.front().and_then(|c| c.front())
     }
 
+    /// The entry `k` places behind the front (`k` below [`CHUNK`], so it
+    /// is in the first two chunks).
+    pub fn get(&self, k: usize) -> Option<&T> {
+        let first = self.chunks.front()?;
+        match first.get(k) {
+            Some(v) => Some(v),
+            None => self.chunks.get(1)?.get(k - first.len()),
+        }
+    }
+
     pub fn pop_front(&mut self) -> Option<T> {
         let c = self.chunks.front_mut()?;
         let v = c.pop_front();
