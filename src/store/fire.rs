@@ -187,6 +187,7 @@ impl Store {
             // The driver goes on with the rest at once.
             fx.earliest_armed = now;
         }
+        self.flush_tally(s);
         self.note_backlog(s);
         done
     }
@@ -202,6 +203,7 @@ impl Store {
         {
             self.fire_entry(s, e, now, fx);
         }
+        self.flush_tally(s);
         self.note_backlog(s);
     }
 
@@ -232,7 +234,8 @@ impl Store {
             && pool.forget(id, Some(at))
         {
             let name = pool.name.clone();
-            self.forgot(s, 1);
+            s.remembered -= 1;
+            s.tally.remembered -= 1;
             fx.change(|| Change::Forget { pool: Bytes::copy_from_slice(&name), token: id });
             Shard::drop_if_empty(s, pid, fx);
         }
@@ -263,7 +266,7 @@ impl Store {
             pool.push_free(slot);
             freed = true;
             note_late(&mut s.lateness, &mut s.worst_late_us, s.fire_us, rec.lease_deadline);
-            self.shared.lease_expired_total.fetch_add(1, Ordering::Relaxed);
+            s.tally.lease_expired += 1;
             let name = pool.name.clone();
             fx.event(EventKind::LeaseExpired, &name, pool.id(slot));
             self.put_change(pool, slot, fx);
@@ -293,20 +296,21 @@ impl Store {
             return;
         };
         note_late(&mut s.lateness, &mut s.worst_late_us, s.fire_us, rec.life_deadline);
-        self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
         s.live -= 1;
-        self.shared.expired_total.fetch_add(1, Ordering::Relaxed);
+        s.tally.expired += 1;
         fx.event(EventKind::Expired, &pool.name, id);
         if memory > 0 {
             fx.change(|| Change::Expired { pool: Bytes::copy_from_slice(&pool.name), token: id, forget_at });
             s.forget.push_back((forget_at, pid, id));
             s.remembered += 1;
-            let total = self.shared.remembered_total.fetch_add(1, Ordering::Relaxed) + 1;
+            s.tally.remembered += 1;
+            let max = self.shared.config.max_expired_remembered as isize;
+            let total = |s: &Shard| self.shared.remembered_total.load(Ordering::Relaxed) as isize + s.tally.remembered;
             // Over the server-wide bound: this shard forgets its oldest. (The
             // bound can be overshot by at most what other shards hold until
             // they next expire something.)
-            if total > self.shared.config.max_expired_remembered {
-                while self.shared.remembered_total.load(Ordering::Relaxed) > self.shared.config.max_expired_remembered {
+            if total(s) > max {
+                while total(s) > max {
                     let Some((at, p, t)) = s.forget.pop_front() else { break };
                     // Each expiry past the bound forgets one: the next ones
                     // to go are the ones to load.
@@ -321,6 +325,28 @@ impl Store {
         } else {
             fx.change(|| Change::Del { pool: Bytes::copy_from_slice(&pool.name), token: id });
             Shard::drop_if_empty(s, pid, fx);
+        }
+    }
+
+    /// Adds what firing deadlines in shard `s` changed to the server-wide
+    /// counters (see [`super::Tally`]).
+    pub(super) fn flush_tally(&self, s: &mut Shard) {
+        let t = std::mem::take(&mut s.tally);
+        if t.expired > 0 {
+            self.shared.live_tokens.fetch_sub(t.expired, Ordering::Relaxed);
+            self.shared.expired_total.fetch_add(t.expired, Ordering::Relaxed);
+        }
+        if t.lease_expired > 0 {
+            self.shared.lease_expired_total.fetch_add(t.lease_expired, Ordering::Relaxed);
+        }
+        match t.remembered {
+            0 => {}
+            n if n > 0 => {
+                self.shared.remembered_total.fetch_add(n as usize, Ordering::Relaxed);
+            }
+            n => {
+                self.shared.remembered_total.fetch_sub(n.unsigned_abs(), Ordering::Relaxed);
+            }
         }
     }
 
