@@ -145,11 +145,13 @@ pub(crate) struct Pool {
     /// The key that masks slot numbers in this pool's tokens.
     key: u64,
     slots: Slab,
-    live: usize,
+    /// Live tokens. Counts are `u32` (slots stay below 2^31): two of them
+    /// in one word keep a pool of one token in its allocation size class.
+    live: u32,
+    /// Tombstones: remembered expired tokens in their own slots.
+    tombs: u32,
     /// The free tokens' slots.
     pub free: FreeSet,
-    /// Tombstones: remembered expired tokens in their own slots.
-    tombs: usize,
     /// The other remembered expired tokens, with the time they are
     /// forgotten (see the module docs).
     expired: super::queue::ExpiredSet,
@@ -207,7 +209,7 @@ impl Pool {
 
     /// Live tokens.
     pub fn len(&self) -> usize {
-        self.live
+        self.live as usize
     }
 
     /// Frees the pool's memory a 2 MiB chunk at a time with `pause` in
@@ -297,7 +299,7 @@ impl Pool {
 
     /// Remembered expired tokens.
     pub fn expired_len(&self) -> usize {
-        self.tombs + self.expired.len()
+        self.tombs as usize + self.expired.len()
     }
 
     /// When a remembered expired token is forgotten; `None` if it is not
@@ -377,7 +379,7 @@ impl Pool {
         let n = self.expired_len();
         self.expired.clear();
         if self.tombs > 0 {
-            let mut vacated = Vec::with_capacity(self.tombs);
+            let mut vacated = Vec::with_capacity(self.tombs as usize);
             for i in 0..self.slots.len() {
                 if self.slots[i].tomb().is_some() {
                     self.slots[i] = VACANT_SLOT;
@@ -577,7 +579,7 @@ impl Pool {
         let vacant = self.slots.len() - live - tombs;
         let indexed = self.cold.as_ref().map_or(0, |c| c.misplaced.len());
         let listed = self.vacant().len();
-        if live != self.live || misplaced != indexed || vacant != listed || tombs != self.tombs {
+        if live != self.live as usize || misplaced != indexed || vacant != listed || tombs != self.tombs as usize {
             return Err(format!(
                 "{live} live (counted {}), {misplaced} misplaced (indexed {indexed}), {vacant} vacant (listed {listed}), \
                  {tombs} tombstones (counted {})",
@@ -599,6 +601,18 @@ mod tests {
     fn slot_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<Slot>(), 64);
     }
+
+    #[test]
+    fn a_pool_stays_as_small_as_it_was() {
+        // 100k pools of one token: each byte here is 100 kB. The tombstone
+        // count shares a word with the live count.
+        eprintln!("Pool: {} bytes", std::mem::size_of::<Pool>());
+        assert!(std::mem::size_of::<Pool>() <= POOL_BYTES, "{}", std::mem::size_of::<Pool>());
+    }
+
+    /// The size of a pool before tombstones (136 bytes + malloc's 8 is a
+    /// 144-byte chunk; 8 more would be a 160-byte one).
+    const POOL_BYTES: usize = 136;
 
     fn add(p: &mut Pool, n: u8, free: bool) -> (TokenId, SlotIdx) {
         let slot = p.alloc_slot();
