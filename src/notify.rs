@@ -264,12 +264,19 @@ mod tests {
         assert!(!EventClasses::parse("").unwrap().wants(EventKind::Expired));
     }
 
-    #[tokio::test]
-    async fn keyspace_messages_go_out_once_a_subscription_may_receive_them() {
+    /// A notifier of both channel kinds, its broker, and client 1's inbox,
+    /// subscribed to `__keyevent@0__:expired`.
+    fn notifier() -> (Arc<PubSub>, Notifier, crate::pubsub::Inbox) {
         let ps = Arc::new(PubSub::default());
         let n = Notifier::new(EventClasses::parse("KExl").unwrap(), ps.clone());
-        let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
+        let rx = ps.attach(1, crate::reply::Protocol::Resp2);
         ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+        (ps, n, rx)
+    }
+
+    #[tokio::test]
+    async fn keyspace_messages_go_out_once_a_subscription_may_receive_them() {
+        let (ps, n, mut rx) = notifier();
         let t = token::from_random([2; 16]);
         let text = String::from_utf8(token::format(t).to_vec()).unwrap();
         let ev = [
@@ -304,10 +311,7 @@ mod tests {
 
     #[tokio::test]
     async fn emits_both_channel_kinds() {
-        let ps = Arc::new(PubSub::default());
-        let n = Notifier::new(EventClasses::parse("KExl").unwrap(), ps.clone());
-        let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
-        ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+        let (ps, n, mut rx) = notifier();
         ps.subscribe(1, Bytes::from_static(b"__keyspace@0__:*"), true);
         let t = token::from_random([1; 16]);
         n.emit(&[Event { kind: EventKind::Expired, pool: Bytes::from_static(b"a:b"), token: t }]);
