@@ -25,12 +25,16 @@ use tokio_util::sync::CancellationToken;
 /// (bounds memory for a client that pipelines a million commands).
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 
+/// The most written in one go before yielding to the other clients (a
+/// quarter of a millisecond of copying).
+const WRITE_PIECE: usize = 256 * 1024;
+
 /// Initial read buffer; grows as needed for large requests.
 const READ_BUFFER: usize = 16 * 1024;
 
 /// Tokens of a GEN's reply formatted between two yields (about half a
-/// millisecond).
-const TOKENS_PIECE: usize = 16 * 1024;
+/// millisecond, with the reply's fresh pages faulted in).
+const TOKENS_PIECE: usize = 8 * 1024;
 
 /// Requests decoded ahead of running them, so that the store can start
 /// loading what they will touch (a pipeline of 16 fits in one look).
@@ -280,6 +284,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// the runtime serve other connections between pieces: 100k tokens
     /// are milliseconds of formatting.
     async fn encode_tokens(&mut self, ids: &[TokenId]) {
+        // The GEN itself ran just before, with no yield since.
+        tokio::task::yield_now().await;
         // Room for all of it first: growing piece by piece would copy it
         // over and over.
         self.wbuf.reserve(crate::reply::tokens_len(ids.len()));
@@ -333,7 +339,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf).await?;
+            // A big reply goes out a piece at a time, yielding in between:
+            // a single 4 MB write is one syscall of several milliseconds
+            // (loopback delivers inside it) that no other client of this
+            // thread can interrupt. Redis bounds a client's writes per event
+            // loop turn the same way (NET_MAX_WRITES_PER_EVENT, 64 KB).
+            let mut at = 0;
+            while at < self.wbuf.len() {
+                let end = self.wbuf.len().min(at + WRITE_PIECE);
+                self.stream.write_all(&self.wbuf[at..end]).await?;
+                at = end;
+                if at < self.wbuf.len() {
+                    tokio::task::yield_now().await;
+                }
+            }
             self.wbuf.clear();
             // One huge reply (GEN COUNT 100000 is ~4 MB) must not pin its
             // buffer for the connection's lifetime.

@@ -157,6 +157,41 @@ impl FreeSet {
         self.update(slot, true)
     }
 
+    /// Adds every slot in `range` (the caller grew the set to cover it) a
+    /// word at a time; returns how many were not members. Picks drawn
+    /// ahead are dropped, to be drawn again at the next take.
+    pub fn insert_range(&mut self, range: std::ops::Range<u32>) -> usize {
+        let end = (range.end as usize).min(self.words.len() * FAN);
+        let mut s = range.start as usize;
+        let mut la = self.la.as_deref_mut();
+        if s < end
+            && let Some(a) = la.as_mut()
+        {
+            a.clear();
+        }
+        let mut added = 0;
+        while s < end {
+            let w = s / FAN;
+            let (lo, hi) = (s % FAN, (end - w * FAN).min(FAN));
+            let mask = (u64::MAX >> (FAN - (hi - lo))) << lo;
+            let new = (mask & !self.words[w]).count_ones();
+            self.words[w] |= mask;
+            if new > 0
+                && let Some(a) = la.as_mut()
+            {
+                let mut i = w;
+                for level in &mut a.counts {
+                    i /= FAN;
+                    level[i] += new;
+                }
+            }
+            added += new as usize;
+            s = w * FAN + hi;
+        }
+        self.len += added;
+        added
+    }
+
     /// Removes `slot`; false if it was not a member.
     pub fn remove(&mut self, slot: u32) -> bool {
         self.update(slot, false)
@@ -516,5 +551,41 @@ mod tests {
         assert!(f.insert(5) && !f.insert(5));
         assert_eq!(f.pick(&mut StdRng::seed_from_u64(1)), Some(5));
         f.check().unwrap();
+    }
+    #[test]
+    fn a_range_goes_in_as_its_slots_would_one_by_one() {
+        let mut rng = rand::rng();
+        for slots in [5usize, 64, 130, 5_000, 300_000] {
+            let (mut a, mut b) = (FreeSet::default(), FreeSet::default());
+            a.grow(slots);
+            b.grow(slots);
+            for _ in 0..slots / 10 {
+                let x = rng.random_range(0..slots as u32);
+                a.insert(x);
+                b.insert(x);
+            }
+            // A draw ahead (in a big set) for the range to drop.
+            if let Some(x) = a.take_random(&mut rng, |_| {}) {
+                a.insert(x);
+            }
+            for _ in 0..20 {
+                let lo = rng.random_range(0..slots as u32);
+                let hi = rng.random_range(lo..=slots as u32);
+                let one_by_one = (lo..hi).filter(|&x| b.insert(x)).count();
+                assert_eq!(a.insert_range(lo..hi), one_by_one, "{slots}: {lo}..{hi}");
+                a.check().unwrap();
+                assert_eq!(a.words, b.words);
+                assert_eq!(a.len(), b.len());
+            }
+            let before = a.len();
+            assert_eq!(a.insert_range(0..slots as u32), slots - before);
+            assert_eq!(a.len(), slots);
+            let mut taken = std::collections::HashSet::new();
+            for _ in 0..100.min(slots) {
+                let x = a.take_random(&mut rng, |_| {}).expect("members");
+                assert!((x as usize) < slots && taken.insert(x), "a member, taken once");
+            }
+            a.check().unwrap();
+        }
     }
 }

@@ -222,6 +222,12 @@ impl<'a> Effects<'a> {
         }
     }
 
+    /// True if [`Effects::change`] keeps changes (to journal them, or for
+    /// WATCH): a command that makes many can skip the loop otherwise.
+    fn keeps_changes(&self) -> bool {
+        self.changes.is_some() || self.watching
+    }
+
     /// Records a change of state. Every change goes through here, which is
     /// what lets WATCH see every change to a pool.
     fn change(&mut self, f: impl FnOnce() -> Change) {

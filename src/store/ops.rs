@@ -5,28 +5,36 @@
 //! single-command form.
 
 use super::fire::{arm_lease, arm_life};
-use super::pool::{Pool, SlotIdx};
-use super::slab::Spare;
+use super::pool::{Pool, Slot, SlotIdx};
+use super::slab::{Spare, Staged};
 use super::waiting::{Acquired, Waiter, Waiting};
 use super::{Change, Effects, PoolId, PoolStats, Record, Shard, Store, TokenError, TokenInfo};
 use crate::notify::EventKind;
-use crate::token::TokenId;
+use crate::token::{self, TokenId};
 use bytes::Bytes;
 use rand::RngExt;
 use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 
 /// What a GEN needs that can be made before its shard is locked: its
-/// tokens' random bits and, for a big one, slab chunks already faulted in.
-/// Both were most of a GEN COUNT 100000's hold of the lock: drawing 16
-/// random bytes a token, and the kernel zeroing the fresh pages the slots
-/// land in.
+/// tokens' random bits and, for a big one, slab chunks already faulted in,
+/// or, when the pool's slab grows past a chunk, the new slots themselves.
+/// Drawing 16 random bytes a token, the kernel zeroing fresh pages and
+/// writing each slot were most of a GEN COUNT 100000's hold of the lock;
+/// what is left under it is a record per slot, written in order, and a
+/// wheel entry per token.
 #[derive(Default)]
 pub(super) struct GenStock {
     /// 128 random bits per token, in the vector that becomes the GEN's
     /// reply (no other allocation).
     bits: Vec<TokenId>,
     spare: Spare,
+    /// A GEN that makes the slab grow by more than a chunk gets its slots
+    /// made here, with the key of the pool they were made for: then `bits`
+    /// hold the tokens themselves.
+    staged: Option<(Staged, u64)>,
+    /// Room for those tokens' wheel entries, faulted in.
+    run: Vec<(u64, (PoolId, SlotIdx))>,
 }
 
 /// GENs of fewer tokens than this get no [`GenStock`]: a few milliseconds
@@ -35,6 +43,12 @@ const GEN_STOCK_MIN: u64 = 4096;
 
 /// Tokens whose random bits [`Store::stock_gen`] draws between two yields.
 const STOCK_PIECE: usize = 16 * 1024;
+
+#[cfg(test)]
+thread_local! {
+    /// GENs on this thread whose slots made outside the lock went in.
+    pub(super) static ADOPTED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 thread_local! {
     /// The stock [`Store::stock_gen`] made for the GEN this thread runs
@@ -85,18 +99,40 @@ impl Store {
         if count < GEN_STOCK_MIN {
             return false;
         }
-        let (chunks, last) = self.chunks_wanted(pool, count);
-        let mut bits = vec![0; count as usize];
+        let ((chunks, last), stage) = self.gen_plan(pool, count as usize);
+        let mut bits: Vec<TokenId> = vec![0; count as usize];
         for piece in bits.chunks_mut(STOCK_PIECE) {
             rand::rng().fill(piece);
             tokio::task::yield_now().await;
         }
-        let mut spare = Spare::default();
-        for k in 0..chunks {
-            spare.add_faulted(k, last);
-            tokio::task::yield_now().await;
+        let mut stock = GenStock::default();
+        match stage {
+            Some((base, key)) => {
+                // The slots themselves, as GEN would make them.
+                let mut staged = Staged::new(base, bits.len());
+                for (k, piece) in bits.chunks_mut(STOCK_PIECE).enumerate() {
+                    for (j, b) in piece.iter_mut().enumerate() {
+                        let i = k * STOCK_PIECE + j;
+                        *b = token::with_slot(b.to_le_bytes(), (base + i) as SlotIdx, key);
+                        staged.set(i, Slot { id: *b, rec: Record::stored(0, 0, 0, 0, 0) });
+                    }
+                    tokio::task::yield_now().await;
+                }
+                stock.staged = Some((staged, key));
+                // Written once so that its pages are there (zeros would be
+                // mapped without being touched).
+                stock.run = vec![(u64::MAX, (0, 0)); bits.len()];
+                stock.run.clear();
+            }
+            None => {
+                for k in 0..chunks {
+                    stock.spare.add_faulted(k, last);
+                    tokio::task::yield_now().await;
+                }
+            }
         }
-        STOCK.set(Some(GenStock { bits, spare }));
+        stock.bits = bits;
+        STOCK.set(Some(stock));
         true
     }
 
@@ -106,15 +142,20 @@ impl Store {
         STOCK.take();
     }
 
-    /// How many slab chunks a GEN of `count` tokens into `pool` would add,
-    /// as things are now (a look under the lock that fires nothing). The
-    /// GEN may find it changed: chunks missing are made under the lock,
-    /// chunks left over are unmapped after it.
-    fn chunks_wanted(&self, pool: &[u8], count: u64) -> (usize, usize) {
+    /// How a GEN of `count` tokens into `pool` would grow its slab, as
+    /// things are now (a look under the lock that fires nothing): the
+    /// chunks it would add ([`super::slab::Slab::chunks_wanted`]), and
+    /// where its slots could be made outside the lock ([`Pool::stage_at`]).
+    /// The GEN may find things changed: then it makes what is missing
+    /// under the lock, and what it does not use is unmapped after it.
+    fn gen_plan(&self, pool: &[u8], count: usize) -> ((usize, usize), Option<(usize, u64)>) {
         let g = super::lock(&self.shared.shards[self.shard_index(pool)].state);
         match g.pid(pool).and_then(|pid| g.pools.get(&pid)) {
-            Some(p) => p.chunks_wanted(count as usize),
-            None => super::slab::Slab::default().chunks_wanted(count as usize),
+            Some(p) => (p.chunks_wanted(count), p.stage_at(count)),
+            None => {
+                let fresh = Pool::new(pool, self.slot_key());
+                (fresh.chunks_wanted(count), fresh.stage_at(count))
+            }
         }
     }
 
@@ -138,6 +179,35 @@ impl Store {
         // The stock's random bits become the ids in place.
         let mut out = std::mem::take(&mut stock.bits);
         out.truncate(count as usize);
+        let name = Bytes::copy_from_slice(&p.name);
+        // Slots made outside the lock for the pool as it is now: only their
+        // records are left to set.
+        if let Some((staged, key)) = stock.staged.as_mut()
+            && staged.len() == out.len()
+            && let Some(first) = p.adopt(staged, *key, &mut stock.spare)
+        {
+            #[cfg(test)]
+            ADOPTED.set(ADOPTED.get() + 1);
+            // One record for all: each slot is written once, in order, and
+            // the wheel entries need no slot.
+            let rec = Record::new_free(now, lifetime);
+            let due = rec.life_deadline.max(1);
+            p.set_new_run(first, out.len(), Record { armed: due, ..rec });
+            let mut run = std::mem::take(&mut stock.run);
+            run.clear();
+            run.extend((first..first + out.len() as SlotIdx).map(|slot| (due, (pid, slot))));
+            wheel.insert_run(due, run);
+            fx.earliest_armed = fx.earliest_armed.min(due);
+            if fx.notifier.wants(EventKind::TokenGen) {
+                out.iter().for_each(|&id| fx.event(EventKind::TokenGen, &p.name, id));
+            }
+            if fx.keeps_changes() {
+                out.iter().for_each(|&id| fx.change(|| Change::Put { pool: name.clone(), token: id, record: rec }));
+            }
+            s.live += out.len();
+            self.serve_waiters(s, pid, now, fx);
+            return out;
+        }
         let drawn = out.len();
         out.reserve_exact(count as usize - drawn);
         p.reserve(count as usize, &mut stock.spare);
@@ -162,7 +232,7 @@ impl Store {
                 arm_life(wheel, pid, slot, r, fx);
             }
             fx.event(EventKind::TokenGen, &p.name, id);
-            fx.change(|| Change::Put { pool: Bytes::copy_from_slice(&p.name), token: id, record: rec });
+            fx.change(|| Change::Put { pool: name.clone(), token: id, record: rec });
             match out.get_mut(i) {
                 Some(o) => *o = id,
                 None => out.push(id),

@@ -31,7 +31,7 @@
 //!   [`ExpiredSet`](super::queue::ExpiredSet).
 
 use super::freeset::FreeSet;
-use super::slab::{Slab, Spare};
+use super::slab::{Slab, Spare, Staged};
 use super::waiting::Waiter;
 use crate::token::{self, TokenHasher, TokenId};
 use hashbrown::HashTable;
@@ -252,6 +252,47 @@ impl Pool {
             self.grown();
             (self.slots.len() - 1) as SlotIdx
         })
+    }
+
+    /// Where the new slots of a GEN of `n` tokens could be made outside the
+    /// lock ([`Staged`]): after the slab's `len` slots, named with `key`;
+    /// `None` when [`Pool::adopt`] would refuse them as things are, or the
+    /// slab would stay small.
+    pub fn stage_at(&self, n: usize) -> Option<(usize, u64)> {
+        let clean = self.cold.as_ref().is_none_or(|c| c.vacant.is_empty() && c.misplaced.is_empty());
+        let len = self.slots.len();
+        (clean && self.expired.len() == 0 && len.saturating_add(n) > super::slab::CHUNK_SLOTS)
+            .then_some((len, self.key))
+    }
+
+    /// Takes the new slots of a GEN made outside the lock, if they were
+    /// made for this pool as it is: its length, the same key, no vacant
+    /// slot to fill first, and no token but in the slot it names (a new
+    /// token could only ever equal one of those). Returns the first new
+    /// slot: the caller gives each its record ([`Pool::set_new`]) before
+    /// the lock is released. A chunk the slab let go of goes to `old`.
+    pub fn adopt(&mut self, staged: &mut Staged, key: u64, old: &mut Spare) -> Option<SlotIdx> {
+        let clean = self.cold.as_ref().is_none_or(|c| c.vacant.is_empty() && c.misplaced.is_empty());
+        if key != self.key || !clean || self.expired.len() != 0 || staged.base() + staged.len() > MAX_SLOTS {
+            return None;
+        }
+        let first = staged.base() as SlotIdx;
+        if !self.slots.adopt(staged, old) {
+            return None;
+        }
+        self.grown();
+        Some(first)
+    }
+
+    /// Gives the `n` slots from `first` that [`Pool::adopt`] took their
+    /// free tokens' record, `rec` for all.
+    pub fn set_new_run(&mut self, first: SlotIdx, n: usize, mut rec: Record) {
+        rec.life_deadline = rec.life_deadline.max(1);
+        let (from, to) = (first as usize, first as usize + n);
+        self.slots.for_each_mut(from..to, |s| s.rec = rec);
+        let added = self.free.insert_range(first..to as SlotIdx);
+        debug_assert_eq!(added, n, "adopted slots are new");
+        self.live += n as u32;
     }
 
     /// A new token that names `slot` (from [`Pool::alloc_slot`]).

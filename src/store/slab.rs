@@ -175,6 +175,47 @@ impl Spare {
     }
 }
 
+/// The new slots of a big GEN, made outside a shard's lock: the slab's
+/// chunks from the one that holds slot `base` on, laid out as they will be
+/// in the slab, with slots `base..base + len` filled (the rest vacant).
+/// [`Slab::adopt`] moves them in under the lock, in a few pointer moves
+/// and at most one chunk's copy, instead of a write per slot; chunks not
+/// adopted are unmapped when dropped.
+pub(crate) struct Staged {
+    base: usize,
+    len: usize,
+    chunks: Vec<Chunk>,
+}
+
+impl Staged {
+    /// Room for `len` slots after the first `base` of a slab.
+    pub fn new(base: usize, len: usize) -> Staged {
+        let first = base >> SHIFT;
+        let last = (base + len.max(1) - 1) >> SHIFT;
+        // The slots are faulted in as they are set; the first chunk's pages
+        // that will take the slab's own slots are faulted now, so that
+        // copying them in under the lock faults nothing.
+        let chunks = (first..=last).map(|k| Chunk::faulted(if k == first { base & MASK } else { 0 })).collect();
+        Staged { base, len, chunks }
+    }
+
+    /// The slab length these slots follow.
+    pub fn base(&self) -> usize {
+        self.base
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Sets the `i`th new slot (slot `base + i`).
+    pub fn set(&mut self, i: usize, slot: Slot) {
+        assert!(i < self.len, "staged slot {i} of {}", self.len);
+        let at = self.base + i - ((self.base >> SHIFT) << SHIFT);
+        self.chunks[at >> SHIFT][at & MASK] = slot;
+    }
+}
+
 /// A pool's slots. 32 bytes while small (most pools, when every tenant has
 /// one, hold a token or two): the chunks of a big one are boxed apart.
 #[derive(Default)]
@@ -229,6 +270,24 @@ impl Slab {
         }
     }
 
+    /// Calls `f` on each slot of `range` (within the slab), in order, a
+    /// chunk's run at a time.
+    pub fn for_each_mut(&mut self, range: std::ops::Range<usize>, mut f: impl FnMut(&mut Slot)) {
+        let end = range.end.min(self.len());
+        let mut i = range.start;
+        match &mut self.big {
+            None => self.small.get_mut(i..end).into_iter().flatten().for_each(f),
+            Some(b) => {
+                while i < end {
+                    let (chunk, off) = (i >> SHIFT, i & MASK);
+                    let take = (end - i).min(CHUNK_SLOTS - off);
+                    b.chunks[chunk][off..off + take].iter_mut().for_each(&mut f);
+                    i += take;
+                }
+            }
+        }
+    }
+
     /// Asks the CPU to start loading slot `i` (a hint: no effect on
     /// correctness).
     #[inline]
@@ -269,6 +328,47 @@ impl Slab {
                 self.small.reserve(more);
             }
         }
+    }
+
+    /// Appends the slots of `staged`, which was made for a slab of this
+    /// length that chunks will hold (a small one it makes big); false, and
+    /// nothing changes, if it was not. The chunk this slab had for its
+    /// first slots goes to `old`, to be unmapped after the lock.
+    pub fn adopt(&mut self, staged: &mut Staged, old: &mut Spare) -> bool {
+        let (base, end) = (staged.base, staged.base + staged.len);
+        let fits = match &self.big {
+            // Chunks are added as slots need them, and a slab never shrinks.
+            Some(b) => b.chunks.len() == base.div_ceil(CHUNK_SLOTS),
+            None => end > CHUNK_SLOTS,
+        };
+        if self.len() != base || staged.len == 0 || !fits {
+            return false;
+        }
+        let kept = base & MASK;
+        let mut incoming = std::mem::take(&mut staged.chunks).into_iter();
+        let Some(mut first) = incoming.next() else { return false };
+        match &mut self.big {
+            Some(b) if kept > 0 => {
+                // The slab's last chunk is partly used: its slots so far
+                // move to the staged chunk, which takes its place.
+                let Some(last) = b.chunks.last_mut() else { return false };
+                first[..kept].copy_from_slice(&last[..kept]);
+                old.0.push(std::mem::replace(last, first));
+            }
+            Some(b) => b.chunks.push(first),
+            None if base < CHUNK_SLOTS => {
+                first[..kept].copy_from_slice(&self.small);
+                self.small = Vec::new();
+                self.big = Some(Box::new(Chunks { chunks: vec![first], len: base }));
+            }
+            // A full small slab: its own chunk first; the staged ones start
+            // at the next.
+            None => self.outgrow(old).chunks.push(first),
+        }
+        let Some(chunks) = self.big.as_mut() else { return false };
+        chunks.chunks.extend(incoming);
+        chunks.len = end;
+        true
     }
 
     /// Appends a slot.
@@ -417,5 +517,42 @@ mod tests {
     fn zeroed_chunk_slots_are_vacant() {
         let c = Chunk::new();
         assert!(c.iter().all(|s| s.id == 0 && s.rec == Record::stored(0, 0, 0, 0, 0)));
+    }
+    /// Staged slots go in after whatever the slab held, small or in
+    /// chunks, at a chunk boundary or not; a slab of another length, or
+    /// one that would stay small, refuses them and is unchanged.
+    #[test]
+    fn staged_slots_are_adopted_after_the_slab_s_own() {
+        const CS: usize = CHUNK_SLOTS;
+        for (before, n) in [(0, CS + 1), (10, CS), (CS, 3), (CS + 7, 2 * CS), (2 * CS, 5), (CS - 1, 2)] {
+            let mut s = Slab::default();
+            for i in 0..before {
+                s.push(slot(i));
+            }
+            let mut st = Staged::new(before, n);
+            for i in 0..n {
+                st.set(i, slot(before + i));
+            }
+            let mut old = Spare::default();
+            assert!(s.adopt(&mut st, &mut old), "{before} + {n}");
+            assert_eq!(s.len(), before + n);
+            assert!(s.iter().enumerate().all(|(i, x)| x.id == i as u128 + 1), "{before} + {n}");
+            assert_eq!(old.0.len(), usize::from(before > CS && before % CS != 0), "the chunk replaced");
+            assert!(s.get(before + n).is_none());
+            // Growing on by one still works.
+            s.push(slot(before + n));
+            assert_eq!(s[before + n].id, (before + n) as u128 + 1);
+        }
+        let mut s = Slab::default();
+        for i in 0..5 {
+            s.push(slot(i));
+        }
+        let mut stale = Staged::new(4, CS);
+        let mut small = Staged::new(5, 10);
+        let mut old = Spare::default();
+        assert!(!s.adopt(&mut stale, &mut old), "made for another length");
+        assert!(!s.adopt(&mut small, &mut old), "the slab would stay small");
+        assert_eq!(s.len(), 5);
+        assert!(s.big.is_none() && s.iter().enumerate().all(|(i, x)| x.id == i as u128 + 1));
     }
 }

@@ -971,3 +971,50 @@ async fn big_gens_from_a_stock_make_every_token() {
     }
     s.check_invariants().unwrap();
 }
+
+/// A big GEN's slots made outside the lock go in only if the pool is as
+/// they were made for; when a command changed it in between, the GEN makes
+/// its tokens under the lock instead. Into a big pool whose last chunk is
+/// partly used, into one grown meanwhile, into a new one: every token is
+/// distinct, free and findable, and expires exactly at its deadline with
+/// its event.
+#[tokio::test(start_paused = true)]
+async fn gens_made_outside_the_lock_are_whole_and_exact_or_fall_back() {
+    const CS: u64 = super::slab::CHUNK_SLOTS as u64;
+    let (s, ps) = store_with(StoreConfig { shards: 1, ..Default::default() });
+    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
+    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+    let _drivers = expiry::spawn(&s);
+    let stocked = |pool: &'static [u8], n: u64| {
+        let s = s.clone();
+        async move {
+            assert!(s.stock_gen(pool, n).await);
+            s.gen_tokens(pool, Some(1_000), n).unwrap()
+        }
+    };
+    let mut all = s.gen_tokens(b"p", Some(1_000), CS + 7).unwrap();
+    all.extend(stocked(b"p", 40_000).await);
+    // Made for the pool as it was: an IMPORT in between adds a slot.
+    assert!(s.stock_gen(b"p", 5_000).await);
+    let at_end = crate::token::with_slot([9; 16], (CS + 7 + 40_000) as u32, s.slot_key());
+    assert!(s.import(b"p", at_end, 1_000, None).unwrap());
+    all.push(at_end);
+    all.extend(s.gen_tokens(b"p", Some(1_000), 5_000).unwrap());
+    all.extend(stocked(b"q", CS + 1).await);
+    assert_eq!(super::ops::ADOPTED.get(), 2, "the GEN after the IMPORT made its own");
+    let n = all.len();
+    assert_eq!(all.iter().collect::<std::collections::HashSet<_>>().len(), n, "every token distinct");
+    assert_eq!((s.stats(b"p").free + s.stats(b"q").free) as usize, n);
+    assert!(all.iter().all(|t| s.info(b"p", *t).is_ok() || s.info(b"q", *t).is_ok()), "every token found");
+    s.check_invariants().unwrap();
+    ms(999).await;
+    tokio::task::yield_now().await;
+    assert_eq!((s.stats(b"p").free + s.stats(b"q").free) as usize, n, "none before its deadline");
+    ms(1).await;
+    tokio::task::yield_now().await;
+    assert_eq!((s.stats(b"p").free, s.stats(b"q").free), (0, 0), "all at it");
+    let mut got: Vec<TokenId> = drain_events(&mut rx).into_iter().map(|(_, t)| t).collect();
+    got.sort();
+    all.sort();
+    assert_eq!(got, all, "one expired event each");
+}
