@@ -162,6 +162,12 @@ struct Args {
     #[arg(long, default_value_t = 20.0)]
     expiry_timeout: f64,
 
+    /// Expiry: after the report, wait this many seconds before freeing the
+    /// tables and exiting (freeing gigabytes stalls the core it runs on,
+    /// which a probe sharing that core would count as the server's).
+    #[arg(long, default_value_t = 0.0)]
+    linger_secs: f64,
+
     /// With --target redis-fn: FUNCTION LOAD REPLACE this library first.
     #[arg(long)]
     library: Option<std::path::PathBuf>,
@@ -1081,6 +1087,9 @@ async fn expiry(args: &Args, addr: &str, cmds: &Commands) -> Res<()> {
         &hist,
     );
     s.print(args);
+    if args.linger_secs > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(args.linger_secs)).await;
+    }
     Ok(())
 }
 
