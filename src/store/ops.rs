@@ -179,7 +179,9 @@ impl Store {
         // The stock's random bits become the ids in place.
         let mut out = std::mem::take(&mut stock.bits);
         out.truncate(count as usize);
-        let name = Bytes::copy_from_slice(&p.name);
+        // The pool's name for the changes, copied once (and only if they
+        // are kept: most GENs make one token).
+        let name = if fx.keeps_changes() { Bytes::copy_from_slice(&p.name) } else { Bytes::new() };
         // Slots made outside the lock for the pool as it is now: only their
         // records are left to set.
         if let Some((staged, key)) = stock.staged.as_mut()

@@ -269,8 +269,8 @@ impl Pool {
     /// made for this pool as it is: its length, the same key, no vacant
     /// slot to fill first, and no token but in the slot it names (a new
     /// token could only ever equal one of those). Returns the first new
-    /// slot: the caller gives each its record ([`Pool::set_new`]) before
-    /// the lock is released. A chunk the slab let go of goes to `old`.
+    /// slot: the caller gives them their records ([`Pool::set_new_run`])
+    /// before the lock is released. A chunk the slab let go of goes to `old`.
     pub fn adopt(&mut self, staged: &mut Staged, key: u64, old: &mut Spare) -> Option<SlotIdx> {
         let clean = self.cold.as_ref().is_none_or(|c| c.vacant.is_empty() && c.misplaced.is_empty());
         if key != self.key || !clean || self.expired.len() != 0 || staged.base() + staged.len() > MAX_SLOTS {

@@ -518,6 +518,7 @@ mod tests {
         let c = Chunk::new();
         assert!(c.iter().all(|s| s.id == 0 && s.rec == Record::stored(0, 0, 0, 0, 0)));
     }
+
     /// Staged slots go in after whatever the slab held, small or in
     /// chunks, at a chunk boundary or not; a slab of another length, or
     /// one that would stay small, refuses them and is unchanged.
