@@ -259,21 +259,24 @@ impl Pool {
     /// `None` when [`Pool::adopt`] would refuse them as things are, or the
     /// slab would stay small.
     pub fn stage_at(&self, n: usize) -> Option<(usize, u64)> {
-        let clean = self.cold.as_ref().is_none_or(|c| c.vacant.is_empty() && c.misplaced.is_empty());
         let len = self.slots.len();
-        (clean && self.expired.len() == 0 && len.saturating_add(n) > super::slab::CHUNK_SLOTS)
-            .then_some((len, self.key))
+        (self.takes_staged() && len.saturating_add(n) > super::slab::CHUNK_SLOTS).then_some((len, self.key))
+    }
+
+    /// No vacant slot to fill first, and no token but in the slot it names
+    /// (a new token could only ever equal one of those): what a GEN's slots
+    /// made outside the lock need of the pool.
+    fn takes_staged(&self) -> bool {
+        self.cold.as_ref().is_none_or(|c| c.vacant.is_empty() && c.misplaced.is_empty()) && self.expired.len() == 0
     }
 
     /// Takes the new slots of a GEN made outside the lock, if they were
-    /// made for this pool as it is: its length, the same key, no vacant
-    /// slot to fill first, and no token but in the slot it names (a new
-    /// token could only ever equal one of those). Returns the first new
+    /// made for this pool as it is: its length, the same key, and
+    /// [`Pool::takes_staged`]. Returns the first new
     /// slot: the caller gives them their records ([`Pool::set_new_run`])
     /// before the lock is released. A chunk the slab let go of goes to `old`.
     pub fn adopt(&mut self, staged: &mut Staged, key: u64, old: &mut Spare) -> Option<SlotIdx> {
-        let clean = self.cold.as_ref().is_none_or(|c| c.vacant.is_empty() && c.misplaced.is_empty());
-        if key != self.key || !clean || self.expired.len() != 0 || staged.base() + staged.len() > MAX_SLOTS {
+        if key != self.key || !self.takes_staged() || staged.base() + staged.len() > MAX_SLOTS {
             return None;
         }
         let first = staged.base() as SlotIdx;
