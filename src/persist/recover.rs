@@ -102,7 +102,7 @@ async fn read_pools<'p>(
     let mut last_log = Instant::now();
     for (pool, tokens_key, expired_key) in pools {
         for (key, expired) in [(tokens_key, false), (expired_key, true)] {
-            match read_hash(con, &key, hgetall_max, |t, v| {
+            match read_hash(con, &key, hgetall_max, &mut out, |out, t, v| {
                 let Some(id) = token::parse(t) else { return false };
                 let item =
                     if expired {
@@ -150,9 +150,13 @@ async fn read_hash(
     con: &mut Con,
     key: &[u8],
     hgetall_max: usize,
-    mut take: impl FnMut(&[u8], &[u8]) -> bool,
+    out: &mut Vec<Restored>,
+    mut take: impl FnMut(&mut Vec<Restored>, &[u8], &[u8]) -> bool,
 ) -> Result<usize, redis::RedisError> {
     let len: usize = redis::cmd("HLEN").arg(key).query_async(con).await?;
+    // Sized once: grown by doubling, the vector is copied (and its pages
+    // faulted in) again and again at 10M tokens.
+    out.reserve(len);
     let (mut next, mut fields): ScanPage = if len <= hgetall_max {
         (0, redis::cmd("HGETALL").arg(key).query_async(con).await?)
     } else {
@@ -177,7 +181,7 @@ async fn read_hash(
             tokio::task::yield_now().await;
         }
         for (t, v) in fields {
-            if !take(&t, &v) {
+            if !take(out, &t, &v) {
                 bad += 1;
             }
         }

@@ -30,9 +30,17 @@ impl Store {
             Restored::Live { record, .. } => record.due(),
             Restored::Expired { forget_at, .. } => *forget_at,
         };
-        let (mut past, future): (Vec<_>, Vec<_>) = items.into_iter().partition(|r| due_of(r) <= now);
+        // In place: at 10M tokens a copy of the items is over 1 GB, and
+        // faulting its pages in was a quarter of tokend's recovery CPU.
+        let mut items = items;
+        let mut past: Vec<Restored> = items.extract_if(.., |r| due_of(r) <= now).collect();
         past.sort_by_key(due_of);
-        let items: Vec<Restored> = past.into_iter().chain(future).collect();
+        let items = if past.is_empty() {
+            items
+        } else {
+            past.append(&mut items);
+            past
+        };
         // Slots named beyond this are not honoured (an old token names a
         // random one of 2^32): such tokens go to any vacant slot instead.
         let bound = items.len().saturating_mul(2).saturating_add(RESTORE_SLOT_SLACK).min(pool::MAX_SLOTS);
