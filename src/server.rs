@@ -306,18 +306,22 @@ async fn load(
         let recovered = persist::recover(&mut attached.con, &attached.keys, attached.delta)
             .await
             .map_err(|e| format!("cannot load from the backing Redis: {e}"))?;
-        ctx.store.restore(recovered.items);
+        let repack = ctx.store.restore(recovered.items);
         release_freed_memory();
         let (con, me) = (attached.con.clone(), attached.me.clone());
         let b = Backing::start(attached, &config, ctx.store.clone(), fenced, None);
         ctx.store.set_journal(b.clone());
         ctx.store.notifier().set_sink(b.clone());
-        // Pools an earlier version listed only in its pool set: their state
-        // goes to the current layout's keys, then they are listed there.
-        if !recovered.legacy.is_empty() {
-            tracing::info!(pools = recovered.legacy.len(), "moving pools to the current key layout");
-            ctx.store.rewrite(Some(&recovered.legacy));
-            for pool in recovered.legacy {
+        // Pools an earlier version listed only in its pool set, or whose
+        // tokens are not all in slots yet: their state goes to the current
+        // layout's keys, then they are listed there and the old keys go.
+        let mut moving = recovered.legacy;
+        let repack: Vec<bytes::Bytes> = repack.into_iter().filter(|p| !moving.contains(p)).collect();
+        moving.extend(repack);
+        if !moving.is_empty() {
+            tracing::info!(pools = moving.len(), "moving pools to the current key layout");
+            ctx.store.rewrite(Some(&moving));
+            for pool in moving {
                 b.migrate_legacy(pool);
             }
         }

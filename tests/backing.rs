@@ -137,6 +137,67 @@ async fn every_acknowledged_change_survives_kill_dash_nine() {
     eprintln!("kill -9 under load: {} acknowledged operations, {checked} tokens checked, lost: 0", ledger.acked);
 }
 
+/// A pool's records are kept where its tokens are in its slab: a slot given
+/// up and taken again, a pool emptied and made again in one transaction,
+/// and a pool over several slab strings come back exactly after kill -9.
+#[tokio::test]
+async fn slots_taken_again_and_pools_made_again_come_back_exactly() {
+    let redis = RedisProc::start();
+    let port = procs::free_port().to_string();
+    let mut t = start_on(&redis, &port, &["--durability", "sync"]);
+    let mut c = t.conn().await;
+    let first = gen_token(&mut c, "p", &[]).await;
+    // One unit: the pool goes (its last token is deleted) and is made again
+    // in the same slots.
+    let (gone, again): (i64, Vec<String>) = redis::pipe()
+        .atomic()
+        .cmd("TOKEN.DEL")
+        .arg("p")
+        .arg(&first)
+        .cmd("TOKEN.GEN")
+        .arg("p")
+        .arg("COUNT")
+        .arg(3)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(gone, 1);
+    // A pool over three slab strings (16,384 slots each), with holes.
+    let big: Vec<String> =
+        redis::cmd("TOKEN.GEN").arg("big").arg("COUNT").arg(40_000).query_async(&mut c).await.unwrap();
+    for tok in big.iter().step_by(997) {
+        let _: i64 = redis::cmd("TOKEN.DEL").arg("big").arg(tok).query_async(&mut c).await.unwrap();
+    }
+    let taken: String =
+        redis::cmd("TOKEN.ACQUIRE").arg("big").arg("PX").arg(600_000).query_async(&mut c).await.unwrap();
+    let refill: Vec<String> =
+        redis::cmd("TOKEN.GEN").arg("big").arg("COUNT").arg(10).query_async(&mut c).await.unwrap();
+    let before = (stats(&mut c, "p").await, stats(&mut c, "big").await);
+    assert_eq!(before.1["total"], 40_000 - 41 + 10);
+    t.kill9();
+
+    let t2 = start_on(&redis, &port, &[]);
+    let mut c = t2.conn().await;
+    assert_eq!((stats(&mut c, "p").await, stats(&mut c, "big").await), before);
+    assert_eq!(info(&mut c, "p", &first).await, Err("NOTOKEN".into()));
+    for tok in &again {
+        assert_eq!(info(&mut c, "p", tok).await.unwrap().0, "free");
+    }
+    assert_eq!(info(&mut c, "big", &taken).await.unwrap().0, "assigned");
+    for tok in big.iter().step_by(997).skip(1) {
+        assert_eq!(info(&mut c, "big", tok).await, Err("NOTOKEN".into()), "deleted, and its slot given to another");
+    }
+    let kept = big.iter().enumerate().filter(|(i, _)| i % 997 != 0).map(|(_, t)| t);
+    for tok in kept.step_by(3).chain(&refill) {
+        assert!(info(&mut c, "big", tok).await.is_ok(), "{tok}");
+    }
+    assert_eq!(assert_backing_matches(&redis, &mut c, "p").await, 3);
+    let mut rc = redis.conn();
+    let slabs: Vec<u32> = redis::cmd("SMEMBERS").arg("tokend:{big}:slabs").query(&mut rc).unwrap();
+    assert_eq!(slabs.len(), 3, "{slabs:?}");
+    assert_eq!(common::backing_records(&mut rc, "big").len() as i64, before.1["total"]);
+}
+
 /// Subscribes on the backing Redis in a thread; returns (channel, payload, when).
 fn subscribe_backing(redis: &RedisProc, pattern: &str) -> std::sync::mpsc::Receiver<(String, String, Instant)> {
     let (tx, rx) = std::sync::mpsc::channel();
@@ -225,10 +286,9 @@ async fn deadlines_that_passed_while_down_fire_at_restart_with_events() {
     assert_eq!(info(&mut c, "q", &leased).await.unwrap().0, "free");
     // The backing Redis has the result too.
     let mut rc = redis.conn();
-    let in_redis: Option<String> = redis::Commands::hget(&mut rc, "tokend:{q}:tokens", &leased).unwrap();
+    let in_redis = common::backing_records(&mut rc, "q").remove(&leased);
     assert!(in_redis.unwrap().starts_with("f:"));
-    let gone: bool = redis::Commands::hexists(&mut rc, "tokend:{p}:tokens", &short).unwrap();
-    assert!(!gone);
+    assert!(!common::backing_records(&mut rc, "p").contains_key(&short));
 }
 
 /// Checks that every token the backing Redis holds for `pool` matches tokend.
@@ -236,8 +296,7 @@ async fn assert_backing_matches(redis: &RedisProc, c: &mut MultiplexedConnection
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let mut rc = redis.conn();
-        let stored: HashMap<String, String> =
-            redis::Commands::hgetall(&mut rc, format!("tokend:{{{pool}}}:tokens")).unwrap();
+        let stored = common::backing_records(&mut rc, pool);
         let s = stats(c, pool).await;
         let mut mismatch = None;
         if stored.len() as i64 != s["total"] {
@@ -450,7 +509,7 @@ async fn tls_to_the_backing_redis() {
     drop(c);
     drop(t);
     let mut plain = redis.conn();
-    let stored: Option<String> = redis::cmd("HGET").arg("tokend:{tls}:tokens").arg(&tok).query(&mut plain).unwrap();
+    let stored = common::backing_records(&mut plain, "tls").remove(&tok);
     assert!(stored.is_some_and(|v| v.starts_with("f:")), "the token reached the backing Redis over TLS");
     let t = Tokend::start(&["--redis", &url, "--redis-tls-ca-cert", ca]);
     let mut c = t.conn().await;

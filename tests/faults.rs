@@ -104,8 +104,7 @@ async fn total(c: &mut RawConn, pool: &str) -> i64 {
 
 /// The tokens the backing Redis holds for a pool.
 fn backing_tokens(redis: &RedisProc, pool: &str) -> HashMap<String, String> {
-    let mut r = redis.conn();
-    redis::cmd("HGETALL").arg(format!("tokend:{{{pool}}}:tokens")).query(&mut r).unwrap()
+    common::backing_records(&mut redis.conn(), pool)
 }
 
 /// Polls until a write goes through again (the backing Redis is back).
@@ -198,14 +197,14 @@ async fn a_hung_backing_redis() {
     events.assert_each_once();
 }
 
-/// A key of the wrong type where a pool's hash should be (someone else's
+/// A key of the wrong type where a pool's key should be (someone else's
 /// key): that pool's writes get `-ERR … refused …`; every other write, even
 /// in the same batch, goes through; nothing wedges.
 #[tokio::test]
 async fn a_key_of_the_wrong_type_refuses_only_its_pools_changes() {
     let redis = RedisProc::start();
     let mut r = redis.conn();
-    let _: () = redis::cmd("SET").arg("tokend:{bad}:tokens").arg("not a hash").query(&mut r).unwrap();
+    let _: () = redis::cmd("HSET").arg("tokend:{bad}:slab:0").arg("not").arg("a string").query(&mut r).unwrap();
     let events = EventCounter::start(&redis);
     let mut t = tokend(&redis, &[]);
     let mut c = RawConn::connect(t.addr).await;

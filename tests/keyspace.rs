@@ -159,7 +159,13 @@ async fn del_of_a_pool_with_waiters_and_a_backing_redis() {
     assert_eq!(c.cmd("EXISTS p").await, Resp::Int(0), "the deletion was durable");
     assert_eq!(c.cmd("EXISTS keep").await, Resp::Int(1));
     let mut r = redis.conn();
-    let left: i64 = redis::cmd("EXISTS").arg("tokend:{p}:tokens").arg("tokend:{p}:expired").query(&mut r).unwrap();
+    let left: i64 = redis::cmd("EXISTS")
+        .arg("tokend:{p}:tokens")
+        .arg("tokend:{p}:expired")
+        .arg("tokend:{p}:slabs")
+        .arg("tokend:{p}:slab:0")
+        .query(&mut r)
+        .unwrap();
     assert_eq!(left, 0, "the pool's keys are gone from the backing Redis");
 }
 

@@ -133,7 +133,7 @@ async fn a_master_that_loses_its_data_gets_its_share_back() {
         let mut missing = Vec::new();
         for p in &pools {
             let total = common::stats(&mut raw, p).await[0];
-            let stored: i64 = redis::cmd("HLEN").arg(format!("tokend:{{{p}}}:tokens")).query(&mut rc).unwrap();
+            let stored = common::backing_records(&mut rc, p).len() as i64;
             if stored != total {
                 missing.push((p.clone(), stored, total));
             }

@@ -344,9 +344,17 @@ impl Membership {
         };
         let tokens = items.len();
         let store = self.store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.restore_live(items)).await;
+        let repack = tokio::task::spawn_blocking(move || store.restore_live(items)).await.unwrap_or_default();
         for &s in &got {
             self.cluster.set_state(s, SlotState::Mine);
+        }
+        // Pools whose tokens are not all in slots in the backing Redis (an
+        // earlier layout's): restated in the current layout.
+        if !repack.is_empty() {
+            self.store.rewrite(Some(&repack));
+            for pool in repack {
+                self.backing.migrate_legacy(pool);
+            }
         }
         if self.cluster.generation() != generation {
             // The heartbeat lapsed meanwhile (before or after the states

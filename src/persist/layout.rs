@@ -3,7 +3,9 @@
 //!
 //! | key | type | content |
 //! | --- | --- | --- |
-//! | `P{pool}:tokens` | hash | token → `state:life_deadline:lease_deadline:lifetime_ms:lease_ms:times_acquired` (`f` free / `a` assigned; deadlines in ms of the persisted frame, see [`crate::persist`]; `lease_deadline` 0 when free) |
+//! | `P{pool}:slab:K` | string | the records of the pool's slots `K·16384 … K·16384 + 16383`, 64 bytes each at `(slot mod 16384)·64` (see [`encode_slot`]); all zero where no live token is |
+//! | `P{pool}:slabs` | set | the numbers `K` of the pool's `slab:K` strings |
+//! | `P{pool}:tokens` | hash | earlier layouts' records: token → `state:life_deadline:lease_deadline:lifetime_ms:lease_ms:times_acquired` (`f` free / `a` assigned; deadlines in ms of the persisted frame, see [`crate::persist`]; `lease_deadline` 0 when free); read at recovery, then moved to slots and deleted |
 //! | `P{pool}:expired` | hash | remembered expired token → when it is forgotten (same frame) |
 //! | `P{τS}:pools` | set | the pools of hash slot S |
 //! | `P{τS}:fence` | hash | slot S's owner (`owner` = node id and epoch, `epoch`, `addr`) and the last write batch applied (`seq`) |
@@ -24,7 +26,12 @@
 //! share that slot too, and every write of a slot is one atomic call on one
 //! Redis node. A pool whose name holds `{` or `}` could not be its own tag
 //! (its first `{…}` would pick another slot), so its keys are
-//! `P{τS}:<pool>:tokens` and `P{τS}:<pool>:expired` instead.
+//! `P{τS}:<pool>:tokens`, `P{τS}:<pool>:expired` and so on instead.
+//!
+//! A live token's record is kept at the place of the slot it holds in
+//! tokend's slab, so recovery reads a pool as a few big strings (cheap for
+//! Redis to send, and for tokend to read) and puts each token back in its
+//! slot. A slot is held by one token at a time, here and there.
 
 use super::super::store::Record;
 
@@ -94,6 +101,22 @@ impl Keys {
     /// A pool's token hash.
     pub fn tokens(&self, pool: &[u8]) -> Vec<u8> {
         self.pool_key(pool, "tokens")
+    }
+
+    /// The string that holds the records of a pool's slots
+    /// `k·SLAB_SLOTS…`.
+    pub fn slab(&self, pool: &[u8], k: u32) -> Vec<u8> {
+        self.pool_key(pool, &format!("slab:{k}"))
+    }
+
+    /// What [`Keys::slab`] puts before the number.
+    pub fn slab_prefix(&self, pool: &[u8]) -> Vec<u8> {
+        self.pool_key(pool, "slab:")
+    }
+
+    /// The set of the numbers of a pool's slab strings.
+    pub fn slabs(&self, pool: &[u8]) -> Vec<u8> {
+        self.pool_key(pool, "slabs")
     }
 
     /// A pool's remembered-expired hash.
@@ -170,6 +193,67 @@ impl Keys {
     pub fn clock(&self) -> String {
         format!("{}clock", self.prefix)
     }
+}
+
+/// Slots per slab string.
+pub const SLAB_SLOTS: u32 = 16_384;
+
+/// Bytes of a slot's record in a slab string.
+pub const SLOT_BYTES: usize = 64;
+
+/// The format byte of a slot's record (its byte 52).
+const SLOT_FORMAT: u8 = 1;
+
+/// Where slot `slot`'s record is: the slab string's number and the byte
+/// offset in it.
+pub fn slot_place(slot: u32) -> (u32, usize) {
+    (slot / SLAB_SLOTS, (slot % SLAB_SLOTS) as usize * SLOT_BYTES)
+}
+
+/// A slot's record in a slab string, its deadlines moved into the persisted
+/// frame by `delta`: little-endian token (16 bytes), life deadline, lease
+/// deadline (0 when free), lifetime ms, lease ms (8 bytes each), times
+/// acquired (4 bytes), the format byte 1, zeros. All zeros: no token.
+pub fn encode_slot(token: u128, r: &Record, delta: i64) -> [u8; SLOT_BYTES] {
+    let mut b = [0u8; SLOT_BYTES];
+    let lease = if r.lease_deadline != 0 { shift(r.lease_deadline, -delta).max(1) } else { 0 };
+    b[0..16].copy_from_slice(&token.to_le_bytes());
+    b[16..24].copy_from_slice(&shift(r.life_deadline, -delta).to_le_bytes());
+    b[24..32].copy_from_slice(&lease.to_le_bytes());
+    b[32..40].copy_from_slice(&r.lifetime.to_le_bytes());
+    b[40..48].copy_from_slice(&r.lease.to_le_bytes());
+    b[48..52].copy_from_slice(&r.times_acquired.to_le_bytes());
+    b[52] = SLOT_FORMAT;
+    b
+}
+
+/// What a slot's place in a slab string holds.
+#[derive(Debug, PartialEq)]
+pub enum SlotRecord {
+    /// No token (all zeros, or past the string's end).
+    Empty,
+    /// Not a record this version can read.
+    Malformed,
+    /// A live token and its record, in the memory frame.
+    Live(u128, Record),
+}
+
+/// Decodes a slot's record (`SLOT_BYTES` bytes, or fewer past the end of
+/// the string) into the memory frame.
+pub fn decode_slot(b: &[u8], delta: i64) -> SlotRecord {
+    let Ok(b) = <&[u8; SLOT_BYTES]>::try_from(b) else { return SlotRecord::Empty };
+    let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+    let token = u128::from_le_bytes(b[0..16].try_into().unwrap_or_default());
+    if token == 0 {
+        return SlotRecord::Empty;
+    }
+    let (life, lease_deadline) = (u64_at(16), u64_at(24));
+    if b[52] != SLOT_FORMAT {
+        return SlotRecord::Malformed;
+    }
+    let times = u32::from_le_bytes(b[48..52].try_into().unwrap_or_default());
+    let lease_deadline = if lease_deadline > 0 { shift(lease_deadline, delta).max(1) } else { 0 };
+    SlotRecord::Live(token, Record::stored(shift(life, delta), lease_deadline, u64_at(32), u64_at(40), times))
 }
 
 /// Encodes a record as stored in the tokens hash, its deadlines moved into

@@ -101,8 +101,10 @@ enum Item {
     /// state write-back), written in one atomic step.
     Changes(u64, Vec<Change>),
     Publish(u64, Bytes, Bytes),
-    /// A pool earlier versions listed in `Ppools`: list it in its slot's
-    /// set (after its state was written there) and drop the old entries.
+    /// A pool whose state was just written in the current layout (listed
+    /// only in earlier versions' `Ppools`, or with tokens in the tokens
+    /// hash of earlier layouts): list it in its slot's set, delete its
+    /// tokens hash and drop the old entries.
     Legacy(u64, Bytes),
     /// The persisted frame's offset from the wall clock.
     Clock(u64, i64),
@@ -121,7 +123,13 @@ impl Item {
     /// How many queued changes (or messages) it counts for in the backlog.
     fn weight(&self) -> usize {
         match self {
-            Item::Changes(_, c) => c.len(),
+            Item::Changes(_, c) => c
+                .iter()
+                .map(|c| match c {
+                    Change::Slots { records, .. } => records.len().max(1),
+                    _ => 1,
+                })
+                .sum(),
             _ => 1,
         }
     }
@@ -392,8 +400,10 @@ impl Backing {
         q.seq
     }
 
-    /// Queues the move of a pool off the earlier versions' pool set (after
-    /// its state was queued for the current layout).
+    /// Queues the end of a pool's move off earlier layouts, once its state
+    /// was queued for the current one ([`Store::rewrite`]): it is listed in
+    /// its slot's set, its tokens hash is deleted, and so are its entry in
+    /// the earlier versions' pool set and its keys of their names.
     pub fn migrate_legacy(&self, pool: Bytes) {
         self.push(|seq| Item::Legacy(seq, pool));
     }

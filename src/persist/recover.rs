@@ -2,7 +2,7 @@
 //! slot (and the pools earlier versions listed in `Ppools`).
 
 use super::con::Con;
-use super::layout::{Keys, SLOTS, decode_record, shift};
+use super::layout::{Keys, SLAB_SLOTS, SLOT_BYTES, SLOTS, SlotRecord, decode_record, decode_slot, shift};
 use crate::store::Restored;
 use crate::token;
 use bytes::Bytes;
@@ -55,9 +55,9 @@ pub async fn recover_with(
     }
     let legacy_set: Vec<Vec<u8>> = redis::cmd("SMEMBERS").arg(keys.legacy_pools()).query_async(con).await?;
     let legacy: Vec<Bytes> = legacy_set.into_iter().map(Bytes::from).filter(|p| !seen.contains(p)).collect();
-    let current = pools.iter().map(|p| (p, keys.tokens(p), keys.expired(p)));
-    let old = legacy.iter().map(|p| (p, keys.legacy_tokens(p), keys.legacy_expired(p)));
-    let (out, bad) = read_pools(con, current.chain(old), delta, hgetall_max).await?;
+    let current = pools.iter().map(|p| (p, true, keys.tokens(p), keys.expired(p)));
+    let old = legacy.iter().map(|p| (p, false, keys.legacy_tokens(p), keys.legacy_expired(p)));
+    let (out, bad) = read_pools(con, keys, current.chain(old), delta, hgetall_max).await?;
     if bad > 0 {
         tracing::warn!(entries = bad, "skipped malformed entries in the backing Redis");
     }
@@ -74,8 +74,8 @@ pub async fn load_slots(
     slots: &[u16],
 ) -> Result<Vec<Restored>, redis::RedisError> {
     let pools = pool_sets(con, keys, slots).await?;
-    let (out, bad) =
-        read_pools(con, pools.iter().map(|p| (p, keys.tokens(p), keys.expired(p))), delta, HGETALL_MAX).await?;
+    let current = pools.iter().map(|p| (p, true, keys.tokens(p), keys.expired(p)));
+    let (out, bad) = read_pools(con, keys, current, delta, HGETALL_MAX).await?;
     if bad > 0 {
         tracing::warn!(entries = bad, "skipped malformed entries in the backing Redis");
     }
@@ -89,18 +89,30 @@ async fn pool_sets(con: &Con, keys: &Keys, slots: &[u16]) -> Result<Vec<Bytes>, 
     Ok(sets.into_iter().flatten().map(Bytes::from).collect())
 }
 
-/// Reads the token and expired hashes of each `(pool, tokens key, expired
-/// key)`; returns what was read and how many entries were malformed.
+/// Reads each `(pool, has slab strings, tokens key, expired key)`: its slab
+/// strings (the current layout), then its token hash (earlier layouts) and
+/// its expired hash; returns what was read and how many entries were
+/// malformed.
 async fn read_pools<'p>(
     con: &mut Con,
-    pools: impl Iterator<Item = (&'p Bytes, Vec<u8>, Vec<u8>)>,
+    keys: &Keys,
+    pools: impl Iterator<Item = (&'p Bytes, bool, Vec<u8>, Vec<u8>)>,
     delta: i64,
     hgetall_max: usize,
 ) -> Result<(Vec<Restored>, usize), redis::RedisError> {
     let mut out = Vec::new();
     let mut bad = 0usize;
     let mut last_log = Instant::now();
-    for (pool, tokens_key, expired_key) in pools {
+    for (pool, slabs, tokens_key, expired_key) in pools {
+        if slabs {
+            match read_slabs(con, keys, pool, delta, &mut out).await {
+                Ok(n) => bad += n,
+                Err(e) if e.code() == Some("WRONGTYPE") => {
+                    tracing::error!(pool = %String::from_utf8_lossy(pool), error = %e, "skipping a backing key of the wrong type");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         for (key, expired) in [(tokens_key, false), (expired_key, true)] {
             match read_hash(con, &key, hgetall_max, &mut out, |out, t, v| {
                 let Some(id) = token::parse(t) else { return false };
@@ -110,7 +122,12 @@ async fn read_pools<'p>(
                             Restored::Expired { pool: pool.clone(), token: id, forget_at: shift(forget_at, delta) }
                         })
                     } else {
-                        decode_record(v, delta).map(|record| Restored::Live { pool: pool.clone(), token: id, record })
+                        decode_record(v, delta).map(|record| Restored::Live {
+                            pool: pool.clone(),
+                            token: id,
+                            record,
+                            at: None,
+                        })
                     };
                 match item {
                     Some(i) => {
@@ -137,6 +154,52 @@ async fn read_pools<'p>(
         }
     }
     Ok((out, bad))
+}
+
+/// Reads a pool's slab strings into `out`; returns how many records were
+/// malformed. Each string is asked for while the one before is decoded.
+async fn read_slabs(
+    con: &mut Con,
+    keys: &Keys,
+    pool: &Bytes,
+    delta: i64,
+    out: &mut Vec<Restored>,
+) -> Result<usize, redis::RedisError> {
+    let members: Vec<Vec<u8>> = redis::cmd("SMEMBERS").arg(keys.slabs(pool)).query_async(con).await?;
+    let mut bad = 0;
+    let mut numbers: Vec<u32> = Vec::with_capacity(members.len());
+    for m in members {
+        match std::str::from_utf8(&m).ok().and_then(|s| s.parse::<u32>().ok()).filter(|&k| k <= u32::MAX / SLAB_SLOTS) {
+            Some(k) => numbers.push(k),
+            None => bad += 1,
+        }
+    }
+    numbers.sort_unstable();
+    let get = |k: u32| {
+        let (mut con, key) = (con.clone(), keys.slab(pool, k));
+        tokio::spawn(async move { redis::cmd("GET").arg(key).query_async::<Option<Vec<u8>>>(&mut con).await })
+    };
+    let mut ahead = numbers.first().map(|&k| get(k));
+    for (i, &k) in numbers.iter().enumerate() {
+        let Some(this) = ahead.take() else { break };
+        let bytes = this.await.map_err(|e| redis::RedisError::from(std::io::Error::other(e)))??;
+        ahead = numbers.get(i + 1).map(|&k| get(k));
+        // On a current-thread runtime, lets the request go out first.
+        tokio::task::yield_now().await;
+        let Some(bytes) = bytes else { continue };
+        out.reserve(bytes.len() / SLOT_BYTES);
+        for (j, record) in bytes.chunks(SLOT_BYTES).take(SLAB_SLOTS as usize).enumerate() {
+            match decode_slot(record, delta) {
+                SlotRecord::Empty => {}
+                SlotRecord::Malformed => bad += 1,
+                SlotRecord::Live(token, record) => {
+                    let at = Some(k * SLAB_SLOTS + j as u32);
+                    out.push(Restored::Live { pool: pool.clone(), token, record, at });
+                }
+            }
+        }
+    }
+    Ok(bad)
 }
 
 /// Reads one hash, whole or by pages, handing each field and value to

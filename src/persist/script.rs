@@ -39,6 +39,8 @@ use std::collections::HashMap;
 /// | `S` | key member | SADD |
 /// | `R` | key member | SREM |
 /// | `P` | channel message | PUBLISH |
+/// | `W` | key offset bytes | SETRANGE |
+/// | `C` | set prefix | DEL of `prefix .. m` for each member `m` of the set, and of the set |
 ///
 /// Replies `{"OK", {op, error, op, error…}}`, `{"DUP"}`, `{"LOST", i}` or
 /// `{"FENCED", i, owner}` (i: the fence's index in KEYS).
@@ -71,6 +73,16 @@ while i <= #ARGV do
     r = redis.pcall('SREM', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]); i = i + 3
   elseif op == 'P' then
     r = redis.pcall('PUBLISH', ARGV[i + 1], ARGV[i + 2]); i = i + 3
+  elseif op == 'W' then
+    r = redis.pcall('SETRANGE', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]); i = i + 4
+  elseif op == 'C' then
+    local set = KEYS[tonumber(ARGV[i + 1])]
+    r = redis.pcall('SMEMBERS', set)
+    if not r.err then
+      for _, m in ipairs(r) do redis.call('DEL', ARGV[i + 2] .. m) end
+      r = redis.pcall('DEL', set)
+    end
+    i = i + 3
   else
     return redis.error_reply('ERR tokend write script: unknown operation ' .. tostring(op))
   end
@@ -107,6 +119,9 @@ pub enum Op<'a> {
     SAdd(&'a [u8], &'a [u8]),
     SRem(&'a [u8], &'a [u8]),
     Publish(&'a [u8], &'a [u8]),
+    SetRange(&'a [u8], usize, &'a [u8]),
+    /// A set of numbers, and the prefix that makes them keys.
+    DelSlabs(&'a [u8], &'a [u8]),
 }
 
 /// A batch being built: fences, keys (each once), and the flat argument
@@ -116,6 +131,8 @@ pub struct Batch {
     fence_index: HashMap<String, usize>,
     keys: Vec<Bytes>,
     key_index: HashMap<Bytes, usize>,
+    /// Slab strings the batch lists in their pool's set already.
+    listed: std::collections::HashSet<Vec<u8>>,
     args: Vec<Bytes>,
     ops: usize,
     /// The unit each operation belongs to, in order.
@@ -131,6 +148,7 @@ impl Batch {
             fence_index: HashMap::new(),
             keys: Vec::new(),
             key_index: HashMap::new(),
+            listed: std::collections::HashSet::new(),
             args: Vec::new(),
             ops: 0,
             units: Vec::new(),
@@ -180,6 +198,19 @@ impl Batch {
         Bytes::from((n + 1).to_string())
     }
 
+    /// True the first time it is asked about slab string `key` (which the
+    /// batch then lists in its pool's set), until [`Batch::unlist`] drops
+    /// it.
+    pub fn first_listing(&mut self, key: &[u8]) -> bool {
+        !self.listed.contains(key) && self.listed.insert(key.to_vec())
+    }
+
+    /// A pool's slab strings (those starting with `prefix`) were deleted:
+    /// the next write of one lists it again.
+    pub fn unlist(&mut self, prefix: &[u8]) {
+        self.listed.retain(|k| !k.starts_with(prefix));
+    }
+
     /// Adds an operation.
     pub fn push(&mut self, op: Op) {
         self.ops += 1;
@@ -207,6 +238,14 @@ impl Batch {
                 self.args.extend([Bytes::from_static(b"R"), k, b(m)]);
             }
             Op::Publish(c, m) => self.args.extend([Bytes::from_static(b"P"), b(c), b(m)]),
+            Op::SetRange(k, offset, v) => {
+                let k = self.key(k);
+                self.args.extend([Bytes::from_static(b"W"), k, Bytes::from(offset.to_string()), b(v)]);
+            }
+            Op::DelSlabs(set, prefix) => {
+                let set = self.key(set);
+                self.args.extend([Bytes::from_static(b"C"), set, b(prefix)]);
+            }
         }
     }
 
@@ -237,7 +276,7 @@ impl Batch {
                         std::str::from_utf8(&self.args[i + 1]).ok().and_then(|s| s.parse().ok()).unwrap_or(1);
                     inv.arg(idx + nf);
                     let width = match code.as_ref() {
-                        b"H" => 4,
+                        b"H" | b"W" => 4,
                         b"X" => 2,
                         _ => 3,
                     };

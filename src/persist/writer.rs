@@ -2,7 +2,7 @@
 //! whole units (one atomic script call each), and tells what became of them.
 
 use super::con::Con;
-use super::layout::{Keys, encode_record, keyslot, shift};
+use super::layout::{Keys, SLAB_SLOTS, SLOT_BYTES, encode_slot, keyslot, shift, slot_place};
 use super::script::{Answer, Batch, Op, SOURCE};
 use super::{Backing, Item, MAX_BATCH_OPS, owner};
 use crate::store::{Change, Store};
@@ -134,8 +134,9 @@ impl Writer {
         let mut taken: Vec<Item> = Vec::new();
         let mut estimate = 0;
         while let Some(item) = self.carry.front() {
+            // A restated stretch of slots weighs as its records.
             let e = match item {
-                Item::Changes(_, c) => 2 * c.len() + 1,
+                Item::Changes(..) => 2 * item.weight() + 1,
                 _ => 1,
             };
             if !taken.is_empty() && estimate + e > MAX_BATCH_OPS {
@@ -327,6 +328,8 @@ impl Writer {
                         part.fence_slots.push(Some(slot));
                     }
                     part.batch.push(Op::SAdd(self.keys.pool_set(slot).as_bytes(), pool));
+                    // Its tokens are in slots now (restated before this).
+                    part.batch.push(Op::Del(&self.keys.tokens(pool)));
                     b.legacy.push(pool.clone());
                 }
                 Item::Clock(_, offset) => b.clock = Some(*offset),
@@ -358,25 +361,49 @@ impl Writer {
         batch.fence(keys.fence(slot));
         let field = |t: &u128| token::format(*t);
         let delta = self.backing.delta;
+        // The tokens hash of earlier layouts is read at recovery and
+        // deleted once its tokens are in slots; until then a token that
+        // goes must go from it too.
         match c {
-            Change::Put { token, record, .. } => {
+            Change::Put { token, record, slot: at, .. } => {
                 if !self.known_pools.contains(pool) && new_pools.insert(pool.clone()) {
                     batch.push(Op::SAdd(keys.pool_set(slot).as_bytes(), pool));
                 }
-                batch.push(Op::HSet(&keys.tokens(pool), &field(token), encode_record(record, delta).as_bytes()));
+                set_slots(batch, keys, pool, *at, &encode_slot(*token, record, delta));
             }
-            Change::Del { token, .. } => {
+            Change::Del { token, slot: at, .. } => {
+                if let Some(at) = at {
+                    set_slots(batch, keys, pool, *at, &[0; SLOT_BYTES]);
+                }
                 batch.push(Op::HDel(&keys.tokens(pool), &field(token)));
                 batch.push(Op::HDel(&keys.expired(pool), &field(token)));
             }
-            Change::Expired { token, forget_at, .. } => {
+            Change::Expired { token, forget_at, slot: at, .. } => {
+                if let Some(at) = at {
+                    set_slots(batch, keys, pool, *at, &[0; SLOT_BYTES]);
+                }
                 batch.push(Op::HDel(&keys.tokens(pool), &field(token)));
                 let at = shift(*forget_at, -delta).to_string();
                 batch.push(Op::HSet(&keys.expired(pool), &field(token), at.as_bytes()));
             }
+            Change::Slots { first, records, .. } => {
+                if !self.known_pools.contains(pool) && new_pools.insert(pool.clone()) {
+                    batch.push(Op::SAdd(keys.pool_set(slot).as_bytes(), pool));
+                }
+                let mut bytes = Vec::with_capacity(records.len() * SLOT_BYTES);
+                for r in records {
+                    match r {
+                        Some((token, record)) => bytes.extend_from_slice(&encode_slot(*token, record, delta)),
+                        None => bytes.extend_from_slice(&[0; SLOT_BYTES]),
+                    }
+                }
+                set_slots(batch, keys, pool, *first, &bytes);
+            }
             Change::Forget { token, .. } => batch.push(Op::HDel(&keys.expired(pool), &field(token))),
             Change::ForgetAll { .. } => batch.push(Op::Del(&keys.expired(pool))),
             Change::DropPool { .. } => {
+                batch.push(Op::DelSlabs(&keys.slabs(pool), &keys.slab_prefix(pool)));
+                batch.unlist(&keys.slab_prefix(pool));
                 batch.push(Op::Del(&keys.tokens(pool)));
                 batch.push(Op::Del(&keys.expired(pool)));
                 batch.push(Op::SRem(keys.pool_set(slot).as_bytes(), pool));
@@ -593,6 +620,26 @@ impl Writer {
         if let Err(e) = self.con.query_each::<redis::Value>(cmds).await {
             tracing::warn!(error = %e, "cannot clean up an earlier version's keys (harmless: read again, written again)");
         }
+    }
+}
+
+/// Writes the records `bytes` (whole slot records) from slot `first` on,
+/// one SETRANGE per slab string they fall in; a slab string a batch
+/// writes first is listed in the pool's set of slab strings.
+fn set_slots(batch: &mut Batch, keys: &Keys, pool: &[u8], first: u32, bytes: &[u8]) {
+    let mut slot = first;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (k, offset) = slot_place(slot);
+        let room = (SLAB_SLOTS - slot % SLAB_SLOTS) as usize * SLOT_BYTES;
+        let (now, later) = rest.split_at(room.min(rest.len()));
+        let key = keys.slab(pool, k);
+        if batch.first_listing(&key) {
+            batch.push(Op::SAdd(&keys.slabs(pool), k.to_string().as_bytes()));
+        }
+        batch.push(Op::SetRange(&key, offset, now));
+        slot += (now.len() / SLOT_BYTES) as u32;
+        rest = later;
     }
 }
 

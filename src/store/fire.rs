@@ -300,7 +300,12 @@ impl Store {
         s.tally.expired += 1;
         fx.event(EventKind::Expired, &pool.name, id);
         if memory > 0 {
-            fx.change(|| Change::Expired { pool: Bytes::copy_from_slice(&pool.name), token: id, forget_at });
+            fx.change(|| Change::Expired {
+                pool: Bytes::copy_from_slice(&pool.name),
+                token: id,
+                forget_at,
+                slot: Some(slot),
+            });
             s.forget.push_back((forget_at, pid, id));
             s.remembered += 1;
             s.tally.remembered += 1;
@@ -323,7 +328,7 @@ impl Store {
                 }
             }
         } else {
-            fx.change(|| Change::Del { pool: Bytes::copy_from_slice(&pool.name), token: id });
+            fx.change(|| Change::Del { pool: Bytes::copy_from_slice(&pool.name), token: id, slot: Some(slot) });
             Shard::drop_if_empty(s, pid, fx);
         }
     }
@@ -359,7 +364,7 @@ impl Store {
     pub(super) fn put_change(&self, pool: &Pool, slot: SlotIdx, fx: &mut Effects) {
         if let Some(record) = pool.get(slot).copied() {
             let (name, token) = (pool.name.clone(), pool.id(slot));
-            fx.change(|| Change::Put { pool: Bytes::copy_from_slice(&name), token, record });
+            fx.change(|| Change::Put { pool: Bytes::copy_from_slice(&name), token, record, slot });
         }
     }
 
@@ -388,7 +393,7 @@ impl Store {
         let record = *rec;
         let name = pool.name.clone();
         fx.event(EventKind::TokenAcquire, &name, id);
-        fx.change(|| Change::Put { pool: Bytes::copy_from_slice(&name), token: id, record });
+        fx.change(|| Change::Put { pool: Bytes::copy_from_slice(&name), token: id, record, slot });
         Some(id)
     }
 

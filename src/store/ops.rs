@@ -204,7 +204,9 @@ impl Store {
                 out.iter().for_each(|&id| fx.event(EventKind::TokenGen, &p.name, id));
             }
             if fx.keeps_changes() {
-                out.iter().for_each(|&id| fx.change(|| Change::Put { pool: name.clone(), token: id, record: rec }));
+                out.iter().zip(first..).for_each(|(&id, slot)| {
+                    fx.change(|| Change::Put { pool: name.clone(), token: id, record: rec, slot })
+                });
             }
             s.live += out.len();
             self.serve_waiters(s, pid, now, fx);
@@ -234,7 +236,7 @@ impl Store {
                 arm_life(wheel, pid, slot, r, fx);
             }
             fx.event(EventKind::TokenGen, &p.name, id);
-            fx.change(|| Change::Put { pool: name.clone(), token: id, record: rec });
+            fx.change(|| Change::Put { pool: name.clone(), token: id, record: rec, slot });
             match out.get_mut(i) {
                 Some(o) => *o = id,
                 None => out.push(id),
@@ -298,7 +300,7 @@ impl Store {
             }
         }
         fx.event(EventKind::TokenGen, &p.name, id);
-        fx.change(|| Change::Put { pool: Bytes::copy_from_slice(&p.name), token: id, record: rec });
+        fx.change(|| Change::Put { pool: Bytes::copy_from_slice(&p.name), token: id, record: rec, slot });
         s.live += 1;
         if lease_ms.is_none() {
             self.serve_waiters(s, pid, now, fx);
@@ -459,18 +461,18 @@ impl Store {
             self.shared.live_tokens.fetch_sub(1, Ordering::Relaxed);
             s.live -= 1;
             fx.event(EventKind::TokenDel, &name, id);
-            true
+            Some(Some(slot))
         } else if p.forget(id, None) {
             self.forgot(s, 1);
-            true
+            Some(None)
         } else {
-            false
+            None
         };
-        if found {
-            fx.change(|| Change::Del { pool: Bytes::copy_from_slice(&name), token: id });
+        if let Some(slot) = found {
+            fx.change(|| Change::Del { pool: Bytes::copy_from_slice(&name), token: id, slot });
             Shard::drop_if_empty(s, pid, fx);
         }
-        found
+        found.is_some()
     }
 
     /// TOKEN.DELEXPIRED: forgets every remembered expired token of the pool.

@@ -467,6 +467,12 @@ impl Pool {
         (self.slots[named].id == VACANT).then_some(named as SlotIdx)
     }
 
+    /// Recovery: takes `slot` (growing the slab to it) if it is vacant.
+    pub fn claim_at(&mut self, slot: SlotIdx) -> bool {
+        self.presize(slot as usize + 1);
+        self.slots[slot as usize].id == VACANT
+    }
+
     /// Recovery: makes the slab span `slots` slots (all vacant) at once,
     /// so that recovered tokens find the slots they name already there.
     pub fn presize(&mut self, slots: usize) {

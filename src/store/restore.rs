@@ -7,7 +7,7 @@ use super::{Effects, PoolId, Record, Restored, Shard, Store, lock};
 use crate::token::{self, TokenId};
 use crate::wheel::Wheel;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::MutexGuard;
 use std::sync::atomic::Ordering;
 
@@ -24,7 +24,13 @@ impl Store {
     /// here: deadlines that passed while the server was down fire on the
     /// drivers' first run, in deadline order — past-due entries fire in the
     /// order they were armed, so those (only those) are sorted first.
-    pub fn restore(&self, items: Vec<Restored>) {
+    ///
+    /// A token the backing store keeps in a slot gets that slot. Returns
+    /// the pools whose tokens could not all be put where the backing store
+    /// keeps them (kept by an earlier layout, or in a slot taken twice): the
+    /// backing store must be told where they are now (see
+    /// [`Store::rewrite`]).
+    pub fn restore(&self, items: Vec<Restored>) -> Vec<Bytes> {
         let now = self.shared.clock.now_ms();
         let due_of = |r: &Restored| match r {
             Restored::Live { record, .. } => record.due(),
@@ -42,10 +48,20 @@ impl Store {
             past
         };
         // Slots named beyond this are not honoured (an old token names a
-        // random one of 2^32): such tokens go to any vacant slot instead.
+        // random one of 2^32; a slab that was mostly emptied keeps its
+        // length in the backing store): such tokens go to any vacant slot
+        // instead.
         let bound = items.len().saturating_mul(2).saturating_add(RESTORE_SLOT_SLACK).min(pool::MAX_SLOTS);
-        // Tokens that name a vacant slot get it first; the others
-        // (misplaced) fill the gaps afterwards. A token due in the future is
+        // Where a token goes first: the slot the backing store keeps it in,
+        // or else the one it names.
+        let wanted = |token: &TokenId, at: &Option<u32>| match at {
+            Some(at) => *at as usize,
+            None => token::slot_of(*token, self.slot_key()) as usize,
+        };
+        // Tokens kept in slots get them first (in a pass of their own, so
+        // that no other token takes one of them); then tokens that name a
+        // vacant slot get it; the others (misplaced) fill the gaps
+        // afterwards. A token due in the future is
         // armed as it is placed (its slot is in cache then); past-due ones
         // are armed last, in the order above, so that they fire in deadline
         // order whichever pass placed them.
@@ -54,8 +70,8 @@ impl Store {
         // come in random order, and each would be a cache and TLB miss.
         let mut spans: HashMap<&Bytes, usize> = HashMap::new();
         for item in &items {
-            if let Restored::Live { pool, token, .. } = item {
-                let named = token::slot_of(*token, self.slot_key()) as usize;
+            if let Restored::Live { pool, token, at, .. } = item {
+                let named = wanted(token, at);
                 if named < bound {
                     let e = spans.entry(pool).or_default();
                     *e = (*e).max(named + 1);
@@ -91,15 +107,49 @@ impl Store {
             }
             Some(true)
         };
+        let mut repack: HashSet<Bytes> = HashSet::new();
+        // Pass 1: tokens kept in slots.
+        self.restore_runs(&items, |s, pid, i, item| {
+            let Restored::Live { pool, token: id, record, at: Some(at) } = item else { return };
+            if let (Some(p), Some(Restored::Live { pool: next_pool, at: Some(next), .. })) =
+                (s.pools.get(&pid), items.get(i + RESTORE_PREFETCH))
+                && next_pool == pool
+            {
+                p.prefetch_slot(*next);
+            }
+            let Some(p) = s.pools.get_mut(&pid) else { return };
+            if p.contains(*id) {
+                // Kept twice: once is enough, but that slot must be
+                // cleared in the backing store.
+                repack.insert(pool.clone());
+                return;
+            }
+            if (*at as usize) >= bound || !p.claim_at(*at) {
+                // Left to the last pass, and put elsewhere.
+                repack.insert(pool.clone());
+                unplaced.push(i);
+                return;
+            }
+            match place(s, pid, Some(*at), *id, record) {
+                None => unplaced.push(i),
+                Some(true) => past_due.push(i),
+                Some(false) => {}
+            }
+        });
+        // Pass 2: the rest.
         self.restore_runs(&items, |s, pid, i, item| match item {
-            Restored::Live { pool, token: id, record } => {
-                if let (Some(p), Some(Restored::Live { pool: next_pool, token: next, .. })) =
+            Restored::Live { at: Some(_), .. } => {}
+            Restored::Live { pool, token: id, record, at: None } => {
+                if let (Some(p), Some(Restored::Live { pool: next_pool, token: next, at: None, .. })) =
                     (s.pools.get(&pid), items.get(i + RESTORE_PREFETCH))
                     && next_pool == pool
                 {
                     p.prefetch_named(*next);
                 }
                 if s.pools.get(&pid).is_some_and(|p| !p.contains(*id)) {
+                    // Not in a slot in the backing store: it must be put
+                    // in the one it gets here.
+                    repack.insert(pool.clone());
                     match place(s, pid, None, *id, record) {
                         None => unplaced.push(i),
                         Some(true) => past_due.push(i),
@@ -120,7 +170,7 @@ impl Store {
         });
         let mut cursors: HashMap<PoolId, usize> = HashMap::new();
         for i in unplaced {
-            let Restored::Live { pool, token: id, record } = &items[i] else { continue };
+            let Restored::Live { pool, token: id, record, .. } = &items[i] else { continue };
             let mut g = self.lock_shard_of(pool);
             let pid = self.pool_id(&mut g, pool);
             let Some(p) = g.pools.get_mut(&pid) else { continue };
@@ -154,6 +204,7 @@ impl Store {
         for cell in self.shared.shards.iter() {
             lock(&cell.state).forget.sort_by_key(|e| e.0);
         }
+        repack.into_iter().collect()
     }
 }
 
@@ -162,12 +213,14 @@ impl Store {
     /// hash slot this node just claimed), fires a batch of what fell due,
     /// and wakes every expiry driver so that it sees the new deadlines (and
     /// fires the rest).
-    pub fn restore_live(&self, items: Vec<Restored>) {
-        self.restore(items);
+    /// Returns what [`Store::restore`] does.
+    pub fn restore_live(&self, items: Vec<Restored>) -> Vec<Bytes> {
+        let repack = self.restore(items);
         for idx in 0..self.shared.shards.len() {
             self.with_shard_at(idx, super::Due::Batch, |_, _, _| ());
             self.wake_driver(idx, 0);
         }
+        repack
     }
 
     /// Locks the shard `pool` lives in, as it is (recovery: nothing is

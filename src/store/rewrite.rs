@@ -11,8 +11,8 @@ const REWRITE_CHUNK: usize = 4096;
 
 impl Store {
     /// Appends, as journal units, the state of every pool (or of the named
-    /// ones): each live token as a `Put`, each remembered expired one as an
-    /// `Expired`. Each chunk is taken and appended under its shard's lock,
+    /// ones): its whole slab as `Slots` (live tokens, and nothing in every
+    /// other slot), each remembered expired token as an `Expired`. Each chunk is taken and appended under its shard's lock,
     /// so it is in order with the changes around it: whatever was queued
     /// before it is older, whatever comes after is newer. Nothing is
     /// appended without a journal.
@@ -47,11 +47,11 @@ impl Store {
     }
 }
 
-/// The changes that restate slots `at..at + REWRITE_CHUNK` of pool `pid`,
-/// live tokens and tombstones (and, with the first chunk, its remembered
-/// expired tokens that are not in slots), and whether
-/// slots are left after them. A pool that is gone (or whose id was taken by
-/// another) yields nothing.
+/// The changes that restate slots `at..at + REWRITE_CHUNK` of pool `pid`
+/// (live tokens, and no token in the other slots) and its tombstones
+/// (and, with the first chunk, its remembered expired tokens that are not
+/// in slots), and whether slots are left after them. A pool that is gone
+/// (or whose id was taken by another) yields nothing.
 fn chunk(s: &Shard, pid: u32, name: &Bytes, at: usize) -> (Vec<Change>, bool) {
     let Some(p) = s.pools.get(&pid).filter(|p| p.name[..] == name[..]) else { return (Vec::new(), false) };
     let mut out = Vec::new();
@@ -60,15 +60,16 @@ fn chunk(s: &Shard, pid: u32, name: &Bytes, at: usize) -> (Vec<Change>, bool) {
             pool: name.clone(),
             token,
             forget_at,
+            slot: None,
         }));
     }
     let end = (at + REWRITE_CHUNK).min(p.slot_count());
-    for slot in at..end {
-        let (token, slot) = (p.id(slot as u32), slot as u32);
-        if let Some(record) = p.get(slot).copied() {
-            out.push(Change::Put { pool: name.clone(), token, record });
-        } else if let Some(forget_at) = p.tomb(slot) {
-            out.push(Change::Expired { pool: name.clone(), token, forget_at });
+    let slots = at as u32..end as u32;
+    let records = slots.clone().map(|slot| p.get(slot).map(|r| (p.id(slot), *r))).collect();
+    out.push(Change::Slots { pool: name.clone(), first: at as u32, records });
+    for slot in slots {
+        if let Some(forget_at) = p.tomb(slot) {
+            out.push(Change::Expired { pool: name.clone(), token: p.id(slot), forget_at, slot: None });
         }
     }
     (out, end < p.slot_count())

@@ -419,7 +419,7 @@ async fn restore_puts_tokens_at_their_slots_and_indexes_the_rest() {
     s.set_slot_key(77);
     let far = T0 + 600_000;
     let free = |life| Record::stored(life, 0, 600_000, 0, 0);
-    let live = |token| Restored::Live { pool: Bytes::from_static(b"p"), token, record: free(far) };
+    let live = |token| Restored::Live { pool: Bytes::from_static(b"p"), token, record: free(far), at: None };
     let mut items = Vec::new();
     let mut want = Vec::new();
     // Tokens naming slots 0..40 under this key, one of them twice (a
@@ -449,9 +449,10 @@ async fn restore_puts_tokens_at_their_slots_and_indexes_the_rest() {
         pool: Bytes::from_static(b"p"),
         token: assigned,
         record: Record::stored(far, T0 + 1000, 600_000, 1000, 1),
+        at: None,
     });
     want.push(assigned);
-    s.restore(items);
+    assert_eq!(s.restore(items), [Bytes::from_static(b"p")], "kept in no slot: to be put in slots");
     s.check_invariants().unwrap();
     let st = s.stats(b"p");
     assert_eq!((st.total, st.assigned), (want.len() as u64, 1));
@@ -486,7 +487,8 @@ async fn past_due_tokens_fire_in_deadline_order_however_they_were_placed() {
     let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
     ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
     // Deadlines that passed during the downtime, alternating between tokens
-    // that name their slot (placed first) and foreign ones (placed after).
+    // that name their slot (placed first) and foreign ones (placed after);
+    // every third kept in a slot by the backing store (placed before all).
     let mut items = Vec::new();
     let mut want = Vec::new();
     for n in 0..10u32 {
@@ -500,6 +502,7 @@ async fn past_due_tokens_fire_in_deadline_order_however_they_were_placed() {
             pool: Bytes::from_static(b"p"),
             token: id,
             record: Record::stored(life, 0, 5, 0, 0),
+            at: (n % 3 == 0).then_some(20 + n),
         });
         want.push(format!("p:{}", std::str::from_utf8(&crate::token::format(id)).unwrap()));
     }
@@ -514,6 +517,56 @@ async fn past_due_tokens_fire_in_deadline_order_however_they_were_placed() {
         got.push(String::from_utf8_lossy(&payload).into_owned());
     }
     assert_eq!(got, want);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tokens_kept_in_slots_get_those_slots_before_any_other_token() {
+    let (s, _) = store();
+    s.set_slot_key(5);
+    let far = T0 + 600_000;
+    let pool = Bytes::from_static(b"p");
+    let live = |token, at| Restored::Live { pool: pool.clone(), token, record: Record::stored(far, 0, 1, 0, 0), at };
+    // Kept in slots 0..8 but made under another key: they name other slots.
+    let kept: Vec<TokenId> = (0..8u32).map(|n| crate::token::with_slot([n as u8 + 1; 16], n, 99)).collect();
+    // From an earlier layout, listed first, each naming one of those slots.
+    let old: Vec<TokenId> = (0..8u32).map(|n| crate::token::with_slot([n as u8 + 50; 16], n, 5)).collect();
+    let mut items: Vec<Restored> = old.iter().map(|&t| live(t, None)).collect();
+    items.extend(kept.iter().zip(0..).map(|(&t, at)| live(t, Some(at))));
+    assert_eq!(s.restore(items), std::slice::from_ref(&pool), "the earlier layout's tokens are to be put in slots");
+    s.check_invariants().unwrap();
+    assert_eq!(s.stats(b"p").total, 16);
+    {
+        let g = s.lock_shard_of(b"p");
+        let p = g.pools.get(&g.pid(b"p").unwrap()).unwrap();
+        for (n, &t) in kept.iter().enumerate() {
+            assert_eq!(p.find(t), Some(n as SlotIdx), "kept in slot {n}");
+        }
+        for &t in &old {
+            assert!(p.find(t).is_some_and(|slot| slot >= 8), "put after the kept ones");
+        }
+    }
+
+    // Only tokens kept where they are: nothing to put elsewhere.
+    let (s, _) = store();
+    s.set_slot_key(5);
+    let items = kept.iter().zip(0..).map(|(&t, at)| live(t, Some(at))).collect();
+    assert!(s.restore(items).is_empty());
+    s.check_invariants().unwrap();
+
+    // A slot kept twice, a token kept twice, a slot far past the bound:
+    // each is put somewhere, and the pool is to be restated.
+    let (s, _) = store();
+    s.set_slot_key(5);
+    let stray = crate::token::from_random([0x77; 16]);
+    let far_slot = crate::token::from_random([0x78; 16]);
+    let items =
+        vec![live(kept[0], Some(0)), live(stray, Some(0)), live(kept[0], Some(3)), live(far_slot, Some(1 << 30))];
+    assert_eq!(s.restore(items), std::slice::from_ref(&pool));
+    s.check_invariants().unwrap();
+    assert_eq!(s.stats(b"p").total, 3);
+    for t in [kept[0], stray, far_slot] {
+        assert!(s.info(b"p", t).is_ok());
+    }
 }
 
 #[tokio::test(start_paused = true)]

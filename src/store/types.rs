@@ -96,15 +96,22 @@ pub struct Totals {
     pub blocked: u64,
 }
 
-/// A change to persist, in the order it happened.
+/// A change to persist, in the order it happened. `slot` is where the
+/// token is in its pool's slab: the backing store keeps records at the same
+/// places, so a slot is never held by two tokens there either.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// The token exists with this record.
-    Put { pool: Bytes, token: TokenId, record: Record },
-    /// The token is gone (deleted; or expired and already forgotten).
-    Del { pool: Bytes, token: TokenId },
-    /// The token expired; remembered until `forget_at`.
-    Expired { pool: Bytes, token: TokenId, forget_at: u64 },
+    /// The token in `slot` exists with this record.
+    Put { pool: Bytes, token: TokenId, record: Record, slot: u32 },
+    /// The token is gone (deleted; or expired and already forgotten); it
+    /// left `slot` if it was live.
+    Del { pool: Bytes, token: TokenId, slot: Option<u32> },
+    /// The token expired; remembered until `forget_at`. It left `slot` if
+    /// it was live.
+    Expired { pool: Bytes, token: TokenId, forget_at: u64, slot: Option<u32> },
+    /// Slots `first..first + records.len()` hold exactly these live tokens
+    /// (None: no live token). Restates a stretch of the slab (rewrites).
+    Slots { pool: Bytes, first: u32, records: Vec<Option<(TokenId, Record)>> },
     /// A remembered expired token is forgotten.
     Forget { pool: Bytes, token: TokenId },
     /// Every remembered expired token of the pool is forgotten (DELEXPIRED).
@@ -120,6 +127,7 @@ impl Change {
             Change::Put { pool, .. }
             | Change::Del { pool, .. }
             | Change::Expired { pool, .. }
+            | Change::Slots { pool, .. }
             | Change::Forget { pool, .. }
             | Change::ForgetAll { pool }
             | Change::DropPool { pool } => pool,
@@ -138,8 +146,19 @@ pub trait Journal: Send + Sync {
 /// State recovered from the backing store.
 #[derive(Debug, Clone)]
 pub enum Restored {
-    Live { pool: Bytes, token: TokenId, record: Record },
-    Expired { pool: Bytes, token: TokenId, forget_at: u64 },
+    /// A live token; `at`: the slot the backing store keeps it in (None:
+    /// kept by an earlier layout, in no slot).
+    Live {
+        pool: Bytes,
+        token: TokenId,
+        record: Record,
+        at: Option<u32>,
+    },
+    Expired {
+        pool: Bytes,
+        token: TokenId,
+        forget_at: u64,
+    },
 }
 
 impl Restored {

@@ -601,3 +601,37 @@ pub async fn wait_for_waiters(conn: &mut RawConn, pool: &str, want: i64) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
+
+/// The live tokens the backing Redis holds for `pool` (a pool without
+/// braces in its name, prefix `tokend:`), each with its record written as
+/// the tokens hash of earlier layouts had it
+/// (`state:life:lease_deadline:lifetime:lease:times`): the records of its
+/// slab strings (64 bytes a slot, see docs/durability.md) and whatever its
+/// tokens hash still holds (a slot's record wins: the hash is of an
+/// earlier layout, deleted once its tokens are in slots).
+#[allow(dead_code)]
+pub fn backing_records<C: redis::ConnectionLike>(c: &mut C, pool: &str) -> std::collections::HashMap<String, String> {
+    let mut out: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg(format!("tokend:{{{pool}}}:tokens")).query(c).unwrap();
+    let slabs: Vec<u32> = redis::cmd("SMEMBERS").arg(format!("tokend:{{{pool}}}:slabs")).query(c).unwrap();
+    for k in slabs {
+        let bytes: Vec<u8> = redis::cmd("GET").arg(format!("tokend:{{{pool}}}:slab:{k}")).query(c).unwrap();
+        assert!(bytes.len() <= 16_384 * 64, "slab string {k} is {} bytes", bytes.len());
+        for (j, r) in bytes.chunks(64).enumerate() {
+            assert_eq!(r.len(), 64, "slab string {k} ends in a cut record");
+            let token = u128::from_le_bytes(r[0..16].try_into().unwrap());
+            if token == 0 {
+                assert!(r.iter().all(|&b| b == 0), "slot {j} of slab string {k}: an empty slot is all zeros");
+                continue;
+            }
+            assert_eq!(r[52], 1, "slot {j} of slab string {k}: the format byte");
+            let n = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().unwrap());
+            let times = u32::from_le_bytes(r[48..52].try_into().unwrap());
+            let state = if n(24) > 0 { 'a' } else { 'f' };
+            let text = uuid::Uuid::from_u128(token).hyphenated().to_string();
+            let rec = format!("{state}:{}:{}:{}:{}:{times}", n(16), n(24), n(32), n(40));
+            out.insert(text, rec);
+        }
+    }
+    out
+}
