@@ -231,6 +231,12 @@ async fn a_key_of_the_wrong_type_refuses_only_its_pools_changes() {
     let mut c = RawConn::connect(t.addr).await;
     assert_eq!(total(&mut c, "good").await, 4, "the good pool survives a restart");
     assert_eq!(total(&mut c, "bad").await, 0, "the refused one was never durable");
+    // A GEN that fills the whole slab string writes it in one go: refused
+    // the same way, and someone else's key is left as it was.
+    let e = c.cmd("TOKEN.GEN bad COUNT 20000").await.err();
+    assert!(e.starts_with("ERR the backing Redis refused this change (WRONGTYPE"), "{e}");
+    let kept: String = redis::cmd("HGET").arg("tokend:{bad}:slab:0").arg("not").query(&mut redis.conn()).unwrap();
+    assert_eq!(kept, "a string");
     events.assert_each_once();
 }
 

@@ -40,6 +40,7 @@ use std::collections::HashMap;
 /// | `R` | key member | SREM |
 /// | `P` | channel message | PUBLISH |
 /// | `W` | key offset bytes | SETRANGE |
+/// | `V` | key bytes | SET (SETRANGE at 0 if the key is not a string: WRONGTYPE, as for `W`) |
 /// | `C` | set prefix | DEL of `prefix .. m` for each member `m` of the set, and of the set |
 ///
 /// Replies `{"OK", {op, error, op, error…}}`, `{"DUP"}`, `{"LOST", i}` or
@@ -73,6 +74,15 @@ while i <= #ARGV do
     r = redis.pcall('SREM', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2]); i = i + 3
   elseif op == 'P' then
     r = redis.pcall('PUBLISH', ARGV[i + 1], ARGV[i + 2]); i = i + 3
+  elseif op == 'V' then
+    local k = KEYS[tonumber(ARGV[i + 1])]
+    local t = redis.call('TYPE', k).ok
+    if t == 'none' or t == 'string' then
+      r = redis.pcall('SET', k, ARGV[i + 2])
+    else
+      r = redis.pcall('SETRANGE', k, 0, ARGV[i + 2])
+    end
+    i = i + 3
   elseif op == 'W' then
     r = redis.pcall('SETRANGE', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]); i = i + 4
   elseif op == 'C' then
@@ -120,6 +130,7 @@ pub enum Op<'a> {
     SRem(&'a [u8], &'a [u8]),
     Publish(&'a [u8], &'a [u8]),
     SetRange(&'a [u8], usize, &'a [u8]),
+    Set(&'a [u8], &'a [u8]),
     /// A set of numbers, and the prefix that makes them keys.
     DelSlabs(&'a [u8], &'a [u8]),
 }
@@ -241,6 +252,10 @@ impl Batch {
             Op::SetRange(k, offset, v) => {
                 let k = self.key(k);
                 self.args.extend([Bytes::from_static(b"W"), k, Bytes::from(offset.to_string()), b(v)]);
+            }
+            Op::Set(k, v) => {
+                let k = self.key(k);
+                self.args.extend([Bytes::from_static(b"V"), k, b(v)]);
             }
             Op::DelSlabs(set, prefix) => {
                 let set = self.key(set);

@@ -291,7 +291,8 @@ impl Writer {
             match item {
                 Item::Changes(_, changes) => {
                     let mut skipped = false;
-                    for c in changes {
+                    let runs = coalesce(changes);
+                    for c in runs.as_deref().unwrap_or(changes) {
                         let slot = keyslot(c.pool());
                         if fenced.contains(&slot) || !self.holds(slot) {
                             skipped = true;
@@ -623,6 +624,35 @@ impl Writer {
     }
 }
 
+/// The changes of one unit with each run of `Put`s into consecutive slots of
+/// one pool made one `Slots` change (a GEN's tokens are written as a few
+/// strings, not one SETRANGE a token); None if there is no such run.
+fn coalesce(changes: &[Change]) -> Option<Vec<Change>> {
+    let run = |a: &Change, b: &Change| {
+        matches!((a, b), (Change::Put { pool: p, slot: s, .. }, Change::Put { pool: q, slot: t, .. })
+            if p == q && s.checked_add(1) == Some(*t))
+    };
+    if !changes.windows(2).any(|w| run(&w[0], &w[1])) {
+        return None;
+    }
+    let mut out: Vec<Change> = Vec::new();
+    for c in changes {
+        let Change::Put { pool, token, record, slot } = c else {
+            out.push(c.clone());
+            continue;
+        };
+        if let Some(Change::Slots { pool: p, first, records }) = out.last_mut()
+            && p == pool
+            && u64::from(*first) + records.len() as u64 == u64::from(*slot)
+        {
+            records.push(Some((*token, *record)));
+            continue;
+        }
+        out.push(Change::Slots { pool: pool.clone(), first: *slot, records: vec![Some((*token, *record))] });
+    }
+    Some(out)
+}
+
 /// Writes the records `bytes` (whole slot records) from slot `first` on,
 /// one SETRANGE per slab string they fall in; a slab string a batch
 /// writes first is listed in the pool's set of slab strings.
@@ -637,7 +667,13 @@ fn set_slots(batch: &mut Batch, keys: &Keys, pool: &[u8], first: u32, bytes: &[u
         if batch.first_listing(&key) {
             batch.push(Op::SAdd(&keys.slabs(pool), k.to_string().as_bytes()));
         }
-        batch.push(Op::SetRange(&key, offset, now));
+        if now.len() == SLAB_SLOTS as usize * SLOT_BYTES {
+            // A whole slab string: SET makes it exactly this long, where
+            // SETRANGE grows it by doubling (up to 2 MiB held for 1 MiB).
+            batch.push(Op::Set(&key, now));
+        } else {
+            batch.push(Op::SetRange(&key, offset, now));
+        }
         slot += (now.len() / SLOT_BYTES) as u32;
         rest = later;
     }
