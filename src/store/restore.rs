@@ -146,10 +146,11 @@ impl Store {
                 {
                     p.prefetch_named(*next);
                 }
+                // Not in a slot in the backing store (or there as well, if
+                // a move was cut short): the pool is restated, and the
+                // tokens hash goes.
+                repack.insert(pool.clone());
                 if s.pools.get(&pid).is_some_and(|p| !p.contains(*id)) {
-                    // Not in a slot in the backing store: it must be put
-                    // in the one it gets here.
-                    repack.insert(pool.clone());
                     match place(s, pid, None, *id, record) {
                         None => unplaced.push(i),
                         Some(true) => past_due.push(i),
