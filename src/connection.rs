@@ -43,6 +43,12 @@ const LOOKAHEAD: usize = 32;
 /// Buffers that grew past this are released once empty.
 const KEEP_BUFFER: usize = 256 * 1024;
 
+/// A piece of pub/sub messages at least this big is written from where it
+/// is rather than copied into the write buffer (a burst of expiries is
+/// hundreds of kilobytes, which would also make the buffer outgrow
+/// [`KEEP_BUFFER`], be released and grow again at every burst).
+const DIRECT_WRITE: usize = 32 * 1024;
+
 /// What a connection needs besides the command context.
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
@@ -69,6 +75,24 @@ pub struct Connection<S> {
     /// Replies in `wbuf` to writes whose changes must be durable before
     /// they are sent (sync mode): their byte range and journal unit.
     pending: Vec<(usize, usize, u64)>,
+}
+
+/// Writes `buf` a piece at a time, yielding in between: a single 4 MB write
+/// is one syscall of several milliseconds (loopback delivers inside it)
+/// that no other client of this thread can interrupt. Redis bounds a
+/// client's writes per event loop turn the same way
+/// (NET_MAX_WRITES_PER_EVENT, 64 KB).
+async fn write_in_pieces<S: AsyncWrite + Unpin>(stream: &mut S, buf: &[u8]) -> std::io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        let end = buf.len().min(at + WRITE_PIECE);
+        stream.write_all(&buf[at..end]).await?;
+        at = end;
+        if at < buf.len() {
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(())
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
@@ -142,13 +166,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 },
                 m = msg => match m {
                     Some(m) => {
-                        self.wbuf.extend_from_slice(&m);
-                        while self.wbuf.len() <= WRITE_HIGH_WATER
+                        let mut taken = m.len();
+                        self.push_messages(m).await?;
+                        while taken <= WRITE_HIGH_WATER
                             && let Some(m) = self.session.pubsub_rx.as_mut().and_then(|rx| rx.try_recv_bytes())
                         {
-                            self.wbuf.extend_from_slice(&m);
+                            taken += m.len();
+                            self.push_messages(m).await?;
                         }
-                        self.flush_and_yield().await?;
+                        self.flush().await?;
+                        if taken > WRITE_HIGH_WATER {
+                            tokio::task::yield_now().await;
+                        }
                     }
                     // The broker dropped us: our queue overflowed.
                     None => return Ok(()),
@@ -337,22 +366,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.flush().await
     }
 
+    /// Takes a piece of pub/sub messages: a small one into the write
+    /// buffer, a big one straight to the socket (after what the buffer
+    /// holds).
+    async fn push_messages(&mut self, m: Bytes) -> std::io::Result<()> {
+        if m.len() < DIRECT_WRITE {
+            self.wbuf.extend_from_slice(&m);
+            return Ok(());
+        }
+        self.flush().await?;
+        write_in_pieces(&mut self.stream, &m).await
+    }
+
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.wbuf.is_empty() {
-            // A big reply goes out a piece at a time, yielding in between:
-            // a single 4 MB write is one syscall of several milliseconds
-            // (loopback delivers inside it) that no other client of this
-            // thread can interrupt. Redis bounds a client's writes per event
-            // loop turn the same way (NET_MAX_WRITES_PER_EVENT, 64 KB).
-            let mut at = 0;
-            while at < self.wbuf.len() {
-                let end = self.wbuf.len().min(at + WRITE_PIECE);
-                self.stream.write_all(&self.wbuf[at..end]).await?;
-                at = end;
-                if at < self.wbuf.len() {
-                    tokio::task::yield_now().await;
-                }
-            }
+            write_in_pieces(&mut self.stream, &self.wbuf).await?;
             self.wbuf.clear();
             // One huge reply (GEN COUNT 100000 is ~4 MB) must not pin its
             // buffer for the connection's lifetime.

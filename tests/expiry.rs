@@ -490,3 +490,31 @@ async fn a_mass_expiry_in_batches_is_exact_for_every_request() {
     assert!(seen == want, "each token's expired event, once");
     assert_no_more(&mut sub, Duration::from_millis(50)).await;
 }
+
+/// A burst of expiries big enough to be written from where it is (not
+/// copied) reaches a subscriber whole, in deadline order (one deadline: the
+/// order GEN made them), between the messages published before and after.
+#[tokio::test]
+async fn a_big_burst_of_expiries_arrives_whole_and_in_order_among_other_messages() {
+    let server = TestServer::start();
+    let mut c = server.raw().await;
+    let mut sub = server.raw().await;
+    subscribe(&mut sub, false, &["__keyevent@0__:expired", "news"]).await;
+    let toks: Vec<String> = c.cmd("TOKEN.GEN big PX 200 COUNT 20000").await.items().iter().map(Resp::text).collect();
+    assert_eq!(c.cmd("PUBLISH news first").await, Resp::Int(1));
+    let first = next_msg(&mut sub, Duration::from_secs(2)).await.expect("the first message");
+    assert_eq!((first.channel.as_str(), first.payload.as_str()), ("news", "first"));
+    let mut seen = Vec::with_capacity(toks.len());
+    while seen.len() < toks.len() {
+        let m = next_msg(&mut sub, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("only {} of {} expired events", seen.len(), toks.len()));
+        assert_eq!(m.channel, "__keyevent@0__:expired", "after {} events: {m:?}", seen.len());
+        seen.push(m.payload.strip_prefix("big:").expect("payload big:<token>").to_string());
+    }
+    assert!(seen == toks, "every token once, in the order it was made");
+    assert_eq!(c.cmd("PUBLISH news last").await, Resp::Int(1));
+    let last = next_msg(&mut sub, Duration::from_secs(2)).await.expect("the last message");
+    assert_eq!((last.channel.as_str(), last.payload.as_str()), ("news", "last"));
+    assert_no_more(&mut sub, Duration::from_millis(50)).await;
+}

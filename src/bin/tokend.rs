@@ -16,9 +16,6 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    // One worker thread per available core (as tokio's default), or a
-    // current-thread runtime when there is one: no work-stealing queues and
-    // no cross-thread wake-ups on the request path.
     if config.ping {
         let addr = tokend::ping::target(&config.bind, config.port);
         return match tokend::ping::check(&addr, config.requirepass.as_deref(), std::time::Duration::from_secs(3)) {
@@ -29,6 +26,10 @@ fn main() -> std::process::ExitCode {
             }
         };
     }
+    return_big_frees_to_the_os();
+    // One worker thread per available core (as tokio's default), or a
+    // current-thread runtime when there is one: no work-stealing queues and
+    // no cross-thread wake-ups on the request path.
     let threads = match config.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -46,6 +47,28 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+/// Allocations of 1 MiB and more get their own mappings, which go back to
+/// the OS when freed. glibc's default threshold rises to the size of the
+/// biggest mapping freed so far (up to 32 MiB), after which such buffers
+/// come from the heap and stay in the RSS once freed: a GEN COUNT 100000
+/// reply (4.5 MB), the ids behind it, a timer list outgrowing its buffer.
+/// 1M tokens made by GEN COUNT 100000: 87.1 B of RSS per token with the
+/// default, 81.3 B with this (81.2 B after a `malloc_trim`). It costs
+/// page faults for bursts of events over 1 MiB: 84,797 minor faults
+/// instead of 34,797 while 10M tokens expire (about 35 ms of CPU in a
+/// 2.5 s drain).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_big_frees_to_the_os() {
+    // SAFETY: mallopt only changes glibc's allocation policy, before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_big_frees_to_the_os() {}
 
 /// `tokend import-seed …`: the old service's tokens into a running tokend.
 fn import_seed() -> std::process::ExitCode {
