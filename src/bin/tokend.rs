@@ -53,11 +53,11 @@ fn main() -> std::process::ExitCode {
 /// biggest mapping freed so far (up to 32 MiB), after which such buffers
 /// come from the heap and stay in the RSS once freed: a GEN COUNT 100000
 /// reply (4.5 MB), the ids behind it, a timer list outgrowing its buffer.
-/// 1M tokens made by GEN COUNT 100000: 87.1 B of RSS per token with the
-/// default, 81.3 B with this (81.2 B after a `malloc_trim`). It costs
-/// page faults for bursts of events over 1 MiB: 84,797 minor faults
-/// instead of 34,797 while 10M tokens expire (about 35 ms of CPU in a
-/// 2.5 s drain).
+/// 1M tokens made by GEN COUNT 100000: 89.0 B of RSS per token with the
+/// default, 81.5 B with this. A buffer that is dropped and grown again at
+/// every turn would now be mapped and unmapped each time: a subscriber's
+/// bursts of events are written from where they are for that reason
+/// (see `connection::DIRECT_WRITE`).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn return_big_frees_to_the_os() {
     // SAFETY: mallopt only changes glibc's allocation policy, before any
