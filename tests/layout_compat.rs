@@ -153,3 +153,36 @@ async fn tokens_kept_in_hashes_load_and_move_to_slab_strings() {
     let t = Tokend::start_with_env(&["--port", &port, "--redis", &url], &[]);
     check(&t).await;
 }
+
+/// In cluster mode a node loads the pools of the slots it claims; those of
+/// an earlier layout are moved the same way.
+#[tokio::test]
+async fn a_cluster_node_moves_the_pools_of_the_slots_it_claims() {
+    let redis = RedisProc::start();
+    let tokens = load_fixture(&redis, FIXTURE_HASHES);
+    let url = redis.url();
+    let port = procs::free_port().to_string();
+    let t = Tokend::start_with_env(&["--port", &port, "--redis", &url, "--cluster-enabled", "yes"], &[]);
+    // Serving once it has claimed and loaded every slot.
+    let mut c = RawConn::connect(t.addr).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while matches!(c.call(&["TOKEN.STATS", "holes"]).await, Resp::Error(_)) {
+        assert!(Instant::now() < deadline, "the node never served its slots");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check_states(&t, &tokens).await;
+    let mut r = redis.conn();
+    let hashes =
+        ["tokend:{plain}:tokens", "tokend:{b}:a{b}c:tokens", "tokend:{tenant:7}:tokens", "tokend:{holes}:tokens"];
+    loop {
+        let left: i64 = redis::cmd("EXISTS").arg(&hashes[..]).query(&mut r).unwrap();
+        if left == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{left} tokens hashes left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (pool, n) in [("plain", 5), ("tenant:7", 2), ("holes", 3)] {
+        assert_eq!(common::backing_records(&mut r, pool).len(), n, "{pool}");
+    }
+}
