@@ -105,6 +105,21 @@ async fn data_written_by_the_previous_layout_loads_and_moves_to_the_current_one(
     check_states(&t, &tokens).await;
 }
 
+/// Waits (until `deadline`) for the tokens hashes of the 16a43e9 fixture's
+/// pools to be gone: their tokens are in slab strings then.
+fn wait_hashes_moved(r: &mut redis::Connection, deadline: Instant) {
+    let hashes =
+        ["tokend:{plain}:tokens", "tokend:{b}:a{b}c:tokens", "tokend:{tenant:7}:tokens", "tokend:{holes}:tokens"];
+    loop {
+        let left: i64 = redis::cmd("EXISTS").arg(&hashes[..]).query(r).unwrap();
+        if left == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{left} tokens hashes left");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[tokio::test]
 async fn tokens_kept_in_hashes_load_and_move_to_slab_strings() {
     let redis = RedisProc::start();
@@ -124,16 +139,7 @@ async fn tokens_kept_in_hashes_load_and_move_to_slab_strings() {
     // and its tokens hash goes.
     let mut r = redis.conn();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let hashes =
-        ["tokend:{plain}:tokens", "tokend:{b}:a{b}c:tokens", "tokend:{tenant:7}:tokens", "tokend:{holes}:tokens"];
-    loop {
-        let left: i64 = redis::cmd("EXISTS").arg(&hashes[..]).query(&mut r).unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{left} tokens hashes left");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_hashes_moved(&mut r, deadline);
     for pool in ["plain", "tenant:7", "holes"] {
         let stored = common::backing_records(&mut r, pool);
         let want: HashMap<&str, char> =
@@ -172,16 +178,7 @@ async fn a_cluster_node_moves_the_pools_of_the_slots_it_claims() {
     }
     check_states(&t, &tokens).await;
     let mut r = redis.conn();
-    let hashes =
-        ["tokend:{plain}:tokens", "tokend:{b}:a{b}c:tokens", "tokend:{tenant:7}:tokens", "tokend:{holes}:tokens"];
-    loop {
-        let left: i64 = redis::cmd("EXISTS").arg(&hashes[..]).query(&mut r).unwrap();
-        if left == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{left} tokens hashes left");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_hashes_moved(&mut r, deadline);
     for (pool, n) in [("plain", 5), ("tenant:7", 2), ("holes", 3)] {
         assert_eq!(common::backing_records(&mut r, pool).len(), n, "{pool}");
     }
