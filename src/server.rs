@@ -315,16 +315,7 @@ async fn load(
         // Pools an earlier version listed only in its pool set, or whose
         // tokens are not all in slots yet: their state goes to the current
         // layout's keys, then they are listed there and the old keys go.
-        let mut moving = recovered.legacy;
-        let repack: Vec<bytes::Bytes> = repack.into_iter().filter(|p| !moving.contains(p)).collect();
-        moving.extend(repack);
-        if !moving.is_empty() {
-            tracing::info!(pools = moving.len(), "moving pools to the current key layout");
-            ctx.store.rewrite(Some(&moving));
-            for pool in moving {
-                b.migrate_legacy(pool);
-            }
-        }
+        b.move_pools(&ctx.store, recovered.legacy.into_iter().chain(repack));
         // Set before `loading` turns false: no write is admitted before.
         ctx.set_durability(b.clone() as Arc<dyn Durability>);
         started.backing = Some((b, con, me));

@@ -350,12 +350,7 @@ impl Membership {
         }
         // Pools whose tokens are not all in slots in the backing Redis (an
         // earlier layout's): restated in the current layout.
-        if !repack.is_empty() {
-            self.store.rewrite(Some(&repack));
-            for pool in repack {
-                self.backing.migrate_legacy(pool);
-            }
-        }
+        self.backing.move_pools(&self.store, repack);
         if self.cluster.generation() != generation {
             // The heartbeat lapsed meanwhile (before or after the states
             // were set): what was claimed may be another node's already.

@@ -216,7 +216,7 @@ pub fn slot_place(slot: u32) -> (u32, usize) {
 /// acquired (4 bytes), the format byte 1, zeros. All zeros: no token.
 pub fn encode_slot(token: u128, r: &Record, delta: i64) -> [u8; SLOT_BYTES] {
     let mut b = [0u8; SLOT_BYTES];
-    let lease = if r.lease_deadline != 0 { shift(r.lease_deadline, -delta).max(1) } else { 0 };
+    let lease = lease_shift(r.lease_deadline, -delta);
     b[0..16].copy_from_slice(&token.to_le_bytes());
     b[16..24].copy_from_slice(&shift(r.life_deadline, -delta).to_le_bytes());
     b[24..32].copy_from_slice(&lease.to_le_bytes());
@@ -247,12 +247,12 @@ pub fn decode_slot(b: &[u8], delta: i64) -> SlotRecord {
     if token == 0 {
         return SlotRecord::Empty;
     }
-    let (life, lease_deadline) = (u64_at(16), u64_at(24));
     if b[52] != SLOT_FORMAT {
         return SlotRecord::Malformed;
     }
+    let (life, lease_deadline) = (u64_at(16), u64_at(24));
     let times = u32::from_le_bytes(b[48..52].try_into().unwrap_or_default());
-    let lease_deadline = if lease_deadline > 0 { shift(lease_deadline, delta).max(1) } else { 0 };
+    let lease_deadline = lease_shift(lease_deadline, delta);
     SlotRecord::Live(token, Record::stored(shift(life, delta), lease_deadline, u64_at(32), u64_at(40), times))
 }
 
@@ -260,7 +260,7 @@ pub fn decode_slot(b: &[u8], delta: i64) -> SlotRecord {
 /// the persisted frame by `delta` (memory frame − persisted frame, ms).
 pub fn encode_record(r: &Record, delta: i64) -> String {
     let state = if r.lease_deadline != 0 { 'a' } else { 'f' };
-    let lease = if r.lease_deadline != 0 { shift(r.lease_deadline, -delta).max(1) } else { 0 };
+    let lease = lease_shift(r.lease_deadline, -delta);
     format!("{state}:{}:{lease}:{}:{}:{}", shift(r.life_deadline, -delta), r.lifetime, r.lease, r.times_acquired)
 }
 
@@ -276,8 +276,14 @@ pub fn decode_record(s: &[u8], delta: i64) -> Option<Record> {
         ("f", 0) => {}
         _ => return None,
     }
-    let lease_deadline = if lease_deadline > 0 { shift(lease_deadline, delta).max(1) } else { 0 };
+    let lease_deadline = lease_shift(lease_deadline, delta);
     Some(Record::stored(shift(life, delta), lease_deadline, lifetime, lease, times.min(u32::MAX as u64) as u32))
+}
+
+/// A lease deadline moved by `d`: 0 (free) stays 0, any other stays above
+/// 0 (0 would read as free).
+fn lease_shift(t: u64, d: i64) -> u64 {
+    if t != 0 { shift(t, d).max(1) } else { 0 }
 }
 
 /// `t + d`, saturating at the ends of u64.

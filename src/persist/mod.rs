@@ -400,12 +400,22 @@ impl Backing {
         q.seq
     }
 
-    /// Queues the end of a pool's move off earlier layouts, once its state
-    /// was queued for the current one ([`Store::rewrite`]): it is listed in
-    /// its slot's set, its tokens hash is deleted, and so are its entry in
-    /// the earlier versions' pool set and its keys of their names.
-    pub fn migrate_legacy(&self, pool: Bytes) {
-        self.push(|seq| Item::Legacy(seq, pool));
+    /// Moves pools off earlier layouts (each once, however often named):
+    /// queues their state for the current one ([`Store::rewrite`]), then
+    /// the end of each move: it is listed in its slot's set, its tokens hash
+    /// is deleted, and so are its entry in the earlier versions' pool set
+    /// and its keys of their names.
+    pub fn move_pools(&self, store: &Store, pools: impl IntoIterator<Item = Bytes>) {
+        let mut seen = std::collections::HashSet::new();
+        let pools: Vec<Bytes> = pools.into_iter().filter(|p| seen.insert(p.clone())).collect();
+        if pools.is_empty() {
+            return;
+        }
+        tracing::info!(pools = pools.len(), "moving pools to the current key layout");
+        store.rewrite(Some(&pools));
+        for pool in pools {
+            self.push(|seq| Item::Legacy(seq, pool));
+        }
     }
 
     /// Drops everything queued so far instead of writing it (its units are
