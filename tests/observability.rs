@@ -334,6 +334,42 @@ async fn an_expiry_that_fires_late_is_reported() {
     assert!(latest.iter().all(|e| e.0 != "expire-late"), "{latest:?}");
 }
 
+/// Big storage is freed by the free thread, as Redis's lazy free: a deleted
+/// big pool, and the wheel slot of 100k tokens sharing a deadline once its
+/// cascade is spread. INFO counts them; small ones are freed in place.
+#[tokio::test]
+async fn big_frees_are_lazy_and_counted() {
+    let t = Tokend::start(&["--shards", "1"]);
+    let mut c = t.conn().await;
+    let counts = |m: &redis::InfoDict, s: &redis::InfoDict| {
+        (m.get::<u64>("lazyfree_pending_objects").unwrap(), s.get::<u64>("lazyfreed_objects").unwrap())
+    };
+    let (m, s) = (info(&mut c, "memory").await, info(&mut c, "stats").await);
+    assert_eq!(counts(&m, &s), (0, 0));
+    let _: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "small", "COUNT", "1000"]).await.unwrap();
+    let n: i64 = cmd(&mut c, &["UNLINK", "small"]).await.unwrap();
+    assert_eq!(n, 1);
+    let s = info(&mut c, "stats").await;
+    assert_eq!(s.get::<u64>("lazyfreed_objects"), Some(0), "a small pool is freed in place");
+    let _: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "big", "COUNT", "100000"]).await.unwrap();
+    let n: i64 = cmd(&mut c, &["UNLINK", "big"]).await.unwrap();
+    assert_eq!(n, 1);
+    wait_info(&mut c, "stats", "lazyfreed_objects", 1).await;
+
+    let _: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "wave", "PX", "2500", "COUNT", "100000"]).await.unwrap();
+    wait_info(&mut c, "stats", "expired_tokens", 100_000).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (m, s) = (info(&mut c, "memory").await, info(&mut c, "stats").await);
+        let (pending, freed) = counts(&m, &s);
+        if pending == 0 && freed >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pending {pending}, freed {freed}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// SHUTDOWN is the SIGTERM stop: the client gets no reply, the process
 /// exits 0, and what a client was told is in the backing Redis.
 #[tokio::test]

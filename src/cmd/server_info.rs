@@ -4,7 +4,7 @@ use super::{Call, Ctx, Outcome};
 use crate::notify::EventClasses;
 use crate::parse::{Parse, ParseError};
 use crate::reply::Reply;
-use crate::store::Totals;
+use crate::store::{Totals, lazyfree_counts};
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -95,6 +95,7 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             kv("used_memory_rss", &rss);
             kv("used_memory_rss_human", &format!("{:.2}M", rss as f64 / 1048576.0));
             kv("maxmemory", &0);
+            kv("lazyfree_pending_objects", &lazyfree_counts().0);
         }
         "cluster" => {
             kv("cluster_enabled", &u8::from(ctx.cluster().is_some()));
@@ -131,6 +132,7 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             kv("expired_tokens", &expired);
             kv("lease_expired_tokens", &lease_expired);
             kv("pending_timers", &ctx.store.pending_timers());
+            kv("lazyfreed_objects", &lazyfree_counts().1);
         }
         "replication" => {
             kv("role", &"master");

@@ -22,34 +22,16 @@ const SHARD_BITS: u32 = 12;
 /// Pools visited per hold of a shard's lock by [`Store::for_each_pool`].
 const POOLS_PER_LOCK: usize = 1024;
 
-/// Pools whose slots take more than this are freed on another thread (a
+/// Pools whose slots take more than this are freed on the free thread (a
 /// 10M-token pool is 640 MB of slab: unmapping it would hold the request
 /// path for tens of milliseconds).
 const FREE_INLINE_MAX_SLOTS: usize = 64 * 1024;
 
-/// The pause between two 2 MiB chunks freed (a 10M-token pool is 305
-/// chunks: 1.5 s).
-const FREE_CHUNK_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// Frees a detached pool: inline if small, else on a thread of its own at
-/// the lowest priority (`SCHED_IDLE`), a 2 MiB chunk every
-/// [`FREE_CHUNK_PAUSE`]. Unmapping a 10M-token pool's 640 MB at once left
-/// the machine's memory management with work that, two seconds later,
-/// held up a client of another pool for 34 ms (its request and the reply
-/// sat on loopback while both processes slept); spread over a second or
-/// two, it does not.
+/// Frees a detached pool: inline if small, else gradually on the free
+/// thread (see [`super::reclaim`]).
 pub(super) fn dispose(p: Pool) {
     if p.slot_count() > FREE_INLINE_MAX_SLOTS {
-        let _ = std::thread::Builder::new().name("tokend-free".into()).spawn(move || {
-            #[cfg(target_os = "linux")]
-            {
-                let param = libc::sched_param { sched_priority: 0 };
-                // SAFETY: sets this thread's own policy; the argument is a
-                // valid sched_param. Failure only leaves the default policy.
-                unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-            }
-            p.free_gradually(FREE_CHUNK_PAUSE);
-        });
+        super::reclaim::later(super::reclaim::Garbage::Pool(p));
     } else {
         drop(p);
     }

@@ -35,6 +35,7 @@ mod names;
 mod ops;
 mod pool;
 mod queue;
+mod reclaim;
 mod restore;
 mod rewrite;
 mod slab;
@@ -44,6 +45,7 @@ mod waiting;
 
 pub use keys::PoolUsage;
 pub use pool::Record;
+pub use reclaim::lazyfree_counts;
 pub use txn::{NotLocked, Txn};
 pub use types::{Change, Journal, PoolStats, Restored, StoreConfig, TokenError, TokenInfo, Totals};
 pub use waiting::{Acquired, Handed, Waiting};
@@ -195,6 +197,16 @@ struct Effects<'a> {
     touched: Vec<Bytes>,
     /// Big wheel storage to free once the lock is released.
     garbage: Vec<Vec<(u64, (PoolId, SlotIdx))>>,
+}
+
+/// Big wheel storage goes to the free thread: an Effects is dropped after
+/// its lock is released, on a connection's thread as often as a driver's.
+impl Drop for Effects<'_> {
+    fn drop(&mut self) {
+        if reclaim::entries_bytes(&self.garbage) > reclaim::INLINE_MAX_BYTES {
+            reclaim::later(reclaim::Garbage::Entries(std::mem::take(&mut self.garbage)));
+        }
+    }
 }
 
 impl<'a> Effects<'a> {

@@ -1,0 +1,134 @@
+//! Freeing big storage off the request path (Redis's lazy free).
+//!
+//! Freeing a block of more than a megabyte is an `munmap` (tokend sets
+//! glibc's mmap threshold to 1 MiB), and unmapping takes about 45 µs a
+//! megabyte here: the 164 MB slot of a wheel cascade of 10M entries took
+//! 7 ms, on whichever thread dropped it. When that was a connection's,
+//! every client of its worker thread waited for it.
+//!
+//! Such storage is handed to one thread, `tokend-free`, at the lowest
+//! priority (`SCHED_IDLE`), which gives it back a 2 MiB chunk at a time
+//! with a pause in between. At once, unmapping a 10M-token pool's 640 MB
+//! left the kernel's memory management with work that, two seconds later,
+//! held up a client of another pool for 34 ms; spread over a second or two
+//! it does not.
+
+use super::PoolId;
+use super::pool::{Pool, SlotIdx};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::time::Duration;
+
+/// What the free thread gives back.
+pub(super) enum Garbage {
+    /// A detached pool (see [`super::keys::dispose`]).
+    Pool(Pool),
+    /// Storage of wheel slots emptied by a cascade (see
+    /// [`crate::wheel::Wheel::take_garbage`]).
+    Entries(Vec<Vec<(u64, (PoolId, SlotIdx))>>),
+}
+
+/// Storage up to this size is freed where it is dropped: below the mmap
+/// threshold it goes back to the heap, which is cheap.
+pub(super) const INLINE_MAX_BYTES: usize = 1 << 20;
+
+/// The pause between two 2 MiB chunks (a 10M-token pool is 305 chunks:
+/// 1.5 s; a 10M-entry wheel slot, 79: 0.4 s).
+const CHUNK_PAUSE: Duration = Duration::from_millis(5);
+
+const CHUNK_BYTES: usize = 2 << 20;
+
+/// Objects handed to the free thread, and those it has freed (INFO's
+/// `lazyfree_pending_objects` and `lazyfreed_objects`).
+static QUEUED: AtomicU64 = AtomicU64::new(0);
+static FREED: AtomicU64 = AtomicU64::new(0);
+
+static FREE_THREAD: OnceLock<Option<Sender<Garbage>>> = OnceLock::new();
+
+/// Bytes of wheel storage in `entries` (capacities: what freeing returns).
+pub(super) fn entries_bytes(entries: &[Vec<(u64, (PoolId, SlotIdx))>]) -> usize {
+    entries.iter().map(|v| v.capacity() * std::mem::size_of::<(u64, (PoolId, SlotIdx))>()).sum()
+}
+
+/// Frees `g` on the free thread, or here if the OS will not start it.
+pub(super) fn later(g: Garbage) {
+    let thread = FREE_THREAD.get_or_init(|| {
+        let (tx, rx) = channel::<Garbage>();
+        std::thread::Builder::new()
+            .name("tokend-free".into())
+            .spawn(move || {
+                lowest_priority();
+                for g in rx {
+                    free_gradually(g);
+                    QUEUED.fetch_sub(1, Ordering::Relaxed);
+                    FREED.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    });
+    QUEUED.fetch_add(1, Ordering::Relaxed);
+    let Some(tx) = thread else {
+        QUEUED.fetch_sub(1, Ordering::Relaxed);
+        return drop(g);
+    };
+    // The thread never ends while the process runs: a send cannot fail but
+    // for a panic in it, and then the garbage is freed here.
+    if let Err(back) = tx.send(g) {
+        QUEUED.fetch_sub(1, Ordering::Relaxed);
+        drop(back.0);
+    }
+}
+
+/// Objects waiting for the free thread, and objects it has freed, since the
+/// process started.
+pub fn lazyfree_counts() -> (u64, u64) {
+    (QUEUED.load(Ordering::Relaxed), FREED.load(Ordering::Relaxed))
+}
+
+fn free_gradually(g: Garbage) {
+    match g {
+        Garbage::Pool(p) => p.free_gradually(CHUNK_PAUSE),
+        Garbage::Entries(slots) => slots.into_iter().for_each(shrink_gradually),
+    }
+}
+
+/// Gives a Vec's storage back a chunk at a time: shrinking a block glibc
+/// mapped on its own is an `mremap` that unmaps its tail in place.
+fn shrink_gradually<E: Copy>(mut v: Vec<E>) {
+    v.clear();
+    let step = (CHUNK_BYTES / std::mem::size_of::<E>().max(1)).max(1);
+    while v.capacity() > step {
+        v.shrink_to(v.capacity() - step);
+        std::thread::sleep(CHUNK_PAUSE);
+    }
+}
+
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sets this thread's own policy; the argument is a valid
+        // sched_param. Failure only leaves the default policy.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_handed_over_is_freed() {
+        // 5 MiB of entries: two shrinks, then the drop.
+        let v: Vec<(u64, (u32, u32))> = Vec::with_capacity(5 * (1 << 20) / 16);
+        let (_, before) = lazyfree_counts();
+        later(Garbage::Entries(vec![v, Vec::with_capacity(10)]));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lazyfree_counts().1 == before {
+            assert!(std::time::Instant::now() < deadline, "the free thread never freed it");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
