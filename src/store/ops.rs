@@ -41,8 +41,54 @@ pub(super) struct GenStock {
 /// of work at most, in one go.
 const GEN_STOCK_MIN: u64 = 4096;
 
-/// Tokens whose random bits [`Store::stock_gen`] draws between two yields.
-const STOCK_PIECE: usize = 16 * 1024;
+/// The niceness of the thread that makes a GEN's stock. Faulting in a
+/// fresh 2 MiB huge page is one uninterruptible step for the thread that
+/// does it (4.4 ms on a VM whose host backs guest memory on first touch,
+/// 0.1 ms once backed): on the connection's thread, every client of that
+/// thread waited for each chunk. On a thread of its own at equal priority,
+/// the scheduler still let it finish its slice first (a probe's worst wait
+/// 4.6-6.6 ms); at nice 10 a request preempts it at once (3.2-4.6 ms, the
+/// VM's floor), and the stock still gets a tenth of a saturated core.
+const STOCK_NICE: libc::c_int = 10;
+
+fn below_normal_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: sets the calling thread's own niceness (Linux applies
+    // PRIO_PROCESS with who 0 to the calling thread); failure leaves it.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, STOCK_NICE);
+    }
+}
+
+/// The stock of a GEN of `count` tokens: random bits, and the slots or
+/// chunks that `plan` ([`Store::gen_plan`]) says it will need.
+fn make_stock(count: usize, ((chunks, last), stage): ((usize, usize), Option<(usize, u64)>)) -> GenStock {
+    let mut bits: Vec<TokenId> = vec![0; count];
+    rand::rng().fill(&mut bits[..]);
+    let mut stock = GenStock::default();
+    match stage {
+        Some((base, key)) => {
+            // The slots themselves, as GEN would make them.
+            let mut staged = Staged::new(base, bits.len());
+            for (i, b) in bits.iter_mut().enumerate() {
+                *b = token::with_slot(b.to_le_bytes(), (base + i) as SlotIdx, key);
+                staged.set(i, Slot { id: *b, rec: Record::stored(0, 0, 0, 0, 0) });
+            }
+            stock.staged = Some((staged, key));
+            // Written once so that its pages are there (zeros would be
+            // mapped without being touched).
+            stock.run = vec![(u64::MAX, (0, 0)); bits.len()];
+            stock.run.clear();
+        }
+        None => {
+            for k in 0..chunks {
+                stock.spare.add_faulted(k, last);
+            }
+        }
+    }
+    stock.bits = bits;
+    stock
+}
 
 #[cfg(test)]
 thread_local! {
@@ -89,49 +135,31 @@ impl Store {
     }
 
     /// Makes the stock of a GEN of `count` tokens into `pool` ahead of it,
-    /// for the GEN this thread runs next, yielding to the runtime between
-    /// pieces. A front end awaits this just before running a big GEN: the
-    /// stock is milliseconds of CPU (the kernel zeroes 2 MiB per chunk),
-    /// which would hold up every other connection served by this thread,
-    /// the only one when the server has one core. Returns whether it made
-    /// one (a GEN too small for a stock gets none).
+    /// for the GEN this thread runs next. A front end awaits this just
+    /// before running a big GEN: the stock is milliseconds of CPU, most of
+    /// it the kernel zeroing fresh pages, which would hold up every other
+    /// connection served by this thread (the only one when the server has
+    /// one core). It is made on a thread of its own (see [`STOCK_NICE`]),
+    /// which a request arriving meanwhile preempts.
+    /// Returns whether it made one (a GEN too small for a stock gets none).
     pub async fn stock_gen(&self, pool: &[u8], count: u64) -> bool {
         if count < GEN_STOCK_MIN {
             return false;
         }
-        let ((chunks, last), stage) = self.gen_plan(pool, count as usize);
-        let mut bits: Vec<TokenId> = vec![0; count as usize];
-        for piece in bits.chunks_mut(STOCK_PIECE) {
-            rand::rng().fill(piece);
-            tokio::task::yield_now().await;
-        }
-        let mut stock = GenStock::default();
-        match stage {
-            Some((base, key)) => {
-                // The slots themselves, as GEN would make them.
-                let mut staged = Staged::new(base, bits.len());
-                for (k, piece) in bits.chunks_mut(STOCK_PIECE).enumerate() {
-                    for (j, b) in piece.iter_mut().enumerate() {
-                        let i = k * STOCK_PIECE + j;
-                        *b = token::with_slot(b.to_le_bytes(), (base + i) as SlotIdx, key);
-                        staged.set(i, Slot { id: *b, rec: Record::stored(0, 0, 0, 0, 0) });
-                    }
-                    tokio::task::yield_now().await;
-                }
-                stock.staged = Some((staged, key));
-                // Written once so that its pages are there (zeros would be
-                // mapped without being touched).
-                stock.run = vec![(u64::MAX, (0, 0)); bits.len()];
-                stock.run.clear();
-            }
-            None => {
-                for k in 0..chunks {
-                    stock.spare.add_faulted(k, last);
-                    tokio::task::yield_now().await;
-                }
-            }
-        }
-        stock.bits = bits;
+        let plan = self.gen_plan(pool, count as usize);
+        let made = tokio::task::spawn_blocking(move || {
+            // A thread of its own at a lower priority (see `STOCK_NICE`);
+            // the blocking pool's thread only waits for it, which also
+            // keeps a paused clock from jumping meanwhile (tests).
+            let maker = std::thread::Builder::new().name("tokend-stock".into()).spawn(move || {
+                below_normal_priority();
+                make_stock(count as usize, plan)
+            });
+            maker.ok()?.join().ok()
+        });
+        // Without a stock (no thread could start) the GEN makes it all under
+        // the lock, as a small one does.
+        let Ok(Some(stock)) = made.await else { return false };
         STOCK.set(Some(stock));
         true
     }
