@@ -150,6 +150,12 @@ struct Args {
     #[arg(long, default_value_t = 300_000)]
     lifetime_ms: u64,
 
+    /// Print each request answered more than this many µs after it was
+    /// sent, with when it was sent (to find a stall in a perf trace; RESP
+    /// targets).
+    #[arg(long)]
+    slow_us: Option<u64>,
+
     /// Expiry: the deadlines are spread evenly over this many ms (0 = all in one ms).
     #[arg(long, default_value_t = 1000)]
     spread_ms: u64,
@@ -569,6 +575,8 @@ impl Lane {
 }
 
 struct Shared {
+    /// `--slow-us`.
+    slow_us: Option<u64>,
     done: AtomicU64,
     stop: AtomicBool,
     /// Requests not yet issued (with --requests).
@@ -628,7 +636,17 @@ async fn connection(
         c.flush().await?;
         for lane in &mut lanes[..n] {
             let (reply, at) = c.next().await?;
-            hist.saturating_record(at.duration_since(t0).as_micros().max(1) as u64);
+            let lat = at.duration_since(t0).as_micros().max(1) as u64;
+            hist.saturating_record(lat);
+            if shared.slow_us.is_some_and(|x| lat > x) {
+                // Epoch time, to line up with `perf record -k realtime`.
+                let sent = epoch_us().saturating_sub(at.elapsed().as_micros() as u64 + lat);
+                eprintln!(
+                    "slow: sent at {}.{:06} (epoch s), answered after {lat} µs",
+                    sent / 1_000_000,
+                    sent % 1_000_000
+                );
+            }
             lane.advance(workload, reply, &mut st);
         }
         shared.done.fetch_add(n as u64, Ordering::Relaxed);
@@ -653,6 +671,7 @@ fn progress_end() -> &'static str {
 
 async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
     let shared = Arc::new(Shared {
+        slow_us: args.slow_us,
         done: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         budget: args.requests.map(AtomicU64::new),
@@ -800,6 +819,7 @@ async fn http_connection(
 /// The acquire workload over HTTP.
 async fn load_http(args: &Args, addr: &str) -> Res<()> {
     let shared = Arc::new(Shared {
+        slow_us: None,
         done: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         budget: args.requests.map(|n| AtomicU64::new(n.div_ceil(2))),
