@@ -151,8 +151,8 @@ struct Args {
     lifetime_ms: u64,
 
     /// Print each request answered more than this many µs after it was
-    /// sent, with when it was sent (to find a stall in a perf trace; RESP
-    /// targets).
+    /// sent, with when it was sent on CLOCK_MONOTONIC (to find the stall
+    /// in `perf record -k mono`; RESP targets).
     #[arg(long)]
     slow_us: Option<u64>,
 
@@ -639,10 +639,10 @@ async fn connection(
             let lat = at.duration_since(t0).as_micros().max(1) as u64;
             hist.saturating_record(lat);
             if shared.slow_us.is_some_and(|x| lat > x) {
-                // Epoch time, to line up with `perf record -k realtime`.
-                let sent = epoch_us().saturating_sub(at.elapsed().as_micros() as u64 + lat);
+                // CLOCK_MONOTONIC, to line up with `perf record -k mono`.
+                let sent = mono_us().saturating_sub(at.elapsed().as_micros() as u64 + lat);
                 eprintln!(
-                    "slow: sent at {}.{:06} (epoch s), answered after {lat} µs",
+                    "slow: sent at {}.{:06} (monotonic s), answered after {lat} µs",
                     sent / 1_000_000,
                     sent % 1_000_000
                 );
@@ -886,6 +886,15 @@ fn gen_plan(n: u64, spread: u64) -> Vec<(u64, u64)> {
         }
     }
     plan
+}
+
+/// CLOCK_MONOTONIC in µs (perf's `-k mono` clock).
+fn mono_us() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given; the clock id
+    // is a valid constant.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
 }
 
 fn epoch_us() -> u64 {
