@@ -139,7 +139,7 @@ impl Store {
     /// before running a big GEN: the stock is milliseconds of CPU, most of
     /// it the kernel zeroing fresh pages, which would hold up every other
     /// connection served by this thread (the only one when the server has
-    /// one core). It is made on a thread of its own (see [`STOCK_NICE`]),
+    /// one core). It is made on a thread of its own (see `STOCK_NICE`),
     /// which a request arriving meanwhile preempts.
     /// Returns whether it made one (a GEN too small for a stock gets none).
     pub async fn stock_gen(&self, pool: &[u8], count: u64) -> bool {
