@@ -122,9 +122,11 @@ for p in "$REF_PORT" "$BACK_PORT" "$TOK_PORT" "$ALT_PORT" "$MET_PORT" "$HTTP_POR
   port_free "$p" || { echo "bench: port $p is in use (set BENCH_PORT_BASE)" >&2; exit 1; }
 done
 
-start_redis() { # port name
+REDIS_LAUNCHED=
+start_redis() { # port name  (its pid in REDIS_LAUNCHED)
   taskset -c "$SCPU" redis-server --port "$1" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$WORK" --logfile "$WORK/$2.log" &
+  REDIS_LAUNCHED=$!
   PIDS+=($!)
   local i
   for i in $(seq 100); do
@@ -239,11 +241,16 @@ cell() { # run -> "ops/s (p99 µs)"
 rflush() { redis-cli -p "$1" FLUSHALL >/dev/null; }
 
 # redis-benchmark, CSV; "$WORK/rb-<name>.csv".
-rb() { # name port args...
-  local name=$1 port=$2
+# CPU time of a process, all its threads, ns (schedstat: exact, where
+# /proc/<pid>/stat counts 10 ms ticks).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f\n", s }'; }
+rb() { # name port args...  (RB_PID=pid: the server's CPU for the run in rb-<name>.cpu, ns)
+  local name=$1 port=$2 c0=
   shift 2
   echo "-- $name: redis-benchmark -p $port $*" >&2
+  [ -n "${RB_PID:-}" ] && c0=$(cpu_ns "$RB_PID")
   timeout 120 taskset -c "$CCPU" redis-benchmark -p "$port" --csv "$@" >"$WORK/rb-$name.csv" 2>"$WORK/rb-$name.err" || true
+  [ -n "$c0" ] && echo $(($(cpu_ns "$RB_PID") - c0)) >"$WORK/rb-$name.cpu"
   sed 's/^/   /' "$WORK/rb-$name.csv" >&2
 }
 # Field of a redis-benchmark CSV row: rps is field 2, p99 ms field 7.
@@ -260,6 +267,7 @@ LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "nproc $NPROC, $CPU_MODEL, load $LOADAVG" >&2
 
 start_redis "$REF_PORT" redis-ref
+REF_PID=$REDIS_LAUNCHED
 start_redis "$BACK_PORT" redis-backing
 redis-cli -p "$REF_PORT" FUNCTION LOAD REPLACE "$(cat scripts/tokens.lua)" >/dev/null
 REF=(--port "$REF_PORT" --target redis-fn)
@@ -301,14 +309,14 @@ lg redis-ping "${REF[@]}" "${D[@]}" -w ping -c 50 -P 1
 # PING p99 alternates too ($PING_ROUNDS pairs; medians): one pair is a
 # fraction of a second, where a neighbour's burst decides the tail.
 for r in $(seq "$PING_ROUNDS"); do
-  rb "tokend-ping-$r" "$TOK_PORT" -t ping -P 16 -c 50 -n 400000
-  rb "redis-ping-$r" "$REF_PORT" -t ping -P 16 -c 50 -n 400000
+  RB_PID=$TOKEND_PID rb "tokend-ping-$r" "$TOK_PORT" -t ping -P 16 -c 50 -n 400000
+  RB_PID=$REF_PID rb "redis-ping-$r" "$REF_PORT" -t ping -P 16 -c 50 -n 400000
 done
 # The protocol ceiling without pipelining, and what one client alone sees:
 # one connection, one cycle request at a time (alternating runs; medians).
 for r in $(seq "$PING_ROUNDS"); do
-  rb "tokend-ping1-$r" "$TOK_PORT" -t ping_mbulk -c 50 -n 200000
-  rb "redis-ping1-$r" "$REF_PORT" -t ping_mbulk -c 50 -n 200000
+  RB_PID=$TOKEND_PID rb "tokend-ping1-$r" "$TOK_PORT" -t ping_mbulk -c 50 -n 200000
+  RB_PID=$REF_PID rb "redis-ping1-$r" "$REF_PORT" -t ping_mbulk -c 50 -n 200000
   lg "lat1-tok-$r" "${TOK[@]}" --duration 2 -w cycle -c 1 -P 1 --tokens "$SMALL_TOKENS" --pool lat1
   lg "lat1-ref-$r" "${REF[@]}" --duration 2 -w cycle -c 1 -P 1 --tokens "$SMALL_TOKENS" --pool lat1
 done
@@ -737,6 +745,18 @@ rps_of() { for r in $(seq "$PING_ROUNDS"); do rbget "$1-$r" PING_MBULK 2; done |
 PRPS_T=$(rps_of tokend-ping | median) PRPS_R=$(rps_of redis-ping | median) R_PRPS=$(ratio "$PRPS_T" "$PRPS_R")
 PRPS1_T=$(rps_of tokend-ping1 | median) PRPS1_R=$(rps_of redis-ping1 | median) R_PRPS1=$(ratio "$PRPS1_T" "$PRPS1_R")
 PRPS1_T_ALL=$(rps_of tokend-ping1 | paste -sd' ') PRPS1_R_ALL=$(rps_of redis-ping1 | paste -sd' ')
+# The server's CPU per request in those runs, µs: redis-benchmark has one
+# core and is near 100% of it (97-98% by hand, either server), so the rps
+# rows measure the client as much as the server; this is what the server
+# spent. PING (-P 16) runs are the -t ping ones: PING_INLINE and PING_MBULK
+# together, 800,000 requests.
+cpu_of() { # name requests
+  for r in $(seq "$PING_ROUNDS"); do
+    cat "$WORK/rb-$1-$r.cpu" 2>/dev/null | awk -v n="$2" '{ printf "%.3f\n", $1 / 1000 / n }'
+  done | { grep . || true; }
+}
+PCPU_T=$(cpu_of tokend-ping 800000 | median) PCPU_R=$(cpu_of redis-ping 800000 | median) R_PCPU=$(ratio "$PCPU_T" "$PCPU_R")
+PCPU1_T=$(cpu_of tokend-ping1 200000 | median) PCPU1_R=$(cpu_of redis-ping1 200000 | median) R_PCPU1=$(ratio "$PCPU1_T" "$PCPU1_R")
 # One connection's cycle latency, µs: medians over the alternating runs.
 lat_of() { for r in $(seq "$PING_ROUNDS"); do v "$1-$r" "$2"; done | { grep -v '^$\|null' || true; }; }
 L50_T=$(lat_of lat1-tok p50_us | median) L50_R=$(lat_of lat1-ref p50_us | median) R_L50=$(ratio "$L50_T" "$L50_R")
@@ -811,6 +831,7 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "| PING p99, \`redis-benchmark -t ping -P 16 -c 50 -n 400000\` (PING_MBULK), ms: medians of $PING_ROUNDS alternating runs (tokend: $PING_T_ALL; Redis: $PING_R_ALL) | ${PING_T:-failed} | redis-server ${PING_R:-failed} | $R_PING× | ≤ 1× | $(le "$R_PING" 1) |"
   echo "| PING_MBULK rps, the same runs (\`-P 16 -c 50\`): medians | $(fmt_int "$PRPS_T") | redis-server $(fmt_int "$PRPS_R") | $R_PRPS× | ≥ 1× | $(ge "$R_PRPS" 1) |"
   echo "| PING_MBULK rps without pipelining, \`redis-benchmark -t ping_mbulk -c 50 -n 200000\`: medians of $PING_ROUNDS alternating runs (tokend: $PRPS1_T_ALL; Redis: $PRPS1_R_ALL) | $(fmt_int "$PRPS1_T") | redis-server $(fmt_int "$PRPS1_R") | $R_PRPS1× | ≥ 1× | $(ge "$R_PRPS1" 1) |"
+  echo "| server CPU per PING request in the same runs, µs, \`-P 16\` / no pipelining: medians of $PING_ROUNDS (redis-benchmark holds its core at about 98%, so the rps rows are as much the client's limit) | ${PCPU_T:-failed} / ${PCPU1_T:-failed} | redis-server ${PCPU_R:-failed} / ${PCPU1_R:-failed} | $R_PCPU× / $R_PCPU1× | ≤ 1× | $(le "$R_PCPU" 1) / $(le "$R_PCPU1" 1) |"
   echo "| one connection, one cycle request at a time (\`-w cycle -c 1 -P 1\`, 2 s runs), p50 latency, µs: medians of $PING_ROUNDS alternating runs | ${L50_T:-failed} | Redis fn ${L50_R:-failed} | $R_L50× | ≤ 1× | $(le "$R_L50" 1) |"
   echo "| the same, p99 latency, µs (tokend: $L99_T_ALL; Redis fn: $L99_R_ALL) | ${L99_T:-failed} | Redis fn ${L99_R:-failed} | $R_L99× | ≤ 1× | $(le "$R_L99" 1) |"
   echo "| expiry, $EXPIRY_TOKENS tokens due in the same second: events received (tokend: in each of $EXP_ROUNDS runs) | ${EXP_T_RECV:-failed} / ${EXP_T_EXP:-?} | Redis key expiry ${EXP_R_RECV:-failed} / ${EXP_R_EXP:-?} | — | all | $EXP_T_ALL |"
