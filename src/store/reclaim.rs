@@ -68,11 +68,9 @@ pub(super) fn later(g: Garbage) {
             .ok()
             .map(|_| tx)
     });
+    let Some(tx) = thread else { return drop(g) };
+    // Counted before the send, so the thread never counts it down first.
     QUEUED.fetch_add(1, Ordering::Relaxed);
-    let Some(tx) = thread else {
-        QUEUED.fetch_sub(1, Ordering::Relaxed);
-        return drop(g);
-    };
     // The thread never ends while the process runs: a send cannot fail but
     // for a panic in it, and then the garbage is freed here.
     if let Err(back) = tx.send(g) {
