@@ -320,6 +320,19 @@ for r in $(seq "$PING_ROUNDS"); do
   lg "lat1-tok-$r" "${TOK[@]}" --duration 2 -w cycle -c 1 -P 1 --tokens "$SMALL_TOKENS" --pool lat1
   lg "lat1-ref-$r" "${REF[@]}" --duration 2 -w cycle -c 1 -P 1 --tokens "$SMALL_TOKENS" --pool lat1
 done
+# The same three against a tokend that polls before it sleeps
+# (--idle-poll-us 100, off by default), alternating with Redis again.
+start_alt "$TOKEND" poll --idle-poll-us 100
+POLL_PID=$ALT_PID
+for r in $(seq "$PING_ROUNDS"); do
+  RB_PID=$POLL_PID rb "poll-ping-$r" "$ALT_PORT" -t ping -P 16 -c 50 -n 400000
+  RB_PID=$REF_PID rb "redis-pingb-$r" "$REF_PORT" -t ping -P 16 -c 50 -n 400000
+  RB_PID=$POLL_PID rb "poll-ping1-$r" "$ALT_PORT" -t ping_mbulk -c 50 -n 200000
+  RB_PID=$REF_PID rb "redis-ping1b-$r" "$REF_PORT" -t ping_mbulk -c 50 -n 200000
+  lg "lat1-poll-$r" --port "$ALT_PORT" --target tokend --duration 2 -w cycle -c 1 -P 1 --tokens "$SMALL_TOKENS" --pool lat1
+  lg "lat1-refb-$r" "${REF[@]}" --duration 2 -w cycle -c 1 -P 1 --tokens "$SMALL_TOKENS" --pool lat1
+done
+stop_alt
 rb tokend-ping "$TOK_PORT" -t ping -P 16 -c 50 -n 200000
 rb redis-pingset "$REF_PORT" -t ping,set -P 16 -c 50 -n 200000
 rb tokend-stats "$TOK_PORT" -n 200000 -c 50 -P 16 TOKEN.STATS p
@@ -757,11 +770,19 @@ cpu_of() { # name requests
 }
 PCPU_T=$(cpu_of tokend-ping 800000 | median) PCPU_R=$(cpu_of redis-ping 800000 | median) R_PCPU=$(ratio "$PCPU_T" "$PCPU_R")
 PCPU1_T=$(cpu_of tokend-ping1 200000 | median) PCPU1_R=$(cpu_of redis-ping1 200000 | median) R_PCPU1=$(ratio "$PCPU1_T" "$PCPU1_R")
+# With --idle-poll-us 100 (informational): rps, server CPU per request and
+# one connection's latency against the Redis runs alternating with them.
+QRPS_T=$(rps_of poll-ping | median) QRPS_R=$(rps_of redis-pingb | median) R_QRPS=$(ratio "$QRPS_T" "$QRPS_R")
+QRPS1_T=$(rps_of poll-ping1 | median) QRPS1_R=$(rps_of redis-ping1b | median) R_QRPS1=$(ratio "$QRPS1_T" "$QRPS1_R")
+QCPU_T=$(cpu_of poll-ping 800000 | median) QCPU_R=$(cpu_of redis-pingb 800000 | median)
+QCPU1_T=$(cpu_of poll-ping1 200000 | median) QCPU1_R=$(cpu_of redis-ping1b 200000 | median)
 # One connection's cycle latency, µs: medians over the alternating runs.
 lat_of() { for r in $(seq "$PING_ROUNDS"); do v "$1-$r" "$2"; done | { grep -v '^$\|null' || true; }; }
 L50_T=$(lat_of lat1-tok p50_us | median) L50_R=$(lat_of lat1-ref p50_us | median) R_L50=$(ratio "$L50_T" "$L50_R")
 L99_T=$(lat_of lat1-tok p99_us | median) L99_R=$(lat_of lat1-ref p99_us | median) R_L99=$(ratio "$L99_T" "$L99_R")
 L99_T_ALL=$(lat_of lat1-tok p99_us | paste -sd' ') L99_R_ALL=$(lat_of lat1-ref p99_us | paste -sd' ')
+Q50_T=$(lat_of lat1-poll p50_us | median) Q50_R=$(lat_of lat1-refb p50_us | median) R_Q50=$(ratio "$Q50_T" "$Q50_R")
+Q99_T=$(lat_of lat1-poll p99_us | median) Q99_R=$(lat_of lat1-refb p99_us | median) R_Q99=$(ratio "$Q99_T" "$Q99_R")
 # Expiry: every tokend run must get every event; the p99 is the median of
 # the runs', and the detail table shows the run that has it.
 exp_p99s() { for r in $(seq "$EXP_ROUNDS"); do v "mem-expiry-$r" late_p99_ms; done | { grep . || true; }; }
@@ -834,6 +855,9 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo "| server CPU per PING request in the same runs, µs, \`-P 16\` / no pipelining: medians of $PING_ROUNDS (redis-benchmark holds its core at about 98%, so the rps rows are as much the client's limit) | ${PCPU_T:-failed} / ${PCPU1_T:-failed} | redis-server ${PCPU_R:-failed} / ${PCPU1_R:-failed} | $R_PCPU× / $R_PCPU1× | ≤ 1× | $(le "$R_PCPU" 1) / $(le "$R_PCPU1" 1) |"
   echo "| one connection, one cycle request at a time (\`-w cycle -c 1 -P 1\`, 2 s runs), p50 latency, µs: medians of $PING_ROUNDS alternating runs | ${L50_T:-failed} | Redis fn ${L50_R:-failed} | $R_L50× | ≤ 1× | $(le "$R_L50" 1) |"
   echo "| the same, p99 latency, µs (tokend: $L99_T_ALL; Redis fn: $L99_R_ALL) | ${L99_T:-failed} | Redis fn ${L99_R:-failed} | $R_L99× | ≤ 1× | $(le "$R_L99" 1) |"
+  echo "| with \`--idle-poll-us 100\` (off by default; informational, no target): PING_MBULK rps \`-P 16\` / without pipelining, medians of $PING_ROUNDS runs alternating with Redis's | $(fmt_int "$QRPS_T") / $(fmt_int "$QRPS1_T") | redis-server $(fmt_int "$QRPS_R") / $(fmt_int "$QRPS1_R") | $R_QRPS× / $R_QRPS1× | — | — |"
+  echo "| with \`--idle-poll-us 100\`: server CPU per PING request, µs, \`-P 16\` / without pipelining (the polling is in it) | ${QCPU_T:-failed} / ${QCPU1_T:-failed} | redis-server ${QCPU_R:-failed} / ${QCPU1_R:-failed} | $(ratio "$QCPU_T" "$QCPU_R")× / $(ratio "$QCPU1_T" "$QCPU1_R")× | — | — |"
+  echo "| with \`--idle-poll-us 100\`: one connection's cycle latency p50 / p99, µs | ${Q50_T:-failed} / ${Q99_T:-failed} | Redis fn ${Q50_R:-failed} / ${Q99_R:-failed} | $R_Q50× / $R_Q99× | — | — |"
   echo "| expiry, $EXPIRY_TOKENS tokens due in the same second: events received (tokend: in each of $EXP_ROUNDS runs) | ${EXP_T_RECV:-failed} / ${EXP_T_EXP:-?} | Redis key expiry ${EXP_R_RECV:-failed} / ${EXP_R_EXP:-?} | — | all | $EXP_T_ALL |"
   echo "| expiry: p99 lateness of an event after its deadline, ms (tokend: median of $EXP_ROUNDS runs, each on a fresh server: $EXP_T_P99_ALL) | ${EXP_T_P99:-failed} | Redis key expiry ${EXP_R_P99:-failed} | $(ratio "$EXP_T_P99" "$EXP_R_P99")× | ≤ 5 ms | $EXP_P99_MET |"
   echo "| event burst: $EXPIRY_TOKENS tokens due within 100 ms, one subscriber of every expired event: p99 lateness, ms (median of $EXP_ROUNDS runs, each on a fresh server: $BURST_P99_ALL; every event received in each: $BURST_ALL) | ${BURST_P99:-failed} | — | — | ≤ 20 ms, all received | $([ "$BURST_ALL" = yes ] && le "$BURST_P99" 20 || echo no) |"

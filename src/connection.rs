@@ -298,6 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         batch.clear();
         self.batch = batch;
+        self.ctx.idle_poll.touch();
         self.session
             .meta
             .last_active_ms

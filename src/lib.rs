@@ -10,6 +10,8 @@
 //!   the command core record into;
 //! - [`notify`] turns store events into keyspace-style messages on the
 //!   [`pubsub`] broker (and on the backing Redis);
+//! - [`idle_poll`] keeps the runtime's thread polling for a moment before it
+//!   sleeps (the RESP front end reports activity to it);
 //! - [`cluster`] is cluster mode's slot map as this node knows it (the
 //!   command core routes by it: `-MOVED`, `-TRYAGAIN`, `-CLUSTERDOWN`);
 //! - [`cmd`] is the command core: one table of commands and one
@@ -37,6 +39,7 @@ pub mod durable;
 pub mod glob;
 pub mod hist;
 pub mod http;
+pub mod idle_poll;
 pub mod import;
 pub mod latency;
 pub mod metrics;

@@ -103,6 +103,7 @@ impl Server {
             slowlog_log_slower_than: config.slowlog_log_slower_than,
             slowlog_max_len: config.slowlog_max_len,
             latency_monitor_threshold: config.latency_monitor_threshold,
+            idle_poll_us: config.idle_poll_us,
         };
         let metrics = bind_optional(&config.metrics_addr, "--metrics-addr").await?;
         let http = bind_optional(&config.http_addr, "--http-addr").await?;
@@ -193,6 +194,10 @@ impl Server {
             }
             let protected = config.protected_mode && config.requirepass.is_none();
             tracker.spawn(crate::http::serve(l, ctx.clone(), config.http_pool.clone(), protected, stop.clone()));
+        }
+        if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+            let (ctx, stop) = (ctx.clone(), stop.clone());
+            tracker.spawn(async move { ctx.idle_poll.run(&stop).await });
         }
         tokio::pin!(shutdown);
         let mut loaded = false;

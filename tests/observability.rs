@@ -370,6 +370,71 @@ async fn big_frees_are_lazy_and_counted() {
     }
 }
 
+/// Polling before sleeping (`--idle-poll-us`) changes how the server waits,
+/// not what it answers: back-to-back requests, a pipeline, a blocked ACQUIRE
+/// served from another connection and one that times out all get their
+/// replies, INFO counts the quiet spells, and CONFIG SET turns it off.
+#[tokio::test]
+async fn idle_polling_changes_when_the_server_sleeps_not_what_it_answers() {
+    let t = Tokend::start(&["--threads", "1", "--idle-poll-us", "200"]);
+    let mut c = t.conn().await;
+    let got: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "idle-poll-us"]).await.unwrap();
+    assert_eq!(got, ["idle-poll-us", "200"]);
+    let ids: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "p", "COUNT", "10"]).await.unwrap();
+    assert_eq!(ids.len(), 10);
+    for _ in 0..500 {
+        let id: String = cmd(&mut c, &["TOKEN.ACQUIRE", "p"]).await.unwrap();
+        let n: i64 = cmd(&mut c, &["TOKEN.UNBLOCK", "p", &id]).await.unwrap();
+        assert_eq!(n, 1);
+    }
+    let mut pipe = redis::pipe();
+    for i in 0..200 {
+        pipe.cmd("ECHO").arg(i);
+    }
+    let echoed: Vec<i64> = pipe.query_async(&mut c).await.unwrap();
+    assert_eq!(echoed, (0..200).collect::<Vec<i64>>());
+
+    // A blocked ACQUIRE on an empty pool, served by a GEN on another
+    // connection; then one that times out.
+    let mut waiter = t.conn().await;
+    let blocked = tokio::spawn(async move {
+        let first: Option<String> = cmd(&mut waiter, &["TOKEN.ACQUIRE", "empty", "BLOCK", "5000"]).await.unwrap();
+        let second: Option<String> = cmd(&mut waiter, &["TOKEN.ACQUIRE", "empty", "BLOCK", "50"]).await.unwrap();
+        (first, second)
+    });
+    loop {
+        let clients = info(&mut c, "clients").await;
+        if clients.get::<u64>("blocked_clients") == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let made: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "empty", "COUNT", "1"]).await.unwrap();
+    let (first, second) = tokio::time::timeout(Duration::from_secs(10), blocked).await.unwrap().unwrap();
+    assert_eq!(first.as_deref(), Some(made[0].as_str()));
+    assert_eq!(second, None);
+
+    let stats = info(&mut c, "stats").await;
+    let sleeps: u64 = stats.get("idle_poll_sleeps").unwrap();
+    let window: u64 = stats.get("idle_poll_window_us").unwrap();
+    assert!(sleeps > 0, "the poller never slept: {sleeps}");
+    assert!(window <= 200, "window {window} µs is past the limit");
+    assert!(stats.get::<u64>("idle_poll_hits").is_some());
+
+    let err = cmd::<()>(&mut c, &["CONFIG", "SET", "idle-poll-us", "1000001"]).await.unwrap_err();
+    assert!(err.to_string().contains("between 0 and 1000000"), "{err}");
+    let err = cmd::<()>(&mut c, &["CONFIG", "SET", "idle-poll-us", "-1"]).await.unwrap_err();
+    assert!(err.to_string().contains("integer"), "{err}");
+    let _: () = cmd(&mut c, &["CONFIG", "SET", "idle-poll-us", "0"]).await.unwrap();
+    wait_info(&mut c, "stats", "idle_poll_window_us", 0).await;
+    let before: u64 = info(&mut c, "stats").await.get("idle_poll_sleeps").unwrap();
+    for _ in 0..50 {
+        let _: String = cmd(&mut c, &["PING"]).await.unwrap();
+    }
+    let after: u64 = info(&mut c, "stats").await.get("idle_poll_sleeps").unwrap();
+    assert_eq!(after, before, "off: the poller no longer wakes for requests");
+}
+
 /// SHUTDOWN is the SIGTERM stop: the client gets no reply, the process
 /// exits 0, and what a client was told is in the backing Redis.
 #[tokio::test]

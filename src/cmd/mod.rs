@@ -78,6 +78,8 @@ pub struct Ctx {
     pub cmdstats: stats::CommandStats,
     /// Cancelled by `SHUTDOWN`: the server stops as on SIGTERM.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Polling before the runtime's thread sleeps (`--idle-poll-us`).
+    pub idle_poll: crate::idle_poll::IdlePoll,
 }
 
 /// The settings commands read (the server's configuration, flattened).
@@ -101,6 +103,8 @@ pub struct Settings {
     pub slowlog_max_len: usize,
     /// `--latency-monitor-threshold` (ms; 0: off).
     pub latency_monitor_threshold: u64,
+    /// `--idle-poll-us` (0: off).
+    pub idle_poll_us: u64,
 }
 
 impl Default for Settings {
@@ -117,6 +121,7 @@ impl Default for Settings {
             slowlog_log_slower_than: stats::DEFAULT_SLOWLOG_SLOWER_THAN_US,
             slowlog_max_len: stats::DEFAULT_SLOWLOG_MAX_LEN,
             latency_monitor_threshold: crate::store::DEFAULT_LATENCY_THRESHOLD_MS,
+            idle_poll_us: crate::idle_poll::DEFAULT_LIMIT_US,
         }
     }
 }
@@ -125,6 +130,7 @@ impl Ctx {
     /// A context around a store, with nothing loaded and no backing store.
     pub fn new(store: Store, pubsub: Arc<PubSub>, settings: Settings) -> Ctx {
         store.latency().set_threshold_ms(settings.latency_monitor_threshold);
+        let idle_poll = crate::idle_poll::IdlePoll::new(settings.idle_poll_us);
         Ctx {
             cmdstats: stats::CommandStats::new(settings.slowlog_log_slower_than, settings.slowlog_max_len),
             store,
@@ -138,6 +144,7 @@ impl Ctx {
             loading: AtomicBool::new(false),
             monitors: Monitors::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
+            idle_poll,
         }
     }
 

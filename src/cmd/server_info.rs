@@ -133,6 +133,10 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             kv("lease_expired_tokens", &lease_expired);
             kv("pending_timers", &ctx.store.pending_timers());
             kv("lazyfreed_objects", &lazyfree_counts().1);
+            let poll = ctx.idle_poll.counts();
+            kv("idle_poll_hits", &poll.hits);
+            kv("idle_poll_sleeps", &poll.sleeps);
+            kv("idle_poll_window_us", &poll.window_us);
         }
         "replication" => {
             kv("role", &"master");
@@ -216,6 +220,7 @@ fn parameters(ctx: &Ctx) -> Vec<(&'static str, String)> {
             "slowlog-log-slower-than" => *val = ctx.cmdstats.slowlog.slower_than().to_string(),
             "slowlog-max-len" => *val = ctx.cmdstats.slowlog.max_len().to_string(),
             "latency-monitor-threshold" => *val = ctx.store.latency().threshold_ms().to_string(),
+            "idle-poll-us" => *val = ctx.idle_poll.limit_us().to_string(),
             _ => {}
         }
     }
@@ -237,8 +242,13 @@ pub fn config_get(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
 }
 
 /// The settings that change at run time, as `CONFIG SET` takes them.
-const SETTABLE: [&str; 4] =
-    ["notify-keyspace-events", "slowlog-log-slower-than", "slowlog-max-len", "latency-monitor-threshold"];
+const SETTABLE: [&str; 5] = [
+    "notify-keyspace-events",
+    "slowlog-log-slower-than",
+    "slowlog-max-len",
+    "latency-monitor-threshold",
+    "idle-poll-us",
+];
 
 /// A checked `CONFIG SET` value.
 enum NewValue {
@@ -246,6 +256,7 @@ enum NewValue {
     SlowerThan(i64),
     MaxLen(usize),
     Threshold(u64),
+    IdlePoll(u64),
 }
 
 /// `CONFIG SET parameter value [parameter value ...]`: every pair is checked
@@ -280,6 +291,14 @@ pub fn config_set(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
             "slowlog-max-len" => {
                 val.parse().map(NewValue::MaxLen).map_err(|_| bad(&"argument couldn't be parsed into an integer"))
             }
+            "idle-poll-us" => match val.parse::<u64>() {
+                Ok(us) if us <= crate::idle_poll::MAX_LIMIT_US => Ok(NewValue::IdlePoll(us)),
+                Ok(_) => Err(bad(&format_args!(
+                    "argument must be between 0 and {} inclusive",
+                    crate::idle_poll::MAX_LIMIT_US
+                ))),
+                Err(_) => Err(bad(&"argument couldn't be parsed into an integer")),
+            },
             _ => val.parse().map(NewValue::Threshold).map_err(|_| bad(&"argument couldn't be parsed into an integer")),
         };
         match v {
@@ -293,6 +312,7 @@ pub fn config_set(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
             NewValue::SlowerThan(us) => c.ctx.cmdstats.slowlog.set_slower_than(us),
             NewValue::MaxLen(n) => c.ctx.cmdstats.slowlog.set_max_len(n),
             NewValue::Threshold(ms) => c.ctx.store.latency().set_threshold_ms(ms),
+            NewValue::IdlePoll(us) => c.ctx.idle_poll.set_limit_us(us),
         }
     }
     Ok(Reply::ok().into())
