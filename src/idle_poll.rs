@@ -189,10 +189,22 @@ fn adjust(window: Duration, quiet: Duration, limit: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     const LIMIT: Duration = Duration::from_micros(100);
     fn us(n: u64) -> Duration {
         Duration::from_micros(n)
+    }
+
+    /// A poller with this limit, running on the test's runtime.
+    fn start(limit_us: u64) -> (Arc<IdlePoll>, CancellationToken, tokio::task::JoinHandle<()>) {
+        let p = Arc::new(IdlePoll::new(limit_us));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (p, stop) = (p.clone(), stop.clone());
+            async move { p.run(&stop).await }
+        });
+        (p, stop, task)
     }
 
     #[test]
@@ -216,18 +228,13 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn off_it_sleeps_through_touches_until_a_limit_is_set() {
-        let p = std::sync::Arc::new(IdlePoll::new(0));
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let (p, stop) = (p.clone(), stop.clone());
-            async move { p.run(&stop).await }
-        });
+        let (p, stop, task) = start(0);
         for _ in 0..100 {
             p.touch();
             tokio::task::yield_now().await;
         }
         assert_eq!(p.counts(), Counts::default(), "off: no polling, no sleeps counted");
-        p.set_limit_us(10_000_000);
+        p.set_limit_us(MAX_LIMIT_US);
         while p.counts().sleeps == 0 {
             tokio::task::yield_now().await;
         }
@@ -238,12 +245,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_touch_wakes_the_sleeping_poller_and_stop_ends_it() {
         // A limit no pause of this test's machine reaches.
-        let p = std::sync::Arc::new(IdlePoll::new(10_000_000));
-        let stop = CancellationToken::new();
-        let task = tokio::spawn({
-            let (p, stop) = (p.clone(), stop.clone());
-            async move { p.run(&stop).await }
-        });
+        let (p, stop, task) = start(MAX_LIMIT_US);
         // Let it reach its first sleep (window 0).
         while p.counts().sleeps == 0 {
             tokio::task::yield_now().await;
