@@ -51,6 +51,8 @@ pub const MAX_LIMIT_US: u64 = 1_000_000;
 pub struct IdlePoll {
     /// The longest window, µs (0: never poll).
     limit_us: AtomicU64,
+    /// A poller runs (only on a single-threaded runtime).
+    running: AtomicBool,
     /// Bumped once per batch of requests handled.
     activity: AtomicU64,
     /// The poller sleeps until the next activity (not while off: then only
@@ -77,6 +79,7 @@ impl IdlePoll {
     pub fn new(limit_us: u64) -> IdlePoll {
         IdlePoll {
             limit_us: AtomicU64::new(limit_us),
+            running: AtomicBool::new(false),
             activity: AtomicU64::new(0),
             asleep: AtomicBool::new(false),
             wake: Notify::new(),
@@ -104,9 +107,15 @@ impl IdlePoll {
         }
     }
 
-    /// Something was served: the quiet spell (if any) is over.
+    /// Something was served: the quiet spell (if any) is over. Costs two
+    /// loads of a line nobody writes unless a poller runs with a limit: with
+    /// several worker threads, a counter bumped by all of them would bounce
+    /// between their cores.
     #[inline]
     pub fn touch(&self) {
+        if !self.running.load(Ordering::Relaxed) || self.limit_us.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         self.activity.fetch_add(1, Ordering::SeqCst);
         if self.asleep.load(Ordering::SeqCst) && self.asleep.swap(false, Ordering::SeqCst) {
             self.wake.notify_one();
@@ -118,6 +127,12 @@ impl IdlePoll {
     /// blocking, and to the other threads of this core (the expiry and
     /// stock threads): polling only fills time nobody else wants.
     pub async fn run(&self, stop: &CancellationToken) {
+        self.running.store(true, Ordering::Relaxed);
+        self.poll(stop).await;
+        self.running.store(false, Ordering::Relaxed);
+    }
+
+    async fn poll(&self, stop: &CancellationToken) {
         let mut window = Duration::ZERO;
         let mut seen = self.activity.load(Ordering::SeqCst);
         let mut quiet_since = Instant::now();
