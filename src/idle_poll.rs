@@ -89,6 +89,17 @@ impl IdlePoll {
         }
     }
 
+    /// Marks a poller as running from now on: called before it is spawned,
+    /// so that a request served before its first turn sees it.
+    pub fn starting(&self) {
+        self.running.store(true, Ordering::Relaxed);
+    }
+
+    /// A poller runs: the runtime is single-threaded.
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::Relaxed)
+    }
+
     pub fn limit_us(&self) -> u64 {
         self.limit_us.load(Ordering::Relaxed)
     }
@@ -127,7 +138,7 @@ impl IdlePoll {
     /// blocking, and to the other threads of this core (the expiry and
     /// stock threads): polling only fills time nobody else wants.
     pub async fn run(&self, stop: &CancellationToken) {
-        self.running.store(true, Ordering::Relaxed);
+        self.starting();
         self.poll(stop).await;
         self.running.store(false, Ordering::Relaxed);
     }

@@ -196,8 +196,11 @@ impl Server {
             tracker.spawn(crate::http::serve(l, ctx.clone(), config.http_pool.clone(), protected, stop.clone()));
         }
         if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+            ctx.idle_poll.starting();
             let (ctx, stop) = (ctx.clone(), stop.clone());
             tracker.spawn(async move { ctx.idle_poll.run(&stop).await });
+        } else if config.idle_poll_us > 0 {
+            tracing::warn!("--idle-poll-us needs a single-threaded runtime (--threads 1): not polling");
         }
         tokio::pin!(shutdown);
         let mut loaded = false;

@@ -427,12 +427,27 @@ async fn idle_polling_changes_when_the_server_sleeps_not_what_it_answers() {
     assert!(err.to_string().contains("integer"), "{err}");
     let _: () = cmd(&mut c, &["CONFIG", "SET", "idle-poll-us", "0"]).await.unwrap();
     wait_info(&mut c, "stats", "idle_poll_window_us", 0).await;
+    let got: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "idle-poll-us"]).await.unwrap();
+    assert_eq!(got, ["idle-poll-us", "0"]);
     let before: u64 = info(&mut c, "stats").await.get("idle_poll_sleeps").unwrap();
     for _ in 0..50 {
         let _: String = cmd(&mut c, &["PING"]).await.unwrap();
     }
     let after: u64 = info(&mut c, "stats").await.get("idle_poll_sleeps").unwrap();
     assert_eq!(after, before, "off: the poller no longer wakes for requests");
+}
+
+/// With several worker threads nothing polls, and CONFIG SET says so
+/// rather than taking a setting that would do nothing.
+#[tokio::test]
+async fn idle_polling_is_refused_with_several_workers() {
+    let t = Tokend::start(&["--threads", "2"]);
+    let mut c = t.conn().await;
+    let err = cmd::<()>(&mut c, &["CONFIG", "SET", "idle-poll-us", "100"]).await.unwrap_err();
+    assert!(err.to_string().contains("single-threaded runtime"), "{err}");
+    let got: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "idle-poll-us"]).await.unwrap();
+    assert_eq!(got, ["idle-poll-us", "0"]);
+    let _: () = cmd(&mut c, &["CONFIG", "SET", "idle-poll-us", "0"]).await.unwrap();
 }
 
 /// SHUTDOWN is the SIGTERM stop: the client gets no reply, the process

@@ -292,6 +292,9 @@ pub fn config_set(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
                 val.parse().map(NewValue::MaxLen).map_err(|_| bad(&"argument couldn't be parsed into an integer"))
             }
             "idle-poll-us" => match val.parse::<u64>() {
+                Ok(us) if us > 0 && !c.ctx.idle_poll.is_running() => {
+                    Err(bad(&"polling needs a single-threaded runtime (--threads 1)"))
+                }
                 Ok(us) if us <= crate::idle_poll::MAX_LIMIT_US => Ok(NewValue::IdlePoll(us)),
                 Ok(_) => Err(bad(&format_args!(
                     "argument must be between 0 and {} inclusive",
