@@ -293,29 +293,28 @@ matrix() { # prefix target-args...
 # --- tokend in memory against the Redis library, workload by workload -----
 log "tokend in memory vs Redis function library"
 start_tokend mem
-for w in cycle16 cycle1 mixed; do
-  case $w in
+# One run of a matrix workload against tokend, then Redis: mem-<w><suffix>
+# and redis-<w><suffix>.
+mem_vs_ref() { # workload suffix
+  local args
+  case $1 in
     cycle16) args=("${W_CYCLE16[@]}") ;;
     cycle1) args=("${W_CYCLE1[@]}") ;;
     mixed) args=("${W_MIXED[@]}") ;;
   esac
-  lg "mem-$w" "${TOK[@]}" "${D[@]}" "${args[@]}" --pool "$w"
+  lg "mem-$1$2" "${TOK[@]}" "${D[@]}" "${args[@]}" --pool "$1"
   rflush "$REF_PORT"
-  lg "redis-$w" "${REF[@]}" "${D[@]}" "${args[@]}" --pool "$w"
+  lg "redis-$1$2" "${REF[@]}" "${D[@]}" "${args[@]}" --pool "$1"
   rflush "$REF_PORT"
+}
+for w in cycle16 cycle1 mixed; do
+  mem_vs_ref "$w" ""
 done
 # The two cycle rows with targets alternate twice more and take medians
 # (one 5 s run can land in a slow stretch of this shared VM).
 for r in 2 3; do
   for w in cycle16 cycle1; do
-    case $w in
-      cycle16) args=("${W_CYCLE16[@]}") ;;
-      cycle1) args=("${W_CYCLE1[@]}") ;;
-    esac
-    lg "mem-$w-$r" "${TOK[@]}" "${D[@]}" "${args[@]}" --pool "$w"
-    rflush "$REF_PORT"
-    lg "redis-$w-$r" "${REF[@]}" "${D[@]}" "${args[@]}" --pool "$w"
-    rflush "$REF_PORT"
+    mem_vs_ref "$w" "-$r"
   done
 done
 lg mem-ping "${TOK[@]}" "${D[@]}" -w ping -c 50 -P 1
