@@ -731,8 +731,9 @@ A_RATIOS=$(acq_ratios | paste -sd' ')
 three() { for n in "$1" "$1-2" "$1-3"; do v "$n" ops_per_sec; done | { grep -v '^$\|null' || true; }; }
 C16_T=$(three mem-cycle16 | median) C16_R=$(three redis-cycle16 | median)
 C1_T=$(three mem-cycle1 | median) C1_R=$(three redis-cycle1 | median)
-C16_ALL="tokend: $(three mem-cycle16 | while read -r x; do fmt_int "$x"; done | paste -sd' '); Redis fn: $(three redis-cycle16 | while read -r x; do fmt_int "$x"; done | paste -sd' ')"
-C1_ALL="tokend: $(three mem-cycle1 | while read -r x; do fmt_int "$x"; done | paste -sd' '); Redis fn: $(three redis-cycle1 | while read -r x; do fmt_int "$x"; done | paste -sd' ')"
+three_ops() { three "$1" | while read -r x; do fmt_int "$x"; done | paste -sd' '; }
+C16_ALL="tokend: $(three_ops mem-cycle16); Redis fn: $(three_ops redis-cycle16)"
+C1_ALL="tokend: $(three_ops mem-cycle1); Redis fn: $(three_ops redis-cycle1)"
 R_C16=$(ratio "$C16_T" "$C16_R") R_C1=$(ratio "$C1_T" "$C1_R") R_G=$(ratio "$G_T" "$G_R")
 R_ACQ=$(acq_ratios | median)
 UNLINK_MAX_MS=$(awk -v x="$(v unlink-probe max_us)" 'BEGIN { if (x == "") print ""; else printf "%.2f", x / 1000 }')
