@@ -30,25 +30,6 @@
 //! Only the single-threaded runtime polls (one per process pinned to one
 //! core, or `--threads 1`): with several workers, the one polling would
 //! take the wake-ups of the others.
-//!
-//! # Napping
-//!
-//! With `--idle-nap-us N` (50 by default), when requests come fast the
-//! runtime's thread naps N µs, off its sockets, right before it would
-//! sleep in `epoll_wait` (tokio's `on_thread_park`): a client that sends
-//! meanwhile wakes nobody, and what gathered is served in one turn, as a
-//! network card's interrupt coalescing does. A nap keeps the core idle,
-//! unlike polling. It helps clients with many requests in flight (they no
-//! longer pay for waking the thread) and would harm clients waiting for
-//! their replies (a nap holds them all), so a nap starts only after
-//! [`NAP_MIN_BATCHES`] batches since the thread last parked, and the turn
-//! after it judges it: a turn shorter than the nap means the nap held
-//! waiting clients, and naps then stay off for a number of parks that
-//! doubles at each such nap. Measured on a 2-core VM (server and client
-//! on a core each), `redis-benchmark -t ping_mbulk -c 50 -P 16`: the
-//! thread blocked 3,300–3,700 times per 2M requests against 9,800–13,500
-//! without naps (Redis: 4,900–5,700), for 1.00–1.02× Redis's throughput
-//! at 0.90–0.94× its CPU per request (0.96–0.98× and 0.93–0.97× without).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -64,25 +45,6 @@ pub const DEFAULT_LIMIT_US: u64 = 0;
 
 /// The largest limit `--idle-poll-us` and `CONFIG SET` take (1 s).
 pub const MAX_LIMIT_US: u64 = 1_000_000;
-
-/// The default nap, µs (`--idle-nap-us`).
-pub const DEFAULT_NAP_US: u64 = 50;
-
-/// The longest nap `--idle-nap-us` and `CONFIG SET` take (1 ms): a nap
-/// holds the runtime's timers too.
-pub const MAX_NAP_US: u64 = 1_000;
-
-/// Batches served since the thread last parked for it to nap rather than
-/// sleep: fewer, and requests come too far apart for a nap to gather any
-/// (a client alone, or two taking turns, never wait for one).
-pub const NAP_MIN_BATCHES: u64 = 4;
-
-/// The most parks without a nap after naps that held waiting clients.
-const MAX_NAP_BACKOFF: u32 = 1024;
-
-/// A park that ended sooner than this after a nap did not block: what the
-/// nap gathered was waiting.
-const PARK_NO_BLOCK: Duration = Duration::from_micros(20);
 
 /// The poller's state, shared with the connections that report activity.
 #[derive(Debug)]
@@ -103,29 +65,6 @@ pub struct IdlePoll {
     sleeps: AtomicU64,
     /// The current window, µs.
     window_us: AtomicU64,
-    /// The nap when requests come fast, µs (0: never nap).
-    nap_us: AtomicU64,
-    /// The runtime calls [`IdlePoll::before_park`] and
-    /// [`IdlePoll::after_unpark`] (a single-threaded runtime built for it).
-    hooked: AtomicBool,
-    /// Naps taken.
-    naps: AtomicU64,
-    /// What the park hooks remember (only the runtime's thread locks it).
-    nap: std::sync::Mutex<NapState>,
-}
-
-/// The nap's memory between parks.
-#[derive(Debug)]
-struct NapState {
-    /// `activity` when the thread last parked.
-    mark: u64,
-    /// When the thread last unparked.
-    unparked: Instant,
-    /// When the last nap ended, if the thread napped at its last park.
-    napped: Option<Instant>,
-    /// Parks left without a nap, and the current back-off.
-    skip: u32,
-    backoff: u32,
 }
 
 /// What INFO shows of the poller.
@@ -134,22 +73,11 @@ pub struct Counts {
     pub hits: u64,
     pub sleeps: u64,
     pub window_us: u64,
-    pub naps: u64,
 }
 
 impl IdlePoll {
-    pub fn new(limit_us: u64, nap_us: u64) -> IdlePoll {
+    pub fn new(limit_us: u64) -> IdlePoll {
         IdlePoll {
-            nap_us: AtomicU64::new(nap_us),
-            hooked: AtomicBool::new(false),
-            naps: AtomicU64::new(0),
-            nap: std::sync::Mutex::new(NapState {
-                mark: 0,
-                unparked: Instant::now(),
-                napped: None,
-                skip: 0,
-                backoff: 0,
-            }),
             limit_us: AtomicU64::new(limit_us),
             running: AtomicBool::new(false),
             activity: AtomicU64::new(0),
@@ -182,55 +110,25 @@ impl IdlePoll {
         self.wake.notify_one();
     }
 
-    pub fn nap_us(&self) -> u64 {
-        self.nap_us.load(Ordering::Relaxed)
-    }
-
-    /// `CONFIG SET idle-nap-us`: takes effect at the next park.
-    pub fn set_nap_us(&self, us: u64) {
-        self.nap_us.store(us, Ordering::Relaxed);
-    }
-
-    /// The runtime will call the park hooks: called on the thread that
-    /// will run it, before it starts.
-    pub fn hook(&self) {
-        self.hooked.store(true, Ordering::Relaxed);
-        // Naps end within a microsecond of their length, not the 50 µs of
-        // default timer slack.
-        #[cfg(target_os = "linux")]
-        // SAFETY: sets the calling thread's own timer slack; no pointers.
-        unsafe {
-            libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong);
-        }
-    }
-
-    /// Naps can happen: the runtime calls the park hooks.
-    pub fn is_hooked(&self) -> bool {
-        self.hooked.load(Ordering::Relaxed)
-    }
-
     pub fn counts(&self) -> Counts {
         Counts {
             hits: self.hits.load(Ordering::Relaxed),
             sleeps: self.sleeps.load(Ordering::Relaxed),
             window_us: self.window_us.load(Ordering::Relaxed),
-            naps: self.naps.load(Ordering::Relaxed),
         }
     }
 
-    /// Something was served: the quiet spell (if any) is over. Costs a few
-    /// loads of a line nobody writes unless a poller runs with a limit or
-    /// naps are on: with several worker threads, a counter bumped by all of
-    /// them would bounce between their cores.
+    /// Something was served: the quiet spell (if any) is over. Costs two
+    /// loads of a line nobody writes unless a poller runs with a limit: with
+    /// several worker threads, a counter bumped by all of them would bounce
+    /// between their cores.
     #[inline]
     pub fn touch(&self) {
-        let polls = self.running.load(Ordering::Relaxed) && self.limit_us.load(Ordering::Relaxed) > 0;
-        let naps = self.hooked.load(Ordering::Relaxed) && self.nap_us.load(Ordering::Relaxed) > 0;
-        if !polls && !naps {
+        if !self.running.load(Ordering::Relaxed) || self.limit_us.load(Ordering::Relaxed) == 0 {
             return;
         }
         self.activity.fetch_add(1, Ordering::SeqCst);
-        if polls && self.asleep.load(Ordering::SeqCst) && self.asleep.swap(false, Ordering::SeqCst) {
+        if self.asleep.load(Ordering::SeqCst) && self.asleep.swap(false, Ordering::SeqCst) {
             self.wake.notify_one();
         }
     }
@@ -297,66 +195,6 @@ impl IdlePoll {
     }
 }
 
-impl IdlePoll {
-    /// The runtime's thread is about to park (sleep in `epoll_wait` unless
-    /// something is ready): nap first if requests come fast.
-    pub fn before_park(&self) {
-        let nap = self.nap_us();
-        if nap == 0 {
-            return;
-        }
-        let Ok(mut st) = self.nap.lock() else { return };
-        let now = Instant::now();
-        let a = self.activity.load(Ordering::SeqCst);
-        let nap = Duration::from_micros(nap);
-        // The last park's nap and the turn it led to, if the park after
-        // it did not block (else it gathered nothing and held nobody).
-        let judged = st
-            .napped
-            .filter(|&end| st.unparked.saturating_duration_since(end) < PARK_NO_BLOCK)
-            .map(|_| now.saturating_duration_since(st.unparked));
-        let st = &mut *st;
-        let go = decide(a.wrapping_sub(st.mark), judged, nap, &mut st.skip, &mut st.backoff);
-        st.mark = a;
-        st.napped = None;
-        if go {
-            std::thread::sleep(nap);
-            self.naps.fetch_add(1, Ordering::Relaxed);
-            st.napped = Some(Instant::now());
-        }
-    }
-
-    /// The runtime's thread is back from a park.
-    pub fn after_unpark(&self) {
-        if let Ok(mut st) = self.nap.lock() {
-            st.unparked = Instant::now();
-        }
-    }
-}
-
-/// Whether to nap before this park: `batches` served since the last one,
-/// `judged` the turn that followed a nap at the last park (None: it did
-/// not nap, or its park blocked). A turn shorter than the nap: the nap held
-/// clients that were waiting for their replies, not sending; no nap for
-/// `skip` parks, `backoff` doubling at each such nap and halving at each
-/// nap whose turn was long enough.
-fn decide(batches: u64, judged: Option<Duration>, nap: Duration, skip: &mut u32, backoff: &mut u32) -> bool {
-    if let Some(turn) = judged {
-        if turn < nap {
-            *backoff = (*backoff * 2).clamp(1, MAX_NAP_BACKOFF);
-            *skip = *backoff;
-            return false;
-        }
-        *backoff /= 2;
-        return batches >= NAP_MIN_BATCHES;
-    }
-    if *skip > 0 {
-        *skip -= 1;
-        return false;
-    }
-    batches >= NAP_MIN_BATCHES
-}
-
 /// A quiet spell shorter than this is the gap between two turns of a busy
 /// runtime, not one that polling bridged.
 const POLL_TURN: Duration = Duration::from_micros(2);
@@ -386,7 +224,7 @@ mod tests {
 
     /// A poller with this limit, running on the test's runtime.
     fn start(limit_us: u64) -> (Arc<IdlePoll>, CancellationToken, tokio::task::JoinHandle<()>) {
-        let p = Arc::new(IdlePoll::new(limit_us, 0));
+        let p = Arc::new(IdlePoll::new(limit_us));
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let (p, stop) = (p.clone(), stop.clone());
@@ -412,68 +250,6 @@ mod tests {
         assert_eq!(adjust(us(100), us(10), us(40)), us(40));
         assert_eq!(adjust(us(100), us(10), Duration::ZERO), Duration::ZERO);
         assert_eq!(adjust(us(25), us(30), Duration::ZERO), Duration::ZERO);
-    }
-
-    #[test]
-    fn a_nap_needs_several_batches_and_a_long_turn_after_it() {
-        let nap = us(50);
-        let (mut skip, mut backoff) = (0, 0);
-        // A client alone: one batch per park.
-        assert!(!decide(1, None, nap, &mut skip, &mut backoff));
-        assert!(decide(NAP_MIN_BATCHES, None, nap, &mut skip, &mut backoff));
-        // The turn after the nap was long (many clients with requests in
-        // flight): nap again.
-        assert!(decide(40, Some(us(400)), nap, &mut skip, &mut backoff));
-        assert_eq!((skip, backoff), (0, 0));
-        // Short (the nap held clients waiting for their replies): no nap
-        // for 1, then 2, 4 … parks.
-        assert!(!decide(4, Some(us(12)), nap, &mut skip, &mut backoff));
-        assert_eq!((skip, backoff), (1, 1));
-        assert!(!decide(4, None, nap, &mut skip, &mut backoff));
-        assert!(decide(4, None, nap, &mut skip, &mut backoff));
-        assert!(!decide(4, Some(us(12)), nap, &mut skip, &mut backoff));
-        assert_eq!((skip, backoff), (2, 2));
-        for _ in 0..2 {
-            assert!(!decide(100, None, nap, &mut skip, &mut backoff));
-        }
-        assert!(decide(100, None, nap, &mut skip, &mut backoff));
-        assert!(decide(100, Some(us(60)), nap, &mut skip, &mut backoff));
-        assert_eq!(backoff, 1);
-        for _ in 0..20 {
-            decide(4, Some(us(1)), nap, &mut skip, &mut backoff);
-        }
-        assert_eq!(backoff, MAX_NAP_BACKOFF);
-    }
-
-    #[test]
-    fn the_park_hooks_nap_only_after_several_batches() {
-        let p = IdlePoll::new(0, 200);
-        p.hook();
-        p.after_unpark();
-        p.touch();
-        p.before_park();
-        assert_eq!(p.counts().naps, 0, "one batch");
-        // The park after a nap blocked (the hooks ran 20 µs apart or more):
-        // nothing to judge; four more batches, another nap.
-        for _ in 0..NAP_MIN_BATCHES {
-            p.touch();
-        }
-        p.before_park();
-        assert_eq!(p.counts().naps, 1);
-        std::thread::sleep(PARK_NO_BLOCK);
-        p.after_unpark();
-        for _ in 0..NAP_MIN_BATCHES {
-            p.touch();
-        }
-        p.before_park();
-        assert_eq!(p.counts().naps, 2);
-        // Off: no nap, and touches are not counted.
-        p.set_nap_us(0);
-        for _ in 0..NAP_MIN_BATCHES {
-            p.touch();
-        }
-        p.before_park();
-        assert_eq!(p.counts().naps, 2);
     }
 
     #[tokio::test(flavor = "current_thread")]
