@@ -243,6 +243,20 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=crate::idle_poll::MAX_LIMIT_US))]
     pub idle_poll_us: u64,
 
+    /// The longest nap, µs, of the single-threaded runtime, off its sockets,
+    /// when requests come fast (8+ connections' batches since it last slept),
+    /// so that the next ones gather and their senders wake nobody; 0 = never.
+    /// Naps shrink when their clients run out of work during them. A request
+    /// that comes during a nap waits for its end.
+    #[arg(long, env = "TOKEND_IDLE_NAP_US", default_value_t = crate::idle_poll::DEFAULT_NAP_US,
+          value_parser = clap::value_parser!(u64).range(0..=crate::idle_poll::MAX_NAP_US))]
+    pub idle_nap_us: u64,
+
+    /// The poller state the runtime's park hooks use (set by the binary
+    /// when it builds a single-threaded runtime; not a flag).
+    #[arg(skip)]
+    pub idle_hooks: Option<std::sync::Arc<crate::idle_poll::IdlePoll>>,
+
     /// Worker threads (0 = one per available core; 1 = a single-threaded runtime).
     #[arg(long, env = "TOKEND_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -386,6 +400,7 @@ impl Config {
             ("metrics-addr", self.metrics_addr.clone().unwrap_or_default()),
             ("metrics-max-pools", self.metrics_max_pools.to_string()),
             ("idle-poll-us", self.idle_poll_us.to_string()),
+            ("idle-nap-us", self.idle_nap_us.to_string()),
             ("threads", self.threads.to_string()),
             ("config", path(&self.config)),
             ("log-format", format!("{:?}", self.log_format).to_ascii_lowercase()),

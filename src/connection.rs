@@ -75,6 +75,9 @@ pub struct Connection<S> {
     /// Replies in `wbuf` to writes whose changes must be durable before
     /// they are sent (sync mode): their byte range and journal unit.
     pending: Vec<(usize, usize, u64)>,
+    /// The TCP socket under the stream (-1: not known), for the nap's look
+    /// at which clients sent again (`idle_poll`).
+    fd: i32,
 }
 
 /// Writes `buf` a piece at a time, yielding in between: a single 4 MB write
@@ -106,7 +109,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             wbuf: BytesMut::with_capacity(READ_BUFFER),
             batch: Vec::with_capacity(LOOKAHEAD),
             pending: Vec::new(),
+            fd: -1,
         }
+    }
+
+    /// Names the TCP socket under the stream.
+    pub fn with_fd(mut self, fd: i32) -> Connection<S> {
+        self.fd = fd;
+        self
     }
 
     /// Serves the client until it leaves, errs, or the server stops.
@@ -298,7 +308,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
         batch.clear();
         self.batch = batch;
-        self.ctx.idle_poll.touch();
+        self.ctx.idle_poll.touch(self.fd);
         self.session
             .meta
             .last_active_ms

@@ -27,6 +27,7 @@ use crate::pubsub::PubSub;
 use crate::store::{Store, expiry};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,6 +105,8 @@ impl Server {
             slowlog_max_len: config.slowlog_max_len,
             latency_monitor_threshold: config.latency_monitor_threshold,
             idle_poll_us: config.idle_poll_us,
+            idle_nap_us: config.idle_nap_us,
+            idle_hooks: config.idle_hooks.clone(),
         };
         let metrics = bind_optional(&config.metrics_addr, "--metrics-addr").await?;
         let http = bind_optional(&config.http_addr, "--http-addr").await?;
@@ -201,6 +204,11 @@ impl Server {
             tracker.spawn(async move { ctx.idle_poll.run(&stop).await });
         } else if config.idle_poll_us > 0 {
             tracing::warn!("--idle-poll-us needs a single-threaded runtime (--threads 1): not polling");
+        }
+        if !ctx.idle_poll.is_hooked() {
+            // Nothing naps without the park hooks (several workers, or a
+            // runtime not built by tokend): say so in CONFIG GET.
+            ctx.idle_poll.set_nap_us(0);
         }
         tokio::pin!(shutdown);
         let mut loaded = false;
@@ -387,11 +395,14 @@ impl Front {
             self.tracker.spawn(async move {
                 let _permit = permit;
                 let laddr = socket.local_addr().unwrap_or(addr);
+                let fd = socket.as_raw_fd();
                 let r = match tls {
-                    None => Connection::new(socket, addr, laddr, ctx, opts).run(&stop).await,
+                    None => Connection::new(socket, addr, laddr, ctx, opts).with_fd(fd).run(&stop).await,
                     Some(acceptor) => {
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
-                            Ok(Ok(stream)) => Connection::new(stream, addr, laddr, ctx, opts).run(&stop).await,
+                            Ok(Ok(stream)) => {
+                                Connection::new(stream, addr, laddr, ctx, opts).with_fd(fd).run(&stop).await
+                            }
                             Ok(Err(e)) => Err(e),
                             Err(_) => Err(std::io::Error::other("TLS handshake timed out")),
                         }

@@ -443,11 +443,87 @@ async fn idle_polling_changes_when_the_server_sleeps_not_what_it_answers() {
 async fn idle_polling_is_refused_with_several_workers() {
     let t = Tokend::start(&["--threads", "2"]);
     let mut c = t.conn().await;
-    let err = cmd::<()>(&mut c, &["CONFIG", "SET", "idle-poll-us", "100"]).await.unwrap_err();
-    assert!(err.to_string().contains("single-threaded runtime"), "{err}");
-    let got: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "idle-poll-us"]).await.unwrap();
-    assert_eq!(got, ["idle-poll-us", "0"]);
-    let _: () = cmd(&mut c, &["CONFIG", "SET", "idle-poll-us", "0"]).await.unwrap();
+    for key in ["idle-poll-us", "idle-nap-us"] {
+        let err = cmd::<()>(&mut c, &["CONFIG", "SET", key, "100"]).await.unwrap_err();
+        assert!(err.to_string().contains("single-threaded runtime"), "{err}");
+        let got: Vec<String> = cmd(&mut c, &["CONFIG", "GET", key]).await.unwrap();
+        assert_eq!(got, [key, "0"]);
+        let _: () = cmd(&mut c, &["CONFIG", "SET", key, "0"]).await.unwrap();
+    }
+}
+
+/// Napping when requests come fast (`--idle-nap-us`): eight connections'
+/// requests that wait together (the server stopped meanwhile) start a nap,
+/// and every request still gets its reply; a client alone never naps.
+#[tokio::test]
+async fn idle_naps_start_when_requests_come_together() {
+    use std::io::{Read, Write};
+    let t = Tokend::start(&["--threads", "1", "--idle-nap-us", "300"]);
+    let mut c = t.conn().await;
+    let got: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "idle-nap-us"]).await.unwrap();
+    assert_eq!(got, ["idle-nap-us", "300"]);
+    for _ in 0..200 {
+        let _: String = cmd(&mut c, &["PING"]).await.unwrap();
+    }
+    assert_eq!(info(&mut c, "stats").await.get::<u64>("idle_naps"), Some(0), "one client napped");
+
+    let addr = t.addr;
+    // Stopped for sure before the requests are sent, so that they all wait
+    // for one turn.
+    let stop = || {
+        t.signal(libc::SIGSTOP);
+        let stat = format!("/proc/{}/stat", t.pid());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&stat).unwrap().contains(") T ") {
+            assert!(Instant::now() < deadline, "tokend did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    let pong = |s: &mut std::net::TcpStream| {
+        let mut buf = [0u8; 7];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"+PONG\r\n");
+    };
+    let mut socks: Vec<std::net::TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(b"PING\r\n").unwrap();
+            pong(&mut s);
+            s
+        })
+        .collect();
+    for _ in 0..3 {
+        stop();
+        for s in &mut socks {
+            s.write_all(b"PING\r\n").unwrap();
+        }
+        t.signal(libc::SIGCONT);
+        for s in &mut socks {
+            pong(s);
+        }
+        // Nothing more until the nap is long over: these clients stay busy
+        // elsewhere, which keeps naps on.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = info(&mut c, "stats").await;
+    let naps: u64 = stats.get("idle_naps").unwrap();
+    assert!(naps >= 1, "{naps} naps");
+    assert!(stats.get::<u64>("idle_naps_dry").is_some_and(|d| d <= naps));
+
+    let err = cmd::<()>(&mut c, &["CONFIG", "SET", "idle-nap-us", "1001"]).await.unwrap_err();
+    assert!(err.to_string().contains("between 0 and 1000"), "{err}");
+    let _: () = cmd(&mut c, &["CONFIG", "SET", "idle-nap-us", "0"]).await.unwrap();
+    let before: u64 = info(&mut c, "stats").await.get("idle_naps").unwrap();
+    stop();
+    for s in &mut socks {
+        s.write_all(b"PING\r\n").unwrap();
+    }
+    t.signal(libc::SIGCONT);
+    for s in &mut socks {
+        pong(s);
+    }
+    assert_eq!(info(&mut c, "stats").await.get::<u64>("idle_naps"), Some(before), "off: no nap");
 }
 
 /// SHUTDOWN is the SIGTERM stop: the client gets no reply, the process

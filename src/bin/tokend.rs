@@ -9,7 +9,7 @@ fn main() -> std::process::ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "import-seed") {
         return import_seed();
     }
-    let config = match Config::load() {
+    let mut config = match Config::load() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tokend: {e}");
@@ -35,7 +35,12 @@ fn main() -> std::process::ExitCode {
         n => n,
     };
     let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        // Naps (`--idle-nap-us`) happen right before the thread parks.
+        let idle = std::sync::Arc::new(tokend::idle_poll::IdlePoll::new(config.idle_poll_us, config.idle_nap_us));
+        idle.hook();
+        let park = idle.clone();
+        config.idle_hooks = Some(idle);
+        tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(move || park.before_park()).build()
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     };

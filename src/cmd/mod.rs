@@ -78,8 +78,9 @@ pub struct Ctx {
     pub cmdstats: stats::CommandStats,
     /// Cancelled by `SHUTDOWN`: the server stops as on SIGTERM.
     pub shutdown: tokio_util::sync::CancellationToken,
-    /// Polling before the runtime's thread sleeps (`--idle-poll-us`).
-    pub idle_poll: crate::idle_poll::IdlePoll,
+    /// Polling or napping before the runtime's thread sleeps
+    /// (`--idle-poll-us`, `--idle-nap-us`).
+    pub idle_poll: Arc<crate::idle_poll::IdlePoll>,
 }
 
 /// The settings commands read (the server's configuration, flattened).
@@ -105,6 +106,10 @@ pub struct Settings {
     pub latency_monitor_threshold: u64,
     /// `--idle-poll-us` (0: off).
     pub idle_poll_us: u64,
+    /// `--idle-nap-us` (0: off).
+    pub idle_nap_us: u64,
+    /// The poller state the runtime's park hooks were given, if they were.
+    pub idle_hooks: Option<Arc<crate::idle_poll::IdlePoll>>,
 }
 
 impl Default for Settings {
@@ -122,6 +127,8 @@ impl Default for Settings {
             slowlog_max_len: stats::DEFAULT_SLOWLOG_MAX_LEN,
             latency_monitor_threshold: crate::store::DEFAULT_LATENCY_THRESHOLD_MS,
             idle_poll_us: crate::idle_poll::DEFAULT_LIMIT_US,
+            idle_nap_us: crate::idle_poll::DEFAULT_NAP_US,
+            idle_hooks: None,
         }
     }
 }
@@ -130,7 +137,10 @@ impl Ctx {
     /// A context around a store, with nothing loaded and no backing store.
     pub fn new(store: Store, pubsub: Arc<PubSub>, settings: Settings) -> Ctx {
         store.latency().set_threshold_ms(settings.latency_monitor_threshold);
-        let idle_poll = crate::idle_poll::IdlePoll::new(settings.idle_poll_us);
+        let idle_poll = settings
+            .idle_hooks
+            .clone()
+            .unwrap_or_else(|| Arc::new(crate::idle_poll::IdlePoll::new(settings.idle_poll_us, settings.idle_nap_us)));
         Ctx {
             cmdstats: stats::CommandStats::new(settings.slowlog_log_slower_than, settings.slowlog_max_len),
             store,

@@ -137,6 +137,8 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             kv("idle_poll_hits", &poll.hits);
             kv("idle_poll_sleeps", &poll.sleeps);
             kv("idle_poll_window_us", &poll.window_us);
+            kv("idle_naps", &poll.naps);
+            kv("idle_naps_dry", &poll.naps_dry);
         }
         "replication" => {
             kv("role", &"master");
@@ -221,6 +223,7 @@ fn parameters(ctx: &Ctx) -> Vec<(&'static str, String)> {
             "slowlog-max-len" => *val = ctx.cmdstats.slowlog.max_len().to_string(),
             "latency-monitor-threshold" => *val = ctx.store.latency().threshold_ms().to_string(),
             "idle-poll-us" => *val = ctx.idle_poll.limit_us().to_string(),
+            "idle-nap-us" => *val = ctx.idle_poll.nap_us().to_string(),
             _ => {}
         }
     }
@@ -242,12 +245,13 @@ pub fn config_get(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
 }
 
 /// The settings that change at run time, as `CONFIG SET` takes them.
-const SETTABLE: [&str; 5] = [
+const SETTABLE: [&str; 6] = [
     "notify-keyspace-events",
     "slowlog-log-slower-than",
     "slowlog-max-len",
     "latency-monitor-threshold",
     "idle-poll-us",
+    "idle-nap-us",
 ];
 
 /// A checked `CONFIG SET` value.
@@ -257,6 +261,7 @@ enum NewValue {
     MaxLen(usize),
     Threshold(u64),
     IdlePoll(u64),
+    IdleNap(u64),
 }
 
 /// `CONFIG SET parameter value [parameter value ...]`: every pair is checked
@@ -291,17 +296,12 @@ pub fn config_set(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
             "slowlog-max-len" => {
                 val.parse().map(NewValue::MaxLen).map_err(|_| bad(&"argument couldn't be parsed into an integer"))
             }
-            "idle-poll-us" => match val.parse::<u64>() {
-                Ok(us) if us > 0 && !c.ctx.idle_poll.is_running() => {
-                    Err(bad(&"polling needs a single-threaded runtime (--threads 1)"))
-                }
-                Ok(us) if us <= crate::idle_poll::MAX_LIMIT_US => Ok(NewValue::IdlePoll(us)),
-                Ok(_) => Err(bad(&format_args!(
-                    "argument must be between 0 and {} inclusive",
-                    crate::idle_poll::MAX_LIMIT_US
-                ))),
-                Err(_) => Err(bad(&"argument couldn't be parsed into an integer")),
-            },
+            "idle-poll-us" => idle_us(val, crate::idle_poll::MAX_LIMIT_US, c.ctx.idle_poll.is_running())
+                .map(NewValue::IdlePoll)
+                .map_err(|e| bad(&e)),
+            "idle-nap-us" => idle_us(val, crate::idle_poll::MAX_NAP_US, c.ctx.idle_poll.is_hooked())
+                .map(NewValue::IdleNap)
+                .map_err(|e| bad(&e)),
             _ => val.parse().map(NewValue::Threshold).map_err(|_| bad(&"argument couldn't be parsed into an integer")),
         };
         match v {
@@ -316,9 +316,21 @@ pub fn config_set(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
             NewValue::MaxLen(n) => c.ctx.cmdstats.slowlog.set_max_len(n),
             NewValue::Threshold(ms) => c.ctx.store.latency().set_threshold_ms(ms),
             NewValue::IdlePoll(us) => c.ctx.idle_poll.set_limit_us(us),
+            NewValue::IdleNap(us) => c.ctx.idle_poll.set_nap_us(us),
         }
     }
     Ok(Reply::ok().into())
+}
+
+/// An `idle-poll-us` or `idle-nap-us` value: at most `max`, and above 0
+/// only where a poller runs (a single-threaded runtime).
+fn idle_us(val: &str, max: u64, possible: bool) -> Result<u64, String> {
+    match val.parse::<u64>() {
+        Ok(us) if us > 0 && !possible => Err("polling and napping need a single-threaded runtime (--threads 1)".into()),
+        Ok(us) if us <= max => Ok(us),
+        Ok(_) => Err(format!("argument must be between 0 and {max} inclusive")),
+        Err(_) => Err("argument couldn't be parsed into an integer".into()),
+    }
 }
 
 /// `CONFIG RESETSTAT`: the counters INFO stats shows go back to zero.
