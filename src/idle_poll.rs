@@ -33,7 +33,7 @@
 //!
 //! # Napping
 //!
-//! With `--idle-nap-us N` (50 by default), when requests come fast the
+//! With `--idle-nap-us N` (off by default), when requests come fast the
 //! runtime's thread naps, off its sockets, right before it would sleep in
 //! `epoll_wait` (tokio's `on_thread_park`): a client that sends meanwhile
 //! wakes nobody, and what gathered is served in one turn, as a network
@@ -46,7 +46,7 @@
 //! So the nap's length adapts to what the clients did during the last
 //! one. A nap starts only after [`NAP_MIN_BATCHES`] batches from at least
 //! [`NAP_MIN_CONNS`] connections since the thread last parked. After it,
-//! one `ppoll` without a timeout asks which of those connections (a sample
+//! one `poll` that does not wait asks which of those connections (a sample
 //! of at most [`NAP_SAMPLE`]) have sent again. Three quarters or more: the
 //! clients ran dry during the nap, waiting for it, and the next nap is
 //! half as long; below [`NAP_MIN`], naps stop for a number of parks that
@@ -54,14 +54,23 @@
 //! grows by an eighth, up to N. It starts at N / 2.
 //!
 //! Measured on a 2-core VM (server and client on a core each), against
-//! the same build without naps: `redis-benchmark -t ping_mbulk -c 50 -P
-//! 16`, the thread blocked 3,800–6,200 times per 2M requests against
-//! 8,800–18,300, and `-c 50` without pipelining 88,000 against 390,000
-//! (Redis: 320,000–330,000), for 1.09–1.14× the throughput without
-//! pipelining. tokend-bench's closed loops (cycle at 4 and 50 connections,
-//! GEN at 4), whose client runs dry within a few microseconds, stay within
-//! the machine's spread of the build without naps: naps shrink away for
-//! them.
+//! the same build without naps, alternating runs: `redis-benchmark -t
+//! ping_mbulk -c 50 -P 16`, the thread blocked 3,650–5,850 times per 2M
+//! requests against 8,700–11,650, for 1.00–1.07× Redis's throughput
+//! (0.87–1.02× without naps); without pipelining 119,000–162,000 times per
+//! 400,000 requests against 345,000–359,000 (Redis 282,000–334,000), for
+//! 1.08–1.12× (0.92–1.01×), both at a lower CPU time per request.
+//! tokend-bench's closed loops with 50 connections, whose client runs dry
+//! within microseconds, stayed within the machine's spread of the build
+//! without naps: the naps shrink away for them.
+//!
+//! It is off by default because the throughput costs latency: a request
+//! that comes during a nap waits for its end, and the turn after a nap is
+//! long. In runs like those, redis-benchmark's p50 / p99 went from
+//! 0.29–0.34 / 0.42–0.58 ms to 0.34–0.40 / 0.70–0.81 ms without pipelining
+//! (Redis 0.30–0.31 / 0.54–0.62), and from 0.28–0.38 / 0.54–0.69 ms to
+//! 0.41–0.50 / 0.72–0.88 ms with `-P 16` (Redis 0.27–0.47 / 0.52–0.82). Turn it on where throughput and CPU
+//! time per request matter more than a tenth of a millisecond.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -78,8 +87,10 @@ pub const DEFAULT_LIMIT_US: u64 = 0;
 /// The largest limit `--idle-poll-us` and `CONFIG SET` take (1 s).
 pub const MAX_LIMIT_US: u64 = 1_000_000;
 
-/// The default nap, µs (`--idle-nap-us`).
-pub const DEFAULT_NAP_US: u64 = 50;
+/// The default longest nap, µs (`--idle-nap-us`): off. Naps buy
+/// throughput and CPU time with latency (module documentation), and a
+/// Redis user expects the latency.
+pub const DEFAULT_NAP_US: u64 = 0;
 
 /// The longest nap `--idle-nap-us` and `CONFIG SET` take (1 ms): a nap
 /// holds the runtime's timers too.
@@ -95,7 +106,7 @@ pub const NAP_MIN_BATCHES: u64 = 4;
 /// against what it risks.
 pub const NAP_MIN_CONNS: usize = 8;
 
-/// Connections the nap's `ppoll` asks about: enough to tell whether most
+/// Connections the nap's `poll` asks about: enough to tell whether most
 /// clients ran dry, few enough for one cheap call.
 pub const NAP_SAMPLE: usize = 64;
 
@@ -189,7 +200,7 @@ impl NapState {
 
 thread_local! {
     /// Connections the runtime's thread answered since it last parked (at
-    /// most [`NAP_SAMPLE`]), as `ppoll` takes them.
+    /// most [`NAP_SAMPLE`]), as `poll` takes them.
     static ANSWERED: std::cell::RefCell<Vec<libc::pollfd>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -374,16 +385,17 @@ impl IdlePoll {
     /// nap by what the clients did meanwhile.
     pub fn before_park(&self) {
         let max = Duration::from_micros(self.nap_us());
+        if max.is_zero() {
+            // Turned off with connections noted: forget them.
+            ANSWERED.with(|v| v.borrow_mut().clear());
+            return;
+        }
         let Ok(mut st) = self.nap.lock() else { return };
         let a = self.activity.load(Ordering::SeqCst);
         let batches = a.wrapping_sub(st.mark);
         st.mark = a;
         ANSWERED.with(|v| {
             let mut v = v.borrow_mut();
-            if max.is_zero() {
-                v.clear();
-                return;
-            }
             v.sort_unstable_by_key(|p| p.fd);
             v.dedup_by_key(|p| p.fd);
             if let Some(len) = st.plan(batches, v.len(), max) {
@@ -399,12 +411,11 @@ impl IdlePoll {
 }
 
 /// How many of these sockets have something to read (or were closed), by
-/// one `ppoll` that does not wait.
+/// one `poll` that does not wait.
 fn sent_again(fds: &mut [libc::pollfd]) -> usize {
-    let now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: the pointer and length are the slice's; ppoll writes only
-    // `revents` within it; no signal mask.
-    let n = unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &now, std::ptr::null()) };
+    // SAFETY: the pointer and length are the slice's; poll writes only
+    // `revents` within it.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 0) };
     usize::try_from(n).unwrap_or(0)
 }
 

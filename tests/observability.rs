@@ -458,6 +458,10 @@ async fn idle_polling_is_refused_with_several_workers() {
 #[tokio::test]
 async fn idle_naps_start_when_requests_come_together() {
     use std::io::{Read, Write};
+    // Off unless asked for.
+    let d = Tokend::start(&["--threads", "1"]);
+    let got: Vec<String> = cmd(&mut d.conn().await, &["CONFIG", "GET", "idle-nap-us"]).await.unwrap();
+    assert_eq!(got, ["idle-nap-us", "0"]);
     let t = Tokend::start(&["--threads", "1", "--idle-nap-us", "300"]);
     let mut c = t.conn().await;
     let got: Vec<String> = cmd(&mut c, &["CONFIG", "GET", "idle-nap-us"]).await.unwrap();
