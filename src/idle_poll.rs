@@ -59,7 +59,7 @@
 //! requests against 8,700–11,650, for 1.00–1.07× Redis's throughput
 //! (0.87–1.02× without naps); without pipelining 119,000–162,000 times per
 //! 400,000 requests against 345,000–359,000 (Redis 282,000–334,000), for
-//! 1.08–1.12× (0.92–1.01×), both at a lower CPU time per request.
+//! 1.08–1.12× (0.89–1.01×), both at a lower CPU time per request.
 //! tokend-bench's closed loops with 50 connections, whose client runs dry
 //! within microseconds, stayed within the machine's spread of the build
 //! without naps: the naps shrink away for them.
