@@ -497,15 +497,20 @@ async fn idle_naps_start_when_requests_come_together() {
             s
         })
         .collect();
-    for _ in 0..3 {
+    // Every connection sends while the server is stopped; every one gets
+    // its reply once it runs again.
+    let together = |socks: &mut Vec<std::net::TcpStream>| {
         stop();
-        for s in &mut socks {
+        for s in socks.iter_mut() {
             s.write_all(b"PING\r\n").unwrap();
         }
         t.signal(libc::SIGCONT);
-        for s in &mut socks {
+        for s in socks.iter_mut() {
             pong(s);
         }
+    };
+    for _ in 0..3 {
+        together(&mut socks);
         // Nothing more until the nap is long over: these clients stay busy
         // elsewhere, which keeps naps on.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -519,14 +524,7 @@ async fn idle_naps_start_when_requests_come_together() {
     assert!(err.to_string().contains("between 0 and 1000"), "{err}");
     let _: () = cmd(&mut c, &["CONFIG", "SET", "idle-nap-us", "0"]).await.unwrap();
     let before: u64 = info(&mut c, "stats").await.get("idle_naps").unwrap();
-    stop();
-    for s in &mut socks {
-        s.write_all(b"PING\r\n").unwrap();
-    }
-    t.signal(libc::SIGCONT);
-    for s in &mut socks {
-        pong(s);
-    }
+    together(&mut socks);
     assert_eq!(info(&mut c, "stats").await.get::<u64>("idle_naps"), Some(before), "off: no nap");
 }
 
