@@ -522,12 +522,14 @@ impl Durability for Backing {
         if self.backlog() > MAX_BACKLOG {
             return Err("TRYAGAIN the backing Redis is behind (backlog full); nothing was changed".into());
         }
-        if self.now_ms() > self.lease_until.load(Ordering::Acquire) {
-            return Err("TRYAGAIN this tokend cannot renew its lease on the backing Redis; nothing was changed".into());
-        }
+        // The link's reason first: a lease lapses because the link is down,
+        // and "refuses writes (OOM …)" says what to fix.
         if self.mode == Mode::Sync && self.link.down.load(Ordering::Acquire) {
             let reason = self.link.reason.lock().unwrap_or_else(|e| e.into_inner()).clone();
             return Err(format!("TRYAGAIN the backing Redis {reason}; nothing was changed"));
+        }
+        if self.now_ms() > self.lease_until.load(Ordering::Acquire) {
+            return Err("TRYAGAIN this tokend cannot renew its lease on the backing Redis; nothing was changed".into());
         }
         Ok(())
     }
