@@ -158,6 +158,9 @@ struct NapState {
     /// Parks left without a nap, and the current back-off.
     skip: u32,
     backoff: u32,
+    /// The thread's timer slack is down to 1 µs (done at the first nap,
+    /// so that a tokend that never naps keeps the default).
+    slack: bool,
 }
 
 impl NapState {
@@ -267,13 +270,6 @@ impl IdlePoll {
     /// will run it, before it starts.
     pub fn hook(&self) {
         self.hooked.store(true, Ordering::Relaxed);
-        // Naps end within a microsecond of their length, not the 50 µs of
-        // default timer slack.
-        #[cfg(target_os = "linux")]
-        // SAFETY: sets the calling thread's own timer slack; no pointers.
-        unsafe {
-            libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong);
-        }
     }
 
     /// Naps can happen: the runtime calls the park hooks.
@@ -399,6 +395,10 @@ impl IdlePoll {
             v.sort_unstable_by_key(|p| p.fd);
             v.dedup_by_key(|p| p.fd);
             if let Some(len) = st.plan(batches, v.len(), max) {
+                if !st.slack {
+                    st.slack = true;
+                    fine_timer_slack();
+                }
                 std::thread::sleep(len);
                 self.naps.fetch_add(1, Ordering::Relaxed);
                 if st.judge(sent_again(&mut v), v.len(), max) {
@@ -407,6 +407,16 @@ impl IdlePoll {
             }
             v.clear();
         });
+    }
+}
+
+/// Lowers the calling thread's timer slack to 1 µs: naps end within a
+/// microsecond of their length, not the 50 µs of the default slack.
+fn fine_timer_slack() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: sets the calling thread's own timer slack; no pointers.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong);
     }
 }
 

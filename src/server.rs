@@ -105,7 +105,6 @@ impl Server {
             slowlog_max_len: config.slowlog_max_len,
             latency_monitor_threshold: config.latency_monitor_threshold,
             idle_poll_us: config.idle_poll_us,
-            idle_nap_us: config.idle_nap_us,
             idle_hooks: config.idle_hooks.clone(),
         };
         let metrics = bind_optional(&config.metrics_addr, "--metrics-addr").await?;
@@ -204,11 +203,6 @@ impl Server {
             tracker.spawn(async move { ctx.idle_poll.run(&stop).await });
         } else if config.idle_poll_us > 0 {
             tracing::warn!("--idle-poll-us needs a single-threaded runtime (--threads 1): not polling");
-        }
-        if !ctx.idle_poll.is_hooked() {
-            // Nothing naps without the park hooks (several workers, or a
-            // runtime not built by tokend): say so in CONFIG GET.
-            ctx.idle_poll.set_nap_us(0);
         }
         tokio::pin!(shutdown);
         let mut loaded = false;

@@ -106,8 +106,6 @@ pub struct Settings {
     pub latency_monitor_threshold: u64,
     /// `--idle-poll-us` (0: off).
     pub idle_poll_us: u64,
-    /// `--idle-nap-us` (0: off).
-    pub idle_nap_us: u64,
     /// The poller state the runtime's park hooks were given, if they were.
     pub idle_hooks: Option<Arc<crate::idle_poll::IdlePoll>>,
 }
@@ -127,7 +125,6 @@ impl Default for Settings {
             slowlog_max_len: stats::DEFAULT_SLOWLOG_MAX_LEN,
             latency_monitor_threshold: crate::store::DEFAULT_LATENCY_THRESHOLD_MS,
             idle_poll_us: crate::idle_poll::DEFAULT_LIMIT_US,
-            idle_nap_us: crate::idle_poll::DEFAULT_NAP_US,
             idle_hooks: None,
         }
     }
@@ -140,7 +137,8 @@ impl Ctx {
         let idle_poll = settings
             .idle_hooks
             .clone()
-            .unwrap_or_else(|| Arc::new(crate::idle_poll::IdlePoll::new(settings.idle_poll_us, settings.idle_nap_us)));
+            // Without the park hooks nothing naps: CONFIG GET says 0.
+            .unwrap_or_else(|| Arc::new(crate::idle_poll::IdlePoll::new(settings.idle_poll_us, 0)));
         Ctx {
             cmdstats: stats::CommandStats::new(settings.slowlog_log_slower_than, settings.slowlog_max_len),
             store,
