@@ -2,6 +2,7 @@
 //! environment variable (`TOKEND_<FLAG>`), which is what containers use.
 
 use crate::notify::EventClasses;
+use crate::pubsub::QueueLimit;
 use crate::store::StoreConfig;
 use clap::{Parser, ValueEnum};
 use std::time::Duration;
@@ -252,6 +253,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=crate::idle_poll::MAX_NAP_US))]
     pub idle_nap_us: u64,
 
+    /// Disconnect a subscriber whose queued messages pass a limit, as Redis
+    /// does: `pubsub <hard> <soft> <seconds>` (bytes, or 64kb, 32mb, 1gb; 0 =
+    /// no limit): over the hard limit at once, over the soft limit after that
+    /// many seconds. Normal clients have no limit (`normal 0 0 0`); the
+    /// replica class is kept for CONFIG GET (tokend has no replicas).
+    #[arg(long, env = "TOKEND_CLIENT_OUTPUT_BUFFER_LIMIT", default_value = OutputBufferLimit::DEFAULT,
+          value_parser = parse_output_buffer_limit)]
+    pub client_output_buffer_limit: OutputBufferLimit,
+
     /// The poller state the runtime's park hooks use (set by the binary
     /// when it builds a single-threaded runtime; not a flag).
     #[arg(skip)]
@@ -401,6 +411,7 @@ impl Config {
             ("metrics-max-pools", self.metrics_max_pools.to_string()),
             ("idle-poll-us", self.idle_poll_us.to_string()),
             ("idle-nap-us", self.idle_nap_us.to_string()),
+            ("client-output-buffer-limit", self.client_output_buffer_limit.to_redis()),
             ("threads", self.threads.to_string()),
             ("config", path(&self.config)),
             ("log-format", format!("{:?}", self.log_format).to_ascii_lowercase()),
@@ -511,6 +522,82 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `client-output-buffer-limit`: Redis's three classes of client, each
+/// `hard soft seconds`. Only the pub/sub class limits anything here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputBufferLimit {
+    /// `replica` (or `slave`): kept and shown, not used.
+    pub replica: QueueLimit,
+    pub pubsub: QueueLimit,
+}
+
+impl OutputBufferLimit {
+    pub const DEFAULT: &'static str = "normal 0 0 0 replica 256mb 64mb 60 pubsub 32mb 0 0";
+
+    /// Parses `class hard soft seconds [class hard soft seconds ...]`; the
+    /// classes not named keep their values in `base` (as CONFIG SET does
+    /// in Redis).
+    pub fn parse(s: &str, base: OutputBufferLimit) -> Result<OutputBufferLimit, String> {
+        let words: Vec<&str> = s.split_whitespace().collect();
+        if words.is_empty() || !words.len().is_multiple_of(4) {
+            return Err("wrong number of arguments (expected: <class> <hard> <soft> <seconds> ...)".into());
+        }
+        let mut out = base;
+        for w in words.chunks(4) {
+            let hard = parse_memory(w[1])?;
+            let soft = parse_memory(w[2])?;
+            let soft_secs = w[3].parse::<u64>().map_err(|_| format!("invalid soft limit seconds {:?}", w[3]))?;
+            let limit = QueueLimit { hard, soft, soft_secs };
+            match w[0].to_ascii_lowercase().as_str() {
+                "normal" if hard == 0 && soft == 0 => {}
+                "normal" => return Err("normal clients have no limit here: only \"normal 0 0 0\" is accepted".into()),
+                "replica" | "slave" => out.replica = limit,
+                "pubsub" => out.pubsub = limit,
+                other => return Err(format!("invalid client class {other:?} (normal, replica or pubsub)")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// As Redis's CONFIG GET shows it.
+    pub fn to_redis(&self) -> String {
+        let (r, p) = (self.replica, self.pubsub);
+        format!("normal 0 0 0 slave {} {} {} pubsub {} {} {}", r.hard, r.soft, r.soft_secs, p.hard, p.soft, p.soft_secs)
+    }
+}
+
+impl Default for OutputBufferLimit {
+    fn default() -> Self {
+        OutputBufferLimit { replica: QueueLimit::REPLICA, pubsub: QueueLimit::default() }
+    }
+}
+
+fn parse_output_buffer_limit(s: &str) -> Result<OutputBufferLimit, String> {
+    OutputBufferLimit::parse(s, OutputBufferLimit::default())
+}
+
+/// A size as Redis writes it: `1024`, `1k` (1000), `1kb` (1024), `m`, `mb`,
+/// `g`, `gb`.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    let lower = s.to_ascii_lowercase();
+    let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit: u64 = match &lower[digits.len()..] {
+        "" | "b" => 1,
+        "k" => 1_000,
+        "kb" => 1 << 10,
+        "m" => 1_000_000,
+        "mb" => 1 << 20,
+        "g" => 1_000_000_000,
+        "gb" => 1 << 30,
+        _ => return Err(format!("invalid memory size {s:?} (e.g. 65536, 64kb, 32mb, 1gb)")),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(|| format!("invalid memory size {s:?} (e.g. 65536, 64kb, 32mb, 1gb)"))
+}
+
 /// Redis-style booleans: yes/no (also true/false, on/off, 1/0).
 fn parse_yes_no(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -573,5 +660,24 @@ mod tests {
     fn clap_definition_is_valid() {
         use clap::CommandFactory;
         Config::command().debug_assert();
+    }
+
+    #[test]
+    fn output_buffer_limits_parse_as_redis_writes_them() {
+        let d = OutputBufferLimit::default();
+        assert_eq!(parse_output_buffer_limit(OutputBufferLimit::DEFAULT).unwrap(), d);
+        assert_eq!(d.to_redis(), "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 0 0");
+        let l = OutputBufferLimit::parse("PUBSUB 64kb 1mb 30", d).unwrap();
+        assert_eq!(l.pubsub, QueueLimit { hard: 65536, soft: 1 << 20, soft_secs: 30 });
+        assert_eq!(l.replica, d.replica, "a class not named keeps its value");
+        let l = OutputBufferLimit::parse("slave 1k 2g 0 pubsub 0 0 0", l).unwrap();
+        assert_eq!(l.replica, QueueLimit { hard: 1000, soft: 2_000_000_000, soft_secs: 0 });
+        assert_eq!(l.pubsub, QueueLimit { hard: 0, soft: 0, soft_secs: 0 });
+        for bad in
+            ["", "pubsub 1 0", "pubsub 1x 0 0", "pubsub -1 0 0", "pubsub 1 0 -1", "other 0 0 0", "normal 1mb 0 0"]
+        {
+            assert!(OutputBufferLimit::parse(bad, d).is_err(), "{bad:?}");
+        }
+        assert!(parse_memory("99999999999999gb").is_err(), "overflow");
     }
 }

@@ -2,11 +2,12 @@
 //!
 //! Each subscribed connection has one bounded queue: its output buffer for
 //! messages, already encoded. Publishing never blocks and never waits on a
-//! slow reader: when a subscriber's queue would go over
-//! [`SUBSCRIBER_QUEUE_BYTES`], it is evicted — its queue is closed, and the
-//! connection, seeing the close, disconnects the client (Redis does the same
-//! with `client-output-buffer-limit pubsub`). Memory is therefore bounded by
-//! `subscribers × SUBSCRIBER_QUEUE_BYTES`.
+//! slow reader: when a subscriber's queue would go over its hard limit
+//! ([`SUBSCRIBER_QUEUE_BYTES`] by default), or has stayed over its soft
+//! limit for the soft limit's seconds, it is evicted — its queue is closed,
+//! and the connection, seeing the close, disconnects the client (Redis does
+//! the same with `client-output-buffer-limit pubsub`). Memory is therefore
+//! bounded by `subscribers × hard limit`.
 //!
 //! A message is encoded for its subscriber when it is published, in the
 //! protocol the subscriber speaks then, as Redis writes it into the client's
@@ -19,7 +20,7 @@ use crate::glob;
 use crate::reply::{Protocol, put_bulk_string, put_push, put_push_header};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 
@@ -28,6 +29,28 @@ use tokio::sync::mpsc;
 /// (`client-output-buffer-limit pubsub 32mb`), about 350,000 expiry events.
 pub const SUBSCRIBER_QUEUE_BYTES: usize = 32 << 20;
 
+/// `client-output-buffer-limit pubsub <hard> <soft> <seconds>`: a
+/// subscriber whose queue goes over `hard` bytes, or stays over `soft` bytes
+/// for `soft_secs` seconds, is disconnected. 0 turns a limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimit {
+    pub hard: u64,
+    pub soft: u64,
+    pub soft_secs: u64,
+}
+
+impl QueueLimit {
+    /// Redis's default for replicas.
+    pub const REPLICA: QueueLimit = QueueLimit { hard: 256 << 20, soft: 64 << 20, soft_secs: 60 };
+}
+
+impl Default for QueueLimit {
+    /// Redis's hard limit; its soft limit (8mb for 60 s) is off.
+    fn default() -> Self {
+        QueueLimit { hard: SUBSCRIBER_QUEUE_BYTES as u64, soft: 0, soft_secs: 0 }
+    }
+}
+
 /// The publishing end of a subscriber's queue.
 struct Outbox {
     tx: mpsc::UnboundedSender<Bytes>,
@@ -35,6 +58,9 @@ struct Outbox {
     queued: Arc<AtomicUsize>,
     /// The protocol messages are encoded in.
     proto: Protocol,
+    /// When the queue went over the soft limit (ms since the broker
+    /// started, plus one; 0: it is not over).
+    over_soft_since: AtomicU64,
 }
 
 /// A subscriber's end of its queue: encoded messages, in order.
@@ -128,7 +154,6 @@ struct Inner {
 type Subscribers<'a> = Option<&'a HashSet<u64>>;
 
 /// The broker. Shared by every connection and by the notifier.
-#[derive(Default)]
 pub struct PubSub {
     // A std RwLock: held only for map operations, never across `.await`.
     inner: RwLock<Inner>,
@@ -138,6 +163,31 @@ pub struct PubSub {
     /// Subscriptions that may receive a keyspace message: channels that
     /// start with [`KEYSPACE_PREFIX`], and every pattern.
     keyspace: AtomicUsize,
+    /// [`QueueLimit`]'s three numbers (CONFIG SET changes them).
+    hard: AtomicU64,
+    soft: AtomicU64,
+    soft_secs: AtomicU64,
+    /// The soft limit's clock.
+    born: std::time::Instant,
+    /// The replica class's limit: tokend has no replicas; kept so that
+    /// CONFIG GET shows what CONFIG SET set.
+    replica: std::sync::Mutex<QueueLimit>,
+}
+
+impl Default for PubSub {
+    fn default() -> Self {
+        let l = QueueLimit::default();
+        PubSub {
+            inner: RwLock::default(),
+            subscriptions: AtomicUsize::new(0),
+            keyspace: AtomicUsize::new(0),
+            hard: AtomicU64::new(l.hard),
+            soft: AtomicU64::new(l.soft),
+            soft_secs: AtomicU64::new(l.soft_secs),
+            born: std::time::Instant::now(),
+            replica: std::sync::Mutex::new(QueueLimit::REPLICA),
+        }
+    }
 }
 
 /// What every keyspace channel starts with.
@@ -197,6 +247,51 @@ impl PubSub {
         self.keyspace.load(Ordering::Relaxed) > 0
     }
 
+    /// The limits of every subscriber's queue.
+    pub fn queue_limit(&self) -> QueueLimit {
+        QueueLimit {
+            hard: self.hard.load(Ordering::Relaxed),
+            soft: self.soft.load(Ordering::Relaxed),
+            soft_secs: self.soft_secs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// `CONFIG SET client-output-buffer-limit`: applies from the next
+    /// message on, to every subscriber.
+    pub fn set_queue_limit(&self, l: QueueLimit) {
+        self.hard.store(l.hard, Ordering::Relaxed);
+        self.soft.store(l.soft, Ordering::Relaxed);
+        self.soft_secs.store(l.soft_secs, Ordering::Relaxed);
+    }
+
+    /// The replica class's limit (unused).
+    pub fn replica_limit(&self) -> QueueLimit {
+        *self.replica.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_replica_limit(&self, l: QueueLimit) {
+        *self.replica.lock().unwrap_or_else(|e| e.into_inner()) = l;
+    }
+
+    /// Whether a queue now holding `queued` bytes is over its limits.
+    fn over_limit(&self, l: &QueueLimit, o: &Outbox, queued: u64) -> bool {
+        if l.hard > 0 && queued > l.hard {
+            return true;
+        }
+        if l.soft == 0 || queued <= l.soft {
+            o.over_soft_since.store(0, Ordering::Relaxed);
+            return false;
+        }
+        let now = self.born.elapsed().as_millis() as u64 + 1;
+        match o.over_soft_since.load(Ordering::Relaxed) {
+            0 => {
+                o.over_soft_since.store(now, Ordering::Relaxed);
+                false
+            }
+            since => now.saturating_sub(since) >= l.soft_secs * 1000,
+        }
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Inner> {
         self.inner.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -210,7 +305,9 @@ impl PubSub {
     pub fn attach(&self, client: u64, proto: Protocol) -> Inbox {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        self.write().clients.insert(client, Outbox { tx, queued: queued.clone(), proto });
+        self.write()
+            .clients
+            .insert(client, Outbox { tx, queued: queued.clone(), proto, over_soft_since: AtomicU64::new(0) });
         Inbox {
             rx,
             queued,
@@ -305,6 +402,7 @@ impl PubSub {
         }
         let mut evict = Vec::new();
         let mut receivers = 0;
+        let limit = self.queue_limit();
         {
             let g = self.read();
             // Each receiving client's share, in the order they first got one.
@@ -341,7 +439,7 @@ impl PubSub {
             for s in out {
                 let Some(o) = g.clients.get(&s.client) else { continue };
                 let n = s.bytes.len();
-                if o.queued.fetch_add(n, Ordering::Relaxed) + n > SUBSCRIBER_QUEUE_BYTES {
+                if self.over_limit(&limit, o, (o.queued.fetch_add(n, Ordering::Relaxed) + n) as u64) {
                     o.queued.fetch_sub(n, Ordering::Relaxed);
                     evict.push(s.client);
                 } else if o.tx.send(s.bytes.freeze()).is_ok() {
@@ -523,5 +621,47 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, fit);
+    }
+
+    #[tokio::test]
+    async fn limits_set_at_run_time_hard_off_and_soft_after_its_seconds() {
+        let ps = PubSub::default();
+        let mut rx = ps.attach(1, Protocol::Resp2);
+        ps.subscribe(1, Bytes::from_static(b"c"), false);
+        let one = size(b"m") as u64;
+        // No hard limit: twice the default, unread, is kept.
+        ps.set_queue_limit(QueueLimit { hard: 0, soft: 0, soft_secs: 0 });
+        for _ in 0..2 * SUBSCRIBER_QUEUE_BYTES as u64 / one {
+            assert_eq!(ps.publish(b"c", b"m"), 1);
+        }
+        assert!(!ps.is_idle());
+        while rx.try_recv_bytes().is_some() {}
+        // A soft limit of 10 messages for 0 s: the message that goes over
+        // starts its clock, the next one past it disconnects.
+        ps.set_queue_limit(QueueLimit { hard: 0, soft: 10 * one, soft_secs: 0 });
+        for _ in 0..11 {
+            assert_eq!(ps.publish(b"c", b"m"), 1);
+        }
+        // Read below the soft limit: its clock starts over.
+        while rx.try_recv_bytes().is_some() {}
+        assert_eq!(ps.publish(b"c", b"m"), 1);
+        for _ in 0..10 {
+            assert_eq!(ps.publish(b"c", b"m"), 1);
+        }
+        assert_eq!(ps.publish(b"c", b"m"), 0, "over the soft limit a second time in a row");
+        assert!(ps.is_idle());
+        // A soft limit with seconds to go: over it, still subscribed.
+        let mut rx = ps.attach(2, Protocol::Resp2);
+        ps.subscribe(2, Bytes::from_static(b"c"), false);
+        ps.set_queue_limit(QueueLimit { hard: 20 * one, soft: 5 * one, soft_secs: 60 });
+        for _ in 0..20 {
+            assert_eq!(ps.publish(b"c", b"m"), 1);
+        }
+        assert_eq!(ps.publish(b"c", b"m"), 0, "the hard limit still holds");
+        let mut n = 0;
+        while rx.recv().await.is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 20);
     }
 }

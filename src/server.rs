@@ -72,6 +72,8 @@ impl Server {
     /// [`Server::run`] while clients are already answered.
     pub async fn new(listener: TcpListener, config: Config) -> std::io::Result<Server> {
         let pubsub = Arc::new(PubSub::default());
+        pubsub.set_queue_limit(config.client_output_buffer_limit.pubsub);
+        pubsub.set_replica_limit(config.client_output_buffer_limit.replica);
         let notifier = Arc::new(Notifier::new(config.notify_keyspace_events, pubsub.clone()));
         let store = Store::new(config.store_config(), Clock::new(), notifier);
         let port = listener.local_addr()?.port();

@@ -117,6 +117,59 @@ async fn idle_clients_are_closed_but_subscribers_are_not() {
     assert!(read_some(&mut sub).await.contains("pong"), "subscriber still served");
 }
 
+/// A subscriber that stops reading is cut off past the pub/sub hard limit,
+/// as in Redis (the flag sets it, CONFIG SET moves it, 0 turns it off); one
+/// within the limit keeps every message.
+#[tokio::test]
+async fn a_subscriber_that_stops_reading_is_cut_off_at_its_output_limit() {
+    let t = Tokend::start(&["--client-output-buffer-limit", "pubsub 1mb 0 0"]);
+    let port = t.addr.port();
+    assert_eq!(
+        cli(port, &["CONFIG", "GET", "client-output-buffer-limit"]).lines().nth(1),
+        Some("normal 0 0 0 slave 268435456 67108864 60 pubsub 1048576 0 0")
+    );
+    let mut c = t.conn().await;
+    let payload = "x".repeat(100_000);
+    // What loopback's socket buffers take before the server's queue grows:
+    // enough messages to pass them and the limit.
+    let flood = async |c: &mut redis::aio::MultiplexedConnection, n: usize| {
+        for _ in 0..n {
+            let _: i64 = redis::cmd("PUBLISH").arg("c").arg(&payload).query_async(c).await.unwrap();
+        }
+    };
+    // PUBLISH answers how many subscribers got the message.
+    let numsub = async |c: &mut redis::aio::MultiplexedConnection| {
+        let n: i64 = redis::cmd("PUBLISH").arg("c").arg("probe").query_async(c).await.unwrap();
+        n
+    };
+    let mut sub = TcpStream::connect(t.addr).await.unwrap();
+    sub.write_all(b"SUBSCRIBE c\r\n").await.unwrap();
+    assert!(read_some(&mut sub).await.contains("subscribe"));
+    // 20 MB: under the default 32 MB, over 1 MB whatever the socket
+    // buffers (a few MB on loopback) took.
+    flood(&mut c, 200).await;
+    assert_eq!(numsub(&mut c).await, 0, "cut off past 1 MB queued");
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sub.read_to_end(&mut all)).await.expect("closed").unwrap();
+    assert!(all.len() < 20_000_000, "the server closed it before the end: {} bytes", all.len());
+    // No limit: the same flood, unread, stays queued and is read whole.
+    assert_eq!(cli(port, &["CONFIG", "SET", "client-output-buffer-limit", "pubsub 0 0 0"]), "OK");
+    let mut sub = TcpStream::connect(t.addr).await.unwrap();
+    sub.write_all(b"SUBSCRIBE c\r\n").await.unwrap();
+    assert!(read_some(&mut sub).await.contains("subscribe"));
+    flood(&mut c, 400).await;
+    assert_eq!(numsub(&mut c).await, 1, "no limit: still subscribed");
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    while got < 400 * payload.len() {
+        let n = tokio::time::timeout(Duration::from_secs(10), sub.read(&mut buf)).await.expect("messages").unwrap();
+        assert!(n > 0, "closed after {got} bytes");
+        got += buf[..n].iter().filter(|&&b| b == b'x').count();
+    }
+    assert_eq!(got, 400 * payload.len(), "every message whole");
+    assert_eq!(numsub(&mut c).await, 1);
+}
+
 #[tokio::test]
 async fn tls_with_redis_cli() {
     let dir = std::env::temp_dir().join(format!("tokend-tls-{}", std::process::id()));

@@ -224,10 +224,17 @@ fn parameters(ctx: &Ctx) -> Vec<(&'static str, String)> {
             "latency-monitor-threshold" => *val = ctx.store.latency().threshold_ms().to_string(),
             "idle-poll-us" => *val = ctx.idle_poll.limit_us().to_string(),
             "idle-nap-us" => *val = ctx.idle_poll.nap_us().to_string(),
+            "client-output-buffer-limit" => *val = output_limits(ctx).to_redis(),
             _ => {}
         }
     }
     v
+}
+
+/// The client output buffer limits in force.
+fn output_limits(ctx: &Ctx) -> crate::config::OutputBufferLimit {
+    let ps = &ctx.pubsub;
+    crate::config::OutputBufferLimit { replica: ps.replica_limit(), pubsub: ps.queue_limit() }
 }
 
 /// `CONFIG GET pattern [pattern ...]`.
@@ -245,13 +252,14 @@ pub fn config_get(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
 }
 
 /// The settings that change at run time, as `CONFIG SET` takes them.
-const SETTABLE: [&str; 6] = [
+const SETTABLE: [&str; 7] = [
     "notify-keyspace-events",
     "slowlog-log-slower-than",
     "slowlog-max-len",
     "latency-monitor-threshold",
     "idle-poll-us",
     "idle-nap-us",
+    "client-output-buffer-limit",
 ];
 
 /// A checked `CONFIG SET` value.
@@ -262,6 +270,7 @@ enum NewValue {
     Threshold(u64),
     IdlePoll(u64),
     IdleNap(u64),
+    OutputLimits(crate::config::OutputBufferLimit),
 }
 
 /// `CONFIG SET parameter value [parameter value ...]`: every pair is checked
@@ -302,6 +311,9 @@ pub fn config_set(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
             "idle-nap-us" => idle_us(val, crate::idle_poll::MAX_NAP_US, c.ctx.idle_poll.is_hooked())
                 .map(NewValue::IdleNap)
                 .map_err(|e| bad(&e)),
+            "client-output-buffer-limit" => crate::config::OutputBufferLimit::parse(val, output_limits(c.ctx))
+                .map(NewValue::OutputLimits)
+                .map_err(|e| bad(&e)),
             _ => val.parse().map(NewValue::Threshold).map_err(|_| bad(&"argument couldn't be parsed into an integer")),
         };
         match v {
@@ -317,6 +329,11 @@ pub fn config_set(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
             NewValue::Threshold(ms) => c.ctx.store.latency().set_threshold_ms(ms),
             NewValue::IdlePoll(us) => c.ctx.idle_poll.set_limit_us(us),
             NewValue::IdleNap(us) => c.ctx.idle_poll.set_nap_us(us),
+            NewValue::OutputLimits(l) => {
+                let ps = &c.ctx.pubsub;
+                ps.set_queue_limit(l.pubsub);
+                ps.set_replica_limit(l.replica);
+            }
         }
     }
     Ok(Reply::ok().into())
