@@ -679,5 +679,7 @@ mod tests {
             assert!(OutputBufferLimit::parse(bad, d).is_err(), "{bad:?}");
         }
         assert!(parse_memory("99999999999999gb").is_err(), "overflow");
+        let huge = OutputBufferLimit::parse("pubsub 0 1 18446744073709551615", d).unwrap();
+        assert_eq!(huge.pubsub.soft_secs, u64::MAX, "taken; the broker's clock saturates");
     }
 }

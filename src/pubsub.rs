@@ -288,7 +288,7 @@ impl PubSub {
                 o.over_soft_since.store(now, Ordering::Relaxed);
                 false
             }
-            since => now.saturating_sub(since) >= l.soft_secs * 1000,
+            since => now.saturating_sub(since) >= l.soft_secs.saturating_mul(1000),
         }
     }
 
@@ -658,6 +658,13 @@ mod tests {
             assert_eq!(ps.publish(b"c", b"m"), 1);
         }
         assert_eq!(ps.publish(b"c", b"m"), 0, "the hard limit still holds");
+        // Seconds past any clock: over the soft limit for good, never cut off by it.
+        let _rx3 = ps.attach(3, Protocol::Resp2);
+        ps.subscribe(3, Bytes::from_static(b"c"), false);
+        ps.set_queue_limit(QueueLimit { hard: 0, soft: one, soft_secs: u64::MAX });
+        for _ in 0..10 {
+            assert_eq!(ps.publish(b"c", b"m"), 1);
+        }
         let mut n = 0;
         while rx.recv().await.is_some() {
             n += 1;
