@@ -264,6 +264,30 @@ impl PubSub {
         self.soft_secs.store(l.soft_secs, Ordering::Relaxed);
     }
 
+    /// `PUBSUB CHANNELS [pattern]`: the channels with at least one
+    /// subscriber (not patterns), those matching `pattern` if given.
+    pub fn active_channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
+        let g = self.read();
+        let mut v: Vec<Bytes> = g
+            .channels
+            .iter()
+            .filter(|(c, set)| !set.is_empty() && pattern.is_none_or(|p| glob::matches(p, c)))
+            .map(|(c, _)| c.clone())
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// `PUBSUB NUMSUB`: subscribers of `channel` (patterns not counted).
+    pub fn subscribers_of(&self, channel: &[u8]) -> usize {
+        self.read().channels.get(channel).map_or(0, HashSet::len)
+    }
+
+    /// `PUBSUB NUMPAT`: distinct patterns subscribed to.
+    pub fn patterns_subscribed(&self) -> usize {
+        self.read().patterns.values().filter(|set| !set.is_empty()).count()
+    }
+
     /// The replica class's limit (unused).
     pub fn replica_limit(&self) -> QueueLimit {
         *self.replica.lock().unwrap_or_else(|e| e.into_inner())

@@ -170,6 +170,47 @@ async fn a_subscriber_that_stops_reading_is_cut_off_at_its_output_limit() {
     assert_eq!(numsub(&mut c).await, 1);
 }
 
+/// `PUBSUB CHANNELS`, `NUMSUB` and `NUMPAT` answer as redis-server does for
+/// the same subscriptions (CHANNELS in any order, as Redis's is unordered).
+#[tokio::test]
+async fn pubsub_introspection_answers_as_redis_does() {
+    let t = Tokend::start(&[]);
+    let r = procs::RedisProc::start();
+    let mut seen = Vec::new();
+    for (port, addr) in [(t.addr.port(), t.addr), (r.port, format!("127.0.0.1:{}", r.port).parse().unwrap())] {
+        let mut subs = Vec::new();
+        for (cmds, confirmations) in
+            [("SUBSCRIBE news sport\r\n", 2), ("SUBSCRIBE news\r\nPSUBSCRIBE n*\r\n", 2), ("PSUBSCRIBE n* s*\r\n", 2)]
+        {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(cmds.as_bytes()).await.unwrap();
+            let mut got = String::new();
+            while got.matches("subscribe").count() < confirmations {
+                got.push_str(&read_some(&mut s).await);
+            }
+            subs.push(s);
+        }
+        let sorted = |out: String| {
+            let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+            v.sort();
+            v.join(",")
+        };
+        let answers = vec![
+            sorted(cli(port, &["PUBSUB", "CHANNELS"])),
+            sorted(cli(port, &["PUBSUB", "CHANNELS", "s*"])),
+            cli(port, &["PUBSUB", "NUMSUB", "news", "sport", "none"]).replace('\n', ","),
+            cli(port, &["PUBSUB", "NUMSUB"]),
+            cli(port, &["PUBSUB", "NUMPAT"]),
+            cli(port, &["PUBSUB", "NUMPAT", "extra"]).split(' ').next().unwrap_or("").to_string(),
+            cli(port, &["PUBSUB", "NOPE"]).split(' ').next().unwrap_or("").to_string(),
+        ];
+        drop(subs);
+        seen.push(answers);
+    }
+    assert_eq!(seen[0], ["news,sport", "sport", "news,2,sport,1,none,0", "", "2", "ERR", "ERR"]);
+    assert_eq!(seen[0], seen[1], "tokend, then redis-server");
+}
+
 #[tokio::test]
 async fn tls_with_redis_cli() {
     let dir = std::env::temp_dir().join(format!("tokend-tls-{}", std::process::id()));

@@ -1,5 +1,6 @@
-//! `SUBSCRIBE`, `PSUBSCRIBE`, `UNSUBSCRIBE`, `PUNSUBSCRIBE`, `PUBLISH` on the
-//! server's own broker, which also carries the keyspace notifications.
+//! `SUBSCRIBE`, `PSUBSCRIBE`, `UNSUBSCRIBE`, `PUNSUBSCRIBE`, `PUBLISH` and
+//! `PUBSUB` on the server's own broker, which also carries the keyspace
+//! notifications.
 
 use super::{Call, Outcome, Session};
 use crate::parse::{Parse, ParseError};
@@ -88,4 +89,52 @@ pub fn publish(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let msg = p.next_bytes()?;
     p.finish()?;
     Ok(Reply::Integer(c.ctx.pubsub.publish(&channel, &msg) as i64).into())
+}
+
+/// `PUBSUB CHANNELS [pattern]`.
+pub fn pubsub_channels(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    let pattern = if p.remaining() > 0 { Some(p.next_bytes()?) } else { None };
+    p.finish()?;
+    Ok(Reply::Array(c.ctx.pubsub.active_channels(pattern.as_deref()).into_iter().map(Reply::Bulk).collect()).into())
+}
+
+/// `PUBSUB NUMSUB [channel ...]`: a flat list of channel, count pairs (as
+/// Redis answers, in RESP3 too).
+pub fn pubsub_numsub(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    let mut out = Vec::new();
+    while p.remaining() > 0 {
+        let ch = p.next_bytes()?;
+        let n = c.ctx.pubsub.subscribers_of(&ch);
+        out.push(Reply::Bulk(ch));
+        out.push(Reply::Integer(n as i64));
+    }
+    Ok(Reply::Array(out).into())
+}
+
+/// `PUBSUB NUMPAT`.
+pub fn pubsub_numpat(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    p.finish()?;
+    Ok(Reply::Integer(c.ctx.pubsub.patterns_subscribed() as i64).into())
+}
+
+/// `PUBSUB HELP`.
+pub fn pubsub_help(_: &mut Parse, _: &mut Call) -> Result<Outcome, ParseError> {
+    Ok(Reply::Array(
+        [
+            "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "CHANNELS [<pattern>]",
+            "    Return the currently active channels matching a <pattern> (default: '*').",
+            "NUMPAT",
+            "    Return number of subscriptions to patterns.",
+            "NUMSUB [<channel> ...]",
+            "    Return the number of subscribers for the specified channels, excluding",
+            "    pattern subscriptions(default: no channels).",
+            "HELP",
+            "    Print this help.",
+        ]
+        .into_iter()
+        .map(Reply::status)
+        .collect(),
+    )
+    .into())
 }

@@ -795,6 +795,69 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
         ..CommandSpec::BASE
     },
     CommandSpec {
+        name: "pubsub",
+        arity: -2,
+        flags: flags![],
+        acl_categories: &["@slow"],
+        summary: "A container for Pub/Sub commands",
+        since: "2.8.0",
+        group: "pubsub",
+        complexity: "Depends on subcommand.",
+        subcommands: &[
+            CommandSpec {
+                name: "pubsub|channels",
+                run: Some(pubsub::pubsub_channels),
+                arity: -2,
+                flags: flags![PUBSUB, LOADING, STALE],
+                acl_categories: &["@pubsub", "@slow"],
+                summary: "Return the active channels",
+                since: "2.8.0",
+                group: "pubsub",
+                complexity: "O(N) where N is the number of active channels, and assuming constant time pattern matching (relatively short channels and patterns)",
+                args: &[Arg::new("pattern", ArgType::Pattern).flags(&["optional"])],
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "pubsub|numsub",
+                run: Some(pubsub::pubsub_numsub),
+                arity: -2,
+                flags: flags![PUBSUB, LOADING, STALE],
+                acl_categories: &["@pubsub", "@slow"],
+                summary: "Get the count of subscribers for channels",
+                since: "2.8.0",
+                group: "pubsub",
+                complexity: "O(N) for the NUMSUB subcommand, where N is the number of requested channels",
+                args: &[Arg::new("channel", ArgType::String).flags(&["optional", "multiple"])],
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "pubsub|numpat",
+                run: Some(pubsub::pubsub_numpat),
+                arity: 2,
+                flags: flags![PUBSUB, LOADING, STALE],
+                acl_categories: &["@pubsub", "@slow"],
+                summary: "Get the count of unique patterns pattern subscriptions",
+                since: "2.8.0",
+                group: "pubsub",
+                complexity: "O(1)",
+                ..CommandSpec::BASE
+            },
+            CommandSpec {
+                name: "pubsub|help",
+                run: Some(pubsub::pubsub_help),
+                arity: 2,
+                flags: flags![LOADING, STALE],
+                acl_categories: &["@slow"],
+                summary: "Show helpful text about the different subcommands",
+                since: "6.2.0",
+                group: "pubsub",
+                complexity: "O(1)",
+                ..CommandSpec::BASE
+            },
+        ],
+        ..CommandSpec::BASE
+    },
+    CommandSpec {
         name: "time",
         run: Some(server_info::time),
         arity: 1,
