@@ -506,7 +506,7 @@ mod tests {
     #[test]
     fn count_is_the_number_of_top_level_commands() {
         assert_eq!(run(&["COUNT"]), Reply::Integer(all().len() as i64));
-        assert_eq!(all().len(), 51, "27, five transaction, eleven key, four operator and four cluster commands");
+        assert_eq!(all().len(), 52, "28, five transaction, eleven key, four operator and four cluster commands");
     }
 
     #[test]
