@@ -63,6 +63,11 @@ impl Reply {
         Reply::Simple(Bytes::from_static(s.as_bytes()))
     }
 
+    /// A `HELP` subcommand's answer: its lines as status replies.
+    pub fn help(lines: &[&'static str]) -> Reply {
+        Reply::Array(lines.iter().copied().map(Reply::status).collect())
+    }
+
     /// A bulk string from static text.
     pub fn bulk_static(s: &'static str) -> Reply {
         Reply::Bulk(Bytes::from_static(s.as_bytes()))

@@ -147,27 +147,22 @@ pub fn no_evict(p: &mut Parse, _: &mut Call) -> Result<Outcome, ParseError> {
 
 /// `CLIENT HELP`.
 pub fn help(_: &mut Parse, _: &mut Call) -> Result<Outcome, ParseError> {
-    Ok(Reply::Array(
-        [
-            "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-            "GETNAME",
-            "    Return the name of the current connection.",
-            "ID",
-            "    Return the ID of the current connection.",
-            "INFO",
-            "    Return information about the current client connection.",
-            "LIST [TYPE <normal|pubsub>] [ID <id> [<id> ...]]",
-            "    Return information about client connections.",
-            "SETNAME <name>",
-            "    Assign the name <name> to the current connection.",
-            "SETINFO <LIB-NAME|LIB-VER> <value>",
-            "    Set client meta attr.",
-            "HELP",
-            "    Print this help.",
-        ]
-        .into_iter()
-        .map(Reply::status)
-        .collect(),
-    )
+    Ok(Reply::help(&[
+        "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "GETNAME",
+        "    Return the name of the current connection.",
+        "ID",
+        "    Return the ID of the current connection.",
+        "INFO",
+        "    Return information about the current client connection.",
+        "LIST [TYPE <normal|pubsub>] [ID <id> [<id> ...]]",
+        "    Return information about client connections.",
+        "SETNAME <name>",
+        "    Assign the name <name> to the current connection.",
+        "SETINFO <LIB-NAME|LIB-VER> <value>",
+        "    Set client meta attr.",
+        "HELP",
+        "    Print this help.",
+    ])
     .into())
 }

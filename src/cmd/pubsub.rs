@@ -119,22 +119,17 @@ pub fn pubsub_numpat(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError>
 
 /// `PUBSUB HELP`.
 pub fn pubsub_help(_: &mut Parse, _: &mut Call) -> Result<Outcome, ParseError> {
-    Ok(Reply::Array(
-        [
-            "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-            "CHANNELS [<pattern>]",
-            "    Return the currently active channels matching a <pattern> (default: '*').",
-            "NUMPAT",
-            "    Return number of subscriptions to patterns.",
-            "NUMSUB [<channel> ...]",
-            "    Return the number of subscribers for the specified channels, excluding",
-            "    pattern subscriptions(default: no channels).",
-            "HELP",
-            "    Print this help.",
-        ]
-        .into_iter()
-        .map(Reply::status)
-        .collect(),
-    )
+    Ok(Reply::help(&[
+        "PUBSUB <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "CHANNELS [<pattern>]",
+        "    Return the currently active channels matching a <pattern> (default: '*').",
+        "NUMPAT",
+        "    Return number of subscriptions to patterns.",
+        "NUMSUB [<channel> ...]",
+        "    Return the number of subscribers for the specified channels, excluding",
+        "    pattern subscriptions(default: no channels).",
+        "HELP",
+        "    Print this help.",
+    ])
     .into())
 }

@@ -360,23 +360,18 @@ pub fn config_resetstat(_: &mut Parse, c: &mut Call) -> Result<Outcome, ParseErr
 
 /// `CONFIG HELP`.
 pub fn config_help(_: &mut Parse, _: &mut Call) -> Result<Outcome, ParseError> {
-    Ok(Reply::Array(
-        [
-            "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-            "GET <pattern>",
-            "    Return parameters matching the glob-like <pattern> and their values.",
-            "SET <directive> <value>",
-            "    Set the configuration <directive> to <value> (notify-keyspace-events,",
-            "    slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold,",
-            "    idle-poll-us, idle-nap-us, client-output-buffer-limit).",
-            "RESETSTAT",
-            "    Reset statistics reported by the INFO command.",
-            "HELP",
-            "    Print this help.",
-        ]
-        .into_iter()
-        .map(Reply::status)
-        .collect(),
-    )
+    Ok(Reply::help(&[
+        "CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        "GET <pattern>",
+        "    Return parameters matching the glob-like <pattern> and their values.",
+        "SET <directive> <value>",
+        "    Set the configuration <directive> to <value> (notify-keyspace-events,",
+        "    slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold,",
+        "    idle-poll-us, idle-nap-us, client-output-buffer-limit).",
+        "RESETSTAT",
+        "    Reset statistics reported by the INFO command.",
+        "HELP",
+        "    Print this help.",
+    ])
     .into())
 }
