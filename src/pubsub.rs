@@ -169,9 +169,6 @@ pub struct PubSub {
     soft_secs: AtomicU64,
     /// The soft limit's clock.
     born: std::time::Instant,
-    /// The replica class's limit: tokend has no replicas; kept so that
-    /// CONFIG GET shows what CONFIG SET set.
-    replica: std::sync::Mutex<QueueLimit>,
 }
 
 impl Default for PubSub {
@@ -185,7 +182,6 @@ impl Default for PubSub {
             soft: AtomicU64::new(l.soft),
             soft_secs: AtomicU64::new(l.soft_secs),
             born: std::time::Instant::now(),
-            replica: std::sync::Mutex::new(QueueLimit::REPLICA),
         }
     }
 }
@@ -288,22 +284,17 @@ impl PubSub {
         self.read().patterns.values().filter(|set| !set.is_empty()).count()
     }
 
-    /// The replica class's limit (unused).
-    pub fn replica_limit(&self) -> QueueLimit {
-        *self.replica.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn set_replica_limit(&self, l: QueueLimit) {
-        *self.replica.lock().unwrap_or_else(|e| e.into_inner()) = l;
-    }
-
     /// Whether a queue now holding `queued` bytes is over its limits.
     fn over_limit(&self, l: &QueueLimit, o: &Outbox, queued: u64) -> bool {
         if l.hard > 0 && queued > l.hard {
             return true;
         }
         if l.soft == 0 || queued <= l.soft {
-            o.over_soft_since.store(0, Ordering::Relaxed);
+            // Load first: with the soft limit off (the default) this is
+            // every burst, and a store would dirty the cache line each time.
+            if o.over_soft_since.load(Ordering::Relaxed) != 0 {
+                o.over_soft_since.store(0, Ordering::Relaxed);
+            }
             return false;
         }
         let now = self.born.elapsed().as_millis() as u64 + 1;

@@ -73,7 +73,6 @@ impl Server {
     pub async fn new(listener: TcpListener, config: Config) -> std::io::Result<Server> {
         let pubsub = Arc::new(PubSub::default());
         pubsub.set_queue_limit(config.client_output_buffer_limit.pubsub);
-        pubsub.set_replica_limit(config.client_output_buffer_limit.replica);
         let notifier = Arc::new(Notifier::new(config.notify_keyspace_events, pubsub.clone()));
         let store = Store::new(config.store_config(), Clock::new(), notifier);
         let port = listener.local_addr()?.port();
@@ -108,6 +107,7 @@ impl Server {
             latency_monitor_threshold: config.latency_monitor_threshold,
             idle_poll_us: config.idle_poll_us,
             idle_hooks: config.idle_hooks.clone(),
+            replica_output_limit: config.client_output_buffer_limit.replica,
         };
         let metrics = bind_optional(&config.metrics_addr, "--metrics-addr").await?;
         let http = bind_optional(&config.http_addr, "--http-addr").await?;

@@ -81,6 +81,10 @@ pub struct Ctx {
     /// Polling or napping before the runtime's thread sleeps
     /// (`--idle-poll-us`, `--idle-nap-us`).
     pub idle_poll: Arc<crate::idle_poll::IdlePoll>,
+    /// `client-output-buffer-limit`'s replica class: tokend has no
+    /// replicas, so it limits nothing; kept so that CONFIG GET shows what
+    /// CONFIG SET set.
+    pub replica_output_limit: std::sync::Mutex<crate::pubsub::QueueLimit>,
 }
 
 /// The settings commands read (the server's configuration, flattened).
@@ -108,6 +112,8 @@ pub struct Settings {
     pub idle_poll_us: u64,
     /// The poller state the runtime's park hooks were given, if they were.
     pub idle_hooks: Option<Arc<crate::idle_poll::IdlePoll>>,
+    /// `client-output-buffer-limit`'s replica class, as configured.
+    pub replica_output_limit: crate::pubsub::QueueLimit,
 }
 
 impl Default for Settings {
@@ -126,6 +132,7 @@ impl Default for Settings {
             latency_monitor_threshold: crate::store::DEFAULT_LATENCY_THRESHOLD_MS,
             idle_poll_us: crate::idle_poll::DEFAULT_LIMIT_US,
             idle_hooks: None,
+            replica_output_limit: crate::pubsub::QueueLimit::REPLICA,
         }
     }
 }
@@ -140,6 +147,7 @@ impl Ctx {
             // Without the park hooks nothing naps: CONFIG GET says 0.
             .unwrap_or_else(|| Arc::new(crate::idle_poll::IdlePoll::new(settings.idle_poll_us, 0)));
         Ctx {
+            replica_output_limit: std::sync::Mutex::new(settings.replica_output_limit),
             cmdstats: stats::CommandStats::new(settings.slowlog_log_slower_than, settings.slowlog_max_len),
             store,
             pubsub,

@@ -233,8 +233,8 @@ fn parameters(ctx: &Ctx) -> Vec<(&'static str, String)> {
 
 /// The client output buffer limits in force.
 fn output_limits(ctx: &Ctx) -> crate::config::OutputBufferLimit {
-    let ps = &ctx.pubsub;
-    crate::config::OutputBufferLimit { replica: ps.replica_limit(), pubsub: ps.queue_limit() }
+    let replica = *ctx.replica_output_limit.lock().unwrap_or_else(|e| e.into_inner());
+    crate::config::OutputBufferLimit { replica, pubsub: ctx.pubsub.queue_limit() }
 }
 
 /// `CONFIG GET pattern [pattern ...]`.
@@ -330,9 +330,8 @@ pub fn config_set(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
             NewValue::IdlePoll(us) => c.ctx.idle_poll.set_limit_us(us),
             NewValue::IdleNap(us) => c.ctx.idle_poll.set_nap_us(us),
             NewValue::OutputLimits(l) => {
-                let ps = &c.ctx.pubsub;
-                ps.set_queue_limit(l.pubsub);
-                ps.set_replica_limit(l.replica);
+                c.ctx.pubsub.set_queue_limit(l.pubsub);
+                *c.ctx.replica_output_limit.lock().unwrap_or_else(|e| e.into_inner()) = l.replica;
             }
         }
     }
