@@ -20,7 +20,7 @@ use crate::glob;
 use crate::reply::{Protocol, put_bulk_string, put_push, put_push_header};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 
@@ -169,6 +169,9 @@ pub struct PubSub {
     soft_secs: AtomicU64,
     /// The soft limit's clock.
     born: std::time::Instant,
+    /// Set when a burst left some subscriber's queue past half its hard
+    /// limit; [`PubSub::congested`] looks closer only while it is set.
+    filling: AtomicBool,
 }
 
 impl Default for PubSub {
@@ -182,6 +185,7 @@ impl Default for PubSub {
             soft: AtomicU64::new(l.soft),
             soft_secs: AtomicU64::new(l.soft_secs),
             born: std::time::Instant::now(),
+            filling: AtomicBool::new(false),
         }
     }
 }
@@ -284,10 +288,32 @@ impl PubSub {
         self.read().patterns.values().filter(|set| !set.is_empty()).count()
     }
 
+    /// True while some subscriber's queue holds more than half its hard
+    /// limit. The expiry drivers wait (a bounded time) while it is: on a
+    /// busy core they can produce events faster than the runtime's thread
+    /// gets to write them, and a subscriber that reads as fast as it can
+    /// would be cut off for the server's own lag. One relaxed load unless a
+    /// burst passed the half mark.
+    pub fn congested(&self) -> bool {
+        if !self.filling.load(Ordering::Relaxed) {
+            return false;
+        }
+        let half = self.hard.load(Ordering::Relaxed) / 2;
+        let g = self.read();
+        let full = half > 0 && g.clients.values().any(|o| o.queued.load(Ordering::Relaxed) as u64 > half);
+        if !full {
+            self.filling.store(false, Ordering::Relaxed);
+        }
+        full
+    }
+
     /// Whether a queue now holding `queued` bytes is over its limits.
     fn over_limit(&self, l: &QueueLimit, o: &Outbox, queued: u64) -> bool {
         if l.hard > 0 && queued > l.hard {
             return true;
+        }
+        if l.hard > 0 && queued > l.hard / 2 {
+            self.filling.store(true, Ordering::Relaxed);
         }
         if l.soft == 0 || queued <= l.soft {
             // Load first: with the soft limit off (the default) this is
@@ -685,5 +711,32 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 20);
+    }
+
+    #[test]
+    fn congested_while_a_queue_is_past_half_its_hard_limit() {
+        let ps = PubSub::default();
+        let mut rx = ps.attach(1, Protocol::Resp2);
+        let _quiet = ps.attach(2, Protocol::Resp2);
+        ps.subscribe(1, Bytes::from_static(b"c"), false);
+        ps.subscribe(2, Bytes::from_static(b"d"), false);
+        let one = size(b"m") as u64;
+        ps.set_queue_limit(QueueLimit { hard: 10 * one, soft: 0, soft_secs: 0 });
+        for _ in 0..5 {
+            assert_eq!(ps.publish(b"c", b"m"), 1);
+        }
+        assert!(!ps.congested(), "half full is not past half");
+        assert_eq!(ps.publish(b"c", b"m"), 1);
+        assert!(ps.congested());
+        assert!(ps.congested(), "until it is read");
+        rx.try_recv_bytes().unwrap();
+        assert!(!ps.congested(), "back at half");
+        assert!(!ps.filling.load(Ordering::Relaxed), "so the next look is one load");
+        // Without a hard limit there is no half mark.
+        ps.set_queue_limit(QueueLimit { hard: 0, soft: 0, soft_secs: 0 });
+        for _ in 0..100 {
+            assert_eq!(ps.publish(b"c", b"m"), 1);
+        }
+        assert!(!ps.congested());
     }
 }

@@ -170,6 +170,49 @@ async fn a_subscriber_that_stops_reading_is_cut_off_at_its_output_limit() {
     assert_eq!(numsub(&mut c).await, 1);
 }
 
+/// A field of `INFO section`, as a number.
+fn info_field(port: u16, section: &str, field: &str) -> u64 {
+    let out = cli(port, &["INFO", section]);
+    let prefix = format!("{field}:");
+    let line = out.lines().find_map(|l| l.strip_prefix(prefix.as_str()));
+    line.unwrap_or_else(|| panic!("no {field} in {out}")).trim().parse().unwrap()
+}
+
+/// A mass expiry's events fill an unread subscriber's queue: the expiry
+/// threads pause once it is past half its limit (so that a subscriber
+/// lagging only because the server's writes lag is not cut off), but the
+/// pause is bounded, so a subscriber that stopped reading is still cut off
+/// at the limit, and every token still expires.
+#[tokio::test]
+async fn expiry_waits_for_a_filling_subscriber_but_still_cuts_off_one_that_stopped() {
+    let t = Tokend::start(&["--client-output-buffer-limit", "pubsub 2mb 0 0"]);
+    let port = t.addr.port();
+    let mut sub = TcpStream::connect(t.addr).await.unwrap();
+    sub.write_all(b"SUBSCRIBE __keyevent@0__:expired\r\n").await.unwrap();
+    assert!(read_some(&mut sub).await.contains("subscribe"));
+    assert_eq!(info_field(port, "expiry", "expiry_subscriber_waits"), 0);
+    // 200k events of about 90 bytes: 18 MB, far past the 2 MB limit and
+    // what loopback's socket buffers hold. A batch of expiries is at most
+    // 4,096 events (under 0.4 MB), so the queue passes the half mark
+    // before it passes the limit.
+    for _ in 0..2 {
+        let out = cli(port, &["TOKEN.GEN", "p", "PX", "300", "COUNT", "100000"]);
+        assert_eq!(out.lines().count(), 100_000, "{}", &out[..out.len().min(200)]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while info_field(port, "expiry", "expiries_expired") < 200_000 {
+        assert!(Instant::now() < deadline, "every token expires, waits or not");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let waits = info_field(port, "expiry", "expiry_subscriber_waits");
+    assert!(waits > 0, "the expiry threads paused for the filling queue");
+    assert!(info_field(port, "expiry", "expiry_subscriber_wait_usec") > 0);
+    assert_eq!(cli(port, &["PUBSUB", "NUMSUB", "__keyevent@0__:expired"]).lines().nth(1), Some("0"), "cut off");
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sub.read_to_end(&mut all)).await.expect("closed").unwrap();
+    assert!(all.len() < 18_000_000, "cut off before the end: {} bytes", all.len());
+}
+
 /// `PUBSUB CHANNELS`, `NUMSUB` and `NUMPAT` answer as redis-server does for
 /// the same subscriptions (CHANNELS in any order, as Redis's is unordered).
 #[tokio::test]

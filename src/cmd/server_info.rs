@@ -155,6 +155,9 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             kv("expiry_lateness_p99_usec", &(late.percentile(99.0) as u64));
             kv("expiry_lateness_p99_9_usec", &(late.percentile(99.9) as u64));
             kv("expiry_lateness_max_usec", &late.max());
+            let (waits, waited_us) = ctx.store.subscriber_waits();
+            kv("expiry_subscriber_waits", &waits);
+            kv("expiry_subscriber_wait_usec", &waited_us);
             kv("pending_timers", &ctx.store.pending_timers());
         }
         "commandstats" => {

@@ -18,6 +18,11 @@
 //!   1 ms on average; measured in the commit that brought the threads). It
 //!   follows tokio's clock, so the store tests drive it on paused time.
 //!
+//! The thread drivers also pause while a subscriber's queue is past half
+//! its limit ([`wait_for_subscribers`]). A task driver needs no pause: it
+//! runs on the runtime's thread, between the writers, and yields to them
+//! between batches.
+//!
 //! Between deadlines a driver also spreads its shard's next big wheel
 //! cascade ahead of its time ([`crate::wheel::Wheel::prepare`]), a chunk
 //! per lock hold, so that a slot of millions of entries (a pool filled at
@@ -95,6 +100,11 @@ impl Store {
             self.shard_cells()[idx].wake_at.store(next, Ordering::Release);
             next
         })
+    }
+
+    fn note_subscriber_wait(&self, waited: std::time::Duration) {
+        self.shared.subscriber_waits.fetch_add(1, Ordering::Relaxed);
+        self.shared.subscriber_wait_us.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Spreads one chunk of shard `idx`'s next big cascade. `None`: the
@@ -222,6 +232,37 @@ const BACKLOG_PAUSE: std::time::Duration = std::time::Duration::from_micros(20);
 /// shard by as much.
 const SLOW_TICK: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// The longest a thread driver waits for subscribers after a tick (see
+/// [`wait_for_subscribers`]): the tick itself holds the lock at most
+/// 1 ms (`fire::BATCH_TIME`), so while a subscriber lags, expiry goes on
+/// at a third of its speed or more.
+const SUBSCRIBER_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// How often a waiting driver looks at the subscribers' queues again.
+const SUBSCRIBER_RECHECK: std::time::Duration = std::time::Duration::from_micros(100);
+
+/// Waits, at most [`SUBSCRIBER_WAIT`], while a subscriber's queue is past
+/// half its limit (`PubSub::congested`). Expiry events are made on the
+/// driver's thread and written on the runtime's: where the two share a
+/// core, a mass expiry can make them faster than they are written, and a
+/// subscriber reading as fast as it can was cut off at its limit (one of
+/// five runs of the 10M-token bench) for the server's own lag. Waiting
+/// gives the core to the writer. The wait is bounded, so a subscriber that
+/// is slow itself still fills its queue and is cut off, and slows expiry
+/// for everyone else only until then. Expiry stays exact while it waits:
+/// a command judges a token by its own deadline.
+fn wait_for_subscribers(store: &Store) {
+    let pubsub = store.notifier().pubsub();
+    if !pubsub.congested() {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed() < SUBSCRIBER_WAIT && pubsub.congested() {
+        thread::sleep(SUBSCRIBER_RECHECK);
+    }
+    store.note_subscriber_wait(start.elapsed());
+}
+
 fn note_slow_tick(idx: usize, started: std::time::Instant) {
     let took = started.elapsed();
     if took > SLOW_TICK {
@@ -266,6 +307,7 @@ fn drive_thread(store: Store, idx: usize, stop: &AtomicBool) {
         let started = std::time::Instant::now();
         let mut next = store.tick(idx);
         note_slow_tick(idx, started);
+        wait_for_subscribers(&store);
         while !stop.load(Ordering::Acquire) {
             let step = std::time::Instant::now();
             match prepare_step(&store, idx, next) {

@@ -165,6 +165,10 @@ struct Shared {
     /// Expiries so far: lifetimes ended, leases ended (INFO stats).
     expired_total: AtomicU64,
     lease_expired_total: AtomicU64,
+    /// Times an expiry driver waited for subscribers to catch up, and µs
+    /// waited in all (INFO expiry; see `expiry::wait_for_subscribers`).
+    subscriber_waits: AtomicU64,
+    subscriber_wait_us: AtomicU64,
     next_waiter_id: AtomicU64,
     /// Versions handed to watched pools when they change (WATCH).
     next_version: AtomicU64,
@@ -406,6 +410,8 @@ impl Store {
                 remembered_total: Default::default(),
                 expired_total: AtomicU64::new(0),
                 lease_expired_total: AtomicU64::new(0),
+                subscriber_waits: AtomicU64::new(0),
+                subscriber_wait_us: AtomicU64::new(0),
                 next_waiter_id: AtomicU64::new(1),
                 next_version: AtomicU64::new(1),
                 hasher: BuildHasherDefault::default(),
@@ -466,10 +472,18 @@ impl Store {
         (self.shared.expired_total.load(Ordering::Relaxed), self.shared.lease_expired_total.load(Ordering::Relaxed))
     }
 
+    /// Times the expiry drivers waited for subscribers to catch up, and µs
+    /// waited in all.
+    pub fn subscriber_waits(&self) -> (u64, u64) {
+        (self.shared.subscriber_waits.load(Ordering::Relaxed), self.shared.subscriber_wait_us.load(Ordering::Relaxed))
+    }
+
     /// Sets the expiry counters and lateness back to zero (`CONFIG RESETSTAT`).
     pub fn reset_counters(&self) {
         self.shared.expired_total.store(0, Ordering::Relaxed);
         self.shared.lease_expired_total.store(0, Ordering::Relaxed);
+        self.shared.subscriber_waits.store(0, Ordering::Relaxed);
+        self.shared.subscriber_wait_us.store(0, Ordering::Relaxed);
         for cell in self.shared.shards.iter() {
             lock(&cell.state).lateness = crate::hist::Hist::default();
         }
