@@ -169,8 +169,8 @@ pub struct PubSub {
     soft_secs: AtomicU64,
     /// The soft limit's clock.
     born: std::time::Instant,
-    /// Set when a burst left some subscriber's queue past half its hard
-    /// limit; [`PubSub::congested`] looks closer only while it is set.
+    /// Set when a burst leaves some subscriber's queue past half its hard
+    /// limit; cleared by [`PubSub::filling`].
     filling: AtomicBool,
 }
 
@@ -288,23 +288,24 @@ impl PubSub {
         self.read().patterns.values().filter(|set| !set.is_empty()).count()
     }
 
+    /// True if a burst since the last call left some subscriber's queue
+    /// past half its hard limit, and one still is. The expiry drivers then
+    /// wait (a bounded time, while [`PubSub::past_half`]): on a busy core
+    /// they can make events faster than the runtime's thread gets to write
+    /// them, and a subscriber that reads as fast as it can would be cut off
+    /// for the server's own lag. Only a burst since the last call counts:
+    /// a subscriber that stopped reading with its queue past half, and gets
+    /// nothing more, is not waited for again and again. One relaxed load
+    /// unless a burst passed the half mark.
+    pub fn filling(&self) -> bool {
+        self.filling.load(Ordering::Relaxed) && self.filling.swap(false, Ordering::Relaxed) && self.past_half()
+    }
+
     /// True while some subscriber's queue holds more than half its hard
-    /// limit. The expiry drivers wait (a bounded time) while it is: on a
-    /// busy core they can produce events faster than the runtime's thread
-    /// gets to write them, and a subscriber that reads as fast as it can
-    /// would be cut off for the server's own lag. One relaxed load unless a
-    /// burst passed the half mark.
-    pub fn congested(&self) -> bool {
-        if !self.filling.load(Ordering::Relaxed) {
-            return false;
-        }
+    /// limit.
+    pub fn past_half(&self) -> bool {
         let half = self.hard.load(Ordering::Relaxed) / 2;
-        let g = self.read();
-        let full = half > 0 && g.clients.values().any(|o| o.queued.load(Ordering::Relaxed) as u64 > half);
-        if !full {
-            self.filling.store(false, Ordering::Relaxed);
-        }
-        full
+        half > 0 && self.read().clients.values().any(|o| o.queued.load(Ordering::Relaxed) as u64 > half)
     }
 
     /// Whether a queue now holding `queued` bytes is over its limits.
@@ -714,7 +715,7 @@ mod tests {
     }
 
     #[test]
-    fn congested_while_a_queue_is_past_half_its_hard_limit() {
+    fn filling_when_a_burst_leaves_a_queue_past_half_its_hard_limit() {
         let ps = PubSub::default();
         let mut rx = ps.attach(1, Protocol::Resp2);
         let _quiet = ps.attach(2, Protocol::Resp2);
@@ -725,18 +726,24 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(ps.publish(b"c", b"m"), 1);
         }
-        assert!(!ps.congested(), "half full is not past half");
+        assert!(!ps.filling() && !ps.past_half(), "half full is not past half");
         assert_eq!(ps.publish(b"c", b"m"), 1);
-        assert!(ps.congested());
-        assert!(ps.congested(), "until it is read");
-        rx.try_recv_bytes().unwrap();
-        assert!(!ps.congested(), "back at half");
+        assert!(ps.filling());
+        assert!(!ps.filling(), "no burst since: not again, though still past half");
+        assert!(ps.past_half(), "until it is read");
+        assert_eq!(ps.publish(b"c", b"m"), 1);
+        assert!(ps.filling(), "the next burst");
+        // Read after the burst: nothing to wait for.
+        assert_eq!(ps.publish(b"c", b"m"), 1);
+        while rx.try_recv_bytes().is_some() {}
+        assert!(!ps.past_half());
+        assert!(!ps.filling(), "back under half");
         assert!(!ps.filling.load(Ordering::Relaxed), "so the next look is one load");
         // Without a hard limit there is no half mark.
         ps.set_queue_limit(QueueLimit { hard: 0, soft: 0, soft_secs: 0 });
         for _ in 0..100 {
             assert_eq!(ps.publish(b"c", b"m"), 1);
         }
-        assert!(!ps.congested());
+        assert!(!ps.filling() && !ps.past_half());
     }
 }

@@ -242,7 +242,8 @@ const SUBSCRIBER_WAIT: std::time::Duration = std::time::Duration::from_millis(2)
 const SUBSCRIBER_RECHECK: std::time::Duration = std::time::Duration::from_micros(100);
 
 /// Waits, at most [`SUBSCRIBER_WAIT`], while a subscriber's queue is past
-/// half its limit (`PubSub::congested`). Expiry events are made on the
+/// half its limit, if a burst of events took it there since the last look
+/// (`PubSub::filling`). Expiry events are made on the
 /// driver's thread and written on the runtime's: where the two share a
 /// core, a mass expiry can make them faster than they are written, and a
 /// subscriber reading as fast as it can was cut off at its limit (one of
@@ -253,11 +254,11 @@ const SUBSCRIBER_RECHECK: std::time::Duration = std::time::Duration::from_micros
 /// a command judges a token by its own deadline.
 fn wait_for_subscribers(store: &Store) {
     let pubsub = store.notifier().pubsub();
-    if !pubsub.congested() {
+    if !pubsub.filling() {
         return;
     }
     let start = std::time::Instant::now();
-    while start.elapsed() < SUBSCRIBER_WAIT && pubsub.congested() {
+    while start.elapsed() < SUBSCRIBER_WAIT && pubsub.past_half() {
         thread::sleep(SUBSCRIBER_RECHECK);
     }
     store.note_subscriber_wait(start.elapsed());
