@@ -838,7 +838,7 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
   echo
   echo '```sh'
   if [ -n "$BASELINE" ]; then
-    echo "BENCH_SECS=$SECS BENCH_BASELINE=/path/to/baseline/tokend BENCH_BASELINE_LABEL='$BASE_DESC' scripts/bench.sh"
+    echo "BENCH_SECS=$SECS BENCH_BASELINE=/path/to/baseline/tokend BENCH_BASELINE_LABEL='$BASE_DESC'${BASE_TARGET:+ BENCH_BASELINE_TARGET=$BASE_TARGET} scripts/bench.sh"
   else
     echo "BENCH_SECS=$SECS scripts/bench.sh"
   fi
@@ -908,7 +908,7 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
     for w in "${BASE_WORKLOADS[@]}"; do
       rb_=$(pair_ratios "base-new-$w" "base-old-$w" | median)
       [ -n "$rb_" ] || rb_=n/a
-      echo "| $w ($(base_args "$w" | sed 's/--tokens [0-9]*//; s/ *$//')), this build against \`$BASE_DESC\`, ops/s: medians of $OBS_ROUNDS adjacent pairs of ${ACQ_SECS} s runs, both servers up at once; the ratio is the median of the pairs' ratios ($(pair_ratios "base-new-$w" "base-old-$w" | paste -sd' ')) | $(fmt_int "$(pair_runs "base-new-$w" | median)") | baseline $(fmt_int "$(pair_runs "base-old-$w" | median)") | $rb_× | ${BASE_TARGET:+≥ $BASE_TARGET×}${BASE_TARGET:-—} | $([ -n "$BASE_TARGET" ] && ge "$rb_" "$BASE_TARGET" || echo —) |"
+      echo "| $w ($(base_args "$w" | sed 's/--tokens [0-9]*//; s/ *$//')), this build against \`$BASE_DESC\`, ops/s: medians of $OBS_ROUNDS adjacent pairs of ${ACQ_SECS} s runs, both servers up at once; the ratio is the median of the pairs' ratios ($(pair_ratios "base-new-$w" "base-old-$w" | paste -sd' ')) | $(fmt_int "$(pair_runs "base-new-$w" | median)") | baseline $(fmt_int "$(pair_runs "base-old-$w" | median)") | $rb_× | $([ -n "$BASE_TARGET" ] && echo "≥ $BASE_TARGET×" || echo —) | $([ -n "$BASE_TARGET" ] && ge "$rb_" "$BASE_TARGET" || echo —) |"
     done
   fi
   echo
