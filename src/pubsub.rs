@@ -428,6 +428,17 @@ impl PubSub {
         (g.channels.len(), g.patterns.len())
     }
 
+    /// Bytes of messages queued for `client` and not yet taken by its
+    /// connection (0 if it is not a subscriber): `CLIENT LIST`'s `omem`.
+    pub fn queued_bytes(&self, client: u64) -> usize {
+        self.read().clients.get(&client).map_or(0, |o| o.queued.load(Ordering::Relaxed))
+    }
+
+    /// The largest [`PubSub::queued_bytes`] of any subscriber now.
+    pub fn largest_queue(&self) -> usize {
+        self.read().clients.values().map(|o| o.queued.load(Ordering::Relaxed)).max().unwrap_or(0)
+    }
+
     /// Delivers `payload` on `channel`; returns how many clients received it.
     pub fn publish(&self, channel: &[u8], payload: &[u8]) -> usize {
         self.publish_many(&[(channel, payload)])

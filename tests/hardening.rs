@@ -159,6 +159,16 @@ async fn a_subscriber_that_stops_reading_is_cut_off_at_its_output_limit() {
     assert!(read_some(&mut sub).await.contains("subscribe"));
     flood(&mut c, 400).await;
     assert_eq!(numsub(&mut c).await, 1, "no limit: still subscribed");
+    // What it has not taken shows as its omem, as in Redis: 40 MB less what
+    // the socket buffers took (a few MB).
+    let omem = |port: u16| -> u64 {
+        let list = cli(port, &["CLIENT", "LIST", "TYPE", "pubsub"]);
+        let field = list.split(' ').find_map(|f| f.strip_prefix("omem=")).expect("a subscriber");
+        field.parse().unwrap()
+    };
+    let queued = omem(port);
+    assert!(queued > 20_000_000, "omem {queued}");
+    assert!(info_field(port, "clients", "client_recent_max_output_buffer") > 20_000_000);
     let mut got = 0usize;
     let mut buf = vec![0u8; 1 << 16];
     while got < 400 * payload.len() {
@@ -168,6 +178,13 @@ async fn a_subscriber_that_stops_reading_is_cut_off_at_its_output_limit() {
     }
     assert_eq!(got, 400 * payload.len(), "every message whole");
     assert_eq!(numsub(&mut c).await, 1);
+    // The probes are taken by its connection as it writes them, on its own.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while omem(port) > 0 {
+        assert!(Instant::now() < deadline, "all taken: omem {}", omem(port));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(info_field(port, "clients", "client_recent_max_output_buffer"), 0);
 }
 
 /// A field of `INFO section`, as a number.

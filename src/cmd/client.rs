@@ -17,9 +17,10 @@ pub fn validate_name(name: &[u8]) -> Result<(), ParseError> {
     Ok(())
 }
 
-/// One `CLIENT LIST` line, with Redis's fields (memory fields are not
-/// tracked per client and read 0).
-fn describe(m: &ClientMeta) -> String {
+/// One `CLIENT LIST` line, with Redis's fields. `omem` is a subscriber's
+/// queued messages (what `client-output-buffer-limit` limits); the other
+/// memory fields are not tracked per client and read 0.
+fn describe(m: &ClientMeta, omem: usize) -> String {
     let n = m.name.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let age = m.created.elapsed().as_secs();
     let idle = m.created.elapsed().as_millis().saturating_sub(m.last_active_ms.load(Ordering::Relaxed) as u128) / 1000;
@@ -32,7 +33,7 @@ fn describe(m: &ClientMeta) -> String {
     let _ = write!(
         s,
         "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} \
-         qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} \
+         qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r cmd={} \
          user=default redir=-1 resp={} lib-name={} lib-ver={}",
         m.id,
         m.addr,
@@ -44,6 +45,8 @@ fn describe(m: &ClientMeta) -> String {
         n.sub,
         n.psub,
         n.multi.map_or(-1, |q| q as i64),
+        omem,
+        omem,
         n.last_cmd,
         n.resp,
         n.lib_name,
@@ -87,7 +90,8 @@ pub fn setinfo(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
 
 /// `CLIENT INFO`.
 pub fn info(_: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
-    Ok(Reply::Verbatim(format!("{}\n", describe(&c.session.meta)).into()).into())
+    Ok(Reply::Verbatim(format!("{}\n", describe(&c.session.meta, c.ctx.pubsub.queued_bytes(c.session.id))).into())
+        .into())
 }
 
 /// `CLIENT LIST [TYPE normal|pubsub|master|replica] [ID id ...]`.
@@ -125,7 +129,7 @@ pub fn list(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
                 continue;
             }
         }
-        out.push_str(&describe(&m));
+        out.push_str(&describe(&m, c.ctx.pubsub.queued_bytes(m.id)));
         out.push('\n');
     }
     Ok(Reply::Verbatim(out.into()).into())

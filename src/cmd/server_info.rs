@@ -85,6 +85,7 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
         "clients" => {
             kv("connected_clients", &ctx.clients.len());
             kv("maxclients", &ctx.settings.maxclients);
+            kv("client_recent_max_output_buffer", &ctx.pubsub.largest_queue());
             let (ch, pat) = ctx.pubsub.counts();
             kv("pubsub_channels", &ch);
             kv("pubsub_patterns", &pat);
