@@ -51,9 +51,11 @@ pub enum SlotState {
     /// This node is claiming it and loading its pools (`-TRYAGAIN`).
     Importing,
     /// This node is handing it to another (its index in
-    /// [`Cluster::nodes`], or [`NO_NODE`]): commands are redirected there
-    /// (which answers `-TRYAGAIN` until it has it), this node's writes of
-    /// it are still flushed.
+    /// [`Cluster::nodes`], or [`NO_NODE`]): commands get `-TRYAGAIN` (the
+    /// other node cannot have it before this one released it, and may not
+    /// know yet that it will: a `-MOVED` there could come straight back,
+    /// and a client following redirects without a pause gives up after a
+    /// few), this node's writes of it are still flushed.
     Migrating(u16),
     /// Another node (its index in [`Cluster::nodes`]) serves it.
     Other(u16),
@@ -250,17 +252,29 @@ impl Cluster {
         }
         match state {
             SlotState::Mine => Route::Here,
-            SlotState::Importing => Route::TryAgain,
-            SlotState::Migrating(i) | SlotState::Other(i) => match self.nodes().get(i as usize) {
+            SlotState::Importing | SlotState::Migrating(_) => Route::TryAgain,
+            SlotState::Other(i) => match self.nodes().get(i as usize) {
                 // A node on this very address is an earlier process here
                 // (killed, its entry not lapsed yet): no redirect to itself.
                 Some(n) if n.addr() == self.me.addr() => Route::TryAgain,
                 Some(n) => Route::Moved(slot, n.addr()),
-                None if i == NO_NODE => Route::TryAgain,
                 None => Route::Down("Hash slot not served"),
             },
             SlotState::Unowned => Route::Down("Hash slot not served"),
         }
+    }
+
+    /// Where a blocked client of a slot that left this node is sent: the
+    /// node it is being handed to (`-MOVED`, as Redis answers a blocked
+    /// client whose slot moved), else as [`Cluster::route`].
+    pub fn redirect(&self, slot: u16) -> Route {
+        if let SlotState::Migrating(i) = self.state(slot)
+            && let Some(n) = self.nodes().get(i as usize)
+            && n.addr() != self.me.addr()
+        {
+            return Route::Moved(slot, n.addr());
+        }
+        self.route(slot)
     }
 
     /// The node each slot is routed to (this one for its own, importing
@@ -270,8 +284,10 @@ impl Cluster {
         let nodes = self.nodes();
         let owner = |slot: u16| -> Option<Node> {
             match self.state(slot) {
-                SlotState::Mine | SlotState::Importing | SlotState::Migrating(NO_NODE) => Some(self.me.clone()),
-                SlotState::Other(i) | SlotState::Migrating(i) => nodes.get(i as usize).cloned(),
+                // A slot being handed over is answered here (`-TRYAGAIN`)
+                // until it is released.
+                SlotState::Mine | SlotState::Importing | SlotState::Migrating(_) => Some(self.me.clone()),
+                SlotState::Other(i) => nodes.get(i as usize).cloned(),
                 SlotState::Unowned => None,
             }
         };
@@ -418,13 +434,17 @@ mod tests {
         c.set_state(1, SlotState::Mine);
         c.set_state(2, SlotState::Other(1));
         c.set_state(3, SlotState::Importing);
+        c.set_state(5, SlotState::Migrating(1));
         assert!(matches!(c.route(1), Route::Down(_)), "not serving before a heartbeat");
         c.renewed(Instant::now(), std::time::Duration::from_secs(10));
         assert_eq!(c.route(1), Route::Here);
         assert_eq!(c.route(2), Route::Moved(2, "127.0.0.1:7001".into()));
         assert_eq!(c.route(3), Route::TryAgain);
         assert!(matches!(c.route(4), Route::Down(_)));
-        assert_eq!(c.ranges().len(), 3, "slot 1 here, 2 there, 3 here");
+        assert_eq!(c.route(5), Route::TryAgain, "being handed over: not a MOVED the other may send back");
+        assert_eq!(c.redirect(5), Route::Moved(5, "127.0.0.1:7001".into()), "a blocked client is told where");
+        assert_eq!(c.redirect(3), Route::TryAgain);
+        assert_eq!(c.ranges().len(), 4, "slot 1 here, 2 there, 3 here, (4 nobody's), 5 still here");
         c.stop_serving();
         assert!(matches!(c.route(1), Route::Down(_)));
         assert_eq!(c.route(2), Route::Moved(2, "127.0.0.1:7001".into()), "redirects still");

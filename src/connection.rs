@@ -511,7 +511,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 /// The reply of a blocked ACQUIRE whose pool's hash slot left this node:
 /// where the slot went (`-MOVED`), or `-TRYAGAIN` while it is on its way.
 fn moved(ctx: &Ctx, pool: &[u8]) -> Reply {
-    let route = ctx.cluster().map(|cl| cl.route(crate::cluster::keyslot(pool)));
+    let route = ctx.cluster().map(|cl| cl.redirect(crate::cluster::keyslot(pool)));
     match route.and_then(|r| r.error()) {
         Some(e) => Reply::Error(e),
         None => Reply::error(crate::cluster::Route::TryAgain.error().unwrap_or_default()),

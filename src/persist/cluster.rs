@@ -13,8 +13,8 @@
 //! - **Spread.** Every node gives blocks of slots to the live nodes by
 //!   rendezvous hashing with bounded load ([`crate::cluster::targets`]).
 //! - **Handover.** A node that holds a slot another node should have
-//!   redirects its clients there (which answers `-TRYAGAIN` until it has
-//!   the slot), waits for the commands already running, forgets the slot's
+//!   answers its clients `-TRYAGAIN` (then `-MOVED` there once released;
+//!   a node leaving, till it exits), waits for the commands already running, forgets the slot's
 //!   pools (blocked clients get `-MOVED`), flushes its writes, and releases
 //!   the slot's fence (owner emptied, epoch kept); the new owner claims the
 //!   fence with the next epoch and loads the pools.
@@ -220,19 +220,31 @@ impl Membership {
         let map = targets(&live);
         let mut give = Vec::new();
         let mut want = Vec::new();
+        let mut set = Vec::new();
         for slot in 0..SLOTS {
             let t = map[slot as usize] as usize;
             let st = self.cluster.state(slot);
             if t == me {
                 if st != SlotState::Mine {
-                    self.cluster.set_state(slot, SlotState::Importing);
+                    set.push((slot, SlotState::Importing));
                     want.push(slot);
                 }
             } else if held(st) {
                 give.push(slot);
             } else {
-                self.cluster.set_state(slot, SlotState::Other(t as u16));
+                set.push((slot, SlotState::Other(t as u16)));
             }
+        }
+        // A slot's state names its node by its index in the node list: the
+        // list and the states change together, here, or a redirect would
+        // name whichever node took the old index (the list is sorted, so a
+        // node joining or leaving shifts the others).
+        self.cluster.set_nodes(live.clone());
+        for (slot, st) in set {
+            self.cluster.set_state(slot, st);
+        }
+        for &slot in &give {
+            self.cluster.set_state(slot, SlotState::Migrating(map[slot as usize]));
         }
         if !give.is_empty() {
             self.hand_over(&give, |s| Some(map[s as usize])).await;
@@ -285,6 +297,11 @@ impl Membership {
             .await;
         for (r, group) in released {
             match r {
+                // A node leaving keeps answering `-TRYAGAIN` until it exits:
+                // the new owners learn of the departure at their next
+                // heartbeat, and till then they send the slot's clients
+                // back here; a `-MOVED` to them would bounce straight back.
+                Ok(_) if self.left.load(Ordering::Acquire) => {}
                 Ok(_) => {
                     for s in group {
                         let after = target(s).map_or(SlotState::Unowned, SlotState::Other);
@@ -387,8 +404,45 @@ impl Membership {
         pipe.cmd("HDEL").arg(self.keys.owners()).arg(id).ignore();
         if let Err(e) = pipe.query_async::<()>(&mut self.con).await {
             tracing::warn!(error = %e, "cannot leave the cluster membership; the others wait for the node timeout");
+        } else if !others.is_empty() {
+            self.await_new_owners(&mine).await;
         }
         tracing::info!(slots = mine.len(), "left the cluster");
+    }
+
+    /// After leaving: waits, at most the node timeout, until every slot in
+    /// `slots` has a new owner, and then one heartbeat interval more, so
+    /// that the other nodes know this one left before it stops answering.
+    /// Till then a node that does not know yet sends the slot's clients
+    /// here, and they get `-TRYAGAIN` (clients wait before retrying it); a
+    /// closed port would send them back at once, and a client retries a
+    /// refused connection and a `-MOVED` without waiting, so a few rounds
+    /// of that use up its retries.
+    async fn await_new_owners(&mut self, slots: &[u16]) {
+        let until = Instant::now() + self.timeout;
+        let mut open = slots.to_vec();
+        while !open.is_empty() && Instant::now() < until {
+            tokio::time::sleep(self.interval()).await;
+            let reads = open.iter().map(|&s| redis::cmd("HGET").arg(self.keys.fence(s)).arg("owner").clone()).collect();
+            match self.con.query_each::<Option<String>>(reads).await {
+                Ok(owners) => {
+                    open = open
+                        .into_iter()
+                        .zip(owners)
+                        .filter(|(_, o)| o.as_deref().is_none_or(str::is_empty))
+                        .map(|(s, _)| s)
+                        .collect();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the slots' new owners; stopping now");
+                    return;
+                }
+            }
+        }
+        if !open.is_empty() {
+            tracing::warn!(slots = open.len(), "stopping with slots no other node claimed yet");
+        }
+        tokio::time::sleep(self.interval()).await;
     }
 }
 
@@ -478,10 +532,11 @@ impl Heartbeat {
                 Ok(Ok(Some(live))) if !self.left.load(Ordering::Acquire) => {
                     self.cluster.renewed(sent, self.timeout - self.timeout / 3);
                     self.first = false;
-                    if *self.cluster.nodes() != live {
+                    // The membership task sets the node list along with the
+                    // slots' states (see `Membership::tick`).
+                    if self.live.borrow().as_ref().is_some_and(|l| *l != live) {
                         tracing::info!(nodes = live.len(), "cluster membership changed");
                     }
-                    self.cluster.set_nodes(live.clone());
                     let rebuilding = self.lost_until.is_some_and(|t| Instant::now() < t);
                     self.live.send_replace(if rebuilding { None } else { Some(live) });
                 }
