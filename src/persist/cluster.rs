@@ -13,11 +13,12 @@
 //! - **Spread.** Every node gives blocks of slots to the live nodes by
 //!   rendezvous hashing with bounded load ([`crate::cluster::targets`]).
 //! - **Handover.** A node that holds a slot another node should have
-//!   answers its clients `-TRYAGAIN` (then `-MOVED` there once released;
-//!   a node leaving, till it exits), waits for the commands already running, forgets the slot's
-//!   pools (blocked clients get `-MOVED`), flushes its writes, and releases
-//!   the slot's fence (owner emptied, epoch kept); the new owner claims the
-//!   fence with the next epoch and loads the pools.
+//!   answers its clients `-TRYAGAIN`, waits for the commands already
+//!   running, forgets the slot's pools (blocked clients get `-MOVED`),
+//!   flushes its writes, and releases the slot's fence (owner emptied,
+//!   epoch kept), then answers `-MOVED` there (a node leaving: `-TRYAGAIN`
+//!   till another node claimed it); the new owner claims the fence with the
+//!   next epoch and loads the pools.
 //! - **Takeover.** A slot whose fence names an incarnation that is no
 //!   longer live is claimed (compare-and-set on the owner it names) and
 //!   loaded by the node it falls to; what fell due meanwhile fires on load.
