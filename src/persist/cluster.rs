@@ -244,9 +244,8 @@ impl Membership {
         for (slot, st) in set {
             self.cluster.set_state(slot, st);
         }
-        for &slot in &give {
-            self.cluster.set_state(slot, SlotState::Migrating(map[slot as usize]));
-        }
+        // The slots to give keep their states until `hand_over` marks them,
+        // before it first awaits.
         if !give.is_empty() {
             self.hand_over(&give, |s| Some(map[s as usize])).await;
         }
@@ -314,19 +313,24 @@ impl Membership {
         }
     }
 
+    /// The owner each of `slots`' fences names (empty: none).
+    async fn fence_owners(&self, slots: &[u16]) -> redis::RedisResult<Vec<String>> {
+        let reads = slots.iter().map(|&s| redis::cmd("HGET").arg(self.keys.fence(s)).arg("owner").clone()).collect();
+        let owners: Vec<Option<String>> = self.con.query_each(reads).await?;
+        Ok(owners.into_iter().map(Option::unwrap_or_default).collect())
+    }
+
     /// Claims and loads `slots` (this node's share); the claim script
     /// decides which can be taken now.
     async fn claim(&mut self, slots: &[u16]) {
-        let reads = slots.iter().map(|&s| redis::cmd("HGET").arg(self.keys.fence(s)).arg("owner").clone()).collect();
-        let owners: Vec<Option<String>> = match self.con.query_each(reads).await {
+        let owners = match self.fence_owners(slots).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the slots' owners from the backing Redis");
                 return;
             }
         };
-        let todo: Vec<(u16, String)> =
-            slots.iter().copied().zip(owners.into_iter().map(Option::unwrap_or_default)).collect();
+        let todo: Vec<(u16, String)> = slots.iter().copied().zip(owners).collect();
         let started = Instant::now();
         let generation = self.cluster.generation();
         let owner = self.owner();
@@ -424,15 +428,9 @@ impl Membership {
         let mut open = slots.to_vec();
         while !open.is_empty() && Instant::now() < until {
             tokio::time::sleep(self.interval()).await;
-            let reads = open.iter().map(|&s| redis::cmd("HGET").arg(self.keys.fence(s)).arg("owner").clone()).collect();
-            match self.con.query_each::<Option<String>>(reads).await {
+            match self.fence_owners(&open).await {
                 Ok(owners) => {
-                    open = open
-                        .into_iter()
-                        .zip(owners)
-                        .filter(|(_, o)| o.as_deref().is_none_or(str::is_empty))
-                        .map(|(s, _)| s)
-                        .collect();
+                    open = open.into_iter().zip(owners).filter(|(_, o)| o.is_empty()).map(|(s, _)| s).collect();
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the slots' new owners; stopping now");
