@@ -51,11 +51,11 @@ pub enum SlotState {
     /// This node is claiming it and loading its pools (`-TRYAGAIN`).
     Importing,
     /// This node is handing it to another (its index in
-    /// [`Cluster::nodes`], or [`NO_NODE`]): commands get `-TRYAGAIN` (the
-    /// other node cannot have it before this one released it, and may not
-    /// know yet that it will: a `-MOVED` there could come straight back,
-    /// and a client following redirects without a pause gives up after a
-    /// few), this node's writes of it are still flushed.
+    /// [`Cluster::nodes`], or [`NO_NODE`]), or released it and the other
+    /// has not claimed it yet: commands get `-TRYAGAIN` (the other node
+    /// may not know yet that it will have it: a `-MOVED` there could come
+    /// straight back, and a client following redirects without a pause
+    /// gives up after a few), this node's writes of it are still flushed.
     Migrating(u16),
     /// Another node (its index in [`Cluster::nodes`]) serves it.
     Other(u16),

@@ -277,6 +277,60 @@ impl Load {
     }
 }
 
+/// Follows redirects the way a cluster client does, without a pause, for
+/// keys spread over every slot block, from every node in turn, until
+/// stopped; collects each path that came back to a node it had left (a
+/// `-MOVED` loop: a client retrying at once spends its retries in it).
+struct Bounces {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, Vec<String>)>,
+}
+
+impl Bounces {
+    fn start(addrs: &[SocketAddr]) -> Bounces {
+        let stop = Arc::new(AtomicBool::new(false));
+        let starts: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+        let done = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut conns: std::collections::HashMap<String, RawConn> = Default::default();
+            let (mut asked, mut loops) = (0u64, Vec::new());
+            let mut i = 0usize;
+            while !done.load(Ordering::Relaxed) {
+                i += 1;
+                let key = format!("bounce-{}", i % 1024);
+                let mut at = starts[i % starts.len()].clone();
+                let mut path = vec![at.clone()];
+                loop {
+                    if !conns.contains_key(&at) {
+                        conns.insert(at.clone(), RawConn::connect(at.parse().unwrap()).await);
+                    }
+                    asked += 1;
+                    let r = conns.get_mut(&at).unwrap().call(&["TOKEN.STATS", &key]).await;
+                    let Resp::Error(e) = r else { break };
+                    let Some(to) = e.strip_prefix("MOVED ").and_then(|m| m.split(' ').nth(1)) else { break };
+                    if path.iter().any(|p| p == to) {
+                        path.push(to.to_string());
+                        if loops.len() < 10 {
+                            loops.push(format!("{key}: {}", path.join(" -> ")));
+                        }
+                        break;
+                    }
+                    at = to.to_string();
+                    path.push(at.clone());
+                }
+            }
+            (asked, loops)
+        });
+        Bounces { stop, task }
+    }
+
+    /// Stops; (requests sent, the loops found).
+    async fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("the redirect probe failed")
+    }
+}
+
 /// Makes `per_pool` tokens in each of `n` pools; returns the pools.
 async fn fill(addrs: Vec<SocketAddr>, n: usize, per_pool: usize) -> Vec<String> {
     let mut con = cluster_conn(&addrs).await;
@@ -423,17 +477,30 @@ async fn sigterm_hands_the_slots_over_and_a_rolling_restart_fails_nothing() {
 #[tokio::test]
 async fn a_fourth_node_joins_under_load_and_takes_a_quarter_of_the_slots() {
     let redis = RedisProc::start();
-    let mut nodes: Vec<Tokend> = (0..3).map(|_| node(&redis, free_port(), &[])).collect();
+    // Heartbeats half a second apart, the nodes started a third of that
+    // apart: each learns of the join at its own time, as on real machines.
+    let timeout = ["--cluster-node-timeout", "10s"];
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node(&redis, free_port(), &timeout));
+        tokio::time::sleep(Duration::from_millis(170)).await;
+    }
     let mut addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     wait_stable(&addrs, Duration::from_secs(10)).await;
     let pools = fill(addrs.clone(), 50, 20).await;
     let load = Load::start(&addrs, &pools, 4).await;
+    let bounces = Bounces::start(&addrs);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    nodes.push(node(&redis, free_port(), &[]));
+    nodes.push(node(&redis, free_port(), &timeout));
     addrs.push(nodes[3].addr);
     wait_stable(&addrs, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (ok, failed, errors) = load.finish().await;
+    // Some blocks move between the old nodes too: each of those goes to a
+    // node that learns of the join at its own next heartbeat.
+    let (asked, loops) = bounces.finish().await;
+    assert!(asked > 200, "{asked} requests");
+    assert!(loops.is_empty(), "redirect loops in {asked} requests: {loops:?}");
     let (_, mine, _) = cluster_info(addrs[3]).await.unwrap();
     assert!((mine - SLOTS / 4).abs() < SLOTS / 4 / 10, "the new node serves {mine} slots");
     assert!(ok > 100, "{ok} cycles");

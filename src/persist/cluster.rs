@@ -16,9 +16,9 @@
 //!   answers its clients `-TRYAGAIN`, waits for the commands already
 //!   running, forgets the slot's pools (blocked clients get `-MOVED`),
 //!   flushes its writes, and releases the slot's fence (owner emptied,
-//!   epoch kept), then answers `-MOVED` there (a node leaving: `-TRYAGAIN`
-//!   till another node claimed it); the new owner claims the fence with the
-//!   next epoch and loads the pools.
+//!   epoch kept); it answers `-MOVED` there once the fence names the new
+//!   owner (a node leaving: `-TRYAGAIN` till it exits); the new owner
+//!   claims the fence with the next epoch and loads the pools.
 //! - **Takeover.** A slot whose fence names an incarnation that is no
 //!   longer live is claimed (compare-and-set on the owner it names) and
 //!   loaded by the node it falls to; what fell due meanwhile fires on load.
@@ -40,7 +40,7 @@ use crate::cluster::{Cluster, NO_NODE, Node, SLOTS, SlotState, keyslot, targets}
 use crate::pubsub::PubSub;
 use crate::store::Store;
 use bytes::Bytes;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -179,6 +179,10 @@ pub struct Membership {
     live_tx: Arc<watch::Sender<Option<Vec<Node>>>>,
     /// Left the cluster (graceful stop): nothing more is done.
     left: Arc<AtomicBool>,
+    /// Slots released to another node that has not claimed them yet, and
+    /// until when to wait for it: they answer `-TRYAGAIN` meanwhile (see
+    /// [`Membership::tick`]).
+    released: HashMap<u16, Instant>,
 }
 
 impl Membership {
@@ -198,6 +202,7 @@ impl Membership {
             live,
             live_tx: Arc::new(live_tx),
             left: Arc::new(AtomicBool::new(false)),
+            released: HashMap::new(),
         })
     }
 
@@ -211,16 +216,28 @@ impl Membership {
     }
 
     /// One round, on the live nodes the heartbeat last saw: hand over what
-    /// others should have and claim what this node should have.
-    pub async fn tick(&mut self) {
+    /// others should have and claim what this node should have. True while
+    /// slots this node released wait for their new owners.
+    ///
+    /// A released slot answers `-TRYAGAIN` until its fence names a new
+    /// owner, not `-MOVED` to the node it goes to: that node learns of the
+    /// change at its own next heartbeat, and till then it sends the slot's
+    /// clients back here (a join moves some blocks between the old nodes
+    /// too). A client follows a `-MOVED` at once, and a few rounds of that
+    /// use up its retries; it waits before retrying a `-TRYAGAIN`.
+    pub async fn tick(&mut self) -> bool {
         if self.left.load(Ordering::Acquire) || !self.cluster.serving() {
-            return;
+            return false;
         }
-        let Some(live) = self.live.borrow_and_update().clone() else { return };
-        let Some(me) = live.iter().position(|n| n.id == self.cluster.me().id) else { return };
+        let Some(live) = self.live.borrow_and_update().clone() else { return false };
+        let Some(me) = live.iter().position(|n| n.id == self.cluster.me().id) else { return false };
         let map = targets(&live);
+        // A lapse dropped them, or a round took them back.
+        let cluster = self.cluster.clone();
+        self.released.retain(|&s, _| matches!(cluster.state(s), SlotState::Migrating(_)));
         let mut give = Vec::new();
         let mut want = Vec::new();
+        let mut waiting = Vec::new();
         let mut set = Vec::new();
         for slot in 0..SLOTS {
             let t = map[slot as usize] as usize;
@@ -229,7 +246,12 @@ impl Membership {
                 if st != SlotState::Mine {
                     set.push((slot, SlotState::Importing));
                     want.push(slot);
+                    self.released.remove(&slot);
                 }
+            } else if self.released.contains_key(&slot) {
+                // Named by its index in the new list, for blocked clients.
+                set.push((slot, SlotState::Migrating(t as u16)));
+                waiting.push(slot);
             } else if held(st) {
                 give.push(slot);
             } else {
@@ -244,10 +266,16 @@ impl Membership {
         for (slot, st) in set {
             self.cluster.set_state(slot, st);
         }
+        if !waiting.is_empty() {
+            self.redirect_claimed(&waiting, &map).await;
+        }
         // The slots to give keep their states until `hand_over` marks them,
         // before it first awaits.
         if !give.is_empty() {
-            self.hand_over(&give, |s| Some(map[s as usize])).await;
+            let until = Instant::now() + self.timeout;
+            for s in self.hand_over(&give, |s| Some(map[s as usize])).await {
+                self.released.insert(s, until);
+            }
         }
         if !want.is_empty() {
             self.claim(&want).await;
@@ -259,13 +287,36 @@ impl Membership {
                 tracing::info!(pools = n, "dropped pools of slots this node does not serve");
             }
         }
+        !self.released.is_empty()
+    }
+
+    /// Of `slots`, released by this node: those another node claimed since
+    /// (or that waited the node timeout for it) are redirected to their
+    /// node in `map`.
+    async fn redirect_claimed(&mut self, slots: &[u16], map: &[u16]) {
+        let owners = match self.fence_owners(slots).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the new owners of released slots");
+                vec![String::new(); slots.len()]
+            }
+        };
+        let now = Instant::now();
+        for (&s, owner) in slots.iter().zip(owners) {
+            if !owner.is_empty() || self.released.get(&s).is_none_or(|&until| now >= until) {
+                self.released.remove(&s);
+                self.cluster.set_state(s, SlotState::Other(map[s as usize]));
+            }
+        }
     }
 
     /// Gives `slots` up, each to `target(slot)` (None: not known): redirect
     /// its clients, wait for the commands already running, forget its pools,
-    /// flush, release its fence. A slot whose fence could not be released
-    /// stays migrating, and the next round tries again.
-    async fn hand_over(&mut self, slots: &[u16], target: impl Fn(u16) -> Option<u16>) {
+    /// flush, release its fence. Returns the slots released; they stay
+    /// migrating (`-TRYAGAIN`), for the caller to redirect when it knows
+    /// where to. A slot whose fence could not be released stays migrating
+    /// too, and the next round tries again.
+    async fn hand_over(&mut self, slots: &[u16], target: impl Fn(u16) -> Option<u16>) -> Vec<u16> {
         tracing::info!(slots = slots.len(), "handing slots over");
         for &s in slots {
             self.cluster.set_state(s, SlotState::Migrating(target(s).unwrap_or(NO_NODE)));
@@ -280,7 +331,7 @@ impl Membership {
         self.store.evict(|p| leaving.contains(&keyslot(p)));
         if !self.backing.flush(self.backing.persist_timeout).await {
             tracing::error!(backlog = self.backing.backlog(), "cannot flush before handing slots over; retrying later");
-            return;
+            return Vec::new();
         }
         let script = redis::Script::new(RELEASE);
         let owner = self.owner();
@@ -295,22 +346,14 @@ impl Membership {
                 async move { (inv.invoke_async::<i64>(&mut c).await, group) }
             })
             .await;
+        let mut done = Vec::new();
         for (r, group) in released {
             match r {
-                // A node leaving keeps answering `-TRYAGAIN` until it exits:
-                // the new owners learn of the departure at their next
-                // heartbeat, and till then they send the slot's clients
-                // back here; a `-MOVED` to them would bounce straight back.
-                Ok(_) if self.left.load(Ordering::Acquire) => {}
-                Ok(_) => {
-                    for s in group {
-                        let after = target(s).map_or(SlotState::Unowned, SlotState::Other);
-                        self.cluster.set_state(s, after);
-                    }
-                }
+                Ok(_) => done.extend(group),
                 Err(e) => tracing::warn!(error = %e, "cannot release slots on the backing Redis; retrying later"),
             }
         }
+        done
     }
 
     /// The owner each of `slots`' fences names (empty: none).
@@ -360,7 +403,9 @@ impl Membership {
                 // Claimed but not loaded: serving them empty would lose
                 // what they hold. Release; the next round tries again.
                 tracing::error!(error = %e, "cannot load claimed slots; releasing them");
-                self.hand_over(&got, |_| None).await;
+                for s in self.hand_over(&got, |_| None).await {
+                    self.cluster.set_state(s, SlotState::Unowned);
+                }
                 return;
             }
         };
@@ -401,6 +446,8 @@ impl Membership {
         let others: Vec<Node> = self.cluster.nodes().iter().filter(|n| n.id != self.cluster.me().id).cloned().collect();
         let map = targets(&others);
         self.cluster.set_nodes(others.clone());
+        // The slots released stay migrating until this node exits (see
+        // `await_new_owners`).
         self.hand_over(&mine, |s| (!others.is_empty()).then(|| map[s as usize])).await;
         let mut pipe = redis::pipe();
         let id = &self.cluster.me().id;
@@ -469,9 +516,12 @@ pub fn spawn(m: Membership, stop: CancellationToken) -> MembershipHandle {
     let task = m.clone();
     tokio::spawn(async move {
         loop {
-            task.lock().await.tick().await;
+            // Released slots answer `-TRYAGAIN` until this round sees them
+            // claimed: looked at more often than the heartbeat.
+            let waiting = task.lock().await.tick().await;
+            let pause = if waiting { every / 5 } else { every };
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(pause) => {}
                 _ = live.changed() => {}
                 _ = stop.cancelled() => return,
             }
