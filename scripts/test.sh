@@ -13,6 +13,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
+  # The cluster tests once more on optimised nodes, as users run them:
+  # handover races show at release speed that debug builds hide.
+  cargo nextest run --release --locked --no-fail-fast --test cluster
 else
   cargo test --workspace --locked --no-fail-fast
+  cargo test --release --locked --no-fail-fast --test cluster
 fi
