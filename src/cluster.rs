@@ -51,12 +51,16 @@ pub enum SlotState {
     /// This node is claiming it and loading its pools (`-TRYAGAIN`).
     Importing,
     /// This node is handing it to another (its index in
-    /// [`Cluster::nodes`], or [`NO_NODE`]), or released it and the other
-    /// has not claimed it yet: commands get `-TRYAGAIN` (the other node
-    /// may not know yet that it will have it: a `-MOVED` there could come
-    /// straight back, and a client following redirects without a pause
-    /// gives up after a few), this node's writes of it are still flushed.
+    /// [`Cluster::nodes`], or [`NO_NODE`]): commands get `-TRYAGAIN` (the
+    /// other node may not know yet that it will have it: a `-MOVED` there
+    /// could come straight back, and a client following redirects without
+    /// a pause gives up after a few), this node's writes of it are still
+    /// flushed.
     Migrating(u16),
+    /// This node released it to another (its index in [`Cluster::nodes`])
+    /// that has not claimed it yet: commands still get `-TRYAGAIN`, for the
+    /// same reason; nothing of it is this node's any more.
+    Released(u16),
     /// Another node (its index in [`Cluster::nodes`]) serves it.
     Other(u16),
 }
@@ -69,6 +73,7 @@ const MINE: u32 = 1;
 const IMPORTING: u32 = 2;
 const OTHER: u32 = 1 << 16;
 const MIGRATING: u32 = 1 << 17;
+const RELEASED: u32 = 1 << 18;
 
 impl SlotState {
     fn pack(self) -> u32 {
@@ -77,6 +82,7 @@ impl SlotState {
             SlotState::Mine => MINE,
             SlotState::Importing => IMPORTING,
             SlotState::Migrating(i) => MIGRATING | u32::from(i),
+            SlotState::Released(i) => RELEASED | u32::from(i),
             SlotState::Other(i) => OTHER | u32::from(i),
         }
     }
@@ -86,6 +92,7 @@ impl SlotState {
             MINE => SlotState::Mine,
             IMPORTING => SlotState::Importing,
             v if v & MIGRATING != 0 => SlotState::Migrating((v & 0xffff) as u16),
+            v if v & RELEASED != 0 => SlotState::Released((v & 0xffff) as u16),
             v if v & OTHER != 0 => SlotState::Other((v & 0xffff) as u16),
             _ => SlotState::Unowned,
         }
@@ -228,8 +235,30 @@ impl Cluster {
         self.nodes.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// Replaces the node list; the caller sets every slot state that names
+    /// a node (by index) along with it.
     pub fn set_nodes(&self, nodes: Vec<Node>) {
         *self.nodes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(nodes);
+    }
+
+    /// Replaces the node list and renames every slot state's node to its
+    /// index in the new list (a node not in it: nobody).
+    pub fn replace_nodes(&self, nodes: Vec<Node>) {
+        let old = self.nodes();
+        let index =
+            |i: u16| old.get(usize::from(i)).and_then(|n| nodes.iter().position(|m| m.id == n.id)).map(|j| j as u16);
+        let states: Vec<SlotState> = (0..SLOTS)
+            .map(|slot| match self.state(slot) {
+                SlotState::Other(i) => index(i).map_or(SlotState::Unowned, SlotState::Other),
+                SlotState::Migrating(i) => SlotState::Migrating(index(i).unwrap_or(NO_NODE)),
+                SlotState::Released(i) => SlotState::Released(index(i).unwrap_or(NO_NODE)),
+                st => st,
+            })
+            .collect();
+        self.set_nodes(nodes);
+        for (slot, st) in (0..SLOTS).zip(states) {
+            self.set_state(slot, st);
+        }
     }
 
     pub fn note_epoch(&self, epoch: u64, mine: bool) {
@@ -246,13 +275,13 @@ impl Cluster {
     /// Where a command on `slot` goes.
     pub fn route(&self, slot: u16) -> Route {
         let state = self.state(slot);
-        let held = matches!(state, SlotState::Mine | SlotState::Importing | SlotState::Migrating(_));
-        if held && !self.serving() {
+        let here = !matches!(state, SlotState::Other(_) | SlotState::Unowned);
+        if here && !self.serving() {
             return Route::Down("this node cannot renew its lease on the backing Redis");
         }
         match state {
             SlotState::Mine => Route::Here,
-            SlotState::Importing | SlotState::Migrating(_) => Route::TryAgain,
+            SlotState::Importing | SlotState::Migrating(_) | SlotState::Released(_) => Route::TryAgain,
             SlotState::Other(i) => match self.nodes().get(i as usize) {
                 // A node on this very address is an earlier process here
                 // (killed, its entry not lapsed yet): no redirect to itself.
@@ -268,7 +297,7 @@ impl Cluster {
     /// node it is being handed to (`-MOVED`, as Redis answers a blocked
     /// client whose slot moved), else as [`Cluster::route`].
     pub fn redirect(&self, slot: u16) -> Route {
-        if let SlotState::Migrating(i) = self.state(slot)
+        if let SlotState::Migrating(i) | SlotState::Released(i) = self.state(slot)
             && let Some(n) = self.nodes().get(i as usize)
             && n.addr() != self.me.addr()
         {
@@ -285,8 +314,10 @@ impl Cluster {
         let owner = |slot: u16| -> Option<Node> {
             match self.state(slot) {
                 // A slot being handed over is answered here (`-TRYAGAIN`)
-                // until it is released.
-                SlotState::Mine | SlotState::Importing | SlotState::Migrating(_) => Some(self.me.clone()),
+                // until its new owner claimed it.
+                SlotState::Mine | SlotState::Importing | SlotState::Migrating(_) | SlotState::Released(_) => {
+                    Some(self.me.clone())
+                }
                 SlotState::Other(i) => nodes.get(i as usize).cloned(),
                 SlotState::Unowned => None,
             }
@@ -304,7 +335,11 @@ impl Cluster {
 
     /// Slots this node is importing or handing over.
     pub fn moving(&self) -> usize {
-        (0..SLOTS).filter(|&s| matches!(self.state(s), SlotState::Importing | SlotState::Migrating(_))).count()
+        (0..SLOTS)
+            .filter(|&s| {
+                matches!(self.state(s), SlotState::Importing | SlotState::Migrating(_) | SlotState::Released(_))
+            })
+            .count()
     }
 
     /// Slots by state: (served here, assigned anywhere).
@@ -435,6 +470,7 @@ mod tests {
         c.set_state(2, SlotState::Other(1));
         c.set_state(3, SlotState::Importing);
         c.set_state(5, SlotState::Migrating(1));
+        c.set_state(6, SlotState::Released(1));
         assert!(matches!(c.route(1), Route::Down(_)), "not serving before a heartbeat");
         c.renewed(Instant::now(), std::time::Duration::from_secs(10));
         assert_eq!(c.route(1), Route::Here);
@@ -444,9 +480,32 @@ mod tests {
         assert_eq!(c.route(5), Route::TryAgain, "being handed over: not a MOVED the other may send back");
         assert_eq!(c.redirect(5), Route::Moved(5, "127.0.0.1:7001".into()), "a blocked client is told where");
         assert_eq!(c.redirect(3), Route::TryAgain);
-        assert_eq!(c.ranges().len(), 4, "slot 1 here, 2 there, 3 here, (4 nobody's), 5 still here");
+        assert_eq!(c.route(6), Route::TryAgain, "released, not claimed yet: not a MOVED either");
+        assert_eq!(c.redirect(6), Route::Moved(6, "127.0.0.1:7001".into()));
+        assert_eq!(c.moving(), 3);
+        assert_eq!(c.ranges().len(), 4, "slot 1 here, 2 there, 3 here, (4 nobody's), 5 and 6 still here");
         c.stop_serving();
         assert!(matches!(c.route(1), Route::Down(_)));
         assert_eq!(c.route(2), Route::Moved(2, "127.0.0.1:7001".into()), "redirects still");
+    }
+
+    #[test]
+    fn replacing_the_node_list_keeps_each_slot_on_its_node() {
+        let n = |id: &str, port: u16| Node { id: id.into(), host: "127.0.0.1".into(), port };
+        let c = Cluster::new(n("b", 7001));
+        c.set_nodes(vec![n("a", 7000), n("b", 7001), n("c", 7002)]);
+        c.renewed(Instant::now(), std::time::Duration::from_secs(10));
+        c.set_state(1, SlotState::Other(0));
+        c.set_state(2, SlotState::Other(2));
+        c.set_state(3, SlotState::Migrating(2));
+        c.set_state(4, SlotState::Mine);
+        c.set_state(5, SlotState::Other(1));
+        // b leaves: c moves from index 2 to 1.
+        c.replace_nodes(vec![n("a", 7000), n("c", 7002)]);
+        assert_eq!(c.route(1), Route::Moved(1, "127.0.0.1:7000".into()));
+        assert_eq!(c.route(2), Route::Moved(2, "127.0.0.1:7002".into()));
+        assert_eq!(c.redirect(3), Route::Moved(3, "127.0.0.1:7002".into()));
+        assert_eq!(c.route(4), Route::Here);
+        assert_eq!(c.state(5), SlotState::Unowned, "a node not in the list any more");
     }
 }

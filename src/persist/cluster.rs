@@ -40,7 +40,7 @@ use crate::cluster::{Cluster, NO_NODE, Node, SLOTS, SlotState, keyslot, targets}
 use crate::pubsub::PubSub;
 use crate::store::Store;
 use bytes::Bytes;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -179,10 +179,6 @@ pub struct Membership {
     live_tx: Arc<watch::Sender<Option<Vec<Node>>>>,
     /// Left the cluster (graceful stop): nothing more is done.
     left: Arc<AtomicBool>,
-    /// Slots released to another node that has not claimed them yet, and
-    /// until when to wait for it: they answer `-TRYAGAIN` meanwhile (see
-    /// [`Membership::tick`]).
-    released: HashMap<u16, Instant>,
 }
 
 impl Membership {
@@ -202,7 +198,6 @@ impl Membership {
             live,
             live_tx: Arc::new(live_tx),
             left: Arc::new(AtomicBool::new(false)),
-            released: HashMap::new(),
         })
     }
 
@@ -219,12 +214,12 @@ impl Membership {
     /// others should have and claim what this node should have. True while
     /// slots this node released wait for their new owners.
     ///
-    /// A released slot answers `-TRYAGAIN` until its fence names a new
-    /// owner, not `-MOVED` to the node it goes to: that node learns of the
-    /// change at its own next heartbeat, and till then it sends the slot's
-    /// clients back here (a join moves some blocks between the old nodes
-    /// too). A client follows a `-MOVED` at once, and a few rounds of that
-    /// use up its retries; it waits before retrying a `-TRYAGAIN`.
+    /// A released slot answers `-TRYAGAIN` until its fence names the node
+    /// it goes to, not `-MOVED` there: that node learns of the change at
+    /// its own next heartbeat, and till then it sends the slot's clients
+    /// back here (a join moves some blocks between the old nodes too). A
+    /// client follows a `-MOVED` at once, and a few rounds of that use up
+    /// its retries; it waits before retrying a `-TRYAGAIN`.
     pub async fn tick(&mut self) -> bool {
         if self.left.load(Ordering::Acquire) || !self.cluster.serving() {
             return false;
@@ -232,9 +227,6 @@ impl Membership {
         let Some(live) = self.live.borrow_and_update().clone() else { return false };
         let Some(me) = live.iter().position(|n| n.id == self.cluster.me().id) else { return false };
         let map = targets(&live);
-        // A lapse dropped them, or a round took them back.
-        let cluster = self.cluster.clone();
-        self.released.retain(|&s, _| matches!(cluster.state(s), SlotState::Migrating(_)));
         let mut give = Vec::new();
         let mut want = Vec::new();
         let mut waiting = Vec::new();
@@ -242,17 +234,20 @@ impl Membership {
         for slot in 0..SLOTS {
             let t = map[slot as usize] as usize;
             let st = self.cluster.state(slot);
+            // Every state that names a node is set again: by its index
+            // in the new list.
             if t == me {
                 if st != SlotState::Mine {
                     set.push((slot, SlotState::Importing));
                     want.push(slot);
-                    self.released.remove(&slot);
                 }
-            } else if self.released.contains_key(&slot) {
-                // Named by its index in the new list, for blocked clients.
-                set.push((slot, SlotState::Migrating(t as u16)));
+            } else if let SlotState::Released(_) = st {
+                set.push((slot, SlotState::Released(t as u16)));
                 waiting.push(slot);
             } else if held(st) {
+                if let SlotState::Migrating(_) = st {
+                    set.push((slot, SlotState::Migrating(t as u16)));
+                }
                 give.push(slot);
             } else {
                 set.push((slot, SlotState::Other(t as u16)));
@@ -267,14 +262,12 @@ impl Membership {
             self.cluster.set_state(slot, st);
         }
         if !waiting.is_empty() {
-            self.redirect_claimed(&waiting, &map).await;
+            waiting = self.redirect_claimed(&waiting, &live, &map).await;
         }
-        // The slots to give keep their states until `hand_over` marks them,
-        // before it first awaits.
         if !give.is_empty() {
-            let until = Instant::now() + self.timeout;
             for s in self.hand_over(&give, |s| Some(map[s as usize])).await {
-                self.released.insert(s, until);
+                self.cluster.set_state(s, SlotState::Released(map[s as usize]));
+                waiting.push(s);
             }
         }
         if !want.is_empty() {
@@ -287,27 +280,33 @@ impl Membership {
                 tracing::info!(pools = n, "dropped pools of slots this node does not serve");
             }
         }
-        !self.released.is_empty()
+        !waiting.is_empty()
     }
 
-    /// Of `slots`, released by this node: those another node claimed since
-    /// (or that waited the node timeout for it) are redirected to their
-    /// node in `map`.
-    async fn redirect_claimed(&mut self, slots: &[u16], map: &[u16]) {
-        let owners = match self.fence_owners(slots).await {
-            Ok(o) => o,
+    /// Of `slots`, released by this node: those whose fence names the node
+    /// `map` gives them to (in `live`) are redirected there; returns the
+    /// others, still waiting. A fence that names another node (claimed on
+    /// another view of the membership) waits too: a `-MOVED` to a node
+    /// that does not hold the slot could come back here.
+    async fn redirect_claimed(&mut self, slots: &[u16], live: &[Node], map: &[u16]) -> Vec<u16> {
+        let holders = match self.fence_holders(slots).await {
+            Ok(h) => h,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the new owners of released slots");
-                vec![String::new(); slots.len()]
+                return slots.to_vec();
             }
         };
-        let now = Instant::now();
-        for (&s, owner) in slots.iter().zip(owners) {
-            if !owner.is_empty() || self.released.get(&s).is_none_or(|&until| now >= until) {
-                self.released.remove(&s);
-                self.cluster.set_state(s, SlotState::Other(map[s as usize]));
+        let mut waiting = Vec::new();
+        for (&s, (owner, addr)) in slots.iter().zip(holders) {
+            let t = map[s as usize];
+            let claimed = !owner.is_empty() && live.get(usize::from(t)).is_some_and(|n| n.addr() == addr);
+            if !claimed {
+                waiting.push(s);
+            } else if let SlotState::Released(_) = self.cluster.state(s) {
+                self.cluster.set_state(s, SlotState::Other(t));
             }
         }
+        waiting
     }
 
     /// Gives `slots` up, each to `target(slot)` (None: not known): redirect
@@ -358,9 +357,18 @@ impl Membership {
 
     /// The owner each of `slots`' fences names (empty: none).
     async fn fence_owners(&self, slots: &[u16]) -> redis::RedisResult<Vec<String>> {
-        let reads = slots.iter().map(|&s| redis::cmd("HGET").arg(self.keys.fence(s)).arg("owner").clone()).collect();
-        let owners: Vec<Option<String>> = self.con.query_each(reads).await?;
-        Ok(owners.into_iter().map(Option::unwrap_or_default).collect())
+        Ok(self.fence_holders(slots).await?.into_iter().map(|(owner, _)| owner).collect())
+    }
+
+    /// The owner and the address each of `slots`' fences names (empty:
+    /// none).
+    async fn fence_holders(&self, slots: &[u16]) -> redis::RedisResult<Vec<(String, String)>> {
+        let reads = slots
+            .iter()
+            .map(|&s| redis::cmd("HMGET").arg(self.keys.fence(s)).arg("owner").arg("addr").clone())
+            .collect();
+        let holders: Vec<(Option<String>, Option<String>)> = self.con.query_each(reads).await?;
+        Ok(holders.into_iter().map(|(o, a)| (o.unwrap_or_default(), a.unwrap_or_default())).collect())
     }
 
     /// Claims and loads `slots` (this node's share); the claim script
@@ -442,10 +450,17 @@ impl Membership {
         if self.left.swap(true, Ordering::AcqRel) {
             return;
         }
-        let mine: Vec<u16> = (0..SLOTS).filter(|&s| held(self.cluster.state(s))).collect();
+        // Released slots too: they answer `-TRYAGAIN` until claimed.
+        let mine: Vec<u16> = (0..SLOTS)
+            .filter(|&s| {
+                let st = self.cluster.state(s);
+                held(st) || matches!(st, SlotState::Released(_))
+            })
+            .collect();
         let others: Vec<Node> = self.cluster.nodes().iter().filter(|n| n.id != self.cluster.me().id).cloned().collect();
         let map = targets(&others);
-        self.cluster.set_nodes(others.clone());
+        // The other nodes' slots stay theirs (till they learn of this).
+        self.cluster.replace_nodes(others.clone());
         // The slots released stay migrating until this node exits (see
         // `await_new_owners`).
         self.hand_over(&mine, |s| (!others.is_empty()).then(|| map[s as usize])).await;
@@ -653,7 +668,7 @@ impl Heartbeat {
         self.cluster.note_moves();
         self.backing.discard_queued();
         for slot in 0..SLOTS {
-            if held(self.cluster.state(slot)) {
+            if !matches!(self.cluster.state(slot), SlotState::Other(_) | SlotState::Unowned) {
                 self.cluster.set_state(slot, SlotState::Unowned);
             }
         }
