@@ -748,6 +748,72 @@ async fn a_backing_redis_that_lost_its_data_gets_every_node_s_state_back() {
     }
 }
 
+/// The address of the node that serves each of `pools`, by `addr`'s
+/// `CLUSTER SLOTS`.
+async fn servers(addr: SocketAddr, pools: &[String]) -> Vec<String> {
+    let mut c = RawConn::connect(addr).await;
+    let slots = c.cmd("CLUSTER SLOTS").await;
+    let mut out = Vec::new();
+    for p in pools {
+        let slot = c.call(&["CLUSTER", "KEYSLOT", p]).await.int();
+        let range = slots.items().iter().find(|r| (r.items()[0].int()..=r.items()[1].int()).contains(&slot));
+        let node = range.map(|r| &r.items()[2]).expect("every slot is served");
+        out.push(format!("{}:{}", node.items()[0].text(), node.items()[1].int()));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_backing_redis_that_loses_its_data_during_a_join_keeps_every_slot_that_stayed_put() {
+    let redis = RedisProc::start();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node(&redis, free_port(), &[]));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    wait_stable(&addrs, Duration::from_secs(10)).await;
+    let pools = fill(addrs.clone(), 100, 5).await;
+    let before = servers(addrs[0], &pools).await;
+    nodes.push(node(&redis, free_port(), &[]));
+    addrs.push(nodes[3].addr);
+    // The data goes as soon as some node is moving slots.
+    let mut conns = Vec::new();
+    for &a in &addrs[..3] {
+        conns.push(RawConn::connect(a).await);
+    }
+    let started = Instant::now();
+    'moving: loop {
+        for c in &mut conns {
+            let text = c.cmd("INFO cluster").await.text();
+            if text.lines().any(|l| l.starts_with("cluster_slots_moving:") && l != "cluster_slots_moving:0") {
+                break 'moving;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "no node started moving slots");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.conn()).unwrap();
+    // Every node writes its slots back, and the join completes: no slot
+    // stays unserved.
+    wait_stable(&addrs, Duration::from_secs(20)).await;
+    let after = servers(addrs[0], &pools).await;
+    let mut con = cluster_conn(&addrs).await;
+    let mut stayed = 0;
+    for (i, p) in pools.iter().enumerate() {
+        let s: Vec<redis::Value> = redis::cmd("TOKEN.STATS").arg(p).query_async(&mut con).await.unwrap();
+        if before[i] == after[i] {
+            // In memory on its node throughout: written back.
+            stayed += 1;
+            assert_eq!(s[1], redis::Value::Int(5), "{p}, served by {} throughout", after[i]);
+        } else {
+            // Mid-handover, the backing Redis held its only copy.
+            assert!(matches!(s[1], redis::Value::Int(0 | 5)), "{p}: {s:?}");
+        }
+    }
+    assert!(stayed > pools.len() / 2, "{stayed} of {} pools stayed put", pools.len());
+}
+
 #[tokio::test]
 async fn redirects_name_the_announced_address() {
     let redis = RedisProc::start();
