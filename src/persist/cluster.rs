@@ -311,10 +311,11 @@ impl Membership {
 
     /// Gives `slots` up, each to `target(slot)` (None: not known): redirect
     /// its clients, wait for the commands already running, forget its pools,
-    /// flush, release its fence. Returns the slots released; they stay
-    /// migrating (`-TRYAGAIN`), for the caller to redirect when it knows
-    /// where to. A slot whose fence could not be released stays migrating
-    /// too, and the next round tries again.
+    /// flush, release its fence. Returns the slots released, still
+    /// migrating: the caller marks them released (or nobody's), which
+    /// recovery from a data loss does not claim back. A slot whose fence
+    /// could not be released stays migrating, and the next round tries
+    /// again.
     async fn hand_over(&mut self, slots: &[u16], target: impl Fn(u16) -> Option<u16>) -> Vec<u16> {
         tracing::info!(slots = slots.len(), "handing slots over");
         for &s in slots {
@@ -450,20 +451,21 @@ impl Membership {
         if self.left.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Released slots too: they answer `-TRYAGAIN` until claimed.
-        let mine: Vec<u16> = (0..SLOTS)
-            .filter(|&s| {
-                let st = self.cluster.state(s);
-                held(st) || matches!(st, SlotState::Released(_))
-            })
-            .collect();
+        let held_now: Vec<u16> = (0..SLOTS).filter(|&s| held(self.cluster.state(s))).collect();
+        // Released earlier and not claimed yet: waited for as well.
+        let mut mine: Vec<u16> =
+            (0..SLOTS).filter(|&s| matches!(self.cluster.state(s), SlotState::Released(_))).collect();
         let others: Vec<Node> = self.cluster.nodes().iter().filter(|n| n.id != self.cluster.me().id).cloned().collect();
         let map = targets(&others);
         // The other nodes' slots stay theirs (till they learn of this).
         self.cluster.replace_nodes(others.clone());
-        // The slots released stay migrating until this node exits (see
+        let target = |s: u16| (!others.is_empty()).then(|| map[s as usize]);
+        // The slots released answer `-TRYAGAIN` until this node exits (see
         // `await_new_owners`).
-        self.hand_over(&mine, |s| (!others.is_empty()).then(|| map[s as usize])).await;
+        for s in self.hand_over(&held_now, target).await {
+            self.cluster.set_state(s, SlotState::Released(target(s).unwrap_or(NO_NODE)));
+        }
+        mine.extend(held_now);
         let mut pipe = redis::pipe();
         let id = &self.cluster.me().id;
         pipe.cmd("ZREM").arg(self.keys.members()).arg(id).ignore();
