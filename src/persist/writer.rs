@@ -601,6 +601,9 @@ impl Writer {
                 tracing::warn!(error = %e, "cannot write the clock offset");
                 return;
             }
+            // Writes wait behind this one: clients are told why, as by
+            // `send` (else they read only "did not answer" meanwhile).
+            self.backing.set_down(describe(&e));
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(1));
         }
