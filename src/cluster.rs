@@ -76,6 +76,12 @@ const MIGRATING: u32 = 1 << 17;
 const RELEASED: u32 = 1 << 18;
 
 impl SlotState {
+    /// Answered by this node (served, or `-TRYAGAIN` while it moves), not
+    /// redirected: what `CLUSTER SLOTS` shows as this node's.
+    pub fn is_here(self) -> bool {
+        !matches!(self, SlotState::Other(_) | SlotState::Unowned)
+    }
+
     fn pack(self) -> u32 {
         match self {
             SlotState::Unowned => UNOWNED,
@@ -275,8 +281,7 @@ impl Cluster {
     /// Where a command on `slot` goes.
     pub fn route(&self, slot: u16) -> Route {
         let state = self.state(slot);
-        let here = !matches!(state, SlotState::Other(_) | SlotState::Unowned);
-        if here && !self.serving() {
+        if state.is_here() && !self.serving() {
             return Route::Down("this node cannot renew its lease on the backing Redis");
         }
         match state {
@@ -312,14 +317,11 @@ impl Cluster {
     pub fn ranges(&self) -> Vec<(u16, u16, Node)> {
         let nodes = self.nodes();
         let owner = |slot: u16| -> Option<Node> {
+            // A slot being handed over is answered here (`-TRYAGAIN`) until
+            // its new owner claimed it.
             match self.state(slot) {
-                // A slot being handed over is answered here (`-TRYAGAIN`)
-                // until its new owner claimed it.
-                SlotState::Mine | SlotState::Importing | SlotState::Migrating(_) | SlotState::Released(_) => {
-                    Some(self.me.clone())
-                }
                 SlotState::Other(i) => nodes.get(i as usize).cloned(),
-                SlotState::Unowned => None,
+                st => st.is_here().then(|| self.me.clone()),
             }
         };
         let mut out: Vec<(u16, u16, Node)> = Vec::new();
@@ -335,11 +337,7 @@ impl Cluster {
 
     /// Slots this node is importing or handing over.
     pub fn moving(&self) -> usize {
-        (0..SLOTS)
-            .filter(|&s| {
-                matches!(self.state(s), SlotState::Importing | SlotState::Migrating(_) | SlotState::Released(_))
-            })
-            .count()
+        (0..SLOTS).map(|s| self.state(s)).filter(|&st| st.is_here() && st != SlotState::Mine).count()
     }
 
     /// Slots by state: (served here, assigned anywhere).

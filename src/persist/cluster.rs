@@ -670,7 +670,7 @@ impl Heartbeat {
         self.cluster.note_moves();
         self.backing.discard_queued();
         for slot in 0..SLOTS {
-            if !matches!(self.cluster.state(slot), SlotState::Other(_) | SlotState::Unowned) {
+            if self.cluster.state(slot).is_here() {
                 self.cluster.set_state(slot, SlotState::Unowned);
             }
         }
