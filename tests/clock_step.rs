@@ -5,9 +5,9 @@
 //! keeps how far the persisted deadlines are from the wall clock, and the
 //! new process converts.
 //!
-//! One test in this file: the step is made to this process's view of the
-//! wall clock (`clock::step_wall_clock_for_tests`), which every server in
-//! the process shares.
+//! The step is made to this process's view of the wall clock
+//! (`clock::step_wall_clock_for_tests`), which every server in the process
+//! shares: the tests here take turns (`STEP`) and undo their steps.
 
 mod common;
 mod procs;
@@ -15,6 +15,10 @@ mod procs;
 use common::{RawConn, TestServer};
 use procs::RedisProc;
 use std::time::{Duration, Instant};
+use tokend::config::Durability;
+
+/// Held by each test for its whole run (when they share a process).
+static STEP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn server(redis: &RedisProc) -> TestServer {
     let url = redis.url();
@@ -43,6 +47,7 @@ async fn lifetime_left(s: &TestServer, token: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn lifetimes_survive_wall_clock_steps_across_restarts() {
+    let _turn = STEP.lock().await;
     let redis = RedisProc::start();
     let mut a = server(&redis);
     let mut c = RawConn::connect(a.addr).await;
@@ -64,4 +69,55 @@ async fn lifetimes_survive_wall_clock_steps_across_restarts() {
     let d = server(&redis);
     let left = lifetime_left(&d, &token).await;
     assert!((90_000..=100_000).contains(&left), "a step back: {left} ms left (two hours more without the offset)");
+    tokend::clock::step_wall_clock_for_tests(3_600_000);
+}
+
+async fn link_status(c: &mut RawConn) -> String {
+    let info = c.cmd("INFO persistence").await.text();
+    let line = info.lines().find(|l| l.starts_with("backing_link_status:"));
+    line.unwrap_or_else(|| panic!("{info}")).to_string()
+}
+
+/// A step while the backing Redis refuses writes (`-OOM`): the new offset
+/// is not written, and the changes queued behind it wait. Clients are told
+/// Redis's reason at once, not only, after a persist timeout, that it "did
+/// not answer".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clock_offset_refused_by_the_backing_redis_is_reported_with_its_reason() {
+    let _turn = STEP.lock().await;
+    let redis = RedisProc::start();
+    let url = redis.url();
+    let s = TestServer::start_with(move |c| {
+        c.redis = Some(url);
+        c.durability = Durability::Sync;
+        c.persist_timeout = Duration::from_millis(300);
+    });
+    let mut c = RawConn::connect(s.addr).await;
+    c.cmd("TOKEN.GEN p").await.text();
+    wait_for_offset(&redis, 0);
+    let mut r = redis.conn();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query(&mut r).unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(1).query(&mut r).unwrap();
+
+    tokend::clock::step_wall_clock_for_tests(5_000);
+    // The clock is watched once a second: the offset is the next write.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while link_status(&mut c).await != "backing_link_status:down" {
+        assert!(Instant::now() < deadline, "the refused offset did not take the link down");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let e = c.cmd("TOKEN.GEN p").await.err();
+    assert!(e.starts_with("TRYAGAIN the backing Redis refuses writes") && e.contains("OOM"), "{e}");
+    assert!(e.ends_with("nothing was changed"), "{e}");
+    assert_eq!(common::stats_of(&c.cmd("TOKEN.STATS p").await)[0], 1);
+
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query(&mut r).unwrap();
+    wait_for_offset(&redis, 5_000);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let common::Resp::Error(e) = c.cmd("TOKEN.GEN p").await {
+        assert!(Instant::now() < deadline, "still refused after the OOM: {e}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(common::stats_of(&c.cmd("TOKEN.STATS p").await)[0], 2);
+    tokend::clock::step_wall_clock_for_tests(-5_000);
 }

@@ -269,7 +269,11 @@ async fn a_backing_redis_out_of_memory() {
             break;
         }
         assert!(e.starts_with("TRYAGAIN the backing Redis did not answer"), "{e}");
-        assert!(made.elapsed() < Duration::from_millis(2_500), "the OOM was not reported in time: {e}");
+        assert!(
+            made.elapsed() < Duration::from_millis(2_500),
+            "the OOM was not reported in time: {e}; tokend logged:\n{}",
+            t.logs().join("\n")
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(made.elapsed() < Duration::from_millis(3_000), "the GENs came after the five expired");

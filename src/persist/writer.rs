@@ -596,16 +596,24 @@ impl Writer {
     /// the clocks, the same whoever writes it).
     async fn write_clock(&mut self, offset: i64) {
         let mut backoff = Duration::from_millis(10);
-        while let Err(e) = redis::cmd("SET").arg(self.keys.clock()).arg(offset).query_async::<()>(&mut self.con).await {
-            if !is_transient(&e) {
-                tracing::warn!(error = %e, "cannot write the clock offset");
-                return;
+        loop {
+            match redis::cmd("SET").arg(self.keys.clock()).arg(offset).query_async::<()>(&mut self.con).await {
+                // Up again as after any write that went through: in sync
+                // mode nothing else is admitted while down, so nothing else
+                // would say so.
+                Ok(()) => return self.backing.set_up(),
+                Err(e) if is_transient(&e) => {
+                    // Writes wait behind this one: clients are told why, as
+                    // by `send` (else they read only "did not answer").
+                    self.backing.set_down(describe(&e));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write the clock offset");
+                    return;
+                }
             }
-            // Writes wait behind this one: clients are told why, as by
-            // `send` (else they read only "did not answer" meanwhile).
-            self.backing.set_down(describe(&e));
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 
