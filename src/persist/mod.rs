@@ -330,23 +330,19 @@ impl Backing {
         self.write_latency.lock().unwrap_or_else(|e| e.into_inner()).record(us);
     }
 
-    /// Starts the writer, the lease's renewal and the clock watch on an
-    /// attached backing Redis; `store` is what gets written back if the
-    /// backing Redis loses its data, and `fenced` is cancelled if another
-    /// tokend takes the prefix over.
-    pub fn start(
-        a: Attached,
+    /// A handle with nothing written yet; the writer takes the receiver and
+    /// advances the sender as batches are acknowledged.
+    fn new(
+        keys: Keys,
         config: &Config,
-        store: Store,
+        delta: i64,
         fenced: CancellationToken,
         cluster: Option<Arc<crate::cluster::Cluster>>,
-    ) -> Arc<Backing> {
-        let Attached { con, keys, me, owner, delta } = a;
-        let clock = *store.clock();
+    ) -> (Backing, mpsc::UnboundedReceiver<Item>, watch::Sender<u64>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (durable_tx, durable_rx) = watch::channel(0u64);
-        let backing = Arc::new(Backing {
-            keys: keys.clone(),
+        let backing = Backing {
+            keys,
             mode: config.durability,
             persist_timeout: config.persist_timeout,
             delta,
@@ -363,8 +359,26 @@ impl Backing {
             started: Instant::now(),
             discard_upto: AtomicU64::new(0),
             strays: AtomicBool::new(false),
-            cluster: cluster.clone(),
-        });
+            cluster,
+        };
+        (backing, rx, durable_tx)
+    }
+
+    /// Starts the writer, the lease's renewal and the clock watch on an
+    /// attached backing Redis; `store` is what gets written back if the
+    /// backing Redis loses its data, and `fenced` is cancelled if another
+    /// tokend takes the prefix over.
+    pub fn start(
+        a: Attached,
+        config: &Config,
+        store: Store,
+        fenced: CancellationToken,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Arc<Backing> {
+        let Attached { con, keys, me, owner, delta } = a;
+        let clock = *store.clock();
+        let (backing, rx, durable_tx) = Backing::new(keys.clone(), config, delta, fenced, cluster.clone());
+        let backing = Arc::new(backing);
         if cluster.is_some() {
             // No prefix lease: each slot's fence and the node's heartbeat
             // decide (see [`cluster`]).
@@ -556,6 +570,11 @@ impl Durability for Backing {
                 // or not the writer's own call has timed out yet. A reason
                 // the writer already has (an error of Redis's) stays.
                 self.set_down(format!("did not answer within --persist-timeout ({:?})", self.persist_timeout));
+                // The writer's answer may have come just as this wait ran
+                // out, and it said "up" before the line above: a write of
+                // nothing, queued last, says so again (in sync mode nothing
+                // else is admitted while down).
+                self.probe();
             }
             done
         })
@@ -616,5 +635,44 @@ impl Backing {
     /// Gives the lease up (graceful stop).
     pub async fn release(&self, mut con: Con, me: &Identity) {
         owner::release(&mut con, &self.keys, &owner::lease_value(&me.node_id, &me.addr)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sync-mode handle with no writer: the test plays the writer.
+    fn backing() -> (Backing, mpsc::UnboundedReceiver<Item>, watch::Sender<u64>) {
+        let mut config = Config::default_for_tests();
+        config.durability = Mode::Sync;
+        config.persist_timeout = Duration::from_millis(500);
+        let (b, rx, durable) = Backing::new(Keys::new("t"), &config, 0, CancellationToken::new(), None);
+        b.lease_until.store(u64::MAX, Ordering::Release);
+        (b, rx, durable)
+    }
+
+    /// A wait that runs out takes the link down and queues a write of
+    /// nothing after what it waited for. Were the writer's "up" just before
+    /// it, nothing else would bring the link up again: while it is down, no
+    /// change is admitted in sync mode.
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_runs_out_queues_a_write_that_can_bring_the_link_up() {
+        let (b, mut rx, durable) = backing();
+        let seq = b.append(Vec::new());
+        b.set_up();
+        assert!(!b.wait(seq).await);
+        assert!(b.status().down);
+        assert!(b.admit().unwrap_err().contains("did not answer within --persist-timeout"));
+        assert!(matches!(rx.try_recv(), Ok(Item::Changes(s, _)) if s == seq));
+        let Ok(Item::Probe(probe)) = rx.try_recv() else { panic!("no write of nothing queued") };
+        // Down already: a second wait that runs out queues nothing more.
+        assert!(!b.wait(seq).await);
+        assert!(rx.try_recv().is_err());
+        // The writer: the change and the probe written, the link up.
+        durable.send_replace(probe);
+        b.set_up();
+        assert!(b.wait(seq).await);
+        assert!(b.admit().is_ok());
     }
 }
