@@ -538,6 +538,51 @@ async fn a_paused_node_acknowledges_nothing_for_the_slots_it_lost_and_rejoins() 
     assert_eq!(s[1], redis::Value::Int(4));
 }
 
+/// A node whose heartbeat lapses drops what it had queued, and loads its
+/// slots again when it rejoins. A change its writer was still retrying
+/// (the backing Redis at `maxmemory`) may still go through under the
+/// fence of the incarnation that made it, before the node claims the slot
+/// again (nobody else held it: the load then reads it back), but never
+/// under the new incarnation's fence after the load: memory and the
+/// backing Redis agree whichever comes first.
+#[tokio::test]
+async fn a_lapsed_node_never_writes_what_it_queued_before_the_lapse_over_what_it_loaded() {
+    let redis = RedisProc::start();
+    let a = node(&redis, free_port(), &["--cluster-node-timeout", "1s", "--persist-timeout", "200ms"]);
+    wait_stable(&[a.addr], Duration::from_secs(10)).await;
+    let mut c = RawConn::connect(a.addr).await;
+    c.call(&["TOKEN.GEN", "p", "COUNT", "3"]).await;
+    let mut r = redis.conn();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query(&mut r).unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(1).query(&mut r).unwrap();
+    // Applied here, not confirmed: the writer keeps trying it.
+    let e = c.call(&["TOKEN.ACQUIRE", "p"]).await.err();
+    assert!(e.starts_with("TRYAGAIN the backing Redis did not confirm"), "{e}");
+    let lapsed = a.wait_log("heartbeat lapsed", Duration::from_secs(10));
+    assert!(lapsed.is_some(), "no lapse: {:?}", a.logs());
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query(&mut r).unwrap();
+    wait_stable(&[a.addr], Duration::from_secs(10)).await;
+    // Its writer is done with what it had.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = c.call(&["INFO", "persistence"]).await.text();
+        if info.contains("backing_backlog:0\r\n") && info.contains("backing_link_status:up") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{info}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stats = common::stats_of(&c.call(&["TOKEN.STATS", "p"]).await);
+    let records = common::backing_records(&mut r, "p");
+    let assigned = records.values().filter(|v| v.starts_with("a:")).count() as i64;
+    assert_eq!((records.len() as i64, assigned), (stats[0], stats[2]), "memory {stats:?}, backing {records:?}");
+    assert_eq!(stats[0], 3);
+    // And the node writes again.
+    let _ = c.call(&["TOKEN.ACQUIRE", "p"]).await.text();
+    let records = common::backing_records(&mut r, "p");
+    assert_eq!(records.values().filter(|v| v.starts_with("a:")).count() as i64, stats[2] + 1, "{records:?}");
+}
+
 #[tokio::test]
 async fn a_subscriber_on_any_node_gets_every_node_s_expiries_once() {
     let redis = RedisProc::start();

@@ -597,6 +597,7 @@ impl Heartbeat {
                 }
                 Ok(Ok(Some(live))) if !self.left.load(Ordering::Acquire) => {
                     self.cluster.renewed(sent, self.timeout - self.timeout / 3);
+                    self.backing.recheck_link();
                     self.first = false;
                     // The membership task sets the node list along with the
                     // slots' states (see `Membership::tick`).
@@ -666,9 +667,11 @@ impl Heartbeat {
         if (0..SLOTS).any(|s| held(self.cluster.state(s))) {
             tracing::error!("this node's cluster heartbeat lapsed: dropping every slot; it rejoins as a new member");
         }
+        // The mark first: the writer reads the incarnation, then the mark
+        // (a batch carrying the new incarnation holds nothing dropped here).
+        self.backing.discard_queued();
         self.cluster.bump_generation();
         self.cluster.note_moves();
-        self.backing.discard_queued();
         for slot in 0..SLOTS {
             if self.cluster.state(slot).is_here() {
                 self.cluster.set_state(slot, SlotState::Unowned);

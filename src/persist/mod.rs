@@ -438,6 +438,18 @@ impl Backing {
         self.discard_upto.fetch_max(self.queued_seq(), Ordering::AcqRel);
     }
 
+    /// Another connection to the backing Redis just went through: if the
+    /// link still counts as down with nothing queued that would say
+    /// otherwise, a write of nothing checks it. A backstop: in sync mode
+    /// nothing is admitted while down, so a path that took the link down
+    /// and missed bringing it up would refuse writes until the next
+    /// expiry's event.
+    pub fn recheck_link(&self) {
+        if self.link.down.load(Ordering::Acquire) && self.backlog() == 0 {
+            self.probe();
+        }
+    }
+
     /// Makes the writer check its fence now (see [`Item::Probe`]).
     pub fn probe(&self) {
         self.push(Item::Probe);
@@ -603,7 +615,10 @@ async fn renew_lease(backing: Arc<Backing>, mut con: Con, me: Identity) {
         tokio::time::sleep(every).await;
         let sent = Instant::now();
         match owner::renew(&mut con, &backing.keys, &value, me.lease).await {
-            Ok(Renewal::Held) => backing.lease_renewed(sent, me.lease),
+            Ok(Renewal::Held) => {
+                backing.lease_renewed(sent, me.lease);
+                backing.recheck_link();
+            }
             Ok(Renewal::Lost(holder)) => {
                 tracing::error!(%holder, "another tokend took the backing Redis prefix over; stopping");
                 backing.fenced.cancel();
@@ -674,5 +689,22 @@ mod tests {
         b.set_up();
         assert!(b.wait(seq).await);
         assert!(b.admit().is_ok());
+    }
+
+    /// The backstop after a renewal on another connection: a probe only
+    /// when the link is down with nothing queued (a queued write says
+    /// what the link is when it is written).
+    #[test]
+    fn a_link_down_with_nothing_queued_is_checked_after_a_renewal() {
+        let (b, mut rx, _durable) = backing();
+        b.recheck_link();
+        assert!(rx.try_recv().is_err(), "up: nothing to check");
+        b.set_down("is unreachable (test)".into());
+        b.backlog.store(1, Ordering::Relaxed);
+        b.recheck_link();
+        assert!(rx.try_recv().is_err(), "a write is queued: no probe");
+        b.backlog.store(0, Ordering::Relaxed);
+        b.recheck_link();
+        assert!(matches!(rx.try_recv(), Ok(Item::Probe(_))));
     }
 }

@@ -37,6 +37,10 @@ pub(super) struct Writer {
     known_moves: u64,
     /// The last batch's sequence number (what the fences remember).
     batch_seq: u64,
+    /// The owner string the batch being written carries: the incarnation
+    /// it was built under, through all its retries (after a lapse, what an
+    /// earlier incarnation queued must not pass the new one's fences).
+    batch_owner: String,
     carry: VecDeque<Item>,
     /// The store, for writing the whole state back after a loss.
     store: Store,
@@ -75,6 +79,10 @@ enum Written {
     /// Another owner holds a fence (its index in the batch's fences, in
     /// cluster mode); outside cluster mode nothing more is written.
     Fenced(Option<usize>),
+    /// Not applied, and built by an earlier incarnation of this node (its
+    /// heartbeat lapsed since): built again, which leaves out what was
+    /// queued before the lapse.
+    Stale,
 }
 
 impl Writer {
@@ -99,6 +107,7 @@ impl Writer {
             known_pools: HashSet::new(),
             known_moves: 0,
             batch_seq: 0,
+            batch_owner: String::new(),
             carry: VecDeque::new(),
             cluster,
             store,
@@ -158,9 +167,14 @@ impl Writer {
         // Redis Cluster, where the other slots' parts were written, they are
         // only refused).
         let mut fenced: HashSet<u16> = HashSet::new();
+        let mut moved = Vec::new();
         let split = self.con.is_cluster();
         loop {
-            // Read again at each try: a lapse meanwhile drops what was queued.
+            // Read again at each try: a lapse meanwhile drops what was
+            // queued. The owner first: a lapse sets the discard mark before
+            // it names a new incarnation, so a batch carrying the new one
+            // never holds what the lapse dropped.
+            self.batch_owner = self.current_owner();
             let discard = self.backing.discard_upto.load(Ordering::Acquire);
             let b = self.build(&taken, discard, &fenced, split);
             if let Some(offset) = b.clock {
@@ -215,6 +229,7 @@ impl Writer {
                         _ => refuse_part("fenced"),
                     },
                     Written::Fenced(None) => return false,
+                    Written::Stale => again = true,
                 }
                 all_applied = false;
             }
@@ -226,15 +241,18 @@ impl Writer {
             // again without them must list them again).
             self.known_pools.extend(new_pools);
             if all_applied {
-                for pool in legacy {
-                    self.drop_legacy(&pool).await;
-                }
+                moved = legacy;
             }
             break;
         }
         if let Some(last) = taken.last().map(Item::seq) {
             self.backing.backlog.fetch_sub(weight, Ordering::Relaxed);
             self.durable.send_replace(last);
+        }
+        // After the batch is confirmed: a clean-up that hangs must not hold
+        // up the replies of writes that went through.
+        for pool in moved {
+            self.drop_legacy(&pool).await;
         }
         true
     }
@@ -285,8 +303,16 @@ impl Writer {
         for item in items {
             let seq = item.seq();
             if seq <= discard {
-                b.dropped.push(seq);
-                continue;
+                match item {
+                    // Not written for this node's slots: the clock offset is
+                    // a fact about the clocks, and a probe checks the link.
+                    Item::Clock(..) | Item::Probe(_) => {}
+                    Item::Changes(..) => {
+                        b.dropped.push(seq);
+                        continue;
+                    }
+                    Item::Publish(..) | Item::Legacy(..) => continue,
+                }
             }
             match item {
                 Item::Changes(_, changes) => {
@@ -422,7 +448,7 @@ impl Writer {
         if data.is_empty() {
             return vec![self.send(&last.batch).await];
         }
-        let owner = self.current_owner();
+        let owner = self.batch_owner.clone();
         let (seq, timeout, script) = (self.batch_seq, self.backing.persist_timeout, &self.script);
         let first = self
             .con
@@ -460,14 +486,13 @@ impl Writer {
     }
 
     /// Writes one batch, retrying until Redis applied it (or refuses it for
-    /// good, or another tokend owns its slots).
+    /// good, or another tokend owns its slots, or the batch is stale).
     async fn send(&mut self, batch: &Batch) -> Written {
         let mut backoff = Duration::from_millis(10);
         let timeout = self.backing.persist_timeout;
         loop {
             let result = {
-                let owner = self.current_owner();
-                let inv = batch.invocation(&self.script, &owner, self.batch_seq);
+                let inv = batch.invocation(&self.script, &self.batch_owner, self.batch_seq);
                 let call = inv.invoke_async::<redis::Value>(&mut self.con);
                 tokio::pin!(call);
                 tokio::select! {
@@ -480,44 +505,71 @@ impl Writer {
                     }
                 }
             };
-            let why = match result {
-                Ok(v) => match Answer::parse(v) {
-                    Ok(Answer::Ok(failed)) => {
-                        self.backing.set_up();
-                        return Written::Applied(failed);
+            let answer = match result {
+                Ok(v) => Answer::parse(v),
+                Err(e) if is_transient(&e) => {
+                    if self.stale() {
+                        return Written::Stale;
                     }
-                    Ok(Answer::Dup) => {
-                        self.backing.set_up();
-                        return Written::Applied(Vec::new());
-                    }
-                    Ok(Answer::Lost(_)) => match self.recover_lost().await {
-                        Ok(()) => continue,
-                        Err(w) => return w,
-                    },
-                    Ok(Answer::Fenced(i, _)) if self.cluster.is_some() => return Written::Fenced(Some(i)),
-                    Ok(Answer::Fenced(_, holder)) => {
-                        tracing::error!(%holder, "another tokend owns the backing Redis prefix now; this one stops");
-                        self.backing.set_down("is owned by another tokend".into());
-                        self.backing.fenced.cancel();
-                        return Written::Fenced(None);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "the backing Redis answered the write script strangely; the batch is dropped");
-                        return Written::Refused(e);
-                    }
-                },
-                Err(e) if is_transient(&e) => describe(&e),
+                    self.backing.set_down(describe(&e));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
                 Err(e) => {
                     // A script error is a bug, not a state of Redis: retrying
-                    // would wedge every later write behind it.
+                    // would wedge every later write behind it. Redis
+                    // answered, so the link is up: later writes are admitted
+                    // and each is told what became of it.
                     tracing::error!(error = %e, "the backing Redis refused the write script; the batch is dropped");
+                    self.backing.set_up();
                     return Written::Refused(e.to_string());
                 }
             };
-            self.backing.set_down(why);
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            match answer {
+                Ok(Answer::Ok(failed)) => {
+                    self.backing.set_up();
+                    return Written::Applied(failed);
+                }
+                Ok(Answer::Dup) => {
+                    self.backing.set_up();
+                    return Written::Applied(Vec::new());
+                }
+                // Not applied: an earlier incarnation's batch is built
+                // again (which drops it) rather than judged by what the
+                // fences say about the new one.
+                _ if self.stale() => return Written::Stale,
+                Ok(Answer::Lost(_)) => {
+                    if let Err(w) = self.recover_lost().await {
+                        return w;
+                    }
+                    // Not at full speed if the loss is still there.
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Ok(Answer::Fenced(i, _)) if self.cluster.is_some() => {
+                    self.backing.set_up();
+                    return Written::Fenced(Some(i));
+                }
+                Ok(Answer::Fenced(_, holder)) => {
+                    tracing::error!(%holder, "another tokend owns the backing Redis prefix now; this one stops");
+                    self.backing.set_down("is owned by another tokend".into());
+                    self.backing.fenced.cancel();
+                    return Written::Fenced(None);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the backing Redis answered the write script strangely; the batch is dropped");
+                    self.backing.set_up();
+                    return Written::Refused(e);
+                }
+            }
         }
+    }
+
+    /// True if this node's heartbeat lapsed since the batch being written
+    /// was built (cluster mode).
+    fn stale(&self) -> bool {
+        self.batch_owner != self.current_owner()
     }
 
     /// The backing Redis lost its data: claim the slots again, write the
