@@ -20,6 +20,24 @@ use tokend::config::Durability;
 /// Held by each test for its whole run (when they share a process).
 static STEP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// Steps this process's wall clock, and undoes the steps when dropped: a
+/// test that fails leaves the next one a clock that is not stepped.
+#[derive(Default)]
+struct Steps(i64);
+
+impl Steps {
+    fn step(&mut self, ms: i64) {
+        tokend::clock::step_wall_clock_for_tests(ms);
+        self.0 += ms;
+    }
+}
+
+impl Drop for Steps {
+    fn drop(&mut self) {
+        tokend::clock::step_wall_clock_for_tests(-self.0);
+    }
+}
+
 fn server(redis: &RedisProc) -> TestServer {
     let url = redis.url();
     TestServer::start_with(move |c| c.redis = Some(url))
@@ -48,6 +66,7 @@ async fn lifetime_left(s: &TestServer, token: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn lifetimes_survive_wall_clock_steps_across_restarts() {
     let _turn = STEP.lock().await;
+    let mut steps = Steps::default();
     let redis = RedisProc::start();
     let mut a = server(&redis);
     let mut c = RawConn::connect(a.addr).await;
@@ -55,7 +74,7 @@ async fn lifetimes_survive_wall_clock_steps_across_restarts() {
     drop(c);
 
     // The wall clock jumps an hour ahead while the server runs.
-    tokend::clock::step_wall_clock_for_tests(3_600_000);
+    steps.step(3_600_000);
     wait_for_offset(&redis, 3_600_000);
     a.stop();
     let mut b = server(&redis);
@@ -63,13 +82,12 @@ async fn lifetimes_survive_wall_clock_steps_across_restarts() {
     assert!((95_000..=100_000).contains(&left), "an hour's step forward: {left} ms left (0 without the offset)");
 
     // And two hours back while the next one runs.
-    tokend::clock::step_wall_clock_for_tests(-7_200_000);
+    steps.step(-7_200_000);
     wait_for_offset(&redis, -3_600_000);
     b.stop();
     let d = server(&redis);
     let left = lifetime_left(&d, &token).await;
     assert!((90_000..=100_000).contains(&left), "a step back: {left} ms left (two hours more without the offset)");
-    tokend::clock::step_wall_clock_for_tests(3_600_000);
 }
 
 async fn link_status(c: &mut RawConn) -> String {
@@ -85,12 +103,16 @@ async fn link_status(c: &mut RawConn) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clock_offset_refused_by_the_backing_redis_is_reported_with_its_reason() {
     let _turn = STEP.lock().await;
+    let mut steps = Steps::default();
     let redis = RedisProc::start();
     let url = redis.url();
     let s = TestServer::start_with(move |c| {
         c.redis = Some(url);
         c.durability = Durability::Sync;
         c.persist_timeout = Duration::from_millis(300);
+        // The lease is renewed every third of this: no renewal's check of
+        // the link comes within the test (only the offset's write says up).
+        c.cluster_node_timeout = Duration::from_secs(60);
     });
     let mut c = RawConn::connect(s.addr).await;
     c.cmd("TOKEN.GEN p").await.text();
@@ -99,7 +121,7 @@ async fn a_clock_offset_refused_by_the_backing_redis_is_reported_with_its_reason
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query(&mut r).unwrap();
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(1).query(&mut r).unwrap();
 
-    tokend::clock::step_wall_clock_for_tests(5_000);
+    steps.step(5_000);
     // The clock is watched once a second: the offset is the next write.
     let deadline = Instant::now() + Duration::from_secs(5);
     while link_status(&mut c).await != "backing_link_status:down" {
@@ -119,5 +141,4 @@ async fn a_clock_offset_refused_by_the_backing_redis_is_reported_with_its_reason
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(common::stats_of(&c.cmd("TOKEN.STATS p").await)[0], 2);
-    tokend::clock::step_wall_clock_for_tests(-5_000);
 }

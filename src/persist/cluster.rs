@@ -23,8 +23,9 @@
 //!   longer live is claimed (compare-and-set on the owner it names) and
 //!   loaded by the node it falls to; what fell due meanwhile fires on load.
 //! - **Fencing.** Every write checks its slots' fences (see
-//!   [`super::script`]) against the writer's current incarnation: a node
-//!   that lost a slot, or an earlier incarnation of it, cannot write it.
+//!   [`super::script`]) against the incarnation that queued it: a node
+//!   that lost a slot cannot write it, and what an earlier incarnation
+//!   queued cannot pass a later one's fences.
 //! - **Lapse.** A node that finds its heartbeat lapsed (paused, cut off)
 //!   drops every slot and everything queued for the backing Redis, and
 //!   rejoins as a new incarnation.
@@ -585,7 +586,7 @@ impl Heartbeat {
                 return;
             }
             if !self.first && !self.cluster.serving() {
-                self.lapse();
+                self.lapse().await;
             }
             let sent = Instant::now();
             // A hung backing Redis must not hold the next renewal up.
@@ -593,7 +594,7 @@ impl Heartbeat {
                 Ok(Ok(None)) => {
                     tracing::error!("the backing Redis found this node's heartbeat lapsed");
                     self.cluster.stop_serving();
-                    self.lapse();
+                    self.lapse().await;
                 }
                 Ok(Ok(Some(live))) if !self.left.load(Ordering::Acquire) => {
                     self.cluster.renewed(sent, self.timeout - self.timeout / 3);
@@ -663,21 +664,28 @@ impl Heartbeat {
     /// This node's heartbeat lapsed: whatever it held may be someone
     /// else's now. Forget it all, and what is queued for it, and rejoin as
     /// a new incarnation.
-    fn lapse(&mut self) {
+    async fn lapse(&mut self) {
         if (0..SLOTS).any(|s| held(self.cluster.state(s))) {
             tracing::error!("this node's cluster heartbeat lapsed: dropping every slot; it rejoins as a new member");
         }
-        // The mark first: the writer reads the incarnation, then the mark
-        // (a batch carrying the new incarnation holds nothing dropped here).
-        self.backing.discard_queued();
-        self.cluster.bump_generation();
-        self.cluster.note_moves();
         for slot in 0..SLOTS {
             if self.cluster.state(slot).is_here() {
                 self.cluster.set_state(slot, SlotState::Unowned);
             }
         }
+        self.cluster.note_moves();
+        // Nothing of the old incarnation is queued after the mark: no
+        // command is admitted now, those admitted before have finished,
+        // and with the pools gone no expiry changes them. The new
+        // incarnation is named only then: the writer reads it before the
+        // mark, so a batch that carries it holds nothing from before.
+        // (A batch built under the old one can still pass only the old
+        // fences: nobody else has held those slots since.)
+        let cluster = self.cluster.clone();
+        let _ = tokio::task::spawn_blocking(move || cluster.barrier()).await;
         self.store.evict(|_| true);
+        self.backing.discard_queued();
+        self.cluster.bump_generation();
         self.live.send_replace(None);
         self.first = true;
     }

@@ -167,7 +167,6 @@ impl Writer {
         // Redis Cluster, where the other slots' parts were written, they are
         // only refused).
         let mut fenced: HashSet<u16> = HashSet::new();
-        let mut moved = Vec::new();
         let split = self.con.is_cluster();
         loop {
             // Read again at each try: a lapse meanwhile drops what was
@@ -229,6 +228,10 @@ impl Writer {
                         _ => refuse_part("fenced"),
                     },
                     Written::Fenced(None) => return false,
+                    // Built again, its units are under the lapse's mark and
+                    // refused; on a Redis Cluster, only this part's are (the
+                    // others' may have been written).
+                    Written::Stale if split => refuse_part("this node's heartbeat lapsed"),
                     Written::Stale => again = true,
                 }
                 all_applied = false;
@@ -241,7 +244,12 @@ impl Writer {
             // again without them must list them again).
             self.known_pools.extend(new_pools);
             if all_applied {
-                moved = legacy;
+                // Before the batch counts as written: a graceful stop waits
+                // for it, and an entry left in the earlier versions' pool
+                // set would load the pool again after it was dropped.
+                for pool in legacy {
+                    self.drop_legacy(&pool).await;
+                }
             }
             break;
         }
@@ -249,16 +257,12 @@ impl Writer {
             self.backing.backlog.fetch_sub(weight, Ordering::Relaxed);
             self.durable.send_replace(last);
         }
-        // After the batch is confirmed: a clean-up that hangs must not hold
-        // up the replies of writes that went through.
-        for pool in moved {
-            self.drop_legacy(&pool).await;
-        }
         true
     }
 
-    /// The owner string the fences must name: in cluster mode, this node's
-    /// current incarnation (a batch of an earlier one is fenced out).
+    /// The owner string the fences must name for a batch built now: in
+    /// cluster mode, this node's current incarnation (a batch keeps the one
+    /// it was built under, see `batch_owner`).
     fn current_owner(&self) -> String {
         match &self.cluster {
             Some(cl) => super::cluster::incarnation(&self.owner, cl.generation()),
@@ -303,15 +307,13 @@ impl Writer {
         for item in items {
             let seq = item.seq();
             if seq <= discard {
-                match item {
-                    // Not written for this node's slots: the clock offset is
-                    // a fact about the clocks, and a probe checks the link.
-                    Item::Clock(..) | Item::Probe(_) => {}
-                    Item::Changes(..) => {
-                        b.dropped.push(seq);
-                        continue;
-                    }
-                    Item::Publish(..) | Item::Legacy(..) => continue,
+                // Refused whatever it is: a served blocked client asks the
+                // fate of the last number queued, which may be any item's.
+                b.dropped.push(seq);
+                // Still written: the clock offset is a fact about the
+                // clocks, and a probe checks the link.
+                if !matches!(item, Item::Clock(..) | Item::Probe(_)) {
+                    continue;
                 }
             }
             match item {
@@ -481,7 +483,13 @@ impl Writer {
                 Err(_) => self.send(&part.batch).await,
             });
         }
-        out.push(self.send(&last.batch).await);
+        // The events tell of changes written: none after a part found the
+        // batch stale (this node's heartbeat lapsed).
+        if out.iter().any(|w| matches!(w, Written::Stale)) {
+            out.push(Written::Stale);
+        } else {
+            out.push(self.send(&last.batch).await);
+        }
         out
     }
 
@@ -650,9 +658,9 @@ impl Writer {
         let mut backoff = Duration::from_millis(10);
         loop {
             match redis::cmd("SET").arg(self.keys.clock()).arg(offset).query_async::<()>(&mut self.con).await {
-                // Up again as after any write that went through: in sync
-                // mode nothing else is admitted while down, so nothing else
-                // would say so.
+                // Up again as after any write that went through (in sync
+                // mode no change is admitted while down, so no other write
+                // would come to say so before the next renewal's check).
                 Ok(()) => return self.backing.set_up(),
                 Err(e) if is_transient(&e) => {
                     // Writes wait behind this one: clients are told why, as
@@ -662,7 +670,9 @@ impl Writer {
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
                 Err(e) => {
+                    // Redis answered: up, as in `send`.
                     tracing::warn!(error = %e, "cannot write the clock offset");
+                    self.backing.set_up();
                     return;
                 }
             }
