@@ -326,8 +326,7 @@ impl Membership {
         // Every command admitted before has queued its changes after this;
         // none is admitted after (they are redirected), and with the pools
         // gone no expiry changes them either: the flush covers everything.
-        let cluster = self.cluster.clone();
-        let _ = tokio::task::spawn_blocking(move || cluster.barrier()).await;
+        wait_for_running(&self.cluster).await;
         let leaving: HashSet<u16> = slots.iter().copied().collect();
         self.store.evict(|p| leaving.contains(&keyslot(p)));
         if !self.backing.flush(self.backing.persist_timeout).await {
@@ -681,14 +680,20 @@ impl Heartbeat {
         // mark, so a batch that carries it holds nothing from before.
         // (A batch built under the old one can still pass only the old
         // fences: nobody else has held those slots since.)
-        let cluster = self.cluster.clone();
-        let _ = tokio::task::spawn_blocking(move || cluster.barrier()).await;
+        wait_for_running(&self.cluster).await;
         self.store.evict(|_| true);
         self.backing.discard_queued();
         self.cluster.bump_generation();
         self.live.send_replace(None);
         self.first = true;
     }
+}
+
+/// Waits, off the runtime's threads, until every command that entered the
+/// cluster gate before has finished ([`Cluster::barrier`]).
+async fn wait_for_running(cluster: &Arc<Cluster>) {
+    let cluster = cluster.clone();
+    let _ = tokio::task::spawn_blocking(move || cluster.barrier()).await;
 }
 
 /// The channel message that carries one event to the other nodes:
@@ -719,7 +724,7 @@ pub fn spawn_events(client: redis::Client, keys: Keys, me: String, pubsub: Arc<P
     tokio::spawn(async move {
         use futures_util::StreamExt;
         let channel = keys.events();
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = super::Backoff::new();
         loop {
             let session = async {
                 let mut ps = client.get_async_pubsub().await?;
@@ -742,8 +747,7 @@ pub fn spawn_events(client: redis::Client, keys: Keys, me: String, pubsub: Arc<P
                 }
                 _ = stop.cancelled() => return,
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            backoff.wait().await;
         }
     });
 }

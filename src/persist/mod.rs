@@ -147,6 +147,21 @@ struct Link {
     reason: Mutex<String>,
 }
 
+/// The wait between tries of a call to the backing Redis: 10 ms, doubling
+/// up to 1 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(Duration::from_millis(10))
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_secs(1));
+    }
+}
+
 /// The handle the store, the notifier and the connections use.
 pub struct Backing {
     keys: Keys,

@@ -4,7 +4,7 @@
 use super::con::Con;
 use super::layout::{Keys, SLAB_SLOTS, SLOT_BYTES, encode_slot, keyslot, shift, slot_place};
 use super::script::{Answer, Batch, Op, SOURCE};
-use super::{Backing, Item, MAX_BATCH_OPS, owner};
+use super::{Backing, Backoff, Item, MAX_BATCH_OPS, owner};
 use crate::store::{Change, Store};
 use crate::token;
 use bytes::Bytes;
@@ -496,7 +496,7 @@ impl Writer {
     /// Writes one batch, retrying until Redis applied it (or refuses it for
     /// good, or another tokend owns its slots, or the batch is stale).
     async fn send(&mut self, batch: &Batch) -> Written {
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = Backoff::new();
         let timeout = self.backing.persist_timeout;
         loop {
             let result = {
@@ -520,8 +520,7 @@ impl Writer {
                         return Written::Stale;
                     }
                     self.backing.set_down(describe(&e));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff.wait().await;
                     continue;
                 }
                 Err(e) => {
@@ -552,8 +551,7 @@ impl Writer {
                         return w;
                     }
                     // Not at full speed if the loss is still there.
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff.wait().await;
                 }
                 Ok(Answer::Fenced(i, _)) if self.cluster.is_some() => {
                     self.backing.set_up();
@@ -655,7 +653,7 @@ impl Writer {
     /// Writes the persisted frame's offset (not fenced: it is a fact about
     /// the clocks, the same whoever writes it).
     async fn write_clock(&mut self, offset: i64) {
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = Backoff::new();
         loop {
             match redis::cmd("SET").arg(self.keys.clock()).arg(offset).query_async::<()>(&mut self.con).await {
                 // Up again as after any write that went through (in sync
@@ -666,8 +664,7 @@ impl Writer {
                     // Writes wait behind this one: clients are told why, as
                     // by `send` (else they read only "did not answer").
                     self.backing.set_down(describe(&e));
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    backoff.wait().await;
                 }
                 Err(e) => {
                     // Redis answered: up, as in `send`.
