@@ -174,6 +174,12 @@ struct Args {
     #[arg(long, default_value_t = 0.0)]
     linger_secs: f64,
 
+    /// Expiry: the server's process id (on this machine). Its CPU time
+    /// (all threads, from /proc) from the window's start to the last event
+    /// is reported, and per event received.
+    #[arg(long)]
+    server_pid: Option<u32>,
+
     /// With --target redis-fn: FUNCTION LOAD REPLACE this library first.
     #[arg(long)]
     library: Option<std::path::PathBuf>,
@@ -901,6 +907,19 @@ fn epoch_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
+/// CPU time of every thread of process `pid` so far, ns (the first field
+/// of each `/proc/<pid>/task/<tid>/schedstat`); None if unreadable. A
+/// thread that exited meanwhile is not counted.
+fn process_cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(t) = t else { continue };
+        let Ok(text) = std::fs::read_to_string(t.path().join("schedstat")) else { continue };
+        total += text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(total)
+}
+
 /// What every `message` on `channel` starts with, up to its payload's
 /// length.
 fn message_head(channel: &[u8]) -> Vec<u8> {
@@ -1077,7 +1096,18 @@ async fn expiry(args: &Args, addr: &str, cmds: &Commands) -> Res<()> {
             last_due
         );
     }
+    // The server's CPU from the window's start (GEN is done by then unless
+    // the lead was too short) to the last event.
+    let cpu_start = match args.server_pid {
+        Some(pid) => {
+            let ahead = (window * 1000).saturating_sub(epoch_us());
+            tokio::time::sleep(Duration::from_micros(ahead)).await;
+            process_cpu_ns(pid)
+        }
+        None => None,
+    };
     let (got, evicted) = listener.await?;
+    let server_cpu_ns = cpu_start.zip(args.server_pid.and_then(process_cpu_ns)).map(|(a, b)| b.saturating_sub(a));
     if let Some(e) = &evicted
         && !args.quiet
     {
@@ -1112,6 +1142,7 @@ async fn expiry(args: &Args, addr: &str, cmds: &Commands) -> Res<()> {
             drain_ms: (last_arrival / 1000).saturating_sub(window),
             max_rtt_us,
             evicted,
+            server_cpu_ns,
         },
         &hist,
     );
@@ -1136,6 +1167,8 @@ struct ExpiryResult {
     drain_ms: u64,
     max_rtt_us: u64,
     evicted: Option<String>,
+    /// The server's CPU time from the window's start to the last event.
+    server_cpu_ns: Option<u64>,
 }
 
 /// Ordered key/value pairs; values are JSON already.
@@ -1234,6 +1267,10 @@ impl Summary {
     fn expiry(args: &Args, r: ExpiryResult, h: &Histogram<u64>) -> Summary {
         let ms = |us: u64| us as f64 / 1000.0;
         let q = |p: f64| if r.received > 0 { ms(h.value_at_quantile(p)) } else { f64::NAN };
+        let per_event_us = match r.server_cpu_ns {
+            Some(ns) if r.received > 0 => ns as f64 / 1000.0 / r.received as f64,
+            _ => f64::NAN,
+        };
         let mut fields = Summary::base(args);
         fields.extend([
             ("expected", r.expected.to_string()),
@@ -1250,6 +1287,8 @@ impl Summary {
             ("late_max_ms", jnum(if r.received > 0 { ms(h.max()) } else { f64::NAN })),
             ("drain_ms", r.drain_ms.to_string()),
             ("deadline_uncertainty_ms", jnum(r.max_rtt_us as f64 / 1000.0)),
+            ("server_cpu_ms", r.server_cpu_ns.map_or_else(|| "null".into(), |ns| jnum(ns as f64 / 1e6))),
+            ("server_cpu_per_event_us", jnum(per_event_us)),
             ("subscription_error", r.evicted.as_deref().map(jstr).unwrap_or_else(|| "null".into())),
         ]);
         let mut human = format!(
@@ -1272,6 +1311,13 @@ impl Summary {
             r.drain_ms,
             r.gen_secs
         );
+        if let Some(ns) = r.server_cpu_ns {
+            human.push_str(&format!(
+                "\n  server CPU from the window's start to the last event: {:.1} ms, {:.3} µs per event",
+                ns as f64 / 1e6,
+                per_event_us
+            ));
+        }
         if r.late_start > 0 {
             human.push_str(&format!(
                 "\n  warning: {} tokens were generated after their slot (lead too short)",
