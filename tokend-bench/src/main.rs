@@ -908,16 +908,18 @@ fn epoch_us() -> u64 {
 }
 
 /// CPU time of every thread of process `pid` so far, ns (the first field
-/// of each `/proc/<pid>/task/<tid>/schedstat`); None if unreadable. A
-/// thread that exited meanwhile is not counted.
+/// of each `/proc/<pid>/task/<tid>/schedstat`); None if no thread's could
+/// be read. A thread that exited meanwhile is not counted.
 fn process_cpu_ns(pid: u32) -> Option<u64> {
-    let mut total = 0u64;
+    let mut total = None;
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         let Ok(t) = t else { continue };
         let Ok(text) = std::fs::read_to_string(t.path().join("schedstat")) else { continue };
-        total += text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if let Some(ns) = text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()) {
+            *total.get_or_insert(0) += ns;
+        }
     }
-    Some(total)
+    total
 }
 
 /// What every `message` on `channel` starts with, up to its payload's
