@@ -660,15 +660,9 @@ async fn connection(
     Ok((hist, st))
 }
 
-/// Process CPU time (user + system) in seconds, from /proc/self/stat.
+/// This process's CPU time so far, all threads, in seconds.
 fn cpu_secs() -> f64 {
-    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let Some(rest) = s.rfind(')').map(|i| &s[i + 1..]) else { return 0.0 };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime is field 14, stime field 15; USER_HZ is 100 on Linux.
-    (ticks(11) + ticks(12)) / 100.0
+    process_cpu_ns("self").unwrap_or(0) as f64 / 1e9
 }
 
 fn progress_end() -> &'static str {
@@ -907,10 +901,11 @@ fn epoch_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
-/// CPU time of every thread of process `pid` so far, ns (the first field
-/// of each `/proc/<pid>/task/<tid>/schedstat`); None if no thread's could
+/// CPU time of every thread of process `pid` ("self" or a number) so far,
+/// ns (the first field of each `/proc/<pid>/task/<tid>/schedstat`: exact,
+/// where `/proc/<pid>/stat` counts 10 ms ticks); None if no thread's could
 /// be read. A thread that exited meanwhile is not counted.
-fn process_cpu_ns(pid: u32) -> Option<u64> {
+fn process_cpu_ns(pid: &str) -> Option<u64> {
     let mut total = None;
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
         let Ok(t) = t else { continue };
@@ -1104,12 +1099,14 @@ async fn expiry(args: &Args, addr: &str, cmds: &Commands) -> Res<()> {
         Some(pid) => {
             let ahead = (window * 1000).saturating_sub(epoch_us());
             tokio::time::sleep(Duration::from_micros(ahead)).await;
-            process_cpu_ns(pid)
+            process_cpu_ns(&pid.to_string())
         }
         None => None,
     };
     let (got, evicted) = listener.await?;
-    let server_cpu_ns = cpu_start.zip(args.server_pid.and_then(process_cpu_ns)).map(|(a, b)| b.saturating_sub(a));
+    let server_cpu_ns = cpu_start
+        .zip(args.server_pid.and_then(|pid| process_cpu_ns(&pid.to_string())))
+        .map(|(a, b)| b.saturating_sub(a));
     if let Some(e) = &evicted
         && !args.quiet
     {
