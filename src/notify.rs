@@ -10,7 +10,7 @@
 //! of letters (see [`EventClasses::parse`]). Events are built by the store
 //! while it holds a shard lock, but published only after the lock is released.
 
-use crate::pubsub::PubSub;
+use crate::pubsub::{Burst, Payload, PubSub};
 use crate::token::{self, TokenId};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -71,12 +71,56 @@ impl EventKind {
     }
 }
 
-/// One event, as the store reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
-    pub kind: EventKind,
-    pub pool: Bytes,
-    pub token: TokenId,
+/// Events in the order the store reported them, gathered under a shard's
+/// lock and published after it. Consecutive events of one kind on one pool
+/// (a burst of expiries) are one run: its pool name is held once and its
+/// tokens sit side by side, so the notifier can encode the run's messages
+/// in one pass (see [`Notifier::emit`]).
+#[derive(Debug, Default)]
+pub struct Events {
+    runs: Vec<Run>,
+    tokens: Vec<TokenId>,
+}
+
+#[derive(Debug)]
+struct Run {
+    kind: EventKind,
+    pool: Bytes,
+    /// Where the run's tokens end in [`Events::tokens`] (they start where
+    /// the previous run's end).
+    end: usize,
+}
+
+impl Events {
+    /// Adds an event; `token` is ignored for [`EventKind::PoolDel`].
+    pub fn push(&mut self, kind: EventKind, pool: &[u8], token: TokenId) {
+        match self.runs.last() {
+            Some(r) if r.kind == kind && r.pool[..] == *pool => {}
+            _ => self.runs.push(Run { kind, pool: Bytes::copy_from_slice(pool), end: self.tokens.len() }),
+        }
+        self.tokens.push(token);
+        if let Some(r) = self.runs.last_mut() {
+            r.end = self.tokens.len();
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The runs in order: kind, pool, tokens.
+    fn runs(&self) -> impl Iterator<Item = (EventKind, &Bytes, &[TokenId])> {
+        let mut start = 0;
+        self.runs.iter().map(move |r| {
+            let tokens = &self.tokens[start..r.end];
+            start = r.end;
+            (r.kind, &r.pool, tokens)
+        })
+    }
 }
 
 const KEYSPACE: u32 = 1;
@@ -189,7 +233,7 @@ impl Notifier {
     }
 
     /// Publishes events (called after the store released its lock).
-    pub fn emit(&self, events: &[Event]) {
+    pub fn emit(&self, events: &Events) {
         if events.is_empty() {
             return;
         }
@@ -202,6 +246,25 @@ impl Notifier {
         // Keyspace channels are one per token: built only if a subscriber
         // here may receive them, or the backing Redis's may.
         let keyspace = classes.0 & KEYSPACE != 0 && (sink.is_some() || self.pubsub.keyspace_listened());
+        let wanted = || events.runs().filter(move |&(kind, ..)| classes.wants(kind));
+        if sink.is_none() && !keyspace {
+            // Keyevent messages only: each run is one channel, and the
+            // broker writes a run's `<pool>:<token>` payloads straight into
+            // each subscriber's encoding.
+            if keyevent {
+                self.pubsub.publish_bursts(wanted().flat_map(|(kind, pool, tokens)| {
+                    let channel = kind.keyevent_channel().as_bytes();
+                    // A pool's own event names the pool alone, once per event.
+                    let (n, payload) = if kind == EventKind::PoolDel {
+                        (tokens.len(), Payload::One(pool))
+                    } else {
+                        (1, Payload::Tokens { prefix: pool, tokens })
+                    };
+                    std::iter::repeat_n(Burst { channel, payload }, n)
+                }));
+            }
+            return;
+        }
         // One buffer for the burst holds each event's
         // `__keyspace@0__:<pool>:<token>` (`__keyspace@0__:<pool>` for a
         // pool's own event; without its prefix when no keyspace message
@@ -210,19 +273,19 @@ impl Notifier {
         // these slices: nothing is allocated per event.
         const PREFIX: &[u8] = b"__keyspace@0__:";
         let prefix = if keyspace { PREFIX } else { b"" };
-        let wanted = || events.iter().filter(|ev| classes.wants(ev.kind));
+        let each = || wanted().flat_map(|(kind, pool, tokens)| tokens.iter().map(move |&t| (kind, pool, t)));
         let mut buf =
-            Vec::with_capacity(wanted().map(|ev| prefix.len() + ev.pool.len() + 1 + token::TOKEN_TEXT_LEN).sum());
+            Vec::with_capacity(each().map(|(_, pool, _)| prefix.len() + pool.len() + 1 + token::TOKEN_TEXT_LEN).sum());
         let mut spans = Vec::with_capacity(events.len());
-        for ev in wanted() {
+        for (kind, pool, t) in each() {
             let start = buf.len();
             buf.extend_from_slice(prefix);
-            buf.extend_from_slice(&ev.pool);
-            if ev.kind != EventKind::PoolDel {
+            buf.extend_from_slice(pool);
+            if kind != EventKind::PoolDel {
                 buf.push(b':');
-                buf.extend_from_slice(&token::format(ev.token));
+                buf.extend_from_slice(&token::format(t));
             }
-            spans.push((ev.kind, start, buf.len()));
+            spans.push((kind, start, buf.len()));
         }
         let mut msgs: Vec<(&[u8], &[u8])> = Vec::with_capacity(spans.len() * 2);
         for (kind, start, end) in spans {
@@ -247,6 +310,7 @@ impl Notifier {
 mod tests {
     use super::*;
     use crate::pubsub::PubMsg;
+    use bytes::BytesMut;
 
     #[test]
     fn classes_parse_and_print() {
@@ -279,10 +343,9 @@ mod tests {
         let (ps, n, mut rx) = notifier();
         let t = token::from_random([2; 16]);
         let text = String::from_utf8(token::format(t).to_vec()).unwrap();
-        let ev = [
-            Event { kind: EventKind::Expired, pool: Bytes::from_static(b"a"), token: t },
-            Event { kind: EventKind::Expired, pool: Bytes::from_static(b"bb"), token: t },
-        ];
+        let mut ev = Events::default();
+        ev.push(EventKind::Expired, b"a", t);
+        ev.push(EventKind::Expired, b"bb", t);
         n.emit(&ev);
         let payload = |m: PubMsg| match m {
             PubMsg::Message { channel, payload } => (channel, payload),
@@ -314,7 +377,9 @@ mod tests {
         let (ps, n, mut rx) = notifier();
         ps.subscribe(1, Bytes::from_static(b"__keyspace@0__:*"), true);
         let t = token::from_random([1; 16]);
-        n.emit(&[Event { kind: EventKind::Expired, pool: Bytes::from_static(b"a:b"), token: t }]);
+        let mut ev = Events::default();
+        ev.push(EventKind::Expired, b"a:b", t);
+        n.emit(&ev);
         let want = format!("a:b:{}", std::str::from_utf8(&token::format(t)).unwrap());
         match rx.recv().await.unwrap() {
             crate::pubsub::PubMsg::Message { payload, .. } => assert_eq!(payload, want.as_bytes()),
@@ -327,5 +392,55 @@ mod tests {
             }
             m => panic!("{m:?}"),
         }
+    }
+
+    /// Everything a client's inbox holds, as one buffer.
+    fn all_bytes(rx: &mut crate::pubsub::Inbox) -> Vec<u8> {
+        std::iter::from_fn(|| rx.try_recv_bytes()).flat_map(|b| b.to_vec()).collect()
+    }
+
+    #[tokio::test]
+    async fn runs_of_keyevent_messages_are_encoded_as_each_message_alone() {
+        use crate::reply::{Protocol, put_push};
+        let ps = Arc::new(PubSub::default());
+        let n = Notifier::new(EventClasses::parse("AKE").unwrap(), ps.clone());
+        let (mut rx2, mut rx3) = (ps.attach(2, Protocol::Resp2), ps.attach(3, Protocol::Resp3));
+        for kind in [EventKind::Expired, EventKind::LeaseExpired, EventKind::PoolDel] {
+            ps.subscribe(2, Bytes::from_static(kind.keyevent_channel().as_bytes()), false);
+        }
+        ps.subscribe(3, Bytes::from_static(b"__keyevent@0__:expired"), false);
+        assert!(!ps.keyspace_listened(), "the keyevent-only path is taken");
+        let t = |i: u8| token::from_random([i; 16]);
+        let events = [
+            (EventKind::Expired, &b"a"[..], t(1)),
+            (EventKind::Expired, b"a", t(2)),
+            (EventKind::LeaseExpired, b"a", t(3)),
+            (EventKind::Expired, b"bb", t(4)),
+            (EventKind::PoolDel, b"c", 0),
+            (EventKind::PoolDel, b"c", 0),
+            (EventKind::TokenGen, b"c", t(5)),
+            (EventKind::Expired, b"a", t(6)),
+        ];
+        let mut ev = Events::default();
+        for &(kind, pool, token) in &events {
+            ev.push(kind, pool, token);
+        }
+        n.emit(&ev);
+        // What each would be sent if every event were published alone.
+        let alone = |proto: Protocol, only: &[EventKind]| {
+            let mut want = BytesMut::new();
+            for &(kind, pool, token) in events.iter().filter(|(k, ..)| only.contains(k)) {
+                let mut payload = pool.to_vec();
+                if kind != EventKind::PoolDel {
+                    payload.push(b':');
+                    payload.extend_from_slice(&token::format(token));
+                }
+                put_push(&mut want, proto, &[b"message", kind.keyevent_channel().as_bytes(), &payload]);
+            }
+            want.to_vec()
+        };
+        let kinds = [EventKind::Expired, EventKind::LeaseExpired, EventKind::PoolDel];
+        assert_eq!(all_bytes(&mut rx2), alone(Protocol::Resp2, &kinds));
+        assert_eq!(all_bytes(&mut rx3), alone(Protocol::Resp3, &[EventKind::Expired]));
     }
 }

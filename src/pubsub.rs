@@ -18,6 +18,7 @@
 
 use crate::glob;
 use crate::reply::{Protocol, put_bulk_string, put_push, put_push_header};
+use crate::token::{self, TokenId};
 use bytes::{Bytes, BytesMut};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -214,7 +215,8 @@ struct Share {
 }
 
 impl Share {
-    fn message(&mut self, channel: &[u8], payload: &[u8]) {
+    /// Makes [`Share::head`] `channel`'s.
+    fn set_head(&mut self, channel: &[u8]) {
         let of = (channel.as_ptr() as usize, channel.len());
         if self.head.is_empty() || self.head_of != of {
             self.head.clear();
@@ -223,9 +225,34 @@ impl Share {
             put_bulk_string(&mut self.head, channel);
             self.head_of = of;
         }
+    }
+
+    fn message(&mut self, channel: &[u8], payload: &[u8]) {
+        self.set_head(channel);
         self.bytes.extend_from_slice(&self.head);
         put_bulk_string(&mut self.bytes, payload);
         self.messages += 1;
+    }
+
+    /// A `message` per token on `channel`, `<prefix>:<token>` each: the
+    /// room for all of them is reserved once, and each is its encoded start
+    /// (the same for all) and its token's text.
+    fn tokens(&mut self, channel: &[u8], prefix: &[u8], tokens: &[TokenId]) {
+        self.set_head(channel);
+        let mut lead = Vec::with_capacity(self.head.len() + prefix.len() + 24);
+        lead.extend_from_slice(&self.head);
+        lead.push(b'$');
+        lead.extend_from_slice(itoa::Buffer::new().format(prefix.len() + 1 + token::TOKEN_TEXT_LEN).as_bytes());
+        lead.extend_from_slice(b"\r\n");
+        lead.extend_from_slice(prefix);
+        lead.push(b':');
+        self.bytes.reserve(tokens.len() * (lead.len() + token::TOKEN_TEXT_LEN + 2));
+        for &t in tokens {
+            self.bytes.extend_from_slice(&lead);
+            self.bytes.extend_from_slice(&token::format(t));
+            self.bytes.extend_from_slice(b"\r\n");
+        }
+        self.messages += tokens.len();
     }
 
     fn pmessage(&mut self, pattern: &[u8], channel: &[u8], payload: &[u8]) {
@@ -444,13 +471,19 @@ impl PubSub {
         self.publish_many(&[(channel, payload)])
     }
 
-    /// Delivers each `(channel, payload)` in order, under one read lock;
-    /// consecutive messages on one channel look its subscribers up once (a
-    /// burst of expiries is one channel). Each subscriber gets its share of
-    /// the burst encoded, as one piece, or is evicted if that would overfill
-    /// its queue. Returns how many deliveries were made in all.
+    /// Delivers each `(channel, payload)` in order, under one read lock
+    /// (see [`PubSub::publish_bursts`]).
     pub fn publish_many(&self, msgs: &[(&[u8], &[u8])]) -> usize {
-        if self.is_idle() || msgs.is_empty() {
+        self.publish_bursts(msgs.iter().map(|&(channel, payload)| Burst { channel, payload: Payload::One(payload) }))
+    }
+
+    /// Delivers each burst's messages in order, under one read lock;
+    /// consecutive bursts on one channel look its subscribers up once.
+    /// Each subscriber gets its share of all of them encoded, as one piece,
+    /// or is evicted if that would overfill its queue. Returns how many
+    /// deliveries were made in all.
+    pub fn publish_bursts<'m>(&self, bursts: impl IntoIterator<Item = Burst<'m>>) -> usize {
+        if self.is_idle() {
             return 0;
         }
         let mut evict = Vec::new();
@@ -465,7 +498,9 @@ impl PubSub {
             // alternate its keyevent channel with one keyspace channel per
             // token.
             let mut recent: [Option<(&[u8], Subscribers)>; 2] = [None, None];
-            for (i, &(channel, payload)) in msgs.iter().enumerate() {
+            let mut matched: Vec<(&Bytes, &HashSet<u64>)> = Vec::new();
+            let mut text = Vec::new();
+            for (i, Burst { channel, payload }) in bursts.into_iter().enumerate() {
                 let set = match recent.iter().flatten().find(|(c, _)| std::ptr::eq(*c, channel) || *c == channel) {
                     Some(&(_, set)) => set,
                     None => {
@@ -474,17 +509,42 @@ impl PubSub {
                         set
                     }
                 };
-                for &c in set.into_iter().flatten() {
-                    if let Some(s) = share_of(&mut out, &mut index, &g.clients, c) {
-                        s.message(channel, payload);
+                matched.clear();
+                matched.extend(g.patterns.iter().filter(|(pat, _)| glob::matches(pat, channel)));
+                let mut deliver = |payload: &[u8]| {
+                    for &c in set.into_iter().flatten() {
+                        if let Some(s) = share_of(&mut out, &mut index, &g.clients, c) {
+                            s.message(channel, payload);
+                        }
                     }
-                }
-                for (pat, set) in &g.patterns {
-                    if glob::matches(pat, channel) {
+                    for &(pat, set) in &matched {
                         for &c in set {
                             if let Some(s) = share_of(&mut out, &mut index, &g.clients, c) {
                                 s.pmessage(pat, channel, payload);
                             }
+                        }
+                    }
+                };
+                match payload {
+                    Payload::One(payload) => deliver(payload),
+                    // Channel subscribers only: each one's messages are
+                    // written in one pass. (With a pattern, a client may
+                    // get a message and a pmessage for each token, in
+                    // turn.)
+                    Payload::Tokens { prefix, tokens } if matched.is_empty() => {
+                        for &c in set.into_iter().flatten() {
+                            if let Some(s) = share_of(&mut out, &mut index, &g.clients, c) {
+                                s.tokens(channel, prefix, tokens);
+                            }
+                        }
+                    }
+                    Payload::Tokens { prefix, tokens } => {
+                        for &t in tokens {
+                            text.clear();
+                            text.extend_from_slice(prefix);
+                            text.push(b':');
+                            text.extend_from_slice(&token::format(t));
+                            deliver(&text);
                         }
                     }
                 }
@@ -511,6 +571,22 @@ impl PubSub {
         }
         receivers
     }
+}
+
+/// Messages on one channel, for [`PubSub::publish_bursts`].
+#[derive(Clone, Copy)]
+pub struct Burst<'a> {
+    pub channel: &'a [u8],
+    pub payload: Payload<'a>,
+}
+
+/// The payloads of a [`Burst`].
+#[derive(Clone, Copy)]
+pub enum Payload<'a> {
+    /// One message.
+    One(&'a [u8]),
+    /// A message per token, `<prefix>:<token>` (a run of one pool's events).
+    Tokens { prefix: &'a [u8], tokens: &'a [TokenId] },
 }
 
 /// `client`'s share of a burst, made on its first message; `None` if the
@@ -587,6 +663,55 @@ mod tests {
         put_push(&mut want, Protocol::Resp3, &[b"message", b"c", b"two"]);
         assert!(want.starts_with(b">3\r\n"));
         assert_eq!(rx.try_recv_bytes().unwrap(), want);
+    }
+
+    #[tokio::test]
+    async fn a_run_of_tokens_is_delivered_as_its_messages_one_by_one() {
+        // Two brokers with the same subscribers: one is given runs, the
+        // other each run's messages one at a time.
+        let (runs, alone) = (PubSub::default(), PubSub::default());
+        let mut rx = Vec::new();
+        for ps in [&runs, &alone] {
+            let (r1, r2) = (ps.attach(1, Protocol::Resp2), ps.attach(2, Protocol::Resp3));
+            ps.subscribe(1, Bytes::from_static(b"ev"), false);
+            ps.subscribe(2, Bytes::from_static(b"ev"), false);
+            ps.subscribe(2, Bytes::from_static(b"other"), false);
+            rx.push((r1, r2));
+        }
+        let tokens: Vec<TokenId> = (1..=5).map(|i| token::from_random([i; 16])).collect();
+        let bursts = [
+            Burst { channel: b"ev", payload: Payload::Tokens { prefix: b"p", tokens: &tokens[..3] } },
+            Burst { channel: b"other", payload: Payload::One(b"x") },
+            Burst { channel: b"ev", payload: Payload::Tokens { prefix: b"pool", tokens: &tokens[3..] } },
+        ];
+        let text = |prefix: &str, t: TokenId| format!("{prefix}:{}", std::str::from_utf8(&token::format(t)).unwrap());
+        let one_by_one: Vec<(&[u8], String)> = tokens[..3]
+            .iter()
+            .map(|&t| (&b"ev"[..], text("p", t)))
+            .chain([(&b"other"[..], "x".to_string())])
+            .chain(tokens[3..].iter().map(|&t| (&b"ev"[..], text("pool", t))))
+            .collect();
+        let mut check = |with_pattern: bool| {
+            let msgs: Vec<(&[u8], &[u8])> = one_by_one.iter().map(|(c, p)| (*c, p.as_bytes())).collect();
+            let (a, b) = (runs.publish_bursts(bursts), alone.publish_many(&msgs));
+            assert_eq!(a, b, "deliveries counted alike (pattern: {with_pattern})");
+            let [(a1, a2), (b1, b2)] = &mut rx[..] else { unreachable!() };
+            for (x, y) in [(a1, b1), (a2, b2)] {
+                let (x, y): (Vec<Bytes>, Vec<Bytes>) = (
+                    std::iter::from_fn(|| x.try_recv_bytes()).collect(),
+                    std::iter::from_fn(|| y.try_recv_bytes()).collect(),
+                );
+                assert!(!x.is_empty());
+                assert_eq!(x.concat(), y.concat(), "pattern: {with_pattern}");
+            }
+        };
+        check(false);
+        // A pattern that matches: a client gets each token's message and
+        // pmessage in turn.
+        for ps in [&runs, &alone] {
+            ps.subscribe(1, Bytes::from_static(b"e*"), true);
+        }
+        check(true);
     }
 
     #[tokio::test]

@@ -51,7 +51,7 @@ pub use types::{Change, Journal, PoolStats, Restored, StoreConfig, TokenError, T
 pub use waiting::{Acquired, Handed, Waiting};
 
 use crate::clock::Clock;
-use crate::notify::{Event, EventKind, Notifier};
+use crate::notify::{EventKind, Events, Notifier};
 use crate::token::TokenId;
 use crate::wheel::Wheel;
 use bytes::Bytes;
@@ -192,7 +192,7 @@ pub struct Store {
 /// the lock and handed out after it.
 struct Effects<'a> {
     notifier: &'a Notifier,
-    events: Vec<Event>,
+    events: Events,
     changes: Option<Vec<Change>>,
     /// Deadline armed that is earlier than the driver's wake-up time.
     earliest_armed: u64,
@@ -217,7 +217,7 @@ impl<'a> Effects<'a> {
     fn new(notifier: &'a Notifier, journal: bool) -> Effects<'a> {
         Effects {
             notifier,
-            events: Vec::new(),
+            events: Events::default(),
             changes: journal.then(Vec::new),
             earliest_armed: u64::MAX,
             watching: false,
@@ -228,13 +228,7 @@ impl<'a> Effects<'a> {
 
     fn event(&mut self, kind: EventKind, pool: &[u8], token: TokenId) {
         if self.notifier.wants(kind) {
-            // A burst of expiries is one pool's: its events share one copy
-            // of the name.
-            let pool = match self.events.last() {
-                Some(e) if e.pool[..] == *pool => e.pool.clone(),
-                _ => Bytes::copy_from_slice(pool),
-            };
-            self.events.push(Event { kind, pool, token });
+            self.events.push(kind, pool, token);
         }
     }
 
