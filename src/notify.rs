@@ -86,9 +86,9 @@ pub struct Events {
 struct Run {
     kind: EventKind,
     pool: Bytes,
-    /// Where the run's tokens end in [`Events::tokens`] (they start where
-    /// the previous run's end).
-    end: usize,
+    /// Where the run's tokens start in [`Events::tokens`] (they end where
+    /// the next run's start).
+    start: usize,
 }
 
 impl Events {
@@ -96,12 +96,9 @@ impl Events {
     pub fn push(&mut self, kind: EventKind, pool: &[u8], token: TokenId) {
         match self.runs.last() {
             Some(r) if r.kind == kind && r.pool[..] == *pool => {}
-            _ => self.runs.push(Run { kind, pool: Bytes::copy_from_slice(pool), end: self.tokens.len() }),
+            _ => self.runs.push(Run { kind, pool: Bytes::copy_from_slice(pool), start: self.tokens.len() }),
         }
         self.tokens.push(token);
-        if let Some(r) = self.runs.last_mut() {
-            r.end = self.tokens.len();
-        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -114,11 +111,9 @@ impl Events {
 
     /// The runs in order: kind, pool, tokens.
     fn runs(&self) -> impl Iterator<Item = (EventKind, &Bytes, &[TokenId])> {
-        let mut start = 0;
-        self.runs.iter().map(move |r| {
-            let tokens = &self.tokens[start..r.end];
-            start = r.end;
-            (r.kind, &r.pool, tokens)
+        self.runs.iter().enumerate().map(|(i, r)| {
+            let end = self.runs.get(i + 1).map_or(self.tokens.len(), |next| next.start);
+            (r.kind, &r.pool, &self.tokens[r.start..end])
         })
     }
 }
