@@ -45,14 +45,30 @@ impl ProtocolError {
 /// Takes one request off the front of `buf`. `Ok(Some(args))` with empty
 /// `args` is an empty request (`*0`, a blank line) that gets no reply.
 pub fn decode_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    let mut args = Vec::new();
+    Ok(decode_request_into(buf, limits, &mut args)?.then_some(args))
+}
+
+/// [`decode_request`] into a vector the caller keeps (and clears) from one
+/// request to the next: the server's read loop, where allocating and
+/// freeing a vector per request was 3.4% of the server's time under
+/// `redis-benchmark -t ping_mbulk -P 16`. Returns whether a whole request
+/// was taken (its arguments appended to `args`, none for an empty one).
+pub fn decode_request_into(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) -> Result<bool, ProtocolError> {
     if buf.is_empty() {
-        return Ok(None);
+        return Ok(false);
     }
     if buf[0] != b'*' {
-        return decode_inline(buf);
+        return Ok(match decode_inline(buf)? {
+            Some(line) => {
+                args.extend(line);
+                true
+            }
+            None => false,
+        });
     }
     // The array header: refuse absurd lengths before anything is parsed.
-    decode_multibulk(buf, limits)
+    decode_multibulk(buf, limits, args)
 }
 
 /// `*<n>\r\n` then n × `$<len>\r\n<len bytes>\r\n`, the form every client
@@ -65,13 +81,13 @@ pub fn decode_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<
 /// is a slice of that one `Bytes` (a reference count, no copy). Redis's own
 /// `processMultibulkBuffer` is a specialised request parser for the same
 /// reason. The error texts are Redis's.
-fn decode_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+fn decode_multibulk(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) -> Result<bool, ProtocolError> {
     let Some((first, n)) = header_len(buf, 0, limits.max_args, "invalid multibulk length")? else {
-        return Ok(None);
+        return Ok(false);
     };
     if n <= 0 {
         buf.advance(first);
-        return Ok(Some(Vec::new()));
+        return Ok(true);
     }
     let n = n as usize;
     // Pass 1: validate every header and find where the request ends.
@@ -79,12 +95,12 @@ fn decode_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<By
     for _ in 0..n {
         let Some((header, len)) = bulk_header(buf, at, limits)? else {
             check_incomplete(buf, first, n, limits)?;
-            return Ok(None);
+            return Ok(false);
         };
         let end = at + header + len;
         if end + 2 > buf.len() {
             check_incomplete(buf, first, n, limits)?;
-            return Ok(None);
+            return Ok(false);
         }
         if buf[end..end + 2] != *b"\r\n" {
             return Err(ProtocolError::new("expected CRLF after a bulk string"));
@@ -93,7 +109,7 @@ fn decode_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<By
     }
     // Pass 2: the headers are known good; slice the arguments out.
     let frame = buf.split_to(at).freeze();
-    let mut args = Vec::with_capacity(n);
+    args.reserve(n);
     let mut at = first;
     for _ in 0..n {
         let Ok(Some((header, len))) = bulk_header(&frame, at, limits) else {
@@ -102,7 +118,7 @@ fn decode_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<By
         args.push(frame.slice(at + header..at + header + len));
         at += header + len + 2;
     }
-    Ok(Some(args))
+    Ok(true)
 }
 
 /// The `$<len>\r\n` header at `at`: its length and the bulk's, or None if
@@ -120,6 +136,27 @@ fn bulk_header(buf: &[u8], at: usize, limits: &Limits) -> Result<Option<(usize, 
 }
 
 fn header_len(buf: &[u8], at: usize, max: usize, what: &str) -> Result<Option<(usize, i64)>, ProtocolError> {
+    // Most headers are one or two digits (`*3`, `$36`): read those at once.
+    if let Some(&[_, d, c1, c2, ..]) = buf.get(at..)
+        && d.is_ascii_digit()
+    {
+        let d = (d - b'0') as i64;
+        if c1 == b'\r' && c2 == b'\n' && d <= max as i64 {
+            return Ok(Some((4, d)));
+        }
+        // No leading zero, as `parse_i64` has it.
+        if d > 0 && c1.is_ascii_digit() && c2 == b'\r' && buf.get(at + 4) == Some(&b'\n') {
+            let v = d * 10 + (c1 - b'0') as i64;
+            if v <= max as i64 {
+                return Ok(Some((5, v)));
+            }
+        }
+    }
+    header_len_any(buf, at, max, what)
+}
+
+/// [`header_len`] for any header.
+fn header_len_any(buf: &[u8], at: usize, max: usize, what: &str) -> Result<Option<(usize, i64)>, ProtocolError> {
     // 1 kind byte + up to 20 digits/sign + CRLF.
     let window = &buf[at..buf.len().min(at + 24)];
     let Some(cr) = window.iter().position(|&b| b == b'\r') else {
@@ -260,6 +297,52 @@ mod tests {
     fn dec(s: &[u8]) -> Result<Option<Vec<Bytes>>, ProtocolError> {
         let mut b = BytesMut::from(s);
         decode_request(&mut b, &Limits::default())
+    }
+
+    #[test]
+    fn short_headers_read_as_any_header_is() {
+        // Every header of up to five bytes after its kind, over the bytes
+        // that matter, followed by more input or by nothing.
+        let alphabet = b"0129-\r\nx";
+        let mut cases: Vec<Vec<u8>> = vec![Vec::new()];
+        let mut last = cases.clone();
+        for _ in 0..5 {
+            last = last.iter().flat_map(|c| alphabet.iter().map(move |&b| [&c[..], &[b]].concat())).collect();
+            cases.extend(last.iter().cloned());
+        }
+        for body in cases {
+            for tail in [&b""[..], b"$4\r\n"] {
+                let mut buf = b"*".to_vec();
+                buf.extend_from_slice(&body);
+                buf.extend_from_slice(tail);
+                for max in [0, 1, 2, 9, 10, 12, 99, 100, 1 << 20] {
+                    assert_eq!(
+                        header_len(&buf, 0, max, "bad"),
+                        header_len_any(&buf, 0, max, "bad"),
+                        "{:?} max {max}",
+                        String::from_utf8_lossy(&buf)
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn arguments_vectors_are_filled_and_reused() {
+        let l = Limits::default();
+        let mut b = BytesMut::from(&b"*2\r\n$4\r\nPING\r\n$2\r\nhi\r\n*0\r\nECHO  x\r\n*1\r\n$4\r\nPI"[..]);
+        let mut args = Vec::new();
+        assert_eq!(decode_request_into(&mut b, &l, &mut args), Ok(true));
+        assert_eq!(args, vec![Bytes::from("PING"), Bytes::from("hi")]);
+        args.clear();
+        assert_eq!(decode_request_into(&mut b, &l, &mut args), Ok(true));
+        assert!(args.is_empty(), "an empty request");
+        assert_eq!(decode_request_into(&mut b, &l, &mut args), Ok(true));
+        assert_eq!(args, vec![Bytes::from("ECHO"), Bytes::from("x")]);
+        args.clear();
+        assert_eq!(decode_request_into(&mut b, &l, &mut args), Ok(false));
+        assert!(args.is_empty(), "nothing taken from an incomplete request");
+        assert_eq!(&b[..], b"*1\r\n$4\r\nPI");
     }
 
     #[test]

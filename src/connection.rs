@@ -8,7 +8,7 @@
 //! away releases its place in the queue (and any token handed to it).
 
 use crate::cmd::{self, Ctx, Outcome, Session};
-use crate::codec::{Limits, decode_request};
+use crate::codec::{Limits, decode_request_into};
 use crate::durable::Fate;
 use crate::reply::Reply;
 use crate::store::{Handed, Store, Waiting};
@@ -39,6 +39,9 @@ const TOKENS_PIECE: usize = 8 * 1024;
 /// Requests decoded ahead of running them, so that the store can start
 /// loading what they will touch (a pipeline of 16 fits in one look).
 const LOOKAHEAD: usize = 32;
+
+/// Argument vectors longer than this are not kept between batches.
+const KEEP_ARGS: usize = 16;
 
 /// Buffers that grew past this are released once empty.
 const KEEP_BUFFER: usize = 256 * 1024;
@@ -205,27 +208,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// one by one, in order, exactly as if decoded one at a time.
     async fn process_buffer(&mut self, stop: &CancellationToken) -> std::io::Result<bool> {
         let mut keep_open = true;
+        // The argument vectors are kept from one batch to the next (see
+        // `decode_request_into`); `n` of them hold this batch's requests.
         let mut batch = std::mem::take(&mut self.batch);
         'read: loop {
             let mut bad = None;
-            while batch.len() < LOOKAHEAD {
-                match decode_request(&mut self.rbuf, &self.opts.limits) {
-                    Ok(Some(args)) if args.is_empty() => {}
-                    Ok(Some(args)) => batch.push(args),
-                    Ok(None) => break,
+            let mut n = 0;
+            while n < LOOKAHEAD {
+                if batch.len() == n {
+                    batch.push(Vec::new());
+                }
+                batch[n].clear();
+                match decode_request_into(&mut self.rbuf, &self.opts.limits, &mut batch[n]) {
+                    Ok(true) if batch[n].is_empty() => {}
+                    Ok(true) => n += 1,
+                    Ok(false) => break,
                     Err(e) => {
                         bad = Some(e);
                         break;
                     }
                 }
             }
-            if batch.is_empty() && bad.is_none() {
+            if n == 0 && bad.is_none() {
                 break;
             }
             if self.session.authenticated {
-                cmd::prefetch(&self.ctx, &batch);
+                cmd::prefetch(&self.ctx, &batch[..n]);
             }
-            for args in batch.drain(..) {
+            for args in &mut batch[..n] {
                 // Messages published before this command ran go out before
                 // its reply, as Redis's output buffer orders them (an
                 // UNSUBSCRIBE's confirmation comes after every message of
@@ -235,19 +245,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 self.ctx.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
                 let start = self.wbuf.len();
-                cmd::ready(&self.ctx, &args).await;
+                cmd::ready(&self.ctx, args).await;
                 // Last before the command: the stock waits for it in a
                 // thread-local, and no other task may run on this thread
                 // in between.
                 let request = (self.session.authenticated && self.session.multi.is_none())
-                    .then(|| cmd::token_gen::stock_request(&self.ctx, &args))
+                    .then(|| cmd::token_gen::stock_request(&self.ctx, args))
                     .flatten();
                 let stocked = match request {
                     Some((pool, count)) => self.ctx.store.stock_gen(pool, count).await,
                     None => false,
                 };
                 Store::take_appended();
-                let outcome = cmd::execute(&self.ctx, &mut self.session, args);
+                let outcome = cmd::execute_in(&self.ctx, &mut self.session, args);
+                // Its arguments hold the read buffer's memory: let go now.
+                args.clear();
                 if stocked {
                     Store::discard_stock();
                 }
@@ -306,7 +318,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 break;
             }
         }
-        batch.clear();
+        // What a request that was not run (the connection closes) holds,
+        // and vectors grown by a long request, go.
+        for args in &mut batch {
+            args.clear();
+            if args.capacity() > KEEP_ARGS {
+                *args = Vec::new();
+            }
+        }
         self.batch = batch;
         self.ctx.idle_poll.touch(self.fd);
         self.session

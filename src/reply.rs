@@ -122,7 +122,7 @@ impl Reply {
                 dst.extend_from_slice(if proto == Protocol::Resp3 { b"_\r\n" } else { b"*-1\r\n" });
                 return;
             }
-            Reply::Simple(s) if !s.contains(&b'\r') && !s.contains(&b'\n') => {
+            Reply::Simple(s) if !s.iter().any(|&b| b == b'\r' || b == b'\n') => {
                 dst.extend_from_slice(b"+");
                 dst.extend_from_slice(s);
                 dst.extend_from_slice(b"\r\n");

@@ -370,11 +370,18 @@ pub struct Call<'a, 't> {
 }
 
 /// Runs one request (`args`: the command's name, then its arguments).
-pub fn execute(ctx: &Ctx, session: &mut Session, args: Vec<Bytes>) -> Outcome {
+pub fn execute(ctx: &Ctx, session: &mut Session, mut args: Vec<Bytes>) -> Outcome {
+    execute_in(ctx, session, &mut args)
+}
+
+/// [`execute`] on arguments the caller keeps: a queued transaction takes
+/// them (leaving `args` empty); otherwise they are left as they were, for
+/// the caller to clear and fill again (see `codec::decode_request_into`).
+pub fn execute_in(ctx: &Ctx, session: &mut Session, args: &mut Vec<Bytes>) -> Outcome {
     // Cluster mode: a handover waits for commands between their routing
     // check and the end of their run (see `Cluster::barrier`).
     let _gate = ctx.cluster().map(|c| c.enter());
-    let (spec, id) = match admit(ctx, session, &args) {
+    let (spec, id) = match admit(ctx, session, args) {
         Ok(found) => found,
         Err((id, r)) => {
             if let Some(id) = id {
@@ -391,7 +398,7 @@ pub fn execute(ctx: &Ctx, session: &mut Session, args: Vec<Bytes>) -> Outcome {
     if let Some(m) = &mut session.multi
         && !spec.flags.has(Flags::TXN_CONTROL)
     {
-        return multi::queue(ctx, m, spec, id, args).into();
+        return multi::queue(ctx, m, spec, id, std::mem::take(args)).into();
     }
     // Commands that change the store (the table's `write` flag, as Redis
     // marks them): the backing store must be able to take them, and in
@@ -463,11 +470,11 @@ fn route(cl: &crate::cluster::Cluster, spec: &CommandSpec, args: &[Bytes]) -> Re
 ///
 /// Every call is counted and timed (`INFO commandstats`, `/metrics`); a slow
 /// one goes to the slow log and the latency monitor, as in Redis's `call()`.
-fn run(spec: &CommandSpec, id: usize, args: Vec<Bytes>, call: &mut Call) -> Outcome {
+fn run(spec: &CommandSpec, id: usize, args: &[Bytes], call: &mut Call) -> Outcome {
     let Some(handler) = spec.run else {
         return Reply::error(format!("ERR command '{}' is not implemented", spec.name)).into();
     };
-    let mut p = Parse::after(&args, spec.depth());
+    let mut p = Parse::after(args, spec.depth());
     let started = stats::tick();
     let out = handler(&mut p, call).unwrap_or_else(|e| Reply::error(e.to_string()).into());
     let nsec = stats::nanos_between(started, stats::tick());
@@ -487,13 +494,13 @@ fn run(spec: &CommandSpec, id: usize, args: Vec<Bytes>, call: &mut Call) -> Outc
             let shown_args: Vec<Bytes> = args
                 .iter()
                 .enumerate()
-                .map(|(i, a)| if monitor::redacted(&args, i) { Bytes::from_static(b"(redacted)") } else { a.clone() })
+                .map(|(i, a)| if monitor::redacted(args, i) { Bytes::from_static(b"(redacted)") } else { a.clone() })
                 .collect();
             let name = meta.name.lock().map(|n| n.name.clone()).unwrap_or_default();
             ctx.cmdstats.slowlog.push(&shown_args, usec, meta.addr.to_string(), name);
         }
         if shown {
-            ctx.monitors.feed(call.session.meta.addr, &args);
+            ctx.monitors.feed(call.session.meta.addr, args);
         }
     }
     out

@@ -137,7 +137,7 @@ fn run_queued(ctx: &Ctx, session: &mut super::Session, m: Multi, watched: &[(Byt
     let mut replies = Vec::with_capacity(m.queued.len());
     for (spec, id, args) in m.queued {
         session.note_command(spec.name);
-        let out = super::run(spec, id, args, &mut Call { ctx, session, tokens: Tokens::Txn(&mut txn) });
+        let out = super::run(spec, id, &args, &mut Call { ctx, session, tokens: Tokens::Txn(&mut txn) });
         replies.push(match out {
             Outcome::Reply(r) | Outcome::Close(r) => r,
             Outcome::Replies(rs) => Reply::Array(rs),
