@@ -71,6 +71,11 @@ pub fn decode_request_into(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<B
     decode_multibulk(buf, limits, args)
 }
 
+/// Requests of up to this many arguments are cut up from where the first
+/// pass found them (the TOKEN commands take at most a few); longer ones
+/// read their headers again.
+const SPANS: usize = 8;
+
 /// `*<n>\r\n` then n × `$<len>\r\n<len bytes>\r\n`, the form every client
 /// library sends. Parsed here rather than by redis-protocol's frame decoder,
 /// which decodes any frame type into a tree (a `Vec` of frames, a nom
@@ -90,9 +95,11 @@ fn decode_multibulk(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) 
         return Ok(true);
     }
     let n = n as usize;
-    // Pass 1: validate every header and find where the request ends.
+    // Pass 1: validate every header and find where the request ends,
+    // noting where the first few arguments are.
+    let mut spans = [(0, 0); SPANS];
     let mut at = first;
-    for _ in 0..n {
+    for i in 0..n {
         let Some((header, len)) = bulk_header(buf, at, limits)? else {
             check_incomplete(buf, first, n, limits)?;
             return Ok(false);
@@ -105,11 +112,18 @@ fn decode_multibulk(buf: &mut BytesMut, limits: &Limits, args: &mut Vec<Bytes>) 
         if buf[end..end + 2] != *b"\r\n" {
             return Err(ProtocolError::new("expected CRLF after a bulk string"));
         }
+        if let Some(span) = spans.get_mut(i) {
+            *span = (at + header, end);
+        }
         at = end + 2;
     }
     // Pass 2: the headers are known good; slice the arguments out.
     let frame = buf.split_to(at).freeze();
     args.reserve(n);
+    if n <= SPANS {
+        args.extend(spans[..n].iter().map(|&(start, end)| frame.slice(start..end)));
+        return Ok(true);
+    }
     let mut at = first;
     for _ in 0..n {
         let Ok(Some((header, len))) = bulk_header(&frame, at, limits) else {
@@ -403,6 +417,27 @@ mod tests {
         assert!(dec(b"*1\r\n:5\r\n").is_err());
         assert!(dec(b"*1\r\n$-5\r\n").is_err());
         assert!(dec(b"*abc\r\n").is_err());
+    }
+
+    #[test]
+    fn requests_of_any_number_of_arguments_come_out_whole() {
+        // Below, at and above the arguments whose places the first pass keeps.
+        let l = Limits::default();
+        for n in 1..=SPANS + 3 {
+            let want: Vec<Bytes> =
+                (0..n).map(|i| Bytes::from(vec![b'a' + i as u8; [0, 1, 9, 10, 100][i % 5]])).collect();
+            let mut wire = format!("*{n}\r\n").into_bytes();
+            for a in &want {
+                wire.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                wire.extend_from_slice(a);
+                wire.extend_from_slice(b"\r\n");
+            }
+            wire.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+            let mut b = BytesMut::from(&wire[..]);
+            assert_eq!(decode_request(&mut b, &l).unwrap().unwrap(), want, "{n} arguments");
+            assert_eq!(decode_request(&mut b, &l).unwrap().unwrap(), vec![Bytes::from("PING")]);
+            assert!(b.is_empty());
+        }
     }
 
     #[test]
