@@ -1528,21 +1528,33 @@ pub(super) static COMMANDS: &[CommandSpec] = &[
     },
 ];
 
-/// Finds a command in `list` by name, ignoring ASCII case as Redis does.
-pub(super) fn find(list: &'static [CommandSpec], name: &[u8]) -> Option<&'static CommandSpec> {
-    list.iter().find(|c| c.name.as_bytes().eq_ignore_ascii_case(name))
+/// Finds a top-level command by name, ignoring ASCII case as Redis does.
+fn find(name: &[u8]) -> Option<&'static CommandSpec> {
+    top_index(name).map(|i| &COMMANDS[i])
+}
+
+/// The place in [`COMMANDS`] of the top-level command called `name`, case
+/// ignored.
+fn top_index(name: &[u8]) -> Option<usize> {
+    let same = by_len().get(name.len())?;
+    // Most clients send names in capitals (redis-py, redis-benchmark):
+    // a plain comparison finds those.
+    same.iter()
+        .find(|(_, upper)| upper.as_bytes() == name)
+        .or_else(|| same.iter().find(|&&(i, _)| COMMANDS[usize::from(i)].name.as_bytes().eq_ignore_ascii_case(name)))
+        .map(|&(i, _)| usize::from(i))
 }
 
 /// Looks up a top-level command by name (`"token.gen"`, `"client"`); case is
 /// ignored. A `container|sub` name is not resolved here, because a client
 /// sending it as a command name gets "unknown command" from Redis.
 pub fn lookup(name: &str) -> Option<&'static CommandSpec> {
-    find(COMMANDS, name.as_bytes())
+    find(name.as_bytes())
 }
 
 /// [`lookup`] on the raw name bytes (no allocation on the request path).
 pub fn lookup_bytes(name: &[u8]) -> Option<&'static CommandSpec> {
-    find(COMMANDS, name)
+    find(name)
 }
 
 /// Looks up a subcommand of a container (`"client"`, `"id"`); case is ignored.
@@ -1559,7 +1571,7 @@ pub fn all() -> &'static [CommandSpec] {
 /// `lookupCommandBySds`): `name` or `container|sub`, case ignored.
 pub(super) fn lookup_full(name: &[u8]) -> Option<&'static CommandSpec> {
     let mut parts = name.split(|&b| b == b'|');
-    let base = find(COMMANDS, parts.next()?)?;
+    let base = find(parts.next()?)?;
     match (parts.next(), parts.next()) {
         (None, _) => Some(base),
         (Some(sub), None) => base.subcommand(sub),
@@ -1617,16 +1629,7 @@ pub fn resolve_id(argv: &[Bytes]) -> Result<(&'static CommandSpec, usize), (Opti
     let Some(name) = argv.first() else {
         return Err((None, unknown_command_error(argv)));
     };
-    let Some(top) = by_len().get(name.len()).and_then(|same| {
-        // Most clients send names in capitals (redis-py, redis-benchmark):
-        // a plain comparison finds those.
-        same.iter()
-            .find(|(_, upper)| upper.as_bytes() == &name[..])
-            .or_else(|| {
-                same.iter().find(|&&(i, _)| COMMANDS[usize::from(i)].name.as_bytes().eq_ignore_ascii_case(name))
-            })
-            .map(|&(i, _)| usize::from(i))
-    }) else {
+    let Some(top) = top_index(name) else {
         return Err((None, unknown_command_error(argv)));
     };
     let base = &COMMANDS[top];
