@@ -264,6 +264,20 @@ fn wait_for_subscribers(store: &Store) {
     store.note_subscriber_wait(start.elapsed());
 }
 
+/// Makes this thread's short sleeps as long as asked. Linux lets a sleep
+/// run up to the thread's timer slack (50 µs by default) past its end, so
+/// the 20 µs [`BACKLOG_PAUSE`] after each 1 ms batch of a backlog took 77
+/// µs on average (measured on the bench's VM), and expiry fired for 93% of
+/// the time; with a slack of 1 ns the pause took 29 µs (97%).
+fn precise_sleeps() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes a number and changes only this
+    // thread's timer slack; a failure leaves the default, which is fine.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+}
+
 fn note_slow_tick(idx: usize, started: std::time::Instant) {
     let took = started.elapsed();
     if took > SLOW_TICK {
@@ -300,6 +314,7 @@ async fn drive(store: Store, idx: usize) {
 }
 
 fn drive_thread(store: Store, idx: usize, stop: &AtomicBool) {
+    precise_sleeps();
     let cell = &store.shard_cells()[idx];
     // Registered before the first tick: a deadline armed from then on
     // unparks this thread, and one armed before is seen by the tick.
