@@ -128,11 +128,9 @@ impl Store {
             s.fire_us = self.shared.clock.now_us();
             s.worst_late_us = 0;
         }
-        if !s.backlog.is_empty() {
+        if !s.backlog.is_empty() && !fired.is_empty() {
             // Behind what is already waiting, in order.
-            for e in fired.drain(..) {
-                s.queue_due(e);
-            }
+            fired = s.queue_due(fired, 0);
         }
         let mut n = 0;
         let mut spent = |n: &mut usize| {
@@ -161,9 +159,10 @@ impl Store {
                 }
             }
         }
-        for e in fired.drain(..).skip(done_fired) {
-            s.queue_due(e);
+        if done_fired < fired.len() {
+            fired = s.queue_due(fired, done_fired);
         }
+        fired.clear();
         s.fired = fired;
         if s.fire_us != 0 {
             s.fire_us = 0;
@@ -322,7 +321,7 @@ impl Store {
                     if let Some(&(_, np, nt)) = s.forget.get(PREFETCH_AHEAD)
                         && let Some(pool) = s.pools.get(&np)
                     {
-                        pool.prefetch_named(nt);
+                        pool.prefetch_tomb(nt);
                     }
                     self.forget_one(s, p, t, at, fx);
                 }

@@ -94,7 +94,7 @@ struct Shard {
     wheel: Wheel<(PoolId, SlotIdx)>,
     /// Wheel entries that came due but were not fired yet (a batch ran out,
     /// see `Store::run_due`), in the order they fired from the wheel.
-    backlog: queue::ChunkedQueue<(u64, (PoolId, SlotIdx))>,
+    backlog: queue::RunQueue<(u64, (PoolId, SlotIdx))>,
     /// Entries in `backlog` per pool id (a pool with none left is exact).
     /// Indexed by id, which is dense; empty while the backlog is.
     behind: Vec<u32>,
@@ -323,14 +323,18 @@ impl Shard {
         Some(*p)
     }
 
-    /// Puts a fired wheel entry at the back of the backlog.
-    fn queue_due(&mut self, e: (u64, (PoolId, SlotIdx))) {
-        let i = e.1.0 as usize;
-        if self.behind.len() <= i {
-            self.behind.resize(i + 1, 0);
+    /// Puts fired wheel entries (`run[from..]`) at the back of the
+    /// backlog, and gives back an empty `Vec` for the next ones.
+    fn queue_due(&mut self, run: Vec<(u64, (PoolId, SlotIdx))>, from: usize) -> Vec<(u64, (PoolId, SlotIdx))> {
+        for &(_, (pid, _)) in run.iter().skip(from) {
+            let i = pid as usize;
+            if self.behind.len() <= i {
+                self.behind.resize(i + 1, 0);
+            }
+            self.behind[i] += 1;
         }
-        self.behind[i] += 1;
-        self.backlog.push_back(e);
+        self.backlog.push_run(run, from);
+        self.backlog.take_spare()
     }
 
     /// Takes the oldest entry of the backlog.

@@ -490,6 +490,13 @@ impl Pool {
         self.free.prefetch(slot);
     }
 
+    /// Starts loading the slot `id` names, and not its free-set word: for
+    /// forgetting a remembered expired token, whose tombstone is in no free
+    /// set (a hint).
+    pub fn prefetch_tomb(&self, id: TokenId) {
+        self.slots.prefetch(token::slot_of(id, self.key) as usize);
+    }
+
     /// Starts loading `slot` and its word of the free set's bitmap (a
     /// hint).
     pub fn prefetch_slot(&self, slot: SlotIdx) {
