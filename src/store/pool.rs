@@ -485,9 +485,7 @@ impl Pool {
     /// Starts loading the slot `id` names and its word of the free set's
     /// bitmap (a hint: no effect on correctness).
     pub fn prefetch_named(&self, id: TokenId) {
-        let slot = token::slot_of(id, self.key);
-        self.slots.prefetch(slot as usize);
-        self.free.prefetch(slot);
+        self.prefetch_slot(token::slot_of(id, self.key));
     }
 
     /// Starts loading the slot `id` names, and not its free-set word: for
