@@ -15,6 +15,10 @@ use std::sync::atomic::Ordering;
 /// ([`pool::MAX_SLOTS`]).
 pub(crate) const LEASE_ENTRY: SlotIdx = 1 << 31;
 
+/// The slot of a forget-queue entry whose token is not a tombstone (see
+/// [`Pool::expire`]): it is looked up by id.
+pub(crate) const NOT_TOMB: SlotIdx = SlotIdx::MAX;
+
 /// Registers a token's lifetime deadline unless a lifetime entry at or
 /// before it is live.
 pub(super) fn arm_life(
@@ -170,7 +174,7 @@ impl Store {
         }
         left = left.saturating_sub(n);
         let mut done = s.backlog.is_empty();
-        while let Some(&(at, pid, id)) = s.forget.front() {
+        while let Some(&(at, pid, slot, id)) = s.forget.front() {
             if at > now {
                 break;
             }
@@ -180,7 +184,7 @@ impl Store {
             }
             left -= 1;
             s.forget.pop_front();
-            self.forget_one(s, pid, id, at, fx);
+            self.forget_one(s, pid, slot, id, at, fx);
         }
         if !done {
             // The driver goes on with the rest at once.
@@ -228,9 +232,9 @@ impl Store {
     }
 
     /// Forgets a remembered expired token if the queue entry is current.
-    pub(super) fn forget_one(&self, s: &mut Shard, pid: PoolId, id: TokenId, at: u64, fx: &mut Effects) {
+    pub(super) fn forget_one(&self, s: &mut Shard, pid: PoolId, slot: SlotIdx, id: TokenId, at: u64, fx: &mut Effects) {
         if let Some(pool) = s.pools.get_mut(&pid)
-            && pool.forget(id, Some(at))
+            && if slot == NOT_TOMB { pool.forget(id, Some(at)) } else { pool.forget_tomb(slot, id, at) }
         {
             // The name is read in place: a copy of it per token forgotten
             // was 2% of a mass expiry (9M of its 10M expiries forget one).
@@ -292,7 +296,11 @@ impl Store {
         let Some(pool) = s.pools.get_mut(&pid) else { return };
         let memory = self.shared.config.expired_memory_ms;
         let forget_at = now.saturating_add(memory);
-        let Some((id, rec)) = (if memory > 0 { pool.expire(slot, forget_at) } else { pool.remove(slot) }) else {
+        let Some((id, rec, tomb)) = (if memory > 0 {
+            pool.expire(slot, forget_at)
+        } else {
+            pool.remove(slot).map(|(id, rec)| (id, rec, false))
+        }) else {
             return;
         };
         note_late(&mut s.lateness, &mut s.worst_late_us, s.fire_us, rec.life_deadline);
@@ -306,7 +314,7 @@ impl Store {
                 forget_at,
                 slot: Some(slot),
             });
-            s.forget.push_back((forget_at, pid, id));
+            s.forget.push_back((forget_at, pid, if tomb { slot } else { NOT_TOMB }, id));
             s.remembered += 1;
             s.tally.remembered += 1;
             let max = self.shared.config.max_expired_remembered as isize;
@@ -316,15 +324,16 @@ impl Store {
             // they next expire something.)
             if total(s) > max {
                 while total(s) > max {
-                    let Some((at, p, t)) = s.forget.pop_front() else { break };
+                    let Some((at, p, slot, t)) = s.forget.pop_front() else { break };
                     // Each expiry past the bound forgets one: the next ones
                     // to go are the ones to load.
-                    if let Some(&(_, np, nt)) = s.forget.get(PREFETCH_AHEAD)
+                    if let Some(&(_, np, ns, _)) = s.forget.get(PREFETCH_AHEAD)
+                        && ns != NOT_TOMB
                         && let Some(pool) = s.pools.get(&np)
                     {
-                        pool.prefetch_tomb(nt);
+                        pool.prefetch_tomb(ns);
                     }
-                    self.forget_one(s, p, t, at, fx);
+                    self.forget_one(s, p, slot, t, at, fx);
                 }
             }
         } else {

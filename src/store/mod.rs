@@ -100,8 +100,10 @@ struct Shard {
     behind: Vec<u32>,
     /// Whether this shard is counted in `Shared::backlogged`.
     counted: bool,
-    /// Remembered expired tokens in the order they are to be forgotten.
-    forget: queue::ChunkedQueue<(u64, PoolId, TokenId)>,
+    /// Remembered expired tokens in the order they are to be forgotten:
+    /// (when, pool id, the tombstone's slot or [`fire::NOT_TOMB`], token).
+    /// 32 bytes an entry, as without the slot (a `u128` is aligned to 16).
+    forget: queue::RunQueue<(u64, PoolId, SlotIdx, TokenId)>,
     remembered: usize,
     /// What firing deadlines changed in the server-wide counters and has
     /// not yet added to them (see [`Tally`]).

@@ -368,21 +368,22 @@ impl Pool {
     }
 
     /// Deletes the live token in `slot` and remembers it as expired until
-    /// `forget_at`; returns its id and record.
-    pub fn expire(&mut self, slot: SlotIdx, forget_at: u64) -> Option<(TokenId, Record)> {
+    /// `forget_at`; returns its id, its record and whether it stays in
+    /// `slot` as a tombstone (else it is in the set of the others).
+    pub fn expire(&mut self, slot: SlotIdx, forget_at: u64) -> Option<(TokenId, Record, bool)> {
         let s = self.slots.get(slot as usize).filter(|s| s.is_live())?;
         let id = s.id;
         if token::slot_of(id, self.key) != slot {
             let (id, rec) = self.remove(slot)?;
             self.expired.insert(id, forget_at);
-            return Some((id, rec));
+            return Some((id, rec, false));
         }
         let rec = s.rec;
         self.free.remove(slot);
         self.slots[slot as usize].rec = Record::stored(0, 0, forget_at, 0, 0);
         self.live -= 1;
         self.tombs += 1;
-        Some((id, rec))
+        Some((id, rec, true))
     }
 
     /// Recovery: remembers an expired token until `forget_at`; false (and
@@ -415,6 +416,22 @@ impl Pool {
             return false;
         }
         self.expired.remove(&id).is_some()
+    }
+
+    /// [`Pool::forget`] of the tombstone in `slot`, which the caller knows
+    /// from [`Pool::expire`]: no hash of the token to find its slot. False
+    /// (and nothing changes) unless `slot` holds `id`'s tombstone to be
+    /// forgotten at `at`.
+    pub fn forget_tomb(&mut self, slot: SlotIdx, id: TokenId, at: u64) -> bool {
+        match self.slots.get_mut(slot as usize) {
+            Some(s) if s.id == id && s.tomb() == Some(at) => {
+                *s = VACANT_SLOT;
+                self.tombs -= 1;
+                self.cold_mut().vacant.push(slot);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Forgets every remembered expired token; returns how many. Looks at
@@ -488,11 +505,11 @@ impl Pool {
         self.prefetch_slot(token::slot_of(id, self.key));
     }
 
-    /// Starts loading the slot `id` names, and not its free-set word: for
-    /// forgetting a remembered expired token, whose tombstone is in no free
-    /// set (a hint).
-    pub fn prefetch_tomb(&self, id: TokenId) {
-        self.slots.prefetch(token::slot_of(id, self.key) as usize);
+    /// Starts loading the tombstone in `slot`, and not its free-set word:
+    /// for forgetting a remembered expired token, whose tombstone is in no
+    /// free set (a hint).
+    pub fn prefetch_tomb(&self, slot: SlotIdx) {
+        self.slots.prefetch(slot as usize);
     }
 
     /// Starts loading `slot` and its word of the free set's bitmap (a
@@ -716,12 +733,19 @@ mod tests {
         let (c, sc) = add(&mut p, 3, true);
         assert_ne!(sc, sa, "a tombstone's slot is not reused");
         assert!(!p.forget(a, Some(499)), "only at the time it is to be forgotten");
+        assert!(!p.forget_tomb(sa, a, 499) && !p.forget_tomb(sa, b, 500) && !p.forget_tomb(sb, a, 500));
         assert!(p.is_expired(a));
         assert!(p.forget(a, Some(500)) && !p.is_expired(a) && !p.forget(a, None));
         assert_eq!(p.expired_len(), 0);
         p.check().unwrap();
         let (_, sd) = add(&mut p, 4, true);
         assert_eq!(sd, sa, "a forgotten tombstone's slot is reused");
+        assert!(!p.forget_tomb(sa, a, 500), "the slot holds another token now");
+        assert_eq!(p.expire(sb, 300).map(|x| (x.0, x.2)), Some((b, true)), "a tombstone");
+        assert!(p.forget_tomb(sb, b, 300) && !p.is_expired(b) && !p.forget_tomb(sb, b, 300));
+        assert_eq!(p.expired_len(), 0);
+        p.check().unwrap();
+        let (b, sb) = add(&mut p, 2, false);
         // Every kind at once, then all forgotten.
         p.expire(sb, 900);
         p.expire(sc, 900);
@@ -746,9 +770,10 @@ mod tests {
         p.put(4, id, Record::new_free(0, 10));
         p.relist_vacant();
         assert_eq!(p.find(id), Some(4));
-        assert_eq!(p.expire(4, 50).map(|x| x.0), Some(id));
+        assert_eq!(p.expire(4, 50).map(|x| (x.0, x.2)), Some((id, false)), "not a tombstone");
         assert_eq!((p.tomb(4), p.tomb(3), p.expired_get(id)), (None, None, Some(50)), "no tombstone, remembered");
         p.check().unwrap();
+        assert!(!p.forget_tomb(4, id, 50) && !p.forget_tomb(3, id, 50), "only a tombstone");
         assert!(p.forget(id, Some(50)) && p.is_empty());
         p.check().unwrap();
     }

@@ -10,84 +10,30 @@
 use crate::token::{TokenHash, TokenId};
 use std::collections::{HashMap, VecDeque};
 
-/// Entries per chunk of [`ChunkedQueue`]: 1,024 × 32 bytes = 32 KiB. Small
-/// enough that malloc serves it from its heap: a chunk of 128 KiB or more
-/// is its own mmap, faulted in page by page and unmapped when freed (that
-/// cost a quarter of the time of a mass expiry).
+/// Entries per run that [`RunQueue::push_back`] starts: 1,024 × 32 bytes
+/// = 32 KiB. Small enough that malloc serves it from its heap: a block of
+/// 128 KiB or more is its own mmap, faulted in page by page and unmapped
+/// when freed (that cost a quarter of the time of a mass expiry).
 const CHUNK: usize = 1024;
-
-/// A FIFO of fixed-size chunks: pushing never moves existing entries. One
-/// emptied chunk is kept for the next push, so a queue that fills and
-/// drains at the same rate allocates nothing.
-#[derive(Debug)]
-pub(crate) struct ChunkedQueue<T> {
-    chunks: VecDeque<VecDeque<T>>,
-    spare: Option<VecDeque<T>>,
-}
-
-impl<T> Default for ChunkedQueue<T> {
-    fn default() -> Self {
-        ChunkedQueue { chunks: VecDeque::new(), spare: None }
-    }
-}
-
-impl<T> ChunkedQueue<T> {
-    pub fn push_back(&mut self, v: T) {
-        match self.chunks.back_mut() {
-            Some(c) if c.len() < CHUNK => c.push_back(v),
-            _ => {
-                let mut c = self.spare.take().unwrap_or_else(|| VecDeque::with_capacity(CHUNK));
-                c.push_back(v);
-                self.chunks.push_back(c);
-            }
-        }
-    }
-
-    pub fn front(&self) -> Option<&T> {
-        self.chunks.front().and_then(|c| c.front())
-    }
-
-    /// The entry `k` places behind the front (`k` below [`CHUNK`], so it
-    /// is in the first two chunks).
-    pub fn get(&self, k: usize) -> Option<&T> {
-        let first = self.chunks.front()?;
-        match first.get(k) {
-            Some(v) => Some(v),
-            None => self.chunks.get(1)?.get(k - first.len()),
-        }
-    }
-
-    pub fn pop_front(&mut self) -> Option<T> {
-        let c = self.chunks.front_mut()?;
-        let v = c.pop_front();
-        if c.is_empty() {
-            self.spare = self.chunks.pop_front();
-        }
-        v
-    }
-
-    /// Sorts all entries (start-up only: O(n log n) and it moves everything).
-    pub fn sort_by_key<K: Ord>(&mut self, key: impl FnMut(&T) -> K) {
-        let mut all: Vec<T> = std::mem::take(&mut self.chunks).into_iter().flatten().collect();
-        all.sort_by_key(key);
-        self.spare = None;
-        for v in all {
-            self.push_back(v);
-        }
-    }
-}
 
 /// A FIFO of whole runs: a `Vec` goes in as it is (from an index on), so
 /// queueing a run of millions costs no copy and touches no fresh memory.
 /// The expiry backlog is runs the timing wheel polled: queueing them entry
-/// by entry into a [`ChunkedQueue`] (pushing, popping and the fresh pages of
-/// its chunks) was a tenth of a mass expiry's CPU.
+/// by entry (pushing, popping and the fresh pages of a chunked queue) was a
+/// tenth of a mass expiry's CPU.
+///
+/// Entries pushed one by one go into runs of [`CHUNK`], so pushing never
+/// moves an entry either, and the storage of the run emptied last is
+/// reused for the next: a queue that fills and drains at the same rate
+/// (the forget queue past its bound) allocates nothing. A run is a plain
+/// `Vec` and an index, cheaper to push to and pop from than a ring.
 #[derive(Debug)]
 pub(crate) struct RunQueue<T> {
     /// Runs and where each one's unpopped part starts; none is empty.
     runs: VecDeque<(Vec<T>, usize)>,
     len: usize,
-    /// The storage of the last run emptied, for the caller's next run.
+    /// The storage of the last run emptied, for the caller's next run (or
+    /// the next `push_back`).
     spare: Option<Vec<T>>,
 }
 
@@ -104,6 +50,24 @@ impl<T: Copy> RunQueue<T> {
             self.len += run.len() - from;
             self.runs.push_back((run, from));
         }
+    }
+
+    /// Queues one entry behind everything queued.
+    pub fn push_back(&mut self, v: T) {
+        self.len += 1;
+        if let Some((run, _)) = self.runs.back_mut()
+            && run.len() < run.capacity()
+        {
+            run.push(v);
+            return;
+        }
+        let mut run = self.spare.take().filter(|r| r.capacity() >= CHUNK).unwrap_or_else(|| Vec::with_capacity(CHUNK));
+        run.push(v);
+        self.runs.push_back((run, 0));
+    }
+
+    pub fn front(&self) -> Option<&T> {
+        self.runs.front().map(|(run, at)| &run[*at])
     }
 
     pub fn pop_front(&mut self) -> Option<T> {
@@ -138,6 +102,21 @@ impl<T: Copy> RunQueue<T> {
 
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Sorts all entries (start-up only: O(n log n) and it moves everything).
+    pub fn sort_by_key<K: Ord>(&mut self, key: impl FnMut(&T) -> K) {
+        let mut all: Vec<T> = Vec::with_capacity(self.len);
+        for (run, at) in std::mem::take(&mut self.runs) {
+            all.extend_from_slice(&run[at..]);
+        }
+        all.sort_by_key(key);
+        self.len = 0;
+        self.spare = None;
+        for chunk in all.chunks(CHUNK) {
+            self.len += chunk.len();
+            self.runs.push_back((chunk.to_vec(), 0));
+        }
     }
 
     /// An empty `Vec` for the next run: the storage of the last run
@@ -272,8 +251,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunked_queue_is_fifo_across_chunks() {
-        let mut q = ChunkedQueue::default();
+    fn run_queue_pushed_one_by_one_is_fifo_across_chunks() {
+        let mut q = RunQueue::default();
         for i in 0..(CHUNK * 3 + 5) {
             q.push_back(i);
         }
@@ -282,11 +261,18 @@ mod tests {
             assert_eq!(q.pop_front(), Some(i));
         }
         assert_eq!(q.pop_front(), None);
+        assert!(q.is_empty());
         for i in [5, 1, 4] {
             q.push_back(i);
         }
+        assert!(q.runs.len() == 1 && q.runs[0].0.capacity() >= CHUNK, "the emptied run is reused");
+        q.push_run(vec![3, 2], 0);
+        q.push_back(0);
+        assert_eq!(q.len(), 6);
         q.sort_by_key(|&v| v);
-        assert_eq!((q.pop_front(), q.pop_front(), q.pop_front()), (Some(1), Some(4), Some(5)));
+        assert_eq!(q.len(), 6);
+        assert_eq!((0..6).map(|_| q.pop_front().unwrap()).collect::<Vec<_>>(), [0, 1, 2, 3, 4, 5]);
+        assert!(q.is_empty() && q.front().is_none());
     }
 
     #[test]

@@ -163,7 +163,7 @@ impl Store {
                 if let Some(p) = pools.get_mut(&pid)
                     && p.remember(*id, *forget_at)
                 {
-                    forget.push_back((*forget_at, pid, *id));
+                    forget.push_back((*forget_at, pid, super::fire::NOT_TOMB, *id));
                     *remembered += 1;
                     self.shared.remembered_total.fetch_add(1, Ordering::Relaxed);
                 }
