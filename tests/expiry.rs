@@ -500,7 +500,10 @@ async fn a_big_burst_of_expiries_arrives_whole_and_in_order_among_other_messages
     let mut c = server.raw().await;
     let mut sub = server.raw().await;
     subscribe(&mut sub, false, &["__keyevent@0__:expired", "news"]).await;
-    let toks: Vec<String> = c.cmd("TOKEN.GEN big PX 200 COUNT 20000").await.items().iter().map(Resp::text).collect();
+    // The deadline leaves the PUBLISH below ample time to go first: with
+    // 200 ms, a debug build on a loaded machine answered the GEN and the
+    // PUBLISH late enough that the burst came first.
+    let toks: Vec<String> = c.cmd("TOKEN.GEN big PX 1500 COUNT 20000").await.items().iter().map(Resp::text).collect();
     assert_eq!(c.cmd("PUBLISH news first").await, Resp::Int(1));
     let first = next_msg(&mut sub, Duration::from_secs(2)).await.expect("the first message");
     assert_eq!((first.channel.as_str(), first.payload.as_str()), ("news", "first"));
