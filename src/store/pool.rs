@@ -400,16 +400,14 @@ impl Pool {
     /// `at`, only if it is to be forgotten then); true if it was.
     pub fn forget(&mut self, id: TokenId, at: Option<u64>) -> bool {
         let named = token::slot_of(id, self.key);
-        if let Some(s) = self.slots.get_mut(named as usize)
+        if let Some(s) = self.slots.get(named as usize)
             && s.id == id
             && let Some(when) = s.tomb()
         {
             if at.is_some_and(|at| at != when) {
                 return false;
             }
-            *s = VACANT_SLOT;
-            self.tombs -= 1;
-            self.cold_mut().vacant.push(named);
+            self.vacate_tomb(named);
             return true;
         }
         if at.is_some_and(|at| self.expired.get(&id) != Some(&at)) {
@@ -423,15 +421,20 @@ impl Pool {
     /// (and nothing changes) unless `slot` holds `id`'s tombstone to be
     /// forgotten at `at`.
     pub fn forget_tomb(&mut self, slot: SlotIdx, id: TokenId, at: u64) -> bool {
-        match self.slots.get_mut(slot as usize) {
+        match self.slots.get(slot as usize) {
             Some(s) if s.id == id && s.tomb() == Some(at) => {
-                *s = VACANT_SLOT;
-                self.tombs -= 1;
-                self.cold_mut().vacant.push(slot);
+                self.vacate_tomb(slot);
                 true
             }
             _ => false,
         }
+    }
+
+    /// Empties `slot`, which the caller saw holding a tombstone, for reuse.
+    fn vacate_tomb(&mut self, slot: SlotIdx) {
+        self.slots[slot as usize] = VACANT_SLOT;
+        self.tombs -= 1;
+        self.cold_mut().vacant.push(slot);
     }
 
     /// Forgets every remembered expired token; returns how many. Looks at
