@@ -206,6 +206,12 @@ scraper() {
 # Redis's 3.1-4.1 ms) is this VM's: its agent (PID 1, at nice -10) runs
 # for about 3.5 ms once a second on either core.
 if chrt -f 1 true 2>/dev/null; then PROBE_PRIO="chrt -f 1"; else PROBE_PRIO="nice -n -10"; fi
+# A virtual machine's core can be taken away by its host: with both cores
+# busy (two loops doing nothing else, no tokend) this VM lost one for 100 ms
+# once or twice in 30 s, booked as steal time in /proc/stat. The probes
+# watch the steal of both cores and say which of their slow replies the host
+# held a core during; the target is still judged on the worst reply.
+STEAL=(--host-steal-cpus "$SCPU,$CCPU")
 
 lg() { # name args...  (LG_PRIO="chrt -f 1", say: run under that)
   local name=$1
@@ -415,14 +421,14 @@ LG_PRIO=$PROBE_PRIO lg unlink-calm "${TOK[@]}" --duration 3 -w acquire -c 1 -P 1
 # chunk every 5 ms); a second probe the 3 s after, when a VM that reports
 # freed memory to its host (virtio-balloon free page reporting, 2 s after
 # the pages were freed) can stall every process on it.
-LG_PRIO=$PROBE_PRIO lg unlink-probe "${TOK[@]}" --duration 2.7 -w acquire -c 1 -P 1 --pool probe &
+LG_PRIO=$PROBE_PRIO lg unlink-probe "${TOK[@]}" "${STEAL[@]}" --duration 2.7 -w acquire -c 1 -P 1 --pool probe &
 PROBE_PID=$!
 sleep 1
 U0=$(date +%s%N)
 UNLINK_REPLY=$(taskset -c "$SCPU" redis-cli -p "$TOK_PORT" UNLINK unlinkbig)
 U1=$(date +%s%N)
 wait "$PROBE_PID" || true
-LG_PRIO=$PROBE_PRIO lg unlink-after "${TOK[@]}" --duration 3 -w acquire -c 1 -P 1 --pool probe
+LG_PRIO=$PROBE_PRIO lg unlink-after "${TOK[@]}" "${STEAL[@]}" --duration 3 -w acquire -c 1 -P 1 --pool probe
 UNLINK_MS=$(awk -v a="$U0" -v b="$U1" 'BEGIN { printf "%.1f", (b - a) / 1e6 }')
 echo "UNLINK answered $UNLINK_REPLY in $UNLINK_MS ms (redis-cli included)" >&2
 stop_tokend
@@ -435,7 +441,7 @@ start_tokend genstall --shards 1
 LG_PRIO=$PROBE_PRIO lg genstall-calm "${TOK[@]}" --duration 2 -w acquire -c 1 -P 1 --tokens 100 --pool probe
 # The probe shares its core with redis-cli, which takes each 4.3 MB reply
 # apart while the server is still sending it (see PROBE_PRIO).
-LG_PRIO=$PROBE_PRIO lg genstall-probe "${TOK[@]}" --duration 2 -w acquire -c 1 -P 1 --pool probe &
+LG_PRIO=$PROBE_PRIO lg genstall-probe "${TOK[@]}" "${STEAL[@]}" --duration 2 -w acquire -c 1 -P 1 --pool probe &
 PROBE_PID=$!
 sleep 0.5
 for i in 1 2 3; do
@@ -452,7 +458,7 @@ log "mass expiry: $MASS_TOKENS tokens due within 2 s while a client works on ano
 # expired event; the probe runs from 6 s before the window to 18 s after it.
 start_tokend massexp --shards 1
 LG_PRIO=$PROBE_PRIO lg mass-calm "${TOK[@]}" --duration 26 -w acquire -c 1 -P 1 --tokens 100 --pool probe
-lg mass-expiry "${TOK[@]}" -w expiry --tokens "$MASS_TOKENS" --spread-ms 2000 --lead-ms 30000 --expiry-timeout 30 --linger-secs 20 --pool big --server-pid "$TOKEND_PID" &
+lg mass-expiry "${TOK[@]}" "${STEAL[@]}" -w expiry --tokens "$MASS_TOKENS" --spread-ms 2000 --lead-ms 30000 --expiry-timeout 30 --linger-secs 20 --pool big --server-pid "$TOKEND_PID" &
 MASS_PID=$!
 sleep 24
 # The probe shares its core with the subscriber, busy for the whole drain
@@ -460,7 +466,7 @@ sleep 24
 # probe is done: a process freeing gigabytes as it exits stalls the core it
 # exits on (a 3 GB one exiting next to this probe: max 8.0, 13.3, 4.0 ms
 # against 3.2, 4.4, 4.1 ms without).
-LG_PRIO=$PROBE_PRIO lg mass-probe "${TOK[@]}" --duration 26 -w acquire -c 1 -P 1 --pool probe
+LG_PRIO=$PROBE_PRIO lg mass-probe "${TOK[@]}" "${STEAL[@]}" --duration 26 -w acquire -c 1 -P 1 --pool probe
 wait "$MASS_PID" || true
 stop_tokend
 
@@ -618,7 +624,7 @@ for size in $REC_SIZES; do
   echo "recovered $total tokens: ready after $secs s (loading: ${load_ms:-?} ms)" >&2
   REC_ROWS+=("$size $secs ${load_ms:-?} ${total:-?}")
 done
-LG_PRIO=$PROBE_PRIO lg rec-probe "${TOK[@]}" --duration 2 -w acquire -c 1 -P 1 --tokens 100 --pool probe
+LG_PRIO=$PROBE_PRIO lg rec-probe "${TOK[@]}" "${STEAL[@]}" --duration 2 -w acquire -c 1 -P 1 --tokens 100 --pool probe
 stop_tokend
 rflush "$BACK_PORT"
 
@@ -752,6 +758,23 @@ MASS_P999_MS=$(awk -v x="$(v mass-probe p999_us)" 'BEGIN { if (x == "") print ""
 MASS_AFTER_MS=$(awk -v x="$(v mass-expiry drain_ms)" 'BEGIN { if (x == "" || x == "null") print ""; else print x - 2000 }')
 MASS_RECV=$(v mass-expiry received) MASS_P99=$(v mass-expiry late_p99_ms)
 MASS_CPU_MS=$(v mass-expiry server_cpu_ms) MASS_CPU_EV=$(v mass-expiry server_cpu_per_event_us)
+MASS_STEAL_MS=$(v mass-expiry host_steal_ms)
+# What the host's steal time says of a probe's slow replies.
+host_note() {
+  local r=$1 stolen over clean
+  stolen=$(v "$r" host_steal_ms) over=$(v "$r" over_5ms)
+  [ -n "$stolen" ] || { echo "steal not watched"; return; }
+  clean=$(awk -v x="$(v "$r" max_unstolen_us)" 'BEGIN { printf "%.2f", x / 1000 }')
+  echo "the host held core $SCPU or $CCPU for $stolen ms in all (steal time); replies over 5 ms: $over, $(v "$r" over_5ms_host_stolen) of them while it held one; the worst reply while it held neither: $clean ms"
+}
+# "yes", or "no" with whether the worst reply the host did not hold a core for met it.
+probe_met() {
+  local r=$1 max=$2
+  if [ "$(le "$max" 5)" = yes ]; then echo yes; return; fi
+  local clean
+  clean=$(awk -v x="$(v "$r" max_unstolen_us)" 'BEGIN { if (x == "") print ""; else printf "%.2f", x / 1000 }')
+  if [ -n "$clean" ] && [ "$(le "$clean" 5)" = yes ]; then echo "no (yes but for the host's steal)"; else echo no; fi
+}
 UNLINK_AFTER_MS=$(awk -v x="$(v unlink-after max_us)" 'BEGIN { if (x == "") print ""; else printf "%.2f", x / 1000 }')
 R_SOAK=$(ratio "$SOAK_LONG_KB" "$SOAK_SHORT_KB")
 SOAK_OPS_LONG=$(fmt_int "$(v soak-1h ops_per_sec)") SOAK_OPS_SHORT=$(fmt_int "$(v soak-1s ops_per_sec)")
@@ -902,11 +925,11 @@ EXP_P99_MET=$(le "$EXP_T_P99" 5)
     esac
     echo "| recovery of $size tokens in one pool: start to ready, s (loading alone: $load_ms ms; tokens back: $total; $per_m s a million) | $secs | — | — | $target | $met |"
   done
-  echo "| recovered $REC_HAVE tokens, once serving (sync mode, one shard): worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the shard for 2 s, ms (the same on the empty server before the fill: ${REC_CALM_MS:-?} ms) | ${REC_PROBE_MS:-failed} | — | — | ≤ 5 ms | $(le "$REC_PROBE_MS" 5) |"
-  echo "| UNLINK of a $BIG_TOKENS-token pool (answered \`$UNLINK_REPLY\` in $UNLINK_MS ms, redis-cli included): worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the same shard during the UNLINK and the 1.5 s of freeing it starts, ms (without an UNLINK: ${UNLINK_CALM_MS:-?} ms; in the 3 s after, when this VM reports the freed memory to its host: ${UNLINK_AFTER_MS:-?} ms) | ${UNLINK_MAX_MS:-failed} | — | — | ≤ 5 ms | $(le "$UNLINK_MAX_MS" 5) |"
-  echo "| GEN COUNT 100000 (three, into new pools, 300 ms apart): worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the same shard meanwhile, ms (without a GEN: ${GENSTALL_CALM_MS:-?} ms) | ${GENSTALL_MS:-failed} | — | — | ≤ 5 ms | $(le "$GENSTALL_MS" 5) |"
-  echo "| mass expiry: $MASS_TOKENS tokens in one pool due within 2 s, one shard, a subscriber of every expired event: worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the shard from 6 s before the window to 18 s after it, ms (p99.9 ${MASS_P999_MS:-?} ms; as long without the expiry: ${MASS_CALM_MS:-?} ms) | ${MASS_MS:-failed} | — | — | ≤ 5 ms | $(le "$MASS_MS" 5) |"
-  echo "| mass expiry: the last event after the last deadline, ms (events received: ${MASS_RECV:-?} of $MASS_TOKENS; p99 lateness ${MASS_P99:-?} ms; the server's CPU from the window's start to the last event ${MASS_CPU_MS:-?} ms, ${MASS_CPU_EV:-?} µs per event, the probe's requests included) | ${MASS_AFTER_MS:-failed} | — | — | ≤ 500 ms, all received | $([ "$MASS_RECV" = "$MASS_TOKENS" ] && le "$MASS_AFTER_MS" 500 || echo no) |"
+  echo "| recovered $REC_HAVE tokens, once serving (sync mode, one shard): worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the shard for 2 s, ms (the same on the empty server before the fill: ${REC_CALM_MS:-?} ms; $(host_note rec-probe)) | ${REC_PROBE_MS:-failed} | — | — | ≤ 5 ms | $(probe_met rec-probe "$REC_PROBE_MS") |"
+  echo "| UNLINK of a $BIG_TOKENS-token pool (answered \`$UNLINK_REPLY\` in $UNLINK_MS ms, redis-cli included): worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the same shard during the UNLINK and the 1.5 s of freeing it starts, ms (without an UNLINK: ${UNLINK_CALM_MS:-?} ms; in the 3 s after, when this VM reports the freed memory to its host: ${UNLINK_AFTER_MS:-?} ms; $(host_note unlink-probe)) | ${UNLINK_MAX_MS:-failed} | — | — | ≤ 5 ms | $(probe_met unlink-probe "$UNLINK_MAX_MS") |"
+  echo "| GEN COUNT 100000 (three, into new pools, 300 ms apart): worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the same shard meanwhile, ms (without a GEN: ${GENSTALL_CALM_MS:-?} ms; $(host_note genstall-probe)) | ${GENSTALL_MS:-failed} | — | — | ≤ 5 ms | $(probe_met genstall-probe "$GENSTALL_MS") |"
+  echo "| mass expiry: $MASS_TOKENS tokens in one pool due within 2 s, one shard, a subscriber of every expired event: worst latency of a client doing ACQUIRE → UNBLOCK one at a time on another pool of the shard from 6 s before the window to 18 s after it, ms (p99.9 ${MASS_P999_MS:-?} ms; as long without the expiry: ${MASS_CALM_MS:-?} ms; $(host_note mass-probe)) | ${MASS_MS:-failed} | — | — | ≤ 5 ms | $(probe_met mass-probe "$MASS_MS") |"
+  echo "| mass expiry: the last event after the last deadline, ms (events received: ${MASS_RECV:-?} of $MASS_TOKENS; p99 lateness ${MASS_P99:-?} ms; the server's CPU from the window's start to the last event ${MASS_CPU_MS:-?} ms, ${MASS_CPU_EV:-?} µs per event, the probe's requests included; the host's steal of core $SCPU and $CCPU meanwhile: ${MASS_STEAL_MS:-?} ms) | ${MASS_AFTER_MS:-failed} | — | — | ≤ 500 ms, all received | $([ "$MASS_RECV" = "$MASS_TOKENS" ] && le "$MASS_AFTER_MS" 500 || echo no) |"
   echo "| soak: cycle 50 × 16 for $SOAK_SECS s with 1 h leases, peak RSS, kB ($SOAK_OPS_LONG ops/s) | ${SOAK_LONG_KB:-failed} | same with 1 s leases ${SOAK_SHORT_KB:-failed} ($SOAK_OPS_SHORT ops/s) | $R_SOAK× | ≤ 2× | $(le "$R_SOAK" 2) |"
   echo "| cluster mode: cycle 50 × 16 on one node with \`--cluster-enabled yes\`, sync, ops/s: medians of $OBS_ROUNDS adjacent pairs of ${ACQ_SECS} s runs against a standalone sync node, both up at once on one backing Redis; the ratio is the median of the pairs' ratios ($R_CL_ALL) | $(fmt_int "$CL_CL") | standalone $(fmt_int "$CL_STD") | $R_CL× | ≥ 0.9× | $(ge "$R_CL" 0.9) |"
   echo "| cluster failover: 3 nodes holding $FO_TOKENS tokens in $FO_POOLS pools (${FO_TOTAL_S} still there at the end), kill -9 of one node to every slot served again, \`--cluster-node-timeout 3s\`, ms: p50 of $FO_KILLS kills (each: $FO_ALL) | ${FO_P50:-failed} | — | — | ≤ 5000 (max ${FO_MAX:-?}) | $(le "$FO_MAX" 5000) |"

@@ -156,6 +156,15 @@ struct Args {
     #[arg(long)]
     slow_us: Option<u64>,
 
+    /// The cores the server and this client run on (`0,1`): the host's
+    /// steal time of them (`/proc/stat`) is watched, and each reply slower
+    /// than 1 ms is judged by whether the host held one of them while it
+    /// was awaited (a virtual machine's core can be taken away for 100 ms at
+    /// a time, which no server on it can answer through). With the expiry
+    /// workload: their steal from the window's start to the last event.
+    #[arg(long, value_delimiter = ',')]
+    host_steal_cpus: Vec<usize>,
+
     /// Expiry: the deadlines are spread evenly over this many ms (0 = all in one ms).
     #[arg(long, default_value_t = 1000)]
     spread_ms: u64,
@@ -509,7 +518,15 @@ struct ConnStats {
     errors: u64,
     empty: u64,
     first_error: Option<String>,
+    /// With `--host-steal-cpu`: the replies slower than [`SLOW_US`], as
+    /// (sent on CLOCK_MONOTONIC, latency) in µs, and the slowest of the others.
+    slow: Vec<(u64, u64)>,
+    max_fast_us: u64,
 }
+
+/// Replies slower than this (µs) are kept to be judged against the host's
+/// steal time.
+const SLOW_US: u64 = 1_000;
 
 impl ConnStats {
     /// Adds one connection's results to the totals.
@@ -520,6 +537,8 @@ impl ConnStats {
         if self.first_error.is_none() {
             self.first_error = s.first_error;
         }
+        self.slow.extend(s.slow);
+        self.max_fast_us = self.max_fast_us.max(s.max_fast_us);
         Ok(())
     }
 }
@@ -583,6 +602,8 @@ impl Lane {
 struct Shared {
     /// `--slow-us`.
     slow_us: Option<u64>,
+    /// `--host-steal-cpu` was given: keep the slow replies.
+    keep_slow: bool,
     done: AtomicU64,
     stop: AtomicBool,
     /// Requests not yet issued (with --requests).
@@ -639,11 +660,19 @@ async fn connection(
             lane.encode(&cmds, &mut c.wbuf);
         }
         let t0 = Instant::now();
+        let sent_mono = if shared.keep_slow { mono_us() } else { 0 };
         c.flush().await?;
         for lane in &mut lanes[..n] {
             let (reply, at) = c.next().await?;
             let lat = at.duration_since(t0).as_micros().max(1) as u64;
             hist.saturating_record(lat);
+            if shared.keep_slow {
+                if lat > SLOW_US {
+                    st.slow.push((sent_mono, lat));
+                } else {
+                    st.max_fast_us = st.max_fast_us.max(lat);
+                }
+            }
             if shared.slow_us.is_some_and(|x| lat > x) {
                 // CLOCK_MONOTONIC, to line up with `perf record -k mono`.
                 let sent = mono_us().saturating_sub(at.elapsed().as_micros() as u64 + lat);
@@ -672,6 +701,7 @@ fn progress_end() -> &'static str {
 async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
     let shared = Arc::new(Shared {
         slow_us: args.slow_us,
+        keep_slow: !args.host_steal_cpus.is_empty(),
         done: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         budget: args.requests.map(AtomicU64::new),
@@ -692,6 +722,7 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
             start.clone(),
         )));
     }
+    let steal = (!args.host_steal_cpus.is_empty()).then(|| StealWatch::start(args.host_steal_cpus.clone()));
     start.wait().await;
     let t0 = Instant::now();
     let cpu0 = cpu_secs();
@@ -747,9 +778,115 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
     if !args.quiet && io::stderr().is_terminal() {
         eprintln!();
     }
-    let s = Summary::load(args, secs, cpu, &hist, st);
+    let steal = steal.map(|w| w.judge(&st.slow, st.max_fast_us, hist.max()));
+    let s = Summary::load(args, secs, cpu, &hist, st, steal);
     s.print(args);
     Ok(())
+}
+
+/// What the host's steal time of the server's core says of a run's slow
+/// replies.
+struct StealReport {
+    cpus: Vec<usize>,
+    /// The cores' steal time over the whole run.
+    total_ms: u64,
+    /// Replies slower than 5 ms, and how many of them the host held the
+    /// cores during (a steal tick booked from 5 ms before the request was
+    /// sent to 20 ms after it was answered: steal is booked at a tick).
+    over_5ms: u64,
+    over_5ms_stolen: u64,
+    /// The slowest reply awaited while the host did not hold the core.
+    max_unstolen_us: u64,
+}
+
+/// Samples some cores' steal time (`/proc/stat`, in clock ticks) every
+/// 5 ms on a thread of its own until judged.
+struct StealWatch {
+    cpus: Vec<usize>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(u64, u64)>>,
+}
+
+impl StealWatch {
+    fn start(cpus: Vec<usize>) -> StealWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let watched = cpus.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            loop {
+                if let Some(t) = steal_ticks(&watched) {
+                    samples.push((mono_us(), t));
+                }
+                if flag.load(Ordering::Relaxed) {
+                    return samples;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        StealWatch { cpus, stop, thread }
+    }
+
+    /// Stops sampling and judges the `slow` replies (sent, latency in µs);
+    /// `max_fast_us` is the slowest of the others, `max_us` of all.
+    fn judge(self, slow: &[(u64, u64)], max_fast_us: u64, max_us: u64) -> StealReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let samples = self.thread.join().unwrap_or_default();
+        let ms_per_tick = 1000 / clock_ticks_per_sec();
+        let stolen = |from: u64, to: u64| stolen_ticks(&samples, from, to) * ms_per_tick;
+        let mut r = StealReport {
+            cpus: self.cpus,
+            total_ms: stolen(0, u64::MAX),
+            over_5ms: 0,
+            over_5ms_stolen: 0,
+            max_unstolen_us: if samples.is_empty() { max_us } else { max_fast_us },
+        };
+        for &(sent, lat) in slow {
+            let held = !samples.is_empty() && stolen(sent.saturating_sub(5_000), sent + lat + 20_000) > 0;
+            if lat > 5_000 {
+                r.over_5ms += 1;
+                r.over_5ms_stolen += held as u64;
+            }
+            if !held {
+                r.max_unstolen_us = r.max_unstolen_us.max(lat);
+            }
+        }
+        r
+    }
+}
+
+/// The steal ticks booked between the last sample at or before `from` and
+/// the first at or after `to` (the ends of `samples` where there is none).
+fn stolen_ticks(samples: &[(u64, u64)], from: u64, to: u64) -> u64 {
+    let (Some(first), Some(last)) = (samples.first(), samples.last()) else { return 0 };
+    let a = samples.iter().rev().find(|s| s.0 <= from).unwrap_or(first).1;
+    let b = samples.iter().find(|s| s.0 >= to).unwrap_or(last).1;
+    b.saturating_sub(a)
+}
+
+/// The steal time of cores `cpus` in `/proc/stat`, in clock ticks; None
+/// if one of them is not there.
+fn steal_ticks(cpus: &[usize]) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let mut total = 0;
+    for cpu in cpus {
+        let name = format!("cpu{cpu}");
+        let mut fields =
+            text.lines().map(str::split_whitespace).find_map(|mut f| (f.next() == Some(&name)).then_some(f))?;
+        // user nice system idle iowait irq softirq steal
+        total += fields.nth(7)?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
+fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn clock_ticks_per_sec() -> u64 {
+    // SAFETY: sysconf only reads a configuration value.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 { hz as u64 } else { 100 }
 }
 
 // ---------------------------------------------------------------------------
@@ -820,6 +957,7 @@ async fn http_connection(
 async fn load_http(args: &Args, addr: &str) -> Res<()> {
     let shared = Arc::new(Shared {
         slow_us: None,
+        keep_slow: false,
         done: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         budget: args.requests.map(|n| AtomicU64::new(n.div_ceil(2))),
@@ -855,7 +993,7 @@ async fn load_http(args: &Args, addr: &str) -> Res<()> {
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
-    Summary::load(args, secs, cpu, &hist, st).print(args);
+    Summary::load(args, secs, cpu, &hist, st, None).print(args);
     Ok(())
 }
 
@@ -1103,10 +1241,14 @@ async fn expiry(args: &Args, addr: &str, cmds: &Commands) -> Res<()> {
         }
         None => None,
     };
+    let cpus = &args.host_steal_cpus;
+    let steal_start = (!cpus.is_empty()).then(|| steal_ticks(cpus)).flatten();
     let (got, evicted) = listener.await?;
     let server_cpu_ns = cpu_start
         .zip(args.server_pid.and_then(|pid| process_cpu_ns(&pid.to_string())))
         .map(|(a, b)| b.saturating_sub(a));
+    let host_steal_ms =
+        steal_start.zip(steal_ticks(cpus)).map(|(a, b)| b.saturating_sub(a) * 1000 / clock_ticks_per_sec());
     if let Some(e) = &evicted
         && !args.quiet
     {
@@ -1142,6 +1284,7 @@ async fn expiry(args: &Args, addr: &str, cmds: &Commands) -> Res<()> {
             max_rtt_us,
             evicted,
             server_cpu_ns,
+            host_steal_ms,
         },
         &hist,
     );
@@ -1168,6 +1311,8 @@ struct ExpiryResult {
     evicted: Option<String>,
     /// The server's CPU time from the window's start to the last event.
     server_cpu_ns: Option<u64>,
+    /// The host's steal time of the `--host-steal-cpus` over the same span.
+    host_steal_ms: Option<u64>,
 }
 
 /// Ordered key/value pairs; values are JSON already.
@@ -1216,7 +1361,14 @@ impl Summary {
         Summary { human: format!("fill: {} tokens in {:.3}s ({:.0} tokens/s)", args.tokens, secs, rate), fields }
     }
 
-    fn load(args: &Args, secs: f64, cpu: f64, h: &Histogram<u64>, st: ConnStats) -> Summary {
+    fn load(
+        args: &Args,
+        secs: f64,
+        cpu: f64,
+        h: &Histogram<u64>,
+        st: ConnStats,
+        steal: Option<StealReport>,
+    ) -> Summary {
         let ops = h.len();
         let rate = ops as f64 / secs.max(1e-9);
         let cpu_pct = 100.0 * cpu / secs.max(1e-9);
@@ -1260,6 +1412,24 @@ impl Summary {
         if let Some(e) = &st.first_error {
             human.push_str(&format!("\n  first error: {e}"));
         }
+        if let Some(r) = steal {
+            fields.extend([
+                ("host_steal_cpus", jstr(&cpu_list(&r.cpus))),
+                ("host_steal_ms", r.total_ms.to_string()),
+                ("over_5ms", r.over_5ms.to_string()),
+                ("over_5ms_host_stolen", r.over_5ms_stolen.to_string()),
+                ("max_unstolen_us", r.max_unstolen_us.to_string()),
+            ]);
+            human.push_str(&format!(
+                "\n  host steal of cores {}: {} ms; replies over 5 ms: {}, {} of them while the host held one; \
+                 the slowest reply without: {} µs",
+                cpu_list(&r.cpus),
+                r.total_ms,
+                r.over_5ms,
+                r.over_5ms_stolen,
+                r.max_unstolen_us
+            ));
+        }
         Summary { human, fields }
     }
 
@@ -1288,6 +1458,7 @@ impl Summary {
             ("deadline_uncertainty_ms", jnum(r.max_rtt_us as f64 / 1000.0)),
             ("server_cpu_ms", r.server_cpu_ns.map_or_else(|| "null".into(), |ns| jnum(ns as f64 / 1e6))),
             ("server_cpu_per_event_us", jnum(per_event_us)),
+            ("host_steal_ms", r.host_steal_ms.map_or_else(|| "null".into(), |ms| ms.to_string())),
             ("subscription_error", r.evicted.as_deref().map(jstr).unwrap_or_else(|| "null".into())),
         ]);
         let mut human = format!(
@@ -1316,6 +1487,9 @@ impl Summary {
                 ns as f64 / 1e6,
                 per_event_us
             ));
+        }
+        if let Some(ms) = r.host_steal_ms {
+            human.push_str(&format!("\n  the host's steal of the watched cores over the same span: {ms} ms"));
         }
         if r.late_start > 0 {
             human.push_str(&format!(
@@ -1383,6 +1557,17 @@ mod tests {
             assert_eq!(got, want, "read {step} bytes at a time");
             assert!(buf.is_empty());
         }
+    }
+
+    #[test]
+    fn steal_is_counted_between_the_samples_around_a_span() {
+        // (µs on CLOCK_MONOTONIC, steal ticks): 10 ticks booked at 300 ms.
+        let s = [(100_000, 5), (200_000, 5), (300_000, 15), (400_000, 15)];
+        assert_eq!(stolen_ticks(&s, 150_000, 250_000), 10, "from the sample before to the one after");
+        assert_eq!(stolen_ticks(&s, 300_000, 400_000), 0);
+        assert_eq!(stolen_ticks(&s, 0, u64::MAX), 10, "the ends stand in where there is no sample");
+        assert_eq!(stolen_ticks(&s, 100_000, 200_000), 0);
+        assert_eq!(stolen_ticks(&[], 0, 1), 0);
     }
 
     #[test]
