@@ -518,7 +518,7 @@ struct ConnStats {
     errors: u64,
     empty: u64,
     first_error: Option<String>,
-    /// With `--host-steal-cpu`: the replies slower than [`SLOW_US`], as
+    /// With `--host-steal-cpus`: the replies slower than [`SLOW_US`], as
     /// (sent on CLOCK_MONOTONIC, latency) in µs, and the slowest of the others.
     slow: Vec<(u64, u64)>,
     max_fast_us: u64,
@@ -602,7 +602,7 @@ impl Lane {
 struct Shared {
     /// `--slow-us`.
     slow_us: Option<u64>,
-    /// `--host-steal-cpu` was given: keep the slow replies.
+    /// `--host-steal-cpus` was given: keep the slow replies.
     keep_slow: bool,
     done: AtomicU64,
     stop: AtomicBool,
@@ -784,7 +784,7 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
     Ok(())
 }
 
-/// What the host's steal time of the server's core says of a run's slow
+/// What the host's steal time of the watched cores says of a run's slow
 /// replies.
 struct StealReport {
     cpus: Vec<usize>,
@@ -795,7 +795,7 @@ struct StealReport {
     /// sent to 20 ms after it was answered: steal is booked at a tick).
     over_5ms: u64,
     over_5ms_stolen: u64,
-    /// The slowest reply awaited while the host did not hold the core.
+    /// The slowest reply awaited while the host held none of the cores.
     max_unstolen_us: u64,
 }
 
@@ -859,8 +859,9 @@ impl StealWatch {
 /// the first at or after `to` (the ends of `samples` where there is none).
 fn stolen_ticks(samples: &[(u64, u64)], from: u64, to: u64) -> u64 {
     let (Some(first), Some(last)) = (samples.first(), samples.last()) else { return 0 };
-    let a = samples.iter().rev().find(|s| s.0 <= from).unwrap_or(first).1;
-    let b = samples.iter().find(|s| s.0 >= to).unwrap_or(last).1;
+    // The samples are in time order: a binary search each way.
+    let a = samples[..samples.partition_point(|s| s.0 <= from)].last().unwrap_or(first).1;
+    let b = samples.get(samples.partition_point(|s| s.0 < to)).unwrap_or(last).1;
     b.saturating_sub(a)
 }
 
