@@ -759,20 +759,20 @@ MASS_AFTER_MS=$(awk -v x="$(v mass-expiry drain_ms)" 'BEGIN { if (x == "" || x =
 MASS_RECV=$(v mass-expiry received) MASS_P99=$(v mass-expiry late_p99_ms)
 MASS_CPU_MS=$(v mass-expiry server_cpu_ms) MASS_CPU_EV=$(v mass-expiry server_cpu_per_event_us)
 MASS_STEAL_MS=$(v mass-expiry host_steal_ms)
+# A probe's worst reply while the host held neither core, ms ("" if not watched).
+clean_ms() { awk -v x="$(v "$1" max_unstolen_us)" 'BEGIN { if (x == "") print ""; else printf "%.2f", x / 1000 }'; }
 # What the host's steal time says of a probe's slow replies.
 host_note() {
-  local r=$1 stolen over clean
-  stolen=$(v "$r" host_steal_ms) over=$(v "$r" over_5ms)
+  local r=$1 stolen
+  stolen=$(v "$r" host_steal_ms)
   [ -n "$stolen" ] || { echo "steal not watched"; return; }
-  clean=$(awk -v x="$(v "$r" max_unstolen_us)" 'BEGIN { printf "%.2f", x / 1000 }')
-  echo "the host held core $SCPU or $CCPU for $stolen ms in all (steal time); replies over 5 ms: $over, $(v "$r" over_5ms_host_stolen) of them while it held one; the worst reply while it held neither: $clean ms"
+  echo "the host held core $SCPU or $CCPU for $stolen ms in all (steal time); replies over 5 ms: $(v "$r" over_5ms), $(v "$r" over_5ms_host_stolen) of them while it held one; the worst reply while it held neither: $(clean_ms "$r") ms"
 }
 # "yes", or "no" with whether the worst reply the host did not hold a core for met it.
 probe_met() {
-  local r=$1 max=$2
+  local r=$1 max=$2 clean
   if [ "$(le "$max" 5)" = yes ]; then echo yes; return; fi
-  local clean
-  clean=$(awk -v x="$(v "$r" max_unstolen_us)" 'BEGIN { if (x == "") print ""; else printf "%.2f", x / 1000 }')
+  clean=$(clean_ms "$r")
   if [ -n "$clean" ] && [ "$(le "$clean" 5)" = yes ]; then echo "no (yes but for the host's steal)"; else echo no; fi
 }
 UNLINK_AFTER_MS=$(awk -v x="$(v unlink-after max_us)" 'BEGIN { if (x == "") print ""; else printf "%.2f", x / 1000 }')

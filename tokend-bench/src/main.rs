@@ -660,22 +660,23 @@ async fn connection(
             lane.encode(&cmds, &mut c.wbuf);
         }
         let t0 = Instant::now();
-        let sent_mono = if shared.keep_slow { mono_us() } else { 0 };
         c.flush().await?;
         for lane in &mut lanes[..n] {
             let (reply, at) = c.next().await?;
             let lat = at.duration_since(t0).as_micros().max(1) as u64;
             hist.saturating_record(lat);
+            // When it was sent on CLOCK_MONOTONIC (to line up with `perf
+            // record -k mono` and /proc/stat's samples), for slow replies only.
+            let sent = || mono_us().saturating_sub(at.elapsed().as_micros() as u64 + lat);
             if shared.keep_slow {
                 if lat > SLOW_US {
-                    st.slow.push((sent_mono, lat));
+                    st.slow.push((sent(), lat));
                 } else {
                     st.max_fast_us = st.max_fast_us.max(lat);
                 }
             }
             if shared.slow_us.is_some_and(|x| lat > x) {
-                // CLOCK_MONOTONIC, to line up with `perf record -k mono`.
-                let sent = mono_us().saturating_sub(at.elapsed().as_micros() as u64 + lat);
+                let sent = sent();
                 eprintln!(
                     "slow: sent at {}.{:06} (monotonic s), answered after {lat} µs",
                     sent / 1_000_000,
