@@ -769,15 +769,11 @@ host_note() {
   echo "the host held core $SCPU or $CCPU for $stolen ms in all (steal time); replies over 5 ms: $(v "$r" over_5ms), $(v "$r" over_5ms_host_stolen) of them while it held one; the worst reply while it held neither: $(clean_ms "$r") ms"
 }
 # A calm probe's worst reply, and the worst the host did not hold a core for
-# when that is less (not just the few µs the two clocks differ by).
+# when that is less.
 calm_note() { # run ms
   local clean
   clean=$(clean_ms "$1")
-  if [ -n "$clean" ] && [ -n "$2" ] && awk -v c="$clean" -v m="$2" 'BEGIN { exit !(c < 0.99 * m) }'; then
-    echo "$2 ms, $clean ms but for the host's steal"
-  else
-    echo "${2:-?} ms"
-  fi
+  if [ -n "$clean" ] && [ -n "$2" ] && [ "$clean" != "$2" ]; then echo "$2 ms, $clean ms but for the host's steal"; else echo "${2:-?} ms"; fi
 }
 # "yes", or "no" with whether the worst reply the host did not hold a core for met it.
 probe_met() {

@@ -779,7 +779,7 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
     if !args.quiet && io::stderr().is_terminal() {
         eprintln!();
     }
-    let steal = steal.map(|w| w.judge(&st.slow, st.max_fast_us, hist.max()));
+    let steal = steal.map(|w| w.judge(&st.slow, st.max_fast_us, &hist));
     let s = Summary::load(args, secs, cpu, &hist, st, steal);
     s.print(args);
     Ok(())
@@ -829,18 +829,34 @@ impl StealWatch {
     }
 
     /// Stops sampling and judges the `slow` replies (sent, latency in µs);
-    /// `max_fast_us` is the slowest of the others, `max_us` of all.
-    fn judge(self, slow: &[(u64, u64)], max_fast_us: u64, max_us: u64) -> StealReport {
+    /// `max_fast_us` is the slowest of the others, `hist` holds them all.
+    /// The slowest unheld reply is given on `hist`'s scale, as its `max` is,
+    /// so the two are equal when the host held no core during the worst.
+    fn judge(self, slow: &[(u64, u64)], max_fast_us: u64, hist: &Histogram<u64>) -> StealReport {
         self.stop.store(true, Ordering::Relaxed);
         let samples = self.thread.join().unwrap_or_default();
-        let ms_per_tick = 1000 / clock_ticks_per_sec();
-        let stolen = |from: u64, to: u64| stolen_ticks(&samples, from, to) * ms_per_tick;
+        StealReport::judge(self.cpus, &samples, 1000 / clock_ticks_per_sec(), slow, max_fast_us, hist)
+    }
+}
+
+impl StealReport {
+    /// The report from the steal `samples` (µs on CLOCK_MONOTONIC, ticks
+    /// of `ms_per_tick`); the rest as [`StealWatch::judge`].
+    fn judge(
+        cpus: Vec<usize>,
+        samples: &[(u64, u64)],
+        ms_per_tick: u64,
+        slow: &[(u64, u64)],
+        max_fast_us: u64,
+        hist: &Histogram<u64>,
+    ) -> StealReport {
+        let stolen = |from: u64, to: u64| stolen_ticks(samples, from, to) * ms_per_tick;
         let mut r = StealReport {
-            cpus: self.cpus,
+            cpus,
             total_ms: stolen(0, u64::MAX),
             over_5ms: 0,
             over_5ms_stolen: 0,
-            max_unstolen_us: if samples.is_empty() { max_us } else { max_fast_us },
+            max_unstolen_us: if samples.is_empty() { hist.max() } else { max_fast_us },
         };
         for &(sent, lat) in slow {
             let held = !samples.is_empty() && stolen(sent.saturating_sub(5_000), sent + lat + 20_000) > 0;
@@ -852,6 +868,7 @@ impl StealWatch {
                 r.max_unstolen_us = r.max_unstolen_us.max(lat);
             }
         }
+        r.max_unstolen_us = hist.highest_equivalent(r.max_unstolen_us).min(hist.max());
         r
     }
 }
@@ -1570,6 +1587,25 @@ mod tests {
         assert_eq!(stolen_ticks(&s, 0, u64::MAX), 10, "the ends stand in where there is no sample");
         assert_eq!(stolen_ticks(&s, 100_000, 200_000), 0);
         assert_eq!(stolen_ticks(&[], 0, 1), 0);
+    }
+
+    #[test]
+    fn the_worst_unheld_reply_is_on_the_histograms_scale() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+        for lat in [90, 800, 6_210, 8_578] {
+            h.record(lat).unwrap();
+        }
+        let slow = [(1_000_000, 6_210), (2_000_000, 8_578)];
+        // No steal anywhere: the worst reply is unheld, and reads as `max`.
+        let calm = [(0, 5), (3_000_000, 5)];
+        let r = StealReport::judge(vec![0, 1], &calm, 10, &slow, 800, &h);
+        assert_eq!((r.max_unstolen_us, r.over_5ms, r.over_5ms_stolen), (h.max(), 2, 0));
+        assert_eq!(h.max(), 8_583, "the histogram rounds its max up (runs 6 and 7 printed both)");
+        // A tick booked during the worst: the one before is the worst unheld.
+        let held = [(0, 5), (2_005_000, 5), (2_010_000, 6), (3_000_000, 6)];
+        let r = StealReport::judge(vec![0, 1], &held, 10, &slow, 800, &h);
+        assert_eq!((r.max_unstolen_us, r.over_5ms_stolen, r.total_ms), (h.highest_equivalent(6_210), 1, 10));
+        assert!(r.max_unstolen_us < h.max());
     }
 
     #[test]
