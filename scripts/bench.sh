@@ -212,6 +212,11 @@ if chrt -f 1 true 2>/dev/null; then PROBE_PRIO="chrt -f 1"; else PROBE_PRIO="nic
 # watch the steal of both cores and say which of their slow replies the host
 # held a core during; the target is still judged on the worst reply.
 STEAL=(--host-steal-cpus "$SCPU,$CCPU")
+# The probes also read the server's own timing of their commands: for the
+# run its slow log keeps every command of 1 ms or more. A reply that waited
+# 9 ms for a command the server took 0.1 ms over waited for something other
+# than the server's locks: its thread to be run, the network, the client.
+WATCH=("${STEAL[@]}" --server-slowlog)
 
 lg() { # name args...  (LG_PRIO="chrt -f 1", say: run under that)
   local name=$1
@@ -416,19 +421,19 @@ log "UNLINK of a $BIG_TOKENS-token pool while a client works on another pool of 
 # while the big pool is unlinked is the stall, next to its worst without.
 start_tokend unlink --shards 1
 lg unlink-fill "${TOK[@]}" -w fill --tokens "$BIG_TOKENS" --pool unlinkbig
-LG_PRIO=$PROBE_PRIO lg unlink-calm "${TOK[@]}" "${STEAL[@]}" --duration 3 -w acquire -c 1 -P 1 --tokens 100 --pool probe
+LG_PRIO=$PROBE_PRIO lg unlink-calm "${TOK[@]}" "${WATCH[@]}" --duration 3 -w acquire -c 1 -P 1 --tokens 100 --pool probe
 # The probe covers the UNLINK and the freeing it starts (1.5 s: a 2 MiB
 # chunk every 5 ms); a second probe the 3 s after, when a VM that reports
 # freed memory to its host (virtio-balloon free page reporting, 2 s after
 # the pages were freed) can stall every process on it.
-LG_PRIO=$PROBE_PRIO lg unlink-probe "${TOK[@]}" "${STEAL[@]}" --duration 2.7 -w acquire -c 1 -P 1 --pool probe &
+LG_PRIO=$PROBE_PRIO lg unlink-probe "${TOK[@]}" "${WATCH[@]}" --duration 2.7 -w acquire -c 1 -P 1 --pool probe &
 PROBE_PID=$!
 sleep 1
 U0=$(date +%s%N)
 UNLINK_REPLY=$(taskset -c "$SCPU" redis-cli -p "$TOK_PORT" UNLINK unlinkbig)
 U1=$(date +%s%N)
 wait "$PROBE_PID" || true
-LG_PRIO=$PROBE_PRIO lg unlink-after "${TOK[@]}" "${STEAL[@]}" --duration 3 -w acquire -c 1 -P 1 --pool probe
+LG_PRIO=$PROBE_PRIO lg unlink-after "${TOK[@]}" "${WATCH[@]}" --duration 3 -w acquire -c 1 -P 1 --pool probe
 UNLINK_MS=$(awk -v a="$U0" -v b="$U1" 'BEGIN { printf "%.1f", (b - a) / 1e6 }')
 echo "UNLINK answered $UNLINK_REPLY in $UNLINK_MS ms (redis-cli included)" >&2
 stop_tokend
@@ -438,10 +443,10 @@ log "GEN COUNT 100000 while a client works on another pool of its shard"
 # The same probe as for UNLINK, one shard; three GENs of 100,000 tokens into
 # new pools, 300 ms apart, while it runs.
 start_tokend genstall --shards 1
-LG_PRIO=$PROBE_PRIO lg genstall-calm "${TOK[@]}" "${STEAL[@]}" --duration 2 -w acquire -c 1 -P 1 --tokens 100 --pool probe
+LG_PRIO=$PROBE_PRIO lg genstall-calm "${TOK[@]}" "${WATCH[@]}" --duration 2 -w acquire -c 1 -P 1 --tokens 100 --pool probe
 # The probe shares its core with redis-cli, which takes each 4.3 MB reply
 # apart while the server is still sending it (see PROBE_PRIO).
-LG_PRIO=$PROBE_PRIO lg genstall-probe "${TOK[@]}" "${STEAL[@]}" --duration 2 -w acquire -c 1 -P 1 --pool probe &
+LG_PRIO=$PROBE_PRIO lg genstall-probe "${TOK[@]}" "${WATCH[@]}" --duration 2 -w acquire -c 1 -P 1 --pool probe &
 PROBE_PID=$!
 sleep 0.5
 for i in 1 2 3; do
@@ -457,7 +462,7 @@ log "mass expiry: $MASS_TOKENS tokens due within 2 s while a client works on ano
 # makes the tokens (its 30 s lead covers making 10M) and subscribes to every
 # expired event; the probe runs from 6 s before the window to 18 s after it.
 start_tokend massexp --shards 1
-LG_PRIO=$PROBE_PRIO lg mass-calm "${TOK[@]}" "${STEAL[@]}" --duration 26 -w acquire -c 1 -P 1 --tokens 100 --pool probe
+LG_PRIO=$PROBE_PRIO lg mass-calm "${TOK[@]}" "${WATCH[@]}" --duration 26 -w acquire -c 1 -P 1 --tokens 100 --pool probe
 lg mass-expiry "${TOK[@]}" "${STEAL[@]}" -w expiry --tokens "$MASS_TOKENS" --spread-ms 2000 --lead-ms 30000 --expiry-timeout 30 --linger-secs 20 --pool big --server-pid "$TOKEND_PID" &
 MASS_PID=$!
 sleep 24
@@ -466,7 +471,7 @@ sleep 24
 # probe is done: a process freeing gigabytes as it exits stalls the core it
 # exits on (a 3 GB one exiting next to this probe: max 8.0, 13.3, 4.0 ms
 # against 3.2, 4.4, 4.1 ms without).
-LG_PRIO=$PROBE_PRIO lg mass-probe "${TOK[@]}" "${STEAL[@]}" --duration 26 -w acquire -c 1 -P 1 --pool probe
+LG_PRIO=$PROBE_PRIO lg mass-probe "${TOK[@]}" "${WATCH[@]}" --duration 26 -w acquire -c 1 -P 1 --pool probe
 wait "$MASS_PID" || true
 stop_tokend
 
@@ -608,7 +613,7 @@ REC_ROWS=()
 REC_HAVE=0
 REC_N=0
 start_tokend rec-fill --shards 1 --redis "redis://127.0.0.1:$BACK_PORT/0" --durability sync
-LG_PRIO=$PROBE_PRIO lg rec-calm "${TOK[@]}" "${STEAL[@]}" --duration 2 -w acquire -c 1 -P 1 --tokens 100 --pool probecalm
+LG_PRIO=$PROBE_PRIO lg rec-calm "${TOK[@]}" "${WATCH[@]}" --duration 2 -w acquire -c 1 -P 1 --tokens 100 --pool probecalm
 for size in $REC_SIZES; do
   REC_N=$((REC_N + 1))
   log "recovery of $size tokens from the backing Redis"
@@ -624,7 +629,7 @@ for size in $REC_SIZES; do
   echo "recovered $total tokens: ready after $secs s (loading: ${load_ms:-?} ms)" >&2
   REC_ROWS+=("$size $secs ${load_ms:-?} ${total:-?}")
 done
-LG_PRIO=$PROBE_PRIO lg rec-probe "${TOK[@]}" "${STEAL[@]}" --duration 2 -w acquire -c 1 -P 1 --tokens 100 --pool probe
+LG_PRIO=$PROBE_PRIO lg rec-probe "${TOK[@]}" "${WATCH[@]}" --duration 2 -w acquire -c 1 -P 1 --tokens 100 --pool probe
 stop_tokend
 rflush "$BACK_PORT"
 
@@ -766,14 +771,26 @@ host_note() {
   local r=$1 stolen
   stolen=$(v "$r" host_steal_ms)
   [ -n "$stolen" ] || { echo "steal not watched"; return; }
-  echo "the host held core $SCPU or $CCPU for $stolen ms in all (steal time); replies over 5 ms: $(v "$r" over_5ms), $(v "$r" over_5ms_host_stolen) of them while it held one; the worst reply while it held neither: $(clean_ms "$r") ms"
+  echo "the host held core $SCPU or $CCPU for $stolen ms in all (steal time); replies over 5 ms: $(v "$r" over_5ms), $(v "$r" over_5ms_host_stolen) of them while it held one; the worst reply while it held neither: $(clean_ms "$r") ms; $(server_note "$r")"
+}
+# What the server's slow log said of a probe's commands.
+server_note() { # run
+  local n max
+  n=$(v "$1" server_slow_commands) max=$(v "$1" server_slow_max_us)
+  [ -n "$n" ] || { echo "the server's slow log not read"; return; }
+  if [ "$n" = 0 ]; then
+    echo "in the server (its slow log) none of the probe's commands took 1 ms"
+  else
+    echo "in the server (its slow log) $n of the probe's commands took 1 ms or more, the slowest $(awk -v x="$max" 'BEGIN { printf "%.2f", x / 1000 }') ms"
+  fi
 }
 # A calm probe's worst reply, and the worst the host did not hold a core for
 # when that is less.
 calm_note() { # run ms
   local clean
   clean=$(clean_ms "$1")
-  if [ -n "$clean" ] && [ -n "$2" ] && [ "$clean" != "$2" ]; then echo "$2 ms, $clean ms but for the host's steal"; else echo "${2:-?} ms"; fi
+  if [ -n "$clean" ] && [ -n "$2" ] && [ "$clean" != "$2" ]; then echo -n "$2 ms, $clean ms but for the host's steal"; else echo -n "${2:-?} ms"; fi
+  echo ", replies over 5 ms: $(v "$1" over_5ms) in $(awk -v x="$(v "$1" secs)" 'BEGIN { printf "%.0f", x }') s; $(server_note "$1")"
 }
 # "yes", or "no" with whether the worst reply the host did not hold a core for met it.
 probe_met() {

@@ -165,6 +165,15 @@ struct Args {
     #[arg(long, value_delimiter = ',')]
     host_steal_cpus: Vec<usize>,
 
+    /// The server's own timing of the run (RESP targets): for the run its
+    /// slow log keeps every command of 1 ms or more, and those naming
+    /// --pool are reported (how many, and the slowest); its settings are
+    /// put back after. The server times a command from its handler's start
+    /// to its end, waits for a lock included; a reply can still wait longer
+    /// for the server's thread to run, the network, and this client.
+    #[arg(long)]
+    server_slowlog: bool,
+
     /// Expiry: the deadlines are spread evenly over this many ms (0 = all in one ms).
     #[arg(long, default_value_t = 1000)]
     spread_ms: u64,
@@ -237,6 +246,9 @@ type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 async fn run(args: Args) -> Res<()> {
     let addr = format!("{}:{}", args.host, args.port);
+    if args.server_slowlog && args.target == Target::Http {
+        return Err("--server-slowlog needs a RESP target".into());
+    }
     let cmds = Commands::new(&args);
     if let (Target::RedisFn, Some(lib)) = (args.target, &args.library) {
         let code = std::fs::read(lib).map_err(|e| format!("cannot read {}: {e}", lib.display()))?;
@@ -707,6 +719,7 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
         stop: AtomicBool::new(false),
         budget: args.requests.map(AtomicU64::new),
     });
+    let slowlog = if args.server_slowlog { Some(ServerSlowlog::start(addr).await?) } else { None };
     let start = Arc::new(tokio::sync::Barrier::new(args.clients + 1));
     let mut conns = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
@@ -780,9 +793,88 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
         eprintln!();
     }
     let steal = steal.map(|w| w.judge(&st.slow, st.max_fast_us, &hist));
-    let s = Summary::load(args, secs, cpu, &hist, st, steal);
+    let server_slow = match slowlog {
+        Some(s) => Some(s.finish(args.pool.as_bytes()).await?),
+        None => None,
+    };
+    let s = Summary::load(args, secs, cpu, &hist, st, steal, server_slow);
     s.print(args);
     Ok(())
+}
+
+/// The shortest command (µs) a server's slow log keeps for
+/// `--server-slowlog`.
+const SERVER_SLOWLOG_US: u64 = 1_000;
+
+/// `--server-slowlog`: the server's slow-log settings before the run, to
+/// be put back after it.
+struct ServerSlowlog {
+    conn: Conn,
+    saved: Vec<(&'static [u8], Bytes)>,
+}
+
+impl ServerSlowlog {
+    /// Keeps every command of [`SERVER_SLOWLOG_US`] or more, as many as
+    /// there are, in an emptied log.
+    async fn start(addr: &str) -> Res<ServerSlowlog> {
+        let mut conn = Conn::connect(addr).await?;
+        let threshold = SERVER_SLOWLOG_US.to_string();
+        let mut saved = Vec::new();
+        let settings: [(&'static [u8], &[u8]); 2] =
+            [(b"slowlog-log-slower-than", threshold.as_bytes()), (b"slowlog-max-len", b"1000000")];
+        for (name, value) in settings {
+            let old = match conn.call(&[b"CONFIG", b"GET", name]).await? {
+                BytesFrame::Array(v) => match v.get(1) {
+                    Some(BytesFrame::BulkString(b)) => b.clone(),
+                    _ => return Err(format!("CONFIG GET {}: no value", String::from_utf8_lossy(name)).into()),
+                },
+                r => return Err(format!("CONFIG GET {}: {r:?}", String::from_utf8_lossy(name)).into()),
+            };
+            encode(&mut conn.wbuf, &[b"CONFIG", b"SET", name, value]);
+            conn.reply_ok("CONFIG SET").await?;
+            saved.push((name, old));
+        }
+        encode(&mut conn.wbuf, &[b"SLOWLOG", b"RESET"]);
+        conn.reply_ok("SLOWLOG RESET").await?;
+        Ok(ServerSlowlog { conn, saved })
+    }
+
+    /// How many of the logged commands name `pool`, and the slowest of
+    /// them (µs); the settings go back as they were.
+    async fn finish(mut self, pool: &[u8]) -> Res<(u64, u64)> {
+        let log = self.conn.call(&[b"SLOWLOG", b"GET", b"-1"]).await?;
+        for (name, old) in &self.saved {
+            encode(&mut self.conn.wbuf, &[b"CONFIG", b"SET", name, old]);
+            self.conn.reply_ok("CONFIG SET").await?;
+        }
+        slowlog_of_pool(&log, pool)
+    }
+}
+
+/// Of a `SLOWLOG GET` reply, the entries with an argument equal to `pool`
+/// (a TOKEN.* command's first, an FCALL's third): how many, and the most
+/// µs one took.
+fn slowlog_of_pool(log: &BytesFrame, pool: &[u8]) -> Res<(u64, u64)> {
+    let BytesFrame::Array(entries) = log else { return Err(format!("SLOWLOG GET: {log:?}").into()) };
+    let (mut count, mut max_us) = (0, 0);
+    for e in entries {
+        let (Some(BytesFrame::Integer(us)), Some(BytesFrame::Array(argv))) = (field(e, 2), field(e, 3)) else {
+            return Err(format!("SLOWLOG GET: an entry is not id, time, µs, arguments…: {e:?}").into());
+        };
+        if argv.iter().any(|a| matches!(a, BytesFrame::BulkString(b) if b[..] == *pool)) {
+            count += 1;
+            max_us = max_us.max((*us).max(0) as u64);
+        }
+    }
+    Ok((count, max_us))
+}
+
+/// The `i`th element of an array reply.
+fn field(frame: &BytesFrame, i: usize) -> Option<&BytesFrame> {
+    match frame {
+        BytesFrame::Array(v) => v.get(i),
+        _ => None,
+    }
 }
 
 /// What the host's steal time of the watched cores says of a run's slow
@@ -1012,7 +1104,7 @@ async fn load_http(args: &Args, addr: &str) -> Res<()> {
     }
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
-    Summary::load(args, secs, cpu, &hist, st, None).print(args);
+    Summary::load(args, secs, cpu, &hist, st, None, None).print(args);
     Ok(())
 }
 
@@ -1387,6 +1479,7 @@ impl Summary {
         h: &Histogram<u64>,
         st: ConnStats,
         steal: Option<StealReport>,
+        server_slow: Option<(u64, u64)>,
     ) -> Summary {
         let ops = h.len();
         let rate = ops as f64 / secs.max(1e-9);
@@ -1447,6 +1540,15 @@ impl Summary {
                 r.over_5ms,
                 r.over_5ms_stolen,
                 r.max_unstolen_us
+            ));
+        }
+        if let Some((count, max_us)) = server_slow {
+            fields.extend([("server_slow_commands", count.to_string()), ("server_slow_max_us", max_us.to_string())]);
+            human.push_str(&format!(
+                "\n  the server's slow log: {count} of the run's commands on '{}' took {SERVER_SLOWLOG_US} µs or more \
+                 there{}",
+                args.pool,
+                if count > 0 { format!(", the slowest {max_us} µs") } else { String::new() }
             ));
         }
         Summary { human, fields }
@@ -1545,6 +1647,32 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_server_slowlog_counts_the_commands_naming_the_pool() {
+        let bulk = |s: &str| BytesFrame::BulkString(Bytes::copy_from_slice(s.as_bytes()));
+        let entry = |us: i64, argv: &[&str]| {
+            BytesFrame::Array(vec![
+                BytesFrame::Integer(1),
+                BytesFrame::Integer(1_764_000_000),
+                BytesFrame::Integer(us),
+                BytesFrame::Array(argv.iter().map(|a| bulk(a)).collect()),
+                bulk("127.0.0.1:5000"),
+                bulk(""),
+            ])
+        };
+        let log = BytesFrame::Array(vec![
+            entry(1_800, &["TOKEN.ACQUIRE", "probe", "PX", "60000"]),
+            entry(24_000, &["TOKEN.GEN", "g1", "PX", "300000", "COUNT", "100000"]),
+            entry(1_200, &["FCALL", "tokend_unblock", "1", "probe", "67e55044"]),
+            entry(3_000, &["TOKEN.ACQUIRE", "probes", "PX", "60000"]),
+        ]);
+        assert_eq!(slowlog_of_pool(&log, b"probe").unwrap(), (2, 1_800));
+        assert_eq!(slowlog_of_pool(&log, b"nothing").unwrap(), (0, 0));
+        assert_eq!(slowlog_of_pool(&BytesFrame::Array(vec![]), b"probe").unwrap(), (0, 0));
+        assert!(slowlog_of_pool(&BytesFrame::Array(vec![bulk("x")]), b"probe").is_err());
+        assert!(slowlog_of_pool(&bulk("OK"), b"probe").is_err());
+    }
 
     #[test]
     fn messages_are_taken_whole_however_the_reads_cut_them() {
