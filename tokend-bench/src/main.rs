@@ -786,17 +786,19 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs() - cpu0;
     ticker.abort();
+    // The server's settings go back whether or not the run failed.
+    let server_slow = match slowlog {
+        Some(s) => Some(s.finish(args.pool.as_bytes()).await),
+        None => None,
+    };
     if let Some(e) = failure {
         return Err(format!("a connection failed: {e}").into());
     }
+    let server_slow = server_slow.transpose()?;
     if !args.quiet && io::stderr().is_terminal() {
         eprintln!();
     }
     let steal = steal.map(|w| w.judge(&st.slow, st.max_fast_us, &hist));
-    let server_slow = match slowlog {
-        Some(s) => Some(s.finish(args.pool.as_bytes()).await?),
-        None => None,
-    };
     let s = Summary::load(args, secs, cpu, &hist, st, steal, server_slow);
     s.print(args);
     Ok(())
