@@ -790,7 +790,10 @@ calm_note() { # run ms
   local clean
   clean=$(clean_ms "$1")
   if [ -n "$clean" ] && [ -n "$2" ] && [ "$clean" != "$2" ]; then echo -n "$2 ms, $clean ms but for the host's steal"; else echo -n "${2:-?} ms"; fi
-  echo ", replies over 5 ms: $(v "$1" over_5ms) in $(awk -v x="$(v "$1" secs)" 'BEGIN { printf "%.0f", x }') s; $(server_note "$1")"
+  local over
+  over=$(v "$1" over_5ms)
+  [ -n "$over" ] && echo -n ", replies over 5 ms: $over in $(awk -v x="$(v "$1" secs)" 'BEGIN { printf "%.0f", x }') s"
+  echo "; $(server_note "$1")"
 }
 # "yes", or "no" with whether the worst reply the host did not hold a core for met it.
 probe_met() {
