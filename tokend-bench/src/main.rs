@@ -253,10 +253,7 @@ async fn run(args: Args) -> Res<()> {
     if let (Target::RedisFn, Some(lib)) = (args.target, &args.library) {
         let code = std::fs::read(lib).map_err(|e| format!("cannot read {}: {e}", lib.display()))?;
         let mut c = Conn::connect(&addr).await?;
-        let r = c.call(&[b"FUNCTION", b"LOAD", b"REPLACE", &code]).await?;
-        if let BytesFrame::Error(e) = r {
-            return Err(format!("FUNCTION LOAD: {e}").into());
-        }
+        c.call_ok(&[b"FUNCTION", b"LOAD", b"REPLACE", &code]).await?;
     }
     match args.workload {
         Workload::Expiry => return expiry(&args, &addr, &cmds).await,
@@ -450,6 +447,18 @@ impl Conn {
         encode(&mut self.wbuf, args);
         self.flush().await?;
         Ok(self.next().await?.0)
+    }
+
+    /// Sends one command and takes its reply, which must not be an error
+    /// (the error names the command's first two words).
+    async fn call_ok(&mut self, args: &[&[u8]]) -> Res<BytesFrame> {
+        match self.call(args).await? {
+            BytesFrame::Error(e) => {
+                let what: Vec<_> = args.iter().take(2).map(|a| String::from_utf8_lossy(a)).collect();
+                Err(format!("{}: {e}", what.join(" ")).into())
+            }
+            r => Ok(r),
+        }
     }
 }
 
@@ -825,30 +834,25 @@ impl ServerSlowlog {
         let settings: [(&'static [u8], &[u8]); 2] =
             [(b"slowlog-log-slower-than", threshold.as_bytes()), (b"slowlog-max-len", b"1000000")];
         for (name, value) in settings {
-            let old = match conn.call(&[b"CONFIG", b"GET", name]).await? {
-                BytesFrame::Array(v) => match v.get(1) {
-                    Some(BytesFrame::BulkString(b)) => b.clone(),
-                    _ => return Err(format!("CONFIG GET {}: no value", String::from_utf8_lossy(name)).into()),
-                },
-                r => return Err(format!("CONFIG GET {}: {r:?}", String::from_utf8_lossy(name)).into()),
+            let r = conn.call_ok(&[b"CONFIG", b"GET", name]).await?;
+            let Some(BytesFrame::BulkString(old)) = field(&r, 1) else {
+                return Err(format!("CONFIG GET {}: {r:?}", String::from_utf8_lossy(name)).into());
             };
-            encode(&mut conn.wbuf, &[b"CONFIG", b"SET", name, value]);
-            conn.reply_ok("CONFIG SET").await?;
-            saved.push((name, old));
+            saved.push((name, old.clone()));
+            conn.call_ok(&[b"CONFIG", b"SET", name, value]).await?;
         }
-        encode(&mut conn.wbuf, &[b"SLOWLOG", b"RESET"]);
-        conn.reply_ok("SLOWLOG RESET").await?;
+        conn.call_ok(&[b"SLOWLOG", b"RESET"]).await?;
         Ok(ServerSlowlog { conn, saved })
     }
 
     /// How many of the logged commands name `pool`, and the slowest of
     /// them (µs); the settings go back as they were.
     async fn finish(mut self, pool: &[u8]) -> Res<(u64, u64)> {
-        let log = self.conn.call(&[b"SLOWLOG", b"GET", b"-1"]).await?;
+        let log = self.conn.call_ok(&[b"SLOWLOG", b"GET", b"-1"]).await;
         for (name, old) in &self.saved {
-            encode(&mut self.conn.wbuf, &[b"CONFIG", b"SET", name, old]);
-            self.conn.reply_ok("CONFIG SET").await?;
+            self.conn.call_ok(&[b"CONFIG", b"SET", name, old]).await?;
         }
+        let log = log?;
         slowlog_of_pool(&log, pool)
     }
 }
@@ -1220,10 +1224,7 @@ async fn expiry(args: &Args, addr: &str, cmds: &Commands) -> Res<()> {
     let mut c = Conn::connect(addr).await?;
     if args.target == Target::RedisFn {
         // Redis publishes key expirations only when asked to.
-        let r = c.call(&[b"CONFIG", b"SET", b"notify-keyspace-events", b"Ex"]).await?;
-        if let BytesFrame::Error(e) = r {
-            return Err(format!("CONFIG SET notify-keyspace-events: {e}").into());
-        }
+        c.call_ok(&[b"CONFIG", b"SET", b"notify-keyspace-events", b"Ex"]).await?;
     }
     let mut sub = Conn::connect(addr).await?;
     let r = sub.call(&[b"SUBSCRIBE", channel]).await?;
