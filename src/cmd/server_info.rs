@@ -137,6 +137,7 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             let poll = ctx.idle_poll.counts();
             kv("idle_poll_hits", &poll.hits);
             kv("idle_poll_sleeps", &poll.sleeps);
+            kv("idle_poll_ceded", &poll.ceded);
             kv("idle_poll_window_us", &poll.window_us);
             kv("idle_naps", &poll.naps);
             kv("idle_naps_dry", &poll.naps_dry);

@@ -31,7 +31,7 @@
 
 use super::fire::LEASE_ENTRY;
 use super::pool::SlotIdx;
-use super::{Due, PoolId, Store, lock};
+use super::{Due, PoolId, Store, Working, lock};
 use crate::wheel::{PREPARE_MIN, Sweep};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -319,6 +319,7 @@ fn drive_thread(store: Store, idx: usize, stop: &AtomicBool) {
     // Registered before the first tick: a deadline armed from then on
     // unparks this thread, and one armed before is seen by the tick.
     let _ = cell.driver.set(thread::current());
+    let working = Working::new(&store.shared.drivers_working);
     while !stop.load(Ordering::Acquire) {
         let started = std::time::Instant::now();
         let mut next = store.tick(idx);
@@ -342,7 +343,7 @@ fn drive_thread(store: Store, idx: usize, stop: &AtomicBool) {
             }
         }
         if next == u64::MAX {
-            thread::park();
+            working.idle(thread::park);
         } else if next <= store.clock().now_ms() {
             // A backlog is left (see `Store::run_due`): the lock is free
             // for a moment, so that commands waiting for it go first.
@@ -352,8 +353,27 @@ fn drive_thread(store: Store, idx: usize, stop: &AtomicBool) {
             // wake-up just ticks again and finds nothing due).
             let at = store.clock().instant_at(next).into_std();
             if let Some(left) = at.checked_duration_since(std::time::Instant::now()) {
-                thread::park_timeout(left);
+                working.idle(|| thread::park_timeout(left));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[test]
+    fn a_driver_counts_as_working_but_while_parked_until_a_deadline() {
+        let count = AtomicU64::new(0);
+        {
+            let a = Working::new(&count);
+            let _b = Working::new(&count);
+            assert_eq!(count.load(Ordering::Relaxed), 2);
+            a.idle(|| assert_eq!(count.load(Ordering::Relaxed), 1, "parked: not counted"));
+            assert_eq!(count.load(Ordering::Relaxed), 2, "awake again");
+        }
+        assert_eq!(count.load(Ordering::Relaxed), 0, "ended");
     }
 }

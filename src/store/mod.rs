@@ -44,6 +44,7 @@ mod types;
 mod waiting;
 
 pub use keys::PoolUsage;
+pub use ops::making_stock;
 pub use pool::Record;
 pub use reclaim::lazyfree_counts;
 pub use txn::{NotLocked, Txn};
@@ -171,6 +172,9 @@ struct Shared {
     /// waited in all (INFO expiry; see `expiry::wait_for_subscribers`).
     subscriber_waits: AtomicU64,
     subscriber_wait_us: AtomicU64,
+    /// Thread drivers awake (firing, or doing background work), not parked
+    /// until a deadline (see `Store::expiry_working`).
+    drivers_working: AtomicU64,
     next_waiter_id: AtomicU64,
     /// Versions handed to watched pools when they change (WATCH).
     next_version: AtomicU64,
@@ -182,6 +186,32 @@ struct Shared {
     /// random per server, or kept in the backing Redis so that recovered
     /// tokens still name their slots.
     slot_key: AtomicU64,
+}
+
+/// Counts a thread of the store's in a gauge while it works (see
+/// [`Store::threads_working`]): from its start to its drop, but for
+/// [`Working::idle`]. An expiry driver's short pauses (between the batches
+/// of a backlog, between chunks of background work) leave it counted: it
+/// wants the core back within microseconds.
+struct Working<'a>(&'a AtomicU64);
+
+impl<'a> Working<'a> {
+    fn new(count: &'a AtomicU64) -> Working<'a> {
+        count.fetch_add(1, Ordering::Relaxed);
+        Working(count)
+    }
+
+    fn idle(&self, park: impl FnOnce()) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        park();
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Working<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The store handle: cheap to clone (one `Arc`).
@@ -412,6 +442,7 @@ impl Store {
                 lease_expired_total: AtomicU64::new(0),
                 subscriber_waits: AtomicU64::new(0),
                 subscriber_wait_us: AtomicU64::new(0),
+                drivers_working: AtomicU64::new(0),
                 next_waiter_id: AtomicU64::new(1),
                 next_version: AtomicU64::new(1),
                 hasher: BuildHasherDefault::default(),
@@ -476,6 +507,21 @@ impl Store {
     /// waited in all.
     pub fn subscriber_waits(&self) -> (u64, u64) {
         (self.shared.subscriber_waits.load(Ordering::Relaxed), self.shared.subscriber_wait_us.load(Ordering::Relaxed))
+    }
+
+    /// Whether an expiry thread driver is at work rather than parked until
+    /// its next deadline.
+    pub fn expiry_working(&self) -> bool {
+        self.shared.drivers_working.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether a thread of the store's own wants a core now: an expiry
+    /// driver at work ([`Store::expiry_working`]), the free thread with
+    /// storage left to give back ([`lazyfree_counts`]), or a GEN's stock
+    /// being made ([`making_stock`]). A thread polling for requests on the
+    /// same core (`--idle-poll-us`) would take the core from them.
+    pub fn threads_working(&self) -> bool {
+        self.expiry_working() || lazyfree_counts().0 > 0 || making_stock()
     }
 
     /// Sets the expiry counters and lateness back to zero (`CONFIG RESETSTAT`).

@@ -51,6 +51,14 @@ const GEN_STOCK_MIN: u64 = 4096;
 /// VM's floor), and the stock still gets a tenth of a saturated core.
 const STOCK_NICE: libc::c_int = 10;
 
+/// Threads making a GEN's stock now (see [`making_stock`]).
+static STOCK_MAKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether a thread of the process is making a GEN's stock.
+pub fn making_stock() -> bool {
+    STOCK_MAKERS.load(std::sync::atomic::Ordering::Relaxed) > 0
+}
+
 fn below_normal_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: sets the calling thread's own niceness (Linux applies
@@ -153,6 +161,7 @@ impl Store {
             // keeps a paused clock from jumping meanwhile (tests).
             let maker = std::thread::Builder::new().name("tokend-stock".into()).spawn(move || {
                 below_normal_priority();
+                let _counted = super::Working::new(&STOCK_MAKERS);
                 make_stock(count as usize, plan)
             });
             maker.ok()?.join().ok()

@@ -1071,3 +1071,22 @@ async fn gens_made_outside_the_lock_are_whole_and_exact_or_fall_back() {
     all.sort();
     assert_eq!(got, all, "one expired event each");
 }
+
+/// A thread driver parked until its shard's next deadline leaves the core
+/// to a poller (`Store::expiry_working`); a stopped one too.
+#[tokio::test]
+async fn thread_drivers_parked_until_a_deadline_are_not_working() {
+    let (s, _ps) = store_on(StoreConfig { shards: 2, ..Default::default() }, Clock::new());
+    let drivers = expiry::spawn_threads(&s).unwrap();
+    one(&s, "p", 3_600_000);
+    // Each driver parks once its first ticks are done: nothing is due
+    // within the hour.
+    let parked = tokio::time::timeout(Duration::from_secs(10), async {
+        while s.expiry_working() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    parked.await.expect("the drivers park within 10 s");
+    drop(drivers);
+    assert!(!s.expiry_working());
+}
