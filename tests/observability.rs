@@ -414,6 +414,21 @@ async fn idle_polling_changes_when_the_server_sleeps_not_what_it_answers() {
     assert_eq!(first.as_deref(), Some(made[0].as_str()));
     assert_eq!(second, None);
 
+    // 100,000 tokens due together, 1 s ahead (this client takes the GEN's
+    // reply apart first): while the expiry thread fires them, the quiet
+    // spells between this client's requests go to it (the poller sleeps
+    // instead of polling), and every token expires.
+    let _: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "due", "COUNT", "100000", "PX", "1000"]).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let stats = info(&mut c, "stats").await;
+        if stats.get::<u64>("expired_tokens") >= Some(100_000) {
+            assert!(stats.get::<u64>("idle_poll_ceded").unwrap() > 0, "no quiet spell was left to the expiry thread");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "the tokens did not expire within 30 s");
+    }
+
     let stats = info(&mut c, "stats").await;
     let sleeps: u64 = stats.get("idle_poll_sleeps").unwrap();
     let window: u64 = stats.get("idle_poll_window_us").unwrap();

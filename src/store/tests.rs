@@ -1076,10 +1076,14 @@ async fn gens_made_outside_the_lock_are_whole_and_exact_or_fall_back() {
 /// to a poller (`Store::expiry_working`); a stopped one too.
 #[tokio::test]
 async fn thread_drivers_parked_until_a_deadline_are_not_working() {
-    let (s, _ps) = store_on(StoreConfig { shards: 2, ..Default::default() }, Clock::new());
+    let (s, ps) = store_on(StoreConfig { shards: 2, ..Default::default() }, Clock::new());
     let drivers = expiry::spawn_threads(&s).unwrap();
+    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
+    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
     one(&s, "p", 3_600_000);
-    // Each driver parks once its first ticks are done: nothing is due
+    one(&s, "p", 20);
+    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a driver fired within 10 s").unwrap();
+    // Each driver parks once its ticks are done: nothing else is due
     // within the hour.
     let parked = tokio::time::timeout(Duration::from_secs(10), async {
         while s.expiry_working() {
