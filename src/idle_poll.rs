@@ -158,10 +158,12 @@ pub struct IdlePoll {
     hits: AtomicU64,
     /// Quiet spells the poller slept through.
     sleeps: AtomicU64,
-    /// Quiet spells it left to the process's other threads (`ceded`).
+    /// Quiet spells it slept through without polling because another
+    /// thread of the server's wanted the core.
     ceded: AtomicU64,
-    /// Whether another thread of the process wants the core now (the
-    /// expiry drivers at work): set once, by [`IdlePoll::cede_while`].
+    /// Whether another thread of the server's wants the core now (an
+    /// expiry driver at work, the free thread, a GEN's stock maker): set
+    /// once, by [`IdlePoll::cede_while`].
     others_busy: std::sync::OnceLock<Busy>,
     /// The current window, µs.
     window_us: AtomicU64,
@@ -331,8 +333,8 @@ impl IdlePoll {
     }
 
     /// Polls only while `busy` says no: it tells whether another thread of
-    /// the process (an expiry driver) wants the core. Set once; later calls
-    /// change nothing.
+    /// the server's wants the core (`Store::threads_working`). Set once;
+    /// later calls change nothing.
     pub fn cede_while(&self, busy: impl Fn() -> bool + Send + Sync + 'static) {
         let _ = self.others_busy.set(Busy(Box::new(busy)));
     }
