@@ -37,10 +37,13 @@
 //! reason to preempt whatever else runs on its core when one comes: the
 //! request waits for that thread's time slice to end, up to a tick (4 ms
 //! here). A sleeping thread, woken by the request, preempts it at once.
-//! So the poller does not poll while another thread of the server's wants
-//! the core (`cede_while`: an expiry driver at work, the free thread with
-//! storage to give back, a GEN's stock being made); it sleeps until the
-//! next request instead, as with polling off. Measured on a 2-core VM,
+//! So where the process may use one CPU only (pinned with `taskset`, or a
+//! one-CPU quota), the poller does not poll while another thread of the
+//! server's wants the core (`cede_while`: an expiry driver at work, a
+//! GEN's stock being made, and the free thread with storage to give back,
+//! which at the lowest priority would otherwise get the core only when
+//! the poller yields it); it sleeps until the next request instead, as
+//! with polling off. With more CPUs those threads run elsewhere. Measured on a 2-core VM,
 //! the server on one core, in the bench's mass expiry (10M tokens due
 //! within 2 s, a subscriber of every event, a probe cycling ACQUIRE and
 //! UNBLOCK on another pool) with `--idle-poll-us 100`: polling through the
@@ -371,8 +374,10 @@ impl IdlePoll {
 
     /// Polls while the runtime's other tasks are idle, until `stop`. Each
     /// turn yields to the runtime, which then looks at its sockets without
-    /// blocking, and to the other threads of this core (the expiry and
-    /// stock threads): polling only fills time nobody else wants.
+    /// blocking, and offers the core to other threads (`sched_yield`). A
+    /// yield does not hand the core over for long, so while one of the
+    /// server's own threads wants it (`cede_while`) the poller sleeps
+    /// instead.
     pub async fn run(&self, stop: &CancellationToken) {
         self.starting();
         self.poll(stop).await;

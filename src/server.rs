@@ -201,6 +201,14 @@ impl Server {
         }
         if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
             ctx.idle_poll.starting();
+            // tokend's own threads share the runtime's core only when the
+            // process may use one CPU (pinned, or a one-CPU quota); with
+            // more, the scheduler runs them elsewhere and polling takes
+            // nothing from them.
+            if std::thread::available_parallelism().is_ok_and(|n| n.get() == 1) {
+                let store = ctx.store.clone();
+                ctx.idle_poll.cede_while(move || store.threads_working());
+            }
             let (ctx, stop) = (ctx.clone(), stop.clone());
             tracker.spawn(async move { ctx.idle_poll.run(&stop).await });
         } else if config.idle_poll_us > 0 {

@@ -146,10 +146,6 @@ impl Ctx {
             .clone()
             // Without the park hooks nothing naps: CONFIG GET says 0.
             .unwrap_or_else(|| Arc::new(crate::idle_poll::IdlePoll::new(settings.idle_poll_us, 0)));
-        idle_poll.cede_while({
-            let store = store.clone();
-            move || store.threads_working()
-        });
         Ctx {
             replica_output_limit: std::sync::Mutex::new(settings.replica_output_limit),
             cmdstats: stats::CommandStats::new(settings.slowlog_log_slower_than, settings.slowlog_max_len),

@@ -188,11 +188,13 @@ struct Shared {
     slot_key: AtomicU64,
 }
 
-/// Counts a thread of the store's in a gauge while it works (see
-/// [`Store::threads_working`]): from its start to its drop, but for
+/// Counts a thread in a gauge while it works (see
+/// [`Store::threads_working`]; the expiry drivers' gauge is the store's,
+/// the stock makers' the process's): from its start to its drop, but for
 /// [`Working::idle`]. An expiry driver's short pauses (between the batches
-/// of a backlog, between chunks of background work) leave it counted: it
-/// wants the core back within microseconds.
+/// of a backlog, between chunks of background work, while subscribers
+/// catch up) leave it counted: it wants the core back within
+/// microseconds.
 struct Working<'a>(&'a AtomicU64);
 
 impl<'a> Working<'a> {

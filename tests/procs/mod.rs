@@ -244,10 +244,21 @@ impl Tokend {
         Tokend::wait_ready(Tokend::spawn(args, env))
     }
 
+    /// Starts `tokend --port 0 <args>` allowed to run on one CPU only
+    /// (`taskset -c 0`), as a server pinned to a core is.
+    pub fn start_on_one_core(args: &[&str]) -> Tokend {
+        let mut cmd = Command::new("/usr/bin/taskset");
+        cmd.args(["-c", "0", env!("CARGO_BIN_EXE_tokend"), "--port", "0"]);
+        Tokend::wait_ready(Tokend::spawn_cmd(cmd, args, &[]))
+    }
+
     /// Starts `tokend <args>` with only `env` in its environment (stderr piped).
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_tokend"))
-            .args(args)
+        Tokend::spawn_cmd(Command::new(env!("CARGO_BIN_EXE_tokend")), args, env)
+    }
+
+    fn spawn_cmd(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Child {
+        cmd.args(args)
             .env_clear()
             .envs(env.iter().copied())
             .stdout(Stdio::null())
