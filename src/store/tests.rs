@@ -1073,7 +1073,8 @@ async fn gens_made_outside_the_lock_are_whole_and_exact_or_fall_back() {
 }
 
 /// A thread driver parked until its shard's next deadline leaves the core
-/// to a poller (`Store::expiry_working`); a stopped one too.
+/// to a poller (`Store::expiry_working`), one firing a backlog does not,
+/// and a stopped one does.
 #[tokio::test]
 async fn thread_drivers_parked_until_a_deadline_are_not_working() {
     let (s, ps) = store_on(StoreConfig { shards: 2, ..Default::default() }, Clock::new());
@@ -1091,6 +1092,23 @@ async fn thread_drivers_parked_until_a_deadline_are_not_working() {
         }
     });
     parked.await.expect("the drivers park within 10 s");
+    // 200,000 tokens due in 50 ms: a driver fires them in batches, and is
+    // counted while it does (no command runs meanwhile to fire them).
+    let expired_before = s.counters().0;
+    s.gen_tokens(b"mass", Some(50), 200_000).unwrap();
+    let seen_working = std::time::Instant::now();
+    while !s.expiry_working() {
+        assert!(s.counters().0 < expired_before + 200_000, "all fired without the driver counted as working");
+        assert!(seen_working.elapsed() < Duration::from_secs(10), "nothing fired within 10 s");
+        std::hint::spin_loop();
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while s.counters().0 < expired_before + 200_000 || s.expiry_working() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await
+    .expect("all fired and the drivers parked again within 10 s");
     drop(drivers);
     assert!(!s.expiry_working());
 }
