@@ -30,6 +30,13 @@ async fn ms(n: u64) {
     advance(Duration::from_millis(n)).await;
 }
 
+/// Client 1 of `ps`, subscribed to every expired event.
+fn expired_events(ps: &PubSub) -> crate::pubsub::Inbox {
+    let rx = ps.attach(1, crate::reply::Protocol::Resp2);
+    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+    rx
+}
+
 fn one(s: &Store, pool: &str, px: u64) -> TokenId {
     s.gen_tokens(pool.as_bytes(), Some(px), 1).unwrap()[0]
 }
@@ -236,8 +243,7 @@ async fn driver_fires_on_time_without_any_command() {
 async fn driver_is_woken_for_an_earlier_deadline() {
     let (s, ps) = store_with(StoreConfig { shards: 1, ..Default::default() });
     let _drivers = expiry::spawn(&s);
-    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
-    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+    let mut rx = expired_events(&ps);
     one(&s, "p", 60_000); // the driver now sleeps for a minute
     tokio::task::yield_now().await;
     let start = s.clock().now_ms();
@@ -308,8 +314,7 @@ async fn spreads_a_big_cascade_ahead(first: u64) {
 async fn thread_drivers_fire_on_real_time_and_are_woken_for_an_earlier_deadline() {
     let (s, ps) = store_on(StoreConfig { shards: 1, ..Default::default() }, Clock::new());
     let drivers = expiry::spawn_threads(&s).unwrap();
-    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
-    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+    let mut rx = expired_events(&ps);
     one(&s, "p", 3_600_000); // the driver now sleeps for an hour
     tokio::time::sleep(Duration::from_millis(20)).await;
     for ttl in [30, 1, 45] {
@@ -484,8 +489,7 @@ async fn restore_puts_tokens_at_their_slots_and_indexes_the_rest() {
 async fn past_due_tokens_fire_in_deadline_order_however_they_were_placed() {
     let (s, ps) = store();
     s.set_slot_key(9);
-    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
-    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+    let mut rx = expired_events(&ps);
     // Deadlines that passed during the downtime, alternating between tokens
     // that name their slot (placed first) and foreign ones (placed after);
     // every third kept in a slot by the backing store (placed before all).
@@ -972,8 +976,7 @@ async fn a_backlog_of_expiries_is_never_seen_and_fires_in_deadline_order() {
 #[tokio::test(start_paused = true)]
 async fn the_driver_fires_a_backlog_batch_by_batch_and_a_waiting_request_helps() {
     let (s, ps) = store_with(StoreConfig { shards: 1, expiry_batch: 16, ..Default::default() });
-    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
-    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+    let mut rx = expired_events(&ps);
     let toks = s.gen_tokens(b"big", Some(100), 1_000).unwrap();
     let _drivers = expiry::spawn(&s);
     ms(100).await;
@@ -1035,8 +1038,7 @@ async fn big_gens_from_a_stock_make_every_token() {
 async fn gens_made_outside_the_lock_are_whole_and_exact_or_fall_back() {
     const CS: u64 = super::slab::CHUNK_SLOTS as u64;
     let (s, ps) = store_with(StoreConfig { shards: 1, ..Default::default() });
-    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
-    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+    let mut rx = expired_events(&ps);
     let _drivers = expiry::spawn(&s);
     let stocked = |pool: &'static [u8], n: u64| {
         let s = s.clone();
@@ -1079,8 +1081,7 @@ async fn gens_made_outside_the_lock_are_whole_and_exact_or_fall_back() {
 async fn thread_drivers_parked_until_a_deadline_are_not_working() {
     let (s, ps) = store_on(StoreConfig { shards: 2, ..Default::default() }, Clock::new());
     let drivers = expiry::spawn_threads(&s).unwrap();
-    let mut rx = ps.attach(1, crate::reply::Protocol::Resp2);
-    ps.subscribe(1, Bytes::from_static(b"__keyevent@0__:expired"), false);
+    let mut rx = expired_events(&ps);
     one(&s, "p", 3_600_000);
     one(&s, "p", 20);
     tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("a driver fired within 10 s").unwrap();
