@@ -376,4 +376,15 @@ mod tests {
         }
         assert_eq!(count.load(Ordering::Relaxed), 0, "ended");
     }
+
+    #[test]
+    fn a_park_that_unwinds_leaves_the_count_balanced() {
+        let count = AtomicU64::new(0);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let driver = Working::new(&count);
+            driver.idle(|| panic!("park unwinds"));
+        }));
+        assert!(unwound.is_err());
+        assert_eq!(count.load(Ordering::Relaxed), 0, "counted once, un-counted once");
+    }
 }

@@ -203,10 +203,19 @@ impl<'a> Working<'a> {
         Working(count)
     }
 
+    /// Un-counts the thread while `park` runs. It is counted again on the
+    /// way out even if `park` unwinds, so that the guard's drop then
+    /// takes off the one count it holds, not a second.
     fn idle(&self, park: impl FnOnce()) {
+        struct Recount<'a>(&'a AtomicU64);
+        impl Drop for Recount<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         self.0.fetch_sub(1, Ordering::Relaxed);
+        let _recount = Recount(self.0);
         park();
-        self.0.fetch_add(1, Ordering::Relaxed);
     }
 }
 
