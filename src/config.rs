@@ -29,6 +29,9 @@ impl Durability {
 /// The log filter when none is given.
 const LOG_LEVEL_DEFAULT: &str = "info";
 
+/// Why polling (`--idle-poll-us`) is refused alongside `--rt-priority`.
+pub const RT_POLL_REASON: &str = "a real-time thread that polls keeps tokend's other threads off its core";
+
 /// How logs are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -271,6 +274,14 @@ pub struct Config {
     #[arg(long, env = "TOKEND_THREADS", default_value_t = 0)]
     pub threads: usize,
 
+    /// Serve requests at this real-time priority (SCHED_FIFO, 1-99; 0 = off):
+    /// the threads that serve requests preempt other programs' threads at once.
+    /// The threads they start (expiry, freeing, background work) stay at the
+    /// normal policy. Needs root or CAP_SYS_NICE; not with --idle-poll-us.
+    #[arg(long, env = "TOKEND_RT_PRIORITY", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=crate::sched::MAX_PRIORITY as i64))]
+    pub rt_priority: u8,
+
     /// Read settings from this file first (Redis style: one `name value` per line, `#`
     /// comments; names are the long flags without `--`). Flags and environment win.
     #[arg(long, env = "TOKEND_CONFIG")]
@@ -333,6 +344,9 @@ impl Config {
             && let Ok(filter) = std::env::var("TOKEND_LOG")
         {
             config.log_level = filter;
+        }
+        if config.rt_priority > 0 && config.idle_poll_us > 0 {
+            return Err(format!("--idle-poll-us cannot be used with --rt-priority ({RT_POLL_REASON})"));
         }
         if config.cluster_enabled && config.redis.is_none() {
             return Err("--cluster-enabled yes needs --redis: the backing Redis is where the nodes agree".into());
@@ -413,6 +427,7 @@ impl Config {
             ("idle-nap-us", self.idle_nap_us.to_string()),
             ("client-output-buffer-limit", self.client_output_buffer_limit.to_redis()),
             ("threads", self.threads.to_string()),
+            ("rt-priority", self.rt_priority.to_string()),
             ("config", path(&self.config)),
             ("log-format", format!("{:?}", self.log_format).to_ascii_lowercase()),
             ("log-level", self.log_level.clone()),

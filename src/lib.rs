@@ -49,6 +49,7 @@ pub mod persist;
 pub mod ping;
 pub mod pubsub;
 pub mod reply;
+pub mod sched;
 pub mod server;
 pub mod store;
 #[cfg(test)]

@@ -107,6 +107,7 @@ impl Server {
             latency_monitor_threshold: config.latency_monitor_threshold,
             idle_poll_us: config.idle_poll_us,
             idle_hooks: config.idle_hooks.clone(),
+            rt_priority: config.rt_priority,
             replica_output_limit: config.client_output_buffer_limit.replica,
         };
         let metrics = bind_optional(&config.metrics_addr, "--metrics-addr").await?;

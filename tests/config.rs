@@ -147,3 +147,123 @@ fn ping_checks_the_configured_server() {
     assert_eq!(code, Some(1), "nobody listens any more");
     assert!(err.contains("cannot connect"), "{err}");
 }
+
+/// Each thread of process `pid`: its name, scheduling policy (0 normal, 1
+/// `SCHED_FIFO`) and real-time priority, from `/proc/<pid>/task/*/stat`.
+fn threads_of(pid: u32) -> Vec<(String, u32, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let Ok(stat) = std::fs::read_to_string(task.unwrap().path().join("stat")) else { continue };
+        // `tid (name) state …`: the name may hold spaces; the fields after
+        // it start at the third, so field n is at n - 3.
+        let (head, rest) = stat.rsplit_once(')').unwrap();
+        let name = head.split_once('(').unwrap().1.to_string();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        out.push((name, f[41 - 3].parse().unwrap(), f[40 - 3].parse().unwrap()));
+    }
+    out
+}
+
+fn real_time(threads: &[(String, u32, u32)]) -> Vec<&(String, u32, u32)> {
+    // SCHED_FIFO and SCHED_RR; the free thread is at SCHED_IDLE (5).
+    threads.iter().filter(|t| t.1 == 1 || t.1 == 2).collect()
+}
+
+/// Work that starts threads: a GEN's stock (a blocking thread, which starts
+/// the stock maker) and the lazy free of a big pool.
+fn start_background_threads(t: &Tokend) {
+    let mut con = redis::Client::open(t.url()).unwrap().get_connection().unwrap();
+    let made: Vec<String> = redis::cmd("TOKEN.GEN").arg("big").arg("COUNT").arg(100_000).query(&mut con).unwrap();
+    assert_eq!(made.len(), 100_000);
+    let gone: i64 = redis::cmd("UNLINK").arg("big").query(&mut con).unwrap();
+    assert_eq!(gone, 1);
+}
+
+fn may_use_real_time() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `--rt-priority N`: the threads that serve requests run at SCHED_FIFO N
+/// (the main thread, and a multi-threaded runtime's workers); every thread
+/// they start (expiry drivers, blocking work, a GEN's stock maker, the
+/// free thread) keeps the normal policy, so that none of them can hold the
+/// core against a request.
+#[test]
+fn rt_priority_raises_only_the_threads_that_serve_requests() {
+    if !may_use_real_time() {
+        let out = wait_exit(Tokend::spawn(&["--port", "0", "--rt-priority", "1"], &[]));
+        assert_eq!(out.0, Some(1), "without the right it refuses to start; stderr: {}", out.1);
+        assert!(out.1.contains("cannot use SCHED_FIFO"), "{}", out.1);
+        return;
+    }
+    let t = Tokend::start_with_env(&["--port", "0", "--threads", "1", "--rt-priority", "2"], &[]);
+    assert_eq!(config_get(&t, "rt-priority"), "2");
+    start_background_threads(&t);
+    let threads = threads_of(t.pid());
+    assert!(threads.iter().any(|t| t.0.starts_with("tokend-expiry")), "{threads:?}");
+    assert_eq!(real_time(&threads), [&("tokend".to_string(), 1, 2)], "only the runtime's thread: {threads:?}");
+
+    let t = Tokend::start_with_env(&["--port", "0", "--threads", "2", "--rt-priority", "1"], &[]);
+    // Workers raise themselves when they first go idle, right after the
+    // runtime starts: wait for both.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while real_time(&threads_of(t.pid())).len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "workers not raised: {:?}", threads_of(t.pid()));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start_background_threads(&t);
+    let threads = threads_of(t.pid());
+    let raised = real_time(&threads);
+    assert_eq!(raised.len(), 3, "the main thread and two workers, not the blocking threads: {threads:?}");
+    assert!(raised.iter().all(|t| t.1 == 1 && t.2 == 1), "{raised:?}");
+    assert!(!raised.iter().any(|t| t.0.starts_with("tokend-")), "no expiry, stock or free thread: {raised:?}");
+
+    let t = Tokend::start_with_env(&["--port", "0"], &[]);
+    assert_eq!(config_get(&t, "rt-priority"), "0");
+    assert_eq!(real_time(&threads_of(t.pid())), Vec::<&(String, u32, u32)>::new(), "off by default");
+}
+
+/// A real-time thread that polled would keep every other thread off its
+/// core: `--idle-poll-us` is refused with `--rt-priority`, at startup and
+/// by CONFIG SET; napping (a sleep) is not.
+#[test]
+fn rt_priority_refuses_polling() {
+    let out = wait_exit(Tokend::spawn(&["--port", "0", "--rt-priority", "1", "--idle-poll-us", "100"], &[]));
+    assert_eq!(out.0, Some(2), "stderr: {}", out.1);
+    assert!(out.1.contains("--idle-poll-us cannot be used with --rt-priority"), "{}", out.1);
+    if !may_use_real_time() {
+        return;
+    }
+    let t = Tokend::start_with_env(&["--port", "0", "--threads", "1", "--rt-priority", "1"], &[]);
+    let mut con = redis::Client::open(t.url()).unwrap().get_connection().unwrap();
+    let err = redis::cmd("CONFIG").arg("SET").arg("idle-poll-us").arg("100").query::<()>(&mut con).unwrap_err();
+    assert!(err.to_string().contains("polling cannot be used with rt-priority"), "{err}");
+    assert_eq!(config_get(&t, "idle-poll-us"), "0", "unchanged");
+    let () = redis::cmd("CONFIG").arg("SET").arg("idle-poll-us").arg("0").query(&mut con).unwrap();
+    let () = redis::cmd("CONFIG").arg("SET").arg("idle-nap-us").arg("100").query(&mut con).unwrap();
+    assert_eq!(config_get(&t, "idle-nap-us"), "100");
+}
+
+/// Without the right to real-time scheduling (here: as `nobody`), tokend
+/// says what it needs and exits 1 rather than serving at another priority
+/// than the one asked for.
+#[test]
+fn rt_priority_without_the_right_refuses_to_start() {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tokend"));
+    if may_use_real_time() {
+        procs::require("setpriv");
+        cmd = std::process::Command::new("setpriv");
+        cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups", env!("CARGO_BIN_EXE_tokend")]);
+    }
+    let child = cmd
+        .args(["--port", "0", "--rt-priority", "1"])
+        .env_clear()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_exit(child);
+    assert_eq!(out.0, Some(1), "stderr: {}", out.1);
+    assert!(out.1.contains("--rt-priority 1: cannot use SCHED_FIFO") && out.1.contains("CAP_SYS_NICE"), "{}", out.1);
+}

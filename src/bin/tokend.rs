@@ -34,6 +34,21 @@ fn main() -> std::process::ExitCode {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    // The main thread serves requests itself in a single-threaded runtime,
+    // and accepts connections in a multi-threaded one: it goes first, and
+    // is where a refusal is reported. What it starts after (the runtime's
+    // threads, the store's) gets the normal policy; workers raise
+    // themselves at their first park.
+    if config.rt_priority > 0
+        && let Err(e) = tokend::sched::serve_at(config.rt_priority)
+    {
+        eprintln!(
+            "tokend: --rt-priority {}: cannot use SCHED_FIFO: {e} (needs root, CAP_SYS_NICE, or an RLIMIT_RTPRIO of at least {0})",
+            config.rt_priority
+        );
+        return std::process::ExitCode::from(1);
+    }
+    let rt_priority = config.rt_priority;
     let runtime = if threads == 1 {
         // Naps (`--idle-nap-us`) happen right before the thread parks.
         let idle = std::sync::Arc::new(tokend::idle_poll::IdlePoll::new(config.idle_poll_us, config.idle_nap_us));
@@ -42,7 +57,11 @@ fn main() -> std::process::ExitCode {
         config.idle_hooks = Some(idle);
         tokio::runtime::Builder::new_current_thread().enable_all().on_thread_park(move || park.before_park()).build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if rt_priority > 0 {
+            builder.on_thread_park(move || tokend::sched::serve_at_once(rt_priority));
+        }
+        builder.worker_threads(threads).enable_all().build()
     };
     match runtime {
         Ok(rt) => rt.block_on(serve(config)),

@@ -112,6 +112,8 @@ pub struct Settings {
     pub idle_poll_us: u64,
     /// The poller state the runtime's park hooks were given, if they were.
     pub idle_hooks: Option<Arc<crate::idle_poll::IdlePoll>>,
+    /// `--rt-priority` (0: off).
+    pub rt_priority: u8,
     /// `client-output-buffer-limit`'s replica class, as configured.
     pub replica_output_limit: crate::pubsub::QueueLimit,
 }
@@ -132,6 +134,7 @@ impl Default for Settings {
             latency_monitor_threshold: crate::store::DEFAULT_LATENCY_THRESHOLD_MS,
             idle_poll_us: crate::idle_poll::DEFAULT_LIMIT_US,
             idle_hooks: None,
+            rt_priority: 0,
             replica_output_limit: crate::pubsub::QueueLimit::REPLICA,
         }
     }

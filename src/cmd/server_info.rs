@@ -310,6 +310,9 @@ pub fn config_set(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
             "slowlog-max-len" => {
                 val.parse().map(NewValue::MaxLen).map_err(|_| bad(&"argument couldn't be parsed into an integer"))
             }
+            "idle-poll-us" if c.ctx.settings.rt_priority > 0 && val.parse::<u64>().is_ok_and(|us| us > 0) => {
+                Err(bad(&format!("polling cannot be used with rt-priority ({})", crate::config::RT_POLL_REASON)))
+            }
             "idle-poll-us" => idle_us(val, crate::idle_poll::MAX_LIMIT_US, c.ctx.idle_poll.is_running())
                 .map(NewValue::IdlePoll)
                 .map_err(|e| bad(&e)),

@@ -1,0 +1,60 @@
+//! Real-time scheduling for the threads that serve requests
+//! (`--rt-priority`).
+//!
+//! On a shared machine other programs' threads take the server's core now
+//! and then for milliseconds: on the machine the benchmarks run on, a
+//! management agent at nice -10 for about 4 ms every 5.1 s, and the
+//! kernel's memory monitor. A request that comes meanwhile waits for
+//! them, however short the server's own work. A thread at `SCHED_FIFO`
+//! preempts every normal thread the moment it is woken.
+//!
+//! Only the threads that serve requests get it. `SCHED_RESET_ON_FORK`
+//! gives every thread they start the normal policy: the expiry drivers,
+//! the free thread, blocking work (a rewrite, a recovery's repacking, a
+//! GEN's stock). Those keep sharing the core by time slices and can never
+//! hold it against a request; a real-time thread that did not sleep
+//! would keep them off its core (the kernel leaves normal threads a
+//! twentieth of it), which is why polling (`--idle-poll-us`) is refused
+//! alongside.
+
+use std::cell::Cell;
+
+/// The highest priority `SCHED_FIFO` takes on Linux.
+pub const MAX_PRIORITY: u8 = 99;
+
+/// Puts the calling thread at `SCHED_FIFO` `priority` (1 to
+/// [`MAX_PRIORITY`]); threads it starts from then on get the normal
+/// policy. Fails without the right to (root, `CAP_SYS_NICE`, or an
+/// `RLIMIT_RTPRIO` of at least `priority`).
+pub fn serve_at(priority: u8) -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: libc::c_int::from(priority) };
+        // SAFETY: sets the calling thread's own policy (pid 0 is the
+        // calling thread on Linux); the argument is a valid sched_param.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) };
+        if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = priority;
+        Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "real-time scheduling is Linux-only here"))
+    }
+}
+
+thread_local! {
+    static SERVING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// [`serve_at`], once per thread: for a multi-threaded runtime's park
+/// hook, which only its workers run (its blocking threads never park
+/// there). The main thread has shown at startup that the process may;
+/// were a worker refused, it would stay at the normal policy.
+pub fn serve_at_once(priority: u8) {
+    SERVING.with(|done| {
+        if !done.get() {
+            done.set(true);
+            let _ = serve_at(priority);
+        }
+    });
+}
