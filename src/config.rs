@@ -277,7 +277,8 @@ pub struct Config {
     /// Serve requests at this real-time priority (SCHED_FIFO, 1-99; 0 = off):
     /// the threads that serve requests preempt other programs' threads at once.
     /// The threads they start (expiry, freeing, background work) stay at the
-    /// normal policy. Needs root or CAP_SYS_NICE; not with --idle-poll-us.
+    /// normal policy. Needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least N; not
+    /// with --idle-poll-us.
     #[arg(long, env = "TOKEND_RT_PRIORITY", default_value_t = 0,
           value_parser = clap::value_parser!(u8).range(0..=crate::sched::MAX_PRIORITY as i64))]
     pub rt_priority: u8,

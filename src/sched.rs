@@ -14,8 +14,18 @@
 //! GEN's stock). Those keep sharing the core by time slices and can never
 //! hold it against a request; a real-time thread that did not sleep
 //! would keep them off its core (the kernel leaves normal threads a
-//! twentieth of it), which is why polling (`--idle-poll-us`) is refused
-//! alongside.
+//! twentieth of it with its default `sched_rt_runtime_us`, nothing with
+//! -1), which is why polling (`--idle-poll-us`) is refused alongside.
+//!
+//! For the same reason a serving thread must never wait for a normal
+//! thread by spinning or yielding: `sched_yield` hands the core only to
+//! threads of its own priority. It waits on futexes (std's mutexes,
+//! tokio's channels), which let the holder run. One inversion is left: a
+//! request that needs a shard's lock while its expiry thread, preempted,
+//! holds it waits for that thread to get the core back, behind whatever
+//! else runs there at the normal policy. `block_in_place` is barred
+//! (clippy.toml): it would leave a raised worker in tokio's blocking pool,
+//! running blocking work at real-time priority.
 
 use std::cell::Cell;
 
@@ -48,13 +58,17 @@ thread_local! {
 
 /// [`serve_at`], once per thread: for a multi-threaded runtime's park
 /// hook, which only its workers run (its blocking threads never park
-/// there). The main thread has shown at startup that the process may;
-/// were a worker refused, it would stay at the normal policy.
+/// there). The main thread has shown at startup that the process may; a
+/// worker refused all the same (its limit lowered meanwhile) says so on
+/// stderr (logging may not be set up yet) and serves at the normal
+/// policy.
 pub fn serve_at_once(priority: u8) {
     SERVING.with(|done| {
         if !done.get() {
             done.set(true);
-            let _ = serve_at(priority);
+            if let Err(e) = serve_at(priority) {
+                eprintln!("tokend: a worker thread stays at the normal policy: cannot use SCHED_FIFO {priority}: {e}");
+            }
         }
     });
 }

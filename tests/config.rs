@@ -107,7 +107,11 @@ fn wait_exit(mut child: std::process::Child) -> (Option<i32>, String) {
             std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
             return (st.code(), err);
         }
-        assert!(std::time::Instant::now() < deadline, "tokend did not exit");
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("tokend did not exit");
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -179,9 +183,21 @@ fn start_background_threads(t: &Tokend) {
     assert_eq!(gone, 1);
 }
 
+/// Whether this process may use real-time scheduling (and so the tokend it
+/// starts): asked by a thread that tries it and ends.
 fn may_use_real_time() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
+    std::thread::spawn(|| {
+        let param = libc::sched_param { sched_priority: 1 };
+        // SAFETY: sets this short-lived thread's own policy; a valid param.
+        unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+    })
+    .join()
+    .unwrap()
+}
+
+/// `(name, policy, priority)` of the threads named `name`.
+fn named<'a>(threads: &'a [(String, u32, u32)], name: &str) -> Vec<&'a (String, u32, u32)> {
+    threads.iter().filter(|t| t.0 == name).collect()
 }
 
 /// `--rt-priority N`: the threads that serve requests run at SCHED_FIFO N
@@ -202,6 +218,8 @@ fn rt_priority_raises_only_the_threads_that_serve_requests() {
     start_background_threads(&t);
     let threads = threads_of(t.pid());
     assert!(threads.iter().any(|t| t.0.starts_with("tokend-expiry")), "{threads:?}");
+    // The GEN's blocking thread lingers in tokio's pool for 10 s.
+    assert!(named(&threads, "tokio-rt-worker").iter().any(|t| t.1 == 0), "a blocking thread: {threads:?}");
     assert_eq!(real_time(&threads), [&("tokend".to_string(), 1, 2)], "only the runtime's thread: {threads:?}");
 
     let t = Tokend::start_with_env(&["--port", "0", "--threads", "2", "--rt-priority", "1"], &[]);
@@ -215,9 +233,12 @@ fn rt_priority_raises_only_the_threads_that_serve_requests() {
     start_background_threads(&t);
     let threads = threads_of(t.pid());
     let raised = real_time(&threads);
-    assert_eq!(raised.len(), 3, "the main thread and two workers, not the blocking threads: {threads:?}");
     assert!(raised.iter().all(|t| t.1 == 1 && t.2 == 1), "{raised:?}");
-    assert!(!raised.iter().any(|t| t.0.starts_with("tokend-")), "no expiry, stock or free thread: {raised:?}");
+    assert_eq!(raised.iter().filter(|t| t.0 == "tokend").count(), 1, "the main thread: {threads:?}");
+    let pool = named(&threads, "tokio-rt-worker");
+    assert_eq!(pool.iter().filter(|t| t.1 == 1).count(), 2, "both workers: {threads:?}");
+    assert!(pool.iter().any(|t| t.1 == 0), "the GEN's blocking thread, at the normal policy: {threads:?}");
+    assert_eq!(raised.len(), 3, "no expiry or free thread: {threads:?}");
 
     let t = Tokend::start_with_env(&["--port", "0"], &[]);
     assert_eq!(config_get(&t, "rt-priority"), "0");
@@ -229,34 +250,49 @@ fn rt_priority_raises_only_the_threads_that_serve_requests() {
 /// by CONFIG SET; napping (a sleep) is not.
 #[test]
 fn rt_priority_refuses_polling() {
-    let out = wait_exit(Tokend::spawn(&["--port", "0", "--rt-priority", "1", "--idle-poll-us", "100"], &[]));
-    assert_eq!(out.0, Some(2), "stderr: {}", out.1);
-    assert!(out.1.contains("--idle-poll-us cannot be used with --rt-priority"), "{}", out.1);
+    let conf = ConfFile::new("tokend.conf", "idle-poll-us 100\n");
+    let refused = [
+        Tokend::spawn(&["--port", "0", "--rt-priority", "1", "--idle-poll-us", "100"], &[]),
+        Tokend::spawn(&["--port", "0", "--rt-priority", "1"], &[("TOKEND_IDLE_POLL_US", "100")]),
+        Tokend::spawn(&["--port", "0", "--idle-poll-us", "100"], &[("TOKEND_RT_PRIORITY", "1")]),
+        Tokend::spawn(&["--port", "0", "--rt-priority", "1", "--config", conf.arg()], &[]),
+    ];
+    for child in refused {
+        let out = wait_exit(child);
+        assert_eq!(out.0, Some(2), "stderr: {}", out.1);
+        assert!(out.1.contains("--idle-poll-us cannot be used with --rt-priority"), "{}", out.1);
+    }
     if !may_use_real_time() {
         return;
     }
     let t = Tokend::start_with_env(&["--port", "0", "--threads", "1", "--rt-priority", "1"], &[]);
     let mut con = redis::Client::open(t.url()).unwrap().get_connection().unwrap();
-    let err = redis::cmd("CONFIG").arg("SET").arg("idle-poll-us").arg("100").query::<()>(&mut con).unwrap_err();
-    assert!(err.to_string().contains("polling cannot be used with rt-priority"), "{err}");
+    for us in ["100", "+5"] {
+        let err = redis::cmd("CONFIG").arg("SET").arg("idle-poll-us").arg(us).query::<()>(&mut con).unwrap_err();
+        assert!(err.to_string().contains("polling cannot be used with rt-priority"), "{us}: {err}");
+    }
     assert_eq!(config_get(&t, "idle-poll-us"), "0", "unchanged");
     let () = redis::cmd("CONFIG").arg("SET").arg("idle-poll-us").arg("0").query(&mut con).unwrap();
     let () = redis::cmd("CONFIG").arg("SET").arg("idle-nap-us").arg("100").query(&mut con).unwrap();
     assert_eq!(config_get(&t, "idle-nap-us"), "100");
 }
 
-/// Without the right to real-time scheduling (here: as `nobody`), tokend
-/// says what it needs and exits 1 rather than serving at another priority
-/// than the one asked for.
+/// Without the right to real-time scheduling (an `RLIMIT_RTPRIO` of 0, and
+/// as root, `nobody`'s lack of capabilities), tokend says what it needs
+/// and exits 1 rather than serving at another priority than the one asked
+/// for.
 #[test]
 fn rt_priority_without_the_right_refuses_to_start() {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tokend"));
-    if may_use_real_time() {
+    procs::require("prlimit");
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--rtprio=0");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
         procs::require("setpriv");
-        cmd = std::process::Command::new("setpriv");
-        cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups", env!("CARGO_BIN_EXE_tokend")]);
+        cmd.args(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]);
     }
     let child = cmd
+        .arg(env!("CARGO_BIN_EXE_tokend"))
         .args(["--port", "0", "--rt-priority", "1"])
         .env_clear()
         .stdout(std::process::Stdio::null())

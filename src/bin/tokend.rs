@@ -43,7 +43,7 @@ fn main() -> std::process::ExitCode {
         && let Err(e) = tokend::sched::serve_at(config.rt_priority)
     {
         eprintln!(
-            "tokend: --rt-priority {}: cannot use SCHED_FIFO: {e} (needs root, CAP_SYS_NICE, or an RLIMIT_RTPRIO of at least {0})",
+            "tokend: --rt-priority {}: cannot use SCHED_FIFO: {e} (it needs CAP_SYS_NICE or an RLIMIT_RTPRIO of at least {0}: ulimit -r, systemd's LimitRTPRIO=, docker run --ulimit rtprio=)",
             config.rt_priority
         );
         return std::process::ExitCode::from(1);

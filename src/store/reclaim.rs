@@ -17,8 +17,8 @@ use super::PoolId;
 use super::pool::{Pool, SlotIdx};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Sender, channel};
 use std::time::Duration;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 /// What the free thread gives back.
 pub(super) enum Garbage {
@@ -44,7 +44,11 @@ const CHUNK_BYTES: usize = 2 << 20;
 static QUEUED: AtomicU64 = AtomicU64::new(0);
 static FREED: AtomicU64 = AtomicU64::new(0);
 
-static FREE_THREAD: OnceLock<Option<Sender<Garbage>>> = OnceLock::new();
+/// tokio's channel rather than std's: a std sender may spin, yielding,
+/// until another sender that took a block's last slot links the next one;
+/// a real-time sender (`--rt-priority`) that preempted that sender on its
+/// core would never let it. tokio's senders never wait for each other.
+static FREE_THREAD: OnceLock<Option<UnboundedSender<Garbage>>> = OnceLock::new();
 
 /// Bytes of wheel storage in `entries` (capacities: what freeing returns).
 pub(super) fn entries_bytes(entries: &[Vec<(u64, (PoolId, SlotIdx))>]) -> usize {
@@ -54,12 +58,12 @@ pub(super) fn entries_bytes(entries: &[Vec<(u64, (PoolId, SlotIdx))>]) -> usize 
 /// Frees `g` on the free thread, or here if the OS will not start it.
 pub(super) fn later(g: Garbage) {
     let thread = FREE_THREAD.get_or_init(|| {
-        let (tx, rx) = channel::<Garbage>();
+        let (tx, mut rx) = unbounded_channel::<Garbage>();
         std::thread::Builder::new()
             .name("tokend-free".into())
             .spawn(move || {
                 lowest_priority();
-                for g in rx {
+                while let Some(g) = rx.blocking_recv() {
                     free_gradually(g);
                     QUEUED.fetch_sub(1, Ordering::Relaxed);
                     FREED.fetch_add(1, Ordering::Relaxed);
