@@ -303,3 +303,68 @@ fn rt_priority_without_the_right_refuses_to_start() {
     assert_eq!(out.0, Some(1), "stderr: {}", out.1);
     assert!(out.1.contains("--rt-priority 1: cannot use SCHED_FIFO") && out.1.contains("CAP_SYS_NICE"), "{}", out.1);
 }
+
+/// A real-time server sharing one core with its expiry thread (the case
+/// where a serving thread that waited on a normal thread by spinning or
+/// yielding would stall): 100,000 tokens due at once all expire, a
+/// subscriber gets every event, and requests on another pool are answered
+/// throughout the drain.
+#[test]
+fn a_real_time_server_on_one_core_expires_everything_and_keeps_answering() {
+    if !may_use_real_time() {
+        let out = wait_exit(Tokend::spawn(&["--port", "0", "--rt-priority", "1"], &[]));
+        assert_eq!(out.0, Some(1), "without the right it refuses to start; stderr: {}", out.1);
+        return;
+    }
+    let t = Tokend::start_on_one_core(&["--threads", "1", "--rt-priority", "1", "--notify-keyspace-events", "Ex"]);
+    let client = redis::Client::open(t.url()).unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let mut sub = client.get_connection().unwrap();
+    // The count of events, and when the first and the last came.
+    let events = std::thread::spawn(move || {
+        let mut ps = sub.as_pubsub();
+        ps.subscribe("__keyevent@0__:expired").unwrap();
+        ps.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        ready_tx.send(()).unwrap();
+        let (mut n, mut first, mut last) = (0, None, None);
+        while n < 100_000 {
+            let Ok(msg) = ps.get_message() else { break };
+            let payload: String = msg.get_payload().unwrap();
+            assert!(payload.starts_with("due:"), "{payload}");
+            first.get_or_insert_with(std::time::Instant::now);
+            last = Some(std::time::Instant::now());
+            n += 1;
+        }
+        (n, first, last)
+    });
+    ready_rx.recv().unwrap();
+    let mut con = client.get_connection().unwrap();
+    let _: Vec<String> = redis::cmd("TOKEN.GEN").arg("probe").arg("COUNT").arg(10).query(&mut con).unwrap();
+    // Cycles on the probe pool from before the GEN to the last event: when
+    // each was answered.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut probe_con = client.get_connection().unwrap();
+    let probing = stop.clone();
+    let probe = std::thread::spawn(move || {
+        let mut answered = Vec::new();
+        while !probing.load(std::sync::atomic::Ordering::Relaxed) {
+            let id: String = redis::cmd("TOKEN.ACQUIRE").arg("probe").query(&mut probe_con).unwrap();
+            let n: i64 = redis::cmd("TOKEN.UNBLOCK").arg("probe").arg(&id).query(&mut probe_con).unwrap();
+            assert_eq!(n, 1);
+            answered.push(std::time::Instant::now());
+        }
+        answered
+    });
+    let due: Vec<String> =
+        redis::cmd("TOKEN.GEN").arg("due").arg("COUNT").arg(100_000).arg("PX").arg(300).query(&mut con).unwrap();
+    assert_eq!(due.len(), 100_000);
+    let (n, first, last) = events.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answered = probe.join().unwrap();
+    assert_eq!(n, 100_000, "every expiry's event");
+    let info: redis::InfoDict = redis::cmd("INFO").arg("stats").query(&mut con).unwrap();
+    assert_eq!(info.get::<u64>("expired_tokens"), Some(100_000));
+    let (first, last) = (first.unwrap(), last.unwrap());
+    let during = answered.iter().filter(|&&at| at > first && at < last).count();
+    assert!(during > 0, "no probe request answered between the first event and the last ({} in all)", answered.len());
+}
