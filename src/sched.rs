@@ -19,8 +19,9 @@
 //!
 //! For the same reason a serving thread must never wait for a normal
 //! thread by spinning or yielding: `sched_yield` hands the core only to
-//! threads of its own priority. It waits on futexes (std's mutexes,
-//! tokio's channels), which let the holder run. One inversion is left: a
+//! threads of its own priority. It waits on futexes (std's mutexes),
+//! which let the holder run, and hands storage to the free thread
+//! without waiting at all (`store::reclaim`). One inversion is left: a
 //! request that needs a shard's lock while its expiry thread, preempted,
 //! holds it waits for that thread to get the core back, behind whatever
 //! else runs there at the normal policy. `block_in_place` is barred
@@ -34,7 +35,7 @@ pub const MAX_PRIORITY: u8 = 99;
 
 /// Puts the calling thread at `SCHED_FIFO` `priority` (1 to
 /// [`MAX_PRIORITY`]); threads it starts from then on get the normal
-/// policy. Fails without the right to (root, `CAP_SYS_NICE`, or an
+/// policy. Fails without the right to (`CAP_SYS_NICE`, or an
 /// `RLIMIT_RTPRIO` of at least `priority`).
 pub fn serve_at(priority: u8) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]

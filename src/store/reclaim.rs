@@ -15,10 +15,10 @@
 
 use super::PoolId;
 use super::pool::{Pool, SlotIdx};
+use std::marker::PhantomData;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 /// What the free thread gives back.
 pub(super) enum Garbage {
@@ -44,11 +44,15 @@ const CHUNK_BYTES: usize = 2 << 20;
 static QUEUED: AtomicU64 = AtomicU64::new(0);
 static FREED: AtomicU64 = AtomicU64::new(0);
 
-/// tokio's channel rather than std's: a std sender may spin, yielding,
-/// until another sender that took a block's last slot links the next one;
-/// a real-time sender (`--rt-priority`) that preempted that sender on its
-/// core would never let it. tokio's senders never wait for each other.
-static FREE_THREAD: OnceLock<Option<UnboundedSender<Garbage>>> = OnceLock::new();
+/// Objects handed to the free thread and not yet taken.
+static HANDED: HandOff<Garbage> = HandOff::new();
+
+/// The free thread, once started (`None` if the OS would not start it).
+static FREE_THREAD: OnceLock<Option<std::thread::Thread>> = OnceLock::new();
+
+/// Cleared if the free thread ends (a panic in it): what comes after is
+/// freed where it is dropped.
+static FREE_ALIVE: AtomicBool = AtomicBool::new(true);
 
 /// Bytes of wheel storage in `entries` (capacities: what freeing returns).
 pub(super) fn entries_bytes(entries: &[Vec<(u64, (PoolId, SlotIdx))>]) -> usize {
@@ -56,30 +60,118 @@ pub(super) fn entries_bytes(entries: &[Vec<(u64, (PoolId, SlotIdx))>]) -> usize 
 }
 
 /// Frees `g` on the free thread, or here if the OS will not start it.
+///
+/// The hand-over never waits for another thread: a push onto a lock-free
+/// stack and an unpark (a futex wake). A request thread at real-time
+/// priority (`--rt-priority`) that waited for the free thread (at
+/// `SCHED_IDLE`) to release a lock, or for a sender it preempted on its
+/// core to finish (std's channel spins, yielding, for that), could wait
+/// as long as those threads are kept off the core.
 pub(super) fn later(g: Garbage) {
     let thread = FREE_THREAD.get_or_init(|| {
-        let (tx, mut rx) = unbounded_channel::<Garbage>();
         std::thread::Builder::new()
             .name("tokend-free".into())
-            .spawn(move || {
+            .spawn(|| {
+                struct Ends;
+                impl Drop for Ends {
+                    fn drop(&mut self) {
+                        FREE_ALIVE.store(false, Ordering::Release);
+                    }
+                }
+                let _ends = Ends;
                 lowest_priority();
-                while let Some(g) = rx.blocking_recv() {
-                    free_gradually(g);
-                    QUEUED.fetch_sub(1, Ordering::Relaxed);
-                    FREED.fetch_add(1, Ordering::Relaxed);
+                loop {
+                    let batch = HANDED.take();
+                    if batch.is_empty() {
+                        // A push after the take unparks: the token makes
+                        // this return at once.
+                        std::thread::park();
+                        continue;
+                    }
+                    for g in batch {
+                        free_gradually(g);
+                        QUEUED.fetch_sub(1, Ordering::Relaxed);
+                        FREED.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             })
             .ok()
-            .map(|_| tx)
+            .map(|h| h.thread().clone())
     });
-    let Some(tx) = thread else { return drop(g) };
-    // Counted before the send, so the thread never counts it down first.
-    QUEUED.fetch_add(1, Ordering::Relaxed);
-    // The thread never ends while the process runs: a send cannot fail but
-    // for a panic in it, and then the garbage is freed here.
-    if let Err(back) = tx.send(g) {
-        QUEUED.fetch_sub(1, Ordering::Relaxed);
-        drop(back.0);
+    match thread {
+        Some(t) if FREE_ALIVE.load(Ordering::Acquire) => {
+            // Counted before the push, so the thread never counts it down
+            // first.
+            QUEUED.fetch_add(1, Ordering::Relaxed);
+            HANDED.push(g);
+            t.unpark();
+        }
+        _ => drop(g),
+    }
+}
+
+/// A multi-producer, single-consumer hand-over: a Treiber stack whose
+/// consumer takes everything at once. A push is one compare-and-swap,
+/// retried only when another push or a take went first, so no thread
+/// ever waits for another to make progress. std's and crossbeam's
+/// unbounded queues make a sender wait for the one that took a block's
+/// last slot to link the next; tokio's wakes its receiver through a
+/// mutex the receiver holds while it goes to sleep.
+struct HandOff<T> {
+    head: AtomicPtr<Node<T>>,
+    _owns: PhantomData<*mut T>,
+}
+
+struct Node<T> {
+    item: T,
+    next: *mut Node<T>,
+}
+
+// SAFETY: items move between threads through the stack, and only there;
+// nothing else of a node is shared.
+unsafe impl<T: Send> Sync for HandOff<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for HandOff<T> {}
+
+impl<T> HandOff<T> {
+    const fn new() -> HandOff<T> {
+        HandOff { head: AtomicPtr::new(std::ptr::null_mut()), _owns: PhantomData }
+    }
+
+    fn push(&self, item: T) {
+        let node = Box::into_raw(Box::new(Node { item, next: std::ptr::null_mut() }));
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            // SAFETY: the node is this thread's alone until the exchange
+            // below publishes it.
+            unsafe { (*node).next = head };
+            match self.head.compare_exchange_weak(head, node, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => head = now,
+            }
+        }
+    }
+
+    /// Everything pushed so far, oldest first.
+    fn take(&self) -> Vec<T> {
+        let mut at = self.head.swap(std::ptr::null_mut(), Ordering::Acquire);
+        let mut items = Vec::new();
+        while !at.is_null() {
+            // SAFETY: the swap detached these nodes, so they are this
+            // thread's alone; each came from `Box::into_raw` in `push`,
+            // and the acquire pairs with the push's release.
+            let node = unsafe { Box::from_raw(at) };
+            at = node.next;
+            items.push(node.item);
+        }
+        items.reverse();
+        items
+    }
+}
+
+impl<T> Drop for HandOff<T> {
+    fn drop(&mut self) {
+        drop(self.take());
     }
 }
 
@@ -120,6 +212,31 @@ fn lowest_priority() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hand_off_keeps_every_item_and_each_pushers_order() {
+        let stack = std::sync::Arc::new(HandOff::<(u32, u32)>::new());
+        let pushers: Vec<_> = (0..4)
+            .map(|t| {
+                let stack = stack.clone();
+                std::thread::spawn(move || (0..20_000).for_each(|i| stack.push((t, i))))
+            })
+            .collect();
+        let mut got = Vec::new();
+        while !pushers.iter().all(|p| p.is_finished()) {
+            got.extend(stack.take());
+        }
+        pushers.into_iter().for_each(|p| p.join().unwrap());
+        got.extend(stack.take());
+        assert_eq!(got.len(), 80_000);
+        for t in 0..4 {
+            let mine: Vec<u32> = got.iter().filter(|x| x.0 == t).map(|x| x.1).collect();
+            assert_eq!(mine, (0..20_000).collect::<Vec<u32>>(), "pusher {t}'s items, in its order");
+        }
+        stack.push((9, 9));
+        // The drop frees what was never taken.
+        drop(stack);
+    }
 
     #[test]
     fn storage_handed_over_is_freed() {
