@@ -21,10 +21,13 @@
 //! thread by spinning or yielding: `sched_yield` hands the core only to
 //! threads of its own priority. It waits on futexes (std's mutexes),
 //! which let the holder run, and hands storage to the free thread
-//! without waiting at all (`store::reclaim`). One inversion is left: a
-//! request that needs a shard's lock while its expiry thread, preempted,
-//! holds it waits for that thread to get the core back, behind whatever
-//! else runs there at the normal policy. `block_in_place` is barred
+//! without waiting for it (`store::reclaim`). Two inversions are left,
+//! both waits for a lock another thread holds while preempted: a request
+//! that needs a shard's lock while its expiry thread holds it; and
+//! glibc's allocator, whose arena lock the free thread (at `SCHED_IDLE`)
+//! takes for the moments it frees what a request thread allocated, so
+//! that request thread's next allocation the thread cache cannot serve
+//! waits until the free thread runs again. `block_in_place` is barred
 //! (clippy.toml): it would leave a raised worker in tokio's blocking pool,
 //! running blocking work at real-time priority.
 

@@ -429,6 +429,7 @@ impl Store {
     /// A store with the given settings, clock and notifier. Call
     /// [`expiry::spawn`] to start its expiry drivers.
     pub fn new(config: StoreConfig, clock: Clock, notifier: Arc<Notifier>) -> Store {
+        reclaim::start();
         let now = clock.now_ms();
         let n = config.shards.max(1);
         let shards = (0..n)

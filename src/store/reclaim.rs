@@ -15,10 +15,11 @@
 
 use super::PoolId;
 use super::pool::{Pool, SlotIdx};
-use std::marker::PhantomData;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+use tokio::sync::mpsc::{UnboundedSender, unbounded_channel};
 
 /// What the free thread gives back.
 pub(super) enum Garbage {
@@ -44,134 +45,83 @@ const CHUNK_BYTES: usize = 2 << 20;
 static QUEUED: AtomicU64 = AtomicU64::new(0);
 static FREED: AtomicU64 = AtomicU64::new(0);
 
-/// Objects handed to the free thread and not yet taken.
-static HANDED: HandOff<Garbage> = HandOff::new();
-
-/// The free thread, once started (`None` if the OS would not start it).
-static FREE_THREAD: OnceLock<Option<std::thread::Thread>> = OnceLock::new();
-
-/// Cleared if the free thread ends (a panic in it): what comes after is
-/// freed where it is dropped.
-static FREE_ALIVE: AtomicBool = AtomicBool::new(true);
+/// The free thread's queue (`None` if the OS would not start it).
+static FREE_THREAD: OnceLock<Option<UnboundedSender<Garbage>>> = OnceLock::new();
 
 /// Bytes of wheel storage in `entries` (capacities: what freeing returns).
 pub(super) fn entries_bytes(entries: &[Vec<(u64, (PoolId, SlotIdx))>]) -> usize {
     entries.iter().map(|v| v.capacity() * std::mem::size_of::<(u64, (PoolId, SlotIdx))>()).sum()
 }
 
-/// Frees `g` on the free thread, or here if the OS will not start it.
+/// Starts the free thread if it is not running yet. A store calls it when
+/// it is made, so that no request thread waits on [`later`]'s first call
+/// while another thread starts it.
+pub(super) fn start() {
+    free_thread();
+}
+
+/// The free thread's queue, started on first use.
 ///
-/// The hand-over never waits for another thread: a push onto a lock-free
-/// stack and an unpark (a futex wake). A request thread at real-time
-/// priority (`--rt-priority`) that waited for the free thread (at
-/// `SCHED_IDLE`) to release a lock, or for a sender it preempted on its
-/// core to finish (std's channel spins, yielding, for that), could wait
-/// as long as those threads are kept off the core.
+/// Handing storage over never waits for another thread, which matters for
+/// a request thread at real-time priority (`--rt-priority`): tokio's
+/// senders never wait for one another (std's and crossbeam's unbounded
+/// queues make one wait for another to link the next block), and the
+/// free thread is woken by a waker that unparks it (a futex wake), not
+/// through `blocking_recv`'s parker, whose mutex the free thread, at
+/// `SCHED_IDLE`, holds on its way to sleep.
+fn free_thread() -> Option<&'static UnboundedSender<Garbage>> {
+    FREE_THREAD
+        .get_or_init(|| {
+            let (tx, mut rx) = unbounded_channel::<Garbage>();
+            std::thread::Builder::new()
+                .name("tokend-free".into())
+                .spawn(move || {
+                    lowest_priority();
+                    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+                    let mut cx = Context::from_waker(&waker);
+                    loop {
+                        match rx.poll_recv(&mut cx) {
+                            Poll::Ready(Some(g)) => {
+                                free_gradually(g);
+                                QUEUED.fetch_sub(1, Ordering::Relaxed);
+                                FREED.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Poll::Ready(None) => return,
+                            // A send from now on wakes the waker; a wake
+                            // that came first left a token, and park
+                            // returns at once.
+                            Poll::Pending => std::thread::park(),
+                        }
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        })
+        .as_ref()
+}
+
+/// Wakes the free thread by unparking it.
+struct Unpark(std::thread::Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Frees `g` on the free thread, or here if the OS will not start it or
+/// the thread has ended (a panic in it; its queue was freed with it).
 pub(super) fn later(g: Garbage) {
-    let thread = FREE_THREAD.get_or_init(|| {
-        std::thread::Builder::new()
-            .name("tokend-free".into())
-            .spawn(|| {
-                struct Ends;
-                impl Drop for Ends {
-                    fn drop(&mut self) {
-                        FREE_ALIVE.store(false, Ordering::Release);
-                    }
-                }
-                let _ends = Ends;
-                lowest_priority();
-                loop {
-                    let batch = HANDED.take();
-                    if batch.is_empty() {
-                        // A push after the take unparks: the token makes
-                        // this return at once.
-                        std::thread::park();
-                        continue;
-                    }
-                    for g in batch {
-                        free_gradually(g);
-                        QUEUED.fetch_sub(1, Ordering::Relaxed);
-                        FREED.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            })
-            .ok()
-            .map(|h| h.thread().clone())
-    });
-    match thread {
-        Some(t) if FREE_ALIVE.load(Ordering::Acquire) => {
-            // Counted before the push, so the thread never counts it down
-            // first.
-            QUEUED.fetch_add(1, Ordering::Relaxed);
-            HANDED.push(g);
-            t.unpark();
-        }
-        _ => drop(g),
-    }
-}
-
-/// A multi-producer, single-consumer hand-over: a Treiber stack whose
-/// consumer takes everything at once. A push is one compare-and-swap,
-/// retried only when another push or a take went first, so no thread
-/// ever waits for another to make progress. std's and crossbeam's
-/// unbounded queues make a sender wait for the one that took a block's
-/// last slot to link the next; tokio's wakes its receiver through a
-/// mutex the receiver holds while it goes to sleep.
-struct HandOff<T> {
-    head: AtomicPtr<Node<T>>,
-    _owns: PhantomData<*mut T>,
-}
-
-struct Node<T> {
-    item: T,
-    next: *mut Node<T>,
-}
-
-// SAFETY: items move between threads through the stack, and only there;
-// nothing else of a node is shared.
-unsafe impl<T: Send> Sync for HandOff<T> {}
-// SAFETY: as above.
-unsafe impl<T: Send> Send for HandOff<T> {}
-
-impl<T> HandOff<T> {
-    const fn new() -> HandOff<T> {
-        HandOff { head: AtomicPtr::new(std::ptr::null_mut()), _owns: PhantomData }
-    }
-
-    fn push(&self, item: T) {
-        let node = Box::into_raw(Box::new(Node { item, next: std::ptr::null_mut() }));
-        let mut head = self.head.load(Ordering::Relaxed);
-        loop {
-            // SAFETY: the node is this thread's alone until the exchange
-            // below publishes it.
-            unsafe { (*node).next = head };
-            match self.head.compare_exchange_weak(head, node, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(now) => head = now,
-            }
-        }
-    }
-
-    /// Everything pushed so far, oldest first.
-    fn take(&self) -> Vec<T> {
-        let mut at = self.head.swap(std::ptr::null_mut(), Ordering::Acquire);
-        let mut items = Vec::new();
-        while !at.is_null() {
-            // SAFETY: the swap detached these nodes, so they are this
-            // thread's alone; each came from `Box::into_raw` in `push`,
-            // and the acquire pairs with the push's release.
-            let node = unsafe { Box::from_raw(at) };
-            at = node.next;
-            items.push(node.item);
-        }
-        items.reverse();
-        items
-    }
-}
-
-impl<T> Drop for HandOff<T> {
-    fn drop(&mut self) {
-        drop(self.take());
+    let Some(tx) = free_thread() else { return drop(g) };
+    // Counted before the send, so the thread never counts it down first.
+    QUEUED.fetch_add(1, Ordering::Relaxed);
+    if let Err(back) = tx.send(g) {
+        QUEUED.fetch_sub(1, Ordering::Relaxed);
+        drop(back.0);
     }
 }
 
@@ -214,40 +164,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_hand_off_keeps_every_item_and_each_pushers_order() {
-        let stack = std::sync::Arc::new(HandOff::<(u32, u32)>::new());
-        let pushers: Vec<_> = (0..4)
-            .map(|t| {
-                let stack = stack.clone();
-                std::thread::spawn(move || (0..20_000).for_each(|i| stack.push((t, i))))
-            })
-            .collect();
-        let mut got = Vec::new();
-        while !pushers.iter().all(|p| p.is_finished()) {
-            got.extend(stack.take());
-        }
-        pushers.into_iter().for_each(|p| p.join().unwrap());
-        got.extend(stack.take());
-        assert_eq!(got.len(), 80_000);
-        for t in 0..4 {
-            let mine: Vec<u32> = got.iter().filter(|x| x.0 == t).map(|x| x.1).collect();
-            assert_eq!(mine, (0..20_000).collect::<Vec<u32>>(), "pusher {t}'s items, in its order");
-        }
-        stack.push((9, 9));
-        // The drop frees what was never taken.
-        drop(stack);
-    }
-
-    #[test]
     fn storage_handed_over_is_freed() {
-        // 5 MiB of entries: two shrinks, then the drop.
-        let v: Vec<(u64, (u32, u32))> = Vec::with_capacity(5 * (1 << 20) / 16);
-        let (_, before) = lazyfree_counts();
-        later(Garbage::Entries(vec![v, Vec::with_capacity(10)]));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while lazyfree_counts().1 == before {
-            assert!(std::time::Instant::now() < deadline, "the free thread never freed it");
-            std::thread::sleep(Duration::from_millis(1));
+        // Three hand-overs, each after the thread has gone back to sleep:
+        // each must wake it.
+        for round in 1..=3 {
+            // 5 MiB of entries: two shrinks, then the drop.
+            let v: Vec<(u64, (u32, u32))> = Vec::with_capacity(5 * (1 << 20) / 16);
+            let (_, before) = lazyfree_counts();
+            later(Garbage::Entries(vec![v, Vec::with_capacity(10)]));
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while lazyfree_counts().1 == before {
+                assert!(std::time::Instant::now() < deadline, "round {round}: the free thread never freed it");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(lazyfree_counts().0, 0, "nothing left queued");
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
