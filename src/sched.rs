@@ -18,18 +18,20 @@
 //! -1), which is why polling (`--idle-poll-us`) is refused alongside.
 //!
 //! For the same reason a serving thread must never wait for a normal
-//! thread by spinning or yielding: `sched_yield` hands the core only to
-//! threads of its own priority. It waits on futexes (std's mutexes),
-//! which let the holder run, and hands storage to the free thread
-//! without waiting for it (`store::reclaim`). Two inversions are left,
-//! both waits for a lock another thread holds while preempted: a request
-//! that needs a shard's lock while its expiry thread holds it; and
-//! glibc's allocator, whose arena lock the free thread (at `SCHED_IDLE`)
-//! takes for the moments it frees what a request thread allocated, so
-//! that request thread's next allocation the thread cache cannot serve
-//! waits until the free thread runs again. `block_in_place` is barred
-//! (clippy.toml): it would leave a raised worker in tokio's blocking pool,
-//! running blocking work at real-time priority.
+//! thread by spinning or yielding until that thread acts: `sched_yield`
+//! hands the core only to threads of its own priority. It waits on
+//! futexes (std's mutexes), which let the holder run, and hands storage
+//! to the free thread without waiting for it (`store::reclaim`; tokio's
+//! queue, which allocates a block and yields once every 32 hand-overs,
+//! but never for another thread). Waits for a lock that another thread
+//! holds while preempted are left: a shard's lock, held by its expiry
+//! thread; glibc's arena lock, which the free thread (at `SCHED_IDLE`)
+//! takes for the moments it frees the small parts of what a request
+//! thread allocated; and the kernel's lock on the address space, which
+//! it holds while it unmaps a chunk, and which a request thread needs to
+//! map memory (an allocation of 1 MiB or more). `block_in_place` is
+//! barred (clippy.toml): it would leave a raised worker in tokio's
+//! blocking pool, running blocking work at real-time priority.
 
 use std::cell::Cell;
 
