@@ -186,13 +186,7 @@ fn start_background_threads(t: &Tokend) {
 /// Whether this process may use real-time scheduling (and so the tokend it
 /// starts): asked by a thread that tries it and ends.
 fn may_use_real_time() -> bool {
-    std::thread::spawn(|| {
-        let param = libc::sched_param { sched_priority: 1 };
-        // SAFETY: sets this short-lived thread's own policy; a valid param.
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
-    })
-    .join()
-    .unwrap()
+    std::thread::spawn(|| tokend::sched::serve_at(1).is_ok()).join().unwrap()
 }
 
 /// `(name, policy, priority)` of the threads named `name`.
@@ -293,15 +287,8 @@ fn rt_priority_without_the_right_refuses_to_start() {
         procs::require("setpriv");
         cmd.args(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]);
     }
-    let child = cmd
-        .arg(env!("CARGO_BIN_EXE_tokend"))
-        .args(["--port", "0", "--rt-priority", "1"])
-        .env_clear()
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let out = wait_exit(child);
+    cmd.arg(env!("CARGO_BIN_EXE_tokend"));
+    let out = wait_exit(Tokend::spawn_cmd(cmd, &["--port", "0", "--rt-priority", "1"], &[]));
     assert_eq!(out.0, Some(1), "stderr: {}", out.1);
     assert!(out.1.contains("--rt-priority 1: cannot use SCHED_FIFO") && out.1.contains("CAP_SYS_NICE"), "{}", out.1);
 }

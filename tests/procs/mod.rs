@@ -257,7 +257,9 @@ impl Tokend {
         Tokend::spawn_cmd(Command::new(env!("CARGO_BIN_EXE_tokend")), args, env)
     }
 
-    fn spawn_cmd(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Child {
+    /// Starts `cmd <args>` (a command that runs tokend) with only `env` in
+    /// its environment (stderr piped).
+    pub fn spawn_cmd(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Child {
         cmd.args(args)
             .env_clear()
             .envs(env.iter().copied())
