@@ -106,6 +106,9 @@ fn free_thread() -> Option<&'static UnboundedSender<Garbage>> {
                         }
                     }
                 })
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "cannot start the free thread; big pools and wheel storage are freed in place, by the thread that lets them go");
+                })
                 .ok()
                 .map(|_| tx)
         })
