@@ -273,20 +273,25 @@ fn rt_priority_refuses_polling() {
     assert_eq!(config_get(&t, "idle-nap-us"), "100");
 }
 
-/// Without the right to real-time scheduling (an `RLIMIT_RTPRIO` of 0, and
-/// as root, `nobody`'s lack of capabilities), tokend says what it needs
-/// and exits 1 rather than serving at another priority than the one asked
-/// for.
+/// Without the right to real-time scheduling (an `RLIMIT_RTPRIO` of 0, no
+/// capability to pass on, and as root, `nobody`'s lack of capabilities),
+/// tokend says what it needs and exits 1 rather than serving at another
+/// priority than the one asked for.
 #[test]
 fn rt_priority_without_the_right_refuses_to_start() {
     procs::require("prlimit");
+    procs::require("setpriv");
     let mut cmd = std::process::Command::new("prlimit");
-    cmd.arg("--rtprio=0");
+    cmd.args(["--rtprio=0", "setpriv"]);
+    // Root gets every capability at exec: run as nobody instead.
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        procs::require("setpriv");
-        cmd.args(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]);
+        cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
     }
+    // A runner that is not root may still hold CAP_SYS_NICE (ambient, or
+    // a file capability on the binary): drop what it could pass on, and
+    // ignore file capabilities at exec.
+    cmd.args(["--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all"]);
     cmd.arg(env!("CARGO_BIN_EXE_tokend"));
     let out = wait_exit(Tokend::spawn_cmd(cmd, &["--port", "0", "--rt-priority", "1"], &[]));
     assert_eq!(out.0, Some(1), "stderr: {}", out.1);
