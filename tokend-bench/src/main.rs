@@ -748,6 +748,7 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
     let steal = (!args.host_steal_cpus.is_empty()).then(|| StealWatch::start(args.host_steal_cpus.clone()));
     start.wait().await;
     let t0 = Instant::now();
+    let began = mono_us();
     let cpu0 = cpu_secs();
     // Progress and the duration limit.
     let ticker = {
@@ -807,7 +808,7 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
     if !args.quiet && io::stderr().is_terminal() {
         eprintln!();
     }
-    let steal = steal.map(|w| w.judge(&st.slow, st.max_fast_us, &hist));
+    let steal = steal.map(|w| w.judge(&st.slow, st.max_fast_us, &hist, began));
     let s = Summary::load(args, secs, cpu, &hist, st, steal, server_slow);
     s.print(args);
     Ok(())
@@ -894,6 +895,10 @@ struct StealReport {
     /// sent to 20 ms after it was answered: steal is booked at a tick).
     over_5ms: u64,
     over_5ms_stolen: u64,
+    /// When each reply slower than 5 ms was sent (ms from the run's start)
+    /// and how long it took (µs), in time order: which part of a run they
+    /// fell in.
+    over_5ms_at: Vec<(u64, u64)>,
     /// The slowest reply awaited while the host held none of the cores.
     max_unstolen_us: u64,
 }
@@ -927,13 +932,14 @@ impl StealWatch {
     }
 
     /// Stops sampling and judges the `slow` replies (sent, latency in µs);
-    /// `max_fast_us` is the slowest of the others, `hist` holds them all.
+    /// `max_fast_us` is the slowest of the others, `hist` holds them all,
+    /// `began` is the run's start (µs on CLOCK_MONOTONIC).
     /// The slowest unheld reply is given on `hist`'s scale, as its `max` is,
     /// so the two are equal when the host held no core during the worst.
-    fn judge(self, slow: &[(u64, u64)], max_fast_us: u64, hist: &Histogram<u64>) -> StealReport {
+    fn judge(self, slow: &[(u64, u64)], max_fast_us: u64, hist: &Histogram<u64>, began: u64) -> StealReport {
         self.stop.store(true, Ordering::Relaxed);
         let samples = self.thread.join().unwrap_or_default();
-        StealReport::judge(self.cpus, &samples, 1000 / clock_ticks_per_sec(), slow, max_fast_us, hist)
+        StealReport::judge(self.cpus, &samples, 1000 / clock_ticks_per_sec(), slow, max_fast_us, hist, began)
     }
 }
 
@@ -947,6 +953,7 @@ impl StealReport {
         slow: &[(u64, u64)],
         max_fast_us: u64,
         hist: &Histogram<u64>,
+        began: u64,
     ) -> StealReport {
         let stolen = |from: u64, to: u64| stolen_ticks(samples, from, to) * ms_per_tick;
         let mut r = StealReport {
@@ -954,6 +961,7 @@ impl StealReport {
             total_ms: stolen(0, u64::MAX),
             over_5ms: 0,
             over_5ms_stolen: 0,
+            over_5ms_at: Vec::new(),
             max_unstolen_us: if samples.is_empty() { hist.max() } else { max_fast_us },
         };
         for &(sent, lat) in slow {
@@ -961,14 +969,31 @@ impl StealReport {
             if lat > 5_000 {
                 r.over_5ms += 1;
                 r.over_5ms_stolen += held as u64;
+                r.over_5ms_at.push((sent.saturating_sub(began) / 1000, lat));
             }
             if !held {
                 r.max_unstolen_us = r.max_unstolen_us.max(lat);
             }
         }
+        // Connections' replies come one connection after another.
+        r.over_5ms_at.sort_unstable();
         r.max_unstolen_us = hist.highest_equivalent(r.max_unstolen_us).min(hist.max());
         r
     }
+}
+
+/// `at` (ms from the start, latency µs) as `6.512:7.08 21.300:23.54`,
+/// the first 20 only, then `+N` for the N left out.
+fn slow_times(at: &[(u64, u64)]) -> String {
+    let mut s: Vec<String> = at
+        .iter()
+        .take(20)
+        .map(|(ms, us)| format!("{}.{:03}:{:.2}", ms / 1000, ms % 1000, *us as f64 / 1000.0))
+        .collect();
+    if at.len() > 20 {
+        s.push(format!("+{}", at.len() - 20));
+    }
+    s.join(" ")
 }
 
 /// The steal ticks booked between the last sample at or before `from` and
@@ -1534,6 +1559,7 @@ impl Summary {
                 ("over_5ms", r.over_5ms.to_string()),
                 ("over_5ms_host_stolen", r.over_5ms_stolen.to_string()),
                 ("max_unstolen_us", r.max_unstolen_us.to_string()),
+                ("over_5ms_at", jstr(&slow_times(&r.over_5ms_at))),
             ]);
             human.push_str(&format!(
                 "\n  host steal of cores {}: {} ms; replies over 5 ms: {}, {} of them while the host held one; \
@@ -1544,6 +1570,12 @@ impl Summary {
                 r.over_5ms_stolen,
                 r.max_unstolen_us
             ));
+            if !r.over_5ms_at.is_empty() {
+                human.push_str(&format!(
+                    "\n  replies over 5 ms (sent at s from the start: took ms): {}",
+                    slow_times(&r.over_5ms_at)
+                ));
+            }
         }
         if let Some((count, max_us)) = server_slow {
             fields.extend([("server_slow_commands", count.to_string()), ("server_slow_max_us", max_us.to_string())]);
@@ -1729,12 +1761,14 @@ mod tests {
         let slow = [(1_000_000, 6_210), (2_000_000, 8_578)];
         // No steal anywhere: the worst reply is unheld, and reads as `max`.
         let calm = [(0, 5), (3_000_000, 5)];
-        let r = StealReport::judge(vec![0, 1], &calm, 10, &slow, 800, &h);
+        let r = StealReport::judge(vec![0, 1], &calm, 10, &slow, 800, &h, 250_000);
         assert_eq!((r.max_unstolen_us, r.over_5ms, r.over_5ms_stolen), (h.max(), 2, 0));
+        assert_eq!(r.over_5ms_at, [(750, 6_210), (1_750, 8_578)], "sent times from the run's start");
+        assert_eq!(slow_times(&r.over_5ms_at), "0.750:6.21 1.750:8.58");
         assert_eq!(h.max(), 8_583, "the histogram rounds its max up (runs 6 and 7 printed both)");
         // A tick booked during the worst: the one before is the worst unheld.
         let held = [(0, 5), (2_005_000, 5), (2_010_000, 6), (3_000_000, 6)];
-        let r = StealReport::judge(vec![0, 1], &held, 10, &slow, 800, &h);
+        let r = StealReport::judge(vec![0, 1], &held, 10, &slow, 800, &h, 0);
         assert_eq!((r.max_unstolen_us, r.over_5ms_stolen, r.total_ms), (h.highest_equivalent(6_210), 1, 10));
         assert!(r.max_unstolen_us < h.max());
     }
