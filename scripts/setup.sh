@@ -2,7 +2,7 @@
 # Installs what tokend's tests and benchmarks need on a fresh Debian/Ubuntu
 # machine: redis-server and redis-tools (redis-cli, redis-benchmark), netcat
 # for poking the server by hand (`printf 'PING\r\n' | nc …`), curl (the
-# HTTP example), Chromium (the /docs page is checked in a headless browser),
+# HTTP example), prlimit and setpriv, Chromium (the /docs page is checked in a headless browser),
 # the Python client the tests drive tokend with (redis-py, from PyPI), and
 # the Node example's client (ioredis, from npm, into examples/node).
 # Safe to run again: it installs only what is missing.
@@ -15,6 +15,13 @@ command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# prlimit and setpriv (the real-time priority tests run tokend without the
+# right to it): util-linux, where Debian 11 had setpriv in a package of
+# its own.
+command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
+if ! command -v setpriv >/dev/null 2>&1; then
+  if apt-cache show setpriv >/dev/null 2>&1; then need+=(setpriv); else need+=(util-linux); fi
+fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""

@@ -289,9 +289,11 @@ fn rt_priority_without_the_right_refuses_to_start() {
         cmd.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
     }
     // A runner that is not root may still hold CAP_SYS_NICE (ambient, or
-    // a file capability on the binary): drop what it could pass on, and
-    // ignore file capabilities at exec.
-    cmd.args(["--no-new-privs", "--inh-caps=-all", "--ambient-caps=-all"]);
+    // on the binary as a file capability). The first setpriv drops what
+    // exec would pass on, so the second starts with no capabilities; its
+    // no-new-privs then keeps exec from granting tokend any (a file
+    // capability included: exec grants no more than the caller holds).
+    cmd.args(["--inh-caps=-all", "--ambient-caps=-all", "setpriv", "--no-new-privs"]);
     cmd.arg(env!("CARGO_BIN_EXE_tokend"));
     let out = wait_exit(Tokend::spawn_cmd(cmd, &["--port", "0", "--rt-priority", "1"], &[]));
     assert_eq!(out.0, Some(1), "stderr: {}", out.1);
