@@ -749,6 +749,7 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
     start.wait().await;
     let t0 = Instant::now();
     let began = mono_us();
+    let began_epoch_ms = epoch_us() / 1000;
     let cpu0 = cpu_secs();
     // Progress and the duration limit.
     let ticker = {
@@ -809,7 +810,9 @@ async fn load(args: &Args, addr: &str, cmds: Commands) -> Res<()> {
         eprintln!();
     }
     let steal = steal.map(|w| w.judge(&st.slow, st.max_fast_us, &hist, began));
-    let s = Summary::load(args, secs, cpu, &hist, st, steal, server_slow);
+    let mut s = Summary::load(args, secs, cpu, &hist, st, steal, server_slow);
+    // Lines the run up with others' epoch times (an expiry's window).
+    s.fields.push(("began_epoch_ms", began_epoch_ms.to_string()));
     s.print(args);
     Ok(())
 }
@@ -1419,6 +1422,7 @@ async fn expiry(args: &Args, addr: &str, cmds: &Commands) -> Res<()> {
             min_late_us: if received > 0 { min_late_us } else { 0 },
             gen_secs,
             spread_ms: spread,
+            window_ms: window,
             drain_ms: (last_arrival / 1000).saturating_sub(window),
             max_rtt_us,
             evicted,
@@ -1445,6 +1449,8 @@ struct ExpiryResult {
     min_late_us: i64,
     gen_secs: f64,
     spread_ms: u64,
+    /// The window's start, epoch ms.
+    window_ms: u64,
     drain_ms: u64,
     max_rtt_us: u64,
     evicted: Option<String>,
@@ -1604,6 +1610,7 @@ impl Summary {
             ("early", r.early.to_string()),
             ("late_start", r.late_start.to_string()),
             ("spread_ms", r.spread_ms.to_string()),
+            ("window_epoch_ms", r.window_ms.to_string()),
             ("gen_secs", jnum(r.gen_secs)),
             ("late_min_ms", jnum(r.min_late_us as f64 / 1000.0)),
             ("late_p50_ms", jnum(q(0.50))),
