@@ -776,13 +776,14 @@ host_note() {
   [ -n "$stolen" ] || { echo "steal not watched"; return; }
   echo "the host held core $SCPU or $CCPU for $stolen ms in all (steal time); replies over 5 ms: $(v "$r" over_5ms)$(slow_at "$r"), $(v "$r" over_5ms_host_stolen) of them while it held one; the worst reply while it held neither: $(clean_ms "$r") ms; $(server_note "$r")"
 }
-# When a probe's replies over 5 ms were sent: ` (sent 6.512 s into the probe: 7.08 ms; …)`.
+# When a probe's replies over 5 ms were sent:
+# ` (sent 6.512 s into the probe: 7.08 ms; 9.100 s: 5.20 ms; and 3 more)`.
 slow_at() {
   local at
   at=$(v "$1" over_5ms_at)
   [ -n "$at" ] || return 0
   echo -n " (sent "
-  echo -n "$at" | awk '{ for (i = 1; i <= NF; i++) { split($i, p, ":"); printf "%s%s", (i > 1 ? "; " : ""), ($i ~ /^\+/ ? "and " substr($i, 2) " more" : p[1] " s into the probe: " p[2] " ms") } }'
+  echo -n "$at" | awk '{ for (i = 1; i <= NF; i++) { split($i, p, ":"); printf "%s%s", (i > 1 ? "; " : ""), ($i ~ /^\+/ ? "and " substr($i, 2) " more" : p[1] (i == 1 ? " s into the probe: " : " s: ") p[2] " ms") } }'
   echo -n ")"
 }
 # What the server's slow log said of a probe's commands.
