@@ -776,7 +776,12 @@ fn is_transient(e: &redis::RedisError) -> bool {
 /// How the link looks, for `-TRYAGAIN the backing Redis <this>`.
 fn describe(e: &redis::RedisError) -> String {
     match e.code() {
-        Some(_) => format!("refuses writes ({e})"),
+        // Redis's own words ("READONLY You can't write…"), not the
+        // client library's name for the error kind.
+        Some(code) => match e.detail() {
+            Some(detail) => format!("refuses writes ({code} {detail})"),
+            None => format!("refuses writes ({code})"),
+        },
         None => format!("is unreachable ({e})"),
     }
 }
