@@ -274,10 +274,10 @@ async fn a_backing_redis_out_of_memory() {
     // queued), unless tokend had found out first through a write of its
     // own (seen once in about 25 runs of this test next to the READONLY
     // one: its log said "refuses writes" 3.5 ms after it finished loading,
-    // before this GEN). Later ones are refused before they change anything, with
-    // Redis's reason as soon as the writer has it (on a loaded machine its
-    // answer can take longer than the persist timeout: until then the link
-    // "did not answer").
+    // before this GEN). Later ones are refused before they change
+    // anything, with Redis's reason as soon as the writer has it (on a
+    // loaded machine its answer can take longer than the persist timeout:
+    // until then the link "did not answer").
     let admitted = first_write_after_the_refusal(&mut c).await;
     loop {
         let e = c.cmd("TOKEN.GEN p").await.err();
@@ -317,9 +317,10 @@ async fn a_backing_redis_out_of_memory() {
 
 /// `-READONLY`: the backing Redis is made a replica, as a failover that
 /// demoted it would (of a master that is not there, so it keeps its data).
-/// Writes wait for the persist timeout once, then are refused with Redis's
-/// reason before they change anything; expiries meanwhile are queued and
-/// published once when it is a master again.
+/// As with `-OOM`: writes are refused with Redis's reason before they
+/// change anything (the first may wait for the persist timeout instead);
+/// expiries meanwhile are queued and published once when it is a master
+/// again.
 #[tokio::test]
 async fn a_backing_redis_turned_replica() {
     let redis = RedisProc::start();
