@@ -272,7 +272,7 @@ async fn a_backing_redis_out_of_memory() {
     let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(1).query(&mut r).unwrap();
     // The first write finds out (not confirmed in time; its change stays
     // queued), unless tokend had found out first through a write of its
-    // own (seen once in about 25 runs of this test next to the READONLY
+    // own (seen twice in about 90 runs of this test next to the READONLY
     // one: its log said "refuses writes" 3.5 ms after it finished loading,
     // before this GEN). Later ones are refused before they change
     // anything, with Redis's reason as soon as the writer has it (on a
