@@ -122,19 +122,6 @@ async fn until_writable(c: &mut RawConn, pool: &str) -> String {
     }
 }
 
-/// A GEN on pool `p` just after the backing Redis began to refuse writes:
-/// admitted and not confirmed in time (1: its token is in memory, its
-/// change queued), or refused before it changed anything (0) when a write
-/// of tokend's own found out first.
-async fn first_write_after_the_refusal(c: &mut RawConn) -> i64 {
-    let e = c.cmd("TOKEN.GEN p").await.err();
-    if e.starts_with("TRYAGAIN the backing Redis did not confirm") {
-        return 1;
-    }
-    assert!(e.starts_with("TRYAGAIN the backing Redis ") && e.ends_with("; nothing was changed"), "{e}");
-    0
-}
-
 /// Restarts tokend gracefully on the same backing Redis and checks that it
 /// recovers exactly the pool's tokens as they were (what the backing Redis
 /// had).
@@ -254,41 +241,53 @@ async fn a_key_of_the_wrong_type_refuses_only_its_pools_changes() {
     events.assert_each_once();
 }
 
-/// `-OOM` at maxmemory: writes wait for the persist timeout once, then are
-/// refused before they change anything; expiries meanwhile are queued and
-/// published once when Redis takes writes again.
-#[tokio::test]
-async fn a_backing_redis_out_of_memory() {
+/// The backing Redis refuses writes for a while (`refuse` makes it so,
+/// `allow` undoes it), saying `reason` (the start of Redis's words).
+/// GENs are refused with that reason before they change anything; reads
+/// are served; five tokens that expire meanwhile have their events held
+/// back, and each is published once when Redis takes writes again; then
+/// the backing Redis holds what tokend holds, and a restart recovers it.
+async fn refusing_writes(
+    refuse: impl FnOnce(&mut redis::Connection),
+    allow: impl FnOnce(&mut redis::Connection),
+    reason: &str,
+) {
     let redis = RedisProc::start();
     let events = EventCounter::start(&redis);
     let mut t = tokend(&redis, &[]);
     let mut c = RawConn::connect(t.addr).await;
     // They must outlive the GENs below by a margin: if they expired first,
-    // their expiry would find out about the OOM before the first GEN.
+    // their expiry would find out about the refusal before the first GEN.
     let made = Instant::now();
     let doomed: Vec<String> = c.cmd("TOKEN.GEN p PX 3000 COUNT 5").await.items().iter().map(Resp::text).collect();
     let mut r = redis.conn();
-    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory-policy").arg("noeviction").query(&mut r).unwrap();
-    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(1).query(&mut r).unwrap();
+    refuse(&mut r);
     // The first write finds out (not confirmed in time; its change stays
-    // queued), unless tokend had found out first through a write of its
-    // own (seen twice in about 90 runs of this test next to the READONLY
-    // one: its log said "refuses writes" 3.5 ms after it finished loading,
-    // before this GEN). Later ones are refused before they change
-    // anything, with Redis's reason as soon as the writer has it (on a
-    // loaded machine its answer can take longer than the persist timeout:
-    // until then the link "did not answer").
-    let admitted = first_write_after_the_refusal(&mut c).await;
+    // queued and its token is served), unless tokend had found out first
+    // through a write of its own (seen twice in about 90 runs of the OOM
+    // case next to the READONLY one: its log said "refuses writes" 3.5 ms
+    // after it finished loading, before this GEN). Later ones are refused
+    // before they change anything, with Redis's reason as soon as the
+    // writer has it (on a loaded machine its answer can take longer than
+    // the persist timeout: until then the link "did not answer").
+    let e = c.cmd("TOKEN.GEN p").await.err();
+    let admitted = if e.starts_with("TRYAGAIN the backing Redis did not confirm") {
+        1
+    } else {
+        assert!(e.starts_with("TRYAGAIN the backing Redis ") && e.ends_with("; nothing was changed"), "{e}");
+        0
+    };
+    let said = format!("TRYAGAIN the backing Redis refuses writes ({reason}");
     loop {
         let e = c.cmd("TOKEN.GEN p").await.err();
         assert!(e.ends_with("nothing was changed"), "{e}");
-        if e.starts_with("TRYAGAIN the backing Redis refuses writes (OOM ") {
+        if e.starts_with(&said) {
             break;
         }
         assert!(e.starts_with("TRYAGAIN the backing Redis did not answer"), "{e}");
         assert!(
             made.elapsed() < Duration::from_millis(2_500),
-            "the OOM was not reported in time: {e}; tokend logged:\n{}",
+            "{reason:?} was not reported in time: {e}; tokend logged:\n{}",
             t.logs().join("\n")
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -298,68 +297,12 @@ async fn a_backing_redis_out_of_memory() {
     // The five expire meanwhile (their events wait in the queue).
     tokio::time::sleep_until((made + Duration::from_millis(3_300)).into()).await;
     assert_eq!(total(&mut c, "p").await, admitted);
-    let _: () = redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg(0).query(&mut r).unwrap();
+    assert_eq!(events.count("expired"), 0, "published while the backing Redis refused writes");
+    allow(&mut r);
     until_writable(&mut c, "p").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while events.count("expired") < 5 {
-        assert!(Instant::now() < deadline, "expiry events after the OOM: {}", events.count("expired"));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    events.assert_each_once();
-    for d in &doomed {
-        assert!(events.seen.lock().unwrap().contains_key(&format!("__keyevent@0__:expired p:{d}")));
-    }
-    drop(c);
-    t = restart_and_compare(&mut t, &redis, &["p"]).await;
-    drop(t);
-}
-
-/// `-READONLY`: the backing Redis is made a replica, as a failover that
-/// demoted it would (of a master that is not there, so it keeps its data).
-/// As with `-OOM`: writes are refused with Redis's reason before they
-/// change anything (the first may wait for the persist timeout instead);
-/// expiries meanwhile are queued and published once when it is a master
-/// again.
-#[tokio::test]
-async fn a_backing_redis_turned_replica() {
-    let redis = RedisProc::start();
-    let events = EventCounter::start(&redis);
-    let mut t = tokend(&redis, &[]);
-    let mut c = RawConn::connect(t.addr).await;
-    // As in the OOM test: they outlive the GENs below by a margin.
-    let made = Instant::now();
-    let doomed: Vec<String> = c.cmd("TOKEN.GEN p PX 3000 COUNT 5").await.items().iter().map(Resp::text).collect();
-    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut r = redis.conn();
-    let _: () = redis::cmd("REPLICAOF").arg("127.0.0.1").arg(nobody).query(&mut r).unwrap();
-    // As in the OOM test.
-    let admitted = first_write_after_the_refusal(&mut c).await;
-    loop {
-        let e = c.cmd("TOKEN.GEN p").await.err();
-        assert!(e.ends_with("nothing was changed"), "{e}");
-        if e.starts_with("TRYAGAIN the backing Redis refuses writes (READONLY You can't write") {
-            break;
-        }
-        assert!(e.starts_with("TRYAGAIN the backing Redis did not answer"), "{e}");
-        assert!(
-            made.elapsed() < Duration::from_millis(2_500),
-            "the READONLY was not reported in time: {e}; tokend logged:\n{}",
-            t.logs().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(made.elapsed() < Duration::from_millis(3_000), "the GENs came after the five expired");
-    // Reads are served meanwhile; the refused GENs changed nothing.
-    assert_eq!(total(&mut c, "p").await, 5 + admitted);
-    tokio::time::sleep_until((made + Duration::from_millis(3_300)).into()).await;
-    assert_eq!(total(&mut c, "p").await, admitted);
-    assert_eq!(events.count("expired"), 0, "published while the backing Redis was a replica");
-    let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(&mut r).unwrap();
-    until_writable(&mut c, "p").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while events.count("expired") < 5 {
-        assert!(Instant::now() < deadline, "expiry events after the READONLY: {}", events.count("expired"));
+        assert!(Instant::now() < deadline, "expiry events after {reason:?}: {}", events.count("expired"));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -371,6 +314,40 @@ async fn a_backing_redis_turned_replica() {
     drop(c);
     t = restart_and_compare(&mut t, &redis, &["p"]).await;
     drop(t);
+}
+
+/// `-OOM` at maxmemory.
+#[tokio::test]
+async fn a_backing_redis_out_of_memory() {
+    let set = |r: &mut redis::Connection, k: &str, v: &str| {
+        let _: () = redis::cmd("CONFIG").arg("SET").arg(k).arg(v).query(r).unwrap();
+    };
+    refusing_writes(
+        |r| {
+            set(r, "maxmemory-policy", "noeviction");
+            set(r, "maxmemory", "1");
+        },
+        |r| set(r, "maxmemory", "0"),
+        "OOM command not allowed",
+    )
+    .await;
+}
+
+/// `-READONLY`: the backing Redis is made a replica, as a failover that
+/// demoted it would (of a master that is not there, so it keeps its data).
+#[tokio::test]
+async fn a_backing_redis_turned_replica() {
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    refusing_writes(
+        |r| {
+            let _: () = redis::cmd("REPLICAOF").arg("127.0.0.1").arg(nobody).query(r).unwrap();
+        },
+        |r| {
+            let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query(r).unwrap();
+        },
+        "READONLY You can't write against a read only replica",
+    )
+    .await;
 }
 
 /// `CLIENT PAUSE … WRITE` on the backing Redis longer than the persist
