@@ -530,7 +530,7 @@ impl Writer {
                     // and each is told what became of it.
                     tracing::error!(error = %e, "the backing Redis refused the write script; the batch is dropped");
                     self.backing.set_up();
-                    return Written::Refused(e.to_string());
+                    return Written::Refused(in_redis_words(&e));
                 }
             };
             match answer {
@@ -776,12 +776,18 @@ fn is_transient(e: &redis::RedisError) -> bool {
 /// How the link looks, for `-TRYAGAIN the backing Redis <this>`.
 fn describe(e: &redis::RedisError) -> String {
     match e.code() {
-        // Redis's own words ("READONLY You can't write…"), not the
-        // client library's name for the error kind.
-        Some(code) => match e.detail() {
-            Some(detail) => format!("refuses writes ({code} {detail})"),
-            None => format!("refuses writes ({code})"),
-        },
+        Some(_) => format!("refuses writes ({})", in_redis_words(e)),
         None => format!("is unreachable ({e})"),
+    }
+}
+
+/// An error as Redis said it ("READONLY You can't write…"), not the client
+/// library's name for its kind ("ReadOnly: …"); other errors as the
+/// library describes them.
+fn in_redis_words(e: &redis::RedisError) -> String {
+    match (e.code(), e.detail()) {
+        (Some(code), Some(detail)) => format!("{code} {detail}"),
+        (Some(code), None) => code.to_string(),
+        (None, _) => e.to_string(),
     }
 }
