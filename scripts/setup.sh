@@ -20,7 +20,11 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # its own.
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 if ! command -v setpriv >/dev/null 2>&1; then
-  if apt-cache show setpriv >/dev/null 2>&1; then need+=(setpriv); else need+=(util-linux); fi
+  # Which package has it is known only once the package lists are there.
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  if apt-cache policy setpriv 2>/dev/null | grep -q 'Candidate: [0-9]'; then need+=(setpriv); else need+=(util-linux); fi
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
