@@ -2,12 +2,17 @@
 # Installs what tokend's tests and benchmarks need on a fresh Debian/Ubuntu
 # machine: redis-server and redis-tools (redis-cli, redis-benchmark), netcat
 # for poking the server by hand (`printf 'PING\r\n' | nc …`), curl (the
-# HTTP example), prlimit and setpriv, Chromium (the /docs page is checked in a headless browser),
-# the Python client the tests drive tokend with (redis-py, from PyPI), and
+# HTTP example), prlimit and setpriv, Chromium (the /docs page is checked
+# in a headless browser), the Python client the tests drive tokend with (redis-py, from PyPI), and
 # the Node example's client (ioredis, from npm, into examples/node).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+updated=""
+apt_update() { [ -n "$updated" ] || { $SUDO apt-get update -qq; updated=1; }; }
 
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
@@ -21,16 +26,12 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
 if ! command -v setpriv >/dev/null 2>&1; then
   # Which package has it is known only once the package lists are there.
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update -qq
+  apt_update
   if apt-cache policy setpriv 2>/dev/null | grep -q 'Candidate: [0-9]'; then need+=(setpriv); else need+=(util-linux); fi
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update -qq
+  apt_update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 # Debian starts a redis-server on 6379 after installing it; the tests start
