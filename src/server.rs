@@ -435,10 +435,7 @@ NOTE: You only need to do one of the above things in order for the server to sta
 
 /// True for a loopback address (IPv4, IPv6, or IPv4-mapped IPv6).
 fn is_loopback(peer: std::net::IpAddr) -> bool {
-    match peer {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(v6.is_loopback(), |v4| v4.is_loopback()),
-        v4 => v4.is_loopback(),
-    }
+    peer.to_canonical().is_loopback()
 }
 
 /// Protected mode: with no password, only loopback clients are accepted.

@@ -119,6 +119,13 @@ async fn every_endpoint_answers_as_the_old_service_did() {
     assert_eq!(call(http, M::GET, "/token/acquireToken", None).await, bad("No available tokens"));
     let (status, _) = call(http, M::GET, "/token/acquireToken?pool=other", None).await;
     assert_eq!(status, StatusCode::OK);
+    // A repeated parameter: the last one, as Starlette reads it.
+    let (status, _) = call(http, M::POST, "/token/generateToken?pool=first&pool=other", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let other: HashMap<String, i64> = redis::cmd("TOKEN.STATS").arg("other").query_async(&mut c).await.unwrap();
+    assert_eq!(other["total"], 2);
+    let first: i64 = redis::cmd("EXISTS").arg("first").query_async(&mut c).await.unwrap();
+    assert_eq!(first, 0);
 
     // FastAPI's 404 and 405.
     assert_eq!(call(http, M::GET, "/nope", None).await, (StatusCode::NOT_FOUND, "{\"detail\":\"Not Found\"}".into()));
@@ -357,6 +364,45 @@ async fn a_password_protects_the_http_api_too() {
     }
     let r = c.delete(format!("http://{http}/token/deleteExpiredToken")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+/// A body nested far beyond what Python's decoder reads is a 400, as
+/// FastAPI answers it, and the server goes on serving (such a body once
+/// overflowed the stack of the thread that read it, and the process died).
+#[tokio::test]
+async fn a_body_nested_a_million_deep_is_refused_and_the_server_lives() {
+    let (_t, http) = start(&[]);
+    let c = reqwest::Client::new();
+    for body in ["[".repeat(1 << 20), format!("{{\"token\": {}", "{\"a\": ".repeat(300_000))] {
+        let r = c
+            .put(format!("http://{http}/token/keepAlive"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(r.text().await.unwrap(), "{\"detail\":\"There was an error parsing the body\"}");
+    }
+    assert_eq!(call(http, Method::POST, "/token/generateToken", None).await.0, StatusCode::OK);
+}
+
+/// Protected mode (no password) on a dual-stack listener: an IPv4 loopback
+/// client arrives as an IPv4-mapped IPv6 address and is let in, as on the
+/// RESP port.
+#[tokio::test]
+async fn protected_mode_lets_loopback_in_on_a_dual_stack_listener() {
+    let t = Tokend::start(&["--http-addr", "[::]:0"]);
+    let line = t.wait_log("serving the HTTP API", Duration::from_secs(5)).expect("HTTP log line");
+    let addr: SocketAddr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    for host in ["127.0.0.1", "[::1]"] {
+        let r = reqwest::Client::new()
+            .post(format!("http://{host}:{}/token/generateToken", addr.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{host}");
+    }
 }
 
 /// A Redis filled by the old service's own commands (10k tokens, some

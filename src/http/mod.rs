@@ -60,6 +60,10 @@ struct Api {
 #[into_params(parameter_in = Query)]
 struct PoolParam {
     /// The pool (default: the server's `--http-pool`).
+    #[expect(
+        dead_code,
+        reason = "documents the parameter; `Caller` reads the query itself, the last of repeated ones"
+    )]
     pool: Option<String>,
 }
 
@@ -145,10 +149,13 @@ fn command_error(msg: &str) -> Response {
 async fn run(api: &Api, addr: SocketAddr, args: Vec<&[u8]>) -> Result<Reply, Response> {
     let ctx = &api.ctx;
     let laddr = SocketAddr::from(([0, 0, 0, 0], 0));
-    let mut session = Session::new(ctx, addr, laddr);
-    session.authenticated = true;
     let args: Vec<_> = args.into_iter().map(axum::body::Bytes::copy_from_slice).collect();
     cmd::ready(ctx, &args).await;
+    // Listed among the clients only now: a request dropped while it
+    // waited above (its client gone) is never listed, and never left
+    // listed.
+    let mut session = Session::new(ctx, addr, laddr);
+    session.authenticated = true;
     // The command runs here, on this thread, without awaiting: the unit
     // its changes went to is read right after it.
     Store::take_appended();
@@ -176,7 +183,9 @@ async fn run(api: &Api, addr: SocketAddr, args: Vec<&[u8]>) -> Result<Reply, Res
 
 /// The checks every request passes first: protected mode, the password.
 fn admit(api: &Api, addr: &SocketAddr, headers: &HeaderMap) -> Result<(), Response> {
-    if api.protected && !addr.ip().is_loopback() {
+    // `to_canonical`: on a dual-stack listener an IPv4 client is an
+    // IPv4-mapped IPv6 address.
+    if api.protected && !addr.ip().to_canonical().is_loopback() {
         return Err(detail(
             StatusCode::FORBIDDEN,
             "DENIED tokend is running in protected mode (no password, and this client is not on loopback): \
@@ -222,9 +231,7 @@ fn token_of(json_type: bool, body: &[u8]) -> Result<String, Response> {
     if body.is_empty() {
         return Err(invalid(json!([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": null}])));
     }
-    let Ok(text) = std::str::from_utf8(body) else {
-        return Err(detail(StatusCode::BAD_REQUEST, "There was an error parsing the body"));
-    };
+    let unreadable = || detail(StatusCode::BAD_REQUEST, "There was an error parsing the body");
     let not_object = |input: Value| {
         invalid(json!([{
             "type": "model_attributes_type",
@@ -234,26 +241,25 @@ fn token_of(json_type: bool, body: &[u8]) -> Result<String, Response> {
         }]))
     };
     if !json_type {
+        let Ok(text) = std::str::from_utf8(body) else { return Err(unreadable()) };
         return Err(not_object(Value::String(text.to_string())));
     }
-    if let Some((pos, why)) = pyjson::error(text) {
-        return Err(invalid(json!([{
-            "type": "json_invalid",
-            "loc": ["body", pos],
-            "msg": "JSON decode error",
-            "input": {},
-            "ctx": {"error": why},
-        }])));
-    }
-    // Python's decoder keeps the last of repeated keys, as serde_json does.
-    let v: Value = match serde_json::from_str(text) {
+    let v = match pyjson::loads(body) {
         Ok(v) => v,
-        // Python accepts what serde_json does not (NaN, Infinity, huge
-        // numbers): not a string either way.
-        Err(_) => Value::Null,
+        Err(pyjson::Bad::Decode(pos, why)) => {
+            return Err(invalid(json!([{
+                "type": "json_invalid",
+                "loc": ["body", pos],
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": why},
+            }])));
+        }
+        Err(pyjson::Bad::Unreadable) => return Err(unreadable()),
     };
-    // A JSON null is no body at all to FastAPI.
-    if v.is_null() && text.trim() == "null" {
+    // A JSON null is no body at all to FastAPI (a NaN, also null here, is
+    // a float to it).
+    if v.is_null() && pyjson::decode(body).is_some_and(|t| t.trim_matches([' ', '\t', '\n', '\r']) == "null") {
         return Err(invalid(json!([{"type": "missing", "loc": ["body"], "msg": "Field required", "input": null}])));
     }
     let Value::Object(map) = &v else { return Err(not_object(v)) };
@@ -300,8 +306,12 @@ impl FromRequestParts<Api> for Caller {
         let ConnectInfo(addr) =
             ConnectInfo::<SocketAddr>::from_request_parts(parts, api).await.map_err(IntoResponse::into_response)?;
         admit(api, &addr, &parts.headers)?;
-        let Query(q) = Query::<PoolParam>::from_request_parts(parts, api).await.map_err(IntoResponse::into_response)?;
-        Ok(Caller { api: api.clone(), addr, json_type: json_type(&parts.headers), pool: q.pool })
+        let Query(q) = Query::<Vec<(String, String)>>::from_request_parts(parts, api)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        // A repeated parameter: the last one, as Starlette reads it.
+        let pool = q.into_iter().rev().find(|(k, _)| k == "pool").map(|(_, v)| v);
+        Ok(Caller { api: api.clone(), addr, json_type: json_type(&parts.headers), pool })
     }
 }
 
