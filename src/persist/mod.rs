@@ -498,10 +498,12 @@ impl Backing {
 
     /// Writes are refused for `reason` until [`Backing::set_up`].
     fn set_down(&self, reason: String) {
+        // The reason before the flag: a request that finds the link down
+        // reads why (else, in between, "the backing Redis ; nothing…").
+        *self.link.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason.clone();
         if !self.link.down.swap(true, Ordering::AcqRel) {
             tracing::error!(%reason, "backing Redis down; writes are refused, queued changes are kept");
         }
-        *self.link.reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
     }
 
     /// The backing Redis took a write again.
