@@ -291,14 +291,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         self.session.wrote = false;
                         self.commit().await?;
                         match self.block(waiting, timeout, stop).await? {
-                            Some(r) => {
+                            Some((r, unit)) => {
                                 let start = self.wbuf.len();
                                 r.encode(self.session.proto, &mut self.wbuf);
                                 // A served waiter's token was assigned by
-                                // another command's unit: wait for every
-                                // unit queued so far.
-                                let queued = self.ctx.durability().map(|d| d.queued());
-                                self.note_write(start, queued);
+                                // another command's unit.
+                                self.note_write(start, unit);
                             }
                             None => return Ok(false),
                         }
@@ -424,7 +422,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Ok(())
     }
 
-    /// Waits for a blocked ACQUIRE. Returns its reply, or None if the client
+    /// Waits for a blocked ACQUIRE. Returns its reply (and the journal unit
+    /// that assigned the token it hands over), or None if the client
     /// disconnected meanwhile; when the server stops, the reply is
     /// `-SHUTDOWN` (no token). A token handed over in the instant the client
     /// went away or the server stopped goes back to the pool (`waiting` is a
@@ -434,7 +433,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         mut waiting: Waiting,
         timeout: Option<Duration>,
         stop: &CancellationToken,
-    ) -> std::io::Result<Option<Reply>> {
+    ) -> std::io::Result<Option<(Reply, Option<u64>)>> {
         let deadline = timeout.map(|d| tokio::time::Instant::now() + d);
         let waiting_pool = waiting.pool().clone();
         loop {
@@ -459,16 +458,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 },
                 _ = stop.cancelled() => {
                     drop(waiting);
-                    return Ok(Some(Reply::error(SHUTDOWN_REPLY)));
+                    return Ok(Some((Reply::error(SHUTDOWN_REPLY), None)));
                 }
                 t = waiting.recv() => {
                     return Ok(Some(match t {
                         Handed::Token(t) => {
                             self.session.wrote = true;
-                            Reply::bulk(token::format(t))
+                            (Reply::bulk(token::format(t)), waiting.assigned_in())
                         }
-                        Handed::Gone => Reply::Null,
-                        Handed::Moved => moved(&self.ctx, &waiting_pool),
+                        Handed::Gone => (Reply::Null, None),
+                        Handed::Moved => (moved(&self.ctx, &waiting_pool), None),
                     }));
                 }
                 m = msg => match m {
@@ -481,11 +480,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 },
                 _ = sleep => {
                     return Ok(Some(match waiting.cancel() {
-                        Some(t) => {
+                        Some((t, unit)) => {
                             self.session.wrote = true;
-                            Reply::bulk(token::format(t))
+                            (Reply::bulk(token::format(t)), unit)
                         }
-                        None => Reply::Null,
+                        None => (Reply::Null, None),
                     }));
                 }
             }

@@ -198,6 +198,35 @@ async fn a_hung_backing_redis() {
     events.assert_each_once();
 }
 
+/// A blocked ACQUIRE served while the backing Redis hangs: its token was
+/// assigned by the unit of the GEN that freed it, and its reply waits for
+/// that unit like the GEN's own: both are told "not confirmed", one reply
+/// each; after SIGCONT the assignment is in the backing Redis.
+#[tokio::test]
+async fn a_blocked_acquire_served_while_the_backing_redis_hangs() {
+    let redis = RedisProc::start();
+    let mut t = tokend(&redis, &[]);
+    let mut waiter = RawConn::connect(t.addr).await;
+    let mut c = RawConn::connect(t.addr).await;
+    waiter.send(&["TOKEN.ACQUIRE", "w", "PX", "60000", "BLOCK", "10000"]).await;
+    common::wait_for_waiters(&mut c, "w", 1).await;
+    redis.signal(libc::SIGSTOP);
+    let e = c.cmd("TOKEN.GEN w").await.err();
+    assert!(e.starts_with("TRYAGAIN the backing Redis did not confirm"), "{e}");
+    let e = waiter.read_within(Duration::from_secs(5)).await.expect("the waiter's reply").err();
+    assert!(e.starts_with("TRYAGAIN the backing Redis did not confirm"), "{e}");
+    assert!(waiter.read_within(Duration::from_millis(200)).await.is_none(), "one reply");
+    redis.signal(libc::SIGCONT);
+    until_writable(&mut c, "w").await;
+    let r = c.cmd("TOKEN.STATS w").await;
+    assert_eq!(common::stats_of(&r)[..3], [2, 1, 1], "the served token stays assigned");
+    drop((c, waiter));
+    t = restart_and_compare(&mut t, &redis, &["w"]).await;
+    let mut c = RawConn::connect(t.addr).await;
+    let r = c.cmd("TOKEN.STATS w").await;
+    assert_eq!(common::stats_of(&r)[..3], [2, 1, 1], "the assignment reached the backing Redis");
+}
+
 /// A key of the wrong type where a pool's key should be (someone else's
 /// key): that pool's writes get `-ERR … refused …`; every other write, even
 /// in the same batch, goes through; nothing wedges.

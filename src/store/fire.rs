@@ -424,6 +424,7 @@ impl Store {
             // simply stays free.
             if w.tx.send(Handed::Token(id)).is_ok() {
                 Self::assign(s, pid, slot, w.lease, now, fx);
+                fx.handed.push(w.unit);
             } else {
                 pool.push_free(slot);
             }

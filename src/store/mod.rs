@@ -244,6 +244,9 @@ struct Effects<'a> {
     touched: Vec<Bytes>,
     /// Big wheel storage to free once the lock is released.
     garbage: Vec<Vec<(u64, (PoolId, SlotIdx))>>,
+    /// Blocked clients handed a token: told the journal unit of its
+    /// assignment when the changes are appended (see [`Waiting::assigned_in`]).
+    handed: Vec<Arc<AtomicU64>>,
 }
 
 /// Big wheel storage goes to the free thread: an Effects is dropped after
@@ -266,6 +269,7 @@ impl<'a> Effects<'a> {
             watching: false,
             touched: Vec::new(),
             garbage: Vec::new(),
+            handed: Vec::new(),
         }
     }
 
@@ -680,7 +684,7 @@ impl Store {
         if fx.watching {
             g.bump_watched(&mut fx.touched, &self.shared.next_version);
         }
-        self.append(journal, fx.changes.take());
+        self.append(journal, &mut fx);
         if g.needs_sweep() {
             // Start a sweep now: the driver may be asleep until a
             // far deadline, and nothing else would wake it.
@@ -699,15 +703,27 @@ impl Store {
         self.shared.notifier.emit(&fx.events);
     }
 
-    /// Hands changes to the journal as one unit (called under the locks of
-    /// every shard they touch, so units are in the order of the changes).
-    fn append(&self, journal: Option<&Arc<dyn Journal>>, changes: Option<Vec<Change>>) {
-        if let (Some(j), Some(c)) = (journal, changes)
+    /// Hands a command's changes to the journal as one unit (called under
+    /// the locks of every shard they touch, so units are in the order of
+    /// the changes), and tells the blocked clients it handed tokens to
+    /// which unit that is (0: none).
+    fn append(&self, journal: Option<&Arc<dyn Journal>>, fx: &mut Effects) {
+        let mut seq = 0;
+        if let (Some(j), Some(c)) = (journal, fx.changes.take())
             && !c.is_empty()
         {
-            let seq = j.append(c);
+            seq = j.append(c);
             APPENDED.with(|a| a.set(Some(seq)));
         }
+        for unit in fx.handed.drain(..) {
+            unit.store(seq, Ordering::Release);
+        }
+    }
+
+    /// Returns once no command holds shard `pool`'s lock: what a command
+    /// that held it did under it (its journal unit appended) is done.
+    fn pass_lock(&self, pool: &[u8]) {
+        drop(lock(&self.shared.shards[self.shard_index(pool)].state));
     }
 
     /// Wakes shard `idx`'s driver if a deadline earlier than the one it

@@ -13,7 +13,8 @@ use crate::notify::EventKind;
 use crate::token::{self, TokenId};
 use bytes::Bytes;
 use rand::RngExt;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::oneshot;
 
 /// What a GEN needs that can be made before its shard is locked: its
@@ -381,8 +382,16 @@ impl Store {
         }
         let (tx, rx) = oneshot::channel();
         let id = self.shared.next_waiter_id.fetch_add(1, Ordering::Relaxed);
-        p.push_waiter(Waiter { id, lease, tx });
-        Acquired::Wait(Waiting { store: self.clone(), pool: Bytes::copy_from_slice(&p.name), id, rx, settled: false })
+        let unit = Arc::new(AtomicU64::new(0));
+        p.push_waiter(Waiter { id, lease, tx, unit: unit.clone() });
+        Acquired::Wait(Waiting {
+            store: self.clone(),
+            pool: Bytes::copy_from_slice(&p.name),
+            id,
+            rx,
+            settled: false,
+            unit,
+        })
     }
 
     /// Starts loading the slots of `ids` in `pool`, for commands that will

@@ -360,6 +360,59 @@ async fn blocked_clients_are_served_oldest_first() {
     s.check_invariants().unwrap();
 }
 
+/// A journal that numbers its units and keeps them.
+#[derive(Default)]
+struct Units(std::sync::Mutex<Vec<Vec<Change>>>);
+
+impl Journal for Units {
+    fn append(&self, changes: Vec<Change>) -> u64 {
+        let mut u = self.0.lock().unwrap();
+        u.push(changes);
+        u.len() as u64
+    }
+}
+
+impl Units {
+    fn last(&self) -> u64 {
+        self.0.lock().unwrap().len() as u64
+    }
+
+    /// Whether unit `seq` assigns `t` (a lease is written for it).
+    fn assigns(&self, seq: u64, t: TokenId) -> bool {
+        self.0.lock().unwrap()[seq as usize - 1]
+            .iter()
+            .any(|c| matches!(c, Change::Put { token, record, .. } if *token == t && record.lease_deadline != 0))
+    }
+}
+
+/// A blocked client's reply is made durable with the unit that assigned
+/// its token, not with whatever unit was queued last when it woke: later
+/// units may be queued first (or, in cluster mode, have another fate).
+#[tokio::test(start_paused = true)]
+async fn a_served_waiter_knows_the_unit_that_assigned_its_token() {
+    let (s, _) = store();
+    let units = Arc::new(Units::default());
+    s.set_journal(units.clone());
+    let wait = |pool: &str| match s.acquire(pool.as_bytes(), Some(1000), true) {
+        Acquired::Wait(w) => w,
+        _ => panic!("expected to wait"),
+    };
+    let (mut served, timed_out) = (wait("p"), wait("q"));
+    let t = one(&s, "p", 10_000);
+    let assigned = units.last();
+    let u = one(&s, "q", 10_000);
+    let also = units.last();
+    one(&s, "other", 10_000);
+    assert_eq!(served.recv().await, Handed::Token(t));
+    assert_eq!(served.assigned_in(), Some(assigned));
+    assert!(units.assigns(assigned, t));
+    // Handed over as it timed out: the token is the client's, with its unit.
+    assert_eq!(timed_out.cancel(), Some((u, Some(also))));
+    assert!(units.assigns(also, u));
+    assert!(also < units.last());
+    s.check_invariants().unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn released_waiter_gives_back_a_token_it_was_handed() {
     let (s, _) = store();

@@ -254,7 +254,7 @@ impl Drop for Txn<'_> {
     /// (still under every lock), the locks are released, the drivers of
     /// shards with earlier deadlines are woken and the events published.
     fn drop(&mut self) {
-        self.store.append(self.journal, self.fx.changes.take());
+        self.store.append(self.journal, &mut self.fx);
         let wake: Vec<(usize, u64)> = self.shards.drain(..).map(|(i, _g, earliest)| (i, earliest)).collect();
         for (i, earliest) in wake {
             self.store.wake_driver(i, earliest);

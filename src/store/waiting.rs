@@ -4,6 +4,8 @@
 use super::{Shard, Store};
 use crate::token::TokenId;
 use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::oneshot;
 
 /// What ACQUIRE got.
@@ -39,6 +41,10 @@ pub struct Waiting {
     pub(super) rx: oneshot::Receiver<Handed>,
     /// A token was received: it belongs to the client now.
     pub(super) settled: bool,
+    /// The journal unit that assigned the token handed over (0: none, or
+    /// not appended yet). Set under the shard's lock, after the token was
+    /// sent under the same hold.
+    pub(super) unit: Arc<AtomicU64>,
 }
 
 impl Waiting {
@@ -55,14 +61,30 @@ impl Waiting {
         h
     }
 
+    /// The journal unit that assigned the token [`Waiting::recv`] handed
+    /// over (None without a journal): the reply is durable once that unit
+    /// is. Not the last unit queued: the token is sent before its unit is
+    /// appended, and a later unit's fate is not this one's (in cluster
+    /// mode a slot's change can be refused where the next unit is written).
+    pub fn assigned_in(&self) -> Option<u64> {
+        // The token was sent under the shard's lock and the unit appended
+        // before that hold ended.
+        self.store.pass_lock(&self.pool);
+        match self.unit.load(Ordering::Acquire) {
+            0 => None,
+            seq => Some(seq),
+        }
+    }
+
     /// Leaves the queue (timeout). If a token was handed over meanwhile, it is
-    /// returned: it belongs to this client.
-    pub fn cancel(mut self) -> Option<TokenId> {
+    /// returned, with the unit that assigned it: it belongs to this client.
+    pub fn cancel(mut self) -> Option<(TokenId, Option<u64>)> {
         self.settled = true;
+        // After removal under the lock nobody can send any more, and what
+        // was sent had its unit appended.
         self.store.remove_waiter(&self.pool, self.id);
-        // After removal under the lock nobody can send any more.
         match self.rx.try_recv() {
-            Ok(Handed::Token(t)) => Some(t),
+            Ok(Handed::Token(t)) => Some((t, Some(self.unit.load(Ordering::Acquire)).filter(|&u| u != 0))),
             _ => None,
         }
     }
@@ -85,6 +107,8 @@ pub(crate) struct Waiter {
     pub id: u64,
     pub lease: u64,
     pub tx: oneshot::Sender<Handed>,
+    /// Shared with [`Waiting::unit`].
+    pub unit: Arc<AtomicU64>,
 }
 
 impl Store {
