@@ -93,3 +93,50 @@ async fn a_holder_paused_past_its_lease_cannot_write_after_resuming() {
     assert!(a.wait_log("another tokend", Duration::from_secs(5)).is_some(), "A noticed and stopped");
     assert_eq!(common::stats(&mut cb, "p").await[0], 4);
 }
+
+/// `INFO cluster`'s `cluster_slots_served` on `c`.
+async fn slots_served(c: &mut RawConn) -> i64 {
+    let text = c.cmd("INFO cluster").await.text();
+    text.lines().find_map(|l| l.strip_prefix("cluster_slots_served:")).map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// A tokend cluster and a tokend without cluster mode never share a
+/// prefix. A cluster node refuses to start while a tokend without cluster
+/// mode renews its lease, and once that tokend is gone (killed: its lease
+/// lapses) takes over the slots it held and serves its tokens. A tokend
+/// without cluster mode refuses to start while cluster nodes are live
+/// (it used to take every slot's fence from under them).
+#[tokio::test]
+async fn a_cluster_and_a_tokend_without_cluster_mode_never_share_a_prefix() {
+    let redis = RedisProc::start();
+    let url = redis.url();
+    let mut a = Tokend::start(&["--redis", &url, "--cluster-node-timeout", "1s"]);
+    let mut c = RawConn::connect(a.addr).await;
+    let t = c.cmd("TOKEN.GEN p").await.text();
+    drop(c);
+    let port = procs::free_port().to_string();
+    let node = ["--port", &port, "--redis", &url, "--cluster-enabled", "yes", "--cluster-node-timeout", "1s"];
+    let started = Instant::now();
+    let (code, err) = wait_exit(Tokend::spawn(&node, &[]), Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains(&format!("held by a tokend without cluster mode at {}", a.addr)), "names the holder: {err}");
+    assert!(started.elapsed() < Duration::from_secs(3), "it gave up once it saw a renewal");
+
+    a.kill9();
+    let n = Tokend::start_with_env(&node, &[]);
+    let mut c = RawConn::connect(n.addr).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slots_served(&mut c).await != 16384 {
+        assert!(Instant::now() < deadline, "the cluster node did not take every slot over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.cmd("TOKEN.ACQUIRE p").await.text(), t, "the earlier tokend's token");
+
+    let (code, err) = wait_exit(Tokend::spawn(&["--port", "0", "--redis", &url], &[]), Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is used by a tokend cluster (1 live, e.g. node "), "{err}");
+    assert!(err.contains(&port), "names a node: {err}");
+    // The cluster still serves and writes.
+    assert_eq!(c.cmd("TOKEN.STATS p").await.pairs()[2].1.int(), 1);
+    c.cmd("TOKEN.GEN p").await.text();
+}

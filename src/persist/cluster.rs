@@ -782,6 +782,16 @@ pub(super) async fn claim_fences(
     asked.sort();
     asked.dedup();
     let mut dead: HashSet<String> = HashSet::new();
+    // A tokend without cluster mode (the prefix's earlier user) is not a
+    // member: it is dead once it no longer holds the prefix's lease (a
+    // cluster node joins only after that, see `owner::wait_unheld`).
+    let (standalone, asked): (Vec<String>, Vec<String>) =
+        asked.into_iter().partition(|o| super::owner::is_standalone_owner(o));
+    if !standalone.is_empty() {
+        let lease: Option<String> = redis::cmd("GET").arg(keys.lease()).query_async(con).await?;
+        let holder = lease.as_deref().and_then(|l| l.split(' ').next()).unwrap_or_default();
+        dead.extend(standalone.into_iter().filter(|o| node_of(o) != holder));
+    }
     if !asked.is_empty() {
         let script = redis::Script::new(DEAD);
         let mut inv = script.prepare_invoke();

@@ -320,8 +320,22 @@ pub async fn attach(config: &Config, me: Identity, store: &Store) -> Result<Atta
         // Slots are claimed one by one as membership hands them out.
         // The fence names the first incarnation (no lapse yet); the heartbeat
         // keeps it current.
+        // A tokend without cluster mode writes every slot: not while it
+        // still may.
+        owner::wait_unheld(&mut con, &keys).await?;
         cluster::init_node_fence(&mut con, &keys, &me.node_id, &cluster::incarnation(&owner, 0)).await;
     } else {
+        let members = owner::cluster_members(&mut con, &keys)
+            .await
+            .map_err(|e| format!("cannot read the cluster's members on the backing Redis: {e}"))?;
+        if let Some((id, addr)) = members.first() {
+            return Err(format!(
+                "the backing Redis prefix {:?} is used by a tokend cluster ({} live, e.g. node {id} at {addr}); \
+                 start this tokend with --cluster-enabled yes, or give it another --redis-prefix",
+                config.redis_prefix,
+                members.len()
+            ));
+        }
         owner::acquire(&mut con, &keys, &owner::lease_value(&me.node_id, &me.addr), me.lease).await?;
         owner::claim_all(&mut con, &keys, &owner, &me.addr, true)
             .await

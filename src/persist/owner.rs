@@ -90,6 +90,59 @@ pub async fn acquire(con: &mut Con, keys: &Keys, value: &str, ttl: Duration) -> 
     }
 }
 
+/// Waits until no tokend without cluster mode holds the prefix's lease
+/// (a cluster node joining a prefix a standalone tokend used): at once if
+/// none does, when a holder that stopped renewing lapses, or fails naming
+/// a holder seen renewing.
+pub async fn wait_unheld(con: &mut Con, keys: &Keys) -> Result<(), String> {
+    let started = Instant::now();
+    let patience = Duration::from_secs(120);
+    let mut last_ttl: Option<i64> = None;
+    loop {
+        let read = |e: redis::RedisError| format!("cannot read the lease on the backing Redis prefix: {e}");
+        let holder: Option<String> = redis::cmd("GET").arg(keys.lease()).query_async(con).await.map_err(read)?;
+        let Some(holder) = holder else { return Ok(()) };
+        let addr = holder.split_once(' ').map_or(holder.as_str(), |(_, a)| a).to_string();
+        let pttl: i64 = redis::cmd("PTTL").arg(keys.lease()).query_async(con).await.map_err(read)?;
+        if last_ttl.is_some_and(|t| pttl > t + 50) || started.elapsed() > patience {
+            return Err(format!(
+                "the backing Redis prefix {:?} is held by a tokend without cluster mode at {addr} (it keeps \
+                 renewing its lease); stop it, or give this node another --redis-prefix",
+                keys.prefix()
+            ));
+        }
+        if last_ttl.is_none() {
+            tracing::warn!(holder = %addr, "a tokend without cluster mode holds the backing Redis prefix; waiting for its lease to lapse");
+        }
+        last_ttl = Some(pttl);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The live members of a tokend cluster on the prefix: (node id, address).
+pub async fn cluster_members(con: &mut Con, keys: &Keys) -> Result<Vec<(String, String)>, redis::RedisError> {
+    let script = redis::Script::new(
+        r#"
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        local out = {}
+        for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
+          out[#out + 1] = id
+          out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
+        end
+        return out
+        "#,
+    );
+    let flat: Vec<String> = script.key(keys.members()).key(keys.addrs()).invoke_async(con).await?;
+    Ok(flat.chunks(2).map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default())).collect())
+}
+
+/// Whether `owner` names a tokend without cluster mode (`<node id>:<start>`;
+/// a cluster node's incarnations have a third part).
+pub fn is_standalone_owner(owner: &str) -> bool {
+    owner.matches(':').count() == 1
+}
+
 /// What renewing the lease found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Renewal {
