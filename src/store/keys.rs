@@ -100,11 +100,19 @@ impl Store {
     /// its next owner), blocked waiters answered [`Handed::Moved`]. Cluster
     /// mode: the pools of hash slots this node no longer serves. Returns how
     /// many pools went.
+    ///
+    /// A WATCH of a pool that leaves (held here or not) fails its EXEC:
+    /// another node may change the pool before its slot comes back.
     pub fn evict(&self, leaving: impl Fn(&[u8]) -> bool) -> usize {
         let mut gone = Vec::new();
         for cell in self.shared.shards.iter() {
             let mut g = lock(&cell.state);
             let s = &mut *g;
+            for (name, w) in s.watched.iter_mut() {
+                if leaving(name) {
+                    w.1 = self.shared.next_version.fetch_add(1, Ordering::Relaxed) + 1;
+                }
+            }
             let pids: Vec<_> = s.pools.iter().filter(|(_, p)| leaving(&p.name)).map(|(pid, _)| pid).collect();
             for pid in pids {
                 gone.extend(self.detach(s, pid, Handed::Moved));

@@ -360,6 +360,21 @@ async fn blocked_clients_are_served_oldest_first() {
     s.check_invariants().unwrap();
 }
 
+/// A WATCH of a pool whose hash slot leaves this node fails its EXEC,
+/// whether the pool was held here or not: another node may change it
+/// before the slot comes back (and is loaded again, at the same version).
+#[tokio::test(start_paused = true)]
+async fn a_watch_of_a_pool_that_leaves_fails_its_exec() {
+    let (s, _) = store();
+    one(&s, "held", 10_000);
+    let (held, absent, stays) = (s.watch(b"held"), s.watch(b"absent"), s.watch(b"stays"));
+    assert_eq!(s.evict(|p| p != b"stays"), 1);
+    let mut t = s.txn([&b"held"[..], b"absent", b"stays"], false);
+    assert!(!t.unchanged_since(b"held", held).unwrap());
+    assert!(!t.unchanged_since(b"absent", absent).unwrap());
+    assert!(t.unchanged_since(b"stays", stays).unwrap());
+}
+
 /// A journal that numbers its units and keeps them.
 #[derive(Default)]
 struct Units(std::sync::Mutex<Vec<Vec<Change>>>);
