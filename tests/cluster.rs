@@ -588,6 +588,44 @@ async fn a_lapsed_node_never_writes_what_it_queued_before_the_lapse_over_what_it
     assert_eq!(records.values().filter(|v| v.starts_with("a:")).count() as i64, stats[2] + 1, "{records:?}");
 }
 
+/// A node paused past the node timeout finds, as it resumes, expiries
+/// overdue in pools it no longer serves: it must not publish them, since
+/// their new owner already did (its events are guarded by its own fence
+/// only, which nobody else takes).
+#[tokio::test]
+async fn a_paused_node_does_not_repeat_the_expiries_its_slots_new_owner_published() {
+    let redis = RedisProc::start();
+    let timeout = ["--cluster-node-timeout", "1s"];
+    let nodes: Vec<Tokend> = (0..2).map(|_| node(&redis, free_port(), &timeout)).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    wait_stable(&addrs, FORMING).await;
+    let mut sub = RawConn::connect(addrs[1]).await;
+    sub.cmd("SUBSCRIBE __keyevent@0__:expired").await;
+    let pool = pool_on(addrs[0], "paused-ev-").await;
+    let mut c = RawConn::connect(addrs[0]).await;
+    let made: HashSet<String> = c
+        .call(&["TOKEN.GEN", &pool, "PX", "1500", "COUNT", "5"])
+        .await
+        .items()
+        .iter()
+        .map(|t| format!("{pool}:{}", t.text()))
+        .collect();
+    nodes[0].signal(libc::SIGSTOP);
+    let mut got = HashSet::new();
+    while got.len() < made.len() {
+        let m = sub.read_within(Duration::from_secs(10)).await.expect("the new owner's expired events");
+        let msg = m.items()[2].text();
+        assert!(got.insert(msg.clone()), "{msg} delivered twice");
+    }
+    assert_eq!(got, made);
+    nodes[0].signal(libc::SIGCONT);
+    // It finds its heartbeat lapsed and rejoins.
+    wait_stable(&addrs, Duration::from_secs(10)).await;
+    if let Some(m) = sub.read_within(Duration::from_millis(500)).await {
+        panic!("published again by the paused node: {m:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_subscriber_on_any_node_gets_every_node_s_expiries_once() {
     let redis = RedisProc::start();

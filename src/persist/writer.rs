@@ -169,6 +169,7 @@ impl Writer {
         let mut fenced: HashSet<u16> = HashSet::new();
         let split = self.con.is_cluster();
         loop {
+            self.while_unsure_of_membership().await;
             // Read again at each try: a lapse meanwhile drops what was
             // queued. The owner first: a lapse sets the discard mark before
             // it names a new incarnation, so a batch carrying the new one
@@ -258,6 +259,21 @@ impl Writer {
             self.durable.send_replace(last);
         }
         true
+    }
+
+    /// Cluster mode: waits while this node is not sure it is still a
+    /// member (as long as it serves no command: two thirds of the node
+    /// timeout after its last renewal went out, so paused or cut off),
+    /// until a renewal goes through or the lapse is found, which drops
+    /// what was queued. What it queued meanwhile (the events of expiries
+    /// that fired as it resumed, in pools whose slots have another owner
+    /// now) is guarded by its own fence only, which nobody else takes:
+    /// written, they would repeat what the new owner published.
+    async fn while_unsure_of_membership(&self) {
+        let Some(cl) = &self.cluster else { return };
+        while !cl.serving() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// The owner string the fences must name for a batch built now: in
