@@ -281,7 +281,10 @@ impl Cluster {
     /// Where a command on `slot` goes.
     pub fn route(&self, slot: u16) -> Route {
         let state = self.state(slot);
-        if state.is_here() && !self.serving() {
+        // Only a slot served here is refused for that: one being loaded or
+        // handed over answers TRYAGAIN either way (a node that left stops
+        // renewing, and answers so till it exits).
+        if state == SlotState::Mine && !self.serving() {
             return Route::Down("this node cannot renew its lease on the backing Redis");
         }
         match state {
@@ -426,6 +429,25 @@ mod tests {
     fn node(i: usize) -> Node {
         let id = format!("{:040x}", (i as u128 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835));
         Node { id, host: "127.0.0.1".into(), port: 7000 + i as u16 }
+    }
+
+    /// A node that cannot renew its lease (or left, and stopped renewing)
+    /// refuses the slots it serves, and still answers TRYAGAIN for those it
+    /// hands over or loads, as while it renews.
+    #[test]
+    fn only_served_slots_are_down_when_the_lease_runs_out() {
+        let cl = Cluster::new(node(0));
+        cl.replace_nodes(vec![node(0), node(1)]);
+        cl.set_state(1, SlotState::Mine);
+        cl.set_state(2, SlotState::Released(1));
+        cl.set_state(3, SlotState::Importing);
+        assert!(!cl.serving());
+        assert!(matches!(cl.route(1), Route::Down(_)));
+        assert!(matches!(cl.route(2), Route::TryAgain));
+        assert!(matches!(cl.route(3), Route::TryAgain));
+        cl.renewed(Instant::now(), std::time::Duration::from_secs(1));
+        assert!(matches!(cl.route(1), Route::Here));
+        assert!(matches!(cl.route(2), Route::TryAgain));
     }
 
     #[test]

@@ -657,7 +657,8 @@ async fn cluster_commands_without_cluster_mode_answer_as_redis_does() {
     let mut t = Tokend::start(&[]);
     let mut c = RawConn::connect(t.addr).await;
     assert_eq!(c.cmd("CLUSTER SLOTS").await.err(), "ERR This instance has cluster support disabled");
-    assert_eq!(c.cmd("CLUSTER KEYSLOT foo").await.int(), 12182);
+    // As redis-server 7.0 answers it.
+    assert_eq!(c.cmd("CLUSTER KEYSLOT foo").await.err(), "ERR This instance has cluster support disabled");
     assert!(c.cmd("INFO cluster").await.text().contains("cluster_enabled:0"));
     t.terminate();
     // Cluster mode needs a backing Redis.

@@ -35,11 +35,11 @@ pub fn myid(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     answer(p, c, |cl| text(cl.me().id.clone()))
 }
 
-/// `CLUSTER KEYSLOT key` (works without cluster mode too, as in Redis).
-pub fn keyslot_cmd(p: &mut Parse, _: &mut Call) -> Result<Outcome, ParseError> {
+/// `CLUSTER KEYSLOT key` (refused without cluster mode, as by
+/// redis-server 7.0).
+pub fn keyslot_cmd(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let key = p.next_slice()?;
-    p.finish()?;
-    Ok(Reply::Integer(i64::from(keyslot(key))).into())
+    answer(p, c, |_| Reply::Integer(i64::from(keyslot(key))))
 }
 
 /// `CLUSTER INFO`.
