@@ -2,6 +2,7 @@
 //! before it runs, and what its reply waits for. The command core and the
 //! connections use it; the persistence layer implements it.
 
+use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
 
@@ -39,8 +40,10 @@ pub trait Durability: Send + Sync {
     /// True when replies to writes must wait for the backing store (sync).
     fn waits(&self) -> bool;
 
-    /// The sequence number of the last unit queued.
-    fn queued(&self) -> u64;
+    /// Cluster mode: a client's `PUBLISH`, for the other nodes'
+    /// subscribers (as Redis Cluster broadcasts it); not durable, never
+    /// waited for.
+    fn relay(&self, _channel: Bytes, _message: Bytes) {}
 
     /// Resolves true once every unit up to `upto` is resolved (written or
     /// refused), false after the persist timeout.

@@ -588,6 +588,30 @@ async fn a_lapsed_node_never_writes_what_it_queued_before_the_lapse_over_what_it
     assert_eq!(records.values().filter(|v| v.starts_with("a:")).count() as i64, stats[2] + 1, "{records:?}");
 }
 
+/// A client's PUBLISH on one node reaches the subscribers of every node,
+/// each once, as Redis Cluster broadcasts it; its count is the node's own.
+#[tokio::test]
+async fn publish_reaches_the_subscribers_of_every_node_once() {
+    let redis = RedisProc::start();
+    let nodes: Vec<Tokend> = (0..2).map(|_| node(&redis, free_port(), &[])).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    wait_stable(&addrs, FORMING).await;
+    let mut subs = Vec::new();
+    for &a in &addrs {
+        let mut s = RawConn::connect(a).await;
+        s.cmd("SUBSCRIBE news").await;
+        subs.push(s);
+    }
+    let mut c = RawConn::connect(addrs[0]).await;
+    assert_eq!(c.cmd("PUBLISH news hello").await.int(), 1, "the subscriber of this node");
+    assert_eq!(c.cmd("PUBLISH elsewhere x").await.int(), 0);
+    for s in &mut subs {
+        let m = s.read_within(Duration::from_secs(5)).await.expect("the message");
+        assert_eq!(m.items().iter().map(Resp::text).collect::<Vec<_>>(), ["message", "news", "hello"]);
+        assert!(s.read_within(Duration::from_millis(300)).await.is_none(), "once");
+    }
+}
+
 /// A node paused past the node timeout finds, as it resumes, expiries
 /// overdue in pools it no longer serves: it must not publish them, since
 /// their new owner already did (its events are guarded by its own fence

@@ -88,7 +88,15 @@ pub fn publish(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     let channel = p.next_bytes()?;
     let msg = p.next_bytes()?;
     p.finish()?;
-    Ok(Reply::Integer(c.ctx.pubsub.publish(&channel, &msg) as i64).into())
+    let here = c.ctx.pubsub.publish(&channel, &msg);
+    // Cluster mode: every node's subscribers get it, as in Redis Cluster
+    // (the count is this node's, as there).
+    if c.ctx.cluster().is_some()
+        && let Some(d) = c.ctx.durability()
+    {
+        d.relay(channel, msg);
+    }
+    Ok(Reply::Integer(here as i64).into())
 }
 
 /// `PUBSUB CHANNELS [pattern]`.

@@ -101,6 +101,8 @@ enum Item {
     /// state write-back), written in one atomic step.
     Changes(u64, Vec<Change>),
     Publish(u64, Bytes, Bytes),
+    /// Cluster mode: a client's PUBLISH, for the other nodes only.
+    Relay(u64, Bytes, Bytes),
     /// A pool whose state was just written in the current layout (listed
     /// only in earlier versions' `Ppools`, or with tokens in the tokens
     /// hash of earlier layouts): list it in its slot's set, delete its
@@ -116,7 +118,12 @@ enum Item {
 impl Item {
     fn seq(&self) -> u64 {
         match self {
-            Item::Changes(s, _) | Item::Publish(s, ..) | Item::Legacy(s, _) | Item::Clock(s, _) | Item::Probe(s) => *s,
+            Item::Changes(s, _)
+            | Item::Publish(s, ..)
+            | Item::Relay(s, ..)
+            | Item::Legacy(s, _)
+            | Item::Clock(s, _)
+            | Item::Probe(s) => *s,
         }
     }
 
@@ -595,8 +602,8 @@ impl Durability for Backing {
         self.mode == Mode::Sync
     }
 
-    fn queued(&self) -> u64 {
-        self.queued_seq()
+    fn relay(&self, channel: Bytes, message: Bytes) {
+        self.push(|seq| Item::Relay(seq, channel, message));
     }
 
     fn wait(&self, upto: u64) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {

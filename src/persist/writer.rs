@@ -363,6 +363,14 @@ impl Writer {
                         part.batch.push(Op::Publish(self.keys.events().as_bytes(), &m));
                     }
                 }
+                Item::Relay(_, channel, message) => {
+                    if let Some(cl) = &self.cluster {
+                        let part = parts.entry(home).or_default();
+                        part.batch.set_unit(seq);
+                        let m = super::cluster::encode_event(&cl.me().id, channel, message);
+                        part.batch.push(Op::Publish(self.keys.events().as_bytes(), &m));
+                    }
+                }
                 Item::Legacy(_, pool) => {
                     let slot = keyslot(pool);
                     let part = parts.entry(key(slot)).or_default();
