@@ -8,7 +8,7 @@
 //! CRC16 and one load. The node list behind `MOVED`'s address changes only
 //! when membership does.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -154,6 +154,8 @@ pub struct Cluster {
     gate: RwLock<()>,
     /// Bumped when this node's heartbeat lapses and it drops every slot.
     generation: AtomicU64,
+    /// Out of the membership after a graceful stop, every slot handed over.
+    left: AtomicBool,
     /// Bumped whenever slots come or go (the writer then forgets which
     /// pools it listed in the backing Redis).
     moves: AtomicU64,
@@ -167,6 +169,7 @@ impl Cluster {
             me,
             started: Instant::now(),
             serving_until: AtomicU64::new(0),
+            left: AtomicBool::new(false),
             slots,
             my_epoch: AtomicU64::new(0),
             current_epoch: AtomicU64::new(0),
@@ -221,6 +224,17 @@ impl Cluster {
     /// Stops serving at once (the lease lapsed, or the node is leaving).
     pub fn stop_serving(&self) {
         self.serving_until.store(0, Ordering::Release);
+    }
+
+    /// A graceful stop handed every slot over and takes the node out of
+    /// the membership: its heartbeat stops, and nothing it still writes
+    /// (published messages, no pool of a slot) needs its lease.
+    pub fn mark_left(&self) {
+        self.left.store(true, Ordering::Release);
+    }
+
+    pub fn has_left(&self) -> bool {
+        self.left.load(Ordering::Acquire)
     }
 
     /// True while this node's heartbeat is fresh enough to serve.

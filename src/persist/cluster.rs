@@ -178,7 +178,10 @@ pub struct Membership {
     /// change any slot now).
     live: watch::Receiver<Option<Vec<Node>>>,
     live_tx: Arc<watch::Sender<Option<Vec<Node>>>>,
-    /// Left the cluster (graceful stop): nothing more is done.
+    /// Leaving the cluster (graceful stop): no more rounds. The heartbeat
+    /// goes on until the slots are handed over ([`Cluster::mark_left`]):
+    /// the writer waits while the node's lease runs out, and the others
+    /// would take the slots over before the hand-over's flush ended.
     left: Arc<AtomicBool>,
 }
 
@@ -466,6 +469,9 @@ impl Membership {
             self.cluster.set_state(s, SlotState::Released(target(s).unwrap_or(NO_NODE)));
         }
         mine.extend(held_now);
+        // A renewal that lands after the ZREM finds the entry gone and the
+        // node's fence there: it is not made again (see HEARTBEAT).
+        self.cluster.mark_left();
         let mut pipe = redis::pipe();
         let id = &self.cluster.me().id;
         pipe.cmd("ZREM").arg(self.keys.members()).arg(id).ignore();
@@ -523,7 +529,6 @@ pub fn spawn(m: Membership, stop: CancellationToken) -> MembershipHandle {
         base: m.base.clone(),
         timeout: m.timeout,
         live: m.live_tx.clone(),
-        left: m.left.clone(),
         first: true,
         lost_until: None,
     };
@@ -569,7 +574,6 @@ struct Heartbeat {
     base: String,
     timeout: Duration,
     live: Arc<watch::Sender<Option<Vec<Node>>>>,
-    left: Arc<AtomicBool>,
     /// No renewal went through since start (or since a lapse).
     first: bool,
     /// The backing Redis lost its data: until then, the membership it
@@ -581,7 +585,7 @@ struct Heartbeat {
 impl Heartbeat {
     async fn run(mut self, every: Duration, stop: CancellationToken) {
         loop {
-            if self.left.load(Ordering::Acquire) {
+            if self.cluster.has_left() {
                 return;
             }
             if !self.first && !self.cluster.serving() {
@@ -590,12 +594,13 @@ impl Heartbeat {
             let sent = Instant::now();
             // A hung backing Redis must not hold the next renewal up.
             match tokio::time::timeout(self.timeout / 3, self.beat()).await {
+                _ if self.cluster.has_left() => return,
                 Ok(Ok(None)) => {
                     tracing::error!("the backing Redis found this node's heartbeat lapsed");
                     self.cluster.stop_serving();
                     self.lapse().await;
                 }
-                Ok(Ok(Some(live))) if !self.left.load(Ordering::Acquire) => {
+                Ok(Ok(Some(live))) => {
                     self.cluster.renewed(sent, self.timeout - self.timeout / 3);
                     self.backing.recheck_link();
                     self.first = false;
@@ -607,7 +612,6 @@ impl Heartbeat {
                     let rebuilding = self.lost_until.is_some_and(|t| Instant::now() < t);
                     self.live.send_replace(if rebuilding { None } else { Some(live) });
                 }
-                Ok(Ok(_)) => return,
                 Ok(Err(e)) => tracing::warn!(error = %e, "cannot renew the cluster heartbeat on the backing Redis"),
                 Err(_) => tracing::warn!("the backing Redis did not answer the cluster heartbeat in time"),
             }

@@ -84,6 +84,12 @@ pub const MAX_BACKLOG: usize = 1_000_000;
 /// goes alone). 20,000 HSETs are about 10 ms of Redis's time.
 pub const MAX_BATCH_OPS: usize = 20_000;
 
+/// Cluster mode: clients' PUBLISH messages waiting to be passed to the
+/// other nodes, bytes at most (more are dropped, as a Redis Cluster bus
+/// link drops what it cannot send); Redis's default hard limit of a
+/// subscriber's output.
+const RELAY_MAX_BYTES: usize = 32 << 20;
+
 /// Refused units remembered for the replies that ask about them (a reply
 /// asks within `--persist-timeout`, long before this many more fail).
 const MAX_REFUSED_REMEMBERED: usize = 100_000;
@@ -137,7 +143,18 @@ impl Item {
                     _ => 1,
                 })
                 .sum(),
+            // Not durable and never waited for: not counted against the
+            // writes' backlog (bounded by `RELAY_MAX_BYTES` instead).
+            Item::Relay(..) => 0,
             _ => 1,
+        }
+    }
+
+    /// Bytes of a relayed message held in memory.
+    fn relayed_bytes(&self) -> usize {
+        match self {
+            Item::Relay(_, c, m) => c.len() + m.len(),
+            _ => 0,
         }
     }
 }
@@ -206,6 +223,8 @@ pub struct Backing {
     strays: AtomicBool,
     /// Cluster mode's slot map.
     cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Bytes of clients' PUBLISH messages queued for the other nodes.
+    relayed: AtomicUsize,
 }
 
 /// A client of the backing Redis (not connected yet).
@@ -396,6 +415,7 @@ impl Backing {
             discard_upto: AtomicU64::new(0),
             strays: AtomicBool::new(false),
             cluster,
+            relayed: AtomicUsize::new(0),
         };
         (backing, rx, durable_tx)
     }
@@ -444,8 +464,10 @@ impl Backing {
         // not added yet.
         let weight = item.weight();
         self.backlog.fetch_add(weight, Ordering::Relaxed);
+        let relayed = item.relayed_bytes();
         if q.tx.send(item).is_err() {
             self.backlog.fetch_sub(weight, Ordering::Relaxed);
+            self.relayed.fetch_sub(relayed, Ordering::Relaxed);
         }
         q.seq
     }
@@ -603,6 +625,18 @@ impl Durability for Backing {
     }
 
     fn relay(&self, channel: Bytes, message: Bytes) {
+        // Best effort, as Redis Cluster's bus: dropped while the link is
+        // down or the node is not sure it is a member, and past
+        // `RELAY_MAX_BYTES` queued.
+        let len = channel.len() + message.len();
+        let serving = self.cluster.as_ref().is_some_and(|c| c.serving() || c.has_left());
+        if !serving || self.link.down.load(Ordering::Acquire) {
+            return;
+        }
+        if self.relayed.fetch_add(len, Ordering::Relaxed) + len > RELAY_MAX_BYTES {
+            self.relayed.fetch_sub(len, Ordering::Relaxed);
+            return;
+        }
         self.push(|seq| Item::Relay(seq, channel, message));
     }
 

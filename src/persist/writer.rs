@@ -256,6 +256,8 @@ impl Writer {
         }
         if let Some(last) = taken.last().map(Item::seq) {
             self.backing.backlog.fetch_sub(weight, Ordering::Relaxed);
+            let relayed: usize = taken.iter().map(Item::relayed_bytes).sum();
+            self.backing.relayed.fetch_sub(relayed, Ordering::Relaxed);
             self.durable.send_replace(last);
         }
         true
@@ -268,10 +270,11 @@ impl Writer {
     /// what was queued. What it queued meanwhile (the events of expiries
     /// that fired as it resumed, in pools whose slots have another owner
     /// now) is guarded by its own fence only, which nobody else takes:
-    /// written, they would repeat what the new owner published.
+    /// written, they would repeat what the new owner published. A node
+    /// that left after handing every slot over holds no pool to write.
     async fn while_unsure_of_membership(&self) {
         let Some(cl) = &self.cluster else { return };
-        while !cl.serving() {
+        while !cl.serving() && !cl.has_left() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }

@@ -134,7 +134,12 @@ impl RedisProc {
     /// Sends a signal (SIGSTOP: it hangs, keeping its connections open, as
     /// under a long fork or a network black hole; SIGCONT: it resumes).
     pub fn signal(&self, sig: libc::c_int) {
-        signal_pid(self.child.as_ref().expect("running").id(), sig);
+        signal_pid(self.pid(), sig);
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     /// Kills it hard.
