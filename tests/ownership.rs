@@ -140,3 +140,25 @@ async fn a_cluster_and_a_tokend_without_cluster_mode_never_share_a_prefix() {
     assert_eq!(c.cmd("TOKEN.STATS p").await.pairs()[2].1.int(), 1);
     c.cmd("TOKEN.GEN p").await.text();
 }
+
+/// A cluster node started on the very address of a tokend without
+/// cluster mode that died takes its prefix over at once (that tokend is
+/// gone: the node listens there now), not after its lease lapses.
+#[tokio::test]
+async fn a_cluster_node_on_the_address_of_a_dead_tokend_takes_over_at_once() {
+    let redis = RedisProc::start();
+    let url = redis.url();
+    let port = procs::free_port().to_string();
+    let mut a = Tokend::start(&["--port", &port, "--redis", &url, "--cluster-node-timeout", "30s"]);
+    let t = RawConn::connect(a.addr).await.cmd("TOKEN.GEN p").await.text();
+    a.kill9();
+    let started = Instant::now();
+    let n =
+        Tokend::start(&["--port", &port, "--redis", &url, "--cluster-enabled", "yes", "--cluster-node-timeout", "1s"]);
+    let mut c = RawConn::connect(n.addr).await;
+    while slots_served(&mut c).await != 16384 {
+        assert!(started.elapsed() < Duration::from_secs(15), "the node waited for the dead tokend's 30 s lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(c.cmd("TOKEN.ACQUIRE p").await.text(), t, "the earlier tokend's token");
+}

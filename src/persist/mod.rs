@@ -348,7 +348,7 @@ pub async fn attach(config: &Config, me: Identity, store: &Store) -> Result<Atta
         // keeps it current.
         // A tokend without cluster mode writes every slot: not while it
         // still may.
-        owner::wait_unheld(&mut con, &keys).await?;
+        owner::wait_unheld(&mut con, &keys, &me.addr).await?;
         cluster::init_node_fence(&mut con, &keys, &me.node_id, &cluster::incarnation(&owner, 0)).await;
     } else {
         let members = owner::cluster_members(&mut con, &keys)

@@ -30,14 +30,42 @@ pub fn lease_value(node_id: &str, addr: &str) -> String {
     format!("{node_id} {addr}")
 }
 
+/// The address in a lease's value.
+fn holder_addr(holder: &str) -> &str {
+    holder.split_once(' ').map_or(holder, |(_, a)| a)
+}
+
+/// Tells a holder that renews its lease (alive) from one that stopped,
+/// from the lease's PTTL looked at every 100 ms.
+struct Liveness {
+    started: Instant,
+    last_ttl: Option<i64>,
+}
+
+impl Liveness {
+    fn new() -> Liveness {
+        Liveness { started: Instant::now(), last_ttl: None }
+    }
+
+    /// True once the holder renewed (its TTL went up since the last look),
+    /// or after two minutes of a lease that neither lapses nor renews (set
+    /// by hand, without a TTL).
+    fn alive(&mut self, pttl: i64) -> bool {
+        let renewed = self.last_ttl.is_some_and(|t| pttl > t + 50);
+        self.last_ttl = Some(pttl);
+        renewed || self.started.elapsed() > Duration::from_secs(120)
+    }
+
+    fn first_look(&self) -> bool {
+        self.last_ttl.is_none()
+    }
+}
+
 /// Takes the prefix's lease, waiting for a holder that stopped renewing
 /// to lapse; fails naming a holder seen renewing.
 pub async fn acquire(con: &mut Con, keys: &Keys, value: &str, ttl: Duration) -> Result<(), String> {
-    let started = Instant::now();
-    // A lease that never lapses nor renews (no TTL, set by hand): give up.
-    let patience = Duration::from_secs(120);
-    let mut logged = false;
-    let mut last_ttl: Option<i64> = None;
+    let mut live = Liveness::new();
+    let take = |e: redis::RedisError| format!("cannot take the lease on the backing Redis prefix: {e}");
     loop {
         let set: Option<String> = redis::cmd("SET")
             .arg(keys.lease())
@@ -47,15 +75,14 @@ pub async fn acquire(con: &mut Con, keys: &Keys, value: &str, ttl: Duration) -> 
             .arg(ttl.as_millis() as u64)
             .query_async(con)
             .await
-            .map_err(|e| format!("cannot take the lease on the backing Redis prefix: {e}"))?;
+            .map_err(take)?;
         if set.is_some() {
             return Ok(());
         }
         let holder: Option<String> = redis::cmd("GET").arg(keys.lease()).query_async(con).await.unwrap_or(None);
         let Some(holder) = holder else { continue };
-        let addr = holder.split_once(' ').map_or(holder.as_str(), |(_, a)| a).to_string();
-        let mine = value.split_once(' ').map(|(_, a)| a);
-        if mine == Some(addr.as_str()) {
+        let addr = holder_addr(&holder).to_string();
+        if value.split_once(' ').map(|(_, a)| a) == Some(addr.as_str()) {
             let taken: Option<String> = redis::cmd("SET")
                 .arg(keys.lease())
                 .arg(value)
@@ -64,7 +91,7 @@ pub async fn acquire(con: &mut Con, keys: &Keys, value: &str, ttl: Duration) -> 
                 .arg(ttl.as_millis() as u64)
                 .query_async(con)
                 .await
-                .map_err(|e| format!("cannot take the lease on the backing Redis prefix: {e}"))?;
+                .map_err(take)?;
             if taken.is_some() {
                 tracing::info!(%addr, "took over the lease of an earlier tokend on this address");
                 return Ok(());
@@ -72,19 +99,16 @@ pub async fn acquire(con: &mut Con, keys: &Keys, value: &str, ttl: Duration) -> 
             continue;
         }
         let pttl: i64 = redis::cmd("PTTL").arg(keys.lease()).query_async(con).await.unwrap_or(-2);
-        // The holder renewed (its TTL went up): it is alive.
-        let renewed = last_ttl.is_some_and(|t| pttl > t + 50);
-        if renewed || started.elapsed() > patience {
+        let first = live.first_look();
+        if live.alive(pttl) {
             return Err(format!(
                 "the backing Redis prefix {:?} is held by another tokend at {addr} (it keeps renewing its lease); \
                  stop it, or give this one another --redis-prefix",
                 keys.prefix()
             ));
         }
-        last_ttl = Some(pttl);
-        if !logged {
+        if first {
             tracing::warn!(holder = %addr, "another tokend holds the backing Redis prefix; waiting for its lease to lapse");
-            logged = true;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -93,31 +117,43 @@ pub async fn acquire(con: &mut Con, keys: &Keys, value: &str, ttl: Duration) -> 
 /// Waits until no tokend without cluster mode holds the prefix's lease
 /// (a cluster node joining a prefix a standalone tokend used): at once if
 /// none does, when a holder that stopped renewing lapses, or fails naming
-/// a holder seen renewing.
-pub async fn wait_unheld(con: &mut Con, keys: &Keys) -> Result<(), String> {
-    let started = Instant::now();
-    let patience = Duration::from_secs(120);
-    let mut last_ttl: Option<i64> = None;
+/// a holder seen renewing. A holder on this node's very address is gone
+/// (this node listens there now): its lease is removed at once, as
+/// [`acquire`] takes such a lease over.
+pub async fn wait_unheld(con: &mut Con, keys: &Keys, my_addr: &str) -> Result<(), String> {
+    let mut live = Liveness::new();
+    let read = |e: redis::RedisError| format!("cannot read the lease on the backing Redis prefix: {e}");
     loop {
-        let read = |e: redis::RedisError| format!("cannot read the lease on the backing Redis prefix: {e}");
         let holder: Option<String> = redis::cmd("GET").arg(keys.lease()).query_async(con).await.map_err(read)?;
         let Some(holder) = holder else { return Ok(()) };
-        let addr = holder.split_once(' ').map_or(holder.as_str(), |(_, a)| a).to_string();
+        let addr = holder_addr(&holder).to_string();
+        if addr == my_addr {
+            let _: i64 =
+                redis::Script::new(DEL_IF).key(keys.lease()).arg(&holder).invoke_async(con).await.map_err(read)?;
+            tracing::info!(%addr, "removed the lease of an earlier tokend without cluster mode on this address");
+            continue;
+        }
         let pttl: i64 = redis::cmd("PTTL").arg(keys.lease()).query_async(con).await.map_err(read)?;
-        if last_ttl.is_some_and(|t| pttl > t + 50) || started.elapsed() > patience {
+        let first = live.first_look();
+        if live.alive(pttl) {
             return Err(format!(
                 "the backing Redis prefix {:?} is held by a tokend without cluster mode at {addr} (it keeps \
                  renewing its lease); stop it, or give this node another --redis-prefix",
                 keys.prefix()
             ));
         }
-        if last_ttl.is_none() {
+        if first {
             tracing::warn!(holder = %addr, "a tokend without cluster mode holds the backing Redis prefix; waiting for its lease to lapse");
         }
-        last_ttl = Some(pttl);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Deletes KEYS[1] if it still holds ARGV[1].
+const DEL_IF: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
 
 /// The live members of a tokend cluster on the prefix: (node id, address).
 pub async fn cluster_members(con: &mut Con, keys: &Keys) -> Result<Vec<(String, String)>, redis::RedisError> {

@@ -357,19 +357,16 @@ impl Writer {
                         b.dropped.push(seq);
                     }
                 }
-                Item::Publish(_, channel, message) => {
+                // An event goes to the backing Redis's own subscribers and,
+                // in cluster mode, to the other nodes; a relayed PUBLISH to
+                // the other nodes only.
+                Item::Publish(_, channel, message) | Item::Relay(_, channel, message) => {
                     let part = parts.entry(home).or_default();
                     part.batch.set_unit(seq);
-                    part.batch.push(Op::Publish(channel, message));
-                    if let Some(cl) = &self.cluster {
-                        let m = super::cluster::encode_event(&cl.me().id, channel, message);
-                        part.batch.push(Op::Publish(self.keys.events().as_bytes(), &m));
+                    if matches!(item, Item::Publish(..)) {
+                        part.batch.push(Op::Publish(channel, message));
                     }
-                }
-                Item::Relay(_, channel, message) => {
                     if let Some(cl) = &self.cluster {
-                        let part = parts.entry(home).or_default();
-                        part.batch.set_unit(seq);
                         let m = super::cluster::encode_event(&cl.me().id, channel, message);
                         part.batch.push(Op::Publish(self.keys.events().as_bytes(), &m));
                     }
