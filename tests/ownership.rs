@@ -162,3 +162,49 @@ async fn a_cluster_node_on_the_address_of_a_dead_tokend_takes_over_at_once() {
     }
     assert_eq!(c.cmd("TOKEN.ACQUIRE p").await.text(), t, "the earlier tokend's token");
 }
+
+/// A tokend without cluster mode that finds a cluster node joined while
+/// it waited for the lease (the two started at once) gives the lease back
+/// and exits 2 before it claims any slot: it reads the members again once
+/// it holds the lease (and a cluster node reads the lease again once it
+/// joined), so one of two such starts sees the other.
+#[tokio::test]
+async fn a_cluster_node_that_joins_while_a_tokend_waits_for_the_lease_stops_it() {
+    let redis = RedisProc::start();
+    let url = redis.url();
+    let mut r = redis.conn();
+    // A holder that died: its lease lapses in 1.5 s.
+    let _: () =
+        redis::cmd("SET").arg("tokend:lease").arg("0123 127.0.0.1:1").arg("PX").arg(1500).query(&mut r).unwrap();
+    let child = Tokend::spawn(&["--port", "0", "--redis", &url], &[]);
+    // Past its first look at the members: it reads the lease's TTL.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let clients: String = redis::cmd("CLIENT").arg("LIST").query(&mut r).unwrap();
+        if clients.lines().any(|l| l.contains("cmd=pttl")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "it never waited for the lease");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _: () = redis::pipe()
+        .cmd("ZADD")
+        .arg("tokend:{nodes}:members")
+        .arg(i64::MAX / 2)
+        .arg("n1")
+        .ignore()
+        .cmd("HSET")
+        .arg("tokend:{nodes}:addrs")
+        .arg("n1")
+        .arg("127.0.0.1:2")
+        .ignore()
+        .query(&mut r)
+        .unwrap();
+    let (code, err) = wait_exit(child, Duration::from_secs(10));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("is used by a tokend cluster (1 live, e.g. node n1 at 127.0.0.1:2)"), "{err}");
+    let lease: Option<String> = redis::cmd("GET").arg("tokend:lease").query(&mut r).unwrap();
+    assert_eq!(lease, None, "the lease is given back");
+    let fences: Vec<String> = redis::cmd("KEYS").arg("tokend:*fence*").query(&mut r).unwrap();
+    assert!(fences.is_empty(), "no slot claimed: {fences:?}");
+}

@@ -472,12 +472,8 @@ impl Membership {
         // A renewal that lands after the ZREM finds the entry gone and the
         // node's fence there: it is not made again (see HEARTBEAT).
         self.cluster.mark_left();
-        let mut pipe = redis::pipe();
-        let id = &self.cluster.me().id;
-        pipe.cmd("ZREM").arg(self.keys.members()).arg(id).ignore();
-        pipe.cmd("HDEL").arg(self.keys.addrs()).arg(id).ignore();
-        pipe.cmd("HDEL").arg(self.keys.owners()).arg(id).ignore();
-        if let Err(e) = pipe.query_async::<()>(&mut self.con).await {
+        let id = self.cluster.me().id.clone();
+        if let Err(e) = remove_entry(&mut self.con, &self.keys, &id).await {
             tracing::warn!(error = %e, "cannot leave the cluster membership; the others wait for the node timeout");
         } else if !others.is_empty() {
             self.await_new_owners(&mine).await;
@@ -838,6 +834,42 @@ pub(super) async fn claim_fences(
         out.extend(group.into_iter().zip(r?));
     }
     Ok(out)
+}
+
+/// Joins the membership as a first heartbeat does, before the heartbeat
+/// task runs: a tokend without cluster mode that takes the prefix's lease
+/// after this sees the node (see `attach`).
+pub(super) async fn join(
+    con: &mut Con,
+    keys: &Keys,
+    id: &str,
+    addr: &str,
+    timeout: Duration,
+    owner: &str,
+) -> Result<(), redis::RedisError> {
+    let _: Vec<String> = redis::Script::new(HEARTBEAT)
+        .key(keys.members())
+        .key(keys.addrs())
+        .key(keys.owners())
+        .key(keys.node_fence(id))
+        .arg(id)
+        .arg(addr)
+        .arg(timeout.as_millis() as u64)
+        .arg("1")
+        .arg(owner)
+        .invoke_async(con)
+        .await?;
+    Ok(())
+}
+
+/// Takes the node's entry out of the membership (a graceful stop, or a
+/// start that found the prefix taken).
+pub(super) async fn remove_entry(con: &mut Con, keys: &Keys, id: &str) -> Result<(), redis::RedisError> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZREM").arg(keys.members()).arg(id).ignore();
+    pipe.cmd("HDEL").arg(keys.addrs()).arg(id).ignore();
+    pipe.cmd("HDEL").arg(keys.owners()).arg(id).ignore();
+    pipe.query_async(con).await
 }
 
 /// Creates this node's own fence (for its batches of events alone).

@@ -349,20 +349,39 @@ pub async fn attach(config: &Config, me: Identity, store: &Store) -> Result<Atta
         // A tokend without cluster mode writes every slot: not while it
         // still may.
         owner::wait_unheld(&mut con, &keys, &me.addr).await?;
-        cluster::init_node_fence(&mut con, &keys, &me.node_id, &cluster::incarnation(&owner, 0)).await;
-    } else {
-        let members = owner::cluster_members(&mut con, &keys)
+        let incarnation = cluster::incarnation(&owner, 0);
+        cluster::init_node_fence(&mut con, &keys, &me.node_id, &incarnation).await;
+        // Joined, then the lease read again: of this node and a tokend
+        // without cluster mode starting at once (which takes the lease,
+        // then reads the members), one sees the other at least.
+        let join = |e: redis::RedisError| format!("cannot join the cluster on the backing Redis: {e}");
+        cluster::join(&mut con, &keys, &me.node_id, &me.addr, config.cluster_node_timeout, &incarnation)
             .await
-            .map_err(|e| format!("cannot read the cluster's members on the backing Redis: {e}"))?;
-        if let Some((id, addr)) = members.first() {
-            return Err(format!(
+            .map_err(join)?;
+        if let Err(e) = owner::wait_unheld(&mut con, &keys, &me.addr).await {
+            let _ = cluster::remove_entry(&mut con, &keys, &me.node_id).await;
+            return Err(e);
+        }
+    } else {
+        let in_use = |members: &[(String, String)]| match members.first() {
+            Some((id, addr)) => Err(format!(
                 "the backing Redis prefix {:?} is used by a tokend cluster ({} live, e.g. node {id} at {addr}); \
                  start this tokend with --cluster-enabled yes, or give it another --redis-prefix",
                 config.redis_prefix,
                 members.len()
-            ));
+            )),
+            None => Ok(()),
+        };
+        let read = |e: redis::RedisError| format!("cannot read the cluster's members on the backing Redis: {e}");
+        in_use(&owner::cluster_members(&mut con, &keys).await.map_err(read)?)?;
+        let value = owner::lease_value(&me.node_id, &me.addr);
+        owner::acquire(&mut con, &keys, &value, me.lease).await?;
+        // The members read again, the lease held (see the cluster branch).
+        let members = owner::cluster_members(&mut con, &keys).await.map_err(read)?;
+        if let Err(e) = in_use(&members) {
+            owner::release(&mut con, &keys, &value).await;
+            return Err(e);
         }
-        owner::acquire(&mut con, &keys, &owner::lease_value(&me.node_id, &me.addr), me.lease).await?;
         owner::claim_all(&mut con, &keys, &owner, &me.addr, true)
             .await
             .map_err(|e| format!("cannot claim the backing Redis's slots: {e}"))?;

@@ -128,8 +128,7 @@ pub async fn wait_unheld(con: &mut Con, keys: &Keys, my_addr: &str) -> Result<()
         let Some(holder) = holder else { return Ok(()) };
         let addr = holder_addr(&holder).to_string();
         if addr == my_addr {
-            let _: i64 =
-                redis::Script::new(DEL_IF).key(keys.lease()).arg(&holder).invoke_async(con).await.map_err(read)?;
+            release(con, keys, &holder).await;
             tracing::info!(%addr, "removed the lease of an earlier tokend without cluster mode on this address");
             continue;
         }
@@ -148,12 +147,6 @@ pub async fn wait_unheld(con: &mut Con, keys: &Keys, my_addr: &str) -> Result<()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
-
-/// Deletes KEYS[1] if it still holds ARGV[1].
-const DEL_IF: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"#;
 
 /// The live members of a tokend cluster on the prefix: (node id, address).
 pub async fn cluster_members(con: &mut Con, keys: &Keys) -> Result<Vec<(String, String)>, redis::RedisError> {
