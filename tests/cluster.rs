@@ -505,6 +505,9 @@ async fn a_graceful_stop_over_a_slow_backing_redis_writes_every_token() {
     }
     let info = c.cmd("INFO persistence").await.text();
     let backlog = info.lines().find(|l| l.starts_with("backing_backlog:")).unwrap_or_default().to_string();
+    if !cfg!(debug_assertions) {
+        assert_ne!(backlog, "backing_backlog:0", "the writer kept up: nothing to flush at the stop");
+    }
     let slow = Arc::new(AtomicBool::new(true));
     let throttle = {
         let (slow, pid) = (slow.clone(), redis.pid());
@@ -664,13 +667,14 @@ async fn publish_reaches_the_subscribers_of_every_node_once() {
 }
 
 /// PUBLISH messages for the other nodes are best effort and bounded, as
-/// on a Redis Cluster bus: while the backing Redis hangs, 200 MB of them
-/// hold at most the bound in memory, take nothing from the writes'
-/// backlog, and once it is back a new message reaches the other node.
+/// on a Redis Cluster bus: while the backing Redis hangs (for less than
+/// the node timeout: the node still serves), 200 MB of them hold at most
+/// the bound in memory and take nothing from the writes' backlog; once it
+/// is back, what was held reaches the other node, and a new message too.
 #[tokio::test]
 async fn publish_relays_are_bounded_while_the_backing_redis_hangs() {
     let redis = RedisProc::start();
-    let args = ["--cluster-node-timeout", "1s"];
+    let args = ["--cluster-node-timeout", "30s"];
     let nodes: Vec<Tokend> = (0..2).map(|_| node(&redis, free_port(), &args)).collect();
     let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
     wait_stable(&addrs, FORMING).await;
@@ -699,7 +703,7 @@ async fn publish_relays_are_bounded_while_the_backing_redis_hangs() {
         }
         big_ones += 1;
     }
-    assert!(big_ones <= 32, "{big_ones} of the 1 MB messages delivered");
+    assert!((1..=32).contains(&big_ones), "{big_ones} of the 1 MB messages delivered (32 MB held at most)");
 }
 
 /// A node paused past the node timeout finds, as it resumes, expiries

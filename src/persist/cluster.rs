@@ -56,10 +56,13 @@ use tokio_util::sync::CancellationToken;
 /// as id, address pairs. A renewal after the entry lapsed (delayed past the
 /// node timeout) does not revive it, since others may have taken its slots
 /// already: it answers `LAPSED` and the node rejoins as a new incarnation.
+/// A node that left (its fence marked `left`) gets `LEFT`, whatever it sends.
 const HEARTBEAT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local fence = redis.call('EXISTS', KEYS[4]) == 1
+-- Left (graceful stop): never made again.
+if redis.call('HEXISTS', KEYS[4], 'left') == 1 then return {'LEFT'} end
 if ARGV[4] ~= '1' then
   local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
   -- An entry missing along with the node's own fence (which nobody else
@@ -469,8 +472,14 @@ impl Membership {
             self.cluster.set_state(s, SlotState::Released(target(s).unwrap_or(NO_NODE)));
         }
         mine.extend(held_now);
-        // A renewal that lands after the ZREM finds the entry gone and the
-        // node's fence there: it is not made again (see HEARTBEAT).
+        // A renewal still on its way after this finds the node's fence
+        // marked as left (see `remove_entry`): the entry is not made again.
+        // Lapsed meanwhile, and the heartbeat has not dropped what the
+        // old incarnation queued yet (it stops now): dropped here, or the
+        // writer, open once the node has left, would publish its events.
+        if !self.cluster.serving() {
+            self.backing.discard_queued();
+        }
         self.cluster.mark_left();
         let id = self.cluster.me().id.clone();
         if let Err(e) = remove_entry(&mut self.con, &self.keys, &id).await {
@@ -836,36 +845,44 @@ pub(super) async fn claim_fences(
     Ok(out)
 }
 
-/// Joins the membership as a first heartbeat does, before the heartbeat
-/// task runs: a tokend without cluster mode that takes the prefix's lease
-/// after this sees the node (see `attach`).
+/// Says this node is starting to join, for a node timeout: a tokend
+/// without cluster mode that takes the prefix's lease after this sees it
+/// (see `attach`). Not a membership entry: no slot goes to a node that
+/// fails to start after this.
 pub(super) async fn join(
     con: &mut Con,
     keys: &Keys,
     id: &str,
     addr: &str,
     timeout: Duration,
-    owner: &str,
 ) -> Result<(), redis::RedisError> {
-    let _: Vec<String> = redis::Script::new(HEARTBEAT)
-        .key(keys.members())
-        .key(keys.addrs())
-        .key(keys.owners())
-        .key(keys.node_fence(id))
-        .arg(id)
-        .arg(addr)
-        .arg(timeout.as_millis() as u64)
-        .arg("1")
-        .arg(owner)
-        .invoke_async(con)
-        .await?;
-    Ok(())
+    redis::Script::new(
+        r#"
+        local t = redis.call('TIME')
+        local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+        redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+        redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+        "#,
+    )
+    .key(keys.joining())
+    .arg(format!("{id} {addr}"))
+    .arg(timeout.as_millis() as u64)
+    .invoke_async(con)
+    .await
 }
 
-/// Takes the node's entry out of the membership (a graceful stop, or a
-/// start that found the prefix taken).
-pub(super) async fn remove_entry(con: &mut Con, keys: &Keys, id: &str) -> Result<(), redis::RedisError> {
+/// Withdraws [`join`]'s entry (the start failed).
+pub(super) async fn unjoin(con: &mut Con, keys: &Keys, id: &str, addr: &str) {
+    let _: Result<(), _> = redis::cmd("ZREM").arg(keys.joining()).arg(format!("{id} {addr}")).query_async(con).await;
+}
+
+/// Takes the node's entry out of the membership at a graceful stop, and
+/// marks its own fence so that no renewal still on its way (one sent
+/// before, or sent again by the client) makes the entry again.
+async fn remove_entry(con: &mut Con, keys: &Keys, id: &str) -> Result<(), redis::RedisError> {
     let mut pipe = redis::pipe();
+    pipe.atomic();
+    pipe.cmd("HSET").arg(keys.node_fence(id)).arg("left").arg(1).ignore();
     pipe.cmd("ZREM").arg(keys.members()).arg(id).ignore();
     pipe.cmd("HDEL").arg(keys.addrs()).arg(id).ignore();
     pipe.cmd("HDEL").arg(keys.owners()).arg(id).ignore();

@@ -355,11 +355,9 @@ pub async fn attach(config: &Config, me: Identity, store: &Store) -> Result<Atta
         // without cluster mode starting at once (which takes the lease,
         // then reads the members), one sees the other at least.
         let join = |e: redis::RedisError| format!("cannot join the cluster on the backing Redis: {e}");
-        cluster::join(&mut con, &keys, &me.node_id, &me.addr, config.cluster_node_timeout, &incarnation)
-            .await
-            .map_err(join)?;
+        cluster::join(&mut con, &keys, &me.node_id, &me.addr, config.cluster_node_timeout).await.map_err(join)?;
         if let Err(e) = owner::wait_unheld(&mut con, &keys, &me.addr).await {
-            let _ = cluster::remove_entry(&mut con, &keys, &me.node_id).await;
+            cluster::unjoin(&mut con, &keys, &me.node_id, &me.addr).await;
             return Err(e);
         }
     } else {

@@ -130,6 +130,7 @@ pub async fn wait_unheld(con: &mut Con, keys: &Keys, my_addr: &str) -> Result<()
         if addr == my_addr {
             release(con, keys, &holder).await;
             tracing::info!(%addr, "removed the lease of an earlier tokend without cluster mode on this address");
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
         let pttl: i64 = redis::cmd("PTTL").arg(keys.lease()).query_async(con).await.map_err(read)?;
@@ -148,7 +149,8 @@ pub async fn wait_unheld(con: &mut Con, keys: &Keys, my_addr: &str) -> Result<()
     }
 }
 
-/// The live members of a tokend cluster on the prefix: (node id, address).
+/// The live members of a tokend cluster on the prefix, and the nodes
+/// starting to join it: (node id, address), each once.
 pub async fn cluster_members(con: &mut Con, keys: &Keys) -> Result<Vec<(String, String)>, redis::RedisError> {
     let script = redis::Script::new(
         r#"
@@ -159,11 +161,23 @@ pub async fn cluster_members(con: &mut Con, keys: &Keys) -> Result<Vec<(String, 
           out[#out + 1] = id
           out[#out + 1] = redis.call('HGET', KEYS[2], id) or ''
         end
+        for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. now, '+inf')) do
+          local id, addr = string.match(m, '^(%S+) (.*)$')
+          if id then
+            out[#out + 1] = id
+            out[#out + 1] = addr
+          end
+        end
         return out
         "#,
     );
-    let flat: Vec<String> = script.key(keys.members()).key(keys.addrs()).invoke_async(con).await?;
-    Ok(flat.chunks(2).map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default())).collect())
+    let flat: Vec<String> = script.key(keys.members()).key(keys.addrs()).key(keys.joining()).invoke_async(con).await?;
+    let mut seen = std::collections::HashSet::new();
+    Ok(flat
+        .chunks(2)
+        .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
+        .filter(|(id, _)| seen.insert(id.clone()))
+        .collect())
 }
 
 /// Whether `owner` names a tokend without cluster mode (`<node id>:<start>`;
