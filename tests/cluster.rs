@@ -102,6 +102,14 @@ async fn cluster_conn(addrs: &[SocketAddr]) -> redis::cluster_async::ClusterConn
         .unwrap()
 }
 
+/// `n` nodes on `redis`, formed (see [`wait_stable`]).
+async fn formed(redis: &RedisProc, n: usize, extra: &[&str]) -> (Vec<Tokend>, Vec<SocketAddr>) {
+    let nodes: Vec<Tokend> = (0..n).map(|_| node(redis, free_port(), extra)).collect();
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
+    wait_stable(&addrs, FORMING).await;
+    (nodes, addrs)
+}
+
 /// A pool whose hash slot `addr` serves (found by asking it).
 async fn pool_on(addr: SocketAddr, prefix: &str) -> String {
     let mut c = RawConn::connect(addr).await;
@@ -118,9 +126,7 @@ async fn pool_on(addr: SocketAddr, prefix: &str) -> String {
 #[tokio::test]
 async fn three_nodes_spread_the_slots_and_redirect_like_redis_cluster() {
     let redis = RedisProc::start();
-    let nodes: Vec<Tokend> = (0..3).map(|_| node(&redis, free_port(), &[])).collect();
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    wait_stable(&addrs, FORMING).await;
+    let (_nodes, addrs) = formed(&redis, 3, &[]).await;
     for &a in &addrs {
         let (_, mine, _) = cluster_info(a).await.unwrap();
         assert!((mine - SLOTS / 3).abs() < SLOTS / 3 / 10, "{a} serves {mine} slots");
@@ -174,9 +180,7 @@ async fn three_nodes_spread_the_slots_and_redirect_like_redis_cluster() {
 async fn redis_cli_c_follows_moved_for_every_token_command() {
     procs::require("redis-cli");
     let redis = RedisProc::start();
-    let nodes: Vec<Tokend> = (0..3).map(|_| node(&redis, free_port(), &[])).collect();
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    wait_stable(&addrs, FORMING).await;
+    let (_nodes, addrs) = formed(&redis, 3, &[]).await;
     let cli = |args: &[&str]| -> String {
         let port = addrs[0].port().to_string();
         let out =
@@ -492,9 +496,7 @@ async fn a_graceful_stop_over_a_slow_backing_redis_writes_every_token() {
     let redis = RedisProc::start();
     let gens = if cfg!(debug_assertions) { 2 } else { 9 };
     let args = ["--cluster-node-timeout", "1s", "--durability", "async"];
-    let mut nodes: Vec<Tokend> = (0..2).map(|_| node(&redis, free_port(), &args)).collect();
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    wait_stable(&addrs, FORMING).await;
+    let (mut nodes, addrs) = formed(&redis, 2, &args).await;
     let pool = pool_on(addrs[0], "big-").await;
     let mut c = RawConn::connect(addrs[0]).await;
     for _ in 0..gens {
@@ -572,9 +574,7 @@ async fn a_fourth_node_joins_under_load_and_takes_a_quarter_of_the_slots() {
 async fn a_paused_node_acknowledges_nothing_for_the_slots_it_lost_and_rejoins() {
     let redis = RedisProc::start();
     let timeout = ["--cluster-node-timeout", "1s"];
-    let nodes: Vec<Tokend> = (0..3).map(|_| node(&redis, free_port(), &timeout)).collect();
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    wait_stable(&addrs, FORMING).await;
+    let (nodes, addrs) = formed(&redis, 3, &timeout).await;
     let pool = pool_on(addrs[0], "paused-").await;
     let mut c = RawConn::connect(addrs[0]).await;
     c.call(&["TOKEN.GEN", &pool, "COUNT", "3"]).await;
@@ -647,9 +647,7 @@ async fn a_lapsed_node_never_writes_what_it_queued_before_the_lapse_over_what_it
 #[tokio::test]
 async fn publish_reaches_the_subscribers_of_every_node_once() {
     let redis = RedisProc::start();
-    let nodes: Vec<Tokend> = (0..2).map(|_| node(&redis, free_port(), &[])).collect();
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    wait_stable(&addrs, FORMING).await;
+    let (_nodes, addrs) = formed(&redis, 2, &[]).await;
     let mut subs = Vec::new();
     for &a in &addrs {
         let mut s = RawConn::connect(a).await;
@@ -675,9 +673,7 @@ async fn publish_reaches_the_subscribers_of_every_node_once() {
 async fn publish_relays_are_bounded_while_the_backing_redis_hangs() {
     let redis = RedisProc::start();
     let args = ["--cluster-node-timeout", "30s"];
-    let nodes: Vec<Tokend> = (0..2).map(|_| node(&redis, free_port(), &args)).collect();
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    wait_stable(&addrs, FORMING).await;
+    let (nodes, addrs) = formed(&redis, 2, &args).await;
     let mut sub = RawConn::connect(addrs[1]).await;
     sub.cmd("SUBSCRIBE news").await;
     let mut c = RawConn::connect(addrs[0]).await;
@@ -714,9 +710,7 @@ async fn publish_relays_are_bounded_while_the_backing_redis_hangs() {
 async fn a_paused_node_does_not_repeat_the_expiries_its_slots_new_owner_published() {
     let redis = RedisProc::start();
     let timeout = ["--cluster-node-timeout", "1s"];
-    let nodes: Vec<Tokend> = (0..2).map(|_| node(&redis, free_port(), &timeout)).collect();
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    wait_stable(&addrs, FORMING).await;
+    let (nodes, addrs) = formed(&redis, 2, &timeout).await;
     let mut sub = RawConn::connect(addrs[1]).await;
     sub.cmd("SUBSCRIBE __keyevent@0__:expired").await;
     let pool = pool_on(addrs[0], "paused-ev-").await;
@@ -747,9 +741,7 @@ async fn a_paused_node_does_not_repeat_the_expiries_its_slots_new_owner_publishe
 #[tokio::test]
 async fn a_subscriber_on_any_node_gets_every_node_s_expiries_once() {
     let redis = RedisProc::start();
-    let nodes: Vec<Tokend> = (0..3).map(|_| node(&redis, free_port(), &[])).collect();
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    wait_stable(&addrs, FORMING).await;
+    let (_nodes, addrs) = formed(&redis, 3, &[]).await;
     let mut sub = RawConn::connect(addrs[0]).await;
     sub.cmd("SUBSCRIBE __keyevent@0__:expired").await;
     let mut expected = HashSet::new();
@@ -924,9 +916,7 @@ async fn a_node_cut_off_stops_serving_in_time_in_async_mode_too() {
 #[tokio::test]
 async fn a_backing_redis_that_lost_its_data_gets_every_node_s_state_back() {
     let redis = RedisProc::start();
-    let mut nodes: Vec<Tokend> = (0..3).map(|_| node(&redis, free_port(), &[])).collect();
-    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr).collect();
-    wait_stable(&addrs, FORMING).await;
+    let (mut nodes, addrs) = formed(&redis, 3, &[]).await;
     let mut pools = Vec::new();
     for (i, &a) in addrs.iter().enumerate() {
         let pool = pool_on(a, &format!("lost{i}-")).await;

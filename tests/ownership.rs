@@ -40,14 +40,18 @@ async fn a_second_tokend_on_the_same_prefix_refuses_to_start() {
     drop(a);
 }
 
+/// A tokend (1 s lease) on `url` holding one token of pool `p`.
+async fn holder_with_a_token(url: &str) -> (Tokend, String) {
+    let a = Tokend::start(&["--redis", url, "--cluster-node-timeout", "1s"]);
+    let t = RawConn::connect(a.addr).await.cmd("TOKEN.GEN p").await.text();
+    (a, t)
+}
+
 #[tokio::test]
 async fn the_prefix_is_taken_over_once_a_killed_holders_lease_lapses() {
     let redis = RedisProc::start();
     let url = redis.url();
-    let mut a = Tokend::start(&["--redis", &url, "--cluster-node-timeout", "1s"]);
-    let mut c = RawConn::connect(a.addr).await;
-    let t = c.cmd("TOKEN.GEN p").await.text();
-    drop(c);
+    let (mut a, t) = holder_with_a_token(&url).await;
     a.kill9();
     let started = Instant::now();
     let b = Tokend::start(&["--redis", &url, "--cluster-node-timeout", "1s"]);
@@ -110,10 +114,7 @@ async fn slots_served(c: &mut RawConn) -> i64 {
 async fn a_cluster_and_a_tokend_without_cluster_mode_never_share_a_prefix() {
     let redis = RedisProc::start();
     let url = redis.url();
-    let mut a = Tokend::start(&["--redis", &url, "--cluster-node-timeout", "1s"]);
-    let mut c = RawConn::connect(a.addr).await;
-    let t = c.cmd("TOKEN.GEN p").await.text();
-    drop(c);
+    let (mut a, t) = holder_with_a_token(&url).await;
     let port = procs::free_port().to_string();
     let node = ["--port", &port, "--redis", &url, "--cluster-enabled", "yes", "--cluster-node-timeout", "1s"];
     let started = Instant::now();
