@@ -237,6 +237,13 @@ impl Cluster {
         self.left.load(Ordering::Acquire)
     }
 
+    /// True while what this node queued may go to the backing Redis: it
+    /// serves, or it left after handing every slot over (it holds no pool
+    /// then, so nothing it writes can repeat another owner's).
+    pub fn may_write(&self) -> bool {
+        self.serving() || self.has_left()
+    }
+
     /// True while this node's heartbeat is fresh enough to serve.
     pub fn serving(&self) -> bool {
         self.now_ms() < self.serving_until.load(Ordering::Acquire)

@@ -43,7 +43,6 @@ use crate::store::Store;
 use bytes::Bytes;
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -185,7 +184,7 @@ pub struct Membership {
     /// goes on until the slots are handed over ([`Cluster::mark_left`]):
     /// the writer waits while the node's lease runs out, and the others
     /// would take the slots over before the hand-over's flush ended.
-    left: Arc<AtomicBool>,
+    leaving: bool,
 }
 
 impl Membership {
@@ -204,7 +203,7 @@ impl Membership {
             timeout,
             live,
             live_tx: Arc::new(live_tx),
-            left: Arc::new(AtomicBool::new(false)),
+            leaving: false,
         })
     }
 
@@ -228,7 +227,7 @@ impl Membership {
     /// client follows a `-MOVED` at once, and a few rounds of that use up
     /// its retries; it waits before retrying a `-TRYAGAIN`.
     pub async fn tick(&mut self) -> bool {
-        if self.left.load(Ordering::Acquire) || !self.cluster.serving() {
+        if self.leaving || !self.cluster.serving() {
             return false;
         }
         let Some(live) = self.live.borrow_and_update().clone() else { return false };
@@ -454,7 +453,7 @@ impl Membership {
     /// that the others take the slots over at once (not after the node
     /// timeout).
     pub async fn leave(&mut self) {
-        if self.left.swap(true, Ordering::AcqRel) {
+        if std::mem::replace(&mut self.leaving, true) {
             return;
         }
         let held_now: Vec<u16> = (0..SLOTS).filter(|&s| held(self.cluster.state(s))).collect();
@@ -865,7 +864,7 @@ pub(super) async fn join(
         "#,
     )
     .key(keys.joining())
-    .arg(format!("{id} {addr}"))
+    .arg(joining_entry(id, addr))
     .arg(timeout.as_millis() as u64)
     .invoke_async(con)
     .await
@@ -873,7 +872,12 @@ pub(super) async fn join(
 
 /// Withdraws [`join`]'s entry (the start failed).
 pub(super) async fn unjoin(con: &mut Con, keys: &Keys, id: &str, addr: &str) {
-    let _: Result<(), _> = redis::cmd("ZREM").arg(keys.joining()).arg(format!("{id} {addr}")).query_async(con).await;
+    let _: Result<(), _> = redis::cmd("ZREM").arg(keys.joining()).arg(joining_entry(id, addr)).query_async(con).await;
+}
+
+/// A node's entry in [`Keys::joining`].
+fn joining_entry(id: &str, addr: &str) -> String {
+    format!("{id} {addr}")
 }
 
 /// Takes the node's entry out of the membership at a graceful stop, and

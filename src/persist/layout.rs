@@ -178,8 +178,6 @@ impl Keys {
         format!("{}{{nodes}}:events", self.prefix)
     }
 
-    /// Cluster mode: the fence a node's batches of events alone check (for
-    /// their exactly-once sequence number).
     /// Cluster nodes starting (`<id> <address>`, scored by when the entry
     /// lapses): a tokend without cluster mode reads them along with the
     /// members; the slots are spread over the members only.
@@ -187,6 +185,8 @@ impl Keys {
         format!("{}{{nodes}}:joining", self.prefix)
     }
 
+    /// Cluster mode: the fence a node's batches of events alone check (for
+    /// their exactly-once sequence number).
     pub fn node_fence(&self, node_id: &str) -> String {
         format!("{}{{nodes}}:fence:{node_id}", self.prefix)
     }

@@ -349,8 +349,7 @@ pub async fn attach(config: &Config, me: Identity, store: &Store) -> Result<Atta
         // A tokend without cluster mode writes every slot: not while it
         // still may.
         owner::wait_unheld(&mut con, &keys, &me.addr).await?;
-        let incarnation = cluster::incarnation(&owner, 0);
-        cluster::init_node_fence(&mut con, &keys, &me.node_id, &incarnation).await;
+        cluster::init_node_fence(&mut con, &keys, &me.node_id, &cluster::incarnation(&owner, 0)).await;
         // Joined, then the lease read again: of this node and a tokend
         // without cluster mode starting at once (which takes the lease,
         // then reads the members), one sees the other at least.
@@ -646,8 +645,8 @@ impl Durability for Backing {
         // down or the node is not sure it is a member, and past
         // `RELAY_MAX_BYTES` queued.
         let len = channel.len() + message.len();
-        let serving = self.cluster.as_ref().is_some_and(|c| c.serving() || c.has_left());
-        if !serving || self.link.down.load(Ordering::Acquire) {
+        let may_write = self.cluster.as_ref().is_some_and(|c| c.may_write());
+        if !may_write || self.link.down.load(Ordering::Acquire) {
             return;
         }
         if self.relayed.fetch_add(len, Ordering::Relaxed) + len > RELAY_MAX_BYTES {

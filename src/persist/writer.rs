@@ -274,7 +274,7 @@ impl Writer {
     /// that left after handing every slot over holds no pool to write.
     async fn while_unsure_of_membership(&self) {
         let Some(cl) = &self.cluster else { return };
-        while !cl.serving() && !cl.has_left() {
+        while !cl.may_write() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
