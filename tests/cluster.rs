@@ -207,6 +207,268 @@ async fn redis_cli_c_follows_moved_for_every_token_command() {
     }
 }
 
+/// A reply with its values left out: an array as the distinct shapes of
+/// its elements (so lists of different lengths compare), a map as its
+/// fields with their values' shapes, in order.
+fn shape(r: &Resp) -> String {
+    let list = |tag: char, v: &[Resp]| {
+        let mut kinds: Vec<String> = v.iter().map(shape).collect();
+        kinds.sort();
+        kinds.dedup();
+        format!("{tag}[{}]", kinds.join("|"))
+    };
+    match r {
+        Resp::Array(v) => list('*', v),
+        Resp::Set(v) => list('~', v),
+        Resp::Push(v) => list('>', v),
+        Resp::Map(kv) => {
+            let fields: Vec<String> = kv.iter().map(|(k, v)| format!("{}:{}", k.text(), shape(v))).collect();
+            format!("%{{{}}}", fields.join(","))
+        }
+        Resp::Error(e) => format!("-{e}"),
+        Resp::Simple(_) => "+".into(),
+        Resp::Int(_) => ":".into(),
+        Resp::Bulk(_) => "$".into(),
+        Resp::Verbatim(..) => "=".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The fields of a `CLUSTER INFO` text, without their values, and without
+/// the counts of cluster bus messages of each type (Redis lists a type
+/// once one was sent or received; tokend has no bus).
+fn info_fields(r: &Resp) -> Vec<String> {
+    let per_type = |k: &str| {
+        k.strip_prefix("cluster_stats_messages_")
+            .and_then(|k| k.strip_suffix("_sent").or_else(|| k.strip_suffix("_received")))
+            .is_some_and(|kind| !kind.is_empty())
+    };
+    r.text().lines().filter_map(|l| l.split_once(':')).map(|(k, _)| k.to_string()).filter(|k| !per_type(k)).collect()
+}
+
+#[tokio::test]
+async fn cluster_replies_have_the_shapes_a_redis_cluster_gives_them() {
+    let real = RedisCluster::start(3);
+    let redis = RedisProc::start();
+    let (_nodes, addrs) = formed(&redis, 3, &[]).await;
+    let real_addr: SocketAddr = format!("127.0.0.1:{}", real.nodes[0].port).parse().unwrap();
+    for proto in ["2", "3"] {
+        let mut r = RawConn::connect(real_addr).await;
+        let mut t = RawConn::connect(addrs[0]).await;
+        r.call(&["HELLO", proto]).await;
+        t.call(&["HELLO", proto]).await;
+        // A key of a slot each asked node serves, so GETKEYSINSLOT has one.
+        let real_key = write_where_served(&mut r, &["SET", "", "v"]).await;
+        let pool = write_where_served(&mut t, &["TOKEN.GEN", ""]).await;
+        let real_slot = r.call(&["CLUSTER", "KEYSLOT", &real_key]).await.int().to_string();
+        let slot = t.call(&["CLUSTER", "KEYSLOT", &pool]).await.int().to_string();
+        let real_id = r.cmd("CLUSTER MYID").await.text();
+        let id = t.cmd("CLUSTER MYID").await.text();
+        let same: &[&[&str]] = &[
+            &["CLUSTER", "SLOTS"],
+            &["CLUSTER", "SHARDS"],
+            &["CLUSTER", "MYID"],
+            &["CLUSTER", "KEYSLOT", "x"],
+            &["CLUSTER", "INFO"],
+            &["CLUSTER", "NODES"],
+            &["CLUSTER", "HELP"],
+            &["CLUSTER", "COUNTKEYSINSLOT", "{slot}"],
+            &["CLUSTER", "GETKEYSINSLOT", "{slot}", "10"],
+            &["CLUSTER", "REPLICAS", "{id}"],
+            &["CLUSTER", "REPLICAS", "0123456789012345678901234567890123456789"],
+            &["CLUSTER", "COUNTKEYSINSLOT", "16384"],
+            &["CLUSTER", "GETKEYSINSLOT", "0", "-1"],
+            &["CLUSTER", "GETKEYSINSLOT", "x", "1"],
+            &["CLUSTER", "GETKEYSINSLOT", "0"],
+            &["CLUSTER", "LINKS", "x"],
+            &["CLUSTER", "NOSUCH"],
+            &["READONLY"],
+            &["READWRITE"],
+            &["ASKING"],
+        ];
+        for cmd in same {
+            let fill = |slot: &str, id: &str| -> Vec<String> {
+                cmd.iter().map(|a| a.replace("{slot}", slot).replace("{id}", id)).collect()
+            };
+            let (a, b) = (r.call(&fill(&real_slot, &real_id)).await, t.call(&fill(&slot, &id)).await);
+            assert_eq!(shape(&a), shape(&b), "RESP{proto} {cmd:?}:\nredis:  {a:?}\ntokend: {b:?}");
+        }
+        assert_eq!(info_fields(&r.cmd("CLUSTER INFO").await), info_fields(&t.cmd("CLUSTER INFO").await));
+        // The same pools the slot's count counts.
+        assert_eq!(t.call(&["CLUSTER", "GETKEYSINSLOT", &slot, "10"]).await.items(), [Resp::Bulk(pool.into())]);
+        assert_eq!(
+            r.call(&["CLUSTER", "GETKEYSINSLOT", &real_slot, "10"]).await.items(),
+            [Resp::Bulk(real_key.into())]
+        );
+        // `CLUSTER NODES`: the same fields on every line.
+        for c in [&mut r, &mut t] {
+            let text = c.cmd("CLUSTER NODES").await.text();
+            for line in text.lines() {
+                let f: Vec<&str> = line.split(' ').collect();
+                assert!(f.len() >= 9 && f[0].len() == 40, "{line}");
+                let (addr, bus) = f[1].split_once('@').unwrap();
+                assert!(addr.parse::<SocketAddr>().is_ok() && bus.parse::<u16>().is_ok(), "{line}");
+                assert!(f[2].ends_with("master") && f[3] == "-" && f[7] == "connected", "{line}");
+                assert!(f[4..7].iter().all(|n| n.parse::<u64>().is_ok()), "{line}");
+            }
+        }
+        // A link list; tokend's is empty (its nodes meet in the backing Redis).
+        assert!(!r.cmd("CLUSTER LINKS").await.items().is_empty());
+        assert!(t.cmd("CLUSTER LINKS").await.items().is_empty());
+    }
+}
+
+/// Runs `args` (its second element left empty for the key) with keys `k0`,
+/// `k1`… until the node `c` is connected to serves one; returns that key.
+async fn write_where_served(c: &mut RawConn, args: &[&str]) -> String {
+    for i in 0.. {
+        let key = format!("k{i}");
+        let mut cmd = args.to_vec();
+        cmd[1] = &key;
+        if !matches!(c.call(&cmd).await, Resp::Error(_)) {
+            return key;
+        }
+    }
+    unreachable!()
+}
+
+/// A cluster client of another language, run as a child process by
+/// [`client_scripts_follow_the_slots_through_a_node_s_death`]: it prints
+/// one JSON line when each of its two phases is done, and starts the
+/// second on a line on its stdin.
+struct Script {
+    what: String,
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Script {
+    fn start(mut cmd: std::process::Command, what: &str) -> Script {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{what}: cannot start it ({e}): run scripts/setup.sh"));
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Script { what: what.into(), child, lines }
+    }
+
+    /// The next JSON line, within a minute (the script fails the test if it
+    /// exits first).
+    fn line(&mut self) -> serde_json::Value {
+        match self.lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => serde_json::from_str(&l).unwrap_or_else(|e| panic!("{}: {e}: {l}", self.what)),
+            Err(_) => {
+                let _ = self.child.kill();
+                panic!("{} printed no line: {:?}", self.what, self.child.wait());
+            }
+        }
+    }
+
+    fn go_on(&mut self) {
+        use std::io::Write;
+        writeln!(self.child.stdin.as_mut().unwrap(), "go").unwrap();
+    }
+
+    fn finish(mut self) {
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "{} exited {st}", self.what);
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The node of `addrs` that serves `pool` (the others answer -MOVED), and
+/// the pool's token count there.
+async fn served_by(addrs: &[SocketAddr], pool: &str) -> (SocketAddr, i64) {
+    let mut found = Vec::new();
+    for &a in addrs {
+        let mut c = RawConn::connect(a).await;
+        if let r @ Resp::Array(_) = c.call(&["TOKEN.STATS", pool]).await {
+            found.push((a, common::stats_of(&r)[0]));
+        }
+    }
+    assert_eq!(found.len(), 1, "{pool} is served by {found:?}");
+    found[0]
+}
+
+/// redis-py's RedisCluster and ioredis's Cluster, each knowing only the
+/// first node: every token command lands on the node that serves its
+/// pool, and when that first node dies (kill -9) both find the slots'
+/// new owners and every token made before is there.
+#[tokio::test]
+async fn python_and_node_cluster_clients_follow_the_slots_through_a_node_s_death() {
+    procs::require("python3");
+    procs::require("node");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let modules = root.join("examples/node/node_modules");
+    assert!(modules.join("ioredis").is_dir(), "examples/node has no node_modules: run scripts/setup.sh");
+    let redis = RedisProc::start();
+    let (mut nodes, addrs) = formed(&redis, 3, &[]).await;
+    let port = addrs[0].port().to_string();
+    let fixtures = root.join("tests/fixtures/cluster_clients");
+    let mut py = std::process::Command::new("python3");
+    py.arg(fixtures.join("redis_py.py")).args([&port, "30"]);
+    let mut js = std::process::Command::new("node");
+    js.arg(fixtures.join("ioredis.js")).args([&port, "30"]).env("NODE_PATH", &modules);
+    let mut scripts = [Script::start(py, "redis_py.py"), Script::start(js, "ioredis.js")];
+    let mut pools = Vec::new();
+    let mut routed = serde_json::Map::new();
+    for s in &mut scripts {
+        let made = s.line();
+        for (pool, slot) in made["slots"].as_object().unwrap() {
+            pools.push((pool.clone(), slot.as_i64().unwrap()));
+        }
+        routed.extend(made.get("nodes").and_then(|n| n.as_object()).cloned().unwrap_or_default());
+    }
+    assert_eq!(pools.len(), 60);
+    assert_eq!(routed.len(), 30, "redis-py names the node of each of its pools");
+    let mut on_first = 0;
+    let mut c = RawConn::connect(addrs[0]).await;
+    for (pool, slot) in &pools {
+        assert_eq!(c.call(&["CLUSTER", "KEYSLOT", pool]).await.int(), *slot);
+        let (at, total) = served_by(&addrs, pool).await;
+        assert_eq!(total, 2, "{pool}");
+        if let Some(port) = routed.get(pool) {
+            // redis-py sent it there without a redirect (it reads the
+            // pool's position from `COMMAND`).
+            assert_eq!(port.as_u64(), Some(u64::from(at.port())), "{pool}");
+        }
+        on_first += usize::from(at == addrs[0]);
+    }
+    assert!(on_first > 0 && on_first < pools.len(), "{on_first} of the pools on the first node");
+    nodes[0].kill9();
+    for s in &mut scripts {
+        s.go_on();
+    }
+    for s in &mut scripts {
+        let seen = s.line();
+        let totals = seen["totals"].as_object().unwrap();
+        assert_eq!(totals.len(), 30, "{seen}");
+        assert!(totals.values().all(|t| t.as_i64() == Some(2)), "{seen}");
+    }
+    for s in scripts {
+        s.finish();
+    }
+    for (pool, _) in &pools {
+        assert_eq!(served_by(&addrs[1..], pool).await.1, 2, "{pool}");
+    }
+}
+
 /// Clients cycling ACQUIRE → KEEPALIVE → UNBLOCK through the redis crate's
 /// cluster client; every token a client holds is recorded, and a token
 /// held by two clients at once fails the test.
@@ -767,8 +1029,23 @@ async fn cluster_commands_without_cluster_mode_answer_as_redis_does() {
     let mut t = Tokend::start(&[]);
     let mut c = RawConn::connect(t.addr).await;
     assert_eq!(c.cmd("CLUSTER SLOTS").await.err(), "ERR This instance has cluster support disabled");
-    // As redis-server 7.0 answers it.
-    assert_eq!(c.cmd("CLUSTER KEYSLOT foo").await.err(), "ERR This instance has cluster support disabled");
+    // Each as a redis-server 7.0 without cluster mode answers it: refused
+    // before its arguments are looked at, an arity error first.
+    let redis = RedisProc::start();
+    let mut r = RawConn::connect(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
+    for line in [
+        "CLUSTER KEYSLOT foo",
+        "CLUSTER HELP",
+        "CLUSTER LINKS",
+        "CLUSTER COUNTKEYSINSLOT 99999",
+        "CLUSTER GETKEYSINSLOT x 1",
+        "CLUSTER GETKEYSINSLOT 0",
+        "CLUSTER REPLICAS x",
+        "CLUSTER MYID x",
+        "READONLY",
+    ] {
+        assert_eq!(c.cmd(line).await, r.cmd(line).await, "{line}");
+    }
     assert!(c.cmd("INFO cluster").await.text().contains("cluster_enabled:0"));
     t.terminate();
     // Cluster mode needs a backing Redis.

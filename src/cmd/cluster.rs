@@ -158,18 +158,109 @@ pub fn nodes_text(cl: &Cluster) -> String {
     s
 }
 
+/// Runs a subcommand with arguments on the slot map, or answers Redis's
+/// error without cluster mode (before looking at the arguments, as
+/// redis-server 7.0 does).
+fn with_cluster(
+    p: &mut Parse,
+    c: &Call,
+    run: impl FnOnce(&mut Parse, &Cluster) -> Result<Reply, ParseError>,
+) -> Result<Outcome, ParseError> {
+    match c.ctx.cluster() {
+        Some(cl) => Ok(run(p, cl)?.into()),
+        None => Ok(Reply::error(DISABLED).into()),
+    }
+}
+
+/// A slot number argument, if it names one of the 16384.
+fn slot_arg(p: &mut Parse) -> Result<Option<u16>, ParseError> {
+    let slot = p.next_i64()?;
+    Ok(u16::try_from(slot).ok().filter(|&s| s < crate::cluster::SLOTS))
+}
+
+/// The pools of `slot` held here.
+fn pools_in_slot(c: &Call, slot: u16) -> impl Iterator<Item = Bytes> {
+    c.ctx.store.keys(b"*").into_iter().filter(move |k| keyslot(k) == slot)
+}
+
 /// `CLUSTER COUNTKEYSINSLOT slot`: pools of that slot held here.
 pub fn countkeysinslot(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
-    let slot = p.next_i64()?;
-    p.finish()?;
-    if !(0..i64::from(crate::cluster::SLOTS)).contains(&slot) {
-        return Ok(Reply::error("ERR Invalid slot").into());
-    }
-    if c.ctx.cluster().is_none() {
-        return Ok(Reply::error(DISABLED).into());
-    }
-    let n = c.ctx.store.keys(b"*").iter().filter(|k| i64::from(keyslot(k)) == slot).count();
-    Ok(Reply::Integer(n as i64).into())
+    with_cluster(p, c, |p, _| {
+        let slot = slot_arg(p)?;
+        p.finish()?;
+        Ok(match slot {
+            Some(slot) => Reply::Integer(pools_in_slot(c, slot).count() as i64),
+            None => Reply::error("ERR Invalid slot"),
+        })
+    })
+}
+
+/// `CLUSTER GETKEYSINSLOT slot count`: at most `count` pools of that slot
+/// held here.
+pub fn getkeysinslot(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    with_cluster(p, c, |p, _| {
+        let slot = slot_arg(p)?;
+        let count = usize::try_from(p.next_i64()?).ok();
+        p.finish()?;
+        Ok(match (slot, count) {
+            (Some(slot), Some(count)) => Reply::Array(pools_in_slot(c, slot).take(count).map(Reply::Bulk).collect()),
+            _ => Reply::error("ERR Invalid slot or number of keys"),
+        })
+    })
+}
+
+/// `CLUSTER REPLICAS node-id`: none (tokend nodes have no replicas; the
+/// backing Redis keeps what a replica would).
+pub fn replicas(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    with_cluster(p, c, |p, cl| {
+        let id = p.next_slice()?;
+        p.finish()?;
+        Ok(if cl.nodes().iter().any(|n| n.id.as_bytes() == id) {
+            Reply::Array(Vec::new())
+        } else {
+            Reply::error(format!("ERR Unknown node {}", String::from_utf8_lossy(id)))
+        })
+    })
+}
+
+/// `CLUSTER LINKS`: none, as tokend nodes have no cluster bus (they meet
+/// in the backing Redis).
+pub fn links(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    answer(p, c, |_| Reply::Array(Vec::new()))
+}
+
+/// `CLUSTER HELP`.
+pub fn help(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
+    answer(p, c, |_| {
+        Reply::help(&[
+            "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "COUNTKEYSINSLOT <slot>",
+            "    Return the number of keys in <slot>.",
+            "GETKEYSINSLOT <slot> <count>",
+            "    Return key names stored by current node in a slot.",
+            "INFO",
+            "    Return information about the cluster.",
+            "KEYSLOT <key>",
+            "    Return the hash slot for <key>.",
+            "LINKS",
+            "    Return information about all network links between this node and its peers",
+            "    (none: tokend nodes meet in the backing Redis, not over a cluster bus).",
+            "MYID",
+            "    Return the node id.",
+            "NODES",
+            "    Return cluster configuration seen by node. Output format:",
+            "    <id> <ip:port> <flags> <master> <pings> <pongs> <epoch> <link> <slot> ...",
+            "REPLICAS <node-id>",
+            "    Return <node-id> replicas.",
+            "SHARDS",
+            "    Return information about slot range mappings and the nodes associated with them.",
+            "SLOTS",
+            "    Return information about slots range mappings. Each range is made of:",
+            "    start, end, master and replicas IP addresses, ports and ids",
+            "HELP",
+            "    Prints this help.",
+        ])
+    })
 }
 
 /// `READONLY` / `READWRITE` / `ASKING`: accepted (tokend has no replicas to
