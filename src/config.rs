@@ -188,7 +188,8 @@ pub struct Config {
     pub cluster_enabled: bool,
 
     /// Cluster mode: the address other nodes' redirects send clients to (default:
-    /// --bind, or 127.0.0.1 when bound to every interface).
+    /// --bind; when bound to every interface, the address this host reaches the
+    /// backing Redis from).
     #[arg(long, env = "TOKEND_CLUSTER_ANNOUNCE_IP")]
     pub cluster_announce_ip: Option<String>,
 

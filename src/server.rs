@@ -65,6 +65,27 @@ struct Running {
     membership: Option<MembershipHandle>,
 }
 
+/// The address a node listening on every interface announces: the local
+/// end of a connection to the backing Redis, i.e. the address of the
+/// interface that reaches it, which the other nodes (and, in the usual
+/// network, the clients) reach this one at. 127.0.0.1 when there is none
+/// (a Unix socket; an unreachable Redis fails the start right after).
+async fn outward_ip(config: &Config) -> String {
+    use redis::{ConnectionAddr, IntoConnectionInfo};
+    const LOOPBACK: &str = "127.0.0.1";
+    let Some(info) = config.redis.as_deref().and_then(|url| url.into_connection_info().ok()) else {
+        return LOOPBACK.into();
+    };
+    let (host, port) = match info.addr() {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => (host.as_str(), *port),
+        _ => return LOOPBACK.into(),
+    };
+    match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect((host, port))).await {
+        Ok(Ok(s)) => s.local_addr().map_or_else(|_| LOOPBACK.into(), |a| a.ip().to_canonical().to_string()),
+        _ => LOOPBACK.into(),
+    }
+}
+
 impl Server {
     /// Builds the store around a bound listener. With a backing Redis,
     /// connects to it and reads its slot key now (an unreachable backing
@@ -79,8 +100,11 @@ impl Server {
         let mut backing = None;
         let mut cluster = None;
         if config.redis.is_some() {
-            let host = if config.bind == "0.0.0.0" || config.bind == "::" { "127.0.0.1" } else { config.bind.as_str() };
-            let host = config.cluster_announce_ip.clone().unwrap_or_else(|| host.to_string());
+            let host = match &config.cluster_announce_ip {
+                Some(ip) => ip.clone(),
+                None if config.bind == "0.0.0.0" || config.bind == "::" => outward_ip(&config).await,
+                None => config.bind.clone(),
+            };
             let announced = config.cluster_announce_port.unwrap_or(port);
             let me = Identity {
                 node_id: persist::new_node_id(),

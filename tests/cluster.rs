@@ -1306,3 +1306,20 @@ async fn redirects_name_the_announced_address() {
     let mut own = RawConn::connect(b.addr).await;
     assert!(own.cmd("CLUSTER NODES").await.text().contains("127.0.0.9:7999@17999 myself,master"));
 }
+
+/// A node listening on every interface announces the address it reaches
+/// the backing Redis from: here IPv6's loopback, where a fixed 127.0.0.1
+/// would send clients to an address the node may not listen on (and, on
+/// another machine, to the client's own host).
+#[tokio::test]
+async fn a_node_on_every_interface_announces_where_it_reaches_the_backing_redis() {
+    let redis = RedisProc::start_args(&["--bind", "127.0.0.1 ::1"]);
+    let port = free_port();
+    let t = node_on(&format!("redis://[::1]:{}", redis.port), port, &["--bind", "::"]);
+    let mut c = RawConn::connect(t.addr).await;
+    wait_stable(&[t.addr], FORMING).await;
+    let nodes = c.cmd("CLUSTER NODES").await.text();
+    assert!(nodes.starts_with(&format!("{} ::1:{port}@", c.cmd("CLUSTER MYID").await.text())), "{nodes}");
+    let slots = c.cmd("CLUSTER SLOTS").await;
+    assert_eq!(slots.items()[0].items()[2].items()[0].text(), "::1", "{slots:?}");
+}
