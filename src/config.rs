@@ -189,7 +189,8 @@ pub struct Config {
 
     /// Cluster mode: the address other nodes' redirects send clients to (default:
     /// --bind; when bound to every interface, the address this host reaches the
-    /// backing Redis from).
+    /// backing Redis from). With a backing Redis it is also the address the
+    /// node's lease there names, standalone too.
     #[arg(long, env = "TOKEND_CLUSTER_ANNOUNCE_IP")]
     pub cluster_announce_ip: Option<String>,
 

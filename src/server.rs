@@ -68,8 +68,11 @@ struct Running {
 /// The address a node listening on every interface announces: the local
 /// end of a connection to the backing Redis, i.e. the address of the
 /// interface that reaches it, which the other nodes (and, in the usual
-/// network, the clients) reach this one at. 127.0.0.1 when there is none
-/// (a Unix socket; an unreachable Redis fails the start right after).
+/// network, the clients) reach this one at. Only addresses of a family
+/// listened on count (`0.0.0.0` is IPv4 only). 127.0.0.1, with a warning,
+/// when there is none: a Unix socket, a Redis reached over IPv6 only, or
+/// none reached within the backing Redis's connect timeout (the start then
+/// fails on it).
 async fn outward_ip(config: &Config) -> String {
     use redis::{ConnectionAddr, IntoConnectionInfo};
     const LOOPBACK: &str = "127.0.0.1";
@@ -80,9 +83,35 @@ async fn outward_ip(config: &Config) -> String {
         ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => (host.as_str(), *port),
         _ => return LOOPBACK.into(),
     };
-    match tokio::time::timeout(Duration::from_secs(2), TcpStream::connect((host, port))).await {
-        Ok(Ok(s)) => s.local_addr().map_or_else(|_| LOOPBACK.into(), |a| a.ip().to_canonical().to_string()),
-        _ => LOOPBACK.into(),
+    let v4_only = config.bind == "0.0.0.0";
+    let deadline = tokio::time::Instant::now() + persist::CONNECT_TIMEOUT;
+    loop {
+        let candidates: Vec<SocketAddr> = match tokio::net::lookup_host((host, port)).await {
+            Ok(all) => {
+                let all: Vec<SocketAddr> = all.collect();
+                let usable: Vec<SocketAddr> = all.iter().copied().filter(|a| a.is_ipv4() || !v4_only).collect();
+                if usable.is_empty() && !all.is_empty() {
+                    tracing::warn!(bind = %config.bind, redis = %host, announce = LOOPBACK,
+                        "the backing Redis has no IPv4 address to find this host's own from: set --cluster-announce-ip");
+                    return LOOPBACK.into();
+                }
+                usable
+            }
+            Err(_) => Vec::new(),
+        };
+        for a in candidates {
+            if let Ok(Ok(s)) = tokio::time::timeout_at(deadline, TcpStream::connect(a)).await
+                && let Ok(local) = s.local_addr()
+            {
+                return local.ip().to_canonical().to_string();
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(bind = %config.bind, redis = %host, announce = LOOPBACK,
+                "cannot reach the backing Redis to find this host's own address: set --cluster-announce-ip");
+            return LOOPBACK.into();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -102,7 +131,14 @@ impl Server {
         if config.redis.is_some() {
             let host = match &config.cluster_announce_ip {
                 Some(ip) => ip.clone(),
-                None if config.bind == "0.0.0.0" || config.bind == "::" => outward_ip(&config).await,
+                None if config.bind == "0.0.0.0" || config.bind == "::" => {
+                    let ip = outward_ip(&config).await;
+                    if config.cluster_enabled && ip.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) {
+                        tracing::warn!(announce = %ip, bind = %config.bind,
+                            "announcing a loopback address: clients on other hosts cannot follow redirects to it (set --cluster-announce-ip)");
+                    }
+                    ip
+                }
                 None => config.bind.clone(),
             };
             let announced = config.cluster_announce_port.unwrap_or(port);

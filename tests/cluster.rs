@@ -258,8 +258,9 @@ async fn cluster_replies_have_the_shapes_a_redis_cluster_gives_them() {
         r.call(&["HELLO", proto]).await;
         t.call(&["HELLO", proto]).await;
         // A key of a slot each asked node serves, so GETKEYSINSLOT has one.
-        let real_key = write_where_served(&mut r, &["SET", "", "v"]).await;
-        let pool = write_where_served(&mut t, &["TOKEN.GEN", ""]).await;
+        let real_key = set_where_served(&mut r).await;
+        let pool = pool_on(addrs[0], "k").await;
+        t.call(&["TOKEN.GEN", &pool]).await.text();
         let real_slot = r.call(&["CLUSTER", "KEYSLOT", &real_key]).await.int().to_string();
         let slot = t.call(&["CLUSTER", "KEYSLOT", &pool]).await.int().to_string();
         let real_id = r.cmd("CLUSTER MYID").await.text();
@@ -277,6 +278,9 @@ async fn cluster_replies_have_the_shapes_a_redis_cluster_gives_them() {
             &["CLUSTER", "REPLICAS", "{id}"],
             &["CLUSTER", "REPLICAS", "0123456789012345678901234567890123456789"],
             &["CLUSTER", "COUNTKEYSINSLOT", "16384"],
+            &["CLUSTER", "COUNTKEYSINSLOT", "16383"],
+            &["CLUSTER", "GETKEYSINSLOT", "16383", "1"],
+            &["CLUSTER", "GETKEYSINSLOT", "{slot}", "0"],
             &["CLUSTER", "GETKEYSINSLOT", "0", "-1"],
             &["CLUSTER", "GETKEYSINSLOT", "x", "1"],
             &["CLUSTER", "GETKEYSINSLOT", "0"],
@@ -295,10 +299,10 @@ async fn cluster_replies_have_the_shapes_a_redis_cluster_gives_them() {
         }
         assert_eq!(info_fields(&r.cmd("CLUSTER INFO").await), info_fields(&t.cmd("CLUSTER INFO").await));
         // The same pools the slot's count counts.
-        assert_eq!(t.call(&["CLUSTER", "GETKEYSINSLOT", &slot, "10"]).await.items(), [Resp::Bulk(pool.into())]);
+        assert_eq!(t.call(&["CLUSTER", "GETKEYSINSLOT", &slot, "10"]).await.items(), [Resp::Bulk(pool.clone().into())]);
         assert_eq!(
             r.call(&["CLUSTER", "GETKEYSINSLOT", &real_slot, "10"]).await.items(),
-            [Resp::Bulk(real_key.into())]
+            [Resp::Bulk(real_key.clone().into())]
         );
         // `CLUSTER NODES`: the same fields on every line.
         for c in [&mut r, &mut t] {
@@ -315,17 +319,35 @@ async fn cluster_replies_have_the_shapes_a_redis_cluster_gives_them() {
         // A link list; tokend's is empty (its nodes meet in the backing Redis).
         assert!(!r.cmd("CLUSTER LINKS").await.items().is_empty());
         assert!(t.cmd("CLUSTER LINKS").await.items().is_empty());
+        if proto == "3" {
+            // GETKEYSINSLOT's count: a second key in the slot (a hash tag),
+            // then one of the two, then both.
+            r.call(&["SET", &format!("{{{real_key}}}2"), "v"]).await.text();
+            t.call(&["TOKEN.GEN", &format!("{{{pool}}}2")]).await.text();
+            for (c, slot) in [(&mut r, &real_slot), (&mut t, &slot)] {
+                assert_eq!(c.call(&["CLUSTER", "GETKEYSINSLOT", slot, "1"]).await.items().len(), 1);
+                assert_eq!(c.call(&["CLUSTER", "GETKEYSINSLOT", slot, "10"]).await.items().len(), 2);
+                assert_eq!(c.call(&["CLUSTER", "COUNTKEYSINSLOT", slot]).await.int(), 2);
+            }
+        }
     }
+    // redis-cli's own check of a cluster passes.
+    let out = std::process::Command::new("redis-cli")
+        .args(["--cluster", "check", &addrs[0].to_string()])
+        .output()
+        .expect("redis-cli");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("[OK] All nodes agree about slots configuration."), "{text}");
+    assert!(text.contains("[OK] All 16384 slots covered."), "{text}");
 }
 
-/// Runs `args` (its second element left empty for the key) with keys `k0`,
-/// `k1`… until the node `c` is connected to serves one; returns that key.
-async fn write_where_served(c: &mut RawConn, args: &[&str]) -> String {
+/// Sets keys `k0`, `k1`… on the redis-server `c` is connected to until
+/// one is of a slot it serves (the others answer -MOVED); returns it.
+async fn set_where_served(c: &mut RawConn) -> String {
     for i in 0.. {
         let key = format!("k{i}");
-        let mut cmd = args.to_vec();
-        cmd[1] = &key;
-        if !matches!(c.call(&cmd).await, Resp::Error(_)) {
+        if !matches!(c.call(&["SET", &key, "v"]).await, Resp::Error(_)) {
             return key;
         }
     }
@@ -379,8 +401,17 @@ impl Script {
         writeln!(self.child.stdin.as_mut().unwrap(), "go").unwrap();
     }
 
+    /// Waits (at most 30 s) for the script to exit 0.
     fn finish(mut self) {
-        let st = self.child.wait().unwrap();
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let st = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "{} did not exit within 30 s", self.what);
+            std::thread::sleep(Duration::from_millis(20));
+        };
         assert!(st.success(), "{} exited {st}", self.what);
     }
 }
@@ -464,6 +495,7 @@ async fn python_and_node_cluster_clients_follow_the_slots_through_a_node_s_death
     for s in scripts {
         s.finish();
     }
+    wait_stable(&addrs[1..], FORMING).await;
     for (pool, _) in &pools {
         assert_eq!(served_by(&addrs[1..], pool).await.1, 2, "{pool}");
     }
@@ -1307,12 +1339,24 @@ async fn redirects_name_the_announced_address() {
     assert!(own.cmd("CLUSTER NODES").await.text().contains("127.0.0.9:7999@17999 myself,master"));
 }
 
+/// True if this machine has IPv6's loopback (a container may not).
+fn has_ipv6_loopback() -> bool {
+    let ok = std::net::TcpListener::bind("[::1]:0").is_ok();
+    if !ok {
+        eprintln!("skipped: this machine has no ::1");
+    }
+    ok
+}
+
 /// A node listening on every interface announces the address it reaches
 /// the backing Redis from: here IPv6's loopback, where a fixed 127.0.0.1
 /// would send clients to an address the node may not listen on (and, on
 /// another machine, to the client's own host).
 #[tokio::test]
 async fn a_node_on_every_interface_announces_where_it_reaches_the_backing_redis() {
+    if !has_ipv6_loopback() {
+        return;
+    }
     let redis = RedisProc::start_args(&["--bind", "127.0.0.1 ::1"]);
     let port = free_port();
     let t = node_on(&format!("redis://[::1]:{}", redis.port), port, &["--bind", "::"]);
@@ -1322,4 +1366,14 @@ async fn a_node_on_every_interface_announces_where_it_reaches_the_backing_redis(
     assert!(nodes.starts_with(&format!("{} ::1:{port}@", c.cmd("CLUSTER MYID").await.text())), "{nodes}");
     let slots = c.cmd("CLUSTER SLOTS").await;
     assert_eq!(slots.items()[0].items()[2].items()[0].text(), "::1", "{slots:?}");
+    // Bound to IPv4's every interface, an IPv6 address would not be
+    // listened on: it announces loopback, and says so.
+    let port = free_port();
+    let v4 = node_on(&format!("redis://[::1]:{}", redis.port), port, &["--bind", "0.0.0.0", "--redis-prefix", "v4"]);
+    let mut c = RawConn::connect(v4.addr).await;
+    wait_stable(&[v4.addr], FORMING).await;
+    let nodes = c.cmd("CLUSTER NODES").await.text();
+    assert!(nodes.contains(&format!(" 127.0.0.1:{port}@")), "{nodes}");
+    let logs = v4.logs();
+    assert!(logs.iter().any(|l| l.contains("no IPv4 address")), "{logs:?}");
 }

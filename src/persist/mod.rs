@@ -95,7 +95,7 @@ const RELAY_MAX_BYTES: usize = 32 << 20;
 const MAX_REFUSED_REMEMBERED: usize = 100_000;
 
 /// How long start-up waits for the backing Redis before giving up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a call may go unanswered before its connection is dropped
 /// (writes count the backing Redis as down long before: `--persist-timeout`).
