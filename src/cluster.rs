@@ -340,23 +340,31 @@ impl Cluster {
     /// `CLUSTER SLOTS`, `SHARDS` and `NODES` show.
     pub fn ranges(&self) -> Vec<(u16, u16, Node)> {
         let nodes = self.nodes();
-        let owner = |slot: u16| -> Option<Node> {
+        // Runs of one owner, by index into `nodes` (`ME` for this node), so
+        // a node is cloned once a range, not once a slot: CLUSTER SLOTS,
+        // which clients ask after every -MOVED, walks all 16384.
+        const ME: usize = usize::MAX;
+        let mine = nodes.iter().position(|n| n.id == self.me.id);
+        let owner = |slot: u16| -> Option<usize> {
             // A slot being handed over is answered here (`-TRYAGAIN`) until
             // its new owner claimed it.
             match self.state(slot) {
-                SlotState::Other(i) => nodes.get(i as usize).cloned(),
-                st => st.is_here().then(|| self.me.clone()),
+                SlotState::Other(i) if Some(usize::from(i)) == mine => Some(ME),
+                SlotState::Other(i) => (usize::from(i) < nodes.len()).then_some(usize::from(i)),
+                st => st.is_here().then_some(ME),
             }
         };
-        let mut out: Vec<(u16, u16, Node)> = Vec::new();
+        let mut runs: Vec<(u16, u16, usize)> = Vec::new();
         for slot in 0..SLOTS {
-            let Some(n) = owner(slot) else { continue };
-            match out.last_mut() {
-                Some((_, last, node)) if *last + 1 == slot && node.id == n.id => *last = slot,
-                _ => out.push((slot, slot, n)),
+            let Some(o) = owner(slot) else { continue };
+            match runs.last_mut() {
+                Some((_, last, who)) if *last + 1 == slot && *who == o => *last = slot,
+                _ => runs.push((slot, slot, o)),
             }
         }
-        out
+        runs.into_iter()
+            .map(|(first, last, o)| (first, last, if o == ME { self.me.clone() } else { nodes[o].clone() }))
+            .collect()
     }
 
     /// Slots this node is importing or handing over.
@@ -524,7 +532,18 @@ mod tests {
         assert_eq!(c.route(6), Route::TryAgain, "released, not claimed yet: not a MOVED either");
         assert_eq!(c.redirect(6), Route::Moved(6, "127.0.0.1:7001".into()));
         assert_eq!(c.moving(), 3);
-        assert_eq!(c.ranges().len(), 4, "slot 1 here, 2 there, 3 here, (4 nobody's), 5 and 6 still here");
+        let ranges =
+            |c: &Cluster| -> Vec<(u16, u16, String)> { c.ranges().into_iter().map(|(a, b, n)| (a, b, n.id)).collect() };
+        let owned = |v: &[(u16, u16, &str)]| -> Vec<(u16, u16, String)> {
+            v.iter().map(|&(a, b, id)| (a, b, id.to_string())).collect()
+        };
+        // Slot 1 here, 2 there, 3 here, (4 nobody's), 5 and 6 still here.
+        assert_eq!(ranges(&c), owned(&[(1, 1, "a"), (2, 2, "b"), (3, 3, "a"), (5, 6, "a")]));
+        // A slot marked as another node's that is this one's own entry in
+        // the list is shown as this node's, in the same range.
+        c.set_state(7, SlotState::Other(0));
+        assert_eq!(ranges(&c), owned(&[(1, 1, "a"), (2, 2, "b"), (3, 3, "a"), (5, 7, "a")]));
+        c.set_state(7, SlotState::Unowned);
         c.stop_serving();
         assert!(matches!(c.route(1), Route::Down(_)));
         assert_eq!(c.route(2), Route::Moved(2, "127.0.0.1:7001".into()), "redirects still");
