@@ -9,7 +9,7 @@
 //! when membership does.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 /// Redis Cluster's number of hash slots.
@@ -24,6 +24,9 @@ pub fn keyslot(key: &[u8]) -> u16 {
     });
     crc16::State::<crc16::XMODEM>::calculate(tag.unwrap_or(key)) % SLOTS
 }
+
+/// Slots by owner, as `(first, last, node)`, in slot order.
+pub type Ranges = Arc<Vec<(u16, u16, Node)>>;
 
 /// A node of the cluster, as clients reach it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,6 +162,12 @@ pub struct Cluster {
     /// Bumped whenever slots come or go (the writer then forgets which
     /// pools it listed in the backing Redis).
     moves: AtomicU64,
+    /// Bumped after every change of a slot's state or of the node list:
+    /// after, so that whoever reads a value also sees the change.
+    layout: AtomicU64,
+    /// [`Cluster::ranges`]' last answer and the `layout` read before it
+    /// was worked out.
+    ranges_cache: Mutex<Option<(u64, Ranges)>>,
 }
 
 impl Cluster {
@@ -176,6 +185,8 @@ impl Cluster {
             gate: RwLock::new(()),
             generation: AtomicU64::new(0),
             moves: AtomicU64::new(0),
+            layout: AtomicU64::new(0),
+            ranges_cache: Mutex::new(None),
         }
     }
 
@@ -255,6 +266,7 @@ impl Cluster {
 
     pub fn set_state(&self, slot: u16, s: SlotState) {
         self.slots[slot as usize].store(s.pack(), Ordering::Release);
+        self.layout.fetch_add(1, Ordering::Release);
     }
 
     /// The live nodes.
@@ -266,6 +278,7 @@ impl Cluster {
     /// a node (by index) along with it.
     pub fn set_nodes(&self, nodes: Vec<Node>) {
         *self.nodes.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(nodes);
+        self.layout.fetch_add(1, Ordering::Release);
     }
 
     /// Replaces the node list and renames every slot state's node to its
@@ -338,7 +351,23 @@ impl Cluster {
     /// The node each slot is routed to (this one for its own, importing
     /// and migrating slots), as `(first, last, node)` ranges: what
     /// `CLUSTER SLOTS`, `SHARDS` and `NODES` show.
-    pub fn ranges(&self) -> Vec<(u16, u16, Node)> {
+    pub fn ranges(&self) -> Ranges {
+        // Worked out again only after a change: clients ask for it after
+        // every -MOVED (ioredis, for every command it sends to the wrong
+        // node), and the walk over 16384 slots is most of its cost.
+        let layout = self.layout.load(Ordering::Acquire);
+        let mut cache = self.ranges_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, ranges)) = &*cache
+            && *at == layout
+        {
+            return ranges.clone();
+        }
+        let ranges = Arc::new(self.walk_ranges());
+        *cache = Some((layout, ranges.clone()));
+        ranges
+    }
+
+    fn walk_ranges(&self) -> Vec<(u16, u16, Node)> {
         let nodes = self.nodes();
         // Runs of one owner, by index into `nodes` (`ME` for this node), so
         // a node is cloned once a range, not once a slot: CLUSTER SLOTS,
@@ -532,8 +561,9 @@ mod tests {
         assert_eq!(c.route(6), Route::TryAgain, "released, not claimed yet: not a MOVED either");
         assert_eq!(c.redirect(6), Route::Moved(6, "127.0.0.1:7001".into()));
         assert_eq!(c.moving(), 3);
-        let ranges =
-            |c: &Cluster| -> Vec<(u16, u16, String)> { c.ranges().into_iter().map(|(a, b, n)| (a, b, n.id)).collect() };
+        let ranges = |c: &Cluster| -> Vec<(u16, u16, String)> {
+            c.ranges().iter().map(|(a, b, n)| (*a, *b, n.id.clone())).collect()
+        };
         let owned = |v: &[(u16, u16, &str)]| -> Vec<(u16, u16, String)> {
             v.iter().map(|&(a, b, id)| (a, b, id.to_string())).collect()
         };
@@ -544,6 +574,11 @@ mod tests {
         c.set_state(7, SlotState::Other(0));
         assert_eq!(ranges(&c), owned(&[(1, 1, "a"), (2, 2, "b"), (3, 3, "a"), (5, 7, "a")]));
         c.set_state(7, SlotState::Unowned);
+        // The answer is kept until a slot or the node list changes.
+        assert!(Arc::ptr_eq(&c.ranges(), &c.ranges()));
+        c.set_nodes(vec![c.me().clone(), Node { id: "b".into(), host: "127.0.0.1".into(), port: 7009 }]);
+        assert_eq!(c.ranges()[1].2.port, 7009, "a node's new address is shown at once");
+        c.set_nodes(vec![c.me().clone(), Node { id: "b".into(), host: "127.0.0.1".into(), port: 7001 }]);
         c.stop_serving();
         assert!(matches!(c.route(1), Route::Down(_)));
         assert_eq!(c.route(2), Route::Moved(2, "127.0.0.1:7001".into()), "redirects still");

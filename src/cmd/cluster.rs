@@ -81,9 +81,9 @@ pub fn slots(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     answer(p, c, |cl| {
         let out = cl
             .ranges()
-            .into_iter()
+            .iter()
             .map(|(first, last, n)| {
-                Reply::Array(vec![Reply::Integer(i64::from(first)), Reply::Integer(i64::from(last)), slots_node(&n)])
+                Reply::Array(vec![Reply::Integer(i64::from(*first)), Reply::Integer(i64::from(*last)), slots_node(n)])
             })
             .collect();
         Reply::Array(out)
