@@ -113,9 +113,9 @@ struct ValidationItem {
 )]
 pub struct ApiDoc;
 
-/// A JSON answer, compact as Starlette's `JSONResponse` writes it.
+/// A JSON answer, as Starlette's `JSONResponse` writes it.
 fn json_response(status: StatusCode, v: &Value) -> Response {
-    let body = serde_json::to_string(v).unwrap_or_default();
+    let body = pyjson::dumps(v);
     (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
 }
 

@@ -133,6 +133,63 @@ pub fn parse(s: &str) -> Result<Value, Bad> {
     Scanner { s: &chars }.parse()
 }
 
+/// `v` as Starlette's `JSONResponse` writes it: `json.dumps` with
+/// `ensure_ascii=False` and no spaces. serde_json's compact form is the
+/// same (members in order, the same escapes) but for floats, which Python
+/// writes as `repr` does.
+pub fn dumps(v: &Value) -> String {
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PyFloats);
+    match serde::Serialize::serialize(v, &mut ser) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// serde_json's compact formatter with Python's floats.
+struct PyFloats;
+
+impl serde_json::ser::Formatter for PyFloats {
+    fn write_f64<W: ?Sized + std::io::Write>(&mut self, w: &mut W, x: f64) -> std::io::Result<()> {
+        w.write_all(repr(x).as_bytes())
+    }
+}
+
+/// A finite float as Python's `repr` writes it: the fewest digits that
+/// read back the same, positional from 1e-4 up to below 1e16 and with at
+/// least one digit after the point (`100.0`, `0.0001`), with an exponent
+/// of two digits or more outside (`1e-05`, `1.5e+16`): CPython's
+/// `float_repr_style` 'short'. Where two strings of that many digits read
+/// back the same and lie equally near, Python takes the even one and
+/// Rust's `{:e}` the upper (1658206780088562.25: Python `…562.2`, `{:e}`
+/// `…562.3`, about one float in 10,000), so the digits are `{:e}`'s count
+/// rounded half to even.
+pub fn repr(x: f64) -> String {
+    let shortest = format!("{:e}", x.abs());
+    let n = shortest.split_once('e').map_or(1, |(m, _)| m.chars().filter(char::is_ascii_digit).count());
+    let sci = format!("{:.*e}", n.saturating_sub(1), x.abs());
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    let n = digits.len() as i32;
+    // Where the point goes: the value is 0.<digits> times 10^point.
+    let point = exp + 1;
+    let sign = if x.is_sign_negative() { "-" } else { "" };
+    if point <= -4 || point > 16 {
+        let (first, rest) = digits.split_at(1);
+        let dot = if rest.is_empty() { "" } else { "." };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{first}{dot}{rest}e{esign}{:02}", exp.unsigned_abs())
+    } else if point <= 0 {
+        format!("{sign}0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+    } else if point >= n {
+        format!("{sign}{digits}{}.0", "0".repeat((point - n) as usize))
+    } else {
+        let (int, frac) = digits.split_at(point as usize);
+        format!("{sign}{int}.{frac}")
+    }
+}
+
 /// A container being read: an array's items so far, or an object's
 /// members so far and the key whose value comes next.
 enum Open {
@@ -513,6 +570,39 @@ mod tests {
         // a cut one is not.
         assert_eq!(loads(b"{\"a\": \"x\xed\xb0\x80y\"}"), Ok(json!({"a": "x\u{fffd}y"})));
         assert_eq!(loads(b"\"\xed\xa0\""), Err(Bad::Unreadable));
+    }
+
+    #[test]
+    fn floats_are_written_as_python_writes_them() {
+        // Each as CPython 3.11's repr() writes it.
+        for (x, py) in [
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (1.0, "1.0"),
+            (100.0, "100.0"),
+            (-2.5, "-2.5"),
+            (0.1, "0.1"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (5.253474246e-05, "5.253474246e-05"),
+            (1e15, "1000000000000000.0"),
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (123456789012345680.0, "1.2345678901234568e+17"),
+            (1e100, "1e+100"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (2.0f64.powi(53) + 2.0, "9007199254740994.0"),
+            // A tie between two shortest strings: Python takes the even.
+            (1_658_206_780_088_562.0 + 0.25, "1658206780088562.2"),
+            (233_115_890_514_796.0 + 0.125, "233115890514796.12"),
+        ] {
+            assert_eq!(super::repr(x), py, "{x:e}");
+        }
+        assert_eq!(
+            super::dumps(&json!({"a": [1.0, 1e-7, -3, "é\n\u{1}"], "b": null})),
+            "{\"a\":[1.0,1e-07,-3,\"é\\n\\u0001\"],\"b\":null}"
+        );
     }
 
     #[test]
