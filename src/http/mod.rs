@@ -217,13 +217,29 @@ fn admit(api: &Api, addr: &SocketAddr, headers: &HeaderMap) -> Result<(), Respon
 
 /// The token of a request body, as FastAPI's `Token` model validates it:
 /// the canonical form, or the 422 (or 400) it answers.
-/// FastAPI decodes a body as JSON when there is no content type or a JSON
-/// one; any other body is a string, which is not an object.
+/// FastAPI decodes a body as JSON when there is no content type, an empty
+/// one, or one whose type is `application/json` or `application/*+json` as
+/// Python's `email.message` reads the header (Latin-1, as Starlette
+/// decodes it): the text before the first `;`, stripped and lower-cased,
+/// and `text/plain` unless it has exactly one `/`. Any other body is a
+/// string to it, which is not an object.
 fn json_type(headers: &HeaderMap) -> bool {
-    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_none_or(|ct| {
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-    })
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return true };
+    let ct: String = value.as_bytes().iter().map(|&b| char::from(b)).collect();
+    if ct.trim_matches([' ', '\t']).is_empty() {
+        return true;
+    }
+    // Python's str.strip() over Latin-1: Rust's whitespace and U+001C-1F.
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
+    let mime = mime.to_lowercase();
+    match mime.split_once('/') {
+        Some(("application", sub)) if !sub.contains('/') => sub == "json" || sub.ends_with("+json"),
+        _ => false,
+    }
 }
 
 fn token_of(json_type: bool, body: &[u8]) -> Result<String, Response> {
