@@ -186,10 +186,15 @@ async fn malformed_bodies_get_fastapis_exact_answers() {
 /// Runs a script of tests/fixtures/fastapi with a Python on lines of its
 /// standard input; its JSON line for each.
 fn python_verdicts(python: &str, script: &str, lines: &[String]) -> Vec<serde_json::Value> {
+    python_verdicts_with(python, script, &[], lines)
+}
+
+fn python_verdicts_with(python: &str, script: &str, args: &[&str], lines: &[String]) -> Vec<serde_json::Value> {
     use std::io::{BufRead, Write};
     procs::require(python);
     let mut py = std::process::Command::new(python)
         .arg(format!("{}/tests/fixtures/fastapi/{script}", env!("CARGO_MANIFEST_DIR")))
+        .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -346,6 +351,79 @@ async fn bodies_get_the_answers_fastapi_gives_them() {
     for s in [200, 400, 422] {
         assert!(statuses.get(&s).copied().unwrap_or(0) > 50, "FastAPI's statuses: {statuses:?}");
     }
+}
+
+/// Routing against FastAPI itself, live (tests/fixtures/fastapi/routes.py):
+/// every method on each of the old service's paths and on their variants
+/// (a trailing slash or two, a query, a letter percent-encoded, another
+/// case, a segment more) gets FastAPI's 404, 405 (with its `allow`) or 307
+/// (with its `location`: Starlette sends a path that differs from a route
+/// only by its trailing slashes there), byte for byte; where FastAPI
+/// reaches a handler, so does tokend.
+#[tokio::test]
+async fn methods_and_paths_are_routed_as_fastapi_routes_them() {
+    const ROUTES: &[&str] = &[
+        "/token/generateToken",
+        "/token/acquireToken",
+        "/token/keepAlive",
+        "/token/unblockToken",
+        "/token/unblock",
+        "/token/deleteToken",
+        "/token/deleteExpiredToken",
+    ];
+    let mut paths: Vec<String> =
+        vec!["/".into(), "/token".into(), "/token/".into(), "/nope".into(), "/openapi.json/".into()];
+    for r in ROUTES {
+        paths.extend([
+            r.to_string(),
+            format!("{r}/"),
+            format!("{r}//"),
+            format!("{r}/?pool=x"),
+            format!("{r}?pool=x"),
+            r.replacen("token/", "t%6Fken/", 1),
+            format!("{}/", r.replacen("token/", "t%6Fken/", 1)),
+            r.replacen("/token/", "/TOKEN/", 1),
+            r.replacen("/token/", "/token//", 1),
+            format!("{r}/x"),
+        ]);
+    }
+    let methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+    let cases: Vec<(&str, &String)> = paths.iter().flat_map(|p| methods.iter().map(move |m| (*m, p))).collect();
+    let (_t, http) = start(&[]);
+    let python = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv-fastapi/bin/python");
+    let lines: Vec<String> = cases.iter().map(|(m, p)| format!("{m} {p}")).collect();
+    let answers = python_verdicts_with(python, "routes.py", &[&format!("http://{http}")], &lines);
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let mut differ = Vec::new();
+    for ((method, path), fastapi) in cases.iter().zip(&answers) {
+        let resp = client
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), format!("http://{http}{path}"))
+            .send()
+            .await
+            .unwrap();
+        let header = |h: &str| resp.headers().get(h).map(|v| v.to_str().unwrap().to_string());
+        let got = serde_json::json!({
+            "status": resp.status().as_u16(),
+            "allow": header("allow"),
+            "location": header("location"),
+            "content-type": header("content-type"),
+        });
+        let got_body = resp.text().await.unwrap();
+        let status = fastapi["status"].as_u64().unwrap();
+        let agree = if [307, 404, 405].contains(&status) {
+            got["status"] == fastapi["status"]
+                && got["allow"] == fastapi["allow"]
+                && got["location"] == fastapi["location"]
+                && got["content-type"] == fastapi["content-type"]
+                && got_body == fastapi["body"].as_str().unwrap()
+        } else {
+            ![307, 404, 405].contains(&got["status"].as_u64().unwrap())
+        };
+        if !agree {
+            differ.push(format!("{method} {path}: tokend {got} {got_body:?}, FastAPI {fastapi}"));
+        }
+    }
+    assert!(differ.is_empty(), "{} of {} answered differently:\n{}", differ.len(), cases.len(), differ.join("\n"));
 }
 
 /// Whether the body's token holds a character beyond ASCII whose low byte

@@ -34,9 +34,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Query};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -477,16 +479,108 @@ async fn delete_expired(c: Caller) -> Response {
     }
 }
 
-/// FastAPI's 404 body (its 405 is the router's method fallback).
+/// FastAPI's 404 body.
 async fn not_found() -> Response {
     detail(StatusCode::NOT_FOUND, "Not Found")
+}
+
+/// The old service's routes, each with its one method.
+const ROUTES: &[(&str, Method)] = &[
+    ("/token/generateToken", Method::POST),
+    ("/token/acquireToken", Method::GET),
+    ("/token/keepAlive", Method::PUT),
+    ("/token/unblockToken", Method::PUT),
+    ("/token/unblock", Method::PUT),
+    ("/token/deleteToken", Method::DELETE),
+    ("/token/deleteExpiredToken", Method::DELETE),
+];
+
+const OPENAPI_JSON: &str = "/openapi.json";
+
+/// What Python's `urllib.parse.quote` leaves as it is with Starlette's
+/// `safe` for a redirect's location.
+const LOCATION_SAFE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'~')
+    .remove(b':')
+    .remove(b'/')
+    .remove(b'%')
+    .remove(b'#')
+    .remove(b'?')
+    .remove(b'=')
+    .remove(b'@')
+    .remove(b'[')
+    .remove(b']')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';');
+
+/// Routing as FastAPI's (Starlette's) router does it, before axum's:
+/// - the path is matched percent-decoded (`/t%6Fken/acquireToken` is
+///   `/token/acquireToken`);
+/// - a route's path with another method gets 405 and the route's one
+///   method in `allow`: HEAD too, which FastAPI's routes do not answer
+///   (axum's would run the GET handler: a HEAD would acquire a token);
+/// - a path that is a route's but for its trailing slashes (`/token/
+///   acquireToken/`, or one too few) gets a 307 to the route, with the
+///   query, whatever the method (Starlette's `redirect_slashes`).
+async fn fastapi_routing(mut req: axum::extract::Request, next: Next) -> Response {
+    let path = percent_decode_str(req.uri().path()).decode_utf8_lossy().into_owned();
+    if let Some((route, method)) = ROUTES.iter().find(|(r, _)| *r == path) {
+        if req.method() != method {
+            let mut r = detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(method.as_str()));
+            return r;
+        }
+        if req.uri().path() != *route {
+            let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = format!("{route}{query}").parse().ok();
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+        return next.run(req).await;
+    }
+    if path != "/" {
+        let other = match path.strip_suffix('/') {
+            Some(_) => path.trim_end_matches('/').to_string(),
+            None => format!("{path}/"),
+        };
+        if other == OPENAPI_JSON || ROUTES.iter().any(|(r, _)| *r == other) {
+            // Starlette's URL(scope=…): the Host header as Latin-1, the
+            // query as sent.
+            let host: Option<String> =
+                req.headers().get(header::HOST).map(|h| h.as_bytes().iter().map(|&b| char::from(b)).collect());
+            let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            let url = match host {
+                Some(host) => format!("http://{host}{other}{query}"),
+                None => format!("{other}{query}"),
+            };
+            let location = utf8_percent_encode(&url, LOCATION_SAFE).to_string();
+            return match HeaderValue::from_str(&location) {
+                Ok(v) => (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, v)]).into_response(),
+                Err(_) => detail(StatusCode::NOT_FOUND, "Not Found"),
+            };
+        }
+    }
+    next.run(req).await
 }
 
 /// The router (tests serve it on their own listener).
 pub fn router(ctx: Arc<Ctx>, pool: &str, protected: bool) -> Router {
     let api = Api { ctx, pool: pool.into(), protected };
     let openapi = ApiDoc::openapi();
-    Router::new()
+    let inner = Router::new()
         .route("/token/generateToken", post(generate_token))
         .route("/token/acquireToken", get(acquire_token))
         .route("/token/keepAlive", put(keep_alive))
@@ -498,10 +592,14 @@ pub fn router(ctx: Arc<Ctx>, pool: &str, protected: bool) -> Router {
         .with_state(api)
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/docs")
-                .url("/openapi.json", openapi)
+                .url(OPENAPI_JSON, openapi)
                 .config(utoipa_swagger_ui::Config::default().validator_url("none")),
         )
-        .fallback(not_found)
+        .fallback(not_found);
+    // The router above, behind FastAPI's routing rules: middleware on a
+    // router whose only route is its fallback runs before the inner
+    // router matches, so it can answer first or rewrite the path.
+    Router::new().fallback_service(inner).layer(axum::middleware::from_fn(fastapi_routing))
 }
 
 /// Serves the API on `listener` until `stop` is cancelled.
