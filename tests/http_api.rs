@@ -424,6 +424,12 @@ async fn methods_and_paths_are_routed_as_fastapi_routes_them() {
         }
     }
     assert!(differ.is_empty(), "{} of {} answered differently:\n{}", differ.len(), cases.len(), differ.join("\n"));
+    // A HEAD acquires nothing: the one token of a new pool is still free
+    // after it.
+    assert_eq!(call(http, Method::POST, "/token/generateToken?pool=head", None).await.0, StatusCode::OK);
+    let head = client.head(format!("http://{http}/token/acquireToken?pool=head")).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(call(http, Method::GET, "/token/acquireToken?pool=head", None).await.0, StatusCode::OK);
 }
 
 /// Whether the body's token holds a character beyond ASCII whose low byte
