@@ -927,53 +927,48 @@ mod bodies {
             2 | 3 => string(rng, out),
             4 => out.push_str(pick(rng, &["null", "true", "false", "NaN", "Infinity", "-Infinity"])),
             5 => out.push_str(pick(rng, &["nul", "True", "nan", "-NaN", "Infinit", "-Inf", "undefined", "'a'", ""])),
-            6 | 7 => {
-                out.push('[');
+            6 | 7 => container(rng, out, ['[', ']'], &[",", ",", ",", ", ", " ,", "", ";"], |rng, out| {
+                value(rng, depth + 1, out)
+            }),
+            _ => container(rng, out, ['{', '}'], &[",", ",", ",", ", ", ""], |rng, out| {
+                match rng.random_range(0..10) {
+                    0..7 => out.push_str(pick(rng, &["\"token\"", "\"a\"", "\"b\"", "\"\"", "\"\\u00e9\""])),
+                    7 => string(rng, out),
+                    8 => out.push_str(pick(rng, &["token", "'a'", "1", "null"])),
+                    _ => out.push_str("\"\\ud800\""),
+                }
                 ws(rng, out);
-                let n = rng.random_range(0..4);
-                for k in 0..n {
-                    if k > 0 {
-                        out.push_str(pick(rng, &[",", ",", ",", ", ", " ,", "", ";"]));
-                        ws(rng, out);
-                    }
-                    value(rng, depth + 1, out);
-                    ws(rng, out);
-                }
-                if rng.random_bool(0.05) {
-                    out.push(',');
-                }
-                if rng.random_bool(0.95) {
-                    out.push(']');
-                }
-            }
-            _ => {
-                out.push('{');
+                out.push_str(pick(rng, &[":", ":", ":", ": ", "", "="]));
                 ws(rng, out);
-                let n = rng.random_range(0..4);
-                for k in 0..n {
-                    if k > 0 {
-                        out.push_str(pick(rng, &[",", ",", ",", ", ", ""]));
-                        ws(rng, out);
-                    }
-                    match rng.random_range(0..10) {
-                        0..7 => out.push_str(pick(rng, &["\"token\"", "\"a\"", "\"b\"", "\"\"", "\"\\u00e9\""])),
-                        7 => string(rng, out),
-                        8 => out.push_str(pick(rng, &["token", "'a'", "1", "null"])),
-                        _ => out.push_str("\"\\ud800\""),
-                    }
-                    ws(rng, out);
-                    out.push_str(pick(rng, &[":", ":", ":", ": ", "", "="]));
-                    ws(rng, out);
-                    value(rng, depth + 1, out);
-                    ws(rng, out);
-                }
-                if rng.random_bool(0.05) {
-                    out.push(',');
-                }
-                if rng.random_bool(0.95) {
-                    out.push('}');
-                }
+                value(rng, depth + 1, out);
+            }),
+        }
+    }
+
+    /// An array or object: up to three members, separated as `seps` has
+    /// it, now and then a trailing comma or no closing bracket.
+    fn container(
+        rng: &mut StdRng,
+        out: &mut String,
+        [open, close]: [char; 2],
+        seps: &[&str],
+        mut member: impl FnMut(&mut StdRng, &mut String),
+    ) {
+        out.push(open);
+        ws(rng, out);
+        for k in 0..rng.random_range(0..4) {
+            if k > 0 {
+                out.push_str(pick(rng, seps));
+                ws(rng, out);
             }
+            member(rng, out);
+            ws(rng, out);
+        }
+        if rng.random_bool(0.05) {
+            out.push(',');
+        }
+        if rng.random_bool(0.95) {
+            out.push(close);
         }
     }
 
