@@ -676,6 +676,37 @@ async fn a_body_nested_a_million_deep_is_refused_and_the_server_lives() {
     assert_eq!(call(http, Method::POST, "/token/generateToken", None).await.0, StatusCode::OK);
 }
 
+/// A body over the 2 MiB limit gets a 413 in FastAPI's JSON shape, on every
+/// body route, and the server goes on serving.
+#[tokio::test]
+async fn a_body_over_the_limit_gets_a_json_413() {
+    let (_t, http) = start(&[]);
+    let c = reqwest::Client::new();
+    let body = format!("{{\"token\": \"8b0e9f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b\", \"pad\": \"{}\"}}", "x".repeat(2 << 20));
+    for (method, path) in [
+        (Method::PUT, "/token/keepAlive"),
+        (Method::PUT, "/token/unblockToken"),
+        (Method::PUT, "/token/unblock"),
+        (Method::DELETE, "/token/deleteToken"),
+    ] {
+        let r = c
+            .request(method, format!("http://{http}{path}"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{path}");
+        assert_eq!(
+            r.text().await.unwrap(),
+            "{\"detail\":\"Failed to buffer the request body: length limit exceeded\"}",
+            "{path}"
+        );
+    }
+    assert_eq!(call(http, Method::POST, "/token/generateToken", None).await.0, StatusCode::OK);
+}
+
 /// Protected mode (no password) on a dual-stack listener: an IPv4 loopback
 /// client arrives as an IPv4-mapped IPv6 address and is let in, as on the
 /// RESP port.

@@ -375,11 +375,27 @@ async fn acquire_token(c: Caller) -> Response {
     }
 }
 
+/// A request body. One over axum's limit (2 MiB; FastAPI has none) is
+/// answered 413 with its reason in FastAPI's `detail` JSON, as every other
+/// answer is, not in axum's plain text.
+struct Body(Bytes);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        match Bytes::from_request(req, state).await {
+            Ok(b) => Ok(Body(b)),
+            Err(e) => Err(detail(e.status(), &e.body_text())),
+        }
+    }
+}
+
 /// Runs a command on the token of the body; `answer` turns its reply into
 /// the response.
 async fn on_token(
     c: Caller,
-    body: Bytes,
+    Body(body): Body,
     command: &'static [u8],
     answer: impl FnOnce(&str, Reply) -> Response,
 ) -> Response {
@@ -401,7 +417,7 @@ async fn on_token(
          example = json!("Token token=UUID('8b0e9f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b') has received keep alive signal")),
         (status = 400, description = "Unknown or expired token", body = ErrorDetail, example = json!({"detail": "No such token found"})),
         (status = 422, description = "The body is not {\"token\": \"<uuid>\"}", body = ValidationError)))]
-async fn keep_alive(c: Caller, body: Bytes) -> Response {
+async fn keep_alive(c: Caller, body: Body) -> Response {
     on_token(c, body, b"TOKEN.KEEPALIVE", |t, r| match r {
         Reply::Integer(_) => ok(json!(format!("Token token=UUID('{t}') has received keep alive signal"))),
         Reply::Error(e) if matches!(code(&e), "NOTOKEN" | "EXPIRED") => {
@@ -435,7 +451,7 @@ fn unblock_answer(t: &str, r: Reply) -> Response {
         (status = 400, description = "Unknown token, or not assigned", body = ErrorDetail,
          example = json!({"detail": "This token is not assigned and hence cannot be unblocked"})),
         (status = 422, description = "The body is not {\"token\": \"<uuid>\"}", body = ValidationError)))]
-async fn unblock_token(c: Caller, body: Bytes) -> Response {
+async fn unblock_token(c: Caller, body: Body) -> Response {
     on_token(c, body, b"TOKEN.UNBLOCK", unblock_answer).await
 }
 
@@ -446,7 +462,7 @@ async fn unblock_token(c: Caller, body: Bytes) -> Response {
         (status = 200, description = "Unblocked", body = String),
         (status = 400, description = "Unknown token, or not assigned", body = ErrorDetail),
         (status = 422, description = "The body is not {\"token\": \"<uuid>\"}", body = ValidationError)))]
-async fn unblock(c: Caller, body: Bytes) -> Response {
+async fn unblock(c: Caller, body: Body) -> Response {
     unblock_token(c, body).await
 }
 
@@ -457,7 +473,7 @@ async fn unblock(c: Caller, body: Bytes) -> Response {
         (status = 200, description = "Deleted", body = String, example = json!("8b0e9f3a-1c2d-4e5f-8a9b-0c1d2e3f4a5b has been deleted")),
         (status = 400, description = "Unknown token", body = ErrorDetail, example = json!({"detail": "No such token in system"})),
         (status = 422, description = "The body is not {\"token\": \"<uuid>\"}", body = ValidationError)))]
-async fn delete_token(c: Caller, body: Bytes) -> Response {
+async fn delete_token(c: Caller, body: Body) -> Response {
     on_token(c, body, b"TOKEN.DEL", |t, r| match r {
         Reply::Integer(1) => ok(json!(format!("{t} has been deleted"))),
         Reply::Error(e) => command_error(&e),
