@@ -35,9 +35,8 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Query};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{MethodFilter, MethodRouter};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -45,6 +44,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 use utoipa::OpenApi;
 
 /// What the handlers share.
@@ -227,19 +227,22 @@ fn admit(api: &Api, addr: &SocketAddr, headers: &HeaderMap) -> Result<(), Respon
 /// string to it, which is not an object.
 fn json_type(headers: &HeaderMap) -> bool {
     let Some(value) = headers.get(header::CONTENT_TYPE) else { return true };
-    let ct: String = value.as_bytes().iter().map(|&b| char::from(b)).collect();
-    if ct.trim_matches([' ', '\t']).is_empty() {
+    let ct = value.as_bytes();
+    if ct.iter().all(|b| matches!(b, b' ' | b'\t')) {
         return true;
     }
-    // Python's str.strip() over Latin-1: Rust's whitespace and U+001C-1F.
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c));
-    let mime = mime.to_lowercase();
-    match mime.split_once('/') {
-        Some(("application", sub)) if !sub.contains('/') => sub == "json" || sub.ends_with("+json"),
+    // Python's str.strip() over Latin-1 (its whitespace: \t-\r, U+001C-1F,
+    // space, U+0085, U+00A0). Its lower() turns no byte beyond ASCII into
+    // ASCII, so comparing ASCII without case is the same as lower() first.
+    let space = |b: &u8| matches!(b, b'\t'..=b'\r' | 0x1c..=0x20 | 0x85 | 0xa0);
+    let mime = ct.split(|b| *b == b';').next().unwrap_or_default();
+    let start = mime.iter().position(|b| !space(b)).unwrap_or(mime.len());
+    let end = mime.iter().rposition(|b| !space(b)).map_or(start, |i| i + 1);
+    let mut parts = mime[start..end].split(|b| *b == b'/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(main), Some(sub), None) if main.eq_ignore_ascii_case(b"application") => {
+            sub.eq_ignore_ascii_case(b"json") || sub.len() >= 5 && sub[sub.len() - 5..].eq_ignore_ascii_case(b"+json")
+        }
         _ => false,
     }
 }
@@ -500,15 +503,15 @@ async fn not_found() -> Response {
     detail(StatusCode::NOT_FOUND, "Not Found")
 }
 
-/// The old service's routes, each with its one method.
-const ROUTES: &[(&str, Method)] = &[
-    ("/token/generateToken", Method::POST),
-    ("/token/acquireToken", Method::GET),
-    ("/token/keepAlive", Method::PUT),
-    ("/token/unblockToken", Method::PUT),
-    ("/token/unblock", Method::PUT),
-    ("/token/deleteToken", Method::DELETE),
-    ("/token/deleteExpiredToken", Method::DELETE),
+/// The old service's routes (the router below has each with its handler).
+const ROUTES: &[&str] = &[
+    "/token/generateToken",
+    "/token/acquireToken",
+    "/token/keepAlive",
+    "/token/unblockToken",
+    "/token/unblock",
+    "/token/deleteToken",
+    "/token/deleteExpiredToken",
 ];
 
 const OPENAPI_JSON: &str = "/openapi.json";
@@ -540,82 +543,91 @@ const LOCATION_SAFE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b',')
     .remove(b';');
 
-/// Routing as FastAPI's (Starlette's) router does it, before axum's:
-/// - the path is matched percent-decoded (`/t%6Fken/acquireToken` is
-///   `/token/acquireToken`);
-/// - a route's path with another method gets 405 and the route's one
-///   method in `allow`: HEAD too, which FastAPI's routes do not answer
-///   (axum's would run the GET handler: a HEAD would acquire a token);
-/// - a path that is a route's but for its trailing slashes (`/token/
-///   acquireToken/`, or one too few) gets a 307 to the route, with the
-///   query, whatever the method (Starlette's `redirect_slashes`).
-async fn fastapi_routing(mut req: axum::extract::Request, next: Next) -> Response {
+/// FastAPI's 405: the route's one method in `allow`.
+fn method_not_allowed(method: &'static str) -> Response {
+    let mut r = detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(method));
+    r
+}
+
+/// A route's handler, and FastAPI's 405 for any other method: HEAD too,
+/// which FastAPI's routes do not answer (axum runs a GET handler for HEAD:
+/// a HEAD would acquire a token).
+fn only<H, T>(method: &'static str, handler: H) -> MethodRouter<Api>
+where
+    H: axum::handler::Handler<T, Api>,
+    T: 'static,
+{
+    let refuse = move || async move { method_not_allowed(method) };
+    let filter = Method::from_bytes(method.as_bytes()).ok().and_then(|m| MethodFilter::try_from(m).ok());
+    axum::routing::on(filter.unwrap_or(MethodFilter::GET), handler).head(refuse).fallback(refuse)
+}
+
+/// What axum's routes did not match, as FastAPI's (Starlette's) router
+/// answers it: `routes` again for a path that is a route's once
+/// percent-decoded (`/t%6Fken/acquireToken`: Starlette matches decoded
+/// paths); a 307 to the route for a path that is a route's but for its
+/// trailing slashes (`/token/acquireToken/`, with the query, whatever the
+/// method: Starlette's `redirect_slashes`); else 404. Requests for the
+/// routes themselves never come here, so they pay nothing for it.
+async fn fastapi_fallback(routes: Router, mut req: axum::extract::Request) -> Response {
     let path = percent_decode_str(req.uri().path()).decode_utf8_lossy().into_owned();
-    if let Some((route, method)) = ROUTES.iter().find(|(r, _)| *r == path) {
-        if req.method() != method {
-            let mut r = detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
-            r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(method.as_str()));
-            return r;
+    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    let route = |p: &str| p == OPENAPI_JSON || ROUTES.contains(&p);
+    if path != req.uri().path() && route(&path) {
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = format!("{path}{query}").parse().ok();
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+            return match routes.oneshot(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
         }
-        if req.uri().path() != *route {
-            let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-            let mut parts = req.uri().clone().into_parts();
-            parts.path_and_query = format!("{route}{query}").parse().ok();
-            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
-                *req.uri_mut() = uri;
-            }
-        }
-        return next.run(req).await;
     }
     if path != "/" {
         let other = match path.strip_suffix('/') {
             Some(_) => path.trim_end_matches('/').to_string(),
             None => format!("{path}/"),
         };
-        if other == OPENAPI_JSON || ROUTES.iter().any(|(r, _)| *r == other) {
+        if route(&other) {
             // Starlette's URL(scope=…): the Host header as Latin-1, the
-            // query as sent.
+            // query as sent, quoted.
             let host: Option<String> =
                 req.headers().get(header::HOST).map(|h| h.as_bytes().iter().map(|&b| char::from(b)).collect());
-            let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
             let url = match host {
                 Some(host) => format!("http://{host}{other}{query}"),
                 None => format!("{other}{query}"),
             };
             let location = utf8_percent_encode(&url, LOCATION_SAFE).to_string();
-            return match HeaderValue::from_str(&location) {
-                Ok(v) => (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, v)]).into_response(),
-                Err(_) => detail(StatusCode::NOT_FOUND, "Not Found"),
-            };
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, v)]).into_response();
+            }
         }
     }
-    next.run(req).await
+    not_found().await
 }
 
 /// The router (tests serve it on their own listener).
 pub fn router(ctx: Arc<Ctx>, pool: &str, protected: bool) -> Router {
     let api = Api { ctx, pool: pool.into(), protected };
     let openapi = ApiDoc::openapi();
-    let inner = Router::new()
-        .route("/token/generateToken", post(generate_token))
-        .route("/token/acquireToken", get(acquire_token))
-        .route("/token/keepAlive", put(keep_alive))
-        .route("/token/unblockToken", put(unblock_token))
-        .route("/token/unblock", put(unblock))
-        .route("/token/deleteToken", delete(delete_token))
-        .route("/token/deleteExpiredToken", delete(delete_expired))
-        .method_not_allowed_fallback(|| async { detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed") })
+    let routes = Router::new()
+        .route("/token/generateToken", only("POST", generate_token))
+        .route("/token/acquireToken", only("GET", acquire_token))
+        .route("/token/keepAlive", only("PUT", keep_alive))
+        .route("/token/unblockToken", only("PUT", unblock_token))
+        .route("/token/unblock", only("PUT", unblock))
+        .route("/token/deleteToken", only("DELETE", delete_token))
+        .route("/token/deleteExpiredToken", only("DELETE", delete_expired))
         .with_state(api)
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/docs")
                 .url(OPENAPI_JSON, openapi)
                 .config(utoipa_swagger_ui::Config::default().validator_url("none")),
-        )
-        .fallback(not_found);
-    // The router above, behind FastAPI's routing rules: middleware on a
-    // router whose only route is its fallback runs before the inner
-    // router matches, so it can answer first or rewrite the path.
-    Router::new().fallback_service(inner).layer(axum::middleware::from_fn(fastapi_routing))
+        );
+    let again = routes.clone();
+    routes.fallback(move |req: axum::extract::Request| fastapi_fallback(again.clone(), req))
 }
 
 /// Serves the API on `listener` until `stop` is cancelled.

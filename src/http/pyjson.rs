@@ -138,7 +138,8 @@ pub fn parse(s: &str) -> Result<Value, Bad> {
 /// same (members in order, the same escapes) but for floats, which Python
 /// writes as `repr` does.
 pub fn dumps(v: &Value) -> String {
-    let mut out = Vec::new();
+    // serde_json::to_string's first buffer.
+    let mut out = Vec::with_capacity(128);
     let mut ser = serde_json::Serializer::with_formatter(&mut out, PyFloats);
     match serde::Serialize::serialize(v, &mut ser) {
         Ok(()) => String::from_utf8(out).unwrap_or_default(),
