@@ -572,7 +572,8 @@ where
 /// routes themselves never come here, so they pay nothing for it.
 async fn fastapi_fallback(routes: Router, mut req: axum::extract::Request) -> Response {
     let path = percent_decode_str(req.uri().path()).decode_utf8_lossy().into_owned();
-    let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+    // Starlette adds the query only when there is one (`/x/?` has none).
+    let query = req.uri().query().filter(|q| !q.is_empty()).map(|q| format!("?{q}")).unwrap_or_default();
     let route = |p: &str| p == OPENAPI_JSON || ROUTES.contains(&p);
     if path != req.uri().path() && route(&path) {
         let mut parts = req.uri().clone().into_parts();
@@ -625,7 +626,9 @@ pub fn router(ctx: Arc<Ctx>, pool: &str, protected: bool) -> Router {
             utoipa_swagger_ui::SwaggerUi::new("/docs")
                 .url(OPENAPI_JSON, openapi)
                 .config(utoipa_swagger_ui::Config::default().validator_url("none")),
-        );
+        )
+        // /docs and /openapi.json: axum's allow, FastAPI's body.
+        .method_not_allowed_fallback(|| async { detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed") });
     let again = routes.clone();
     routes.fallback(move |req: axum::extract::Request| fastapi_fallback(again.clone(), req))
 }

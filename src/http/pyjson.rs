@@ -160,15 +160,19 @@ impl serde_json::ser::Formatter for PyFloats {
 /// read back the same, positional from 1e-4 up to below 1e16 and with at
 /// least one digit after the point (`100.0`, `0.0001`), with an exponent
 /// of two digits or more outside (`1e-05`, `1.5e+16`): CPython's
-/// `float_repr_style` 'short'. Where two strings of that many digits read
-/// back the same and lie equally near, Python takes the even one and
-/// Rust's `{:e}` the upper (1658206780088562.25: Python `…562.2`, `{:e}`
-/// `…562.3`, about one float in 10,000), so the digits are `{:e}`'s count
-/// rounded half to even.
+/// `float_repr_style` 'short'. Of the strings with that many digits that
+/// read back the same, Python takes the nearest, and of two equally near
+/// the even one, where Rust's `{:e}` takes the upper (1658206780088562.25:
+/// Python `…562.2`, `{:e}` `…562.3`, about one float in 10,000). So the
+/// digits are the value rounded half to even to `{:e}`'s count, unless
+/// that does not read back (the nearest string can lie outside the
+/// narrower half of a power of two's interval: 2^-44), when they are
+/// `{:e}`'s.
 pub fn repr(x: f64) -> String {
     let shortest = format!("{:e}", x.abs());
     let n = shortest.split_once('e').map_or(1, |(m, _)| m.chars().filter(char::is_ascii_digit).count());
-    let sci = format!("{:.*e}", n.saturating_sub(1), x.abs());
+    let nearest = format!("{:.*e}", n.saturating_sub(1), x.abs());
+    let sci = if nearest.parse::<f64>() == Ok(x.abs()) { nearest } else { shortest };
     let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
@@ -597,8 +601,19 @@ mod tests {
             // A tie between two shortest strings: Python takes the even.
             (1_658_206_780_088_562.0 + 0.25, "1658206780088562.2"),
             (233_115_890_514_796.0 + 0.125, "233115890514796.12"),
+            // A power of two whose nearest 16 digits read back as the float
+            // below it.
+            (2.0f64.powi(-44), "5.684341886080802e-14"),
         ] {
             assert_eq!(super::repr(x), py, "{x:e}");
+        }
+        // Every power of two (the intervals where the nearest digits can
+        // miss) and its neighbours read back as themselves.
+        for k in -1074..=1023 {
+            let p = 2.0f64.powi(k);
+            for x in [p, f64::from_bits(p.to_bits() + 1), f64::from_bits(p.to_bits().saturating_sub(1))] {
+                assert_eq!(super::repr(x).parse::<f64>(), Ok(x), "{x:e}");
+            }
         }
         assert_eq!(
             super::dumps(&json!({"a": [1.0, 1e-7, -3, "é\n\u{1}"], "b": null})),

@@ -20,7 +20,7 @@ pub fn free_port() -> u16 {
 
 pub fn require(bin: &str) {
     let ok = Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    assert!(ok, "`{bin}` is not installed: run scripts/setup.sh (installs redis-server and redis-tools)");
+    assert!(ok, "`{bin}` is not installed: run scripts/setup.sh (it installs what the tests need)");
 }
 
 /// A redis-server started for one test, in its own directory.
