@@ -34,7 +34,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequestParts, Query};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
@@ -553,14 +553,13 @@ fn method_not_allowed(method: &'static str) -> Response {
 /// A route's handler, and FastAPI's 405 for any other method: HEAD too,
 /// which FastAPI's routes do not answer (axum runs a GET handler for HEAD:
 /// a HEAD would acquire a token).
-fn only<H, T>(method: &'static str, handler: H) -> MethodRouter<Api>
+fn only<H, T>(method: MethodFilter, name: &'static str, handler: H) -> MethodRouter<Api>
 where
     H: axum::handler::Handler<T, Api>,
     T: 'static,
 {
-    let refuse = move || async move { method_not_allowed(method) };
-    let filter = Method::from_bytes(method.as_bytes()).ok().and_then(|m| MethodFilter::try_from(m).ok());
-    axum::routing::on(filter.unwrap_or(MethodFilter::GET), handler).head(refuse).fallback(refuse)
+    let refuse = move || async move { method_not_allowed(name) };
+    axum::routing::on(method, handler).head(refuse).fallback(refuse)
 }
 
 /// What axum's routes did not match, as FastAPI's (Starlette's) router
@@ -586,12 +585,11 @@ async fn fastapi_fallback(routes: Router, mut req: axum::extract::Request) -> Re
             };
         }
     }
-    if path != "/" {
-        let other = match path.strip_suffix('/') {
-            Some(_) => path.trim_end_matches('/').to_string(),
-            None => format!("{path}/"),
-        };
-        if route(&other) {
+    // No route ends in `/`, so only a path that does can be one Starlette
+    // redirects (it also tries adding a slash, which never matches here).
+    if path.ends_with('/') {
+        let other = path.trim_end_matches('/');
+        if route(other) {
             // Starlette's URL(scope=…): the Host header as Latin-1, the
             // query as sent, quoted.
             let host: Option<String> =
@@ -614,13 +612,13 @@ pub fn router(ctx: Arc<Ctx>, pool: &str, protected: bool) -> Router {
     let api = Api { ctx, pool: pool.into(), protected };
     let openapi = ApiDoc::openapi();
     let routes = Router::new()
-        .route("/token/generateToken", only("POST", generate_token))
-        .route("/token/acquireToken", only("GET", acquire_token))
-        .route("/token/keepAlive", only("PUT", keep_alive))
-        .route("/token/unblockToken", only("PUT", unblock_token))
-        .route("/token/unblock", only("PUT", unblock))
-        .route("/token/deleteToken", only("DELETE", delete_token))
-        .route("/token/deleteExpiredToken", only("DELETE", delete_expired))
+        .route("/token/generateToken", only(MethodFilter::POST, "POST", generate_token))
+        .route("/token/acquireToken", only(MethodFilter::GET, "GET", acquire_token))
+        .route("/token/keepAlive", only(MethodFilter::PUT, "PUT", keep_alive))
+        .route("/token/unblockToken", only(MethodFilter::PUT, "PUT", unblock_token))
+        .route("/token/unblock", only(MethodFilter::PUT, "PUT", unblock))
+        .route("/token/deleteToken", only(MethodFilter::DELETE, "DELETE", delete_token))
+        .route("/token/deleteExpiredToken", only(MethodFilter::DELETE, "DELETE", delete_expired))
         .with_state(api)
         .merge(
             utoipa_swagger_ui::SwaggerUi::new("/docs")
