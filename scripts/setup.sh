@@ -3,8 +3,8 @@
 # machine: redis-server and redis-tools (redis-cli, redis-benchmark), netcat
 # for poking the server by hand (`printf 'PING\r\n' | nc …`), curl (the
 # HTTP example), prlimit and setpriv, Chromium (the /docs page is checked
-# in a headless browser), the Python client the tests drive tokend with (redis-py, from PyPI),
-# FastAPI (PyPI, into .venv-fastapi: the HTTP API is compared with it), and
+# in a headless browser), the Python packages of the tests (redis-py, and
+# FastAPI, which the HTTP API is compared with; from PyPI into .venv), and
 # the Node example's client (ioredis, from npm, into examples/node).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -25,8 +25,11 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # right to it): util-linux, where Debian 11 had setpriv in a package of
 # its own.
 command -v prlimit >/dev/null 2>&1 || need+=(util-linux)
-# The virtualenv FastAPI goes into (below).
+# The virtualenv the tests' Python packages go into (below).
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# npm (Debian's package brings Node with it) for the Node example's client.
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if ! command -v setpriv >/dev/null 2>&1; then
   # Which package has it is known only once the package lists are there.
   apt_update
@@ -41,23 +44,19 @@ fi
 # their own on free ports and never use it.
 redis-server --version
 
-# redis-py, pinned: the tests check what its default pipeline() sends.
-if ! python3 -c 'import redis' >/dev/null 2>&1; then
-  echo "setup: installing redis-py"
-  python3 -m pip install --quiet --disable-pip-version-check 'redis==5.2.1'
+# The tests' Python packages, pinned, in a virtualenv of the repository's own
+# (.venv), never in the system's Python (Debian's refuses pip installs,
+# PEP 668): redis-py, whose default pipeline() the tests check, and FastAPI
+# with pydantic, whose answers the HTTP API is compared with live
+# (tests/http_api.rs), as the old service ran it.
+py_pins=(redis==5.2.1 fastapi==0.115.6 starlette==0.41.3 pydantic==2.14.4 pydantic-core==2.50.5 httpx==0.29.0)
+py_check='import redis, fastapi, pydantic; assert (redis.__version__, fastapi.__version__, pydantic.VERSION) == ("5.2.1", "0.115.6", "2.14.4")'
+if ! .venv/bin/python -c "$py_check" >/dev/null 2>&1; then
+  echo "setup: installing redis-py and FastAPI into .venv"
+  python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "${py_pins[@]}"
 fi
-python3 -c 'import redis; print("redis-py", redis.__version__)'
-
-# FastAPI, pinned, in a virtualenv of its own (.venv-fastapi): the HTTP API
-# is checked against its answers live (tests/http_api.rs), as the old
-# service ran it.
-fastapi_pins=(fastapi==0.115.6 starlette==0.41.3 pydantic==2.14.4 pydantic-core==2.50.5 httpx==0.29.0)
-if ! .venv-fastapi/bin/python -c 'import fastapi, pydantic; assert (fastapi.__version__, pydantic.VERSION) == ("0.115.6", "2.14.4")' >/dev/null 2>&1; then
-  echo "setup: installing FastAPI into .venv-fastapi"
-  python3 -m venv .venv-fastapi
-  .venv-fastapi/bin/python -m pip install --quiet --disable-pip-version-check "${fastapi_pins[@]}"
-fi
-.venv-fastapi/bin/python -c 'import fastapi, pydantic; print("fastapi", fastapi.__version__, "pydantic", pydantic.VERSION)'
+.venv/bin/python -c 'import redis, fastapi, pydantic; print("redis-py", redis.__version__, "fastapi", fastapi.__version__, "pydantic", pydantic.VERSION)'
 
 # The Node example's dependencies (pinned by examples/node/package-lock.json).
 if ! [ -d examples/node/node_modules/ioredis ]; then

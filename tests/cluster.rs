@@ -443,7 +443,7 @@ async fn served_by(addrs: &[SocketAddr], pool: &str) -> (SocketAddr, i64) {
 /// new owners and every token made before is there.
 #[tokio::test]
 async fn python_and_node_cluster_clients_follow_the_slots_through_a_node_s_death() {
-    procs::require("python3");
+    procs::require(procs::PYTHON);
     procs::require("node");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let modules = root.join("examples/node/node_modules");
@@ -452,7 +452,7 @@ async fn python_and_node_cluster_clients_follow_the_slots_through_a_node_s_death
     let (mut nodes, addrs) = formed(&redis, 3, &[]).await;
     let port = addrs[0].port().to_string();
     let fixtures = root.join("tests/fixtures/cluster_clients");
-    let mut py = std::process::Command::new("python3");
+    let mut py = std::process::Command::new(procs::PYTHON);
     py.arg(fixtures.join("redis_py.py")).args([&port, "30"]);
     let mut js = std::process::Command::new("node");
     js.arg(fixtures.join("ioredis.js")).args([&port, "30"]).env("NODE_PATH", &modules);

@@ -58,7 +58,7 @@ fn server() -> (Tokend, SocketAddr) {
 #[test]
 fn python_example() {
     let (t, _) = server();
-    let mut cmd = Command::new("python3");
+    let mut cmd = Command::new(procs::PYTHON);
     cmd.arg(root().join("examples/python/lifecycle.py")).args(["127.0.0.1", &t.addr.port().to_string()]);
     let out = run(cmd, "examples/python/lifecycle.py");
     assert!(out.contains("leaseexpired event for") && out.contains("received"), "{out}");

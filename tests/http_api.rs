@@ -183,10 +183,6 @@ async fn malformed_bodies_get_fastapis_exact_answers() {
     }
 }
 
-/// The Python of the virtualenv scripts/setup.sh makes, with FastAPI and
-/// pydantic pinned: the references the HTTP API is compared with.
-const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv-fastapi/bin/python");
-
 /// Runs a script of tests/fixtures/fastapi with a Python on lines of its
 /// standard input; its JSON line for each.
 fn python_verdicts(python: &str, script: &str, lines: &[String]) -> Vec<serde_json::Value> {
@@ -202,7 +198,7 @@ fn python_verdicts_with(python: &str, script: &str, args: &[&str], lines: &[Stri
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .expect("python3");
+        .expect("the tests' Python (scripts/setup.sh makes .venv)");
     let mut stdin = py.stdin.take().unwrap();
     let input: String = lines.iter().map(|l| l.clone() + "\n").collect();
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
@@ -231,7 +227,7 @@ fn bodies_are_read_as_cpython_reads_them() {
     use tokend::http::pyjson::{self, Bad};
     let all = bodies::many(20261204, 30_000);
     let lines: Vec<String> = all.iter().map(|b| b64(b)).collect();
-    let verdicts = python_verdicts(PYTHON, "loads.py", &lines);
+    let verdicts = python_verdicts(procs::PYTHON, "loads.py", &lines);
     let mut differ = Vec::new();
     let mut kinds = [0usize; 3];
     for (body, py) in all.iter().zip(&verdicts) {
@@ -313,7 +309,7 @@ async fn bodies_get_the_answers_fastapi_gives_them() {
         .iter()
         .map(|(b, ct)| format!("{} {}", b64(b), ct.map_or("-".to_string(), |ct| b64(ct.as_bytes()))))
         .collect();
-    let answers = python_verdicts(PYTHON, "answers.py", &lines);
+    let answers = python_verdicts(procs::PYTHON, "answers.py", &lines);
     let (_t, http) = start(&[]);
     let client = reqwest::Client::new();
     let mut differ = Vec::new();
@@ -404,7 +400,7 @@ async fn methods_and_paths_are_routed_as_fastapi_routes_them() {
     let cases: Vec<(&str, &String)> = paths.iter().flat_map(|p| methods.iter().map(move |m| (*m, p))).collect();
     let (_t, http) = start(&[]);
     let lines: Vec<String> = cases.iter().map(|(m, p)| format!("{m} {p}")).collect();
-    let answers = python_verdicts_with(PYTHON, "routes.py", &[&format!("http://{http}")], &lines);
+    let answers = python_verdicts_with(procs::PYTHON, "routes.py", &[&format!("http://{http}")], &lines);
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
     let mut differ = Vec::new();
     for ((method, path), fastapi) in cases.iter().zip(&answers) {
@@ -747,11 +743,11 @@ async fn protected_mode_lets_loopback_in_on_a_dual_stack_listener() {
 #[tokio::test]
 async fn import_seed_brings_the_old_tokens_over_once() {
     let old = RedisProc::start();
-    let seeded = std::process::Command::new("python3")
+    let seeded = std::process::Command::new(procs::PYTHON)
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/old_service/seed.py"))
         .args([old.port.to_string(), "10000".into(), "3000".into(), "100".into()])
         .output()
-        .expect("python3 (scripts/setup.sh installs redis-py)");
+        .expect("the tests' Python (scripts/setup.sh makes .venv)");
     assert!(seeded.status.success(), "{}", String::from_utf8_lossy(&seeded.stderr));
     let states: Vec<(String, String)> = String::from_utf8(seeded.stdout)
         .unwrap()

@@ -4,6 +4,7 @@
 //! shards as another client sees it.
 
 mod common;
+mod procs;
 
 use common::{Resp, TestServer, assert_uuid_v4, stats, stats_of};
 use std::hash::BuildHasher;
@@ -229,12 +230,12 @@ for pool in ("a", "b"):
     assert stats[1] == 1, (pool, stats)
 print("ok")
 "#;
-    let out = Command::new("python3")
+    let out = Command::new(procs::PYTHON)
         .arg("-c")
         .arg(script)
         .arg(server.port.to_string())
         .output()
-        .expect("python3 (scripts/setup.sh installs redis-py)");
+        .expect("the tests' Python (scripts/setup.sh makes .venv)");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("aborted: ") && text.ends_with("ok\n"), "{text}");

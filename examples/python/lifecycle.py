@@ -2,6 +2,9 @@
 
     python3 examples/python/lifecycle.py [host] [port]
 
+with redis-py installed (`pip install redis`), or with the virtualenv
+scripts/setup.sh makes: `.venv/bin/python examples/python/lifecycle.py`.
+
 Generates tokens, acquires one with a lease and keeps it alive in a loop,
 gives it back, lets a lease and the lifetimes run out, and prints the
 expiry notifications tokend publishes as they come. Exits 0 once it saw

@@ -18,6 +18,10 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// The Python of the virtualenv scripts/setup.sh makes (.venv), with the
+/// tests' packages pinned: redis-py, FastAPI and pydantic.
+pub const PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
+
 pub fn require(bin: &str) {
     let ok = Command::new(bin).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
     assert!(ok, "`{bin}` is not installed: run scripts/setup.sh (it installs what the tests need)");
