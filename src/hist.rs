@@ -93,6 +93,12 @@ impl Hist {
         }
         h.count = h.count.saturating_sub(earlier.count);
         h.sum = h.sum.saturating_sub(earlier.sum);
+        // The largest value since lies in the highest bucket that grew: an
+        // all-time maximum from before the snapshot must not show.
+        h.max = match h.counts.iter().rposition(|&n| n > 0) {
+            Some(b) => upper(b).min(self.max),
+            None => 0,
+        };
         h
     }
 
@@ -235,6 +241,21 @@ mod tests {
         assert_eq!((merged.count(), merged.sum(), merged.max()), (3, 30_303, 30_000));
         assert_eq!(merged.cumulative(&[10, 1_000, 100_000]), [1, 2, 3]);
         let later = merged.clone();
-        assert_eq!(later.since(&merged).count(), 0);
+        assert_eq!((later.since(&merged).count(), later.since(&merged).max()), (0, 0));
+    }
+
+    #[test]
+    fn since_a_snapshot_forgets_the_maximum_before_it() {
+        let mut h = Hist::default();
+        h.record(50_000);
+        let snapshot = h.clone();
+        for v in [7u64, 12, 1_000] {
+            h.record(v);
+        }
+        let since = h.since(&snapshot);
+        assert_eq!((since.count(), since.sum()), (3, 1_019));
+        // Within the bucket of 1,000, not the 50,000 before the snapshot.
+        assert!(since.max() >= 1_000 && since.max() <= upper(bucket(1_000)), "{}", since.max());
+        assert!(since.percentile(100.0) <= upper(bucket(1_000)) as f64);
     }
 }

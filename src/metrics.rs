@@ -195,22 +195,23 @@ impl Collector for Exporter {
         gauge(&mut m, &none, ctx.store.pending_timers() as f64)?;
 
         // Expiries.
-        let (expired, lease_expired) = ctx.store.counters();
+        // Totals since the start: CONFIG RESETSTAT resets only INFO's view.
+        let exp = ctx.store.expiry_totals();
         let mut m = enc.encode_descriptor(
             "expiries",
             "Lifetimes (event=expired) and leases (event=leaseexpired) that ended",
             None,
             MetricType::Counter,
         )?;
-        counter(&mut m, &[("event", "expired")], expired)?;
-        counter(&mut m, &[("event", "leaseexpired")], lease_expired)?;
+        counter(&mut m, &[("event", "expired")], exp.expired)?;
+        counter(&mut m, &[("event", "leaseexpired")], exp.lease_expired)?;
         let mut m = enc.encode_descriptor(
             "expiry_lateness",
             "How long after its deadline a lifetime or lease ended",
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;
-        histogram(&mut m, &none, &ctx.store.expiry_lateness(), &LATE_BOUNDS_US, 1e6)?;
+        histogram(&mut m, &none, &exp.lateness, &LATE_BOUNDS_US, 1e6)?;
 
         // Clients.
         let mut m = enc.encode_descriptor("connected_clients", "Client connections open", None, MetricType::Gauge)?;

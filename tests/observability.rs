@@ -163,8 +163,19 @@ async fn metrics_and_commandstats_count_exactly_what_ran() {
     assert_eq!(stats.get::<String>("cmdstat_token.gen"), None);
     assert!(stats.get::<String>("cmdstat_config|resetstat").is_some(), "RESETSTAT itself counts after the reset");
     assert_eq!(info(&mut c, "expiry").await.get::<u64>("expiry_lateness_count"), Some(0));
-    let (_, s) = scrape(maddr).await;
-    assert_eq!(value(&s, "tokend_commands_total", &[("command", "token.gen")]), Some(2.0));
+    assert_eq!(info(&mut c, "expiry").await.get::<u64>("expiries_expired"), Some(0));
+    let st = info(&mut c, "stats").await;
+    assert_eq!(st.get::<u64>("expired_tokens"), Some(0));
+    assert_eq!(st.get::<u64>("total_connections_received"), Some(0));
+    let (_, after) = scrape(maddr).await;
+    assert_eq!(value(&after, "tokend_commands_total", &[("command", "token.gen")]), Some(2.0));
+    assert_eq!(value(&after, "tokend_expiries_total", &[("event", "expired")]), Some(3.0));
+    assert_eq!(histogram(&after, "tokend_expiry_lateness_seconds", &[]).last().map(|b| b.1), Some(3.0));
+    let received = |s: &prometheus_parse::Scrape| value(s, "tokend_connections_received_total", &[]);
+    assert!(received(&s).is_some_and(|n| n >= 1.0) && received(&after) >= received(&s), "{:?}", received(&after));
+    // INFO counts from the reset on.
+    let _c2 = server.conn().await;
+    assert_eq!(info(&mut c, "stats").await.get::<u64>("total_connections_received"), Some(1));
 }
 
 #[tokio::test]

@@ -6,7 +6,6 @@ use crate::parse::{Parse, ParseError};
 use crate::reply::Reply;
 use crate::store::{Totals, lazyfree_counts};
 use std::fmt::Write;
-use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The Redis version tokend answers as, for clients that gate features on
@@ -125,11 +124,11 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             kv("aof_enabled", &0);
         }
         "stats" => {
-            let st = &ctx.stats;
-            kv("total_connections_received", &st.connections_received.load(Ordering::Relaxed));
-            kv("total_commands_processed", &st.commands_processed.load(Ordering::Relaxed));
-            kv("rejected_connections", &st.rejected_connections.load(Ordering::Relaxed));
-            let (expired, lease_expired) = ctx.store.counters();
+            let st = ctx.stats.since_reset();
+            kv("total_connections_received", &st.connections_received);
+            kv("total_commands_processed", &st.commands_processed);
+            kv("rejected_connections", &st.rejected_connections);
+            let (expired, lease_expired) = ctx.store.counters_since_reset();
             kv("expired_tokens", &expired);
             kv("lease_expired_tokens", &lease_expired);
             kv("pending_timers", &ctx.store.pending_timers());
@@ -147,19 +146,18 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             kv("connected_slaves", &0);
         }
         "expiry" => {
-            let (expired, lease_expired) = ctx.store.counters();
-            kv("expiries_expired", &expired);
-            kv("expiries_leaseexpired", &lease_expired);
+            let exp = ctx.store.expiry_since_reset();
+            kv("expiries_expired", &exp.expired);
+            kv("expiries_leaseexpired", &exp.lease_expired);
             // How late lifetimes and leases ended, µs after their deadline.
-            let late = ctx.store.expiry_lateness();
+            let late = &exp.lateness;
             kv("expiry_lateness_count", &late.count());
             kv("expiry_lateness_p50_usec", &(late.percentile(50.0) as u64));
             kv("expiry_lateness_p99_usec", &(late.percentile(99.0) as u64));
             kv("expiry_lateness_p99_9_usec", &(late.percentile(99.9) as u64));
             kv("expiry_lateness_max_usec", &late.max());
-            let (waits, waited_us) = ctx.store.subscriber_waits();
-            kv("expiry_subscriber_waits", &waits);
-            kv("expiry_subscriber_wait_usec", &waited_us);
+            kv("expiry_subscriber_waits", &exp.subscriber_waits);
+            kv("expiry_subscriber_wait_usec", &exp.subscriber_wait_us);
             kv("pending_timers", &ctx.store.pending_timers());
         }
         "commandstats" => {

@@ -66,20 +66,50 @@ impl Clients {
     }
 }
 
-/// Server-wide counters for `INFO stats` (reset by `CONFIG RESETSTAT`).
+/// Server-wide counters, totals since the start (Prometheus counters read
+/// them, and a counter never goes back). `INFO stats` shows them since the
+/// last `CONFIG RESETSTAT` ([`Stats::since_reset`]).
 #[derive(Debug, Default)]
 pub struct Stats {
     pub connections_received: AtomicU64,
     pub commands_processed: AtomicU64,
     pub rejected_connections: AtomicU64,
+    /// What the three read at the last `CONFIG RESETSTAT`.
+    base: std::sync::Mutex<StatCounts>,
+}
+
+/// The values of [`Stats`]' counters at one time, or their growth since.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StatCounts {
+    pub connections_received: u64,
+    pub commands_processed: u64,
+    pub rejected_connections: u64,
 }
 
 impl Stats {
-    /// Back to zero, as Redis's `CONFIG RESETSTAT` does for its counters.
+    fn now(&self) -> StatCounts {
+        StatCounts {
+            connections_received: self.connections_received.load(Ordering::Relaxed),
+            commands_processed: self.commands_processed.load(Ordering::Relaxed),
+            rejected_connections: self.rejected_connections.load(Ordering::Relaxed),
+        }
+    }
+
+    /// `CONFIG RESETSTAT`: INFO counts from zero again, as Redis's do; the
+    /// counters themselves go on.
     pub fn reset(&self) {
-        self.connections_received.store(0, Ordering::Relaxed);
-        self.commands_processed.store(0, Ordering::Relaxed);
-        self.rejected_connections.store(0, Ordering::Relaxed);
+        *self.base.lock().unwrap_or_else(|e| e.into_inner()) = self.now();
+    }
+
+    /// The counters' growth since the last `CONFIG RESETSTAT` (INFO stats).
+    pub fn since_reset(&self) -> StatCounts {
+        let base = *self.base.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.now();
+        StatCounts {
+            connections_received: now.connections_received.saturating_sub(base.connections_received),
+            commands_processed: now.commands_processed.saturating_sub(base.commands_processed),
+            rejected_connections: now.rejected_connections.saturating_sub(base.rejected_connections),
+        }
     }
 }
 

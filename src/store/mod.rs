@@ -48,7 +48,7 @@ pub use ops::making_stock;
 pub use pool::Record;
 pub use reclaim::lazyfree_counts;
 pub use txn::{NotLocked, Txn};
-pub use types::{Change, Journal, PoolStats, Restored, StoreConfig, TokenError, TokenInfo, Totals};
+pub use types::{Change, ExpiryTotals, Journal, PoolStats, Restored, StoreConfig, TokenError, TokenInfo, Totals};
 pub use waiting::{Acquired, Handed, Waiting};
 
 use crate::clock::Clock;
@@ -172,6 +172,9 @@ struct Shared {
     /// waited in all (INFO expiry; see `expiry::wait_for_subscribers`).
     subscriber_waits: AtomicU64,
     subscriber_wait_us: AtomicU64,
+    /// The expiry totals at the last `CONFIG RESETSTAT`: INFO shows what
+    /// came since, while the totals (Prometheus counters) only grow.
+    expiry_base: Mutex<ExpiryTotals>,
     /// Thread drivers awake (firing, or doing background work), not parked
     /// until a deadline (see `Store::expiry_working`).
     drivers_working: AtomicU64,
@@ -458,6 +461,7 @@ impl Store {
                 lease_expired_total: AtomicU64::new(0),
                 subscriber_waits: AtomicU64::new(0),
                 subscriber_wait_us: AtomicU64::new(0),
+                expiry_base: Mutex::default(),
                 drivers_working: AtomicU64::new(0),
                 next_waiter_id: AtomicU64::new(1),
                 next_version: AtomicU64::new(1),
@@ -519,12 +523,6 @@ impl Store {
         (self.shared.expired_total.load(Ordering::Relaxed), self.shared.lease_expired_total.load(Ordering::Relaxed))
     }
 
-    /// Times the expiry drivers waited for subscribers to catch up, and µs
-    /// waited in all.
-    pub fn subscriber_waits(&self) -> (u64, u64) {
-        (self.shared.subscriber_waits.load(Ordering::Relaxed), self.shared.subscriber_wait_us.load(Ordering::Relaxed))
-    }
-
     /// Whether an expiry thread driver is at work rather than parked until
     /// its next deadline.
     pub fn expiry_working(&self) -> bool {
@@ -540,25 +538,50 @@ impl Store {
         self.expiry_working() || lazyfree_counts().0 > 0 || making_stock()
     }
 
-    /// Sets the expiry counters and lateness back to zero (`CONFIG RESETSTAT`).
+    /// `CONFIG RESETSTAT`: INFO's expiry counts start from zero again
+    /// ([`Store::expiry_since_reset`]); the totals go on.
     pub fn reset_counters(&self) {
-        self.shared.expired_total.store(0, Ordering::Relaxed);
-        self.shared.lease_expired_total.store(0, Ordering::Relaxed);
-        self.shared.subscriber_waits.store(0, Ordering::Relaxed);
-        self.shared.subscriber_wait_us.store(0, Ordering::Relaxed);
+        let now = self.expiry_totals();
+        *self.shared.expiry_base.lock().unwrap_or_else(|e| e.into_inner()) = now;
+    }
+
+    /// Expiries since the start: how many lifetimes and leases ended, how
+    /// late (µs after their deadlines), and how often and how long the
+    /// expiry drivers waited for subscribers to catch up.
+    pub fn expiry_totals(&self) -> ExpiryTotals {
+        let mut lateness = crate::hist::Hist::default();
         for cell in self.shared.shards.iter() {
-            lock(&cell.state).lateness = crate::hist::Hist::default();
+            lateness.merge(&lock(&cell.state).lateness);
+        }
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ExpiryTotals {
+            expired: load(&self.shared.expired_total),
+            lease_expired: load(&self.shared.lease_expired_total),
+            lateness,
+            subscriber_waits: load(&self.shared.subscriber_waits),
+            subscriber_wait_us: load(&self.shared.subscriber_wait_us),
         }
     }
 
-    /// How late expiries fired, µs, over every shard (since the start or
-    /// the last `CONFIG RESETSTAT`).
-    pub fn expiry_lateness(&self) -> crate::hist::Hist {
-        let mut h = crate::hist::Hist::default();
-        for cell in self.shared.shards.iter() {
-            h.merge(&lock(&cell.state).lateness);
+    /// [`Store::counters`] since the last `CONFIG RESETSTAT` (INFO stats),
+    /// without the shards' locks that the lateness takes.
+    pub fn counters_since_reset(&self) -> (u64, u64) {
+        let (expired, lease_expired) = self.counters();
+        let base = self.shared.expiry_base.lock().unwrap_or_else(|e| e.into_inner());
+        (expired.saturating_sub(base.expired), lease_expired.saturating_sub(base.lease_expired))
+    }
+
+    /// [`Store::expiry_totals`] since the last `CONFIG RESETSTAT` (INFO).
+    pub fn expiry_since_reset(&self) -> ExpiryTotals {
+        let now = self.expiry_totals();
+        let base = self.shared.expiry_base.lock().unwrap_or_else(|e| e.into_inner());
+        ExpiryTotals {
+            expired: now.expired.saturating_sub(base.expired),
+            lease_expired: now.lease_expired.saturating_sub(base.lease_expired),
+            lateness: now.lateness.since(&base.lateness),
+            subscriber_waits: now.subscriber_waits.saturating_sub(base.subscriber_waits),
+            subscriber_wait_us: now.subscriber_wait_us.saturating_sub(base.subscriber_wait_us),
         }
-        h
     }
 
     /// The latency monitor.

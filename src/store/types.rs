@@ -96,6 +96,20 @@ pub struct Totals {
     pub blocked: u64,
 }
 
+/// Expiry counts (see [`super::Store::expiry_totals`]).
+#[derive(Debug, Default, Clone)]
+pub struct ExpiryTotals {
+    /// Lifetimes ended.
+    pub expired: u64,
+    /// Leases ended.
+    pub lease_expired: u64,
+    /// How late each ended, µs after its deadline.
+    pub lateness: crate::hist::Hist,
+    /// Times an expiry driver waited for subscribers, and µs waited in all.
+    pub subscriber_waits: u64,
+    pub subscriber_wait_us: u64,
+}
+
 /// A change to persist, in the order it happened. `slot` is where the
 /// token is in its pool's slab: the backing store keeps records at the same
 /// places, so a slot is never held by two tokens there either.
