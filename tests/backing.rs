@@ -582,3 +582,102 @@ async fn loading_a_million_tokens_answers_loading_meanwhile() {
     assert_eq!(stats, [1_000_000, 1_000_000, 0, 0, 0]);
     assert!(t.wait_log("ready to accept connections", Duration::from_secs(5)).is_some());
 }
+
+/// The backing Redis user SECURITY.md tells operators to give tokend, read
+/// from the document itself: with exactly that ACL, tokend writes, publishes
+/// its events, loads its state back after a restart (with the backing
+/// Redis's script cache emptied meanwhile), as a standalone server and as a
+/// cluster node, and over a Redis Cluster, and the backing Redis denies it
+/// nothing (`ACL LOG` stays empty).
+#[tokio::test]
+async fn the_backing_redis_user_security_md_describes_is_enough() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/SECURITY.md")).unwrap();
+    let rule = doc.split("(Redis ACL: `").nth(1).and_then(|r| r.split('`').next()).expect("SECURITY.md names an ACL");
+    let words: Vec<&str> = rule.split_whitespace().collect();
+    assert_eq!(words[..2], ["user", "tokend"], "{rule}");
+    let pass = words.iter().find_map(|w| w.strip_prefix('>')).expect("a password");
+    let single = RedisProc::start();
+    let redis_cluster = procs::RedisCluster::start(3);
+    let cases: [(&str, Vec<&RedisProc>, bool); 3] = [
+        ("a standalone tokend", vec![&single], false),
+        ("a tokend cluster node", vec![&single], true),
+        ("a standalone tokend over a Redis Cluster", redis_cluster.nodes.iter().collect(), false),
+    ];
+    let denied = |nodes: &[&RedisProc]| -> Vec<String> {
+        let mut all = Vec::new();
+        for n in nodes {
+            let log: Vec<HashMap<String, redis::Value>> = redis::cmd("ACL").arg("LOG").query(&mut n.conn()).unwrap();
+            all.extend(log.iter().map(|e| {
+                let s = |k: &str| match e.get(k) {
+                    Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    other => format!("{other:?}"),
+                };
+                format!("{} {} {}", s("reason"), s("object"), s("context"))
+            }));
+        }
+        all
+    };
+    // Until a cluster node has claimed its slots, or while tokend loads.
+    let settling = |e: &redis::RedisError| matches!(e.code(), Some("CLUSTERDOWN" | "TRYAGAIN" | "LOADING"));
+
+    for (what, nodes, cluster) in cases {
+        for n in &nodes {
+            let _: () = redis::cmd("ACL").arg("SETUSER").arg(&words[1..]).query(&mut n.conn()).unwrap();
+            let _: () = redis::cmd("FLUSHALL").query(&mut n.conn()).unwrap();
+        }
+        let url = format!("redis://tokend:{pass}@127.0.0.1:{}/0", nodes[0].port);
+        let events = subscribe_backing(nodes[0], "__keyevent@0__:*");
+        let mut args = vec!["--redis", url.as_str()];
+        if cluster {
+            args.extend(["--cluster-enabled", "yes"]);
+        }
+        let mut t = Tokend::start(&args);
+        let mut c = t.conn().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let toks: Vec<String> = loop {
+            match redis::cmd("TOKEN.GEN").arg("p").arg("COUNT").arg(10).query_async(&mut c).await {
+                Ok(v) => break v,
+                Err(e) if settling(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("GEN ({what}): {e}; denied: {:?}", denied(&nodes)),
+            }
+        };
+        let a: String = redis::cmd("TOKEN.ACQUIRE").arg("p").query_async(&mut c).await.unwrap();
+        let _: i64 = redis::cmd("TOKEN.KEEPALIVE").arg("p").arg(&a).query_async(&mut c).await.unwrap();
+        let gone = toks.iter().find(|t| **t != a).unwrap();
+        let _: i64 = redis::cmd("TOKEN.DEL").arg("p").arg(gone).query_async(&mut c).await.unwrap();
+        let short = gen_token(&mut c, "q", &["PX", "30"]).await;
+        let (ch, payload, _) =
+            events.recv_timeout(Duration::from_secs(5)).unwrap_or_else(|_| panic!("an expired event ({what})"));
+        assert_eq!((ch.as_str(), payload.as_str()), ("__keyevent@0__:expired", format!("q:{short}").as_str()));
+        let purged: i64 = redis::cmd("TOKEN.DELEXPIRED").arg("q").query_async(&mut c).await.unwrap();
+        assert_eq!(purged, 1);
+        let before = stats(&mut c, "p").await;
+        assert!(t.terminate().success(), "tokend exits 0 on SIGTERM ({what})");
+        for n in &nodes {
+            let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut n.conn()).unwrap();
+        }
+
+        let t2 = Tokend::start(&args);
+        let mut c = t2.conn().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let after = loop {
+            let r: redis::RedisResult<HashMap<String, i64>> =
+                redis::cmd("TOKEN.STATS").arg("p").query_async(&mut c).await;
+            match r {
+                Ok(s) => break s,
+                Err(e) if settling(&e) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("STATS after the restart ({what}): {e}; denied: {:?}", denied(&nodes)),
+            }
+        };
+        assert_eq!(after, before, "{what}");
+        // A write after the restart, with the scripts loaded again.
+        let _: i64 = redis::cmd("TOKEN.UNBLOCK").arg("p").arg(&a).query_async(&mut c).await.unwrap();
+        let logged: Vec<String> = t2.logs().into_iter().chain(t.logs()).filter(|l| l.contains("NOPERM")).collect();
+        assert!(logged.is_empty(), "{what}: {logged:?}");
+        assert_eq!(denied(&nodes), Vec::<String>::new(), "{what}");
+    }
+}
