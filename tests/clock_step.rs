@@ -137,6 +137,7 @@ async fn a_clock_offset_refused_by_the_backing_redis_is_reported_with_its_reason
     wait_for_offset(&redis, 5_000);
     let deadline = Instant::now() + Duration::from_secs(5);
     while let common::Resp::Error(e) = c.cmd("TOKEN.GEN p").await {
+        assert!(e.starts_with("TRYAGAIN"), "{e}");
         assert!(Instant::now() < deadline, "still refused after the OOM: {e}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -434,6 +434,7 @@ async fn loses_its_data(lose: impl FnOnce(&mut RedisProc)) {
     stop.store(true, Ordering::Relaxed);
     let ledger = load.await.unwrap();
     assert!(ledger.acked > 20, "the load ran ({})", ledger.acked);
+    assert_eq!(ledger.failures, Vec::<String>::new(), "tokend stayed up: only -TRYAGAIN may stop a write");
     // The write-back completes: the backing Redis holds what tokend holds.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -161,8 +161,9 @@ fn well_formed_requests_always_get_replies() {
                 bytes.extend(encode(&c));
             }
             s.write_all(&bytes).unwrap();
-            let got = read_replies(&mut s, cmds.len()).map_err(TestCaseError::fail)?;
-            prop_assert!(got >= cmds.len());
+            // At least one reply a command, or an error (a SUBSCRIBE of
+            // several channels answers more than once).
+            read_replies(&mut s, cmds.len()).map_err(TestCaseError::fail)?;
             ping(t.addr);
             Ok(())
         })

@@ -286,7 +286,6 @@ async fn slowlog_keeps_what_redis_keeps_and_hides_passwords() {
     assert!(auth.0 > gen_.0 && gen_.0 > reset.0, "ids grow");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     assert!((auth.1 - now).abs() <= 5, "unix time: {}", auth.1);
-    assert!(auth.2 >= 0);
     assert_eq!(auth.5, "watcher");
     let local: String = cmd::<String>(&mut c, &["CLIENT", "INFO"]).await.unwrap();
     assert!(local.contains(&format!("addr={} ", auth.4)), "{} in {local}", auth.4);
@@ -319,11 +318,9 @@ async fn an_expiry_that_fires_late_is_reported() {
     assert!(latest.iter().all(|e| e.0 != "expire-late"), "{latest:?}");
 
     let _: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "p", "PX", "1000"]).await.unwrap();
-    let stopped = Instant::now();
     t.signal(libc::SIGSTOP);
     std::thread::sleep(Duration::from_millis(2000));
     t.signal(libc::SIGCONT);
-    assert!(stopped.elapsed() >= Duration::from_millis(2000));
     wait_info(&mut c, "expiry", "expiries_expired", 1).await;
 
     let latest: Vec<(String, i64, i64, i64)> = cmd(&mut c, &["LATENCY", "LATEST"]).await.unwrap();
@@ -413,11 +410,13 @@ async fn idle_polling_changes_when_the_server_sleeps_not_what_it_answers() {
         let second: Option<String> = cmd(&mut waiter, &["TOKEN.ACQUIRE", "empty", "BLOCK", "50"]).await.unwrap();
         (first, second)
     });
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let clients = info(&mut c, "clients").await;
         if clients.get::<u64>("blocked_clients") == Some(1) {
             break;
         }
+        assert!(Instant::now() < deadline, "the ACQUIRE never blocked");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let made: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "empty", "COUNT", "1"]).await.unwrap();

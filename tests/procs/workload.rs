@@ -29,6 +29,10 @@ pub struct Ledger {
     /// ACQUIREs without a reply: each may own one token we think free.
     pub loose_acquires: usize,
     pub acked: u64,
+    /// Why clients stopped before `stop` was set: any error but
+    /// `-TRYAGAIN` ends a client. A test that does not kill the server
+    /// expects none.
+    pub failures: Vec<String>,
 }
 
 /// Runs `clients` load loops on `pool` until `stop` is set or the server
@@ -36,12 +40,26 @@ pub struct Ledger {
 pub async fn run(url: String, pool: String, clients: usize, stop: Arc<AtomicBool>) -> Ledger {
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let acked = Arc::new(AtomicU64::new(0));
+    let failed = |ledger: &Mutex<Ledger>, what: &str, e: &dyn std::fmt::Display| {
+        ledger.lock().unwrap().failures.push(format!("{what}: {e}"));
+    };
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (url, pool, stop, ledger, acked) = (url.clone(), pool.clone(), stop.clone(), ledger.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
-            let Ok(client) = redis::Client::open(url) else { return };
-            let Ok(mut c) = client.get_multiplexed_async_connection().await else { return };
+            let client = match redis::Client::open(url) {
+                Ok(c) => c,
+                Err(e) => return failed(&ledger, "open", &e),
+            };
+            let mut c = match client.get_multiplexed_async_connection().await {
+                Ok(c) => c,
+                Err(e) => return failed(&ledger, "connect", &e),
+            };
+            // tokend answers every write within --persist-timeout (5 s),
+            // whatever its backing Redis does; a sync write waits meanwhile
+            // (for a write-back of the whole state, say). The crate's
+            // default of 500 ms would end the client there.
+            c.set_response_timeout(std::time::Duration::from_secs(30));
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
@@ -53,7 +71,7 @@ pub async fn run(url: String, pool: String, clients: usize, stop: Arc<AtomicBool
                         acked.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) if e.code() == Some("TRYAGAIN") => continue,
-                    Err(_) => return,
+                    Err(e) => return failed(&ledger, "GEN", &e),
                 }
                 let got = match redis::cmd("TOKEN.ACQUIRE")
                     .arg(&pool)
@@ -68,7 +86,7 @@ pub async fn run(url: String, pool: String, clients: usize, stop: Arc<AtomicBool
                         if e.code() == Some("TRYAGAIN") {
                             continue;
                         }
-                        return;
+                        return failed(&ledger, "ACQUIRE", &e);
                     }
                 };
                 ledger.lock().unwrap().known.insert(got.clone(), Known::Assigned);
@@ -95,14 +113,14 @@ pub async fn run(url: String, pool: String, clients: usize, stop: Arc<AtomicBool
                             acked.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(e) if e.code() == Some("TRYAGAIN") => {}
-                        Err(_) => return,
+                        Err(e) => return failed(&ledger, "UNBLOCK", &e),
                     }
                 }
             }
         }));
     }
     for t in tasks {
-        let _ = t.await;
+        t.await.expect("a load client panicked");
     }
     let mut l = std::mem::take(&mut *ledger.lock().unwrap());
     l.acked = acked.load(Ordering::Relaxed);
