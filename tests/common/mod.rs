@@ -130,9 +130,10 @@ impl TestServer {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
             // The server waits for its connections; a bounded wait keeps a
-            // test with a stuck connection from hanging forever.
+            // test with a stuck connection from hanging forever, and a stop
+            // that hangs fails the test (unless it is failing already).
             if self.done.recv_timeout(Duration::from_secs(15)).is_err() {
-                eprintln!("warning: the test server did not stop within 15 s");
+                assert!(std::thread::panicking(), "the test server did not stop within 15 s");
                 return;
             }
             if let Some(t) = self.thread.take() {
