@@ -258,14 +258,18 @@ async fn deadlines_that_passed_while_down_fire_at_restart_with_events() {
     let redis = RedisProc::start();
     let mut t = start(&redis, &[]);
     let mut c = t.conn().await;
-    let short = gen_token(&mut c, "p", &["PX", "150"]).await;
+    // Every deadline lies after the first tokend has stopped (it would fire
+    // them itself, before anyone subscribed) and before the second starts.
+    let made = Instant::now();
+    let short = gen_token(&mut c, "p", &["PX", "750"]).await;
     let leased = gen_token(&mut c, "q", &["PX", "60000"]).await;
-    let _: String = redis::cmd("TOKEN.ACQUIRE").arg("q").arg("PX").arg(100).query_async(&mut c).await.unwrap();
-    let both = gen_token(&mut c, "r", &["PX", "200"]).await;
-    let _: String = redis::cmd("TOKEN.ACQUIRE").arg("r").arg("PX").arg(100).query_async(&mut c).await.unwrap();
-    // r's lifetime was covered to 200 ms; its lease ends at 100: lease first, then lifetime.
+    let _: String = redis::cmd("TOKEN.ACQUIRE").arg("q").arg("PX").arg(500).query_async(&mut c).await.unwrap();
+    let both = gen_token(&mut c, "r", &["PX", "1000"]).await;
+    let _: String = redis::cmd("TOKEN.ACQUIRE").arg("r").arg("PX").arg(500).query_async(&mut c).await.unwrap();
+    // r's lifetime was covered to 1000 ms; its lease ends at 500: lease first, then lifetime.
     assert!(t.terminate().success());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(made.elapsed() < Duration::from_millis(500), "stopped only after {:?}", made.elapsed());
+    tokio::time::sleep((made + Duration::from_millis(1100)).saturating_duration_since(Instant::now())).await;
     let events = subscribe_backing(&redis, "__keyevent@0__:*");
     let t2 = start(&redis, &[]);
     let mut got = Vec::new();
