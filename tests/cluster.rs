@@ -316,6 +316,20 @@ async fn cluster_replies_have_the_shapes_a_redis_cluster_gives_them() {
                 assert!(f[4..7].iter().all(|n| n.parse::<u64>().is_ok()), "{line}");
             }
         }
+        // Inside a transaction that holds the pool's shard, as in Redis.
+        r.cmd("MULTI").await;
+        t.cmd("MULTI").await;
+        r.call(&["GET", &real_key]).await;
+        t.call(&["TOKEN.STATS", &pool]).await;
+        for (c, slot) in [(&mut r, &real_slot), (&mut t, &slot)] {
+            c.call(&["CLUSTER", "COUNTKEYSINSLOT", slot]).await;
+            c.call(&["CLUSTER", "GETKEYSINSLOT", slot, "10"]).await;
+        }
+        let (a, b) = (r.cmd("EXEC").await, t.cmd("EXEC").await);
+        let cluster_part = |x: &Resp| shape(&Resp::Array(x.items()[1..].to_vec()));
+        assert_eq!(cluster_part(&a), cluster_part(&b), "RESP{proto}:\nredis:  {a:?}\ntokend: {b:?}");
+        assert_eq!(b.items()[1].int(), 1, "{b:?}");
+        assert_eq!(b.items()[2].items(), [Resp::Bulk(pool.clone().into())]);
         // A link list; tokend's is empty (its nodes meet in the backing Redis).
         assert!(!r.cmd("CLUSTER LINKS").await.items().is_empty());
         assert!(t.cmd("CLUSTER LINKS").await.items().is_empty());

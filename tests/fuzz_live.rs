@@ -31,6 +31,12 @@ const COMMANDS: &[&str] = &[
     "TIME",
     "PUBLISH",
     "AUTH",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "KEYS",
+    "SCAN",
     "token.gen",
     "NOPE",
 ];

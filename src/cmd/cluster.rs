@@ -179,8 +179,8 @@ fn slot_arg(p: &mut Parse) -> Result<Option<u16>, ParseError> {
 }
 
 /// The pools of `slot` held here.
-fn pools_in_slot(c: &Call, slot: u16) -> impl Iterator<Item = Bytes> {
-    c.ctx.store.keys(b"*").into_iter().filter(move |k| keyslot(k) == slot)
+fn pools_in_slot(c: &Call, slot: u16) -> Result<impl Iterator<Item = Bytes>, ParseError> {
+    Ok(c.tokens.keys(b"*")?.into_iter().filter(move |k| keyslot(k) == slot))
 }
 
 /// `CLUSTER COUNTKEYSINSLOT slot`: pools of that slot held here.
@@ -189,7 +189,7 @@ pub fn countkeysinslot(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseErro
         let slot = slot_arg(p)?;
         p.finish()?;
         Ok(match slot {
-            Some(slot) => Reply::Integer(pools_in_slot(c, slot).count() as i64),
+            Some(slot) => Reply::Integer(pools_in_slot(c, slot)?.count() as i64),
             None => Reply::error("ERR Invalid slot"),
         })
     })
@@ -203,7 +203,7 @@ pub fn getkeysinslot(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError>
         let count = usize::try_from(p.next_i64()?).ok();
         p.finish()?;
         Ok(match (slot, count) {
-            (Some(slot), Some(count)) => Reply::Array(pools_in_slot(c, slot).take(count).map(Reply::Bulk).collect()),
+            (Some(slot), Some(count)) => Reply::Array(pools_in_slot(c, slot)?.take(count).map(Reply::Bulk).collect()),
             _ => Reply::error("ERR Invalid slot or number of keys"),
         })
     })

@@ -47,7 +47,9 @@ use crate::durable::Durability;
 use crate::parse::{Parse, ParseError};
 use crate::pubsub::PubSub;
 use crate::reply::{Protocol, Reply};
-use crate::store::{Acquired, NotLocked, PoolStats, PoolUsage, Store, TokenError, TokenInfo, Totals, Txn, Waiting};
+use crate::store::{
+    Acquired, ExpiryTotals, NotLocked, PoolStats, PoolUsage, Store, TokenError, TokenInfo, Totals, Txn, Waiting,
+};
 use crate::token::{self, TokenId};
 use bytes::Bytes;
 use spec::{CommandSpec, Flags};
@@ -318,6 +320,22 @@ impl Tokens<'_, '_> {
         match self {
             Tokens::Direct(s) => Ok(s.totals()),
             Tokens::Txn(t) => t.totals(),
+        }
+    }
+
+    /// Pending timers over the whole store.
+    pub fn pending_timers(&self) -> Result<usize, NotLocked> {
+        match self {
+            Tokens::Direct(s) => Ok(s.pending_timers()),
+            Tokens::Txn(t) => t.pending_timers(),
+        }
+    }
+
+    /// Expiry totals since the start (the lateness from every shard).
+    pub fn expiry_totals(&self) -> Result<ExpiryTotals, NotLocked> {
+        match self {
+            Tokens::Direct(s) => Ok(s.expiry_totals()),
+            Tokens::Txn(t) => t.expiry_totals(),
         }
     }
 

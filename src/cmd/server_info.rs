@@ -4,7 +4,7 @@ use super::{Call, Ctx, Outcome};
 use crate::notify::EventClasses;
 use crate::parse::{Parse, ParseError};
 use crate::reply::Reply;
-use crate::store::{Totals, lazyfree_counts};
+use crate::store::{ExpiryTotals, Totals, lazyfree_counts};
 use std::fmt::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -32,7 +32,13 @@ const SECTIONS: [(&str, bool); 12] = [
 
 /// `INFO [section ...]`.
 pub fn info(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
-    let totals = c.tokens.totals()?;
+    // Everything read from the shards is read here, through `c.tokens`:
+    // inside EXEC the transaction holds every shard's lock already.
+    let store = StoreFigures {
+        totals: c.tokens.totals()?,
+        pending_timers: c.tokens.pending_timers()?,
+        expiry: c.ctx.store.since_reset(c.tokens.expiry_totals()?),
+    };
     let mut wanted: Vec<String> = Vec::new();
     while let Ok(s) = p.next_string() {
         wanted.push(s.to_ascii_lowercase());
@@ -47,7 +53,7 @@ pub fn info(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
         if !out.is_empty() {
             out.push_str("\r\n");
         }
-        section(sec, c.ctx, &totals, &mut out);
+        section(sec, c.ctx, &store, &mut out);
     }
     Ok(Reply::Verbatim(out.into()).into())
 }
@@ -60,7 +66,16 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
+/// What INFO shows from the store's shards.
+struct StoreFigures {
+    totals: Totals,
+    pending_timers: usize,
+    /// Since the last `CONFIG RESETSTAT`.
+    expiry: ExpiryTotals,
+}
+
+fn section(name: &str, ctx: &Ctx, store: &StoreFigures, out: &mut String) {
+    let totals = &store.totals;
     let mut title = name.to_string();
     title[..1].make_ascii_uppercase();
     let _ = write!(out, "# {title}\r\n");
@@ -131,7 +146,7 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             let (expired, lease_expired) = ctx.store.counters_since_reset();
             kv("expired_tokens", &expired);
             kv("lease_expired_tokens", &lease_expired);
-            kv("pending_timers", &ctx.store.pending_timers());
+            kv("pending_timers", &store.pending_timers);
             kv("lazyfreed_objects", &lazyfree_counts().1);
             let poll = ctx.idle_poll.counts();
             kv("idle_poll_hits", &poll.hits);
@@ -146,7 +161,7 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             kv("connected_slaves", &0);
         }
         "expiry" => {
-            let exp = ctx.store.expiry_since_reset();
+            let exp = &store.expiry;
             kv("expiries_expired", &exp.expired);
             kv("expiries_leaseexpired", &exp.lease_expired);
             // How late lifetimes and leases ended, µs after their deadline.
@@ -158,7 +173,7 @@ fn section(name: &str, ctx: &Ctx, totals: &Totals, out: &mut String) {
             kv("expiry_lateness_max_usec", &late.max());
             kv("expiry_subscriber_waits", &exp.subscriber_waits);
             kv("expiry_subscriber_wait_usec", &exp.subscriber_wait_us);
-            kv("pending_timers", &ctx.store.pending_timers());
+            kv("pending_timers", &store.pending_timers);
         }
         "commandstats" => {
             for (spec, t) in super::table::flat().iter().zip(ctx.cmdstats.since_reset()) {
@@ -359,7 +374,7 @@ fn idle_us(val: &str, max: u64, possible: bool) -> Result<u64, String> {
 pub fn config_resetstat(_: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
     c.ctx.stats.reset();
     c.ctx.cmdstats.reset();
-    c.ctx.store.reset_counters();
+    c.ctx.store.reset_counters_to(c.tokens.expiry_totals()?);
     Ok(Reply::ok().into())
 }
 

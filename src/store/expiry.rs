@@ -149,14 +149,14 @@ impl Store {
     /// Pending wheel entries in all shards, those due but queued in a
     /// backlog included (INFO).
     pub fn pending_timers(&self) -> usize {
-        self.shard_cells()
-            .iter()
-            .map(|c| {
-                let g = lock(&c.state);
-                g.wheel.len() + g.backlog.len()
-            })
-            .sum()
+        self.shard_cells().iter().map(|c| timers_in(&lock(&c.state))).sum()
     }
+}
+
+/// A shard's pending wheel entries, those due but queued in its backlog
+/// included.
+pub(super) fn timers_in(s: &super::Shard) -> usize {
+    s.wheel.len() + s.backlog.len()
 }
 
 /// Whether a wheel entry is the live one of its token: what `Store::run_due`

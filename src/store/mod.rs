@@ -539,9 +539,14 @@ impl Store {
     }
 
     /// `CONFIG RESETSTAT`: INFO's expiry counts start from zero again
-    /// ([`Store::expiry_since_reset`]); the totals go on.
+    /// ([`Store::since_reset`]); the totals go on.
     pub fn reset_counters(&self) {
-        let now = self.expiry_totals();
+        self.reset_counters_to(self.expiry_totals());
+    }
+
+    /// [`Store::reset_counters`] with the totals read already (under a
+    /// transaction's locks: see [`Txn::expiry_totals`]).
+    pub fn reset_counters_to(&self, now: ExpiryTotals) {
         *self.shared.expiry_base.lock().unwrap_or_else(|e| e.into_inner()) = now;
     }
 
@@ -553,6 +558,11 @@ impl Store {
         for cell in self.shared.shards.iter() {
             lateness.merge(&lock(&cell.state).lateness);
         }
+        self.expiry_totals_with(lateness)
+    }
+
+    /// The expiry totals around the shards' lateness, merged by the caller.
+    fn expiry_totals_with(&self, lateness: crate::hist::Hist) -> ExpiryTotals {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         ExpiryTotals {
             expired: load(&self.shared.expired_total),
@@ -571,9 +581,10 @@ impl Store {
         (expired.saturating_sub(base.expired), lease_expired.saturating_sub(base.lease_expired))
     }
 
-    /// [`Store::expiry_totals`] since the last `CONFIG RESETSTAT` (INFO).
-    pub fn expiry_since_reset(&self) -> ExpiryTotals {
-        let now = self.expiry_totals();
+    /// Expiry totals read `now` (by [`Store::expiry_totals`], or under a
+    /// transaction's locks) less what they were at the last `CONFIG
+    /// RESETSTAT` (INFO).
+    pub fn since_reset(&self, now: ExpiryTotals) -> ExpiryTotals {
         let base = self.shared.expiry_base.lock().unwrap_or_else(|e| e.into_inner());
         ExpiryTotals {
             expired: now.expired.saturating_sub(base.expired),
@@ -816,6 +827,7 @@ pub const DEFAULT_LATENCY_THRESHOLD_MS: u64 = 5;
 /// Locks a shard. A panic while holding the lock would be a bug; we still
 /// keep serving rather than poisoning every later command.
 fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    txn::assert_no_txn_here();
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

@@ -9,11 +9,12 @@
 //! published after the locks are released, in order.
 
 use super::census::totals_of;
+use super::expiry::timers_in;
 use super::fire::Firing;
 use super::keys::{PoolUsage, keys_in_shard, scan_shard, usage_in_shard};
 use super::pool::Pool;
 use super::waiting::Acquired;
-use super::{Effects, Journal, PoolStats, Shard, Store, TokenError, TokenInfo, Totals, lock};
+use super::{Effects, ExpiryTotals, Journal, PoolStats, Shard, Store, TokenError, TokenInfo, Totals, lock};
 use crate::token::TokenId;
 use bytes::Bytes;
 use std::sync::{Arc, MutexGuard};
@@ -22,6 +23,26 @@ use std::sync::{Arc, MutexGuard};
 /// caller declared its pools wrongly (a bug, reported as an error reply).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotLocked;
+
+#[cfg(debug_assertions)]
+thread_local! {
+    /// Whether this thread holds a transaction's shard locks.
+    static HOLDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Debug builds: panics if this thread holds a transaction's shard locks.
+/// Locking one of them again would wait forever for itself, and locking
+/// another would take locks out of the one order: whatever a command reads
+/// inside EXEC, it reads through the [`Txn`].
+pub(super) fn assert_no_txn_here() {
+    #[cfg(debug_assertions)]
+    assert!(!HOLDING.get(), "a shard locked by the thread that holds a transaction's locks: read it through the Txn");
+}
+
+fn set_holding(_on: bool) {
+    #[cfg(debug_assertions)]
+    HOLDING.set(_on);
+}
 
 /// The locked shards of a transaction and what its operations did.
 pub struct Txn<'a> {
@@ -58,6 +79,7 @@ impl Store {
         let journal = self.shared.journal.get();
         let mut fx = Effects::new(&self.shared.notifier, journal.is_some());
         let mut shards: Vec<_> = idx.into_iter().map(|i| (i, lock(&self.shared.shards[i].state), u64::MAX)).collect();
+        set_holding(true);
         // The clock is read once all locks are held: the transaction runs
         // at one instant.
         let now = self.shared.clock.now_ms();
@@ -189,6 +211,25 @@ impl<'a> Txn<'a> {
         Ok(totals_of(self.shards.iter().map(|(_, g, _)| &**g)))
     }
 
+    /// Pending timers over the whole store (INFO): only when every shard
+    /// is locked.
+    pub fn pending_timers(&self) -> Result<usize, NotLocked> {
+        self.totals()?;
+        Ok(self.shards.iter().map(|(_, g, _)| timers_in(g)).sum())
+    }
+
+    /// [`Store::expiry_totals`] from the locked shards (INFO, CONFIG
+    /// RESETSTAT): only when every shard is locked. The store's own would
+    /// lock them again, which this thread cannot.
+    pub fn expiry_totals(&self) -> Result<ExpiryTotals, NotLocked> {
+        self.totals()?;
+        let mut lateness = crate::hist::Hist::default();
+        for (_, g, _) in &self.shards {
+            lateness.merge(&g.lateness);
+        }
+        Ok(self.store.expiry_totals_with(lateness))
+    }
+
     /// How many shards the transaction holds.
     pub(super) fn shard_count(&self) -> usize {
         self.shards.len()
@@ -256,6 +297,7 @@ impl Drop for Txn<'_> {
     fn drop(&mut self) {
         self.store.append(self.journal, &mut self.fx);
         let wake: Vec<(usize, u64)> = self.shards.drain(..).map(|(i, _g, earliest)| (i, earliest)).collect();
+        set_holding(false);
         for (i, earliest) in wake {
             self.store.wake_driver(i, earliest);
         }
