@@ -356,6 +356,16 @@ async fn cluster_replies_have_the_shapes_a_redis_cluster_gives_them() {
     assert!(text.contains("[OK] All 16384 slots covered."), "{text}");
 }
 
+/// Every command a cluster node lists, queued inside MULTI (see
+/// [`common::every_command_inside_exec`]), on a node that writes through to
+/// its backing Redis before it answers.
+#[tokio::test]
+async fn every_command_inside_exec_answers_on_a_cluster_node() {
+    let redis = RedisProc::start();
+    let (_nodes, addrs) = formed(&redis, 1, &["--durability", "sync", "--enable-flush", "yes"]).await;
+    common::every_command_inside_exec(addrs[0]).await;
+}
+
 /// Sets keys `k0`, `k1`… on the redis-server `c` is connected to until
 /// one is of a slot it serves (the others answer -MOVED); returns it.
 async fn set_where_served(c: &mut RawConn) -> String {

@@ -108,98 +108,12 @@ async fn a_command_that_fails_to_queue_aborts_the_transaction() {
     assert_uuid_v4(&r.items()[1].text());
 }
 
-/// Every command the server lists (each subcommand too), queued inside
-/// MULTI after a token command, so that the transaction holds that pool's
-/// shard (or every shard, for a command that reads the whole store), gets
-/// its answer, and the server goes on answering another client. INFO,
-/// CONFIG RESETSTAT and CLUSTER COUNTKEYSINSLOT / GETKEYSINSLOT used to
-/// lock the shards again from inside EXEC and wait forever for themselves,
-/// with every other client of those shards waiting behind them.
+/// Every command the server lists, queued inside MULTI, gets its answer
+/// (see [`common::every_command_inside_exec`]).
 #[tokio::test]
 async fn every_command_inside_exec_answers_and_the_server_goes_on() {
     let server = TestServer::start_with(|c| c.enable_flush = true);
-    let mut c = server.raw().await;
-    let mut other = server.raw().await;
-    c.cmd("SLOWLOG RESET").await;
-    // Commands that act at once inside MULTI (or end the connection).
-    let not_queued = ["multi", "exec", "discard", "watch", "unwatch", "quit", "reset"];
-    let mut calls: Vec<Vec<String>> = Vec::new();
-    let mut names = Vec::new();
-    for entry in c.cmd("COMMAND").await.items() {
-        let e = entry.items();
-        let subs = e.get(9).map(|s| s.items().to_vec()).unwrap_or_default();
-        for spec in std::iter::once(entry).chain(subs.iter()) {
-            let name = spec.items()[0].text();
-            let arity = spec.items()[1].int();
-            if not_queued.contains(&name.as_str()) {
-                continue;
-            }
-            names.push(name.clone());
-            let words: Vec<String> = name.split('|').map(str::to_string).collect();
-            let fill = (arity.unsigned_abs() as usize).saturating_sub(words.len());
-            for filler in ["p", "0"] {
-                calls.push(words.iter().cloned().chain(std::iter::repeat_n(filler.to_string(), fill)).collect());
-            }
-        }
-    }
-    assert!(names.len() > 80, "COMMAND listed only {names:?}");
-    // Arguments that make the commands that read the whole store (and a
-    // few more) run rather than fail to parse.
-    let ran_alone: &[&str] = &[
-        "INFO",
-        "INFO all",
-        "INFO everything",
-        "INFO stats expiry tokens keyspace",
-        "CONFIG RESETSTAT",
-        "CONFIG GET *",
-        "DBSIZE",
-        "KEYS *",
-        "SCAN 0",
-        "SCAN 0 MATCH p* COUNT 10",
-        "EXISTS p",
-        "TYPE p",
-        "MEMORY USAGE p",
-        "TOKEN.STATS p",
-        "TOKEN.ACQUIRE p",
-        "LATENCY LATEST",
-        "SLOWLOG GET",
-        "CLIENT LIST",
-        "ROLE",
-        "UNLINK gone",
-        "FLUSHALL",
-    ];
-    calls.extend(ran_alone.iter().map(|l| l.split(' ').map(str::to_string).collect()));
-    let mut seen = std::collections::HashSet::new();
-    calls.retain(|c| seen.insert(c.clone()));
-    let mut ran = std::collections::HashSet::new();
-    for call in &calls {
-        assert_eq!(c.cmd("MULTI").await, Resp::Simple("OK".into()), "before {call:?}");
-        assert_eq!(c.cmd("TOKEN.GEN p").await, Resp::Simple("QUEUED".into()), "before {call:?}");
-        let queued = c.call(call).await;
-        let exec = c.cmd("EXEC").await;
-        match (&queued, &exec) {
-            (Resp::Simple(q), Resp::Array(items)) if q == "QUEUED" => {
-                assert_eq!(items.len(), 2, "{call:?}: {exec:?}");
-                assert_uuid_v4(&items[0].text());
-                if !matches!(items[1], Resp::Error(_)) {
-                    ran.insert(call.join(" "));
-                }
-            }
-            (Resp::Error(_), Resp::Error(e)) => assert!(e.starts_with("EXECABORT"), "{call:?}: {e}"),
-            _ => panic!("{call:?}: queued as {queued:?}, EXEC answered {exec:?}"),
-        }
-        assert_eq!(other.cmd("PING").await, Resp::Simple("PONG".into()), "after {call:?}");
-    }
-    for line in ran_alone {
-        assert!(ran.contains(*line), "{line} did not run inside EXEC");
-    }
-    // Most generic fillers are not valid arguments; still, a good part runs.
-    let idle: Vec<String> = calls.iter().map(|c| c.join(" ")).filter(|c| !ran.contains(c)).collect();
-    assert!(ran.len() * 3 > calls.len(), "only {} of {} calls ran inside EXEC; not: {idle:?}", ran.len(), calls.len());
-    // The counts the transactions' INFO read are the store's.
-    assert_eq!(c.cmd("TOKEN.GEN q").await.text().len(), 36);
-    let info = c.cmd("INFO tokens").await.text();
-    assert!(info.contains("pools:1\r\n"), "{info}");
+    common::every_command_inside_exec(server.addr).await;
 }
 
 #[tokio::test]

@@ -638,3 +638,106 @@ pub fn backing_records<C: redis::ConnectionLike>(c: &mut C, pool: &str) -> std::
     }
     out
 }
+
+/// Every command the server lists (each subcommand too), queued inside
+/// MULTI after a token command, so that the transaction holds that pool's
+/// shard (or every shard, for a command that reads the whole store), gets
+/// its answer, and the server goes on answering another client. INFO,
+/// CONFIG RESETSTAT and CLUSTER COUNTKEYSINSLOT / GETKEYSINSLOT used to
+/// lock the shards again from inside EXEC and wait forever for themselves,
+/// with every other client of those shards waiting behind them. The server
+/// at `addr` runs with `--enable-flush yes`.
+pub async fn every_command_inside_exec(addr: SocketAddr) {
+    let mut c = RawConn::connect(addr).await;
+    let mut other = RawConn::connect(addr).await;
+    c.cmd("SLOWLOG RESET").await;
+    // Commands that act at once inside MULTI (or end the connection).
+    let not_queued = ["multi", "exec", "discard", "watch", "unwatch", "quit", "reset"];
+    // (the pool the transaction makes a token in first, the call): a call's
+    // pools are its filler, so that in cluster mode they share one slot.
+    let mut calls: Vec<(&str, Vec<String>)> = Vec::new();
+    let mut names = Vec::new();
+    for entry in c.cmd("COMMAND").await.items() {
+        let e = entry.items();
+        let subs = e.get(9).map(|s| s.items().to_vec()).unwrap_or_default();
+        for spec in std::iter::once(entry).chain(subs.iter()) {
+            let name = spec.items()[0].text();
+            let arity = spec.items()[1].int();
+            if not_queued.contains(&name.as_str()) {
+                continue;
+            }
+            names.push(name.clone());
+            let words: Vec<String> = name.split('|').map(str::to_string).collect();
+            let fill = (arity.unsigned_abs() as usize).saturating_sub(words.len());
+            for filler in ["p", "0"] {
+                calls.push((
+                    filler,
+                    words.iter().cloned().chain(std::iter::repeat_n(filler.to_string(), fill)).collect(),
+                ));
+            }
+        }
+    }
+    assert!(names.len() > 80, "COMMAND listed only {names:?}");
+    // Arguments that make the commands that read the whole store (and a
+    // few more) run rather than fail to parse.
+    let ran_alone: &[&str] = &[
+        "INFO",
+        "INFO all",
+        "INFO everything",
+        "INFO stats expiry tokens keyspace",
+        "CONFIG RESETSTAT",
+        "CONFIG GET *",
+        "DBSIZE",
+        "KEYS *",
+        "SCAN 0",
+        "SCAN 0 MATCH p* COUNT 10",
+        "EXISTS p",
+        "TYPE p",
+        "MEMORY USAGE p",
+        "TOKEN.STATS p",
+        "TOKEN.ACQUIRE p",
+        "LATENCY LATEST",
+        "SLOWLOG GET",
+        "CLIENT LIST",
+        "ROLE",
+        "UNLINK p",
+        "FLUSHALL",
+    ];
+    calls.extend(ran_alone.iter().map(|l| ("p", l.split(' ').map(str::to_string).collect())));
+    let mut seen = std::collections::HashSet::new();
+    calls.retain(|c| seen.insert(c.clone()));
+    let mut ran = std::collections::HashSet::new();
+    for (pool, call) in &calls {
+        assert_eq!(c.cmd("MULTI").await, Resp::Simple("OK".into()), "before {call:?}");
+        assert_eq!(c.call(&["TOKEN.GEN", pool]).await, Resp::Simple("QUEUED".into()), "before {call:?}");
+        let queued = c.call(call).await;
+        let exec = c.cmd("EXEC").await;
+        match (&queued, &exec) {
+            (Resp::Simple(q), Resp::Array(items)) if q == "QUEUED" => {
+                assert_eq!(items.len(), 2, "{call:?}: {exec:?}");
+                assert_uuid_v4(&items[0].text());
+                if !matches!(items[1], Resp::Error(_)) {
+                    ran.insert(call.join(" "));
+                }
+            }
+            (Resp::Error(_), Resp::Error(e)) => assert!(e.starts_with("EXECABORT"), "{call:?}: {e}"),
+            _ => panic!("{call:?}: queued as {queued:?}, EXEC answered {exec:?}"),
+        }
+        assert_eq!(other.cmd("PING").await, Resp::Simple("PONG".into()), "after {call:?}");
+    }
+    for line in ran_alone {
+        assert!(ran.contains(*line), "{line} did not run inside EXEC");
+    }
+    if c.cmd("INFO cluster").await.text().contains("cluster_enabled:1") {
+        for line in ["cluster countkeysinslot 0", "cluster getkeysinslot 0 0", "cluster slots"] {
+            assert!(ran.contains(line), "{line} did not run inside EXEC");
+        }
+    }
+    // Most generic fillers are not valid arguments; still, a good part runs.
+    let idle: Vec<String> = calls.iter().map(|(_, c)| c.join(" ")).filter(|c| !ran.contains(c)).collect();
+    assert!(ran.len() * 3 > calls.len(), "only {} of {} calls ran inside EXEC; not: {idle:?}", ran.len(), calls.len());
+    // The counts the transactions' INFO read are the store's.
+    assert_uuid_v4(&c.cmd("TOKEN.GEN q").await.text());
+    let info = c.cmd("INFO tokens").await.text();
+    assert!(info.contains("pools:1\r\n"), "{info}");
+}
