@@ -539,13 +539,9 @@ impl Store {
     }
 
     /// `CONFIG RESETSTAT`: INFO's expiry counts start from zero again
-    /// ([`Store::since_reset`]); the totals go on.
-    pub fn reset_counters(&self) {
-        self.reset_counters_to(self.expiry_totals());
-    }
-
-    /// [`Store::reset_counters`] with the totals read already (under a
-    /// transaction's locks: see [`Txn::expiry_totals`]).
+    /// ([`Store::since_reset`]), from `now`, the totals just read (by
+    /// [`Store::expiry_totals`], or under a transaction's locks by
+    /// [`Txn::expiry_totals`]); the totals go on.
     pub fn reset_counters_to(&self, now: ExpiryTotals) {
         *self.shared.expiry_base.lock().unwrap_or_else(|e| e.into_inner()) = now;
     }

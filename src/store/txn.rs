@@ -205,16 +205,19 @@ impl<'a> Txn<'a> {
 
     /// Counts over the whole store: only when every shard is locked.
     pub fn totals(&self) -> Result<Totals, NotLocked> {
-        if self.shards.len() != self.store.shared.shards.len() {
-            return Err(NotLocked);
-        }
+        self.all_locked()?;
         Ok(totals_of(self.shards.iter().map(|(_, g, _)| &**g)))
+    }
+
+    /// For what reads the whole store: every shard must be locked.
+    fn all_locked(&self) -> Result<(), NotLocked> {
+        if self.shards.len() == self.store.shared.shards.len() { Ok(()) } else { Err(NotLocked) }
     }
 
     /// Pending timers over the whole store (INFO): only when every shard
     /// is locked.
     pub fn pending_timers(&self) -> Result<usize, NotLocked> {
-        self.totals()?;
+        self.all_locked()?;
         Ok(self.shards.iter().map(|(_, g, _)| timers_in(g)).sum())
     }
 
@@ -222,7 +225,7 @@ impl<'a> Txn<'a> {
     /// RESETSTAT): only when every shard is locked. The store's own would
     /// lock them again, which this thread cannot.
     pub fn expiry_totals(&self) -> Result<ExpiryTotals, NotLocked> {
-        self.totals()?;
+        self.all_locked()?;
         let mut lateness = crate::hist::Hist::default();
         for (_, g, _) in &self.shards {
             lateness.merge(&g.lateness);
@@ -265,7 +268,7 @@ impl<'a> Txn<'a> {
 
     /// KEYS over every shard (all must be locked).
     pub fn keys(&self, pattern: &[u8]) -> Result<Vec<Bytes>, NotLocked> {
-        self.totals()?;
+        self.all_locked()?;
         let mut out = Vec::new();
         for (_, g, _) in &self.shards {
             keys_in_shard(g, pattern, &mut out);
@@ -276,7 +279,7 @@ impl<'a> Txn<'a> {
     /// SCAN inside a transaction: every matching pool in one reply (every
     /// shard is locked, so there is no later call to continue from).
     pub fn scan(&self, pattern: Option<&[u8]>) -> Result<Vec<Bytes>, NotLocked> {
-        self.totals()?;
+        self.all_locked()?;
         let mut out = Vec::new();
         for (_, g, _) in &self.shards {
             scan_shard(g, 0, usize::MAX, pattern, &mut out);
