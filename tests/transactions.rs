@@ -116,6 +116,15 @@ async fn every_command_inside_exec_answers_and_the_server_goes_on() {
     common::every_command_inside_exec(server.addr).await;
 }
 
+/// The same on the binary with one thread serving requests (its default
+/// on one core: a current-thread runtime, which the in-process test
+/// servers do not use).
+#[tokio::test]
+async fn every_command_inside_exec_answers_on_one_thread() {
+    let t = procs::Tokend::start(&["--threads", "1", "--enable-flush", "yes"]);
+    common::every_command_inside_exec(t.addr).await;
+}
+
 #[tokio::test]
 async fn watch_aborts_exec_when_a_watched_pool_changed() {
     let server = TestServer::start();
