@@ -88,6 +88,63 @@ async fn wait_info(c: &mut MultiplexedConnection, section: &str, key: &str, want
 }
 
 /// A known sequence of commands, then exact counts in /metrics and INFO.
+/// Each INFO section asked for alone has the fields and the store's counts
+/// it has in `INFO everything` (a section reads the shards only when it is
+/// shown, so each must still read what it shows).
+#[tokio::test]
+async fn each_info_section_alone_shows_what_everything_shows() {
+    let t = TestServer::start();
+    let mut c = t.conn().await;
+    let _: Vec<String> = cmd(&mut c, &["TOKEN.GEN", "p", "COUNT", "3"]).await.unwrap();
+    let _: String = cmd(&mut c, &["TOKEN.ACQUIRE", "p"]).await.unwrap();
+    let mut waiter = t.conn().await;
+    let blocked = tokio::spawn(async move {
+        let _: Option<String> = cmd(&mut waiter, &["TOKEN.ACQUIRE", "empty", "BLOCK", "20000"]).await.unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while info(&mut c, "clients").await.get::<u64>("blocked_clients") != Some(1) {
+        assert!(Instant::now() < deadline, "the ACQUIRE never blocked");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let text: String = cmd(&mut c, &["INFO", "everything"]).await.unwrap();
+    let mut sections: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for line in text.lines() {
+        if let Some(title) = line.strip_prefix("# ") {
+            sections.push((title.to_ascii_lowercase(), Vec::new()));
+        } else if let Some((k, v)) = line.split_once(':') {
+            sections.last_mut().unwrap().1.push((k.to_string(), v.to_string()));
+        }
+    }
+    assert!(sections.len() >= 10, "{text}");
+    // Counts that stand still while nothing happens.
+    let steady = [
+        "blocked_clients",
+        "pools",
+        "tokens_total",
+        "tokens_free",
+        "tokens_assigned",
+        "blocked_waiters",
+        "pending_timers",
+        "db0",
+        "expiries_expired",
+    ];
+    for (name, lines) in &sections {
+        let alone: String = cmd(&mut c, &["INFO", name]).await.unwrap();
+        let got: HashMap<&str, &str> = alone.lines().filter_map(|l| l.split_once(':')).collect();
+        let keys: BTreeSet<&str> = got.keys().copied().collect();
+        let want: BTreeSet<&str> = lines.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, want, "INFO {name}");
+        for (k, v) in lines.iter().filter(|(k, _)| steady.contains(&k.as_str())) {
+            assert_eq!(got[k.as_str()], v, "INFO {name}: {k}");
+        }
+    }
+    let tokens = &sections.iter().find(|(n, _)| n == "tokens").expect("a tokens section").1;
+    assert!(tokens.contains(&("pools".into(), "2".into())), "{tokens:?}");
+    assert!(tokens.contains(&("tokens_assigned".into(), "1".into())), "{tokens:?}");
+    assert!(tokens.contains(&("blocked_waiters".into(), "1".into())), "{tokens:?}");
+    blocked.abort();
+}
+
 #[tokio::test]
 async fn metrics_and_commandstats_count_exactly_what_ran() {
     let server = TestServer::start_with(|c| c.metrics_addr = Some("127.0.0.1:0".into()));

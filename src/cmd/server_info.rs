@@ -32,24 +32,32 @@ const SECTIONS: [(&str, bool); 12] = [
 
 /// `INFO [section ...]`.
 pub fn info(p: &mut Parse, c: &mut Call) -> Result<Outcome, ParseError> {
-    // Everything read from the shards is read here, through `c.tokens`:
-    // inside EXEC the transaction holds every shard's lock already.
-    let store = StoreFigures {
-        totals: c.tokens.totals()?,
-        pending_timers: c.tokens.pending_timers()?,
-        expiry: c.ctx.store.since_reset(c.tokens.expiry_totals()?),
-    };
     let mut wanted: Vec<String> = Vec::new();
     while let Ok(s) = p.next_string() {
         wanted.push(s.to_ascii_lowercase());
     }
     let all = wanted.iter().any(|w| matches!(w.as_str(), "all" | "everything"));
     let default = wanted.is_empty() || wanted.iter().any(|w| w == "default");
+    let shown: Vec<&str> = SECTIONS
+        .iter()
+        .filter(|(sec, in_default)| all || (default && *in_default) || wanted.iter().any(|w| w == sec))
+        .map(|(sec, _)| *sec)
+        .collect();
+    // What the shown sections need from the shards, read here through
+    // `c.tokens` (inside EXEC the transaction holds every shard's lock
+    // already), and only if shown: each takes every shard's lock in turn.
+    let needs = |secs: &[&str]| shown.iter().any(|s| secs.contains(s));
+    let store = StoreFigures {
+        totals: if needs(&["clients", "tokens", "keyspace"]) { c.tokens.totals()? } else { Totals::default() },
+        pending_timers: if needs(&["stats", "expiry"]) { c.tokens.pending_timers()? } else { 0 },
+        expiry: if needs(&["expiry"]) {
+            c.ctx.store.since_reset(c.tokens.expiry_totals()?)
+        } else {
+            ExpiryTotals::default()
+        },
+    };
     let mut out = String::new();
-    for (sec, in_default) in SECTIONS {
-        if !(all || (default && in_default) || wanted.iter().any(|w| w == sec)) {
-            continue;
-        }
+    for sec in shown {
         if !out.is_empty() {
             out.push_str("\r\n");
         }
@@ -66,7 +74,8 @@ pub fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-/// What INFO shows from the store's shards.
+/// What INFO shows from the store's shards (zeros where no section shown
+/// needs them).
 struct StoreFigures {
     totals: Totals,
     pending_timers: usize,
