@@ -245,7 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 self.ctx.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
                 let start = self.wbuf.len();
-                cmd::ready(&self.ctx, args).await;
+                cmd::ready(&self.ctx, Some(&self.session), args).await;
                 // Last before the command: the stock waits for it in a
                 // thread-local, and no other task may run on this thread
                 // in between.

@@ -547,9 +547,13 @@ pub fn prefetch(ctx: &Ctx, batch: &[Vec<Bytes>]) {
 /// Before a request runs (every front end awaits this, then calls
 /// [`execute`]): while some shard has a backlog of due expiries, waits until
 /// the pools the request names have none, helping to fire them (see
-/// [`crate::store::Store::ready`]). Free when there is no backlog: one
-/// atomic load.
-pub async fn ready(ctx: &Ctx, args: &[Bytes]) {
+/// [`crate::store::Store::ready`]); for an EXEC, the pools of the queued
+/// requests and the watched ones; for a request that locks every shard
+/// (FLUSHALL, FLUSHDB, an EXEC of one that reads the whole store), every
+/// shard. What is left for the request itself is what fell due since:
+/// it fires that under its locks. Free when there is no backlog: one
+/// atomic load. `session`: the client's, where it has one (RESP).
+pub async fn ready(ctx: &Ctx, session: Option<&Session>, args: &[Bytes]) {
     if !ctx.store.behind() {
         return;
     }
@@ -558,8 +562,28 @@ pub async fn ready(ctx: &Ctx, args: &[Bytes]) {
         Some(sub) if !base.subcommands.is_empty() => base.subcommand(sub).unwrap_or(base),
         _ => base,
     };
-    if spec.key_specs.is_empty() || !spec.arity_ok(args.len()) {
+    if !spec.arity_ok(args.len()) {
         return;
+    }
+    if let Some(session) = session
+        && let Some(m) = &session.multi
+    {
+        // Inside MULTI only EXEC runs anything now.
+        if spec.name != "exec" || m.aborted {
+            return;
+        }
+        if m.queued.iter().any(|(s, _, _)| s.flags.has(Flags::WHOLE_STORE)) {
+            return ctx.store.ready_all().await;
+        }
+        let queued = m.queued.iter().flat_map(|(s, _, a)| s.keys(a));
+        for pool in queued.chain(session.watched.iter().map(|(p, _)| p)) {
+            ctx.store.ready(pool).await;
+        }
+        return;
+    }
+    // Run as a transaction over every shard (see `Store::flush`).
+    if spec.flags.has(Flags::WHOLE_STORE) && spec.flags.has(Flags::WRITE) {
+        return ctx.store.ready_all().await;
     }
     for pool in spec.keys(args) {
         ctx.store.ready(pool).await;
@@ -681,6 +705,49 @@ pub(crate) mod tests {
     /// that the cursor can be returned).
     pub fn args(a: &[&str]) -> Parse<'static> {
         Parse::new(Vec::leak(a.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect()))
+    }
+
+    /// Before an EXEC, and before a FLUSHALL, the front end fires the
+    /// backlog of due expiries the request would meet, a batch at a time,
+    /// yielding to the runtime in between: the request does not fire it all
+    /// under its locks, holding its thread and every connection on it.
+    #[tokio::test(start_paused = true)]
+    async fn ready_fires_the_backlog_an_exec_or_a_flushall_meets_batch_by_batch() {
+        use crate::clock::Clock;
+        use crate::notify::{EventClasses, Notifier};
+        use crate::store::StoreConfig;
+        use std::future::Future;
+        let pubsub = Arc::new(PubSub::default());
+        let notifier = Arc::new(Notifier::new(EventClasses::parse("").unwrap(), pubsub.clone()));
+        let config = StoreConfig { shards: 2, expiry_batch: 16, ..StoreConfig::default() };
+        let store = Store::new(config, Clock::starting_at(1_700_000_000_000), notifier);
+        let ctx = Ctx::new(store, pubsub, Settings { shards: 2, enable_flush: true, ..Settings::default() });
+        let _drivers = crate::store::expiry::spawn(&ctx.store);
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let argv = |a: &[&str]| -> Vec<Bytes> { a.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect() };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        for (queued, request) in [(Some("TOKEN.ACQUIRE big"), "EXEC"), (Some("INFO"), "EXEC"), (None, "FLUSHALL")] {
+            // 1,000 tokens due together, then the driver's first batch:
+            // the rest is a backlog.
+            ctx.store.gen_tokens(b"big", Some(100), 1_000).unwrap();
+            tokio::time::advance(Duration::from_millis(100)).await;
+            tokio::task::yield_now().await;
+            assert!(ctx.store.behind(), "{request}: a backlog");
+            let mut session = Session::new(&ctx, addr, addr);
+            if let Some(q) = queued {
+                execute(&ctx, &mut session, argv(&["MULTI"]));
+                execute(&ctx, &mut session, argv(&q.split(' ').collect::<Vec<_>>()));
+            }
+            let args = argv(&[request]);
+            {
+                let mut waiting = std::pin::pin!(ready(&ctx, Some(&session), &args));
+                assert!(waiting.as_mut().poll(&mut cx).is_pending(), "{request} after {queued:?}: it yields");
+                waiting.await;
+            }
+            assert!(!ctx.store.behind(), "{request} after {queued:?}: nothing left");
+            assert_eq!(ctx.store.live_tokens(), 0);
+            session.close(&ctx);
+        }
     }
 
     #[test]

@@ -135,6 +135,9 @@ fn run_queued(ctx: &Ctx, session: &mut super::Session, m: Multi, watched: &[(Byt
         }
     }
     let mut replies = Vec::with_capacity(m.queued.len());
+    // Places in a queue, given up once the locks are released (giving one
+    // up takes its shard's lock).
+    let mut given_up = Vec::new();
     for (spec, id, args) in m.queued {
         session.note_command(spec.name);
         let out = super::run(spec, id, &args, &mut Call { ctx, session, tokens: Tokens::Txn(&mut txn) });
@@ -143,12 +146,17 @@ fn run_queued(ctx: &Ctx, session: &mut super::Session, m: Multi, watched: &[(Byt
             Outcome::Replies(rs) => Reply::Array(rs),
             // A transaction never blocks (Tokens::Txn acquires without
             // waiting); were it asked to, the place in the queue is given
-            // up when `waiting` drops, and the reply is nil.
-            Outcome::Block { .. } => Reply::Null,
+            // up when `waiting` drops, after the transaction, and the
+            // reply is nil.
+            Outcome::Block { waiting, .. } => {
+                given_up.push(waiting);
+                Reply::Null
+            }
             // Never queued (SHUTDOWN is refused inside MULTI).
             Outcome::Hangup => Reply::Null,
         });
     }
     drop(txn);
+    drop(given_up);
     Reply::Array(replies)
 }

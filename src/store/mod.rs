@@ -687,6 +687,20 @@ impl Store {
         }
     }
 
+    /// Waits until no shard has due expiries left in its backlog, firing
+    /// them a batch per lock hold and yielding to the runtime between
+    /// batches: a front end awaits this before a request that locks every
+    /// shard at once (FLUSHALL, a transaction that reads the whole store),
+    /// which would otherwise fire every backlog under its locks, holding
+    /// its worker thread (and every connection on it) for all of them.
+    pub async fn ready_all(&self) {
+        for idx in 0..self.shared.shards.len() {
+            while !self.help(idx, None) {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
     /// Counts shard `s` in [`Shared::backlogged`] while it has a backlog.
     fn note_backlog(&self, s: &mut Shard) {
         let has = !s.backlog.is_empty();

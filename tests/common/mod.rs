@@ -652,7 +652,7 @@ pub async fn every_command_inside_exec(addr: SocketAddr) {
     let mut other = RawConn::connect(addr).await;
     c.cmd("SLOWLOG RESET").await;
     // Commands that act at once inside MULTI (or end the connection).
-    let not_queued = ["multi", "exec", "discard", "watch", "unwatch", "quit", "reset"];
+    let not_queued = ["multi", "exec", "discard", "watch", "quit", "reset"];
     // (the pool the transaction makes a token in first, the call): a call's
     // pools are its filler, so that in cluster mode they share one slot.
     let mut calls: Vec<(&str, Vec<String>)> = Vec::new();
@@ -708,6 +708,9 @@ pub async fn every_command_inside_exec(addr: SocketAddr) {
     calls.retain(|c| seen.insert(c.clone()));
     let mut ran = std::collections::HashSet::new();
     for (pool, call) in &calls {
+        // Watched, so that the transaction holds its shard for that too
+        // (and a queued UNWATCH runs while it does).
+        assert_eq!(c.call(&["WATCH", pool]).await, Resp::Simple("OK".into()), "before {call:?}");
         assert_eq!(c.cmd("MULTI").await, Resp::Simple("OK".into()), "before {call:?}");
         assert_eq!(c.call(&["TOKEN.GEN", pool]).await, Resp::Simple("QUEUED".into()), "before {call:?}");
         let queued = c.call(call).await;
