@@ -682,9 +682,7 @@ impl Store {
         if !lock(&self.shared.shards[idx].state).pool_behind(pool) {
             return;
         }
-        while !self.help(idx, Some(pool)) {
-            tokio::task::yield_now().await;
-        }
+        self.help_until_done(idx, Some(pool)).await;
     }
 
     /// Waits until no shard has due expiries left in its backlog, firing
@@ -695,9 +693,15 @@ impl Store {
     /// its worker thread (and every connection on it) for all of them.
     pub async fn ready_all(&self) {
         for idx in 0..self.shared.shards.len() {
-            while !self.help(idx, None) {
-                tokio::task::yield_now().await;
-            }
+            self.help_until_done(idx, None).await;
+        }
+    }
+
+    /// [`Store::catch_up`] for a task: the runtime gets the thread back
+    /// between batches.
+    async fn help_until_done(&self, idx: usize, pool: Option<&[u8]>) {
+        while !self.help(idx, pool) {
+            tokio::task::yield_now().await;
         }
     }
 
