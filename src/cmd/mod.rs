@@ -545,16 +545,19 @@ pub fn prefetch(ctx: &Ctx, batch: &[Vec<Bytes>]) {
 }
 
 /// Before a request runs (every front end awaits this, then calls
-/// [`execute`]): while some shard has a backlog of due expiries, waits until
-/// the pools the request names have none, helping to fire them (see
+/// [`execute`]): while some shard has a backlog of due expiries, or due
+/// expiries its driver has not queued yet, waits until the pools the
+/// request names have none, helping to fire them (see
 /// [`crate::store::Store::ready`]); for an EXEC, the pools of the queued
 /// requests and the watched ones; for a request that locks every shard
 /// (FLUSHALL, FLUSHDB, an EXEC of one that reads the whole store), every
 /// shard. What is left for the request itself is what fell due since:
-/// it fires that under its locks. Free when there is no backlog: one
-/// atomic load. `session`: the client's, where it has one (RESP).
+/// it fires that under its locks. Nearly free when nothing is due
+/// ([`crate::store::Store::maybe_due`]: an atomic load, and a clock read
+/// while deadlines are pending). `session`: the client's, where it has
+/// one (RESP).
 pub async fn ready(ctx: &Ctx, session: Option<&Session>, args: &[Bytes]) {
-    if !ctx.store.behind() {
+    if !ctx.store.maybe_due() {
         return;
     }
     let Some(base) = args.first().and_then(|n| table::lookup_bytes(n)) else { return };
@@ -747,6 +750,67 @@ pub(crate) mod tests {
             assert!(!ctx.store.behind(), "{request} after {queued:?}: nothing left");
             assert_eq!(ctx.store.live_tokens(), 0);
             session.close(&ctx);
+        }
+    }
+
+    /// A request that comes the instant its pool's expiries fall due,
+    /// before the driver has looked (here there is no driver at all), does
+    /// not fire them under its lock either: the front end queues them and
+    /// fires them a batch at a time, yielding in between, and the request
+    /// then sees none of the expired tokens.
+    #[tokio::test(start_paused = true)]
+    async fn ready_fires_what_fell_due_before_the_driver_looked_batch_by_batch() {
+        use crate::clock::Clock;
+        use crate::notify::{EventClasses, Notifier};
+        use crate::store::StoreConfig;
+        use std::future::Future;
+        let pubsub = Arc::new(PubSub::default());
+        let notifier = Arc::new(Notifier::new(EventClasses::parse("").unwrap(), pubsub.clone()));
+        let config = StoreConfig { shards: 2, expiry_batch: 16, ..StoreConfig::default() };
+        let store = Store::new(config, Clock::starting_at(1_700_000_000_000), notifier);
+        let ctx = Ctx::new(store, pubsub, Settings { shards: 2, enable_flush: true, ..Settings::default() });
+        let addr = "127.0.0.1:1".parse().unwrap();
+        let argv = |a: &[&str]| -> Vec<Bytes> { a.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect() };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let cases = [
+            (None, "TOKEN.ACQUIRE big"),
+            (Some("TOKEN.ACQUIRE big"), "EXEC"),
+            (Some("INFO"), "EXEC"),
+            (None, "FLUSHALL"),
+        ];
+        for (queued, request) in cases {
+            ctx.store.gen_tokens(b"big", Some(100), 1_000).unwrap();
+            assert!(!ctx.store.maybe_due(), "{request}: nothing due yet");
+            tokio::time::advance(Duration::from_millis(100)).await;
+            assert!(!ctx.store.behind(), "{request}: nothing queued");
+            assert!(ctx.store.maybe_due(), "{request}: 1,000 due");
+            let mut session = Session::new(&ctx, addr, addr);
+            if let Some(q) = queued {
+                execute(&ctx, &mut session, argv(&["MULTI"]));
+                execute(&ctx, &mut session, argv(&q.split(' ').collect::<Vec<_>>()));
+            }
+            let args = argv(&request.split(' ').collect::<Vec<_>>());
+            {
+                let mut waiting = std::pin::pin!(ready(&ctx, Some(&session), &args));
+                assert!(waiting.as_mut().poll(&mut cx).is_pending(), "{request} after {queued:?}: it yields");
+                waiting.await;
+            }
+            assert!(!ctx.store.behind(), "{request} after {queued:?}: nothing left");
+            assert_eq!(ctx.store.live_tokens(), 0, "{request} after {queued:?}");
+            let reply = match execute(&ctx, &mut session, args) {
+                Outcome::Reply(r) => r,
+                _ => panic!("{request} after {queued:?}: not a reply"),
+            };
+            if queued == Some("TOKEN.ACQUIRE big") || request.starts_with("TOKEN.") {
+                let nil = if queued.is_some() { Reply::Array(vec![Reply::Null]) } else { Reply::Null };
+                assert_eq!(reply, nil, "{request} after {queued:?}: no expired token");
+            }
+            session.close(&ctx);
+            // The drivers' late look: nothing is due (what they look at
+            // next is when the expired tokens are forgotten).
+            for idx in 0..2 {
+                assert!(ctx.store.tick(idx) > ctx.store.clock().now_ms(), "{request} after {queued:?}");
+            }
         }
     }
 

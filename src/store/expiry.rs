@@ -98,6 +98,7 @@ impl Store {
             // Stored under the lock: a command arming an earlier deadline after
             // this point sees it and wakes us (see `Store::with_shard_at`).
             self.shard_cells()[idx].wake_at.store(next, Ordering::Release);
+            self.shared.earliest_wake.fetch_min(next, Ordering::AcqRel);
             next
         })
     }

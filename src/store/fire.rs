@@ -195,6 +195,21 @@ impl Store {
         done
     }
 
+    /// Moves what is due by `now` from the wheel to the back of the
+    /// backlog, firing none of it (see [`Store::ready`]): a pool with
+    /// entries among it is then behind, and the driver is woken for them.
+    pub(super) fn queue_due_now(&self, s: &mut Shard, now: u64, fx: &mut Effects) {
+        let mut fired = std::mem::take(&mut s.fired);
+        s.wheel.poll(now, &mut fired);
+        fx.garbage.extend(s.wheel.take_garbage());
+        if !fired.is_empty() {
+            fired = s.queue_due(fired, 0);
+            fx.earliest_armed = now;
+        }
+        s.fired = fired;
+        self.note_backlog(s);
+    }
+
     /// Fires the backlog of shard `s` in order until pool `pid` (every
     /// pool with `None`) has nothing left in it, however long that takes.
     /// Only for a transaction, which holds its locks throughout: it helps

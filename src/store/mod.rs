@@ -162,6 +162,10 @@ struct Shared {
     /// Shards with a backlog of due expiries (see `Store::run_due`): while
     /// 0, a request need not look for its pools' shards' backlogs.
     backlogged: AtomicU64,
+    /// The earliest of the shards' `wake_at`, or earlier (see
+    /// [`Store::maybe_due`]): lowered with them, raised lazily by a reader
+    /// that finds it past and no shard due.
+    earliest_wake: AtomicU64,
     /// Remembered expired tokens in the whole server (bounded by
     /// `max_expired_remembered`).
     remembered_total: std::sync::atomic::AtomicUsize,
@@ -456,6 +460,7 @@ impl Store {
                 journal: std::sync::OnceLock::new(),
                 live_tokens: AtomicU64::new(0),
                 backlogged: AtomicU64::new(0),
+                earliest_wake: AtomicU64::new(u64::MAX),
                 remembered_total: Default::default(),
                 expired_total: AtomicU64::new(0),
                 lease_expired_total: AtomicU64::new(0),
@@ -620,7 +625,9 @@ impl Store {
     /// the backlog, it helps with the backlog a batch per lock hold, the
     /// lock released in between, until its pool has none, and only then
     /// runs: it never sees its pool's tokens past their deadlines, and the
-    /// other pools of the shard wait for one batch at most.
+    /// other pools of the shard wait for one batch at most. The front ends
+    /// await [`Store::ready`] first, so what is left to help with here fell
+    /// due in the moment since.
     fn with_shard_at<R>(&self, idx: usize, due: Due, f: impl FnOnce(&mut Shard, u64, &mut Effects) -> R) -> R {
         let cell = &self.shared.shards[idx];
         let journal = self.shared.journal.get();
@@ -632,6 +639,11 @@ impl Store {
             let done = match due {
                 Due::Batch => self.run_due(&mut g, now, &mut fx, fire::Firing::Batch),
                 Due::Pool(_) => self.run_due(&mut g, now, &mut fx, fire::Firing::Command),
+                Due::Ready if g.backlog.is_empty() => self.run_due(&mut g, now, &mut fx, fire::Firing::Command),
+                Due::Ready => {
+                    self.queue_due_now(&mut g, now, &mut fx);
+                    true
+                }
             };
             if !done
                 && let Due::Pool(pool) = due
@@ -670,19 +682,59 @@ impl Store {
         self.shared.backlogged.load(Ordering::Relaxed) > 0
     }
 
+    /// Whether a request may meet due expiries that nobody has fired yet:
+    /// some shard has a backlog, or some shard's driver's time to look
+    /// has come (it has not queued what fell due yet). Lock-free: one
+    /// atomic load while nothing with a deadline is stored, a clock read
+    /// more otherwise; the shards are looked at only once the earliest
+    /// wake time has passed. A front end that finds this false runs the
+    /// request at once ([`Store::ready`] is for when it is true).
+    pub fn maybe_due(&self) -> bool {
+        if self.behind() {
+            return true;
+        }
+        let hint = self.shared.earliest_wake.load(Ordering::Acquire);
+        if hint == u64::MAX {
+            return false;
+        }
+        let now = self.shared.clock.now_ms();
+        if hint > now {
+            return false;
+        }
+        // Drivers lower the hint but never raise it: it may be a wake time
+        // some driver has already passed. The shards say.
+        let earliest = self.shared.shards.iter().map(|c| c.wake_at.load(Ordering::Acquire)).min().unwrap_or(u64::MAX);
+        if earliest > now {
+            // A driver lowering it meanwhile may be overwritten: the hint is
+            // then late, and a request on that shard fires what is due under
+            // its lock, as it always may (see `Store::with_shard_at`).
+            self.shared.earliest_wake.store(earliest, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
     /// Waits until `pool` has no due expiries left in its shard's backlog,
     /// firing the backlog a batch per lock hold and yielding to the runtime
     /// between batches: a front end calls this before a request on `pool`
-    /// when [`Store::behind`], so that the request never holds a worker
+    /// when [`Store::maybe_due`], so that the request never holds a worker
     /// thread (and every connection on it) for a whole backlog.
+    ///
+    /// What fell due in the shard and is not yet queued (the request came
+    /// in the instant it fell due, before the driver looked) is taken from
+    /// the wheel first, so a mass expiry of the pool itself is fired here
+    /// too, in batches, rather than by the request under its lock.
     pub async fn ready(&self, pool: &[u8]) {
         let idx = self.shard_index(pool);
-        // A pool with nothing queued goes on at once: its request fires its
-        // small share when it runs.
-        if !lock(&self.shared.shards[idx].state).pool_behind(pool) {
+        let cell = &self.shared.shards[idx];
+        // Nothing queued anywhere and nothing due in the shard: what falls
+        // due from now on is the request's small share.
+        if !self.behind() && cell.wake_at.load(Ordering::Acquire) > self.shared.clock.now_ms() {
             return;
         }
-        self.help_until_done(idx, Some(pool)).await;
+        if self.with_shard_at(idx, Due::Ready, |s, _, _| s.pool_behind(pool)) {
+            self.help_until_done(idx, Some(pool)).await;
+        }
     }
 
     /// Waits until no shard has due expiries left in its backlog, firing
@@ -775,15 +827,25 @@ impl Store {
     }
 
     /// Wakes shard `idx`'s driver if a deadline earlier than the one it
-    /// sleeps until was armed.
+    /// sleeps until was armed. Its wake time is lowered at once (the
+    /// driver stores the real one when it ticks): [`Store::maybe_due`]
+    /// knows of the deadline before the driver has looked.
     fn wake_driver(&self, idx: usize, earliest_armed: u64) {
         let cell = &self.shared.shards[idx];
         if earliest_armed < cell.wake_at.load(Ordering::Acquire) {
+            self.lower_wake_at(idx, earliest_armed);
             cell.wake.notify_one();
             if let Some(t) = cell.driver.get() {
                 t.unpark();
             }
         }
+    }
+
+    /// Lowers shard `idx`'s wake time to `at` if it is later, and the
+    /// shards' earliest with it.
+    fn lower_wake_at(&self, idx: usize, at: u64) {
+        self.shared.shards[idx].wake_at.fetch_min(at, Ordering::AcqRel);
+        self.shared.earliest_wake.fetch_min(at, Ordering::AcqRel);
     }
 
     /// The id of pool `name` in shard `s`, making the pool if it is new.
@@ -832,6 +894,11 @@ enum Due<'p> {
     Batch,
     /// A command on this pool (see [`Store::with_shard_at`]).
     Pool(&'p [u8]),
+    /// A request about to run (see [`Store::ready`]): a command's share,
+    /// the rest queued, if the backlog is empty; otherwise nothing, what is
+    /// due queued behind the backlog (the request fires its share when it
+    /// runs).
+    Ready,
 }
 
 /// `--latency-monitor-threshold`'s default (ms): an expiry that fires 5 ms
