@@ -235,6 +235,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             if self.session.authenticated {
                 cmd::prefetch(&self.ctx, &batch[..n]);
             }
+            let due = self.ctx.store.maybe_due();
             for args in &mut batch[..n] {
                 // Messages published before this command ran go out before
                 // its reply, as Redis's output buffer orders them (an
@@ -245,7 +246,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }
                 self.ctx.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
                 let start = self.wbuf.len();
-                cmd::ready(&self.ctx, Some(&self.session), args).await;
+                cmd::ready(&self.ctx, Some(&self.session), args, due).await;
                 // Last before the command: the stock waits for it in a
                 // thread-local, and no other task may run on this thread
                 // in between.

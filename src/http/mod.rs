@@ -152,7 +152,7 @@ async fn run(api: &Api, addr: SocketAddr, args: Vec<&[u8]>) -> Result<Reply, Res
     let ctx = &api.ctx;
     let laddr = SocketAddr::from(([0, 0, 0, 0], 0));
     let args: Vec<_> = args.into_iter().map(axum::body::Bytes::copy_from_slice).collect();
-    cmd::ready(ctx, None, &args).await;
+    cmd::ready(ctx, None, &args, ctx.store.maybe_due()).await;
     // Listed among the clients only now: a request dropped while it
     // waited above (its client gone) is never listed, and never left
     // listed.

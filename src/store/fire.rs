@@ -195,10 +195,24 @@ impl Store {
         done
     }
 
+    /// What a request about to run fires first ([`Store::ready`]): a
+    /// command's share, the rest queued, if the backlog is empty; otherwise
+    /// nothing, what is due queued behind the backlog (the request fires
+    /// its share when it runs). Out of line: off every command's path.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn due_before_ready(&self, s: &mut Shard, now: u64, fx: &mut Effects) -> bool {
+        if s.backlog.is_empty() {
+            return self.run_due(s, now, fx, Firing::Command);
+        }
+        self.queue_due_now(s, now, fx);
+        true
+    }
+
     /// Moves what is due by `now` from the wheel to the back of the
-    /// backlog, firing none of it (see [`Store::ready`]): a pool with
-    /// entries among it is then behind, and the driver is woken for them.
-    pub(super) fn queue_due_now(&self, s: &mut Shard, now: u64, fx: &mut Effects) {
+    /// backlog, firing none of it: a pool with entries among it is then
+    /// behind, and the driver is woken for them.
+    fn queue_due_now(&self, s: &mut Shard, now: u64, fx: &mut Effects) {
         let mut fired = std::mem::take(&mut s.fired);
         s.wheel.poll(now, &mut fired);
         fx.garbage.extend(s.wheel.take_garbage());

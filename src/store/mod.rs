@@ -639,11 +639,7 @@ impl Store {
             let done = match due {
                 Due::Batch => self.run_due(&mut g, now, &mut fx, fire::Firing::Batch),
                 Due::Pool(_) => self.run_due(&mut g, now, &mut fx, fire::Firing::Command),
-                Due::Ready if g.backlog.is_empty() => self.run_due(&mut g, now, &mut fx, fire::Firing::Command),
-                Due::Ready => {
-                    self.queue_due_now(&mut g, now, &mut fx);
-                    true
-                }
+                Due::Ready => self.due_before_ready(&mut g, now, &mut fx),
             };
             if !done
                 && let Due::Pool(pool) = due
@@ -687,8 +683,9 @@ impl Store {
     /// has come (it has not queued what fell due yet). Lock-free: one
     /// atomic load while nothing with a deadline is stored, a clock read
     /// more otherwise; the shards are looked at only once the earliest
-    /// wake time has passed. A front end that finds this false runs the
-    /// request at once ([`Store::ready`] is for when it is true).
+    /// wake time has passed. A front end that finds this false runs its
+    /// requests at once ([`Store::ready`] is for when it is true); it
+    /// reads this once for the requests it read together.
     pub fn maybe_due(&self) -> bool {
         if self.behind() {
             return true;
@@ -842,7 +839,10 @@ impl Store {
     }
 
     /// Lowers shard `idx`'s wake time to `at` if it is later, and the
-    /// shards' earliest with it.
+    /// shards' earliest with it. Out of line: rare, and `release` is on
+    /// every command's path.
+    #[cold]
+    #[inline(never)]
     fn lower_wake_at(&self, idx: usize, at: u64) {
         self.shared.shards[idx].wake_at.fetch_min(at, Ordering::AcqRel);
         self.shared.earliest_wake.fetch_min(at, Ordering::AcqRel);
@@ -894,10 +894,7 @@ enum Due<'p> {
     Batch,
     /// A command on this pool (see [`Store::with_shard_at`]).
     Pool(&'p [u8]),
-    /// A request about to run (see [`Store::ready`]): a command's share,
-    /// the rest queued, if the backlog is empty; otherwise nothing, what is
-    /// due queued behind the backlog (the request fires its share when it
-    /// runs).
+    /// A request about to run (see [`Store::due_before_ready`]).
     Ready,
 }
 
