@@ -715,21 +715,28 @@ pub(crate) mod tests {
         Parse::new(Vec::leak(a.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect()))
     }
 
+    /// A server of two shards that fire 16 expiries per lock hold (so that
+    /// 1,000 due make a backlog), on tokio's clock, with FLUSHALL allowed;
+    /// no expiry drivers.
+    fn two_small_batch_shards() -> Ctx {
+        use crate::clock::Clock;
+        use crate::notify::{EventClasses, Notifier};
+        use crate::store::StoreConfig;
+        let pubsub = Arc::new(PubSub::default());
+        let notifier = Arc::new(Notifier::new(EventClasses::parse("").unwrap(), pubsub.clone()));
+        let config = StoreConfig { shards: 2, expiry_batch: 16, ..StoreConfig::default() };
+        let store = Store::new(config, Clock::starting_at(1_700_000_000_000), notifier);
+        Ctx::new(store, pubsub, Settings { shards: 2, enable_flush: true, ..Settings::default() })
+    }
+
     /// Before an EXEC, and before a FLUSHALL, the front end fires the
     /// backlog of due expiries the request would meet, a batch at a time,
     /// yielding to the runtime in between: the request does not fire it all
     /// under its locks, holding its thread and every connection on it.
     #[tokio::test(start_paused = true)]
     async fn ready_fires_the_backlog_an_exec_or_a_flushall_meets_batch_by_batch() {
-        use crate::clock::Clock;
-        use crate::notify::{EventClasses, Notifier};
-        use crate::store::StoreConfig;
         use std::future::Future;
-        let pubsub = Arc::new(PubSub::default());
-        let notifier = Arc::new(Notifier::new(EventClasses::parse("").unwrap(), pubsub.clone()));
-        let config = StoreConfig { shards: 2, expiry_batch: 16, ..StoreConfig::default() };
-        let store = Store::new(config, Clock::starting_at(1_700_000_000_000), notifier);
-        let ctx = Ctx::new(store, pubsub, Settings { shards: 2, enable_flush: true, ..Settings::default() });
+        let ctx = two_small_batch_shards();
         let _drivers = crate::store::expiry::spawn(&ctx.store);
         let addr = "127.0.0.1:1".parse().unwrap();
         let argv = |a: &[&str]| -> Vec<Bytes> { a.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect() };
@@ -765,15 +772,8 @@ pub(crate) mod tests {
     /// then sees none of the expired tokens.
     #[tokio::test(start_paused = true)]
     async fn ready_fires_what_fell_due_before_the_driver_looked_batch_by_batch() {
-        use crate::clock::Clock;
-        use crate::notify::{EventClasses, Notifier};
-        use crate::store::StoreConfig;
         use std::future::Future;
-        let pubsub = Arc::new(PubSub::default());
-        let notifier = Arc::new(Notifier::new(EventClasses::parse("").unwrap(), pubsub.clone()));
-        let config = StoreConfig { shards: 2, expiry_batch: 16, ..StoreConfig::default() };
-        let store = Store::new(config, Clock::starting_at(1_700_000_000_000), notifier);
-        let ctx = Ctx::new(store, pubsub, Settings { shards: 2, enable_flush: true, ..Settings::default() });
+        let ctx = two_small_batch_shards();
         let addr = "127.0.0.1:1".parse().unwrap();
         let argv = |a: &[&str]| -> Vec<Bytes> { a.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect() };
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
